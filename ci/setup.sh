@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what wedge needs on a Debian 12 machine, only what is missing, with no prompts.
+# Safe to run any number of times. Needs root (or sudo) only when something must be installed.
+set -euo pipefail
+
+packages=(
+  bubblewrap        # the default sandbox of wedge-run
+  libseccomp-dev    # the libseccomp crate links against it
+  pkg-config
+  protobuf-compiler # protoc, for wedge-agent's gRPC definitions
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "ci/setup.sh: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq </dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+fi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# wedge's whole test suite: format, lints, every test. This is the README's test command and what
+# .ci/run calls. Every test that can deadlock runs under its own watchdog; the outer `timeout`
+# is a last safety net so this script can never hang a CI job.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./ci/setup.sh
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+limit="${WEDGE_TEST_LIMIT:-1500}" # seconds for each step
+
+step() {
+  echo "== $*" >&2
+  timeout --kill-after=30 "$limit" "$@"
+}
+
+step cargo fmt --all -- --check
+step cargo clippy --workspace --all-targets --release -- -D warnings
+step cargo test --workspace --release
