@@ -1,0 +1,1 @@
+//! wedge: scenario engine, watchdog, statistics and reports.

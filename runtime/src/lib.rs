@@ -1,0 +1,3 @@
+//! wedge's own sandbox runtime: the thing wedge's scenarios run and break.
+
+pub mod sync;
