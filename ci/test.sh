@@ -16,5 +16,5 @@ step() {
 }
 
 step cargo fmt --all -- --check
-step cargo clippy --workspace --all-targets --release -- -D warnings
-step cargo test --workspace --release
+step cargo clippy --workspace --all-targets --all-features --release -- -D warnings
+step cargo test --workspace --all-features --release
