@@ -1,0 +1,110 @@
+//! `wedge-exec-probe`: performs the unusual execs and syscalls an exec supervisor must stop,
+//! so that tests (and users checking their own supervisor) can try them for real.
+//!
+//! Modes:
+//! - `threaded-exec PATH [ARGS...]`: start a second thread, then execve from the first.
+//! - `execveat-empty-path PATH`: open PATH and execveat(fd, "", AT_EMPTY_PATH).
+//! - `int80-execve PATH`: execve through the i386 ABI (`int 0x80`) from this 64-bit process.
+//! - `x32-getpid`: call getpid with the x32 syscall bit set.
+//!
+//! Exit status: 0 if the call was refused with an error (the probe prints it), 3 if it
+//! unexpectedly returned success, 2 on a usage error. If the exec succeeds the process becomes
+//! PATH; if the filter kills the process its status says so (SIGSYS).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+
+fn cstr(s: &std::ffi::OsStr) -> CString {
+    CString::new(s.as_bytes()).expect("argument without NUL")
+}
+
+fn refused(what: &str, rc: i64) -> ! {
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        println!(
+            "{what} refused: {err} (errno {})",
+            err.raw_os_error().unwrap_or(0)
+        );
+        std::process::exit(0)
+    }
+    println!("{what} returned {rc}");
+    std::process::exit(3)
+}
+
+fn main() {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let mode = args.first().and_then(|m| m.to_str()).unwrap_or("");
+    match (mode, &args[1..]) {
+        ("threaded-exec", [path, rest @ ..]) => {
+            let (started_tx, started_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                started_tx.send(()).unwrap();
+                loop {
+                    std::thread::park();
+                }
+            });
+            started_rx.recv().unwrap();
+            let path = cstr(path);
+            let mut argv: Vec<CString> = vec![path.clone()];
+            argv.extend(rest.iter().map(|a| cstr(a)));
+            let err = nix::unistd::execv(&path, &argv).unwrap_err();
+            println!("threaded execve refused: {err} (errno {})", err as i32);
+            std::process::exit(0)
+        }
+        ("execveat-empty-path", [path]) => {
+            let file = std::fs::File::open(path).expect("open PATH");
+            let argv = [cstr(path)];
+            let argv_ptrs = [argv[0].as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            let empty = c"";
+            // SAFETY: all pointers are valid, NUL-terminated and outlive the call.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    empty.as_ptr(),
+                    argv_ptrs.as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            refused("execveat(AT_EMPTY_PATH)", rc)
+        }
+        ("int80-execve", [path]) => {
+            let path = cstr(path);
+            let rc: i32;
+            // SAFETY: i386 execve(path, NULL, NULL). A 64-bit pointer is truncated to 32 bits, so
+            // without a filter this fails with EFAULT; with one that checks the arch, the
+            // process is killed before the kernel looks at the arguments.
+            unsafe {
+                std::arch::asm!(
+                    "xchg {arg:r}, rbx",
+                    "int 0x80",
+                    "xchg {arg:r}, rbx",
+                    arg = inout(reg) path.as_ptr() as u64 & 0xffff_ffff => _,
+                    inlateout("eax") 11 => rc,
+                    in("ecx") 0,
+                    in("edx") 0,
+                );
+            }
+            if rc < 0 {
+                println!("int 0x80 execve refused: errno {}", -rc);
+                std::process::exit(0)
+            }
+            println!("int 0x80 execve returned {rc}");
+            std::process::exit(3)
+        }
+        ("x32-getpid", []) => {
+            // SAFETY: a syscall with no arguments.
+            let rc = unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
+            refused("x32 getpid", rc)
+        }
+        _ => {
+            eprintln!(
+                "usage: wedge-exec-probe threaded-exec PATH [ARGS...] | execveat-empty-path PATH | \
+                 int80-execve PATH | x32-getpid"
+            );
+            std::process::exit(2)
+        }
+    }
+}

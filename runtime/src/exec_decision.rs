@@ -1,0 +1,400 @@
+//! Deciding one trapped `execve`/`execveat`: read what the target asked to execute out of its
+//! memory, check the request is still the one the kernel reported, apply the policy, answer.
+//!
+//! Every failure denies with `EPERM` (fail closed). The syscall is let through with
+//! `SECCOMP_USER_NOTIF_FLAG_CONTINUE` only when the target has exactly one thread: with more,
+//! another thread could rewrite the path or argv between our read and the kernel's, and
+//! `CONTINUE` cannot close that race.
+
+use std::io::IoSliceMut;
+
+use nix::errno::Errno;
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+
+use crate::policy::{Policy, Verdict};
+use crate::seccomp_notify::{Listener, Notification, Response};
+
+/// Limits on what is read from a target, so a hostile one cannot make the supervisor allocate
+/// without bound.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Longest path, including the NUL (the kernel's `PATH_MAX`).
+    pub max_path: usize,
+    /// Most argv entries read.
+    pub max_args: usize,
+    /// Longest single argument, including the NUL (the kernel's `MAX_ARG_STRLEN`).
+    pub max_arg_len: usize,
+    /// Most bytes of argv strings in all.
+    pub max_total: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            max_path: 4096,
+            max_args: 4096,
+            max_arg_len: 128 * 1024,
+            max_total: 1024 * 1024,
+        }
+    }
+}
+
+/// What the target asked to execute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub path: String,
+    pub argv: Vec<String>,
+}
+
+/// Why an exec was denied without consulting the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("syscall {0} is not an exec")]
+    NotExec(i32),
+    #[error("execveat with AT_EMPTY_PATH (executing a descriptor) is not allowed")]
+    EmptyPath,
+    #[error("the target has {0} threads; exec is allowed only from a single-threaded process")]
+    Multithreaded(usize),
+    #[error("cannot read the target's thread count: {0}")]
+    ThreadCount(String),
+    #[error("cannot read the target's memory: {0}")]
+    Unreadable(Errno),
+    #[error("{0} is longer than the supervisor reads")]
+    TooLong(&'static str),
+    #[error("the notification is no longer valid (the target died or was replaced)")]
+    Stale,
+}
+
+/// The outcome of one decision, for the log and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow {
+        request: ExecRequest,
+        verdict: Verdict,
+    },
+    Deny {
+        request: ExecRequest,
+        verdict: Verdict,
+    },
+    Refuse {
+        request: Option<ExecRequest>,
+        refusal: Refusal,
+    },
+}
+
+impl Decision {
+    pub fn response(&self) -> Response {
+        match self {
+            Decision::Allow { .. } => Response::Continue,
+            Decision::Deny { .. } | Decision::Refuse { .. } => Response::Fail(Errno::EPERM),
+        }
+    }
+}
+
+/// Decides one notification and answers it on `listener`. Logs every decision.
+pub fn handle(
+    listener: &Listener<'_>,
+    notification: &Notification,
+    policy: &Policy,
+    limits: &ReadLimits,
+) -> Decision {
+    let decision = decide(listener, notification, policy, limits);
+    log(notification, &decision);
+    match listener.respond(notification.id, decision.response()) {
+        Ok(()) => {}
+        // The target died while we decided; there is nobody left to answer.
+        Err(Errno::ENOENT) => {
+            tracing::debug!(pid = notification.pid, "target gone before the answer")
+        }
+        Err(err) => {
+            tracing::warn!(pid = notification.pid, %err, "could not answer the notification")
+        }
+    }
+    decision
+}
+
+fn log(notification: &Notification, decision: &Decision) {
+    let pid = notification.pid;
+    match decision {
+        Decision::Allow { request, verdict } => tracing::info!(
+            pid, path = %request.path, argv = ?request.argv, rule = verdict.rule(), "exec allowed"
+        ),
+        Decision::Deny { request, verdict } => tracing::warn!(
+            pid, path = %request.path, argv = ?request.argv, rule = verdict.rule(), "exec denied"
+        ),
+        Decision::Refuse { request, refusal } => tracing::warn!(
+            pid,
+            path = request.as_ref().map_or("?", |r| r.path.as_str()),
+            argv = ?request.as_ref().map(|r| &r.argv),
+            rule = %refusal,
+            "exec denied"
+        ),
+    }
+}
+
+fn decide(
+    listener: &Listener<'_>,
+    n: &Notification,
+    policy: &Policy,
+    limits: &ReadLimits,
+) -> Decision {
+    let refuse = |refusal, request| Decision::Refuse { request, refusal };
+    let (path_ptr, argv_ptr) = match i64::from(n.syscall) {
+        libc::SYS_execve => (n.args[0], n.args[1]),
+        libc::SYS_execveat => {
+            if n.args[4] & libc::AT_EMPTY_PATH as u64 != 0 {
+                return refuse(Refusal::EmptyPath, None);
+            }
+            (n.args[1], n.args[2])
+        }
+        _ => return refuse(Refusal::NotExec(n.syscall), None),
+    };
+    if !listener.id_valid(n.id) {
+        return refuse(Refusal::Stale, None);
+    }
+    match thread_count(n.pid) {
+        Ok(1) => {}
+        Ok(threads) => return refuse(Refusal::Multithreaded(threads), None),
+        Err(err) => return refuse(Refusal::ThreadCount(err), None),
+    }
+    let request = match read_request(Pid::from_raw(n.pid as i32), path_ptr, argv_ptr, limits) {
+        Ok(request) => request,
+        Err(refusal) => return refuse(refusal, None),
+    };
+    // What we read is only meaningful if the notification still stands: the pid could have died
+    // and been reused while we read it.
+    if !listener.id_valid(n.id) {
+        return refuse(Refusal::Stale, Some(request));
+    }
+    let verdict = policy.decide(&request.path, &request.argv);
+    if verdict.is_allowed() {
+        Decision::Allow { request, verdict }
+    } else {
+        Decision::Deny { request, verdict }
+    }
+}
+
+fn thread_count(pid: u32) -> Result<usize, String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| "no Threads: line in /proc/PID/status".to_owned())
+}
+
+/// Reads the path and argv of an exec out of the target's memory.
+pub fn read_request(
+    pid: Pid,
+    path_ptr: u64,
+    argv_ptr: u64,
+    limits: &ReadLimits,
+) -> Result<ExecRequest, Refusal> {
+    let memory = Target(pid);
+    let path = memory
+        .read_c_string(path_ptr, limits.max_path)
+        .map_err(|e| e.or_too_long("the path"))?;
+    let mut argv = Vec::new();
+    let mut total = 0usize;
+    if argv_ptr != 0 {
+        for index in 0..=limits.max_args {
+            let slot = argv_ptr
+                .checked_add(8 * index as u64)
+                .ok_or(Refusal::Unreadable(Errno::EFAULT))?;
+            let ptr = memory.read_u64(slot)?;
+            if ptr == 0 {
+                break;
+            }
+            if index == limits.max_args {
+                return Err(Refusal::TooLong("argv"));
+            }
+            let budget = limits.max_arg_len.min(limits.max_total - total);
+            let arg = memory
+                .read_c_string(ptr, budget)
+                .map_err(|e| e.or_too_long("argv"))?;
+            total += arg.len() + 1;
+            argv.push(arg);
+        }
+    }
+    Ok(ExecRequest { path, argv })
+}
+
+enum ReadError {
+    Fault(Errno),
+    TooLong,
+}
+
+impl ReadError {
+    fn or_too_long(self, what: &'static str) -> Refusal {
+        match self {
+            ReadError::Fault(errno) => Refusal::Unreadable(errno),
+            ReadError::TooLong => Refusal::TooLong(what),
+        }
+    }
+}
+
+impl From<ReadError> for Refusal {
+    fn from(err: ReadError) -> Refusal {
+        err.or_too_long("a value")
+    }
+}
+
+struct Target(Pid);
+
+const PAGE: u64 = 4096;
+
+impl Target {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len: buf.len(),
+        }];
+        let n = process_vm_readv(self.0, &mut [IoSliceMut::new(buf)], &remote)
+            .map_err(ReadError::Fault)?;
+        if n == 0 {
+            return Err(ReadError::Fault(Errno::EFAULT));
+        }
+        Ok(n)
+    }
+
+    fn read_u64(&self, addr: u64) -> Result<u64, ReadError> {
+        let mut bytes = [0u8; 8];
+        let mut done = 0;
+        while done < bytes.len() {
+            done += self.read(addr + done as u64, &mut bytes[done..])?;
+        }
+        Ok(u64::from_ne_bytes(bytes))
+    }
+
+    /// Reads a NUL-terminated string of at most `max` bytes including the NUL, a page at a
+    /// time so that a string ending just before an unmapped page is still read.
+    fn read_c_string(&self, addr: u64, max: usize) -> Result<String, ReadError> {
+        let mut out = Vec::new();
+        let mut addr = addr;
+        let mut chunk = [0u8; PAGE as usize];
+        while out.len() < max {
+            let to_page_end = (PAGE - addr % PAGE) as usize;
+            let want = to_page_end.min(max - out.len());
+            let got = self.read(addr, &mut chunk[..want])?;
+            if let Some(nul) = chunk[..got].iter().position(|&b| b == 0) {
+                out.extend_from_slice(&chunk[..nul]);
+                return Ok(String::from_utf8_lossy(&out).into_owned());
+            }
+            out.extend_from_slice(&chunk[..got]);
+            addr = addr
+                .checked_add(got as u64)
+                .ok_or(ReadError::Fault(Errno::EFAULT))?;
+        }
+        Err(ReadError::TooLong)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+
+    fn self_pid() -> Pid {
+        Pid::this()
+    }
+
+    #[test]
+    fn reads_path_and_argv_from_a_process() {
+        let path = CString::new("/usr/bin/git").unwrap();
+        let args: Vec<CString> = ["git", "push", "origin"]
+            .iter()
+            .map(|s| CString::new(*s).unwrap())
+            .collect();
+        let mut ptrs: Vec<u64> = args.iter().map(|a| a.as_ptr() as u64).collect();
+        ptrs.push(0);
+        let req = read_request(
+            self_pid(),
+            path.as_ptr() as u64,
+            ptrs.as_ptr() as u64,
+            &ReadLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(req.path, "/usr/bin/git");
+        assert_eq!(req.argv, ["git", "push", "origin"]);
+    }
+
+    #[test]
+    fn null_argv_is_empty() {
+        let path = CString::new("/bin/true").unwrap();
+        let req =
+            read_request(self_pid(), path.as_ptr() as u64, 0, &ReadLimits::default()).unwrap();
+        assert!(req.argv.is_empty());
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let long = CString::new("x".repeat(5000)).unwrap();
+        let err =
+            read_request(self_pid(), long.as_ptr() as u64, 0, &ReadLimits::default()).unwrap_err();
+        assert_eq!(err, Refusal::TooLong("the path"));
+
+        let path = CString::new("/bin/true").unwrap();
+        let arg = CString::new("a").unwrap();
+        let mut ptrs = vec![arg.as_ptr() as u64; 5];
+        ptrs.push(0);
+        let limits = ReadLimits {
+            max_args: 4,
+            ..ReadLimits::default()
+        };
+        let err = read_request(
+            self_pid(),
+            path.as_ptr() as u64,
+            ptrs.as_ptr() as u64,
+            &limits,
+        )
+        .unwrap_err();
+        assert_eq!(err, Refusal::TooLong("argv"));
+
+        let limits = ReadLimits {
+            max_total: 7,
+            ..ReadLimits::default()
+        };
+        let err = read_request(
+            self_pid(),
+            path.as_ptr() as u64,
+            ptrs.as_ptr() as u64,
+            &limits,
+        )
+        .unwrap_err();
+        assert_eq!(err, Refusal::TooLong("argv"));
+    }
+
+    #[test]
+    fn a_string_that_ends_right_before_an_unmapped_page_is_read() {
+        // Map two pages, unmap the second, put "abc\0" at the very end of the first.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                2 * PAGE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            ) as *mut u8;
+            assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+            libc::munmap(base.add(PAGE as usize) as *mut libc::c_void, PAGE as usize);
+            let s = base.add(PAGE as usize - 4);
+            std::ptr::copy_nonoverlapping(b"abc\0".as_ptr(), s, 4);
+            let got = Target(self_pid()).read_c_string(s as u64, 4096).ok();
+            let unterminated = base.add(PAGE as usize - 2);
+            *unterminated.add(1) = b'z';
+            let fault = Target(self_pid()).read_c_string(unterminated as u64, 4096);
+            libc::munmap(base as *mut libc::c_void, PAGE as usize);
+            assert_eq!(got.as_deref(), Some("abc"));
+            assert!(matches!(fault, Err(ReadError::Fault(_))));
+        }
+    }
+
+    #[test]
+    fn unmapped_pointer_is_a_fault() {
+        let err = read_request(self_pid(), 8, 0, &ReadLimits::default()).unwrap_err();
+        assert!(matches!(err, Refusal::Unreadable(_)), "{err:?}");
+    }
+}

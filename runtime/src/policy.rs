@@ -1,0 +1,331 @@
+//! Exec policy: which command lines the supervisor lets a sandboxed program execute.
+//!
+//! A policy file is TOML:
+//!
+//! ```toml
+//! allow = ["git status"]
+//! deny = ["git push", "rm -rf"]
+//! ```
+//!
+//! A rule is a whitespace-separated list of tokens that must be a prefix of the executed argv.
+//! Its first token is compared with the basename of the executed path (so `git`, `/usr/bin/git`
+//! and a relative `./git` all match `git`); the rest are compared with argv[1..] exactly.
+//! An argv that matches an allow rule is allowed; otherwise one that matches a deny rule is
+//! denied; anything else is allowed. With no rules at all everything is allowed.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// One parsed rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    text: String,
+    program: String,
+    args: Vec<String>,
+}
+
+impl Rule {
+    /// Parses a rule; `None` when it has no tokens.
+    pub fn parse(text: &str) -> Option<Rule> {
+        let mut tokens = text.split_whitespace();
+        let program = basename(tokens.next()?).to_owned();
+        Some(Rule {
+            text: tokens_joined(text),
+            program,
+            args: tokens.map(str::to_owned).collect(),
+        })
+    }
+
+    /// Whether this rule is a prefix of `argv`, with `program` the basename of the executed path.
+    pub fn matches<S: AsRef<str>>(&self, program: &str, args: &[S]) -> bool {
+        self.program == program
+            && args.len() >= self.args.len()
+            && self
+                .args
+                .iter()
+                .zip(args)
+                .all(|(rule, arg)| rule == arg.as_ref())
+    }
+
+    /// The rule as written, whitespace normalised.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+fn tokens_joined(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The last component of a path, as the kernel would see it for an executed file.
+pub fn basename(path: &str) -> &str {
+    path.rsplit('/')
+        .find(|part| !part.is_empty())
+        .unwrap_or(path)
+}
+
+/// The policy's answer for one exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// An allow rule matched.
+    Allowed(String),
+    /// A deny rule matched and no allow rule did.
+    Denied(String),
+    /// No rule matched.
+    AllowedByDefault,
+}
+
+impl Verdict {
+    pub fn is_allowed(&self) -> bool {
+        !matches!(self, Verdict::Denied(_))
+    }
+
+    /// The matched rule, for the decision log.
+    pub fn rule(&self) -> &str {
+        match self {
+            Verdict::Allowed(rule) | Verdict::Denied(rule) => rule,
+            Verdict::AllowedByDefault => "(no rule matched: allowed by default)",
+        }
+    }
+}
+
+/// A set of allow and deny rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    allow: Vec<Rule>,
+    deny: Vec<Rule>,
+}
+
+impl Policy {
+    /// A policy from rule texts. Rules with no tokens are an error.
+    pub fn from_rules<A, D>(allow: A, deny: D) -> Result<Policy, String>
+    where
+        A: IntoIterator,
+        A::Item: AsRef<str>,
+        D: IntoIterator,
+        D::Item: AsRef<str>,
+    {
+        let parse = |text: &str| Rule::parse(text).ok_or_else(|| format!("empty rule {text:?}"));
+        Ok(Policy {
+            allow: allow
+                .into_iter()
+                .map(|t| parse(t.as_ref()))
+                .collect::<Result<_, _>>()?,
+            deny: deny
+                .into_iter()
+                .map(|t| parse(t.as_ref()))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Decides on an exec of `path` with `argv` (argv[0] itself is not compared: the executed
+    /// path's basename stands for it).
+    pub fn decide<S: AsRef<str>>(&self, path: &str, argv: &[S]) -> Verdict {
+        let program = basename(path);
+        let args = argv.get(1..).unwrap_or(&[]);
+        if let Some(rule) = self.allow.iter().find(|r| r.matches(program, args)) {
+            return Verdict::Allowed(rule.text.clone());
+        }
+        if let Some(rule) = self.deny.iter().find(|r| r.matches(program, args)) {
+            return Verdict::Denied(rule.text.clone());
+        }
+        Verdict::AllowedByDefault
+    }
+
+    /// Parses a policy file's text. `origin` names it in errors.
+    pub fn parse(origin: &str, text: &str) -> Result<Policy, PolicyError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            allow: Vec<toml::Spanned<String>>,
+            #[serde(default)]
+            deny: Vec<toml::Spanned<String>>,
+        }
+
+        let at = |offset: usize, message: String| PolicyError::at(origin, text, offset, message);
+        let file: File = toml::from_str(text).map_err(|err| {
+            let offset = err.span().map_or(0, |span| span.start);
+            at(offset, err.message().trim_end().to_owned())
+        })?;
+        let rules = |list: Vec<toml::Spanned<String>>, kind: &str| {
+            list.into_iter()
+                .map(|spanned| {
+                    Rule::parse(spanned.get_ref())
+                        .ok_or_else(|| at(spanned.span().start, format!("empty {kind} rule")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Policy {
+            allow: rules(file.allow, "allow")?,
+            deny: rules(file.deny, "deny")?,
+        })
+    }
+
+    /// Reads and parses a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| PolicyError {
+            origin: origin.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {err}"),
+        })?;
+        Policy::parse(&origin, &text)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+}
+
+/// A policy file that cannot be used, with where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub origin: String,
+    /// 1-based; 0 when the file could not be read at all.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    pub message: String,
+}
+
+impl PolicyError {
+    fn at(origin: &str, text: &str, offset: usize, message: String) -> PolicyError {
+        let offset = offset.min(text.len());
+        let before = text.get(..offset).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        PolicyError {
+            origin: origin.to_owned(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.origin, self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allow: &[&str], deny: &[&str]) -> Policy {
+        Policy::from_rules(allow, deny).unwrap()
+    }
+
+    #[test]
+    fn no_rules_allow_everything() {
+        let p = policy(&[], &[]);
+        assert_eq!(
+            p.decide("/bin/rm", &["rm", "-rf", "/"]),
+            Verdict::AllowedByDefault
+        );
+    }
+
+    #[test]
+    fn deny_is_a_token_prefix_on_the_basename() {
+        let p = policy(&[], &["git push", "rm -rf"]);
+        assert_eq!(
+            p.decide("/usr/bin/git", &["git", "push", "origin"]),
+            Verdict::Denied("git push".into())
+        );
+        assert_eq!(
+            p.decide("/usr/bin/git", &["whatever", "push"]),
+            Verdict::Denied("git push".into())
+        );
+        assert!(p.decide("/usr/bin/git", &["git", "pushx"]).is_allowed());
+        assert!(p.decide("/usr/bin/git", &["git"]).is_allowed());
+        assert!(p.decide("/usr/bin/gitk", &["gitk", "push"]).is_allowed());
+        assert_eq!(
+            p.decide("./rm", &["rm", "-rf", "x"]),
+            Verdict::Denied("rm -rf".into())
+        );
+        assert!(p.decide("/bin/rm", &["rm", "-r", "-f", "x"]).is_allowed());
+    }
+
+    #[test]
+    fn allow_overrides_deny() {
+        let p = policy(&["git push origin feature"], &["git push"]);
+        assert_eq!(
+            p.decide("/usr/bin/git", &["git", "push", "origin", "feature"]),
+            Verdict::Allowed("git push origin feature".into())
+        );
+        assert_eq!(
+            p.decide("/usr/bin/git", &["git", "push", "origin", "main"]),
+            Verdict::Denied("git push".into())
+        );
+    }
+
+    #[test]
+    fn rule_program_is_normalised_and_whitespace_folded() {
+        let p = policy(&[], &["  /usr/bin/git \t push  "]);
+        assert_eq!(
+            p.decide("/opt/git", &["git", "push"]),
+            Verdict::Denied("git push".into())
+        );
+    }
+
+    #[test]
+    fn basename_handles_trailing_slashes_and_bare_names() {
+        assert_eq!(basename("/usr/bin/git"), "git");
+        assert_eq!(basename("git"), "git");
+        assert_eq!(basename("dir/"), "dir");
+        assert_eq!(basename("/"), "/");
+        assert_eq!(basename(""), "");
+    }
+
+    #[test]
+    fn parses_a_policy_file() {
+        let p = Policy::parse(
+            "p.toml",
+            "allow = [\"git status\"]\ndeny = [\"git push\", \"rm -rf\"]\n",
+        )
+        .unwrap();
+        assert_eq!(p, policy(&["git status"], &["git push", "rm -rf"]));
+        assert!(Policy::parse("p.toml", "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let err = Policy::parse("p.toml", "allow = []\n  denny = [\"x\"]\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 3), "{err}");
+        assert!(err.to_string().starts_with("p.toml:2:3: "), "{err}");
+        assert!(err.message.contains("denny"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_and_syntax_errors_are_located() {
+        let err = Policy::parse("p.toml", "allow = \"git\"\n").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 9), "{err}");
+        let err = Policy::parse("p.toml", "deny = [\"a\",\n  \"b\" \"c\"]\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        let err = Policy::parse("p.toml", "deny = [\"ok\", 3]\n").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 15), "{err}");
+    }
+
+    #[test]
+    fn empty_rule_is_located() {
+        let err = Policy::parse("p.toml", "deny = [\"git push\",\n   \"  \"]\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 4), "{err}");
+        assert_eq!(err.message, "empty deny rule");
+    }
+}

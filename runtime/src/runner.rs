@@ -1,0 +1,241 @@
+//! `wedge-run`'s runner: start the sandbox, take the listener, supervise, wait, shut down.
+//!
+//! Both variants share all of it except how the supervisor waits and how it is stopped:
+//! - `fixed`: the supervisor waits in `ppoll([listener, eventfd])`; shutdown is
+//!   [`ShutdownCoordinator::begin`] and a bounded drain; the listener is closed after the
+//!   supervisor thread has returned.
+//! - `pre-fix`: the supervisor blocks in `SECCOMP_IOCTL_NOTIF_RECV`; shutdown is
+//!   `close(listener)` and an unbounded join, which never returns while a filter user is alive
+//!   (and, before Linux 6.11, even when none is).
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+
+use crate::exec_decision::{self, ReadLimits};
+use crate::pidfd::PidFd;
+use crate::policy::Policy;
+use crate::sandbox::{
+    self, Channel, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RUNNER_ERROR, SandboxKind,
+};
+use crate::seccomp_notify::{EventWake, Listener};
+use crate::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit};
+use crate::signals::{self, Targets};
+use crate::supervisor;
+
+/// The thread name of the supervisor, as `/proc/PID/task/TID/comm` shows it.
+pub const SUPERVISOR_THREAD: &str = "supervisor";
+
+/// The default bounded drain of the fixed runner.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Which shutdown path the runner uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    /// ppoll on the listener and an eventfd, idempotent begin, bounded drain.
+    Fixed,
+    /// Block in NOTIF_RECV; shut down with close(listener) and an unbounded join.
+    #[value(name = "pre-fix")]
+    PreFix,
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub policy: Policy,
+    pub sandbox: SandboxKind,
+    pub variant: Variant,
+    pub drain: Duration,
+    pub command: Vec<OsString>,
+}
+
+/// Runs the command under supervision; returns the exit code for `wedge-run`.
+pub fn run(config: RunConfig) -> i32 {
+    match run_supervised(config) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("wedge-run: {err:#}");
+            EXIT_RUNNER_ERROR
+        }
+    }
+}
+
+/// The running supervisor, by variant.
+enum Supervision {
+    Fixed {
+        coordinator: Arc<ShutdownCoordinator<EventWake>>,
+        thread: JoinHandle<OwnedFd>,
+    },
+    PreFix {
+        listener: OwnedFd,
+        thread: JoinHandle<SupervisorExit>,
+    },
+}
+
+fn run_supervised(config: RunConfig) -> anyhow::Result<i32> {
+    let RunConfig {
+        policy,
+        sandbox,
+        variant,
+        drain,
+        command,
+    } = config;
+    let policy = Arc::new(policy);
+    let wedge_run = std::env::current_exe().context("locating wedge-run itself")?;
+    let coordinator = match variant {
+        Variant::Fixed => Some(Arc::new(ShutdownCoordinator::new(
+            EventWake::new().context("creating the wake eventfd")?,
+        ))),
+        Variant::PreFix => None,
+    };
+
+    let targets = Arc::new(Mutex::new(Targets::default()));
+    let on_escalation = coordinator.clone();
+    signals::spawn_forwarder(targets.clone(), move || {
+        // The pre-fix runner had no way to tell its supervisor to stop: it only closed the
+        // listener once the sandbox had exited.
+        if let Some(coordinator) = &on_escalation {
+            coordinator.begin();
+        }
+    })
+    .context("installing signal handlers")?;
+
+    let channel = Channel::new().context("creating the hand-off socketpair")?;
+    // Spawned from the main thread, which lives as long as the child (PDEATHSIG is per thread).
+    let mut child = sandbox::shim_command(sandbox, &wedge_run, channel.shim.as_raw_fd(), &command)
+        .spawn()
+        .with_context(|| match sandbox {
+            SandboxKind::Bwrap => "starting bubblewrap (is the bubblewrap package installed?)",
+            SandboxKind::None => "starting the sandboxed command",
+        })?;
+    drop(channel.shim);
+    lock(&targets).sandbox =
+        Some(PidFd::open(child.id() as i32).context("pidfd_open on the sandbox")?);
+
+    let handoff = match sandbox::receive_listener(&channel.runner) {
+        Ok(Some(handoff)) => handoff,
+        Ok(None) => {
+            // The shim ended without a listener: it could not start the command (and said
+            // why), or the sandbox itself failed.
+            let status = child.wait().context("waiting for the sandbox")?;
+            return match exit_code(status) {
+                code @ (EXIT_CANNOT_EXECUTE | EXIT_NOT_FOUND | EXIT_RUNNER_ERROR) => Ok(code),
+                code => Err(anyhow!(
+                    "the sandbox exited with status {code} before the command started"
+                )),
+            };
+        }
+        Err(err) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(anyhow!(
+                "receiving the seccomp listener from the sandbox: {err}"
+            ));
+        }
+    };
+    lock(&targets).command = Some(PidFd::open(handoff.pid).context("pidfd_open on the command")?);
+
+    let supervision = start_supervisor(handoff.listener, coordinator, policy)?;
+    sandbox::release_shim(&channel.runner).context("releasing the shim")?;
+    drop(channel.runner);
+
+    let status = child.wait().context("waiting for the sandbox")?;
+    tracing::debug!(?status, "sandbox exited; shutting down the supervisor");
+    shut_down(supervision, drain);
+    Ok(exit_code(status))
+}
+
+fn start_supervisor(
+    listener: OwnedFd,
+    coordinator: Option<Arc<ShutdownCoordinator<EventWake>>>,
+    policy: Arc<Policy>,
+) -> anyhow::Result<Supervision> {
+    let builder = std::thread::Builder::new().name(SUPERVISOR_THREAD.into());
+    let limits = ReadLimits::default();
+    let supervision = match coordinator {
+        Some(coordinator) => {
+            let shared = coordinator.clone();
+            let thread = builder.spawn(move || {
+                let listener_fd = listener;
+                let listener = Listener::new(listener_fd.as_raw_fd(), Some(shared.wake_signal()));
+                let exit = supervisor::supervise(&listener, &shared, |n| {
+                    exec_decision::handle(&listener, &n, &policy, &limits);
+                });
+                shared.finish(exit);
+                // Handed back so that the runner closes it after this thread has returned.
+                listener_fd
+            })?;
+            Supervision::Fixed {
+                coordinator,
+                thread,
+            }
+        }
+        None => {
+            let raw = listener.as_raw_fd();
+            let thread = builder.spawn(move || {
+                let listener = Listener::new(raw, None);
+                supervisor::supervise_pre_fix(&listener, |n| {
+                    exec_decision::handle(&listener, &n, &policy, &limits);
+                })
+            })?;
+            Supervision::PreFix { listener, thread }
+        }
+    };
+    Ok(supervision)
+}
+
+fn shut_down(supervision: Supervision, drain: Duration) {
+    match supervision {
+        Supervision::Fixed {
+            coordinator,
+            thread,
+        } => {
+            coordinator.begin();
+            match coordinator.wait_finished(Some(drain)) {
+                DrainOutcome::Finished(exit) => {
+                    tracing::debug!(?exit, "supervisor finished");
+                    match thread.join() {
+                        Ok(listener) => drop(listener),
+                        Err(_) => eprintln!("wedge-run: the supervisor thread panicked"),
+                    }
+                }
+                DrainOutcome::Expired => {
+                    eprintln!(
+                        "wedge-run: WARNING: the supervisor did not stop within the {} ms drain; \
+                         exiting without it (its listener stays open until the process ends)",
+                        drain.as_millis()
+                    );
+                    tracing::error!(
+                        drain_ms = drain.as_millis() as u64,
+                        "supervisor drain expired"
+                    );
+                }
+            }
+        }
+        Supervision::PreFix { listener, thread } => {
+            // The old shutdown: close the listener and wait for the supervisor to notice. A
+            // close never wakes a thread blocked in NOTIF_RECV, so this join can last forever.
+            drop(listener);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The exit code a shell would report for `status`.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => EXIT_RUNNER_ERROR,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

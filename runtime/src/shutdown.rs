@@ -1,0 +1,181 @@
+//! The shutdown coordinator: how the runner (and the signal forwarder) tell the supervisor to stop,
+//! and how the runner waits for it with a bounded drain.
+//!
+//! The supervisor never blocks in `SECCOMP_IOCTL_NOTIF_RECV`: it waits in `ppoll` on the listener
+//! *and* a wake descriptor (an eventfd). [`ShutdownCoordinator::begin`] sets a flag and then makes
+//! the wake descriptor readable, exactly once however many threads call it. Because an eventfd
+//! stays readable once written, a `begin` that lands before the supervisor reaches its wait is
+//! never lost: the wait returns at once.
+//!
+//! Everything here is written against [`crate::sync`], so the loom models in `runtime/tests/`
+//! check this very code with a modelled wake descriptor.
+
+use std::time::Duration;
+
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
+
+/// Something that can be made readable to wake a waiting supervisor: an eventfd in the real
+/// runtime, a model of one under loom.
+pub trait WakeSignal {
+    /// Makes the wake descriptor readable. Must stay readable until the supervisor returns.
+    fn raise(&self) -> std::io::Result<()>;
+}
+
+/// How the supervisor ended, as reported to the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupervisorExit {
+    /// Shutdown was requested through the coordinator.
+    ShutdownRequested,
+    /// The listener hung up: no task uses the filter any more.
+    FilterUsersGone,
+    /// The listener descriptor is not valid any more (`EBADF` / `POLLNVAL`).
+    ListenerClosed,
+    /// Waiting on the listener failed in a way the supervisor cannot recover from.
+    Failed,
+}
+
+#[derive(Debug, Default)]
+struct Completion {
+    exit: Option<SupervisorExit>,
+}
+
+/// Shared between the supervisor thread, the runner and the signal forwarder.
+#[derive(Debug)]
+pub struct ShutdownCoordinator<W> {
+    begun: AtomicBool,
+    raises: AtomicUsize,
+    wake: W,
+    completion: Mutex<Completion>,
+    completed: Condvar,
+}
+
+/// What [`ShutdownCoordinator::wait_finished`] observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// The supervisor returned within the drain window.
+    Finished(SupervisorExit),
+    /// The drain window passed with the supervisor still running.
+    Expired,
+}
+
+impl<W: WakeSignal> ShutdownCoordinator<W> {
+    pub fn new(wake: W) -> Self {
+        Self {
+            begun: AtomicBool::new(false),
+            raises: AtomicUsize::new(0),
+            wake,
+            completion: Mutex::new(Completion::default()),
+            completed: Condvar::new(),
+        }
+    }
+
+    /// Asks the supervisor to stop. Idempotent and safe from any thread: only the first call
+    /// raises the wake signal. Returns whether this call was the one that began shutdown.
+    pub fn begin(&self) -> bool {
+        if self.begun.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.raises.fetch_add(1, Ordering::SeqCst);
+        if let Err(err) = self.wake.raise() {
+            // The flag is set, so a supervisor between two waits still sees it; one already
+            // parked in ppoll would not, which is why this is loud.
+            tracing::error!(%err, "shutdown: could not raise the wake signal");
+        }
+        true
+    }
+
+    /// Whether shutdown has begun. The supervisor checks this before each wait.
+    pub fn is_begun(&self) -> bool {
+        self.begun.load(Ordering::SeqCst)
+    }
+
+    /// How many times the wake signal was raised (at most one, whatever races).
+    pub fn raise_count(&self) -> usize {
+        self.raises.load(Ordering::SeqCst)
+    }
+
+    /// The supervisor's last act: records how it ended and wakes the runner's drain.
+    pub fn finish(&self, exit: SupervisorExit) {
+        let mut completion = lock(&self.completion);
+        completion.exit.get_or_insert(exit);
+        self.completed.notify_all();
+    }
+
+    /// How the supervisor ended, if it has.
+    pub fn exit(&self) -> Option<SupervisorExit> {
+        lock(&self.completion).exit
+    }
+
+    /// Waits for the supervisor to finish: at most `drain`, or without bound when `None`.
+    pub fn wait_finished(&self, drain: Option<Duration>) -> DrainOutcome {
+        let mut completion = lock(&self.completion);
+        match drain {
+            None => loop {
+                if let Some(exit) = completion.exit {
+                    return DrainOutcome::Finished(exit);
+                }
+                completion = self
+                    .completed
+                    .wait(completion)
+                    .unwrap_or_else(|poison| poison.into_inner());
+            },
+            Some(drain) => {
+                let deadline = Instant::now() + drain;
+                loop {
+                    if let Some(exit) = completion.exit {
+                        return DrainOutcome::Finished(exit);
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return DrainOutcome::Expired;
+                    }
+                    completion = self
+                        .completed
+                        .wait_timeout(completion, deadline - now)
+                        .unwrap_or_else(|poison| poison.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// The wake signal, for the supervisor's wait.
+    pub fn wake_signal(&self) -> &W {
+        &self.wake
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+// loom has no clock; its `wait_timeout` explores the timed-out branch on its own.
+#[cfg(not(loom))]
+use std::time::Instant;
+
+#[cfg(loom)]
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+struct Instant;
+
+#[cfg(loom)]
+impl Instant {
+    fn now() -> Self {
+        Instant
+    }
+}
+
+#[cfg(loom)]
+impl std::ops::Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, _: Duration) -> Instant {
+        Instant
+    }
+}
+
+#[cfg(loom)]
+impl std::ops::Sub for Instant {
+    type Output = Duration;
+    fn sub(self, _: Instant) -> Duration {
+        Duration::from_millis(1)
+    }
+}
