@@ -381,7 +381,7 @@ mod tests {
             assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
             libc::munmap(base.add(PAGE as usize) as *mut libc::c_void, PAGE as usize);
             let s = base.add(PAGE as usize - 4);
-            std::ptr::copy_nonoverlapping(b"abc\0".as_ptr(), s, 4);
+            std::ptr::copy_nonoverlapping(c"abc".as_ptr().cast::<u8>(), s, 4);
             let got = Target(self_pid()).read_c_string(s as u64, 4096).ok();
             let unterminated = base.add(PAGE as usize - 2);
             *unterminated.add(1) = b'z';

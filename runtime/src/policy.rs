@@ -280,7 +280,8 @@ mod tests {
         let p = policy(&[], &["  /usr/bin/git \t push  "]);
         assert_eq!(
             p.decide("/opt/git", &["git", "push"]),
-            Verdict::Denied("git push".into())
+            Verdict::Denied("/usr/bin/git push".into()),
+            "the rule is logged as written, its whitespace folded"
         );
     }
 
