@@ -18,3 +18,7 @@ step() {
 step cargo fmt --all -- --check
 step cargo clippy --workspace --all-targets --all-features --release -- -D warnings
 step cargo test --workspace --all-features --release
+# The loom models check the runtime's own coordinator and spawn lock; they need their own build
+# (every crate compiled with --cfg loom), kept apart from the normal one.
+step env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
+  cargo test --release -p wedge-runtime --test 'loom_*'

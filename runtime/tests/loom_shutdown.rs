@@ -1,0 +1,366 @@
+//! Loom model of the runtime's own shutdown: `wedge_runtime::supervisor::{supervise,
+//! supervise_pre_fix}` and `wedge_runtime::shutdown::ShutdownCoordinator`, unchanged, on a model
+//! of the kernel pieces they wait on.
+//!
+//! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-runtime
+//! --test loom_shutdown`.
+//!
+//! The kernel model follows what was measured (see `shared/notes/kernel-facts.md`):
+//! - a receive blocks until a notification is queued (a signal would only give `EINTR`, which
+//!   both loops retry); `close(listener)` wakes nobody, because the blocked call holds its own
+//!   reference to the file; a receive entered after the close gets `EBADF`;
+//! - since Linux 6.11 a receive returns `ENOENT` once no task uses the filter;
+//! - the eventfd stays readable once written; poll reports `POLLHUP` once no task uses the filter.
+#![cfg(loom)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+use nix::errno::Errno;
+use wedge_runtime::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit, WakeSignal};
+use wedge_runtime::supervisor::{NotifyListener, Readiness, supervise, supervise_pre_fix};
+
+#[derive(Debug, Default)]
+struct KernelState {
+    /// Notifications queued and not yet received.
+    pending: usize,
+    /// Tasks that use the filter.
+    users: usize,
+    /// The eventfd is readable.
+    eventfd: bool,
+    /// How many times the eventfd was written.
+    eventfd_writes: usize,
+    /// close(listener) has happened.
+    closed: bool,
+    /// Notifications the supervisor answered.
+    answered: usize,
+}
+
+struct Kernel {
+    state: Mutex<KernelState>,
+    changed: Condvar,
+    since_6_11: bool,
+    /// The fixed runner must never touch the listener after closing it: using it then fails the
+    /// model. The pre-fix runner does exactly that (the fd-number reuse race), so it may.
+    forbid_use_after_close: bool,
+}
+
+impl Kernel {
+    fn new(users: usize, since_6_11: bool, forbid_use_after_close: bool) -> Arc<Kernel> {
+        Arc::new(Kernel {
+            state: Mutex::new(KernelState {
+                users,
+                ..KernelState::default()
+            }),
+            changed: Condvar::new(),
+            since_6_11,
+            forbid_use_after_close,
+        })
+    }
+
+    /// A filter user makes a trapped syscall.
+    fn trap(&self) {
+        self.state.lock().unwrap().pending += 1;
+        self.changed.notify_all();
+    }
+
+    /// A filter user exits (and, for kernels before 6.11, is reaped).
+    fn user_exits(&self) {
+        self.state.lock().unwrap().users -= 1;
+        self.changed.notify_all();
+    }
+
+    /// close(listener): marks the descriptor closed and, as measured, wakes nobody.
+    fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+    }
+
+    fn snapshot(&self) -> (usize, usize, bool) {
+        let s = self.state.lock().unwrap();
+        (s.eventfd_writes, s.answered, s.closed)
+    }
+
+    fn check_open(&self, state: &KernelState) -> Result<(), Errno> {
+        if state.closed {
+            assert!(
+                !self.forbid_use_after_close,
+                "the supervisor used the listener after it was closed"
+            );
+            return Err(Errno::EBADF);
+        }
+        Ok(())
+    }
+}
+
+struct ModelListener(Arc<Kernel>);
+
+impl NotifyListener for ModelListener {
+    type Notification = ();
+
+    fn wait(&self, block: bool) -> Result<Readiness, Errno> {
+        let kernel = &self.0;
+        let mut state = kernel.state.lock().unwrap();
+        kernel.check_open(&state)?;
+        loop {
+            let ready = Readiness {
+                wake: state.eventfd,
+                notification: state.pending > 0,
+                hangup: state.users == 0,
+                invalid: false,
+            };
+            if !block || ready.wake || ready.notification || ready.hangup {
+                return Ok(ready);
+            }
+            state = kernel.changed.wait(state).unwrap();
+        }
+    }
+
+    fn receive(&self) -> Result<(), Errno> {
+        let kernel = &self.0;
+        let mut state = kernel.state.lock().unwrap();
+        kernel.check_open(&state)?;
+        loop {
+            if state.pending > 0 {
+                state.pending -= 1;
+                return Ok(());
+            }
+            if kernel.since_6_11 && state.users == 0 {
+                return Err(Errno::ENOENT);
+            }
+            // Blocked in the ioctl. A later close does not change anything we look at.
+            state = kernel.changed.wait(state).unwrap();
+        }
+    }
+}
+
+/// The eventfd.
+struct ModelEventfd(Arc<Kernel>);
+
+impl WakeSignal for ModelEventfd {
+    fn raise(&self) -> std::io::Result<()> {
+        let mut state = self.0.state.lock().unwrap();
+        state.eventfd = true;
+        state.eventfd_writes += 1;
+        drop(state);
+        self.0.changed.notify_all();
+        Ok(())
+    }
+}
+
+fn answer(kernel: &Kernel) {
+    kernel.state.lock().unwrap().answered += 1;
+}
+
+/// How the sandboxed side behaves in a model.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// One trapped exec, then the command exits but a background process keeps using the filter.
+    Lingers,
+    /// One trapped exec, then every filter user exits.
+    Exits,
+}
+
+static EXPLORED: AtomicUsize = AtomicUsize::new(0);
+
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    EXPLORED.store(0, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(move || {
+        EXPLORED.fetch_add(1, Ordering::SeqCst);
+        f()
+    });
+    eprintln!(
+        "loom model {name}: {} interleavings explored in {:.1} s",
+        EXPLORED.load(Ordering::SeqCst),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The fixed runner: a supervisor, a signal forwarder that begins shutdown (a repeated SIGINT),
+/// the target, and the runner itself, which waits for the sandbox and then begins shutdown and
+/// waits for the supervisor without a bound. In every interleaving the supervisor returns, the
+/// wake is written exactly once, and the listener is closed only after the supervisor returned.
+fn fixed_model(target: Target, since_6_11: bool) {
+    let users = 1;
+    let kernel = Kernel::new(users, since_6_11, true);
+    let coordinator = Arc::new(ShutdownCoordinator::new(ModelEventfd(kernel.clone())));
+
+    let supervisor = {
+        let (kernel, coordinator) = (kernel.clone(), coordinator.clone());
+        thread::spawn(move || {
+            let listener = ModelListener(kernel.clone());
+            let exit = supervise(&listener, &coordinator, |()| answer(&kernel));
+            coordinator.finish(exit);
+            exit
+        })
+    };
+    let forwarder = {
+        let coordinator = coordinator.clone();
+        thread::spawn(move || {
+            coordinator.begin();
+        })
+    };
+    let sandbox = {
+        let kernel = kernel.clone();
+        thread::spawn(move || {
+            kernel.trap();
+            if let Target::Exits = target {
+                kernel.user_exits();
+            }
+        })
+    };
+
+    // The runner: the sandbox exits, then shutdown.
+    sandbox.join().unwrap();
+    coordinator.begin();
+    let outcome = coordinator.wait_finished(None);
+    let exit = supervisor.join().unwrap();
+    kernel.close();
+    forwarder.join().unwrap();
+
+    assert_eq!(outcome, DrainOutcome::Finished(exit));
+    match target {
+        Target::Lingers => assert_eq!(exit, SupervisorExit::ShutdownRequested),
+        Target::Exits => assert!(matches!(
+            exit,
+            SupervisorExit::ShutdownRequested | SupervisorExit::FilterUsersGone
+        )),
+    }
+    let (writes, _, _) = kernel.snapshot();
+    assert_eq!(writes, 1, "the wake must be written exactly once");
+    assert_eq!(coordinator.raise_count(), 1);
+}
+
+#[test]
+fn fixed_returns_with_a_lingering_filter_user() {
+    model("fixed/lingering", || fixed_model(Target::Lingers, false));
+}
+
+#[test]
+fn fixed_returns_when_every_filter_user_exits_before_6_11() {
+    model("fixed/exits/<6.11", || fixed_model(Target::Exits, false));
+}
+
+#[test]
+fn fixed_returns_when_every_filter_user_exits_since_6_11() {
+    model("fixed/exits/>=6.11", || fixed_model(Target::Exits, true));
+}
+
+/// Two begins that race each other and the supervisor's first wait: the wake is never lost and
+/// written once.
+#[test]
+fn racing_begins_before_the_first_wait_are_not_lost() {
+    model("fixed/racing-begins", || {
+        let kernel = Kernel::new(1, false, true);
+        let coordinator = Arc::new(ShutdownCoordinator::new(ModelEventfd(kernel.clone())));
+        let begins: Vec<_> = (0..2)
+            .map(|_| {
+                let coordinator = coordinator.clone();
+                thread::spawn(move || coordinator.begin())
+            })
+            .collect();
+        let exit = supervise(&ModelListener(kernel.clone()), &coordinator, |()| {
+            answer(&kernel)
+        });
+        let winners = begins
+            .into_iter()
+            .map(|b| b.join().unwrap() as usize)
+            .sum::<usize>();
+        assert_eq!(exit, SupervisorExit::ShutdownRequested);
+        assert_eq!(winners, 1);
+        assert_eq!(kernel.snapshot().0, 1);
+    });
+}
+
+/// The pre-fix runner: supervisor blocked in receive, runner closes the listener after the
+/// sandbox exits and joins without a bound.
+fn pre_fix_model(target: Target, since_6_11: bool) {
+    let kernel = Kernel::new(1, since_6_11, false);
+    let supervisor = {
+        let kernel = kernel.clone();
+        thread::spawn(move || {
+            supervise_pre_fix(&ModelListener(kernel.clone()), |()| answer(&kernel))
+        })
+    };
+    let sandbox = {
+        let kernel = kernel.clone();
+        thread::spawn(move || {
+            kernel.trap();
+            if let Target::Exits = target {
+                kernel.user_exits();
+            }
+        })
+    };
+    sandbox.join().unwrap();
+    kernel.close();
+    supervisor.join().unwrap();
+}
+
+/// Runs `model_test`, an ignored test of this binary that must deadlock, in a child process, and
+/// checks that loom reported the deadlock. (Loom finds it, then aborts the process while
+/// unwinding out of it, so `#[should_panic]` cannot observe it from inside.) coreutils
+/// `timeout` is the watchdog: loom explores deterministically, but nothing here may hang CI.
+fn expect_loom_deadlock(model_test: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("timeout")
+        .args(["--kill-after=5", "300"])
+        .arg(exe)
+        .args([
+            model_test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .expect("running the model in a child process");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "the pre-fix model ran without loom finding a deadlock:\n{text}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "the model timed out instead of deadlocking:\n{text}"
+    );
+    assert!(
+        text.contains("deadlock; threads ="),
+        "the model failed, but not with loom's deadlock report:\n{text}"
+    );
+}
+
+/// loom must find the close-doesn't-wake deadlock; if it ever stops finding it, this fails.
+#[test]
+fn loom_finds_the_pre_fix_deadlock_with_a_lingering_filter_user() {
+    expect_loom_deadlock("model_pre_fix_lingering");
+}
+
+/// Before 6.11 the receive does not return even when every filter user has gone.
+#[test]
+fn loom_finds_the_pre_fix_deadlock_before_6_11_when_every_filter_user_exits() {
+    expect_loom_deadlock("model_pre_fix_exits_before_6_11");
+}
+
+#[test]
+#[ignore = "deadlocks by design; run through expect_loom_deadlock"]
+fn model_pre_fix_lingering() {
+    model("pre-fix/lingering", || pre_fix_model(Target::Lingers, true));
+}
+
+#[test]
+#[ignore = "deadlocks by design; run through expect_loom_deadlock"]
+fn model_pre_fix_exits_before_6_11() {
+    model("pre-fix/exits/<6.11", || {
+        pre_fix_model(Target::Exits, false)
+    });
+}
