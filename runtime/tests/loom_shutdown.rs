@@ -5,152 +5,18 @@
 //! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-runtime
 //! --test loom_shutdown`.
 //!
-//! The kernel model follows what was measured (see `shared/notes/kernel-facts.md`):
-//! - a receive blocks until a notification is queued (a signal would only give `EINTR`, which
-//!   both loops retry); `close(listener)` wakes nobody, because the blocked call holds its own
-//!   reference to the file; a receive entered after the close gets `EBADF`;
-//! - since Linux 6.11 a receive returns `ENOENT` once no task uses the filter;
-//! - the eventfd stays readable once written; poll reports `POLLHUP` once no task uses the filter.
+//! The kernel model (`kernel_model/`) follows what was measured on real kernels.
 #![cfg(loom)]
+
+mod kernel_model;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use loom::sync::{Arc, Condvar, Mutex};
+use kernel_model::{Kernel, ModelEventfd, ModelListener, answer};
+use loom::sync::Arc;
 use loom::thread;
-use nix::errno::Errno;
-use wedge_runtime::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit, WakeSignal};
-use wedge_runtime::supervisor::{NotifyListener, Readiness, supervise, supervise_pre_fix};
-
-#[derive(Debug, Default)]
-struct KernelState {
-    /// Notifications queued and not yet received.
-    pending: usize,
-    /// Tasks that use the filter.
-    users: usize,
-    /// The eventfd is readable.
-    eventfd: bool,
-    /// How many times the eventfd was written.
-    eventfd_writes: usize,
-    /// close(listener) has happened.
-    closed: bool,
-    /// Notifications the supervisor answered.
-    answered: usize,
-}
-
-struct Kernel {
-    state: Mutex<KernelState>,
-    changed: Condvar,
-    since_6_11: bool,
-    /// The fixed runner must never touch the listener after closing it: using it then fails the
-    /// model. The pre-fix runner does exactly that (the fd-number reuse race), so it may.
-    forbid_use_after_close: bool,
-}
-
-impl Kernel {
-    fn new(users: usize, since_6_11: bool, forbid_use_after_close: bool) -> Arc<Kernel> {
-        Arc::new(Kernel {
-            state: Mutex::new(KernelState {
-                users,
-                ..KernelState::default()
-            }),
-            changed: Condvar::new(),
-            since_6_11,
-            forbid_use_after_close,
-        })
-    }
-
-    /// A filter user makes a trapped syscall.
-    fn trap(&self) {
-        self.state.lock().unwrap().pending += 1;
-        self.changed.notify_all();
-    }
-
-    /// A filter user exits (and, for kernels before 6.11, is reaped).
-    fn user_exits(&self) {
-        self.state.lock().unwrap().users -= 1;
-        self.changed.notify_all();
-    }
-
-    /// close(listener): marks the descriptor closed and, as measured, wakes nobody.
-    fn close(&self) {
-        self.state.lock().unwrap().closed = true;
-    }
-
-    fn snapshot(&self) -> (usize, usize, bool) {
-        let s = self.state.lock().unwrap();
-        (s.eventfd_writes, s.answered, s.closed)
-    }
-
-    fn check_open(&self, state: &KernelState) -> Result<(), Errno> {
-        if state.closed {
-            assert!(
-                !self.forbid_use_after_close,
-                "the supervisor used the listener after it was closed"
-            );
-            return Err(Errno::EBADF);
-        }
-        Ok(())
-    }
-}
-
-struct ModelListener(Arc<Kernel>);
-
-impl NotifyListener for ModelListener {
-    type Notification = ();
-
-    fn wait(&self, block: bool) -> Result<Readiness, Errno> {
-        let kernel = &self.0;
-        let mut state = kernel.state.lock().unwrap();
-        kernel.check_open(&state)?;
-        loop {
-            let ready = Readiness {
-                wake: state.eventfd,
-                notification: state.pending > 0,
-                hangup: state.users == 0,
-                invalid: false,
-            };
-            if !block || ready.wake || ready.notification || ready.hangup {
-                return Ok(ready);
-            }
-            state = kernel.changed.wait(state).unwrap();
-        }
-    }
-
-    fn receive(&self) -> Result<(), Errno> {
-        let kernel = &self.0;
-        let mut state = kernel.state.lock().unwrap();
-        kernel.check_open(&state)?;
-        loop {
-            if state.pending > 0 {
-                state.pending -= 1;
-                return Ok(());
-            }
-            if kernel.since_6_11 && state.users == 0 {
-                return Err(Errno::ENOENT);
-            }
-            // Blocked in the ioctl. A later close does not change anything we look at.
-            state = kernel.changed.wait(state).unwrap();
-        }
-    }
-}
-
-/// The eventfd.
-struct ModelEventfd(Arc<Kernel>);
-
-impl WakeSignal for ModelEventfd {
-    fn raise(&self) -> std::io::Result<()> {
-        let mut state = self.0.state.lock().unwrap();
-        state.eventfd = true;
-        state.eventfd_writes += 1;
-        drop(state);
-        self.0.changed.notify_all();
-        Ok(())
-    }
-}
-
-fn answer(kernel: &Kernel) {
-    kernel.state.lock().unwrap().answered += 1;
-}
+use wedge_runtime::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit};
+use wedge_runtime::supervisor::{supervise, supervise_pre_fix};
 
 /// How the sandboxed side behaves in a model.
 #[derive(Clone, Copy, Debug)]
@@ -161,22 +27,22 @@ enum Target {
     Exits,
 }
 
-static EXPLORED: AtomicUsize = AtomicUsize::new(0);
-
 fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    EXPLORED.store(0, Ordering::SeqCst);
+    // A plain std counter: it counts executions, it is not part of the model.
+    let explored = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = explored.clone();
     let started = std::time::Instant::now();
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(3);
     }
     builder.check(move || {
-        EXPLORED.fetch_add(1, Ordering::SeqCst);
+        counter.fetch_add(1, Ordering::SeqCst);
         f()
     });
     eprintln!(
         "loom model {name}: {} interleavings explored in {:.1} s",
-        EXPLORED.load(Ordering::SeqCst),
+        explored.load(Ordering::SeqCst),
         started.elapsed().as_secs_f64()
     );
 }
