@@ -199,15 +199,13 @@ pub fn read_request(
     let mut argv = Vec::new();
     let mut total = 0usize;
     if argv_ptr != 0 {
-        for index in 0..=limits.max_args {
-            let slot = argv_ptr
-                .checked_add(8 * index as u64)
-                .ok_or(Refusal::Unreadable(Errno::EFAULT))?;
-            let ptr = memory.read_u64(slot)?;
+        let mut pointers = memory.pointers(argv_ptr);
+        loop {
+            let ptr = pointers.next_pointer()?;
             if ptr == 0 {
                 break;
             }
-            if index == limits.max_args {
+            if argv.len() == limits.max_args {
                 return Err(Refusal::TooLong("argv"));
             }
             let budget = limits.max_arg_len.min(limits.max_total - total);
@@ -244,6 +242,49 @@ impl From<ReadError> for Refusal {
 struct Target(Pid);
 
 const PAGE: u64 = 4096;
+/// Bytes read first for a string: most arguments are shorter.
+const FIRST_READ: usize = 256;
+
+/// An argv pointer array being read.
+struct Pointers<'t> {
+    target: &'t Target,
+    next: u64,
+    batch: [u64; 64],
+    have: usize,
+    used: usize,
+}
+
+impl Pointers<'_> {
+    fn next_pointer(&mut self) -> Result<u64, ReadError> {
+        if self.used == self.have {
+            let to_page_end = (PAGE - self.next % PAGE) as usize;
+            let want = (to_page_end / 8).clamp(1, self.batch.len());
+            let mut bytes = [0u8; 64 * 8];
+            let mut got = 0;
+            // A pointer straddling a page boundary needs two reads.
+            while got < 8 {
+                got += self
+                    .target
+                    .read(self.next + got as u64, &mut bytes[got..want.max(1) * 8])?;
+            }
+            self.have = got / 8;
+            for (slot, raw) in self
+                .batch
+                .iter_mut()
+                .zip(bytes[..self.have * 8].chunks_exact(8))
+            {
+                *slot = u64::from_ne_bytes(raw.try_into().expect("8 bytes"));
+            }
+            self.used = 0;
+            self.next = self
+                .next
+                .checked_add(self.have as u64 * 8)
+                .ok_or(ReadError::Fault(Errno::EFAULT))?;
+        }
+        self.used += 1;
+        Ok(self.batch[self.used - 1])
+    }
+}
 
 impl Target {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
@@ -259,24 +300,30 @@ impl Target {
         Ok(n)
     }
 
-    fn read_u64(&self, addr: u64) -> Result<u64, ReadError> {
-        let mut bytes = [0u8; 8];
-        let mut done = 0;
-        while done < bytes.len() {
-            done += self.read(addr + done as u64, &mut bytes[done..])?;
+    /// Reads the NULL-terminated pointer array at `addr`, a batch (up to a page boundary) per
+    /// system call.
+    fn pointers(&self, addr: u64) -> Pointers<'_> {
+        Pointers {
+            target: self,
+            next: addr,
+            batch: [0; 64],
+            have: 0,
+            used: 0,
         }
-        Ok(u64::from_ne_bytes(bytes))
     }
 
-    /// Reads a NUL-terminated string of at most `max` bytes including the NUL, a page at a
-    /// time so that a string ending just before an unmapped page is still read.
+    /// Reads a NUL-terminated string of at most `max` bytes including the NUL, never across a
+    /// page boundary in one call, so that a string ending just before an unmapped page is still
+    /// read. The first read is short, because most arguments are.
     fn read_c_string(&self, addr: u64, max: usize) -> Result<String, ReadError> {
         let mut out = Vec::new();
         let mut addr = addr;
         let mut chunk = [0u8; PAGE as usize];
+        let mut step = FIRST_READ;
         while out.len() < max {
             let to_page_end = (PAGE - addr % PAGE) as usize;
-            let want = to_page_end.min(max - out.len());
+            let want = to_page_end.min(max - out.len()).min(step);
+            step = PAGE as usize;
             let got = self.read(addr, &mut chunk[..want])?;
             if let Some(nul) = chunk[..got].iter().position(|&b| b == 0) {
                 out.extend_from_slice(&chunk[..nul]);
@@ -389,6 +436,45 @@ mod tests {
             libc::munmap(base as *mut libc::c_void, PAGE as usize);
             assert_eq!(got.as_deref(), Some("abc"));
             assert!(matches!(fault, Err(ReadError::Fault(_))));
+        }
+    }
+
+    #[test]
+    fn an_unaligned_argv_array_across_a_page_boundary_is_read() {
+        let args: Vec<CString> = ["a", "bb", "ccc"]
+            .iter()
+            .map(|s| CString::new(*s).unwrap())
+            .collect();
+        let path = CString::new("/bin/x").unwrap();
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                2 * PAGE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            ) as *mut u8;
+            assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+            // Four 8-byte slots starting 13 bytes before the page boundary.
+            let array = base.add(PAGE as usize - 13);
+            let pointers = [
+                args[0].as_ptr() as u64,
+                args[1].as_ptr() as u64,
+                args[2].as_ptr() as u64,
+                0,
+            ];
+            for (i, p) in pointers.iter().enumerate() {
+                std::ptr::copy_nonoverlapping(p.to_ne_bytes().as_ptr(), array.add(8 * i), 8);
+            }
+            let req = read_request(
+                self_pid(),
+                path.as_ptr() as u64,
+                array as u64,
+                &ReadLimits::default(),
+            );
+            libc::munmap(base as *mut libc::c_void, 2 * PAGE as usize);
+            assert_eq!(req.unwrap().argv, ["a", "bb", "ccc"]);
         }
     }
 

@@ -1,0 +1,23 @@
+//! Helpers shared by wedge's benchmarks.
+
+use std::path::PathBuf;
+
+/// Finds a binary of this workspace built in release mode: `$WEDGE_BIN_DIR/NAME`, else
+/// `target/release/NAME` beside this crate. Panics with the command that builds it.
+pub fn release_binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("WEDGE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("release")
+        });
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: build it first with `cargo build --release -p wedge-runtime` (or set WEDGE_BIN_DIR)",
+        path.display()
+    );
+    path
+}
