@@ -9,6 +9,7 @@ use support::*;
 
 const SYS_IOCTL: i64 = 16;
 const SYS_FUTEX: i64 = 202;
+const SYS_PPOLL: i64 = 271;
 const SECCOMP_IOCTL_NOTIF_RECV: u64 = 0xc050_2100;
 
 const SANDBOXES: [&str; 2] = ["none", "bwrap"];
@@ -274,26 +275,12 @@ fn sandbox_killed_mid_session() {
     assert!(subject.kill_and_reap().is_empty());
 }
 
-/// A background process outlives the command, so a filter user is alive at shutdown. The fixed
-/// runner exits; the pre-fix runner is stuck for good with its supervisor in NOTIF_RECV.
-#[test]
-fn a_lingering_process_does_not_hold_up_the_fixed_runner() {
-    let mut subject = Subject::start(wedge_run_cmd("none", "fixed", None, &["sh", "-c", LINGER]));
-    let status = subject.expect_exit();
-    assert_eq!(status.code(), Some(3), "{}", subject.stderr.text());
-    let lingering = lingering_pid(&subject);
-    assert!(
-        alive(lingering),
-        "the background process is still running after wedge-run exited"
-    );
-    assert!(subject.kill_and_reap().is_empty());
-}
-
 /// Leaves a `sleep` running after the command exits. The script waits, with shell builtins only
-/// (no exec of its own), until the background process has finished its exec of sleep, so the
-/// exec is answered before the command exits and the sleep is a live filter user at shutdown.
+/// (no exec of its own), until the background process has finished its exec of sleep, so that
+/// exec is answered and the sleep is a live filter user at shutdown; then it waits for a line on
+/// stdin before exiting, so the test decides when the command exits.
 const LINGER: &str = "sleep 600 & p=$!; until read c < /proc/$p/comm && [ \"$c\" = sleep ]; do :; done; \
-                      echo lingering=$p; exit 3";
+                      echo lingering=$p; read go; exit 3";
 
 fn lingering_pid(subject: &Subject) -> i32 {
     subject.wait_stdout("lingering=");
@@ -306,9 +293,46 @@ fn lingering_pid(subject: &Subject) -> i32 {
     pid.parse().unwrap()
 }
 
+/// Waits until the supervisor thread of `runner` is blocked in `syscall` (and, for ioctl, with
+/// `request`), then lets the command exit.
+fn let_the_command_exit_once_supervisor_waits(
+    subject: &mut Subject,
+    syscall: i64,
+    request: Option<u64>,
+) {
+    let runner = subject.pid();
+    wait_until("the supervisor to wait for the next notification", || {
+        threads(runner).iter().any(|t| {
+            t.name == "supervisor"
+                && t.in_syscall(syscall)
+                && request.is_none_or(|r| t.arg(1) == Some(r))
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", threads(runner)));
+    use std::io::Write;
+    subject.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+}
+
+/// A background process outlives the command, so a filter user is alive at shutdown. The fixed
+/// runner exits; the pre-fix runner is stuck for good with its supervisor in NOTIF_RECV.
+#[test]
+fn a_lingering_process_does_not_hold_up_the_fixed_runner() {
+    let mut subject =
+        Subject::start_with_stdin(wedge_run_cmd("none", "fixed", None, &["sh", "-c", LINGER]));
+    let lingering = lingering_pid(&subject);
+    let_the_command_exit_once_supervisor_waits(&mut subject, SYS_PPOLL, None);
+    let status = subject.expect_exit();
+    assert_eq!(status.code(), Some(3), "{}", subject.stderr.text());
+    assert!(
+        alive(lingering),
+        "the background process is still running after wedge-run exited"
+    );
+    assert!(subject.kill_and_reap().is_empty());
+}
+
 #[test]
 fn a_lingering_process_deadlocks_the_pre_fix_runner() {
-    let mut subject = Subject::start(wedge_run_cmd(
+    let mut subject = Subject::start_with_stdin(wedge_run_cmd(
         "none",
         "pre-fix",
         None,
@@ -316,6 +340,11 @@ fn a_lingering_process_deadlocks_the_pre_fix_runner() {
     ));
     let runner = subject.pid();
     let lingering = lingering_pid(&subject);
+    let_the_command_exit_once_supervisor_waits(
+        &mut subject,
+        SYS_IOCTL,
+        Some(SECCOMP_IOCTL_NOTIF_RECV),
+    );
     // The deadlock, observed: the command has exited and been reaped (wedge-run has no child
     // left), the main thread is parked in join (futex), the supervisor is blocked in
     // ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV), and a filter user is alive, so no

@@ -78,6 +78,8 @@ impl Captured {
 /// A running subject: its own process group, killed and reaped on drop.
 pub struct Subject {
     child: Child,
+    /// Its standard input, when started with [`Subject::start_with_stdin`].
+    pub stdin: Option<std::process::ChildStdin>,
     pidfd: OwnedFd,
     status: Option<ExitStatus>,
     pub stdout: Captured,
@@ -90,6 +92,16 @@ impl Subject {
     pub fn start(mut command: Command) -> Subject {
         command
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        Subject::spawn(command)
+    }
+
+    /// Like [`Subject::start`], with a pipe to the subject's stdin in [`Subject::stdin`].
+    pub fn start_with_stdin(mut command: Command) -> Subject {
+        command
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -111,9 +123,11 @@ impl Subject {
             .take()
             .map(Captured::collect)
             .unwrap_or_default();
+        let stdin = child.stdin.take();
         let pidfd = pidfd_open(child.id() as i32);
         Subject {
             child,
+            stdin,
             pidfd,
             status: None,
             stdout,
