@@ -350,7 +350,9 @@ pub fn build(
     let (mut conn, _) = match listener.accept() {
         Ok(accepted) => accepted,
         Err(e) => {
-            return Err(init_guard.fail(failed(format_args!("accepting on the notify socket: {e}"))));
+            return Err(
+                init_guard.fail(failed(format_args!("accepting on the notify socket: {e}")))
+            );
         }
     };
     if let Err(e) = conn.write_all(b"start") {
