@@ -45,7 +45,7 @@ pub struct ServeArgs {
     /// Where the container build runs.
     #[arg(long, value_enum, value_name = "S", default_value_t = Strategy::DEFAULT)]
     pub strategy: Strategy,
-    /// Directory for the per-exec state directories [default: $TMPDIR/wedge-agent-<pid>].
+    /// Where this agent's state directory (wedge-agent-<pid>, removed on exit) is created [default: $TMPDIR].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
@@ -149,9 +149,16 @@ fn serve(args: ServeArgs) -> Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    let state_root = args.state_dir.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("wedge-agent-{}", std::process::id()))
-    });
+    // A directory of this agent's own: exec ids restart at 1 in every agent, and an agent that was
+    // killed mid-build leaves its state behind.
+    let state_root = args
+        .state_dir
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("wedge-agent-{}", std::process::id()));
+    if state_root.exists() {
+        std::fs::remove_dir_all(&state_root)
+            .with_context(|| format!("removing the stale state directory {}", state_root.display()))?;
+    }
     std::fs::create_dir_all(&state_root)
         .with_context(|| format!("creating the state directory {}", state_root.display()))?;
     prepare_socket(&args.socket)?;
