@@ -395,12 +395,16 @@ mod tests {
 
     #[test]
     fn the_notify_socket_path_is_longer_than_sun_path_allows() {
-        for root in ["/tmp", "/run/wedge-agent/a-much-longer-state-root-than-usual"] {
+        for root in [
+            "/tmp",
+            "/run/wedge-agent/a-much-longer-state-root-than-usual",
+        ] {
             let socket = state_dir(Path::new(root), 123_456).join(NOTIFY_SOCKET);
             let len = socket.as_os_str().len();
             assert!(len > 108, "{} is only {len} bytes", socket.display());
             // Binding it by its full path fails: hence the chdir workaround.
-            let err = UnixListener::bind(&socket).expect_err("a path over 108 bytes cannot be bound");
+            let err =
+                UnixListener::bind(&socket).expect_err("a path over 108 bytes cannot be bound");
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         }
     }

@@ -156,8 +156,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("wedge-agent-{}", std::process::id()));
     if state_root.exists() {
-        std::fs::remove_dir_all(&state_root)
-            .with_context(|| format!("removing the stale state directory {}", state_root.display()))?;
+        std::fs::remove_dir_all(&state_root).with_context(|| {
+            format!(
+                "removing the stale state directory {}",
+                state_root.display()
+            )
+        })?;
     }
     std::fs::create_dir_all(&state_root)
         .with_context(|| format!("creating the state directory {}", state_root.display()))?;
