@@ -142,7 +142,11 @@ async fn two_builds_in_the_cwd_window(
     strategy: &'static str,
     wait_ms: u64,
 ) -> Vec<Result<Outcome, tonic::Status>> {
-    let failpoints = format!("agent::cwd::before-bind=rendezvous(2,{wait_ms})");
+    // Both builds enter their directories before either binds, and both bind before either changes
+    // back: the binds happen while the process cwd is the directory entered last.
+    let failpoints = format!(
+        "agent::cwd::before-bind=rendezvous(2,{wait_ms});agent::cwd::after-bind=rendezvous(2,{wait_ms})"
+    );
     let agent = Agent::start(config(strategy, &failpoints)).await;
     let client = agent.client().await;
     let run = || {

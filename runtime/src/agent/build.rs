@@ -245,6 +245,7 @@ pub fn build(
         &dir,
         || failpoints::hit(failpoints::CWD_BEFORE_BIND),
         || UnixListener::bind(NOTIFY_SOCKET),
+        || failpoints::hit(failpoints::CWD_AFTER_BIND),
     )
     .map_err(|e| {
         failed(format_args!(

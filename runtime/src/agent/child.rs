@@ -155,6 +155,7 @@ fn run_init(plan: &ChildPlan<'_>) -> InitError {
         plan.state_dir,
         || failpoints::hit(failpoints::CWD_BEFORE_CONNECT),
         || UnixStream::connect(super::build::NOTIFY_SOCKET),
+        || {},
     );
     let mut conn = match connected {
         Ok(conn) => conn,

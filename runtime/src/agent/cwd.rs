@@ -109,15 +109,16 @@ pub enum CwdError {
     Restore(#[source] io::Error),
 }
 
-/// The critical section: under `lock` (if any), saves the cwd, enters `dir`, runs `between` (a
+/// The critical section: under `lock` (if any), saves the cwd, enters `dir`, runs `before_op` (a
 /// failpoint in the real build, a yield point in a model), runs `op` (the bind or connect by relative
-/// name) and restores the cwd, also when `op` failed.
+/// name), runs `after_op` (likewise) and restores the cwd, also when `op` failed.
 pub fn in_dir<C, T>(
     lock: Option<&SpawnLock>,
     cwd: &C,
     dir: &Path,
-    between: impl FnOnce(),
+    before_op: impl FnOnce(),
     op: impl FnOnce() -> io::Result<T>,
+    after_op: impl FnOnce(),
 ) -> Result<T, CwdError>
 where
     C: ProcessCwd + ?Sized,
@@ -128,8 +129,9 @@ where
         dir: dir.display().to_string(),
         source,
     })?;
-    between();
+    before_op();
     let result = op();
+    after_op();
     let restored = cwd.restore(saved);
     let value = result.map_err(CwdError::Op)?;
     restored.map_err(CwdError::Restore)?;
@@ -181,6 +183,7 @@ mod tests {
             Path::new("/state/1"),
             || {},
             || Ok(cwd.current.borrow().clone()),
+            || {},
         )
         .unwrap();
         assert_eq!(seen, PathBuf::from("/state/1"));
@@ -190,6 +193,7 @@ mod tests {
             Path::new("/state/2"),
             || {},
             || -> io::Result<()> { Err(io::Error::from_raw_os_error(libc::EADDRINUSE)) },
+            || cwd.log.borrow_mut().push("after op".into()),
         );
         assert!(matches!(failed, Err(CwdError::Op(_))));
         assert_eq!(*cwd.current.borrow(), PathBuf::from("/home"));

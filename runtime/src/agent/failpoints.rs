@@ -25,6 +25,7 @@
 //! | name | where | meaning of `return` / useful actions |
 //! |---|---|---|
 //! | `agent::cwd::before-bind` | builder, after `chdir(state dir)`, before `bind("notify.sock")` | `rendezvous(2)` forces two builds into the cwd window at once; `sleep(MS)` widens it |
+//! | `agent::cwd::after-bind` | builder, after the `bind` (whether it failed or not), before `chdir` back | with `before-bind=rendezvous(2)`, `rendezvous(2)` here too makes both builds bind before either changes back: both binds land in the directory entered last (one `EADDRINUSE`, the other possibly in the wrong directory) |
 //! | `agent::cwd::before-connect` | init process, after its `chdir(state dir)`, before `connect("notify.sock")` | `sleep(MS)`, `pause` |
 //! | `agent::build::before-clone3` | builder, just before the `clone3` of the intermediate | `sleep(MS)`, `pause`, `rendezvous(N)` |
 //! | `agent::build::stall` | decided in the builder, acted on by the init process | `return`: the init process connects to the notify socket and then stalls forever in `pause()` before reading "start" (a stuck child); the build blocks until the exec's timeout kills it |
@@ -37,6 +38,8 @@ pub const ENV: &str = "WEDGE_AGENT_FAILPOINTS";
 
 /// After `chdir` into the state directory, before binding the notify socket by its relative name.
 pub const CWD_BEFORE_BIND: &str = "agent::cwd::before-bind";
+/// After binding the notify socket (whether it worked or not), before changing back.
+pub const CWD_AFTER_BIND: &str = "agent::cwd::after-bind";
 /// In the init process, after `chdir` into the state directory, before connecting to the notify socket.
 pub const CWD_BEFORE_CONNECT: &str = "agent::cwd::before-connect";
 /// Just before the `clone3` of the intermediate process.
@@ -47,8 +50,9 @@ pub const STALL_BUILD: &str = "agent::build::stall";
 pub const HOLD_LOG_LOCK: &str = "agent::build::hold-log-lock";
 
 /// Every failpoint name; configuring any other name is an error.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
     CWD_BEFORE_BIND,
+    CWD_AFTER_BIND,
     CWD_BEFORE_CONNECT,
     BEFORE_CLONE3,
     STALL_BUILD,
