@@ -3,7 +3,11 @@
 //! `wedge-run` (this crate's [`runner`]) runs a command under a seccomp user-notification exec
 //! supervisor. Its shutdown is the famous close-doesn't-wake deadlock when run with
 //! `--variant pre-fix`, and the fix ([`shutdown`], [`supervisor::supervise`]) otherwise.
+//!
+//! `wedge-agent` ([`agent`]) is an exec service whose blocking container build starves tokio
+//! workers with `--strategy inline`, and does not with the fixed strategies.
 
+pub mod agent;
 pub mod exec_decision;
 pub mod filter;
 pub mod pidfd;

@@ -1,0 +1,336 @@
+//! The `wedge-agent` command line: `serve` and `exec`.
+
+use super::client::{self, Outcome};
+use super::failpoints;
+use super::proto::agent_server::AgentServer;
+use super::proto::{ExecRequest, OutputStream};
+use super::service::AgentService;
+use super::strategy::{Spawner, Strategy};
+use super::sys;
+use super::zygote::Zygote;
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// wedge's exec agent: a gRPC exec service over a unix socket, as guest agents of micro-VM sandboxes
+/// run; each exec is a real container build (namespaces, clone3, notify socket handshakes).
+#[derive(Debug, Parser)]
+#[command(name = "wedge-agent", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the exec service on a unix socket until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+    /// Run a command on a serving agent, N copies at once; exit 0 only if all exited with status 0.
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The unix socket to serve on (a stale socket file there is replaced).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Tokio worker threads [default: the number of available CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: Option<u32>,
+    /// Where the container build runs.
+    #[arg(long, value_enum, value_name = "S", default_value_t = Strategy::DEFAULT)]
+    pub strategy: Strategy,
+    /// Where this agent's state directory (wedge-agent-<pid>, removed on exit) is created [default: $TMPDIR].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// The unix socket of the agent.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// How many copies of the command to run at once.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Timeout of each copy in milliseconds, build included [default: none].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// An environment variable of the command (repeatable); the command inherits nothing else.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Working directory of the command [default: /].
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// `wedge-agent`'s main: parses the command line (bad arguments exit with status 2) and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        Command::Exec(_) => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEDGE_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Exec(args) => exec(args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("wedge-agent: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Makes sure descriptors 0, 1 and 2 are open, so no pipe of a build lands on them.
+fn ensure_standard_fds() -> Result<()> {
+    for fd in 0..3 {
+        if nix::fcntl::fcntl(
+            // SAFETY: only queried, never closed.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+        {
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?;
+            let null = std::os::fd::IntoRawFd::into_raw_fd(null);
+            if null != fd {
+                bail!("descriptor {fd} is closed and /dev/null did not take its place");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn prepare_socket(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("checking {}", path.display())),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            bail!("{} exists and is not a socket", path.display())
+        }
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!("another agent is already serving on {}", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    failpoints::configure_from_env()?;
+    ensure_standard_fds()?;
+    sys::become_child_subreaper().context("PR_SET_CHILD_SUBREAPER")?;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    // A directory of this agent's own: exec ids restart at 1 in every agent, and an agent that was
+    // killed mid-build leaves its state behind.
+    let state_root = args
+        .state_dir
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("wedge-agent-{}", std::process::id()));
+    if state_root.exists() {
+        std::fs::remove_dir_all(&state_root).with_context(|| {
+            format!(
+                "removing the stale state directory {}",
+                state_root.display()
+            )
+        })?;
+    }
+    std::fs::create_dir_all(&state_root)
+        .with_context(|| format!("creating the state directory {}", state_root.display()))?;
+    prepare_socket(&args.socket)?;
+    // The zygote is forked while this process is still single-threaded.
+    let zygote = match args.strategy {
+        Strategy::Zygote => Some(Zygote::start()?),
+        _ => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers as usize)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let service = AgentService::new(
+        Spawner::new(args.strategy, zygote),
+        workers,
+        state_root.clone(),
+    );
+    let served = runtime.block_on(serve_until_signalled(
+        &args.socket,
+        service,
+        args.strategy,
+        workers,
+    ));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_file(&args.socket);
+    let _ = std::fs::remove_dir_all(&state_root);
+    served
+}
+
+async fn serve_until_signalled(
+    socket: &Path,
+    service: AgentService,
+    strategy: Strategy,
+    workers: u32,
+) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("binding {}", socket.display()))?;
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let on_signal = {
+        let (service, stopping) = (service.clone(), Arc::clone(&stopping));
+        async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::info!("stopping: killing every command");
+            service.kill_all();
+            stopping.notify_one();
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            AgentServer::new(service)
+                .max_decoding_message_size(8 << 20)
+                .max_encoding_message_size(8 << 20),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            on_signal,
+        );
+    tracing::info!(socket = %socket.display(), %strategy, workers, "serving");
+    tokio::select! {
+        served = server => served.context("serving")?,
+        // Streams of commands that do not die promptly must not hold the agent up forever.
+        _ = async { stopping.notified().await; tokio::time::sleep(Duration::from_secs(2)).await } => {
+            tracing::warn!("stopping without waiting for the remaining streams");
+        }
+    }
+    Ok(())
+}
+
+fn exec(args: ExecArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(exec_copies(args))
+}
+
+async fn exec_copies(args: ExecArgs) -> Result<ExitCode> {
+    let client = client::connect(&args.socket)
+        .await
+        .with_context(|| format!("connecting to {}", args.socket.display()))?;
+    let (program, rest) = args.command.split_first().context("no command given")?;
+    let request = ExecRequest {
+        program: program.clone(),
+        args: rest.to_vec(),
+        env: args.env.iter().cloned().collect(),
+        cwd: args.cwd.clone().unwrap_or_default(),
+        timeout_ms: args.timeout.unwrap_or(0),
+    };
+    let n = args.concurrency as usize;
+    let started = Instant::now();
+    let results: Vec<Result<Outcome, tonic::Status>> = if n == 1 {
+        // One copy: stream its output live.
+        let live = client::run_with(&client, request, Vec::new(), |stream, data| {
+            let _ = match stream {
+                OutputStream::Stderr => std::io::stderr().write_all(data),
+                _ => std::io::stdout().write_all(data),
+            };
+        })
+        .await;
+        vec![live]
+    } else {
+        let copies: Vec<_> = (0..n)
+            .map(|_| {
+                let (client, request) = (client.clone(), request.clone());
+                tokio::spawn(async move { client::run(&client, request, Vec::new()).await })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(n);
+        for copy in copies {
+            results.push(
+                copy.await
+                    .unwrap_or_else(|e| Err(tonic::Status::internal(e.to_string()))),
+            );
+        }
+        results
+    };
+    let elapsed = started.elapsed();
+    let mut ok = 0;
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    for (i, result) in results.iter().enumerate() {
+        let line = match result {
+            Ok(outcome) => {
+                if n > 1 {
+                    stdout.write_all(&outcome.stdout)?;
+                    stderr.write_all(&outcome.stderr)?;
+                }
+                ok += usize::from(outcome.success());
+                describe(outcome)
+            }
+            Err(status) => format!("failed: {:?}: {}", status.code(), status.message()),
+        };
+        writeln!(stderr, "wedge-agent: exec {}/{n}: {line}", i + 1)?;
+    }
+    let secs = elapsed.as_secs_f64();
+    writeln!(
+        stderr,
+        "wedge-agent: {ok}/{n} completed with status 0 in {:.3} s ({:.1} execs/s)",
+        secs,
+        n as f64 / secs.max(1e-9)
+    )?;
+    Ok(if ok == n {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn describe(outcome: &Outcome) -> String {
+    let status = &outcome.status;
+    let how = match (status.exit_code, status.signal) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "did not run".to_string(),
+    };
+    let mut line = format!("id {} {how} in {} ms", status.id, status.duration_ms);
+    if status.timed_out {
+        line.push_str(" (timed out)");
+    }
+    if !status.error.is_empty() {
+        line.push_str(&format!(" ({})", status.error));
+    }
+    line
+}

@@ -1,0 +1,540 @@
+//! The gRPC service: accepts execs, runs the strategy's build, streams output, enforces timeouts and
+//! answers `Wait`, `Kill`, `Stdin` and `Health`.
+
+use super::build::{BuildError, BuildSpec, Built};
+use super::proto::agent_server::Agent;
+use super::proto::{
+    Accepted, ExecEvent, ExecRequest, ExitStatus, HealthRequest, HealthResponse, KillRequest,
+    KillResponse, Output, OutputStream, Started, StdinRequest, StdinResponse, WaitRequest,
+    exec_event::Event,
+};
+use super::strategy::{self, BuildProgress, Spawner};
+use super::sys;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest, unix::AsyncFd};
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Largest total size of program, arguments and environment of one exec.
+pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
+/// How many finished execs stay known to `Wait` after they finished.
+const FINISHED_KEPT: usize = 4096;
+/// Output chunk size.
+const CHUNK: usize = 64 * 1024;
+
+/// What a running exec's process is, for `Kill`.
+#[derive(Debug)]
+enum Process {
+    /// The build is in progress; cancelling it kills what it created.
+    Building(Arc<BuildProgress>),
+    Running {
+        pid: i32,
+        pidfd: Arc<OwnedFd>,
+    },
+    /// Reaped, or never started: its pid may belong to someone else now.
+    Gone,
+}
+
+struct Exec {
+    process: Mutex<Process>,
+    stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    /// `None` until the exec finished.
+    status: watch::Sender<Option<ExitStatus>>,
+}
+
+#[derive(Default)]
+struct Table {
+    execs: HashMap<u64, Arc<Exec>>,
+    finished: VecDeque<u64>,
+}
+
+struct Shared {
+    spawner: Arc<Spawner>,
+    workers: u32,
+    state_root: PathBuf,
+    next_id: AtomicU64,
+    running: AtomicU64,
+    table: Mutex<Table>,
+}
+
+/// The agent's gRPC service.
+#[derive(Clone)]
+pub struct AgentService {
+    shared: Arc<Shared>,
+}
+
+impl AgentService {
+    /// A service building under `state_root` with `spawner`, on a runtime of `workers` workers.
+    pub fn new(spawner: Spawner, workers: u32, state_root: PathBuf) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                spawner: Arc::new(spawner),
+                workers,
+                state_root,
+                next_id: AtomicU64::new(1),
+                running: AtomicU64::new(0),
+                table: Mutex::new(Table::default()),
+            }),
+        }
+    }
+
+    fn lookup(&self, id: u64) -> Result<Arc<Exec>, Status> {
+        let table = self.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .execs
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no exec with id {id}")))
+    }
+
+    /// Kills every command still running (used at shutdown).
+    pub fn kill_all(&self) {
+        let table = self.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+        for exec in table.execs.values() {
+            let process = exec.process.lock().unwrap_or_else(|p| p.into_inner());
+            match &*process {
+                Process::Running { pid, pidfd } => kill_command(*pid, pidfd, Signal::SIGKILL),
+                Process::Building(progress) => progress.cancel(),
+                Process::Gone => {}
+            }
+        }
+    }
+}
+
+fn kill_command(pid: i32, pidfd: &OwnedFd, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pid), signal);
+    if signal == Signal::SIGKILL {
+        // The command is pid 1 of its namespace: killing it kills every process in there.
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), signal);
+    }
+}
+
+/// Checks an exec request and turns it into a build spec (without id and state root).
+fn validate(request: ExecRequest, state_root: &Path) -> Result<BuildSpec, Status> {
+    let invalid = |m: String| Err(Status::invalid_argument(m));
+    if request.program.is_empty() {
+        return invalid("program is empty".into());
+    }
+    let mut size = request.program.len();
+    let no_nul = |what: &str, s: &str| {
+        if s.contains('\0') {
+            Err(Status::invalid_argument(format!(
+                "{what} contains a NUL byte"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    no_nul("program", &request.program)?;
+    for arg in &request.args {
+        no_nul("an argument", arg)?;
+        size += arg.len() + 1;
+    }
+    let mut env: Vec<(String, String)> = request.env.into_iter().collect();
+    env.sort();
+    for (key, value) in &env {
+        if key.is_empty() || key.contains('=') {
+            return invalid(format!(
+                "environment variable name {key:?} is empty or contains '='"
+            ));
+        }
+        no_nul("the environment", key)?;
+        no_nul("the environment", value)?;
+        size += key.len() + value.len() + 2;
+    }
+    if size > MAX_COMMAND_BYTES {
+        return invalid(format!(
+            "program, arguments and environment take {size} bytes, more than the limit of {MAX_COMMAND_BYTES}"
+        ));
+    }
+    let cwd = if request.cwd.is_empty() {
+        "/".to_string()
+    } else {
+        request.cwd
+    };
+    no_nul("cwd", &cwd)?;
+    if !cwd.starts_with('/') {
+        return invalid(format!("cwd {cwd:?} is not an absolute path"));
+    }
+    match std::fs::metadata(&cwd) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return invalid(format!("cwd {cwd} is not a directory")),
+        Err(e) => {
+            return invalid(format!(
+                "cwd {cwd} does not exist or is not accessible: {e}"
+            ));
+        }
+    }
+    Ok(BuildSpec {
+        exec_id: 0,
+        state_root: state_root.to_path_buf(),
+        program: request.program,
+        args: request.args,
+        env,
+        cwd,
+    })
+}
+
+fn build_status(error: &BuildError) -> Status {
+    match error {
+        BuildError::Exec { errno, .. } if *errno == libc::ENOENT => {
+            Status::not_found(error.to_string())
+        }
+        BuildError::Exec { errno, .. } if *errno == libc::EACCES => {
+            Status::permission_denied(error.to_string())
+        }
+        BuildError::Exec { .. } => Status::failed_precondition(error.to_string()),
+        BuildError::Cancelled => Status::cancelled(error.to_string()),
+        BuildError::Failed(_) => Status::internal(format!("the container build failed: {error}")),
+    }
+}
+
+type EventSender = mpsc::Sender<Result<ExecEvent, Status>>;
+
+fn event(e: Event) -> Result<ExecEvent, Status> {
+    Ok(ExecEvent { event: Some(e) })
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    type ExecStream = ReceiverStream<Result<ExecEvent, Status>>;
+
+    async fn exec(
+        &self,
+        request: Request<ExecRequest>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let request = request.into_inner();
+        let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms));
+        let mut spec = validate(request, &self.shared.state_root)?;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        spec.exec_id = id;
+        let progress = Arc::new(BuildProgress::default());
+        let exec = Arc::new(Exec {
+            process: Mutex::new(Process::Building(Arc::clone(&progress))),
+            stdin: tokio::sync::Mutex::new(None),
+            status: watch::channel(None).0,
+        });
+        self.shared
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .execs
+            .insert(id, Arc::clone(&exec));
+        self.shared.running.fetch_add(1, Ordering::SeqCst);
+        let (events, stream) = mpsc::channel(16);
+        let _ = events.try_send(event(Event::Accepted(Accepted { id })));
+        tracing::debug!(id, program = %spec.program, "exec accepted");
+        tokio::spawn(run_exec(
+            Arc::clone(&self.shared),
+            exec,
+            spec,
+            progress,
+            timeout,
+            events,
+        ));
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+
+    async fn stdin(
+        &self,
+        request: Request<StdinRequest>,
+    ) -> Result<Response<StdinResponse>, Status> {
+        let request = request.into_inner();
+        let exec = self.lookup(request.id)?;
+        if matches!(
+            *exec.process.lock().unwrap_or_else(|p| p.into_inner()),
+            Process::Building(_)
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "exec {} has not started yet (wait for its Started event)",
+                request.id
+            )));
+        }
+        let mut stdin = exec.stdin.lock().await;
+        let Some(pipe) = stdin.as_mut() else {
+            return Err(Status::failed_precondition(format!(
+                "stdin of exec {} is closed",
+                request.id
+            )));
+        };
+        if let Err(e) = pipe.write_all(&request.data).await {
+            *stdin = None;
+            return Err(Status::failed_precondition(format!(
+                "writing to stdin of exec {}: {e} (the command exited or closed its stdin)",
+                request.id
+            )));
+        }
+        if request.close {
+            *stdin = None;
+        }
+        Ok(Response::new(StdinResponse {}))
+    }
+
+    async fn wait(&self, request: Request<WaitRequest>) -> Result<Response<ExitStatus>, Status> {
+        let id = request.into_inner().id;
+        let mut status = self.lookup(id)?.status.subscribe();
+        let done = status
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Status::internal(format!("exec {id} was dropped")))?;
+        Ok(Response::new(done.clone().expect("waited for Some")))
+    }
+
+    async fn kill(&self, request: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
+        let request = request.into_inner();
+        let signal = if request.signal == 0 {
+            Signal::SIGKILL
+        } else {
+            Signal::try_from(request.signal).map_err(|_| {
+                Status::invalid_argument(format!("{} is not a signal", request.signal))
+            })?
+        };
+        let exec = self.lookup(request.id)?;
+        let process = exec.process.lock().unwrap_or_else(|p| p.into_inner());
+        match &*process {
+            Process::Running { pid, pidfd } => {
+                kill_command(*pid, pidfd, signal);
+                Ok(Response::new(KillResponse {}))
+            }
+            Process::Building(_) => Err(Status::failed_precondition(format!(
+                "exec {} has not started yet (wait for its Started event)",
+                request.id
+            ))),
+            Process::Gone => Err(Status::failed_precondition(format!(
+                "exec {} has already finished",
+                request.id
+            ))),
+        }
+    }
+
+    async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthResponse>, Status> {
+        Ok(Response::new(HealthResponse {
+            strategy: self.shared.spawner.strategy().name().to_string(),
+            workers: self.shared.workers,
+            running: self.shared.running.load(Ordering::SeqCst),
+        }))
+    }
+}
+
+/// Why the exec stops waiting for its build or its command.
+enum Interrupt {
+    TimedOut,
+    ClientGone,
+}
+
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One exec, from build to reaping; the only owner of the command's process.
+async fn run_exec(
+    shared: Arc<Shared>,
+    exec: Arc<Exec>,
+    spec: BuildSpec,
+    progress: Arc<BuildProgress>,
+    timeout: Option<Duration>,
+    events: EventSender,
+) {
+    let id = spec.exec_id;
+    let accepted = Instant::now();
+    let deadline = timeout.map(|t| accepted + t);
+    let mut build = Box::pin(shared.spawner.spawn(spec, Arc::clone(&progress)));
+    let built = tokio::select! {
+        built = &mut build => Ok(built),
+        _ = until(deadline) => Err(Interrupt::TimedOut),
+        _ = events.closed() => Err(Interrupt::ClientGone),
+    };
+    let status = match built {
+        Ok(Ok(built)) => run_command(&exec, built, deadline, &events, id, accepted).await,
+        Ok(Err(failure)) => {
+            let status = build_status(&failure.error);
+            let error = format!("the command never ran: {}", failure.error);
+            tracing::debug!(id, "{error}");
+            tokio::task::spawn_blocking(move || strategy::discard_failure(&failure));
+            let _ = events.send(Err(status)).await;
+            ExitStatus {
+                id,
+                error,
+                duration_ms: accepted.elapsed().as_millis() as u64,
+                ..ExitStatus::default()
+            }
+        }
+        Err(interrupt) => {
+            // Stop the build (kill what it created) and clean up after it in the background.
+            progress.cancel();
+            tokio::spawn(async move {
+                match build.await {
+                    Ok(built) => drop(tokio::task::spawn_blocking(move || {
+                        strategy::discard(built)
+                    })),
+                    Err(failure) => drop(tokio::task::spawn_blocking(move || {
+                        strategy::discard_failure(&failure)
+                    })),
+                }
+            });
+            let timed_out = matches!(interrupt, Interrupt::TimedOut);
+            let status = ExitStatus {
+                id,
+                timed_out,
+                error: if timed_out {
+                    "the command never ran: the timeout fired during the build".into()
+                } else {
+                    "the command never ran: the client went away during the build".into()
+                },
+                duration_ms: accepted.elapsed().as_millis() as u64,
+                ..ExitStatus::default()
+            };
+            let _ = events.send(event(Event::Exited(status.clone()))).await;
+            status
+        }
+    };
+    *exec.process.lock().unwrap_or_else(|p| p.into_inner()) = Process::Gone;
+    finish(&shared, id, &exec, status);
+}
+
+fn finish(shared: &Shared, id: u64, exec: &Exec, status: ExitStatus) {
+    exec.status.send_replace(Some(status));
+    shared.running.fetch_sub(1, Ordering::SeqCst);
+    let mut table = shared.table.lock().unwrap_or_else(|p| p.into_inner());
+    table.finished.push_back(id);
+    while table.finished.len() > FINISHED_KEPT {
+        if let Some(old) = table.finished.pop_front() {
+            table.execs.remove(&old);
+        }
+    }
+}
+
+/// Streams a started command's output until it exited and its output ended, enforcing the deadline
+/// and killing it if the client goes away; then reaps it.
+async fn run_command(
+    exec: &Exec,
+    built: Built,
+    deadline: Option<Instant>,
+    events: &EventSender,
+    id: u64,
+    accepted: Instant,
+) -> ExitStatus {
+    let Built {
+        pid,
+        pidfd,
+        stdin,
+        stdout,
+        stderr,
+    } = built;
+    let pidfd = Arc::new(pidfd);
+    *exec.process.lock().unwrap_or_else(|p| p.into_inner()) = Process::Running {
+        pid,
+        pidfd: Arc::clone(&pidfd),
+    };
+    let io = (
+        pipe::Sender::from_owned_fd(stdin),
+        pipe::Receiver::from_owned_fd(stdout),
+        pipe::Receiver::from_owned_fd(stderr),
+        // SAFETY: the AsyncFd holds an Arc of the pidfd, so the descriptor stays open and the same
+        // for as long as it is registered.
+        unsafe { AsyncFd::register_with_interest(Arc::clone(&pidfd), Interest::READABLE) }
+            .map_err(std::io::Error::from),
+    );
+    let (stdin, mut stdout, mut stderr, exited) = match io {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        (a, b, c, d) => {
+            let why = [a.err(), b.err(), c.err(), d.err()]
+                .into_iter()
+                .flatten()
+                .next();
+            tracing::error!(id, "registering the command's descriptors: {why:?}");
+            kill_command(pid, &pidfd, Signal::SIGKILL);
+            let _ = tokio::task::spawn_blocking(move || strategy::reap(&pidfd)).await;
+            return ExitStatus {
+                id,
+                error: "the agent could not watch the command".into(),
+                ..ExitStatus::default()
+            };
+        }
+    };
+    *exec.stdin.lock().await = Some(stdin);
+    let _ = events.send(event(Event::Started(Started { pid }))).await;
+
+    let (mut out_open, mut err_open, mut running) = (true, true, true);
+    let (mut timed_out, mut client_gone) = (false, false);
+    let mut pending: Option<ExecEvent> = None;
+    let mut out_buf = vec![0u8; CHUNK];
+    let mut err_buf = vec![0u8; CHUNK];
+    while running || out_open || err_open {
+        tokio::select! {
+            permit = events.reserve(), if pending.is_some() => match permit {
+                Ok(permit) => permit.send(Ok(pending.take().expect("checked"))),
+                Err(_) => pending = None,
+            },
+            read = stdout.read(&mut out_buf), if out_open && pending.is_none() => match read {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) if !client_gone => pending = Some(output(OutputStream::Stdout, &out_buf[..n])),
+                Ok(_) => {}
+            },
+            read = stderr.read(&mut err_buf), if err_open && pending.is_none() => match read {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) if !client_gone => pending = Some(output(OutputStream::Stderr, &err_buf[..n])),
+                Ok(_) => {}
+            },
+            ready = exited.readable(), if running => {
+                // Readable means exited; keep the guard's readiness (nothing clears it).
+                if let Ok(mut guard) = ready { guard.retain_ready(); }
+                running = false;
+            },
+            _ = until(deadline), if running && !timed_out => {
+                timed_out = true;
+                tracing::debug!(id, "timeout: killing the command");
+                kill_command(pid, &pidfd, Signal::SIGKILL);
+            },
+            _ = events.closed(), if !client_gone => {
+                client_gone = true;
+                pending = None;
+                if running {
+                    tracing::debug!(id, "client went away: killing the command");
+                    kill_command(pid, &pidfd, Signal::SIGKILL);
+                }
+            },
+        }
+    }
+    drop(exited);
+    // Nobody may signal this pid once it is reaped.
+    *exec.process.lock().unwrap_or_else(|p| p.into_inner()) = Process::Gone;
+    exec.stdin.lock().await.take();
+    let waited = tokio::task::spawn_blocking(move || strategy::reap(&pidfd)).await;
+    let mut status = ExitStatus {
+        id,
+        timed_out,
+        duration_ms: accepted.elapsed().as_millis() as u64,
+        ..ExitStatus::default()
+    };
+    match waited {
+        Ok(Ok(WaitStatus::Exited(_, code))) => status.exit_code = Some(code),
+        Ok(Ok(WaitStatus::Signaled(_, signal, _))) => status.signal = Some(signal as i32),
+        other => status.error = format!("waiting for the command: {other:?}"),
+    }
+    let _ = events.send(event(Event::Exited(status.clone()))).await;
+    status
+}
+
+fn output(stream: OutputStream, data: &[u8]) -> ExecEvent {
+    ExecEvent {
+        event: Some(Event::Output(Output {
+            stream: stream as i32,
+            data: data.to_vec(),
+        })),
+    }
+}

@@ -1,0 +1,311 @@
+//! The `zygote` strategy: a single-threaded helper process, forked before the tokio runtime starts,
+//! performs every build. Being single-threaded, nothing can hold a lock while it clones, and nobody
+//! else changes its cwd. The agent sends it one [`BuildSpec`] at a time over a stream socketpair; it
+//! answers with progress messages and a final message that carries the command's pidfd and stdio
+//! descriptors by `SCM_RIGHTS`.
+//!
+//! Frames are a little-endian `u32` length and a JSON body ([`Reply`] from the zygote, [`BuildSpec`]
+//! to it). A reply's descriptors ride on the first byte of its frame.
+
+use super::build::{self, BuildError, BuildFailure, BuildSpec, Built, Progress};
+use super::strategy::BuildProgress;
+use super::sys;
+use anyhow::{Context, Result};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    recvmsg, sendmsg, socketpair,
+};
+use nix::unistd::{ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+
+/// Largest frame either side accepts (requests are validated far below this).
+const MAX_FRAME: usize = 16 << 20;
+
+/// A message from the zygote.
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    Progress(Progress),
+    /// Carries 4 descriptors: pidfd, stdin, stdout, stderr.
+    Built {
+        pid: i32,
+    },
+    /// Carries 1 descriptor (the killed init's pidfd, to reap) when `orphan` is true.
+    Failed {
+        error: BuildError,
+        orphan: bool,
+    },
+}
+
+struct Job {
+    spec: BuildSpec,
+    progress: Arc<BuildProgress>,
+    reply: oneshot::Sender<Result<Built, BuildFailure>>,
+}
+
+/// The agent's handle on its zygote.
+pub struct Zygote {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    pid: Pid,
+}
+
+impl Zygote {
+    /// Forks the zygote. Must be called while the process is single-threaded (before the runtime).
+    pub fn start() -> Result<Self> {
+        let (agent_end, zygote_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .context("socketpair for the zygote")?;
+        // SAFETY: called before any other thread exists (documented precondition), so the child is a
+        // complete copy of this process.
+        match unsafe { nix::unistd::fork() }.context("forking the zygote")? {
+            ForkResult::Child => {
+                drop(agent_end);
+                let code = match zygote_main(UnixStream::from(zygote_end)) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::error!("zygote: {e:#}");
+                        1
+                    }
+                };
+                // SAFETY: leave without running the agent's exit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                drop(zygote_end);
+                let (jobs, queue) = mpsc::channel();
+                let socket = UnixStream::from(agent_end);
+                std::thread::Builder::new()
+                    .name("zygote-client".into())
+                    .spawn(move || client_loop(socket, queue))
+                    .context("starting the zygote client thread")?;
+                tracing::info!(pid = child.as_raw(), "zygote started");
+                Ok(Self {
+                    jobs: Mutex::new(jobs),
+                    pid: child,
+                })
+            }
+        }
+    }
+
+    /// The zygote's pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Has the zygote perform one build. Builds are performed one at a time, in order.
+    pub async fn build(
+        &self,
+        spec: BuildSpec,
+        progress: Arc<BuildProgress>,
+    ) -> Result<Built, BuildFailure> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            spec,
+            progress,
+            reply,
+        };
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job);
+        if sent.is_err() {
+            return Err(BuildError::Failed("the zygote is gone".into()).into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(BuildError::Failed("the zygote is gone".into()).into()))
+    }
+}
+
+/// The zygote: reads build requests and performs them, one by one, until the agent hangs up.
+fn zygote_main(socket: UnixStream) -> Result<()> {
+    sys::die_with_parent().context("PR_SET_PDEATHSIG")?;
+    let never_cancelled = AtomicBool::new(false);
+    loop {
+        let Some((body, _)) = read_frame(&socket).context("reading a request")? else {
+            return Ok(());
+        };
+        let spec: BuildSpec = serde_json::from_slice(&body).context("decoding a request")?;
+        let mut progress_error = None;
+        let mut report = |p: Progress| {
+            if progress_error.is_none()
+                && let Err(e) = write_reply(&socket, &Reply::Progress(p), &[])
+            {
+                progress_error = Some(e);
+            }
+        };
+        let result = build::build(&spec, None, &never_cancelled, &mut report);
+        if let Some(e) = progress_error {
+            return Err(e).context("sending progress");
+        }
+        match result {
+            Ok(built) => {
+                let fds = [&built.pidfd, &built.stdin, &built.stdout, &built.stderr]
+                    .map(|fd| fd.as_raw_fd());
+                write_reply(&socket, &Reply::Built { pid: built.pid }, &fds)
+            }
+            Err(failure) => {
+                let orphan: Vec<RawFd> = failure.orphan.iter().map(|fd| fd.as_raw_fd()).collect();
+                let reply = Reply::Failed {
+                    error: failure.error,
+                    orphan: !orphan.is_empty(),
+                };
+                write_reply(&socket, &reply, &orphan)
+            }
+        }
+        .context("sending a reply")?;
+    }
+}
+
+/// The agent side: hands jobs to the zygote one at a time and routes its replies.
+fn client_loop(socket: UnixStream, queue: mpsc::Receiver<Job>) {
+    let mut broken: Option<String> = None;
+    for job in queue {
+        if let Some(why) = &broken {
+            let _ = job.reply.send(Err(BuildError::Failed(why.clone()).into()));
+            continue;
+        }
+        if job.progress.is_cancelled() {
+            let _ = job.reply.send(Err(BuildError::Cancelled.into()));
+            continue;
+        }
+        let result = match run_job(&socket, &job) {
+            Ok(result) => result,
+            Err(e) => {
+                let why = format!("the zygote is gone: {e}");
+                broken = Some(why.clone());
+                Err(BuildError::Failed(why).into())
+            }
+        };
+        if let Err(Ok(orphaned)) = job.reply.send(result) {
+            // Nobody waits for this build any more: do not leak the command.
+            super::strategy::discard(orphaned);
+        }
+    }
+}
+
+fn run_job(socket: &UnixStream, job: &Job) -> io::Result<Result<Built, BuildFailure>> {
+    let body = serde_json::to_vec(&job.spec).map_err(io::Error::other)?;
+    write_frame(socket, &body, &[])?;
+    loop {
+        let Some((body, mut fds)) = read_frame(socket)? else {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the zygote closed its socket",
+            ));
+        };
+        let reply: Reply = serde_json::from_slice(&body).map_err(io::Error::other)?;
+        match reply {
+            Reply::Progress(p) => job.progress.record(p),
+            Reply::Built { pid } => {
+                if fds.len() != 4 {
+                    return Err(io::Error::other(format!(
+                        "expected 4 descriptors, got {}",
+                        fds.len()
+                    )));
+                }
+                let stderr = fds.pop().expect("4 fds");
+                let stdout = fds.pop().expect("4 fds");
+                let stdin = fds.pop().expect("4 fds");
+                let pidfd = fds.pop().expect("4 fds");
+                return Ok(Ok(Built {
+                    pid,
+                    pidfd,
+                    stdin,
+                    stdout,
+                    stderr,
+                }));
+            }
+            Reply::Failed { error, orphan } => {
+                let orphan = if orphan { fds.pop() } else { None };
+                return Ok(Err(BuildFailure { error, orphan }));
+            }
+        }
+    }
+}
+
+fn write_reply(socket: &UnixStream, reply: &Reply, fds: &[RawFd]) -> io::Result<()> {
+    let body = serde_json::to_vec(reply).map_err(io::Error::other)?;
+    write_frame(socket, &body, fds)
+}
+
+fn write_frame(socket: &UnixStream, body: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(body);
+    let mut sent = 0;
+    if !fds.is_empty() {
+        let rights = [ControlMessage::ScmRights(fds)];
+        sent = loop {
+            match sendmsg::<UnixAddr>(
+                socket.as_raw_fd(),
+                &[IoSlice::new(&frame)],
+                &rights,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Err(nix::Error::EINTR) => continue,
+                other => break other?,
+            }
+        };
+    }
+    (&*socket).write_all(&frame[sent..])
+}
+
+/// Reads one frame and any descriptors sent with it; `None` on a clean EOF before a frame.
+fn read_frame(socket: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    let mut fds = Vec::new();
+    while got < header.len() {
+        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [IoSliceMut::new(&mut header[got..])];
+        let msg = match recvmsg::<UnixAddr>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            other => other?,
+        };
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                // SAFETY: descriptors just received by this process belong to nobody else.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        if msg.bytes == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "truncated frame header",
+            ));
+        }
+        got += msg.bytes;
+    }
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::other(format!(
+            "frame of {len} bytes is too large"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    (&*socket).read_exact(&mut body)?;
+    Ok(Some((body, fds)))
+}

@@ -1,0 +1,470 @@
+//! wedge-agent end to end, with the default strategy: concurrency, isolation, stdin, big output,
+//! timeouts, signals, bad requests, client disconnects and the `exec` command line.
+
+mod agent_support;
+
+use agent_support::{Agent, AgentConfig, alive, request, shell, wait_until, watchdog};
+use std::time::Duration;
+use tonic::Code;
+use wedge_runtime::agent::client::{self, Client, Outcome};
+use wedge_runtime::agent::proto::{
+    ExecRequest, HealthRequest, KillRequest, StdinRequest, WaitRequest, exec_event::Event,
+};
+
+fn one_worker() -> AgentConfig {
+    AgentConfig {
+        workers: 1,
+        ..AgentConfig::default()
+    }
+}
+
+/// Runs `request` until Started, sends `signal` with Kill, and collects the rest.
+async fn run_and_kill(client: &Client, request: ExecRequest, signal: i32) -> Outcome {
+    let mut events = client
+        .clone()
+        .exec(request)
+        .await
+        .expect("exec")
+        .into_inner();
+    let mut outcome = Outcome::default();
+    while let Some(message) = events.message().await.expect("exec stream") {
+        match message.event.expect("event") {
+            Event::Accepted(a) => outcome.id = a.id,
+            Event::Started(s) => {
+                outcome.pid = Some(s.pid);
+                let kill = KillRequest {
+                    id: outcome.id,
+                    signal,
+                };
+                client.clone().kill(kill).await.expect("kill");
+            }
+            Event::Output(o) => outcome.stdout.extend(o.data),
+            Event::Exited(status) => {
+                outcome.status = status;
+                return outcome;
+            }
+        }
+    }
+    panic!("the stream ended without Exited");
+}
+
+#[test]
+fn concurrent_execs_complete_with_the_default_strategy_at_one_worker() {
+    watchdog(120, async {
+        let agent = Agent::start(one_worker()).await;
+        let client = agent.client().await;
+        for n in [4usize, 8, 16, 64] {
+            let copies: Vec<_> = (0..n)
+                .map(|i| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        if i % 8 == 7 {
+                            // Killed by a signal while running.
+                            run_and_kill(&client, request("sleep", &["1000"]), libc::SIGKILL).await
+                        } else {
+                            let i = i.to_string();
+                            let script = "echo out-$1; echo err-$1 >&2; exit $(($1 % 5))";
+                            client::run(&client, shell(script, &[&i]), Vec::new())
+                                .await
+                                .expect("exec")
+                        }
+                    })
+                })
+                .collect();
+            for (i, copy) in copies.into_iter().enumerate() {
+                let outcome = copy.await.expect("exec task");
+                let status = &outcome.status;
+                assert!(
+                    !status.timed_out && status.error.is_empty(),
+                    "exec {i}/{n}: {status:?}"
+                );
+                if i % 8 == 7 {
+                    assert_eq!(
+                        (status.exit_code, status.signal),
+                        (None, Some(libc::SIGKILL)),
+                        "exec {i}/{n}"
+                    );
+                } else {
+                    assert_eq!(
+                        String::from_utf8_lossy(&outcome.stdout),
+                        format!("out-{i}\n"),
+                        "exec {i}/{n}"
+                    );
+                    assert_eq!(
+                        String::from_utf8_lossy(&outcome.stderr),
+                        format!("err-{i}\n"),
+                        "exec {i}/{n}"
+                    );
+                    assert_eq!(
+                        (status.exit_code, status.signal),
+                        (Some(i as i32 % 5), None),
+                        "exec {i}/{n}"
+                    );
+                }
+            }
+        }
+        let health = agent
+            .client()
+            .await
+            .health(HealthRequest {})
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(health.strategy, "zygote");
+        assert_eq!(health.workers, 1);
+    });
+}
+
+#[test]
+fn env_cwd_hostname_and_pid_namespace_are_isolated_per_exec() {
+    watchdog(60, async {
+        let agent = Agent::start(AgentConfig {
+            workers: 1,
+            env: vec![("WEDGE_TEST_AGENT_ONLY".into(), "leak".into())],
+            ..AgentConfig::default()
+        })
+        .await;
+        let client = agent.client().await;
+        let script = r#"echo "$FOO|$(pwd)|$$|$(hostname)"; env"#;
+        let mut a = shell(script, &[]);
+        a.env.insert("FOO".into(), "first".into());
+        a.cwd = "/usr".into();
+        let mut b = shell(script, &[]);
+        b.env.insert("FOO".into(), "second".into());
+        b.cwd = "/tmp".into();
+        let (a, b) = tokio::join!(
+            client::run(&client, a, Vec::new()),
+            client::run(&client, b, Vec::new())
+        );
+        let (a, b) = (a.expect("exec a"), b.expect("exec b"));
+        let (a, b) = (
+            String::from_utf8_lossy(&a.stdout),
+            String::from_utf8_lossy(&b.stdout),
+        );
+        assert_eq!(a.lines().next(), Some("first|/usr|1|wedge"), "{a}");
+        assert_eq!(b.lines().next(), Some("second|/tmp|1|wedge"), "{b}");
+        for out in [&a, &b] {
+            assert!(
+                !out.contains("WEDGE_TEST_AGENT_ONLY"),
+                "the agent's environment leaked:\n{out}"
+            );
+            assert!(out.contains("PATH=/usr/bin:/bin"), "{out}");
+        }
+    });
+}
+
+#[test]
+fn stdin_round_trips_and_closes() {
+    watchdog(60, async {
+        let agent = Agent::start(one_worker()).await;
+        let client = agent.client().await;
+        let input: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let outcome = client::run(&client, request("cat", &[]), input.clone())
+            .await
+            .expect("exec");
+        assert_eq!(outcome.status.exit_code, Some(0), "{:?}", outcome.status);
+        assert_eq!(outcome.stdout.len(), input.len());
+        assert!(outcome.stdout == input, "cat returned different bytes");
+        // Empty stdin is closed at once: `wc -c` sees EOF.
+        let outcome = client::run(&client, request("wc", &["-c"]), Vec::new())
+            .await
+            .expect("exec");
+        assert_eq!(String::from_utf8_lossy(&outcome.stdout).trim(), "0");
+        // Writing to a finished exec is a clear error.
+        let err = client
+            .clone()
+            .stdin(StdinRequest {
+                id: outcome.id,
+                data: b"late".to_vec(),
+                close: true,
+            })
+            .await
+            .expect_err("stdin of a finished exec");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    });
+}
+
+#[test]
+fn ten_megabytes_of_output_do_not_deadlock() {
+    watchdog(60, async {
+        let agent = Agent::start(one_worker()).await;
+        let client = agent.client().await;
+        let script = "head -c 10485760 /dev/zero; head -c 1048576 /dev/zero >&2";
+        let outcome = client::run(&client, shell(script, &[]), Vec::new())
+            .await
+            .expect("exec");
+        assert_eq!(outcome.status.exit_code, Some(0), "{:?}", outcome.status);
+        assert_eq!(outcome.stdout.len(), 10 << 20);
+        assert_eq!(outcome.stderr.len(), 1 << 20);
+        assert!(outcome.stdout.iter().all(|b| *b == 0));
+    });
+}
+
+#[test]
+fn a_timeout_kills_grandchildren_and_reports_timed_out() {
+    watchdog(60, async {
+        let agent = Agent::start(one_worker()).await;
+        let client = agent.client().await;
+        // A grandchild in its own session (out of the command's process group) prints its host pid.
+        let script = r#"setsid sh -c 'read -r pid rest </proc/self/stat; echo $pid; exec sleep 1000' & wait"#;
+        let mut req = shell(script, &[]);
+        req.timeout_ms = 1000;
+        let outcome = client::run(&client, req, Vec::new()).await.expect("exec");
+        let status = &outcome.status;
+        assert!(status.timed_out, "{status:?}");
+        assert_eq!(
+            (status.exit_code, status.signal),
+            (None, Some(libc::SIGKILL)),
+            "{status:?}"
+        );
+        assert!((1000..20_000).contains(&status.duration_ms), "{status:?}");
+        let grandchild: i32 = String::from_utf8_lossy(&outcome.stdout)
+            .trim()
+            .parse()
+            .expect("grandchild pid");
+        wait_until(10, "the grandchild is gone", || !alive(grandchild)).await;
+        // Wait reports the same truth.
+        let waited = client
+            .clone()
+            .wait(WaitRequest { id: outcome.id })
+            .await
+            .expect("wait")
+            .into_inner();
+        assert_eq!(&waited, status);
+    });
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_agent_keeps_serving() {
+    watchdog(60, async {
+        let agent = Agent::start(one_worker()).await;
+        let client = agent.client().await;
+        let expect_error = |req: ExecRequest, code: Code, needle: &'static str| {
+            let client = client.clone();
+            async move {
+                let err = client::run(&client, req, Vec::new())
+                    .await
+                    .expect_err(needle);
+                assert_eq!(err.code(), code, "{err:?}");
+                assert!(
+                    err.message().contains(needle),
+                    "{err:?} should mention {needle:?}"
+                );
+            }
+        };
+        expect_error(request("", &[]), Code::InvalidArgument, "program is empty").await;
+        let mut missing_cwd = request("true", &[]);
+        missing_cwd.cwd = "/no/such/directory".into();
+        expect_error(missing_cwd, Code::InvalidArgument, "does not exist").await;
+        let mut relative_cwd = request("true", &[]);
+        relative_cwd.cwd = "tmp".into();
+        expect_error(relative_cwd, Code::InvalidArgument, "not an absolute path").await;
+        let mut huge_env = request("true", &[]);
+        huge_env.env.insert("HUGE".into(), "x".repeat(1 << 20));
+        expect_error(huge_env, Code::InvalidArgument, "more than the limit").await;
+        let mut bad_name = request("true", &[]);
+        bad_name.env.insert("A=B".into(), "c".into());
+        expect_error(bad_name, Code::InvalidArgument, "contains '='").await;
+        expect_error(request("true", &["a\0b"]), Code::InvalidArgument, "NUL").await;
+        expect_error(
+            request("no-such-program-wedge", &[]),
+            Code::NotFound,
+            "No such file",
+        )
+        .await;
+        expect_error(
+            request("/etc", &[]),
+            Code::PermissionDenied,
+            "Permission denied",
+        )
+        .await;
+
+        let mut c = client.clone();
+        let err = c
+            .wait(WaitRequest { id: 999_999 })
+            .await
+            .expect_err("unknown id");
+        assert_eq!(err.code(), Code::NotFound);
+        let err = c
+            .kill(KillRequest {
+                id: 999_999,
+                signal: 9,
+            })
+            .await
+            .expect_err("unknown id");
+        assert_eq!(err.code(), Code::NotFound);
+        let err = c
+            .stdin(StdinRequest {
+                id: 999_999,
+                data: vec![],
+                close: true,
+            })
+            .await
+            .expect_err("unknown id");
+        assert_eq!(err.code(), Code::NotFound);
+        let done = client::run(&client, request("true", &[]), Vec::new())
+            .await
+            .expect("exec");
+        let err = c
+            .kill(KillRequest {
+                id: done.id,
+                signal: 12345,
+            })
+            .await
+            .expect_err("bad signal");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = c
+            .kill(KillRequest {
+                id: done.id,
+                signal: 9,
+            })
+            .await
+            .expect_err("finished");
+        assert_eq!(err.code(), Code::FailedPrecondition);
+
+        let health = c
+            .health(HealthRequest {})
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(health.running, 0);
+    });
+}
+
+#[test]
+fn a_client_that_disconnects_mid_stream_does_not_leak_the_process() {
+    watchdog(60, async {
+        let agent = Agent::start(one_worker()).await;
+        let client = agent.client().await;
+        let script = "read -r pid rest </proc/self/stat; echo $pid; exec sleep 1000";
+        let mut events = client
+            .clone()
+            .exec(shell(script, &[]))
+            .await
+            .expect("exec")
+            .into_inner();
+        let pid: i32 = loop {
+            match events
+                .message()
+                .await
+                .expect("stream")
+                .expect("event")
+                .event
+            {
+                Some(Event::Output(o)) => {
+                    break String::from_utf8_lossy(&o.data)
+                        .trim()
+                        .parse()
+                        .expect("pid");
+                }
+                Some(Event::Exited(s)) => panic!("exited early: {s:?}"),
+                _ => {}
+            }
+        };
+        assert!(alive(pid));
+        drop(events);
+        drop(client);
+        wait_until(10, "the abandoned command is gone", || !alive(pid)).await;
+        let mut fresh = agent.client().await;
+        let mut running = u64::MAX;
+        for _ in 0..500 {
+            running = fresh
+                .health(HealthRequest {})
+                .await
+                .expect("health")
+                .into_inner()
+                .running;
+            if running == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(running, 0, "the abandoned exec is still counted as running");
+    });
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(agent_support::AGENT)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running wedge-agent")
+}
+
+#[test]
+fn the_exec_command_fires_n_copies_and_reports_them() {
+    watchdog(60, async {
+        let agent = Agent::start(one_worker()).await;
+        let socket = agent.socket.to_str().expect("utf-8 path").to_string();
+        let ok = tokio::task::spawn_blocking({
+            let socket = socket.clone();
+            move || {
+                cli(&[
+                    "exec",
+                    "--socket",
+                    &socket,
+                    "--concurrency",
+                    "8",
+                    "--",
+                    "sh",
+                    "-c",
+                    "echo hi",
+                ])
+            }
+        })
+        .await
+        .expect("cli");
+        assert_eq!(
+            ok.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&ok.stdout), "hi\n".repeat(8));
+        assert!(String::from_utf8_lossy(&ok.stderr).contains("8/8 completed with status 0"));
+
+        let failing = tokio::task::spawn_blocking(move || {
+            cli(&[
+                "exec",
+                "--socket",
+                &socket,
+                "--concurrency",
+                "2",
+                "--timeout",
+                "5000",
+                "--",
+                "false",
+            ])
+        })
+        .await
+        .expect("cli");
+        assert_eq!(failing.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&failing.stderr).contains("0/2 completed with status 0"));
+    });
+}
+
+#[test]
+fn bad_command_lines_exit_with_status_2() {
+    for args in [
+        &["exec", "--socket", "/x", "--concurrency", "0", "--", "true"][..],
+        &["exec", "--socket", "/x"],
+        &["exec", "--", "true"],
+        &["serve", "--socket", "/x", "--strategy", "nope"],
+        &["serve", "--socket", "/x", "--workers", "0"],
+        &["serve"],
+        &["frobnicate"],
+    ] {
+        let out = cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = cli(&["exec", "--socket", "/nonexistent/agent.sock", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to /nonexistent/agent.sock"));
+}
