@@ -43,7 +43,9 @@ impl Backend {
     /// `cgroup2` | `cgroup1` | `subreaper` forces one.
     pub fn detect() -> Backend {
         let forced = std::env::var("WEDGE_ISOLATION").ok();
-        let run_name = format!("wedge-{}", std::process::id());
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let run_name = format!("wedge-{}-{n}", std::process::id());
         let want = |n: &str| forced.as_deref().is_none_or(|f| f == n);
         if want("cgroup2")
             && let Some(dir) = cgroup_dir("cgroup2", None).map(|d| d.join(&run_name))

@@ -83,6 +83,10 @@ pub struct TrialRecord {
     pub cell_index: usize,
     pub trial: u32,
     pub seed: u64,
+    /// The trial's unique id: its cgroup and temp directory names and the value of
+    /// `WEDGE_TRIAL_ID` in its processes' environment.
+    #[serde(default)]
+    pub trial_id: String,
     pub verdict: Verdict,
     /// Whether the trial met its cell's expectation.
     pub met: bool,

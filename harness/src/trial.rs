@@ -249,6 +249,8 @@ fn describe_exit_spec(spec: &ExitSpec) -> String {
 enum WaitEnd {
     Met,
     Failed(String),
+    /// wedge could not do its part (e.g. start the subject).
+    Error(String),
     Hang(Diagnosis),
     Cancelled,
 }
@@ -322,6 +324,7 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
         cell_index: spec.cell_index,
         trial: spec.trial,
         seed: spec.seed,
+        trial_id: marker.clone(),
         verdict: Verdict::Error,
         met: false,
         reason: String::new(),
@@ -526,6 +529,11 @@ impl Trial<'_> {
                 return WaitEnd::Cancelled;
             }
             let at = format!("step {} (line {line}:{col})", index + 1);
+            if matches!(step, Step::Start)
+                && let Err(reason) = self.start_subject()
+            {
+                return WaitEnd::Error(reason);
+            }
             match self.step(step) {
                 Ok(None) => {}
                 Ok(Some(WaitEnd::Met)) => {}
@@ -545,7 +553,7 @@ impl Trial<'_> {
 
     fn step(&mut self, step: &Step) -> Result<Option<WaitEnd>, String> {
         match step {
-            Step::Start => self.start_subject().map(|()| None),
+            Step::Start => Ok(None),
             Step::Failpoint {
                 name,
                 action,
@@ -846,13 +854,15 @@ impl Trial<'_> {
     fn start_subject(&mut self) -> Result<(), String> {
         let launch = subject::subject_launch(self.spec.scenario, &self.vars)?;
         self.note(format!("start {}", launch.display()));
+        // Time runs from just before the fork: the subject may run before spawn() returns.
+        let start = Instant::now();
         let (proc, stdin, master) = self
             .spawn("subject", &launch, Part::Subject)
             .map_err(|e| format!("starting {}: {e}", launch.program.display()))?;
         self.subject_pgid = Some(proc.pid);
         self.stdin = stdin;
         self.pty_master = master;
-        self.start = Instant::now();
+        self.start = start;
         self.deadline = self.start + self.spec.scenario.deadline;
         self.monitor = Monitor::new(self.start, self.deadline, self.spec.scenario.quiescence);
         self.subject = Some(proc);
@@ -1104,6 +1114,9 @@ impl Trial<'_> {
                 record.verdict = Verdict::Fail;
                 record.reason = reason;
             }
+            WaitEnd::Error(reason) => {
+                record.reason = reason;
+            }
             WaitEnd::Hang(diag) => {
                 record.verdict = Verdict::Hang;
                 record.reason = format!("{}: {}", diag.reason, diag.summary);
@@ -1258,6 +1271,7 @@ pub fn skipped_record(
         cell_index,
         trial: 0,
         seed: 0,
+        trial_id: String::new(),
         verdict: Verdict::Skipped,
         met: false,
         reason: why,

@@ -10,9 +10,13 @@
 //! wedge-subject busy               spin on the CPU forever
 //! wedge-subject sleep MS           sleep MS milliseconds, then exit 0
 //! wedge-subject echo-stdin         copy stdin to stdout until end of file, then exit 0
+//! wedge-subject signals            count SIGINTs; on SIGTERM print "TERM after N INT", exit 0
+//! wedge-subject tty-read           on a terminal (as its foreground job) read one line and print
+//!                                  "got: LINE"; exit 4 when stdin is not a terminal
 //! ```
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
@@ -24,7 +28,7 @@ fn say(text: &str) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wedge-subject exit [CODE] | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin"
+        "usage: wedge-subject exit [CODE] | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read"
     );
     std::process::exit(2);
 }
@@ -128,6 +132,69 @@ fn daemon(exit_after: bool) -> ! {
     }
 }
 
+static INTS: AtomicUsize = AtomicUsize::new(0);
+static TERMED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_int(_: libc::c_int) {
+    INTS.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" fn on_term(_: libc::c_int) {
+    TERMED.store(true, Ordering::SeqCst);
+}
+
+fn signals() -> ! {
+    // SAFETY: the handlers only touch atomics; the masks are plain local sigset_t values.
+    unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGINT);
+        libc::sigaddset(&mut block, libc::SIGTERM);
+        libc::sigprocmask(libc::SIG_BLOCK, &block, std::ptr::null_mut());
+        libc::signal(libc::SIGINT, on_int as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
+    }
+    say("ready");
+    let mut seen = 0;
+    loop {
+        let n = INTS.load(Ordering::SeqCst);
+        if n != seen {
+            seen = n;
+            say(&format!("INT {n}"));
+        }
+        if TERMED.load(Ordering::SeqCst) {
+            say(&format!("TERM after {n} INT"));
+            std::process::exit(0);
+        }
+        // SAFETY: an empty mask for the duration of the wait; signals blocked otherwise, so none
+        // is lost between the checks above and the wait.
+        unsafe {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigsuspend(&empty);
+        }
+    }
+}
+
+fn tty_read() -> ! {
+    // SAFETY: isatty, tcgetpgrp and getpgrp only take integers.
+    let (tty, foreground) =
+        unsafe { (libc::isatty(0) == 1, libc::tcgetpgrp(0) == libc::getpgrp()) };
+    if !tty {
+        say("stdin is not a terminal");
+        std::process::exit(4);
+    }
+    say(if foreground {
+        "foreground"
+    } else {
+        "background"
+    });
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    say(&format!("got: {}", line.trim_end()));
+    std::process::exit(0);
+}
+
 fn busy() -> ! {
     say("spinning");
     let mut x: u64 = 0;
@@ -155,6 +222,8 @@ fn main() {
             _ => usage(),
         },
         Some("busy") => busy(),
+        Some("signals") => signals(),
+        Some("tty-read") => tty_read(),
         Some("sleep") => {
             let ms = args
                 .get(1)
