@@ -338,3 +338,36 @@ fn a_missing_subject_binary_is_an_error_not_a_pass() {
     let summary = wedge::stats::summarize(&records);
     assert_eq!(wedge::gate::evaluate(&summary).len(), 1);
 }
+
+#[test]
+fn seccomp_supervisor_hang_is_diagnosed_by_name() {
+    for r in run("seccomp-recv.toml", &[], Some(2)) {
+        assert_eq!(r.verdict, Verdict::Hang, "{r:?}");
+        assert!(r.met, "{}", r.reason);
+        let d = diagnosis(&r);
+        assert!(
+            d.summary
+                .contains("supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV)"),
+            "{}",
+            d.summary
+        );
+        let t = d.processes[0]
+            .threads
+            .iter()
+            .find(|t| t.name == "supervisor")
+            .unwrap();
+        assert!(
+            t.detail
+                .as_deref()
+                .unwrap()
+                .ends_with(", SECCOMP_IOCTL_NOTIF_RECV)"),
+            "{:?}",
+            t.detail
+        );
+        assert!(
+            r.log.iter().any(|l| l.contains("condition holds")),
+            "{:?}",
+            r.log
+        );
+    }
+}

@@ -11,6 +11,10 @@
 //! wedge-subject sleep MS           sleep MS milliseconds, then exit 0
 //! wedge-subject echo-stdin         copy stdin to stdout until end of file, then exit 0
 //! wedge-subject signals            count SIGINTs; on SIGTERM print "TERM after N INT", exit 0
+//! wedge-subject seccomp-recv       a thread named "supervisor" blocks in
+//!                                  ioctl(SECCOMP_IOCTL_NOTIF_RECV) on a listener whose filter
+//!                                  user (the main thread) is alive and paused: the shape of a
+//!                                  pre-fix wedge-run hang
 //! wedge-subject tty-read           on a terminal (as its foreground job) read one line and print
 //!                                  "got: LINE"; exit 4 when stdin is not a terminal
 //! ```
@@ -28,7 +32,7 @@ fn say(text: &str) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wedge-subject exit [CODE] | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read"
+        "usage: wedge-subject exit [CODE] | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv"
     );
     std::process::exit(2);
 }
@@ -176,6 +180,72 @@ fn signals() -> ! {
     }
 }
 
+fn seccomp_recv() -> ! {
+    // Trap getppid (110) to the listener, allow everything else.
+    let filter = [
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }, // ld [nr]
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: 110,
+        }, // jeq getppid
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fc0_0000,
+        }, // ret USER_NOTIF
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        }, // ret ALLOW
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl and seccomp with a valid, live filter program.
+    let listener = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::syscall(
+            libc::SYS_seccomp,
+            1,
+            1 << 3,
+            &prog as *const libc::sock_fprog,
+        ) as i32
+    };
+    if listener < 0 {
+        eprintln!("seccomp: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    let supervisor = std::thread::Builder::new()
+        .name("supervisor".to_string())
+        .spawn(move || {
+            let mut notif = [0u64; 10]; // struct seccomp_notif, 80 bytes, zeroed
+            // SAFETY: the buffer is 80 bytes, the size NOTIF_RECV (0xc0502100) encodes.
+            let rc = unsafe { libc::ioctl(listener, 0xc050_2100, notif.as_mut_ptr()) };
+            say(&format!("impossible: NOTIF_RECV returned {rc}"));
+        });
+    if supervisor.is_err() {
+        std::process::exit(1);
+    }
+    say("supervising");
+    loop {
+        // SAFETY: pause has no arguments.
+        unsafe {
+            libc::pause();
+        }
+    }
+}
+
 fn tty_read() -> ! {
     // SAFETY: isatty, tcgetpgrp and getpgrp only take integers.
     let (tty, foreground) =
@@ -224,6 +294,7 @@ fn main() {
         Some("busy") => busy(),
         Some("signals") => signals(),
         Some("tty-read") => tty_read(),
+        Some("seccomp-recv") => seccomp_recv(),
         Some("sleep") => {
             let ms = args
                 .get(1)
