@@ -94,7 +94,8 @@ impl CellStats {
     }
 }
 
-/// Two cells of a scenario that differ in one axis, and whether their pass rates differ.
+/// Two cells of a scenario that differ in one axis and share an expected outcome, and whether
+/// their pass rates differ.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     pub scenario: String,
@@ -237,7 +238,9 @@ fn compare_all(cells: &[CellStats]) -> Vec<Comparison> {
     let mut out = Vec::new();
     for (i, a) in cells.iter().enumerate() {
         for b in &cells[i + 1..] {
+            // Only cells expected to behave alike are compared (not a fixed and a pre-fix variant).
             if a.scenario != b.scenario
+                || a.expectation.outcome != b.expectation.outcome
                 || a.skipped.is_some()
                 || b.skipped.is_some()
                 || a.trials == 0
