@@ -48,16 +48,22 @@ impl Backend {
         let run_name = format!("wedge-{}-{n}", std::process::id());
         let want = |n: &str| forced.as_deref().is_none_or(|f| f == n);
         if want("cgroup2")
-            && let Some(dir) = cgroup_dir("cgroup2", None).map(|d| d.join(&run_name))
-            && fs::create_dir(&dir).is_ok()
+            && let Some(parent) = cgroup_dir("cgroup2", None)
         {
-            return Backend::CgroupV2(dir);
+            remove_stale(&parent);
+            let dir = parent.join(&run_name);
+            if fs::create_dir(&dir).is_ok() {
+                return Backend::CgroupV2(dir);
+            }
         }
         if want("cgroup1")
-            && let Some(dir) = cgroup_dir("cgroup", Some("pids")).map(|d| d.join(&run_name))
-            && fs::create_dir(&dir).is_ok()
+            && let Some(parent) = cgroup_dir("cgroup", Some("pids"))
         {
-            return Backend::CgroupV1(dir);
+            remove_stale(&parent);
+            let dir = parent.join(&run_name);
+            if fs::create_dir(&dir).is_ok() {
+                return Backend::CgroupV1(dir);
+            }
         }
         Backend::Subreaper
     }
@@ -67,6 +73,36 @@ impl Backend {
         if let Backend::CgroupV2(dir) | Backend::CgroupV1(dir) = self {
             let _ = fs::remove_dir(dir);
         }
+    }
+}
+
+/// Removes the empty run cgroups (`wedge-PID-N`) of wedge processes that no longer exist (e.g.
+/// killed by a second SIGINT). Non-empty ones are left alone.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("wedge-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let run = e.path();
+        if let Ok(trials) = fs::read_dir(&run) {
+            for t in trials.flatten().filter(|t| t.path().is_dir()) {
+                let _ = fs::remove_dir(t.path().join("subject"));
+                let _ = fs::remove_dir(t.path().join("aux"));
+                let _ = fs::remove_dir(t.path());
+            }
+        }
+        let _ = fs::remove_dir(&run);
     }
 }
 
@@ -262,7 +298,7 @@ impl TrialTree {
             if Instant::now() >= end {
                 return self.pids(None);
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(500));
         }
     }
 
@@ -287,7 +323,7 @@ impl TrialTree {
                 Err(e) if Instant::now() >= end => return Err(e),
                 Err(_) => {}
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 

@@ -45,6 +45,19 @@ pub fn disown(pid: i32) {
     }
 }
 
+/// wedge's children, from `/proc/self/task/*/children` (when the kernel has it).
+fn children() -> Option<Vec<i32>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+        out.extend(
+            text.split_ascii_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(out)
+}
+
 /// Reaps every zombie child of wedge that no trial owns; returns their pids.
 pub fn reap_orphans() -> Vec<i32> {
     let _guard = SPAWNING.write().unwrap_or_else(|e| e.into_inner());
@@ -55,7 +68,7 @@ pub fn reap_orphans() -> Vec<i32> {
         .clone()
         .unwrap_or_default();
     let mut reaped = Vec::new();
-    for pid in crate::proc::all_pids() {
+    for pid in children().unwrap_or_else(crate::proc::all_pids) {
         if owned.contains(&pid) {
             continue;
         }

@@ -308,6 +308,7 @@ static TRIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Runs one trial and returns its record, or `None` when the run was cancelled meanwhile.
 pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
+    let begin = Instant::now();
     let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let n = TRIAL_COUNTER.fetch_add(1, Ordering::SeqCst);
     let marker = format!(
@@ -400,7 +401,10 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
         verdict_at: None,
     };
 
+    let t0 = Instant::now();
+    tracing::debug!(trial = %marker, "set up in {:?}", t0.duration_since(begin));
     let end = trial.run_steps();
+    tracing::debug!(trial = %marker, "steps done after {:?}", t0.elapsed());
     let cancelled = matches!(end, WaitEnd::Cancelled);
     trial.finish(end, &mut record);
 
@@ -408,7 +412,9 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
     let ended_on_its_own = record.exit.is_some() && record.diagnosis.is_none();
     trial.stdin = None;
     trial.pty_master = None;
+    tracing::debug!(trial = %marker, "verdict after {:?}", t0.elapsed());
     let survivors = trial.tree.kill_all(Duration::from_secs(5));
+    tracing::debug!(trial = %marker, "killed after {:?}", t0.elapsed());
     for pid in &survivors {
         record
             .leaks
@@ -460,6 +466,7 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
             ));
         }
     }
+    tracing::debug!(trial = %marker, "reaped and drained after {:?}", t0.elapsed());
     // Output expectations are checked once all output is in.
     trial.check_output(&mut record);
     if let Err(e) = trial.tree.remove() {
@@ -495,6 +502,7 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
         ));
     }
     engine.active.fetch_sub(1, Ordering::SeqCst);
+    tracing::debug!(trial = %marker, "cleaned up after {:?}", t0.elapsed());
     if cancelled {
         return None;
     }

@@ -101,7 +101,9 @@ fn main() {
             tests.push(test);
         }
     }
-    libtest_mimic::run(&args, tests).exit();
+    let conclusion = libtest_mimic::run(&args, tests);
+    engine.backend.cleanup();
+    conclusion.exit();
 }
 
 fn file_kind(file: &Path) -> String {
