@@ -1,8 +1,12 @@
 //! Turning a scenario's subject (and `spawn` steps) into a command line for one cell and trial,
 //! and finding wedge's own binaries.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::cell::Cell;
 use crate::scenario::{Scenario, StdinMode, SubjectSpec, interpolate};
@@ -50,10 +54,27 @@ pub struct Vars {
     pub trial: u32,
     pub scenario_dir: PathBuf,
     pub bin_dir: PathBuf,
+    /// Draws `{rand:A-B}` values; seeded from the trial's seed.
+    pub rng: RefCell<ChaCha8Rng>,
+}
+
+/// `{rand:A-B}`: the bounds, when `name` is such a placeholder.
+pub fn rand_bounds(name: &str) -> Option<(u64, u64)> {
+    let (a, b) = name.strip_prefix("rand:")?.split_once('-')?;
+    let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
+    (a <= b).then_some((a, b))
 }
 
 impl Vars {
+    /// The random source of `{rand:A-B}` for a trial with this seed.
+    pub fn rng_for(seed: u64) -> RefCell<ChaCha8Rng> {
+        RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ 0x7261_6e64_7661_7273))
+    }
+
     pub fn get(&self, name: &str) -> Option<String> {
+        if let Some((a, b)) = rand_bounds(name) {
+            return Some(self.rng.borrow_mut().random_range(a..=b).to_string());
+        }
         if let Some(v) = self.cell.get(name) {
             return Some(v.to_string());
         }
@@ -261,6 +282,7 @@ sandbox = ["none"]
             trial: 0,
             scenario_dir: dir.clone(),
             bin_dir: dir.clone(),
+            rng: Vars::rng_for(1),
         };
         let l = subject_launch(&s, &vars).unwrap();
         assert_eq!(l.program, dir.join("wedge-run"));
@@ -291,9 +313,18 @@ sandbox = ["none"]
             trial: 3,
             scenario_dir: "/s".into(),
             bin_dir: "/nonexistent".into(),
+            rng: Vars::rng_for(7),
         };
         let e = program("wedge-no-such-binary", &vars).unwrap_err();
         assert!(e.contains("wedge-no-such-binary"), "{e}");
         assert_eq!(vars.fill("{seed}-{trial}-{tmp}").unwrap(), "7-3-/t");
+        let drawn: u64 = vars.fill("{rand:10-20}").unwrap().parse().unwrap();
+        assert!((10..=20).contains(&drawn));
+        let again = Vars {
+            rng: Vars::rng_for(7),
+            ..vars.clone()
+        };
+        assert_eq!(again.fill("{rand:10-20}").unwrap(), drawn.to_string());
+        assert_eq!(rand_bounds("rand:5-1"), None);
     }
 }

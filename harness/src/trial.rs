@@ -372,6 +372,7 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
         trial: spec.trial,
         scenario_dir: spec.scenario.dir(),
         bin_dir: engine.bin_dir.clone(),
+        rng: Vars::rng_for(spec.seed),
     };
     let mut vars = vars;
     if let Some(explicit) = subject::explicit_socket(spec.scenario)
@@ -896,7 +897,7 @@ impl Trial<'_> {
             },
         );
         cmd.env("WEDGE_SEED", self.spec.seed.to_string());
-        if !self.failpoints.is_empty() {
+        if part == Part::Subject && !self.failpoints.is_empty() {
             cmd.env("FAILPOINTS", self.failpoints.join(";"));
         }
         cmd.envs(&launch.env);
@@ -1064,7 +1065,8 @@ impl Trial<'_> {
                 self.monitor.activity(now);
             }
             self.monitor.observe(&snap);
-            if subject_exit.is_none() && self.monitor.quiescent_for_window(now) {
+            // Reached with the subject gone only for conditions other processes can still meet.
+            if self.monitor.quiescent_for_window(now) {
                 self.verdict_at = Some(now);
                 let reason = format!("quiescent for {} ms", window.as_millis());
                 self.note(format!("hang: {reason}"));

@@ -255,6 +255,39 @@ fn shards_split_the_cells_and_report_merges_them() {
 }
 
 #[test]
+fn the_default_suite_comes_from_wedge_scenarios() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let child = wedge()
+        .arg("list")
+        .env("WEDGE_SCENARIOS", &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = finish(child, Duration::from_secs(30));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for name in [
+        "busy",
+        "daemon",
+        "deadlock",
+        "exit",
+        "pipe-read",
+        "seccomp-recv",
+        "signals",
+        "sleep",
+        "tty",
+    ] {
+        assert!(
+            o.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ("))),
+            "{name} missing:\n{}",
+            o.stdout
+        );
+    }
+}
+
+#[test]
 fn list_and_replay() {
     let o = run(&["list", &scenario("exit.toml")]);
     assert_eq!(o.code, 0);

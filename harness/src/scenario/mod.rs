@@ -686,7 +686,9 @@ impl Scenario {
                 if axis_names.contains(name) {
                     cell.get(name).map(str::to_string)
                 } else {
-                    BUILTIN_PLACEHOLDERS.contains(&name).then(String::new)
+                    (BUILTIN_PLACEHOLDERS.contains(&name)
+                        || crate::subject::rand_bounds(name).is_some())
+                    .then(String::new)
                 }
             };
             for text in scenario.subject_strings() {
