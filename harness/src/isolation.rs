@@ -76,8 +76,8 @@ impl Backend {
     }
 }
 
-/// Removes the empty run cgroups (`wedge-PID-N`) of wedge processes that no longer exist (e.g.
-/// killed by a second SIGINT). Non-empty ones are left alone.
+/// Cleans up after wedge processes that no longer exist (e.g. killed with SIGKILL): kills
+/// whatever their trials left in their run cgroups (`wedge-PID-N`) and removes the cgroups.
 fn remove_stale(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
@@ -95,9 +95,30 @@ fn remove_stale(parent: &Path) {
             continue;
         }
         let run = e.path();
+        if run.join("cgroup.kill").exists() {
+            let _ = fs::write(run.join("cgroup.kill"), "1");
+        }
+        for procs in ["cgroup.procs", "subject/cgroup.procs", "aux/cgroup.procs"] {
+            if let Ok(trials) = fs::read_dir(&run) {
+                for t in trials.flatten().filter(|t| t.path().is_dir()) {
+                    for pid in read_procs(&t.path().join(procs)) {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        let end = Instant::now() + Duration::from_secs(2);
         if let Ok(trials) = fs::read_dir(&run) {
             for t in trials.flatten().filter(|t| t.path().is_dir()) {
-                let _ = fs::remove_dir(t.path().join("subject"));
+                // Killed tasks leave their cgroup shortly after the signal.
+                while fs::remove_dir(t.path().join("subject")).is_err()
+                    && t.path().join("subject").exists()
+                {
+                    if Instant::now() >= end {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 let _ = fs::remove_dir(t.path().join("aux"));
                 let _ = fs::remove_dir(t.path());
             }

@@ -55,6 +55,7 @@ impl Engine {
         }
         let backend = Backend::detect();
         tracing::debug!("isolation backend: {backend:?}");
+        remove_stale_trial_dirs(&std::env::temp_dir());
         Engine {
             host: Host {
                 kernel: procfs::kernel_release(),
@@ -80,6 +81,26 @@ impl Default for Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.backend.cleanup();
+    }
+}
+
+/// Removes the trial directories (`wedge-trial-PID-...`) of wedge processes that no longer exist.
+fn remove_stale_trial_dirs(temp_root: &Path) {
+    let Ok(entries) = fs::read_dir(temp_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("wedge-trial-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
     }
 }
 

@@ -371,3 +371,68 @@ fn seccomp_supervisor_hang_is_diagnosed_by_name() {
         );
     }
 }
+
+#[test]
+fn failpoints_reach_the_subject_and_follow_the_seed() {
+    let dir = std::env::temp_dir().join(format!("wedge-engine-fp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("failpoints.toml");
+    std::fs::write(
+        &file,
+        r#"
+[scenario]
+trials = 1
+[subject]
+kind = "command"
+argv = ["sh", "-c", "echo \"FP=$FAILPOINTS\""]
+[[steps]]
+do = "failpoint"
+name = "build::chdir"
+action = "return"
+[[steps]]
+do = "failpoint"
+name = "build::stall"
+action = "sleep({rand:1-1000})"
+probability = 0.5
+[expect]
+exit = 0
+stdout = "FP=build::chdir=return"
+"#,
+    )
+    .unwrap();
+    let outputs = watchdog(Duration::from_secs(60), move || {
+        let engine = engine();
+        let s = Scenario::load(&file).unwrap();
+        let cell = s.cells()[0].clone();
+        let expectation = s.expectation(&cell, &engine.host.kernel);
+        let mut outputs = Vec::new();
+        for seed in [1, 1, 2, 3, 4, 5, 6, 7, 8] {
+            let spec = TrialSpec {
+                scenario: &s,
+                cell: cell.clone(),
+                cell_index: 0,
+                trial: 0,
+                seed,
+                expectation: expectation.clone(),
+                cpus: None,
+            };
+            let r = run_trial(&engine, &spec).unwrap();
+            assert_nothing_left(&r);
+            assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+            outputs.push(r.stdout_tail.trim().to_string());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        outputs
+    });
+    assert_eq!(outputs[0], outputs[1], "same seed, same failpoints");
+    let with_stall = outputs
+        .iter()
+        .filter(|o| o.contains(";build::stall=sleep("))
+        .count();
+    assert!(with_stall > 0 && with_stall < outputs.len(), "{outputs:?}");
+    let delays: std::collections::BTreeSet<&str> = outputs
+        .iter()
+        .filter_map(|o| o.split("sleep(").nth(1))
+        .collect();
+    assert!(delays.len() > 1 || with_stall == 1, "{outputs:?}");
+}
