@@ -436,3 +436,107 @@ stdout = "FP=build::chdir=return"
         .collect();
     assert!(delays.len() > 1 || with_stall == 1, "{outputs:?}");
 }
+
+/// Stand-ins for the runtime's binaries that print their arguments, to check the command lines
+/// wedge builds for `wedge-run` and `wedge-agent` subjects and `spawn` steps.
+#[test]
+fn runtime_subjects_get_the_contract_command_lines() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("wedge-engine-fake-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    script(
+        "wedge-run",
+        "echo \"ARGS: $*\"\nwhile [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"",
+    );
+    script(
+        "wedge-agent",
+        "echo \"ARGS: $*\"\nif [ \"$1\" = serve ]; then touch \"$3\"; exec sleep 1000; fi\nexit 0",
+    );
+    std::fs::write(
+        dir.join("run.toml"),
+        r#"
+[scenario]
+trials = 1
+[subject]
+kind = "wedge-run"
+drain_ms = "50"
+command = ["sh", "-c", "exit 7"]
+[matrix]
+variant = ["fixed", "pre-fix"]
+sandbox = ["none"]
+[expect]
+exit = 7
+stdout = "ARGS: --sandbox none --variant (fixed|pre-fix) --drain-ms 50 -- sh -c exit 7"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("agent.toml"),
+        r#"
+[scenario]
+trials = 1
+quiescence_ms = 0
+deadline_ms = 10000
+[subject]
+kind = "wedge-agent"
+[matrix]
+strategy = ["inline"]
+workers = [2]
+concurrency = [4]
+[[steps]]
+do = "wait"
+until = "path"
+path = "{socket}"
+[[steps]]
+do = "spawn"
+name = "client"
+argv = ["wedge-agent", "exec", "--socket", "{socket}", "--concurrency", "{concurrency}", "--", "true"]
+[[steps]]
+do = "wait"
+until = "exited"
+process = "client"
+exit = 0
+[[steps]]
+do = "signal"
+signal = "TERM"
+[expect]
+exit = "TERM"
+stdout = "ARGS: serve --socket /\\S+/work/agent.sock --workers 2 --strategy inline"
+"#,
+    )
+    .unwrap();
+    let d = dir.clone();
+    let records = watchdog(Duration::from_secs(60), move || {
+        let mut engine = engine();
+        engine.bin_dir = d.clone();
+        let scenarios: Vec<_> = ["run.toml", "agent.toml"]
+            .iter()
+            .map(|f| std::sync::Arc::new(Scenario::load(&d.join(f)).unwrap()))
+            .collect();
+        let cells = plan(&engine, &scenarios, &PlanOptions::default()).unwrap();
+        execute(&engine, &cells, 2, None, true).unwrap()
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        assert_nothing_left(r);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+    let agent = records
+        .iter()
+        .find(|r| r.cell.get("strategy").is_some())
+        .unwrap();
+    assert!(
+        agent
+            .log
+            .iter()
+            .any(|l| l.contains("spawn client:") && l.contains("--concurrency 4 -- true")),
+        "{:?}",
+        agent.log
+    );
+}
