@@ -857,12 +857,12 @@ impl Trial<'_> {
     }
 
     /// Waits until `sig` is no longer pending in `pid` (so the next one is not merged with it),
-    /// unless every thread blocks it; at most one second.
+    /// unless every thread blocks it or the process is stopped; at most until the deadline.
     fn await_delivery(&mut self, pid: i32, sig: Signal) {
         if sig == Signal::SIGKILL {
             return;
         }
-        let end = Instant::now() + Duration::from_secs(1);
+        let end = self.deadline;
         loop {
             match procfs::signal_pending(pid, sig as i32) {
                 Pending::Delivered | Pending::Gone => return,
@@ -872,8 +872,12 @@ impl Trial<'_> {
                     ));
                     return;
                 }
+                Pending::Stopped => {
+                    self.note(format!("  {sig} stays pending: {pid} is stopped"));
+                    return;
+                }
                 Pending::Pending if Instant::now() >= end => {
-                    self.note(format!("  {sig} still pending in {pid} after 1 s"));
+                    self.note(format!("  {sig} still pending in {pid} at the deadline"));
                     return;
                 }
                 Pending::Pending => std::thread::sleep(Duration::from_micros(200)),

@@ -175,6 +175,8 @@ pub enum Pending {
     Pending,
     /// Pending and blocked by every thread (e.g. taken through a signalfd, or never).
     Blocked,
+    /// Pending in a stopped process (delivered once it continues).
+    Stopped,
     /// The process is gone.
     Gone,
 }
@@ -197,6 +199,12 @@ pub fn signal_pending(pid: i32, signo: i32) -> Pending {
     let pending = (mask("SigPnd:", &status) | mask("ShdPnd:", &status)) & bit != 0;
     if !pending {
         return Pending::Delivered;
+    }
+    if status
+        .lines()
+        .any(|l| l.starts_with("State:\tT") || l.starts_with("State:\tt"))
+    {
+        return Pending::Stopped;
     }
     let all_blocked = fs::read_dir(format!("/proc/{pid}/task"))
         .map(|dir| {
