@@ -1059,7 +1059,9 @@ impl Trial<'_> {
             if self.cond_holds(cond, &snap) {
                 return WaitEnd::Met;
             }
-            let now = Instant::now();
+            // Judge quiescence at the instant the snapshot was taken, so the diagnosis's
+            // durations are never shorter than the window.
+            let now = snap.taken;
             if let Some((status, _)) = subject_exit
                 && !matches!(cond, Cond::AuxExited(_) | Cond::Path(_))
             {

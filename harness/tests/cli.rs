@@ -364,3 +364,52 @@ fn sigint_keeps_every_finished_trial() {
     let md = std::fs::read_to_string(format!("{out}/summary.md")).unwrap();
     assert!(md.contains(&format!("passed {n}/{n}")), "{md}");
 }
+
+#[test]
+fn every_isolation_backend_kills_an_escaped_daemon() {
+    let t = TempDir::new("backends");
+    for backend in ["cgroup2", "cgroup1", "subreaper"] {
+        let out = t.path(backend);
+        let child = wedge()
+            .args([
+                "run",
+                &scenario("daemon.toml"),
+                "--trials",
+                "2",
+                "--out",
+                &out,
+                "--gate",
+                "-q",
+            ])
+            .env("WEDGE_ISOLATION", backend)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = finish(child, Duration::from_secs(60));
+        assert_eq!(o.code, 0, "{backend}: {}{}", o.stdout, o.stderr);
+        let md = std::fs::read_to_string(format!("{out}/summary.md")).unwrap();
+        // Without a cgroup of that kind here, wedge falls back to the next backend.
+        let used = md
+            .lines()
+            .find(|l| l.contains("isolation"))
+            .unwrap()
+            .to_string();
+        if backend == "subreaper" {
+            assert!(used.ends_with("isolation subreaper"), "{used}");
+        }
+        assert!(md.contains("caught 2/2"), "{md}");
+        for l in std::fs::read_to_string(format!("{out}/trials.jsonl"))
+            .unwrap()
+            .lines()
+        {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(v.get("leaks").is_none(), "{backend}: {l}");
+            let id = v["trial_id"].as_str().unwrap();
+            assert!(
+                !std::path::Path::new(&std::env::temp_dir().join(format!("wedge-trial-{id}")))
+                    .exists()
+            );
+        }
+    }
+}
