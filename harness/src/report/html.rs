@@ -20,7 +20,7 @@ pub fn render(summary: &Summary) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>wedge results</title>\n<style>\n\
          body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}\n\
          table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}\n\
-         th{background:#f4f4f4}.fail{color:#b00}.ok{color:#070}svg{display:block;margin:1em 0}\n\
+         th{background:#f4f4f4}.fail{color:#b00}.ok{color:#070}.skip{color:#777}svg{display:block;margin:1em 0}\n\
          code{background:#f4f4f4;padding:1px 3px}\n</style>\n</head>\n<body>\n<h1>wedge results</h1>\n<ul>\n",
     );
     for h in &summary.hosts {
@@ -71,7 +71,9 @@ pub fn render(summary: &Summary) -> String {
             for e in entries {
                 let text = e.map_or_else(|| "—".to_string(), cell_text);
                 let class = e.map_or("", |c| {
-                    if crate::gate::check_cell(c).is_some() {
+                    if c.skipped.is_some() {
+                        "skip"
+                    } else if crate::gate::check_cell(c).is_some() {
                         "fail"
                     } else {
                         "ok"
@@ -143,6 +145,12 @@ fn rate_chart(t: &super::Table<'_>) -> String {
             tick * 100.0
         );
     }
+    let _ = writeln!(
+        s,
+        "<text x=\"12\" y=\"{:.1}\" font-size=\"11\" transform=\"rotate(-90 12 {:.1})\" text-anchor=\"middle\">trials meeting the expectation (95% CI)</text>",
+        top + plot_h / 2.0,
+        top + plot_h / 2.0
+    );
     for (ci, col) in t.columns.iter().enumerate() {
         let x = left + (ci as f64 + 0.5) * plot_w / ncols;
         let label = if t.has_cpus {
