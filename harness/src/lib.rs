@@ -5,6 +5,9 @@
 //! ([`monitor`], [`proc`]), appends each result to `trials.jsonl` ([`record`]), and turns the
 //! records into statistics ([`stats`]), gates ([`gate`]) and reports ([`report`]).
 
+/// wedge's version and the git commit it was built from, e.g. `0.1.0 (0123456789ab)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WEDGE_COMMIT"), ")");
+
 pub mod cell;
 pub mod gate;
 pub mod isolation;

@@ -16,7 +16,7 @@ use wedge::trial::Engine;
 /// Exit codes: 0 ok, 1 gate failed (or a replayed trial missed its expectation), 2 bad input,
 /// 130 interrupted (finished trials are kept).
 #[derive(Parser, Debug)]
-#[command(name = "wedge", version, propagate_version = true)]
+#[command(name = "wedge", version = wedge::VERSION, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -491,6 +491,12 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 
 fn gate_dir(dir: &Path) -> Result<(), Failure> {
     let records = read_dirs(&[dir.to_path_buf()])?;
+    if records.is_empty() {
+        return Err(Failure::Input(format!(
+            "{}: trials.jsonl holds no trials, nothing to gate on",
+            dir.display()
+        )));
+    }
     let summary = wedge::stats::summarize(&records);
     let failures = wedge::gate::evaluate(&summary);
     print_gate(&failures);

@@ -362,7 +362,7 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
         stdout_tail: String::new(),
         stderr_tail: String::new(),
         host: engine.host.clone(),
-        wedge_version: env!("CARGO_PKG_VERSION").to_string(),
+        wedge_version: crate::VERSION.to_string(),
     };
 
     let dir = engine.temp_root.join(format!("wedge-trial-{marker}"));
@@ -1324,7 +1324,7 @@ pub fn skipped_record(
         stdout_tail: String::new(),
         stderr_tail: String::new(),
         host: engine.host.clone(),
-        wedge_version: env!("CARGO_PKG_VERSION").to_string(),
+        wedge_version: crate::VERSION.to_string(),
     }
 }
 
