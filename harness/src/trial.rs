@@ -29,6 +29,8 @@ use crate::scenario::{
 };
 use crate::subject::{self, Launch, Vars};
 
+/// x86_64 `ioctl`.
+const IOCTL: u64 = 16;
 /// Most bytes of each output stream kept in memory.
 const OUTPUT_CAP: usize = 8 << 20;
 /// Bytes of each stream kept in the trial record.
@@ -280,7 +282,8 @@ enum Cond<'a> {
     Blocked {
         process: Option<&'a str>,
         thread: Option<&'a str>,
-        nr: u64,
+        /// Any of these syscalls (`requests` narrows ioctl).
+        nrs: Vec<u64>,
         requests: Option<Vec<u64>>,
         text: String,
     },
@@ -559,7 +562,10 @@ impl Trial<'_> {
                 return WaitEnd::Cancelled;
             }
             let at = format!("step {} (line {line}:{col})", index + 1);
-            if matches!(step, Step::Start)
+            if !self.spec.scenario.step_applies(index, &self.spec.cell) {
+                continue;
+            }
+            if matches!(step, Step::Start { .. })
                 && let Err(reason) = self.start_subject()
             {
                 return WaitEnd::Error(reason);
@@ -583,11 +589,12 @@ impl Trial<'_> {
 
     fn step(&mut self, step: &Step) -> Result<Option<WaitEnd>, String> {
         match step {
-            Step::Start => Ok(None),
+            Step::Start { .. } => Ok(None),
             Step::Failpoint {
                 name,
                 action,
                 probability,
+                ..
             } => {
                 let name = self.vars.fill(name)?;
                 let action = self.vars.fill(action)?;
@@ -605,14 +612,14 @@ impl Trial<'_> {
                 ));
                 Ok(None)
             }
-            Step::Sleep { ms, jitter_ms } => {
+            Step::Sleep { ms, jitter_ms, .. } => {
                 let jitter = jitter_ms.map_or(0, |j| self.rng.random_range(0..=j));
                 self.note(format!("sleep {} ms", ms + jitter));
                 self.sleep(Duration::from_millis(ms + jitter));
                 self.monitor.activity(Instant::now());
                 Ok(None)
             }
-            Step::Write { data } => {
+            Step::Write { data, .. } => {
                 let data = self.vars.fill(data)?;
                 self.note(format!("write {} bytes to stdin", data.len()));
                 let result = match (&mut self.stdin, &mut self.pty_master) {
@@ -625,7 +632,7 @@ impl Trial<'_> {
                     .map(|()| None)
                     .map_err(|e| format!("writing to stdin: {e}"))
             }
-            Step::CloseStdin => {
+            Step::CloseStdin { .. } => {
                 self.note("close stdin");
                 if let Some(master) = &mut self.pty_master {
                     // End of file on a terminal: VEOF at the start of a line.
@@ -643,6 +650,7 @@ impl Trial<'_> {
                 argv,
                 env,
                 cwd,
+                ..
             } => {
                 let argv: Vec<String> = argv
                     .iter()
@@ -680,21 +688,34 @@ impl Trial<'_> {
                 path,
                 exit,
                 timeout_ms,
+                ..
             } => {
                 let process = process.as_ref().map(|p| self.vars.fill(p)).transpose()?;
                 let thread = thread.as_ref().map(|t| self.vars.fill(t)).transpose()?;
                 let cond = match until {
                     Until::Blocked => {
-                        let sc = syscall.clone().unwrap_or_default();
-                        let nr = crate::proc::syscall::number(&sc)
-                            .ok_or_else(|| format!("unknown syscall {sc}"))?;
+                        let names: Vec<String> = syscall
+                            .as_ref()
+                            .map(|s| s.names().into_iter().map(str::to_string).collect())
+                            .unwrap_or_default();
+                        let nrs = names
+                            .iter()
+                            .map(|n| {
+                                crate::proc::syscall::number(n)
+                                    .ok_or_else(|| format!("unknown syscall {n}"))
+                            })
+                            .collect::<Result<Vec<u64>, String>>()?;
                         let requests = request
                             .as_ref()
                             .and_then(|r| crate::proc::syscall::ioctl_request_values(r));
-                        let call = match request {
-                            Some(r) => format!("{sc}({r})"),
-                            None => sc.clone(),
-                        };
+                        let call = names
+                            .iter()
+                            .map(|n| match request {
+                                Some(r) if n == "ioctl" => format!("{n}({r})"),
+                                _ => n.clone(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" or ");
                         let text = format!(
                             "{} of {} blocked in {call}",
                             thread
@@ -707,7 +728,7 @@ impl Trial<'_> {
                         Cond::Blocked {
                             process: None,
                             thread: None,
-                            nr,
+                            nrs,
                             requests,
                             text,
                         }
@@ -728,11 +749,14 @@ impl Trial<'_> {
                 // The blocked condition borrows names; rebuild it with them.
                 let cond = match cond {
                     Cond::Blocked {
-                        nr, requests, text, ..
+                        nrs,
+                        requests,
+                        text,
+                        ..
                     } => Cond::Blocked {
                         process: process.as_deref(),
                         thread: thread.as_deref(),
-                        nr,
+                        nrs,
                         requests,
                         text,
                     },
@@ -773,6 +797,7 @@ impl Trial<'_> {
                 count,
                 interval_ms,
                 jitter_ms,
+                ..
             } => {
                 let sig = parse_signal(signal).ok_or_else(|| format!("unknown signal {signal}"))?;
                 let process = process.as_ref().map(|p| self.vars.fill(p)).transpose()?;
@@ -1025,15 +1050,16 @@ impl Trial<'_> {
             Cond::Blocked {
                 process,
                 thread,
-                nr,
+                nrs,
                 requests,
                 ..
             } => snap.processes.iter().filter(|p| process.is_none_or(|n| comm_matches(&p.stat.comm, n))).any(|p| {
                 p.threads.iter().any(|t| {
                     thread.is_none_or(|n| comm_matches(&t.comm, n))
                         && matches!(t.state, 'S' | 'D')
-                        && matches!(&t.syscall, Some(SyscallState::In { nr: n, args })
-                            if n == nr && requests.as_ref().is_none_or(|r| r.contains(&(args[1] & 0xffff_ffff))))
+                        && matches!(&t.syscall, Some(SyscallState::In { nr, args })
+                            if nrs.contains(nr)
+                                && (*nr != IOCTL || requests.as_ref().is_none_or(|r| r.contains(&(args[1] & 0xffff_ffff)))))
                 })
             }),
             Cond::Process(name) => snap.named(name).next().is_some(),

@@ -183,6 +183,8 @@ pub struct Scenario {
     pub axes: Vec<Axis>,
     /// The steps, with `start` made explicit, and each step's `line:col`.
     pub steps: Vec<(Step, (usize, usize))>,
+    /// Each step's `only`, as axis → accepted values.
+    step_only: Vec<BTreeMap<String, Vec<String>>>,
     expect: ExpectSpec,
     whens: Vec<When>,
 }
@@ -279,6 +281,43 @@ fn validate_exit(spec: &ExitSpec) -> Result<(), String> {
             )),
         },
     }
+}
+
+/// `{ AXIS = VALUE | [VALUES] }` checked against the axes: axis → accepted values.
+fn cell_match(
+    map: &BTreeMap<String, toml::Value>,
+    axes: &[Axis],
+    what: &str,
+) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let mut out = BTreeMap::new();
+    for (axis, value) in map {
+        let Some(a) = axes.iter().find(|a| &a.name == axis) else {
+            return Err(format!("`{what}`: no axis \"{axis}\" in [matrix]"));
+        };
+        let values: Vec<String> = match value {
+            toml::Value::Array(list) => list.iter().filter_map(axis_value_string).collect(),
+            v => axis_value_string(v).into_iter().collect(),
+        };
+        if values.is_empty() {
+            return Err(format!("`{what}.{axis}`: give a value or a list of values"));
+        }
+        for v in &values {
+            if !a.values.contains(v) {
+                return Err(format!(
+                    "`{what}.{axis}`: \"{v}\" is not a value of the axis"
+                ));
+            }
+        }
+        out.insert(axis.clone(), values);
+    }
+    Ok(out)
+}
+
+fn cell_matches(cell: &Cell, wanted: &BTreeMap<String, Vec<String>>) -> bool {
+    wanted.iter().all(|(axis, values)| {
+        cell.get(axis)
+            .is_some_and(|v| values.iter().any(|x| x == v))
+    })
 }
 
 fn axis_value_string(value: &toml::Value) -> Option<String> {
@@ -428,6 +467,7 @@ impl Scenario {
 
         // Steps: make `start` explicit and check each step.
         let mut steps = Vec::new();
+        let mut step_only = Vec::new();
         let mut started = false;
         let mut spawned = BTreeSet::new();
         for step in &file.steps {
@@ -436,14 +476,26 @@ impl Scenario {
             let err = |m: String| loader.error(span.clone(), m);
             let needs_start = !matches!(
                 step.get_ref(),
-                Step::Failpoint { .. } | Step::Sleep { .. } | Step::Start
+                Step::Failpoint { .. } | Step::Sleep { .. } | Step::Start { .. }
             );
             if needs_start && !started {
-                steps.push((Step::Start, at));
+                steps.push((
+                    Step::Start {
+                        only: spec::Only::new(),
+                    },
+                    at,
+                ));
+                step_only.push(BTreeMap::new());
                 started = true;
             }
+            let only = cell_match(step.get_ref().only(), &axes, "only").map_err(&err)?;
             match step.get_ref() {
-                Step::Start => {
+                Step::Start { .. } => {
+                    if !only.is_empty() {
+                        return Err(err(
+                            "`start` runs in every cell; it cannot have `only`".into()
+                        ));
+                    }
                     if started {
                         return Err(err("the subject is already started".into()));
                     }
@@ -479,11 +531,17 @@ impl Scenario {
                             let Some(sc) = syscall else {
                                 return Err(err("`until = \"blocked\"` needs `syscall`".into()));
                             };
-                            if crate::proc::syscall::number(sc).is_none() {
-                                return Err(err(format!("unknown syscall \"{sc}\"")));
+                            let names = sc.names();
+                            if names.is_empty() {
+                                return Err(err("`syscall` lists no syscall".into()));
+                            }
+                            for name in &names {
+                                if crate::proc::syscall::number(name).is_none() {
+                                    return Err(err(format!("unknown syscall \"{name}\"")));
+                                }
                             }
                             if let Some(req) = request {
-                                if sc != "ioctl" {
+                                if !names.contains(&"ioctl") {
                                     return Err(err(
                                         "`request` only applies to `syscall = \"ioctl\"`".into(),
                                     ));
@@ -556,13 +614,20 @@ impl Scenario {
                         )));
                     }
                 }
-                Step::Write { .. } | Step::CloseStdin | Step::Sleep { .. } => {}
+                Step::Write { .. } | Step::CloseStdin { .. } | Step::Sleep { .. } => {}
             }
             steps.push((step.get_ref().clone(), at));
+            step_only.push(only);
         }
         if !started {
             let end = line_col(source, source.len());
-            steps.push((Step::Start, end));
+            steps.push((
+                Step::Start {
+                    only: spec::Only::new(),
+                },
+                end,
+            ));
+            step_only.push(BTreeMap::new());
         }
 
         // Subject.
@@ -622,33 +687,8 @@ impl Scenario {
                 &spec.stderr,
                 &spec.min_rate,
             )?;
-            let mut cell = BTreeMap::new();
-            for (axis, value) in &spec.cell {
-                let Some(a) = axes.iter().find(|a| &a.name == axis) else {
-                    return Err(
-                        loader.error(span, format!("`when.cell`: no axis \"{axis}\" in [matrix]"))
-                    );
-                };
-                let values: Vec<String> = match value {
-                    toml::Value::Array(list) => list.iter().filter_map(axis_value_string).collect(),
-                    v => axis_value_string(v).into_iter().collect(),
-                };
-                if values.is_empty() {
-                    return Err(loader.error(
-                        span,
-                        format!("`when.cell.{axis}`: give a value or a list of values"),
-                    ));
-                }
-                for v in &values {
-                    if !a.values.contains(v) {
-                        return Err(loader.error(
-                            span,
-                            format!("`when.cell.{axis}`: \"{v}\" is not a value of the axis"),
-                        ));
-                    }
-                }
-                cell.insert(axis.clone(), values);
-            }
+            let cell = cell_match(&spec.cell, &axes, "when.cell")
+                .map_err(|m| loader.error(span.clone(), m))?;
             let kernel = match &spec.kernel {
                 None => None,
                 Some(k) => Some(KernelRequirement::parse(k).ok_or_else(|| {
@@ -673,6 +713,7 @@ impl Scenario {
             subject,
             axes,
             steps,
+            step_only,
             expect: ExpectSpec {
                 when: Vec::new(),
                 ..expect
@@ -825,6 +866,13 @@ impl Scenario {
         e
     }
 
+    /// Whether step `index` runs in `cell` (its `only` matches).
+    pub fn step_applies(&self, index: usize, cell: &Cell) -> bool {
+        self.step_only
+            .get(index)
+            .is_none_or(|only| cell_matches(cell, only))
+    }
+
     /// The directory the scenario file is in.
     pub fn dir(&self) -> PathBuf {
         self.file
@@ -852,7 +900,7 @@ pub fn step_strings(step: &Step) -> Vec<&String> {
             out.extend(path);
         }
         Step::Signal { process, .. } => out.extend(process),
-        Step::Write { data } => out.push(data),
+        Step::Write { data, .. } => out.push(data),
         Step::Failpoint { name, action, .. } => {
             out.push(name);
             out.push(action);
@@ -862,7 +910,7 @@ pub fn step_strings(step: &Step) -> Vec<&String> {
             out.extend(env.values());
             out.extend(cwd);
         }
-        Step::Start | Step::CloseStdin | Step::Sleep { .. } => {}
+        Step::Start { .. } | Step::CloseStdin { .. } | Step::Sleep { .. } => {}
     }
     out
 }
@@ -924,7 +972,7 @@ diagnosis = "blocked in futex"
             s.expectation(&s.cells()[0], "6.18.0").outcome,
             Outcome::Exit
         );
-        assert!(matches!(s.steps[0].0, Step::Start));
+        assert!(matches!(s.steps[0].0, Step::Start { .. }));
         assert!(matches!(s.steps[1].0, Step::Wait { .. }));
     }
 
@@ -958,6 +1006,24 @@ diagnosis = "blocked in futex"
         let text = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[[steps]]\ndo = \"close-stdin\"\n[[steps]]\ndo = \"failpoint\"\nname = \"x\"\naction = \"return\"\n";
         let e = parse(text).unwrap_err();
         assert_eq!(e.line, 6, "{e}");
+    }
+
+    #[test]
+    fn steps_can_be_limited_to_cells() {
+        let text = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[matrix]\nv = [\"a\", \"b\"]\n\
+                    [[steps]]\ndo = \"close-stdin\"\nonly = { v = \"b\" }\n";
+        let s = parse(text).unwrap();
+        let cells = s.cells();
+        assert!(
+            s.step_applies(0, &cells[0]),
+            "the implicit start runs everywhere"
+        );
+        assert!(!s.step_applies(1, &cells[0]));
+        assert!(s.step_applies(1, &cells[1]));
+        let bad = text.replace("v = \"b\" }", "w = \"b\" }");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.message.contains("no axis \"w\""), "{e}");
+        assert_eq!(e.line, 6);
     }
 
     #[test]

@@ -161,18 +161,41 @@ pub enum ExitSpec {
     Word(String),
 }
 
-/// One step of the script.
+/// `only = { AXIS = VALUE | [VALUES] }`: the cells a step runs in (every cell when empty).
+pub type Only = BTreeMap<String, toml::Value>;
+
+/// One syscall name, or several alternatives.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Syscalls {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl Syscalls {
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Syscalls::One(s) => vec![s.as_str()],
+            Syscalls::Any(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// One step of the script. Every step may carry `only` to run in some cells only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Step {
     /// Start the subject (implicit before the first step that needs it).
-    Start,
+    Start {
+        #[serde(default)]
+        only: Only,
+    },
     /// Wait until a condition holds.
     Wait {
         until: Until,
         process: Option<String>,
         thread: Option<String>,
-        syscall: Option<String>,
+        syscall: Option<Syscalls>,
         request: Option<String>,
         pattern: Option<String>,
         #[serde(default)]
@@ -180,6 +203,8 @@ pub enum Step {
         path: Option<String>,
         exit: Option<ExitSpec>,
         timeout_ms: Option<u64>,
+        #[serde(default)]
+        only: Only,
     },
     /// Send a signal `count` times, waiting for each to be delivered before the next.
     Signal {
@@ -192,19 +217,35 @@ pub enum Step {
         count: Option<u32>,
         interval_ms: Option<u64>,
         jitter_ms: Option<u64>,
+        #[serde(default)]
+        only: Only,
     },
     /// Write to the subject's stdin.
-    Write { data: String },
+    Write {
+        data: String,
+        #[serde(default)]
+        only: Only,
+    },
     /// Close the subject's stdin (on a pty: send end-of-file).
-    CloseStdin,
+    CloseStdin {
+        #[serde(default)]
+        only: Only,
+    },
     /// Sleep `ms` plus a seeded random part of `jitter_ms`.
-    Sleep { ms: u64, jitter_ms: Option<u64> },
+    Sleep {
+        ms: u64,
+        jitter_ms: Option<u64>,
+        #[serde(default)]
+        only: Only,
+    },
     /// Enable a failpoint in the subject (`FAILPOINTS`, the fail crate's syntax); with
     /// `probability`, the trial's seed decides whether it is enabled. Must come before `start`.
     Failpoint {
         name: String,
         action: String,
         probability: Option<f64>,
+        #[serde(default)]
+        only: Only,
     },
     /// Start another process inside the trial (e.g. a client), named for later steps.
     Spawn {
@@ -213,6 +254,8 @@ pub enum Step {
         #[serde(default)]
         env: BTreeMap<String, String>,
         cwd: Option<String>,
+        #[serde(default)]
+        only: Only,
     },
 }
 
@@ -261,4 +304,20 @@ pub struct WhenSpec {
     pub diagnosis: Option<String>,
     pub min_rate: Option<f64>,
     pub allow_lingering: Option<bool>,
+}
+
+impl Step {
+    /// The step's `only` map.
+    pub fn only(&self) -> &Only {
+        match self {
+            Step::Start { only }
+            | Step::CloseStdin { only }
+            | Step::Wait { only, .. }
+            | Step::Signal { only, .. }
+            | Step::Write { only, .. }
+            | Step::Sleep { only, .. }
+            | Step::Failpoint { only, .. }
+            | Step::Spawn { only, .. } => only,
+        }
+    }
 }
