@@ -165,8 +165,8 @@ pub fn plan(
     Ok(out)
 }
 
-/// A pool of the host's CPUs: each trial takes as many as it may use, so parallel trials never
-/// share a pinned CPU.
+/// A pool of the host's CPUs: a pinned trial takes as many as it may use, so parallel trials
+/// never share a pinned CPU.
 struct CpuPool {
     free: Mutex<Vec<usize>>,
     changed: Condvar,
@@ -256,7 +256,8 @@ impl Progress {
     }
 }
 
-/// The default `--jobs`: as many as the host has CPUs; the CPU pool keeps pinned trials apart.
+/// The default `--jobs`: as many as the host has CPUs, so trials do not compete for CPU time
+/// (which could change timing-sensitive verdicts); the CPU pool keeps pinned trials apart.
 pub fn default_jobs(engine: &Engine) -> usize {
     engine.host.cpus.max(1)
 }
@@ -331,7 +332,11 @@ pub fn execute(
                     };
                     let c = &cells[ci];
                     let want = cpus_wanted(&c.cell);
-                    let taken = pool.take(want.unwrap_or(1).min(engine.host.cpus.max(1)));
+                    // A pinned trial holds its CPUs; unpinned trials only count against --jobs.
+                    let taken = match want {
+                        Some(k) => pool.take(k.min(engine.host.cpus.max(1))),
+                        None => Vec::new(),
+                    };
                     let spec = TrialSpec {
                         scenario: &c.scenario,
                         cell: c.cell.clone(),
