@@ -386,3 +386,37 @@ pub fn execute(
     });
     Ok(records)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn pinned_trials_never_share_a_cpu() {
+        let pool = Arc::new(CpuPool {
+            free: Mutex::new(vec![0, 1]),
+            changed: Condvar::new(),
+        });
+        let a = pool.take(1);
+        let b = pool.take(1);
+        assert_eq!(a.len(), 1);
+        assert_ne!(a, b);
+        // A trial wanting both CPUs waits until both are back.
+        let (tx, rx) = mpsc::channel();
+        let p = Arc::clone(&pool);
+        let waiter = std::thread::spawn(move || tx.send(p.take(2)).unwrap());
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "took CPUs that were in use"
+        );
+        pool.give(a);
+        pool.give(b);
+        let both = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("never got the CPUs back");
+        assert_eq!(both, vec![0, 1]);
+        waiter.join().unwrap();
+    }
+}
