@@ -1,0 +1,361 @@
+//! Each trial's process tree, isolated so everything it started can be found and killed: a cgroup
+//! (v2 where a cgroup2 hierarchy is mounted, else the v1 `pids` hierarchy), or, without cgroups,
+//! wedge's subreaper plus an environment marker every descendant inherits.
+//!
+//! A trial tree has two parts: `subject` (the subject and all it starts) and `aux` (processes
+//! the scenario spawns next to it, e.g. clients).
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The environment variable that marks every process of a trial (used by the cgroup-less backend
+/// and in diagnoses).
+pub const MARKER_VAR: &str = "WEDGE_TRIAL_ID";
+
+/// How trial trees are isolated on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A cgroup2 directory wedge may create children in.
+    CgroupV2(PathBuf),
+    /// A directory of the cgroup v1 `pids` hierarchy.
+    CgroupV1(PathBuf),
+    /// No usable cgroup: subreaper plus [`MARKER_VAR`].
+    Subreaper,
+}
+
+impl Backend {
+    /// A short name for reports: `cgroup2`, `cgroup1`, `subreaper`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::CgroupV2(_) => "cgroup2",
+            Backend::CgroupV1(_) => "cgroup1-pids",
+            Backend::Subreaper => "subreaper",
+        }
+    }
+
+    /// Picks the best backend, creating wedge's own cgroup for this run. `WEDGE_ISOLATION` =
+    /// `cgroup2` | `cgroup1` | `subreaper` forces one.
+    pub fn detect() -> Backend {
+        let forced = std::env::var("WEDGE_ISOLATION").ok();
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let run_name = format!("wedge-{}-{n}", std::process::id());
+        let want = |n: &str| forced.as_deref().is_none_or(|f| f == n);
+        if want("cgroup2")
+            && let Some(parent) = cgroup_dir("cgroup2", None)
+        {
+            remove_stale(&parent);
+            let dir = parent.join(&run_name);
+            if fs::create_dir(&dir).is_ok() {
+                return Backend::CgroupV2(dir);
+            }
+        }
+        if want("cgroup1")
+            && let Some(parent) = cgroup_dir("cgroup", Some("pids"))
+        {
+            remove_stale(&parent);
+            let dir = parent.join(&run_name);
+            if fs::create_dir(&dir).is_ok() {
+                return Backend::CgroupV1(dir);
+            }
+        }
+        Backend::Subreaper
+    }
+
+    /// Removes wedge's run cgroup (once every trial's is gone).
+    pub fn cleanup(&self) {
+        if let Backend::CgroupV2(dir) | Backend::CgroupV1(dir) = self {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Cleans up after wedge processes that no longer exist (e.g. killed with SIGKILL): kills
+/// whatever their trials left in their run cgroups (`wedge-PID-N`) and removes the cgroups.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("wedge-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let run = e.path();
+        if run.join("cgroup.kill").exists() {
+            let _ = fs::write(run.join("cgroup.kill"), "1");
+        }
+        for procs in ["cgroup.procs", "subject/cgroup.procs", "aux/cgroup.procs"] {
+            if let Ok(trials) = fs::read_dir(&run) {
+                for t in trials.flatten().filter(|t| t.path().is_dir()) {
+                    for pid in read_procs(&t.path().join(procs)) {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        let end = Instant::now() + Duration::from_secs(2);
+        if let Ok(trials) = fs::read_dir(&run) {
+            for t in trials.flatten().filter(|t| t.path().is_dir()) {
+                // Killed tasks leave their cgroup shortly after the signal.
+                while fs::remove_dir(t.path().join("subject")).is_err()
+                    && t.path().join("subject").exists()
+                {
+                    if Instant::now() >= end {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let _ = fs::remove_dir(t.path().join("aux"));
+                let _ = fs::remove_dir(t.path());
+            }
+        }
+        let _ = fs::remove_dir(&run);
+    }
+}
+
+/// Where wedge's own cgroup is in the hierarchy of filesystem type `fstype` (with mount option
+/// `option` for v1): mount point + the path from `/proc/self/cgroup`.
+fn cgroup_dir(fstype: &str, option: Option<&str>) -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut r = right.split(' ');
+        let fs_type = r.next()?;
+        let _source = r.next()?;
+        let super_opts = r.next().unwrap_or("");
+        let mount_point = left.split(' ').nth(4)?;
+        let root = left.split(' ').nth(3)?;
+        let opt_ok = option.is_none_or(|o| super_opts.split(',').any(|x| x == o));
+        (fs_type == fstype && opt_ok).then(|| (PathBuf::from(mount_point), root.to_string()))
+    })?;
+    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let _id = parts.next()?;
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        let matches = match option {
+            None => controllers.is_empty(),
+            Some(o) => controllers.split(',').any(|c| c == o),
+        };
+        matches.then(|| path.to_string())
+    })?;
+    // The mount may expose a sub-tree (its root); strip it from our path.
+    let (mount_point, root) = mount;
+    let rel = own
+        .strip_prefix(&root)
+        .unwrap_or(&own)
+        .trim_start_matches('/');
+    let dir = mount_point.join(rel);
+    dir.is_dir().then_some(dir)
+}
+
+/// Which part of a trial tree a process goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Subject,
+    Aux,
+}
+
+/// One trial's process tree.
+#[derive(Debug)]
+pub struct TrialTree {
+    backend: Backend,
+    dir: Option<PathBuf>,
+    marker: String,
+    roots: std::sync::Mutex<Vec<(i32, Part)>>,
+}
+
+impl TrialTree {
+    /// Creates the tree's cgroups (if the backend has them). `marker` must be unique per trial.
+    pub fn create(backend: &Backend, marker: &str) -> io::Result<TrialTree> {
+        let dir = match backend {
+            Backend::CgroupV2(run) | Backend::CgroupV1(run) => {
+                let dir = run.join(marker);
+                fs::create_dir(&dir)?;
+                fs::create_dir(dir.join("subject"))?;
+                fs::create_dir(dir.join("aux"))?;
+                Some(dir)
+            }
+            Backend::Subreaper => None,
+        };
+        Ok(TrialTree {
+            backend: backend.clone(),
+            dir,
+            marker: marker.to_string(),
+            roots: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The marker value the trial's processes carry in [`MARKER_VAR`].
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
+    /// The `cgroup.procs` file a new process writes `0` to (in `pre_exec`) to join `part`.
+    pub fn join_file(&self, part: Part) -> Option<CString> {
+        let dir = self.dir.as_ref()?;
+        let sub = match part {
+            Part::Subject => "subject",
+            Part::Aux => "aux",
+        };
+        CString::new(
+            dir.join(sub)
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .ok()
+    }
+
+    /// Records a process wedge started directly in `part`.
+    pub fn add_root(&self, pid: i32, part: Part) {
+        self.roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((pid, part));
+    }
+
+    /// Every live (non-zombie) process of `part` (or of the whole tree with `None`).
+    pub fn pids(&self, part: Option<Part>) -> Vec<i32> {
+        let mut pids = match &self.dir {
+            Some(dir) => {
+                let parts: &[&str] = match part {
+                    Some(Part::Subject) => &["subject"],
+                    Some(Part::Aux) => &["aux"],
+                    None => &["subject", "aux", ""],
+                };
+                let mut pids = Vec::new();
+                for p in parts {
+                    pids.extend(read_procs(&dir.join(p).join("cgroup.procs")));
+                }
+                pids
+            }
+            None => self.marked_pids(part),
+        };
+        pids.retain(|&pid| {
+            crate::proc::stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+        });
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Without cgroups: the roots, their descendants, and every process carrying the marker.
+    fn marked_pids(&self, part: Option<Part>) -> Vec<i32> {
+        let roots: Vec<i32> = self
+            .roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, p)| part.is_none_or(|want| want == *p))
+            .map(|(pid, _)| *pid)
+            .collect();
+        let needle = format!("{MARKER_VAR}={}", self.marker);
+        let part_needle = part.map(|p| match p {
+            Part::Subject => "WEDGE_TRIAL_PART=subject".to_string(),
+            Part::Aux => "WEDGE_TRIAL_PART=aux".to_string(),
+        });
+        let all: Vec<(i32, i32)> = crate::proc::all_pids()
+            .into_iter()
+            .filter_map(|pid| crate::proc::stat(pid).map(|s| (pid, s.ppid)))
+            .collect();
+        let mut found: Vec<i32> = roots.clone();
+        for &(pid, _) in &all {
+            if let Ok(env) = fs::read(format!("/proc/{pid}/environ")) {
+                let has = |n: &str| env.split(|&b| b == 0).any(|e| e == n.as_bytes());
+                if has(&needle) && part_needle.as_deref().is_none_or(has) {
+                    found.push(pid);
+                }
+            }
+        }
+        // Descendants by parent links (processes that cleared their environment).
+        loop {
+            let before = found.len();
+            for &(pid, ppid) in &all {
+                if found.contains(&ppid) && !found.contains(&pid) {
+                    found.push(pid);
+                }
+            }
+            if found.len() == before {
+                break;
+            }
+        }
+        found
+    }
+
+    /// Kills every process of the tree and waits (up to `timeout`) until none is left. Returns
+    /// the processes still alive after that.
+    pub fn kill_all(&self, timeout: Duration) -> Vec<i32> {
+        if let (Backend::CgroupV2(_), Some(dir)) = (&self.backend, &self.dir) {
+            let kill_file = dir.join("cgroup.kill");
+            if kill_file.exists() {
+                let _ = fs::write(&kill_file, "1");
+            }
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            let pids = self.pids(None);
+            if pids.is_empty() {
+                return pids;
+            }
+            for &pid in &pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if Instant::now() >= end {
+                return self.pids(None);
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    /// Removes the tree's cgroups; an error means something is still inside.
+    pub fn remove(&self) -> io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let end = Instant::now() + Duration::from_secs(2);
+        loop {
+            let result = fs::remove_dir(dir.join("subject"))
+                .and_then(|()| fs::remove_dir(dir.join("aux")))
+                .and_then(|()| fs::remove_dir(dir));
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !dir.exists() {
+                        return Ok(());
+                    }
+                }
+                // A just-killed task may still be leaving the cgroup (EBUSY).
+                Err(e) if Instant::now() >= end => return Err(e),
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// The cgroup directory of the trial, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+}
+
+fn read_procs(path: &Path) -> Vec<i32> {
+    fs::read_to_string(path)
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,453 @@
+//! Watching a trial's process tree: snapshots from `/proc`, quiescence (every thread asleep with no
+//! timeout that can fire before the deadline, no CPU time, no wake-ups, no new processes or
+//! threads), and the per-process, per-thread diagnosis of a hang.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::proc::syscall::{self, WaitBound};
+use crate::proc::{self as procfs, ProcessSample, SyscallState};
+
+/// The processes of a tree at one instant.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub taken: Instant,
+    pub processes: Vec<ProcessSample>,
+}
+
+impl Snapshot {
+    /// Reads every process in `pids` (those that vanished meanwhile are skipped).
+    pub fn take(pids: &[i32]) -> Snapshot {
+        Snapshot {
+            taken: Instant::now(),
+            processes: pids
+                .iter()
+                .filter_map(|&pid| procfs::read_process(pid))
+                .collect(),
+        }
+    }
+
+    /// Processes whose name is `name` (compared like the kernel's 15-byte `comm`).
+    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ProcessSample> + 'a {
+        self.processes
+            .iter()
+            .filter(move |p| comm_matches(&p.stat.comm, name))
+    }
+}
+
+/// Whether a kernel `comm` (at most 15 bytes) is `name`.
+pub fn comm_matches(comm: &str, name: &str) -> bool {
+    let truncated: String = name.bytes().take(15).map(char::from).collect();
+    comm == name || comm == truncated
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    /// What the thread is doing: state and syscall.
+    key: (char, Option<SyscallState>),
+    /// When wedge first saw it doing that.
+    since: Instant,
+    /// When its timeout fires at the latest (`None`: never, or it is not waiting).
+    wakes_at: Option<Instant>,
+    /// Whether the thread counts as quiescent.
+    quiet: bool,
+}
+
+/// The quiescence detector and diagnosis builder of one trial.
+#[derive(Debug)]
+pub struct Monitor {
+    start: Instant,
+    deadline: Instant,
+    window: Duration,
+    last_sample: Option<Instant>,
+    tracks: HashMap<(i32, i32), Track>,
+    fingerprint: Vec<(i32, i32, u64, u64, char)>,
+    quiet_since: Option<Instant>,
+}
+
+impl Monitor {
+    /// `start`: when the subject started; a zero `window` never reports quiescence.
+    pub fn new(start: Instant, deadline: Instant, window: Duration) -> Monitor {
+        Monitor {
+            start,
+            deadline,
+            window,
+            last_sample: None,
+            tracks: HashMap::new(),
+            fingerprint: Vec::new(),
+            quiet_since: None,
+        }
+    }
+
+    /// Something outside the tree's threads happened (output, a step): the window restarts.
+    pub fn activity(&mut self, at: Instant) {
+        if self.quiet_since.is_some() {
+            self.quiet_since = Some(at);
+        }
+    }
+
+    /// Feeds a snapshot; returns how long the tree has been quiescent (`None`: it is not).
+    pub fn observe(&mut self, snap: &Snapshot) -> Option<Duration> {
+        let earliest_start = self.last_sample.unwrap_or(self.start);
+        let mut tracks = HashMap::new();
+        let mut fingerprint = Vec::new();
+        let mut all_quiet = !snap.processes.is_empty();
+        for p in &snap.processes {
+            for t in &p.threads {
+                let key = (t.state, t.syscall.clone());
+                let id = (p.stat.pid, t.tid);
+                let track = match self.tracks.remove(&id) {
+                    Some(old) if old.key == key => old,
+                    _ => {
+                        let wakes_at = self.wakes_at(p.stat.pid, t, earliest_start, snap.taken);
+                        Track {
+                            quiet: thread_is_quiet(t.state, &t.syscall, wakes_at, self.deadline),
+                            key,
+                            since: snap.taken,
+                            wakes_at,
+                        }
+                    }
+                };
+                all_quiet &= track.quiet;
+                fingerprint.push((p.stat.pid, t.tid, t.cpu_ticks, t.switches, t.state));
+                tracks.insert(id, track);
+            }
+        }
+        fingerprint.sort_unstable();
+        let unchanged = fingerprint == self.fingerprint;
+        self.tracks = tracks;
+        self.fingerprint = fingerprint;
+        self.last_sample = Some(snap.taken);
+        if self.window.is_zero() || !all_quiet {
+            self.quiet_since = None;
+            return None;
+        }
+        let since = match self.quiet_since {
+            Some(s) if unchanged => s,
+            _ => snap.taken,
+        };
+        self.quiet_since = Some(since);
+        Some(snap.taken.saturating_duration_since(since))
+    }
+
+    /// Whether the tree has been quiescent for the whole window.
+    pub fn quiescent_for_window(&self, now: Instant) -> bool {
+        !self.window.is_zero()
+            && self
+                .quiet_since
+                .is_some_and(|s| now.saturating_duration_since(s) >= self.window)
+    }
+
+    fn wakes_at(
+        &self,
+        pid: i32,
+        t: &procfs::ThreadSample,
+        earliest_start: Instant,
+        now: Instant,
+    ) -> Option<Instant> {
+        let Some(SyscallState::In { nr, args }) = &t.syscall else {
+            return None;
+        };
+        let read = |addr: u64, len: usize| procfs::read_memory(pid, addr, len);
+        match syscall::wait_bound(*nr, args, &read) {
+            WaitBound::Indefinite => None,
+            WaitBound::Relative(d) => Some(earliest_start + d),
+            WaitBound::Absolute(clock, at) => Some(now + at.saturating_sub(clock.now())),
+            // Unknown timeout: assume it can fire any moment.
+            WaitBound::Unknown => Some(now),
+        }
+    }
+
+    /// The diagnosis of the tree as seen in `snap`, for a hang declared for `reason`.
+    pub fn diagnose(&self, snap: &Snapshot, reason: &str) -> Diagnosis {
+        let mut processes = Vec::new();
+        for p in &snap.processes {
+            let mut threads = Vec::new();
+            for t in &p.threads {
+                let track = self.tracks.get(&(p.stat.pid, t.tid));
+                let (call, detail) = match &t.syscall {
+                    Some(SyscallState::In { nr, args }) => (
+                        Some(syscall::call_name(*nr, args)),
+                        Some(syscall::call_detail(*nr, args)),
+                    ),
+                    _ => (None, None),
+                };
+                let for_ms = track.map_or(0, |tr| {
+                    snap.taken.saturating_duration_since(tr.since).as_millis() as u64
+                });
+                let wakes_in_ms = track
+                    .and_then(|tr| tr.wakes_at)
+                    .map(|w| w.saturating_duration_since(snap.taken).as_millis() as u64);
+                threads.push(ThreadDiag {
+                    tid: t.tid,
+                    name: t.comm.clone(),
+                    main: t.tid == p.stat.pid,
+                    state: state_name(t.state).to_string(),
+                    call,
+                    detail,
+                    wchan: procfs::wchan(p.stat.pid, t.tid),
+                    kernel_stack: procfs::kernel_stack(p.stat.pid, t.tid),
+                    for_ms,
+                    wakes_in_ms,
+                    running: matches!(t.syscall, Some(SyscallState::Running)) || t.state == 'R',
+                });
+            }
+            processes.push(ProcessDiag {
+                pid: p.stat.pid,
+                ppid: p.stat.ppid,
+                name: p.stat.comm.clone(),
+                cmdline: procfs::cmdline(p.stat.pid),
+                state: state_name(p.stat.state).to_string(),
+                threads,
+            });
+        }
+        let summary = summarize(&processes);
+        Diagnosis {
+            reason: reason.to_string(),
+            summary,
+            processes,
+        }
+    }
+}
+
+fn thread_is_quiet(
+    state: char,
+    sc: &Option<SyscallState>,
+    wakes_at: Option<Instant>,
+    deadline: Instant,
+) -> bool {
+    match state {
+        'T' | 't' | 'Z' | 'X' => true,
+        'S' | 'D' | 'I' | 'P' => match sc {
+            Some(SyscallState::In { .. }) => wakes_at.is_none_or(|w| w > deadline),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn state_name(state: char) -> &'static str {
+    match state {
+        'R' => "running",
+        'S' => "sleeping",
+        'D' => "uninterruptible",
+        'T' => "stopped",
+        't' => "traced",
+        'Z' => "zombie",
+        'X' => "dead",
+        'I' => "idle",
+        'P' => "parked",
+        _ => "unknown",
+    }
+}
+
+/// Why a trial is a hang, per process and thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// What ended the wait: `quiescent for N ms` or `deadline of N ms passed`.
+    pub reason: String,
+    /// One line, e.g. `wedge-run[12]: supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV), ...`.
+    pub summary: String,
+    pub processes: Vec<ProcessDiag>,
+}
+
+/// One process of a diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessDiag {
+    pub pid: i32,
+    pub ppid: i32,
+    pub name: String,
+    pub cmdline: Vec<String>,
+    pub state: String,
+    pub threads: Vec<ThreadDiag>,
+}
+
+/// One thread of a diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadDiag {
+    pub tid: i32,
+    pub name: String,
+    pub main: bool,
+    pub state: String,
+    /// e.g. `ioctl(SECCOMP_IOCTL_NOTIF_RECV)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// e.g. `ioctl(fd 5, SECCOMP_IOCTL_NOTIF_RECV)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_stack: Vec<String>,
+    /// How long wedge has seen the thread in this state.
+    pub for_ms: u64,
+    /// When its own timeout wakes it, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wakes_in_ms: Option<u64>,
+    #[serde(default)]
+    pub running: bool,
+}
+
+impl ThreadDiag {
+    /// e.g. `supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV)`.
+    pub fn phrase(&self) -> String {
+        let who = if self.main {
+            "main thread".to_string()
+        } else {
+            format!("{} thread", self.name)
+        };
+        format!("{who} {}", self.doing())
+    }
+
+    fn doing(&self) -> String {
+        if self.running {
+            return "running".to_string();
+        }
+        match (&self.call, self.state.as_str()) {
+            (_, "stopped" | "traced" | "zombie" | "dead") => self.state.clone(),
+            (Some(call), _) => match self.wakes_in_ms {
+                Some(ms) => format!("sleeping in {call} (times out in {ms} ms)"),
+                None => format!("blocked in {call}"),
+            },
+            (None, state) => format!("{state} outside a syscall"),
+        }
+    }
+}
+
+/// One line per process: `name[pid]: phrase, phrase`, with identical threads grouped as
+/// `N × name threads ...`; processes joined by `; `.
+pub fn summarize(processes: &[ProcessDiag]) -> String {
+    let mut out = Vec::new();
+    for p in processes {
+        let mut groups: Vec<(String, String, usize)> = Vec::new();
+        for t in &p.threads {
+            let who = if t.main {
+                "main".to_string()
+            } else {
+                t.name.clone()
+            };
+            let doing = t.doing();
+            match groups.iter_mut().find(|(w, d, _)| *w == who && *d == doing) {
+                Some(g) => g.2 += 1,
+                None => groups.push((who, doing, 1)),
+            }
+        }
+        let phrases: Vec<String> = groups
+            .into_iter()
+            .map(|(who, doing, n)| {
+                if n == 1 {
+                    format!("{who} thread {doing}")
+                } else {
+                    format!("{n} × {who} threads {doing}")
+                }
+            })
+            .collect();
+        if phrases.is_empty() {
+            out.push(format!("{}[{}]: {}", p.name, p.pid, p.state));
+        } else {
+            out.push(format!("{}[{}]: {}", p.name, p.pid, phrases.join(", ")));
+        }
+    }
+    if out.is_empty() {
+        "no process left".to_string()
+    } else {
+        out.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread(name: &str, main: bool, call: Option<&str>, state: &str) -> ThreadDiag {
+        ThreadDiag {
+            tid: 1,
+            name: name.to_string(),
+            main,
+            state: state.to_string(),
+            call: call.map(str::to_string),
+            detail: None,
+            wchan: None,
+            kernel_stack: Vec::new(),
+            for_ms: 0,
+            wakes_in_ms: None,
+            running: false,
+        }
+    }
+
+    #[test]
+    fn summary_names_the_supervisor() {
+        let p = ProcessDiag {
+            pid: 12,
+            ppid: 1,
+            name: "wedge-run".to_string(),
+            cmdline: vec![],
+            state: "sleeping".to_string(),
+            threads: vec![
+                thread("wedge-run", true, Some("wait4"), "sleeping"),
+                thread(
+                    "supervisor",
+                    false,
+                    Some("ioctl(SECCOMP_IOCTL_NOTIF_RECV)"),
+                    "sleeping",
+                ),
+                thread(
+                    "worker",
+                    false,
+                    Some("futex(FUTEX_WAIT_PRIVATE)"),
+                    "sleeping",
+                ),
+                thread(
+                    "worker",
+                    false,
+                    Some("futex(FUTEX_WAIT_PRIVATE)"),
+                    "sleeping",
+                ),
+            ],
+        };
+        assert_eq!(
+            summarize(&[p]),
+            "wedge-run[12]: main thread blocked in wait4, supervisor thread blocked in \
+             ioctl(SECCOMP_IOCTL_NOTIF_RECV), 2 × worker threads blocked in futex(FUTEX_WAIT_PRIVATE)"
+        );
+        assert_eq!(summarize(&[]), "no process left");
+    }
+
+    #[test]
+    fn quiet_rules() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(10);
+        let sc = Some(SyscallState::In {
+            nr: 0,
+            args: [0; 6],
+        });
+        assert!(thread_is_quiet('S', &sc, None, deadline));
+        assert!(!thread_is_quiet(
+            'R',
+            &Some(SyscallState::Running),
+            None,
+            deadline
+        ));
+        assert!(!thread_is_quiet(
+            'S',
+            &sc,
+            Some(now + Duration::from_secs(1)),
+            deadline
+        ));
+        assert!(thread_is_quiet(
+            'S',
+            &sc,
+            Some(now + Duration::from_secs(11)),
+            deadline
+        ));
+        assert!(thread_is_quiet('T', &None, None, deadline));
+        assert!(!thread_is_quiet(
+            'S',
+            &Some(SyscallState::NotInSyscall),
+            None,
+            deadline
+        ));
+    }
+}

@@ -1,0 +1,315 @@
+//! Reading processes and threads from `/proc`: state, CPU time, context switches, the syscall a
+//! thread is in, wchan, kernel stack, pending signals, and the target's memory (for timeouts).
+
+pub mod syscall;
+mod syscall_table;
+
+use std::fs;
+
+pub use syscall::SyscallState;
+
+/// The fields of `/proc/<pid>[/task/<tid>]/stat` wedge uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    /// utime + stime in clock ticks.
+    pub cpu_ticks: u64,
+    /// Start time after boot, in clock ticks.
+    pub start_ticks: u64,
+}
+
+impl Stat {
+    /// Parses a stat line; the comm may contain spaces and parentheses, so it ends at the last `)`.
+    pub fn parse(line: &str) -> Option<Stat> {
+        let open = line.find('(')?;
+        let close = line.rfind(')')?;
+        let pid = line[..open].trim().parse().ok()?;
+        let comm = line[open + 1..close].to_string();
+        let rest: Vec<&str> = line[close + 1..].split_ascii_whitespace().collect();
+        // rest[0] is field 3 (state); field N is rest[N - 3].
+        let field = |n: usize| rest.get(n - 3).copied();
+        let num = |n: usize| field(n).and_then(|f| f.parse::<i64>().ok());
+        Some(Stat {
+            pid,
+            comm,
+            state: field(3)?.chars().next()?,
+            ppid: num(4)? as i32,
+            pgrp: num(5)? as i32,
+            session: num(6)? as i32,
+            cpu_ticks: (num(14)? + num(15)?) as u64,
+            start_ticks: num(22)? as u64,
+        })
+    }
+}
+
+/// One thread as seen at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSample {
+    pub tid: i32,
+    pub comm: String,
+    pub state: char,
+    pub cpu_ticks: u64,
+    /// Voluntary + involuntary context switches: grows every time the thread wakes.
+    pub switches: u64,
+    pub syscall: Option<SyscallState>,
+}
+
+/// One process and its threads as seen at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSample {
+    pub stat: Stat,
+    pub threads: Vec<ThreadSample>,
+}
+
+/// Reads a process and all its threads; `None` when it is gone.
+pub fn read_process(pid: i32) -> Option<ProcessSample> {
+    let stat = Stat::parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut threads = Vec::new();
+    if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for entry in dir.flatten() {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if let Some(thread) = read_thread(pid, tid) {
+                threads.push(thread);
+            }
+        }
+    }
+    threads.sort_by_key(|t| t.tid);
+    Some(ProcessSample { stat, threads })
+}
+
+fn read_thread(pid: i32, tid: i32) -> Option<ThreadSample> {
+    let base = format!("/proc/{pid}/task/{tid}");
+    let stat = Stat::parse(&fs::read_to_string(format!("{base}/stat")).ok()?)?;
+    let status = fs::read_to_string(format!("{base}/status")).unwrap_or_default();
+    let switches = status
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches:")
+                || l.starts_with("nonvoluntary_ctxt_switches:")
+        })
+        .filter_map(|l| {
+            l.split_once(':')
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        })
+        .sum();
+    let syscall = fs::read_to_string(format!("{base}/syscall"))
+        .ok()
+        .and_then(|s| SyscallState::parse(&s));
+    Some(ThreadSample {
+        tid,
+        comm: stat.comm,
+        state: stat.state,
+        cpu_ticks: stat.cpu_ticks,
+        switches,
+        syscall,
+    })
+}
+
+/// The kernel function a thread sleeps in (`/proc/.../wchan`), when known.
+pub fn wchan(pid: i32, tid: i32) -> Option<String> {
+    let w = fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).ok()?;
+    let w = w.trim();
+    (!w.is_empty() && w != "0").then(|| w.to_string())
+}
+
+/// The kernel stack of a thread (`/proc/.../stack`, readable by root on most kernels).
+pub fn kernel_stack(pid: i32, tid: i32) -> Vec<String> {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack"))
+        .map(|s| {
+            s.lines()
+                .map(|l| match l.split_once("] ") {
+                    Some((_, f)) => f.trim().to_string(),
+                    None => l.trim().to_string(),
+                })
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A process's command line.
+pub fn cmdline(pid: i32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The stat of one process, `None` when it is gone.
+pub fn stat(pid: i32) -> Option<Stat> {
+    Stat::parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Every pid in `/proc`.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// Whether signal `signo` is pending for process `pid` (shared or on its main thread), or blocked
+/// by every one of its threads (so it stays pending until the process unblocks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// Not pending: delivered (or discarded because ignored).
+    Delivered,
+    /// Still pending, and some thread can take it.
+    Pending,
+    /// Pending and blocked by every thread (e.g. taken through a signalfd, or never).
+    Blocked,
+    /// Pending in a stopped process (delivered once it continues).
+    Stopped,
+    /// The process is gone.
+    Gone,
+}
+
+/// Where signal `signo` is in its delivery to process `pid`.
+pub fn signal_pending(pid: i32, signo: i32) -> Pending {
+    let bit = 1u64 << (signo - 1);
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Pending::Gone;
+    };
+    let mask = |key: &str, text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    if status.lines().any(|l| l.starts_with("State:\tZ")) {
+        return Pending::Gone;
+    }
+    let pending = (mask("SigPnd:", &status) | mask("ShdPnd:", &status)) & bit != 0;
+    if !pending {
+        return Pending::Delivered;
+    }
+    if status
+        .lines()
+        .any(|l| l.starts_with("State:\tT") || l.starts_with("State:\tt"))
+    {
+        return Pending::Stopped;
+    }
+    let all_blocked = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten().all(|e| {
+                let path = e.path().join("status");
+                let text = fs::read_to_string(path).unwrap_or_default();
+                mask("SigBlk:", &text) & bit != 0
+            })
+        })
+        .unwrap_or(false);
+    if all_blocked {
+        Pending::Blocked
+    } else {
+        Pending::Pending
+    }
+}
+
+/// Reads `len` bytes at `addr` in process `pid`'s memory.
+pub fn read_memory(pid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    if addr == 0 {
+        return None;
+    }
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: `local` points into `buf`, which is valid for `len` bytes; the remote side is only
+    // read by the kernel, which checks it.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    (n == len as isize).then_some(buf)
+}
+
+/// Every mount point in wedge's own mount namespace.
+pub fn mount_points() -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The running kernel's release, e.g. `6.18.44`.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// Parses the leading `major.minor[.patch]` of a kernel release.
+pub fn parse_kernel_version(release: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let line = "4242 (we (ird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 12345 1000 10";
+        let s = Stat::parse(line).unwrap();
+        assert_eq!(s.pid, 4242);
+        assert_eq!(s.comm, "we (ird) name");
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.ppid, 1);
+        assert_eq!(s.pgrp, 4242);
+        assert_eq!(s.cpu_ticks, 10);
+        assert_eq!(s.start_ticks, 12345);
+    }
+
+    #[test]
+    fn reads_itself() {
+        let me = std::process::id() as i32;
+        let p = read_process(me).unwrap();
+        assert_eq!(p.stat.pid, me);
+        assert!(p.threads.iter().any(|t| t.tid == me));
+        assert!(!cmdline(me).is_empty());
+        assert_eq!(signal_pending(me, libc::SIGUSR2), Pending::Delivered);
+        let value = 0x5eed_u64;
+        let bytes = read_memory(me, &value as *const u64 as u64, 8).unwrap();
+        assert_eq!(u64::from_ne_bytes(bytes.try_into().unwrap()), value);
+    }
+
+    #[test]
+    fn parses_kernel_versions() {
+        assert_eq!(parse_kernel_version("6.18.44-fc-v769"), Some((6, 18, 44)));
+        assert_eq!(
+            parse_kernel_version("6.1.0-26-cloud-amd64"),
+            Some((6, 1, 0))
+        );
+        assert_eq!(parse_kernel_version("6.11"), Some((6, 11, 0)));
+        assert_eq!(parse_kernel_version("x"), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! `summary.md`: a pass-rate table per scenario (rows: variants/strategies; columns: cpus), the
+//! per-cell details, hang diagnoses, replay commands for misses, and significant differences.
+
+use std::fmt::Write;
+
+use super::{cell_text, ms, pct, table};
+use crate::stats::Summary;
+
+/// Renders `summary.md`.
+pub fn render(summary: &Summary) -> String {
+    let mut out = String::new();
+    let failures = crate::gate::evaluate(summary);
+    let _ = writeln!(out, "# wedge results\n");
+    for h in &summary.hosts {
+        let _ = writeln!(
+            out,
+            "- host: Linux {}, {} CPUs, isolation {}",
+            h.kernel, h.cpus, h.isolation
+        );
+    }
+    let _ = writeln!(out, "- wedge {}", summary.wedge_versions.join(", "));
+    let _ = writeln!(
+        out,
+        "- {} trials in {} cells of {} scenarios",
+        summary.trials,
+        summary.cells.len(),
+        summary.scenarios().len()
+    );
+    if failures.is_empty() {
+        let _ = writeln!(out, "- gate: **pass** (every cell meets its expectation)\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "- gate: **FAIL** ({} cells miss their expectation)\n",
+            failures.len()
+        );
+    }
+    for scenario in summary.scenarios() {
+        let t = table(summary, scenario);
+        let file = summary
+            .cells
+            .iter()
+            .find(|c| c.scenario == scenario)
+            .map(|c| c.file.clone())
+            .unwrap_or_default();
+        let _ = writeln!(out, "## {scenario}\n");
+        let _ = writeln!(out, "`{file}`\n");
+        let head = if t.has_cpus { "cpus →" } else { "" };
+        let _ = write!(out, "| {head} |");
+        for c in &t.columns {
+            let _ = write!(
+                out,
+                " {} |",
+                if t.has_cpus {
+                    format!("{c} cpus")
+                } else {
+                    "all".to_string()
+                }
+            );
+        }
+        let _ = write!(out, "\n|---|");
+        for _ in &t.columns {
+            let _ = write!(out, "---|");
+        }
+        out.push('\n');
+        for (key, entries) in &t.rows {
+            let _ = write!(out, "| {} |", if key == "-" { "(all)" } else { key });
+            for e in entries {
+                let _ = write!(out, " {} |", e.map_or_else(|| "—".to_string(), cell_text));
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "\n| cell | expectation | trials | pass | fail | hang | crash | error | pass rate (95% CI) | median | p99 |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let cells: Vec<_> = summary
+            .cells
+            .iter()
+            .filter(|c| c.scenario == scenario)
+            .collect();
+        for c in &cells {
+            if c.skipped.is_some() {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | skipped | | | | | | | | |",
+                    c.cell_id,
+                    c.expectation.describe()
+                );
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}–{}) | {} | {} |",
+                c.cell_id,
+                c.expectation.describe(),
+                c.trials,
+                c.passes,
+                c.fails,
+                c.hangs,
+                c.crashes,
+                c.errors,
+                pct(c.pass_rate),
+                pct(c.pass_interval.0),
+                pct(c.pass_interval.1),
+                c.median_ms.map_or_else(|| "—".to_string(), ms),
+                c.p99_ms.map_or_else(|| "—".to_string(), ms),
+            );
+        }
+        let notes: Vec<_> = cells
+            .iter()
+            .filter(|c| c.top_diagnosis.is_some() || !c.misses.is_empty() || c.skipped.is_some())
+            .collect();
+        if !notes.is_empty() {
+            let _ = writeln!(out);
+            for c in notes {
+                if let Some(why) = &c.skipped {
+                    let _ = writeln!(out, "- `{}` skipped: {why}", c.cell_id);
+                }
+                if let Some((d, n)) = &c.top_diagnosis {
+                    let _ = writeln!(
+                        out,
+                        "- `{}` hang diagnosis ({n}/{} trials): {d}",
+                        c.cell_id, c.trials
+                    );
+                }
+                for (seed, why) in &c.misses {
+                    let cells: String = c
+                        .cell
+                        .pairs()
+                        .iter()
+                        .map(|(a, v)| format!(" --cell {a}={v}"))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "- `{}` missed (seed {seed}): {}  \n  replay: `wedge replay {}{cells} --seed {seed}`",
+                        c.cell_id,
+                        why.replace('\n', " "),
+                        c.file
+                    );
+                }
+            }
+        }
+        let comps: Vec<_> = summary
+            .comparisons
+            .iter()
+            .filter(|x| x.scenario == scenario)
+            .collect();
+        let significant: Vec<_> = comps.iter().filter(|x| x.significant).collect();
+        if !comps.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nComparisons of cells differing in one axis: {} of {} differ significantly in pass rate (95% Newcombe interval excludes 0).",
+                significant.len(),
+                comps.len()
+            );
+            for x in significant {
+                let _ = writeln!(
+                    out,
+                    "- {} vs {}: {} vs {} (difference {} to {})",
+                    x.a,
+                    x.b,
+                    pct(x.rate_a),
+                    pct(x.rate_b),
+                    pct(x.interval.0),
+                    pct(x.interval.1)
+                );
+            }
+        }
+        out.push('\n');
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(out, "## Gate failures\n");
+        for f in &failures {
+            let _ = writeln!(out, "- {} `{}`: {}", f.scenario, f.cell, f.reason);
+        }
+    }
+    out
+}

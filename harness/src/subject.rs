@@ -1,0 +1,330 @@
+//! Turning a scenario's subject (and `spawn` steps) into a command line for one cell and trial,
+//! and finding wedge's own binaries.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::cell::Cell;
+use crate::scenario::{Scenario, StdinMode, SubjectSpec, interpolate};
+
+/// The directory of wedge's binaries (`wedge-run`, `wedge-agent`, `wedge-subject`): `$WEDGE_BIN_DIR`,
+/// else the directory of the running executable (its parent when that is cargo's `deps/`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WEDGE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+/// `name` as a program path: a path when it contains `/`; else wedge's binary directory, then `PATH`.
+pub fn resolve_program(name: &str, bin_dir: &Path) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.exists().then_some(p);
+    }
+    let local = bin_dir.join(name);
+    if local.is_file() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The values of `{placeholders}` for one trial.
+#[derive(Debug, Clone)]
+pub struct Vars {
+    pub cell: Cell,
+    pub tmp: PathBuf,
+    pub work: PathBuf,
+    pub socket: PathBuf,
+    pub seed: u64,
+    pub trial: u32,
+    pub scenario_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    /// Draws `{rand:A-B}` values; seeded from the trial's seed.
+    pub rng: RefCell<ChaCha8Rng>,
+}
+
+/// `{rand:A-B}`: the bounds, when `name` is such a placeholder.
+pub fn rand_bounds(name: &str) -> Option<(u64, u64)> {
+    let (a, b) = name.strip_prefix("rand:")?.split_once('-')?;
+    let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+impl Vars {
+    /// The random source of `{rand:A-B}` for a trial with this seed.
+    pub fn rng_for(seed: u64) -> RefCell<ChaCha8Rng> {
+        RefCell::new(ChaCha8Rng::seed_from_u64(seed ^ 0x7261_6e64_7661_7273))
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        if let Some((a, b)) = rand_bounds(name) {
+            return Some(self.rng.borrow_mut().random_range(a..=b).to_string());
+        }
+        if let Some(v) = self.cell.get(name) {
+            return Some(v.to_string());
+        }
+        let path = |p: &Path| p.display().to_string();
+        Some(match name {
+            "tmp" => path(&self.tmp),
+            "work" => path(&self.work),
+            "socket" => path(&self.socket),
+            "seed" => self.seed.to_string(),
+            "trial" => self.trial.to_string(),
+            "scenario_dir" => path(&self.scenario_dir),
+            "bin_dir" => path(&self.bin_dir),
+            _ => return None,
+        })
+    }
+
+    /// Interpolates `{placeholders}` (validated when the scenario was loaded).
+    pub fn fill(&self, text: &str) -> Result<String, String> {
+        interpolate(text, &|n| self.get(n))
+    }
+}
+
+/// A resolved command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub stdin: StdinMode,
+}
+
+impl Launch {
+    /// The command line as one string, for logs.
+    pub fn display(&self) -> String {
+        let mut parts = vec![self.program.display().to_string()];
+        parts.extend(self.args.iter().cloned());
+        parts.join(" ")
+    }
+}
+
+fn fill_all(vars: &Vars, items: &[String]) -> Result<Vec<String>, String> {
+    items.iter().map(|s| vars.fill(s)).collect()
+}
+
+fn fill_env(
+    vars: &Vars,
+    env: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    env.iter()
+        .map(|(k, v)| Ok((k.clone(), vars.fill(v)?)))
+        .collect()
+}
+
+/// An optional flag: the given value, else the cell's value of `axis`.
+fn flag(vars: &Vars, given: &Option<String>, axis: &str) -> Result<Option<String>, String> {
+    match given {
+        Some(v) => vars.fill(v).map(Some),
+        None => Ok(vars.cell.get(axis).map(str::to_string)),
+    }
+}
+
+/// A program from a scenario, resolved or an error naming what is missing.
+pub fn program(name: &str, vars: &Vars) -> Result<PathBuf, String> {
+    resolve_program(name, &vars.bin_dir).ok_or_else(|| {
+        format!(
+            "program \"{name}\" not found in {} (set WEDGE_BIN_DIR) or PATH",
+            vars.bin_dir.display()
+        )
+    })
+}
+
+/// The subject's command line in this cell.
+pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String> {
+    match &scenario.subject {
+        SubjectSpec::Command {
+            argv,
+            env,
+            cwd,
+            stdin,
+        } => {
+            let argv = fill_all(vars, argv)?;
+            Ok(Launch {
+                program: program(&argv[0], vars)?,
+                args: argv[1..].to_vec(),
+                env: fill_env(vars, env)?,
+                cwd: cwd
+                    .as_ref()
+                    .map(|c| vars.fill(c).map(PathBuf::from))
+                    .transpose()?,
+                stdin: *stdin,
+            })
+        }
+        SubjectSpec::WedgeRun {
+            command,
+            policy,
+            sandbox,
+            variant,
+            drain_ms,
+            args,
+            env,
+            cwd,
+            stdin,
+        } => {
+            let mut a = Vec::new();
+            if let Some(p) = policy {
+                a.push("--policy".to_string());
+                a.push(vars.fill(p)?);
+            }
+            if let Some(s) = flag(vars, sandbox, "sandbox")? {
+                a.push("--sandbox".to_string());
+                a.push(s);
+            }
+            if let Some(v) = flag(vars, variant, "variant")? {
+                a.push("--variant".to_string());
+                a.push(v);
+            }
+            if let Some(d) = drain_ms {
+                a.push("--drain-ms".to_string());
+                a.push(vars.fill(d)?);
+            }
+            a.extend(fill_all(vars, args)?);
+            a.push("--".to_string());
+            a.extend(fill_all(vars, command)?);
+            Ok(Launch {
+                program: program("wedge-run", vars)?,
+                args: a,
+                env: fill_env(vars, env)?,
+                cwd: cwd
+                    .as_ref()
+                    .map(|c| vars.fill(c).map(PathBuf::from))
+                    .transpose()?,
+                stdin: *stdin,
+            })
+        }
+        SubjectSpec::WedgeAgent {
+            socket,
+            workers,
+            strategy,
+            args,
+            env,
+            cwd,
+            stdin,
+        } => {
+            let mut a = vec!["serve".to_string(), "--socket".to_string()];
+            a.push(match socket {
+                Some(s) => vars.fill(s)?,
+                None => vars.socket.display().to_string(),
+            });
+            if let Some(w) = flag(vars, workers, "workers")? {
+                a.push("--workers".to_string());
+                a.push(w);
+            }
+            if let Some(s) = flag(vars, strategy, "strategy")? {
+                a.push("--strategy".to_string());
+                a.push(s);
+            }
+            a.extend(fill_all(vars, args)?);
+            Ok(Launch {
+                program: program("wedge-agent", vars)?,
+                args: a,
+                env: fill_env(vars, env)?,
+                cwd: cwd
+                    .as_ref()
+                    .map(|c| vars.fill(c).map(PathBuf::from))
+                    .transpose()?,
+                stdin: *stdin,
+            })
+        }
+    }
+}
+
+/// The socket path of a `wedge-agent` subject (for `{socket}`), when it sets one explicitly.
+pub fn explicit_socket(scenario: &Scenario) -> Option<&String> {
+    match &scenario.subject {
+        SubjectSpec::WedgeAgent { socket, .. } => socket.as_ref(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wedge_run_flags_follow_axes() {
+        let text = r#"
+[subject]
+kind = "wedge-run"
+command = ["sh", "-c", "sleep 0"]
+[matrix]
+variant = ["fixed", "pre-fix"]
+sandbox = ["none"]
+"#;
+        let s = Scenario::parse(Path::new("x.toml"), text).unwrap();
+        let dir = std::env::temp_dir().join(format!("wedge-subject-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("wedge-run"), "").unwrap();
+        let vars = Vars {
+            cell: s.cells()[1].clone(),
+            tmp: dir.clone(),
+            work: dir.clone(),
+            socket: dir.join("s"),
+            seed: 1,
+            trial: 0,
+            scenario_dir: dir.clone(),
+            bin_dir: dir.clone(),
+            rng: Vars::rng_for(1),
+        };
+        let l = subject_launch(&s, &vars).unwrap();
+        assert_eq!(l.program, dir.join("wedge-run"));
+        assert_eq!(
+            l.args,
+            [
+                "--sandbox",
+                "none",
+                "--variant",
+                "pre-fix",
+                "--",
+                "sh",
+                "-c",
+                "sleep 0"
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_program_is_named() {
+        let vars = Vars {
+            cell: Cell::default(),
+            tmp: "/t".into(),
+            work: "/w".into(),
+            socket: "/w/s".into(),
+            seed: 7,
+            trial: 3,
+            scenario_dir: "/s".into(),
+            bin_dir: "/nonexistent".into(),
+            rng: Vars::rng_for(7),
+        };
+        let e = program("wedge-no-such-binary", &vars).unwrap_err();
+        assert!(e.contains("wedge-no-such-binary"), "{e}");
+        assert_eq!(vars.fill("{seed}-{trial}-{tmp}").unwrap(), "7-3-/t");
+        let drawn: u64 = vars.fill("{rand:10-20}").unwrap().parse().unwrap();
+        assert!((10..=20).contains(&drawn));
+        let again = Vars {
+            rng: Vars::rng_for(7),
+            ..vars.clone()
+        };
+        assert_eq!(again.fill("{rand:10-20}").unwrap(), drawn.to_string());
+        assert_eq!(rand_bounds("rand:5-1"), None);
+    }
+}

@@ -1,0 +1,415 @@
+//! The `wedge` command line: exit codes, result files, gate, report merging, shards, replay,
+//! and keeping finished trials on SIGINT. Every command runs under a deadline.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn wedge() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wedge"));
+    c.env(
+        "WEDGE_BIN_DIR",
+        Path::new(env!("CARGO_BIN_EXE_wedge-subject"))
+            .parent()
+            .unwrap(),
+    );
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn scenario(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Waits for `child` with a deadline; kills it (and fails) past the deadline.
+fn finish(mut child: Child, limit: Duration) -> Out {
+    let end = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("watchdog: wedge did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
+}
+
+fn run(args: &[&str]) -> Out {
+    let child = wedge()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    finish(child, Duration::from_secs(60))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("wedge-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self, rel: &str) -> String {
+        self.0.join(rel).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn lines(path: &str) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+#[test]
+fn run_writes_every_result_file_and_the_gate_passes() {
+    let t = TempDir::new("run");
+    let out = t.path("res");
+    let o = run(&[
+        "run",
+        &scenario("exit.toml"),
+        "--trials",
+        "2",
+        "--cell",
+        "cpus=1",
+        "--out",
+        &out,
+        "--gate",
+        "-q",
+    ]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    for f in [
+        "trials.jsonl",
+        "summary.json",
+        "summary.md",
+        "junit.xml",
+        "index.html",
+    ] {
+        assert!(Path::new(&out).join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(lines(&format!("{out}/trials.jsonl")), 4);
+    let md = std::fs::read_to_string(format!("{out}/summary.md")).unwrap();
+    assert!(md.contains("passed 2/2"), "{md}");
+    let g = run(&["gate", &out]);
+    assert_eq!(g.code, 0, "{}", g.stdout);
+    // The same directory again is refused: results are never overwritten.
+    let again = run(&[
+        "run",
+        &scenario("exit.toml"),
+        "--trials",
+        "1",
+        "--out",
+        &out,
+        "-q",
+    ]);
+    assert_eq!(again.code, 2);
+    assert!(
+        again.stderr.contains("already holds results"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn gate_fails_with_the_offending_cell() {
+    let t = TempDir::new("gate");
+    let file = t.path("wrong.toml");
+    std::fs::write(
+        &file,
+        "[scenario]\ntrials = 2\n[subject]\nkind = \"command\"\nargv = [\"wedge-subject\", \"exit\", \"{code}\"]\n\
+         [matrix]\ncode = [0, 5]\n[expect]\nexit = 0\n",
+    )
+    .unwrap();
+    let out = t.path("res");
+    let o = run(&["run", &file, "--out", &out, "--gate", "-q"]);
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("wrong code=5: only 0/2 passed"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("code=0:"), "{}", o.stdout);
+    let g = run(&["gate", &out]);
+    assert_eq!(g.code, 1);
+    assert!(g.stdout.contains("code=5"), "{}", g.stdout);
+    let junit = std::fs::read_to_string(format!("{out}/junit.xml")).unwrap();
+    assert_eq!(junit.matches("<failure").count(), 1, "{junit}");
+}
+
+#[test]
+fn bad_scenarios_and_arguments_exit_2_with_a_location() {
+    let t = TempDir::new("bad");
+    let file = t.path("bad.toml");
+    std::fs::write(&file, "[subject]\nkind = \"command\"\nargv = [\"true\"]\n\n[[steps]]\ndo = \"wait\"\nuntil = \"soon\"\n").unwrap();
+    let o = run(&["run", &file, "--out", &t.path("res")]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains(&format!("{file}:5:")), "{}", o.stderr);
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    assert!(
+        !Path::new(&t.path("res")).exists(),
+        "nothing is created for bad input"
+    );
+
+    let o = run(&["run", &scenario("exit.toml"), "--cell", "nope=1"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("no scenario has an axis \"nope\""),
+        "{}",
+        o.stderr
+    );
+    let o = run(&["run", &scenario("exit.toml"), "--shard", "3/2"]);
+    assert_eq!(o.code, 2);
+    let o = run(&["run", "/nonexistent/x.toml"]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("/nonexistent/x.toml:1:1"), "{}", o.stderr);
+    let o = run(&["gate", &t.path("empty")]);
+    assert_eq!(o.code, 2);
+}
+
+#[test]
+fn shards_split_the_cells_and_report_merges_them() {
+    let t = TempDir::new("shard");
+    let (a, b, merged) = (t.path("a"), t.path("b"), t.path("merged"));
+    for (shard, out) in [("1/2", &a), ("2/2", &b)] {
+        let o = run(&[
+            "run",
+            &scenario("exit.toml"),
+            "--trials",
+            "1",
+            "--shard",
+            shard,
+            "--out",
+            out,
+            "-q",
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    }
+    // Six cells (two skipped): 3 records in each shard, disjoint.
+    let cells = |dir: &str| -> Vec<String> {
+        std::fs::read_to_string(format!("{dir}/trials.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["cell"].to_string()
+            })
+            .collect()
+    };
+    let (ca, cb) = (cells(&a), cells(&b));
+    assert_eq!(ca.len(), 3);
+    assert_eq!(cb.len(), 3);
+    assert!(ca.iter().all(|c| !cb.contains(c)));
+    let o = run(&["report", &a, &b]);
+    assert_eq!(o.code, 2, "several directories need --out");
+    let o = run(&["report", &a, &b, "--out", &merged]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(lines(&format!("{merged}/trials.jsonl")), 6);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{merged}/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["cells"].as_array().unwrap().len(), 6);
+    // Re-rendering one directory in place works too.
+    std::fs::remove_file(format!("{a}/summary.md")).unwrap();
+    assert_eq!(run(&["report", &a]).code, 0);
+    assert!(Path::new(&format!("{a}/summary.md")).is_file());
+}
+
+#[test]
+fn the_default_suite_comes_from_wedge_scenarios() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let child = wedge()
+        .arg("list")
+        .env("WEDGE_SCENARIOS", &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = finish(child, Duration::from_secs(30));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for name in [
+        "busy",
+        "daemon",
+        "deadlock",
+        "exit",
+        "pipe-read",
+        "seccomp-recv",
+        "signals",
+        "sleep",
+        "tty",
+    ] {
+        assert!(
+            o.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ("))),
+            "{name} missing:\n{}",
+            o.stdout
+        );
+    }
+}
+
+#[test]
+fn list_and_replay() {
+    let o = run(&["list", &scenario("exit.toml")]);
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("code=3,cpus=2"), "{}", o.stdout);
+    assert!(o.stdout.contains("expect exit 3"), "{}", o.stdout);
+    assert!(o.stdout.contains("skipped here"), "{}", o.stdout);
+    let o = run(&["replay", &scenario("seccomp-recv.toml"), "--seed", "42"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("seed 42"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV)"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("seccomp_notify_ioctl") || !Path::new("/proc/self/stack").exists(),
+        "{}",
+        o.stdout
+    );
+    let o = run(&[
+        "replay",
+        &scenario("exit.toml"),
+        "--cell",
+        "code=3",
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(o.code, 2, "ambiguous cell");
+    assert!(o.stderr.contains("code=3,cpus=1"), "{}", o.stderr);
+}
+
+#[test]
+fn sigint_keeps_every_finished_trial() {
+    let t = TempDir::new("sigint");
+    let out = t.path("res");
+    let child = wedge()
+        .args([
+            "run",
+            &scenario("sleep.toml"),
+            "--trials",
+            "50",
+            "--jobs",
+            "1",
+            "--out",
+            &out,
+            "-q",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let jsonl = format!("{out}/trials.jsonl");
+    // Wait for two finished trials (observable state), then interrupt.
+    let end = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&jsonl).map_or(0, |s| s.lines().count()) < 2 {
+        assert!(Instant::now() < end, "no trials finished");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = finish(child, Duration::from_secs(30));
+    assert_eq!(o.code, 130, "{}", o.stderr);
+    let records = std::fs::read_to_string(&jsonl).unwrap();
+    let n = records.lines().count();
+    assert!((2..50).contains(&n), "{n}");
+    for l in records.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["verdict"], "pass");
+    }
+    let md = std::fs::read_to_string(format!("{out}/summary.md")).unwrap();
+    assert!(md.contains(&format!("passed {n}/{n}")), "{md}");
+}
+
+#[test]
+fn every_isolation_backend_kills_an_escaped_daemon() {
+    let t = TempDir::new("backends");
+    for backend in ["cgroup2", "cgroup1", "subreaper"] {
+        let out = t.path(backend);
+        let child = wedge()
+            .args([
+                "run",
+                &scenario("daemon.toml"),
+                "--trials",
+                "2",
+                "--out",
+                &out,
+                "--gate",
+                "-q",
+            ])
+            .env("WEDGE_ISOLATION", backend)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = finish(child, Duration::from_secs(60));
+        assert_eq!(o.code, 0, "{backend}: {}{}", o.stdout, o.stderr);
+        let md = std::fs::read_to_string(format!("{out}/summary.md")).unwrap();
+        // Without a cgroup of that kind here, wedge falls back to the next backend.
+        let used = md
+            .lines()
+            .find(|l| l.contains("isolation"))
+            .unwrap()
+            .to_string();
+        if backend == "subreaper" {
+            assert!(used.ends_with("isolation subreaper"), "{used}");
+        }
+        assert!(md.contains("caught 2/2"), "{md}");
+        for l in std::fs::read_to_string(format!("{out}/trials.jsonl"))
+            .unwrap()
+            .lines()
+        {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(v.get("leaks").is_none(), "{backend}: {l}");
+            let id = v["trial_id"].as_str().unwrap();
+            assert!(
+                !std::path::Path::new(&std::env::temp_dir().join(format!("wedge-trial-{id}")))
+                    .exists()
+            );
+        }
+    }
+}

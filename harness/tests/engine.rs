@@ -1,0 +1,542 @@
+//! The engine against its purpose-built subjects: each gets the right verdict, the right
+//! diagnosis, and leaves nothing behind. Every test runs under a watchdog.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use wedge::cell::CellFilter;
+use wedge::record::{TrialRecord, Verdict};
+use wedge::runner::{PlanOptions, execute, plan};
+use wedge::scenario::Scenario;
+use wedge::trial::{Engine, TrialSpec, run_trial};
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+}
+
+fn engine() -> Engine {
+    let mut e = Engine::new();
+    e.bin_dir = Path::new(env!("CARGO_BIN_EXE_wedge-subject"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    e
+}
+
+/// Runs `f` on another thread and fails the test if it takes longer than `limit`.
+fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(_) => panic!("watchdog: the test did not finish within {limit:?}"),
+    }
+}
+
+/// Runs every trial of the matching cells of a scenario file.
+fn run(file: &str, filters: &[&str], trials: Option<u32>) -> Vec<TrialRecord> {
+    let path = scenario_path(file);
+    let filters: Vec<CellFilter> = filters.iter().map(|f| f.parse().unwrap()).collect();
+    watchdog(Duration::from_secs(90), move || {
+        let engine = engine();
+        let s = std::sync::Arc::new(Scenario::load(&path).unwrap());
+        let cells = plan(
+            &engine,
+            &[s],
+            &PlanOptions {
+                filters,
+                trials,
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap();
+        let records = execute(&engine, &cells, 2, None, true).unwrap();
+        for r in &records {
+            assert_nothing_left(r);
+        }
+        records
+    })
+}
+
+/// Nothing of the trial is left: no process carrying its id, no temp directory, no cgroup.
+fn assert_nothing_left(r: &TrialRecord) {
+    assert!(r.leaks.is_empty(), "leaks: {:?}", r.leaks);
+    if r.trial_id.is_empty() {
+        return;
+    }
+    let needle = format!("WEDGE_TRIAL_ID={}", r.trial_id);
+    for pid in wedge::proc::all_pids() {
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+            let has = env.split(|&b| b == 0).any(|e| e == needle.as_bytes());
+            assert!(!has, "process {pid} of trial {} is still alive", r.trial_id);
+        }
+    }
+    let tmp = std::env::temp_dir().join(format!("wedge-trial-{}", r.trial_id));
+    assert!(!tmp.exists(), "{} is left", tmp.display());
+}
+
+fn diagnosis(r: &TrialRecord) -> &wedge::monitor::Diagnosis {
+    r.diagnosis
+        .as_ref()
+        .unwrap_or_else(|| panic!("no diagnosis: {r:?}"))
+}
+
+#[test]
+fn exiting_subject_passes_with_its_exit_code() {
+    let records = run("exit.toml", &["cpus=1", "cpus=2"], Some(2));
+    assert_eq!(records.len(), 8);
+    for r in &records {
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!(r.met);
+        let code: i32 = r.cell.get("code").unwrap().parse().unwrap();
+        assert_eq!(r.exit.unwrap().code, Some(code));
+        assert!(r.stdout_tail.contains("hello"));
+        let pinned = r.cpus.as_ref().unwrap();
+        assert_eq!(
+            pinned.len(),
+            r.cell.get("cpus").unwrap().parse::<usize>().unwrap()
+        );
+        assert!(r.diagnosis.is_none());
+    }
+}
+
+#[test]
+fn too_many_cpus_is_skipped_with_a_reason() {
+    let records = run("exit.toml", &["cpus=64"], Some(1));
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r.verdict, Verdict::Skipped);
+        assert!(r.reason.contains("asks for 64 CPUs"), "{}", r.reason);
+        assert!(r.reason.contains("VM backend"), "{}", r.reason);
+    }
+}
+
+#[test]
+fn mutex_deadlock_is_a_quiescent_hang_naming_both_threads() {
+    for r in run("deadlock.toml", &[], Some(2)) {
+        assert_eq!(r.verdict, Verdict::Hang, "{r:?}");
+        assert!(r.met, "{}", r.reason);
+        let d = diagnosis(&r);
+        assert!(d.reason.starts_with("quiescent for 300 ms"), "{}", d.reason);
+        for who in ["locker-a", "locker-b"] {
+            assert!(
+                d.summary
+                    .contains(&format!("{who} thread blocked in futex(FUTEX_WAIT")),
+                "{}",
+                d.summary
+            );
+        }
+        // Caught by the window, long before the 20 s deadline.
+        assert!(r.time_to_verdict_ms < 10_000.0, "{}", r.time_to_verdict_ms);
+        let t = d.processes[0]
+            .threads
+            .iter()
+            .find(|t| t.name == "locker-a")
+            .unwrap();
+        assert_eq!(t.state, "sleeping");
+        assert!(
+            t.detail.as_deref().unwrap().starts_with("futex(0x"),
+            "{:?}",
+            t.detail
+        );
+        assert!(t.for_ms >= 300, "{}", t.for_ms);
+    }
+}
+
+#[test]
+fn read_on_a_silent_pipe_is_a_hang_in_read() {
+    for r in run("pipe-read.toml", &[], Some(2)) {
+        assert_eq!(r.verdict, Verdict::Hang, "{r:?}");
+        assert!(r.met, "{}", r.reason);
+        let d = diagnosis(&r);
+        assert!(d.reason.starts_with("quiescent"), "{}", d.reason);
+        let main = &d.processes[0].threads[0];
+        assert!(main.main);
+        assert_eq!(main.call.as_deref(), Some("read"));
+        assert!(
+            main.detail.as_deref().unwrap().starts_with("read(fd "),
+            "{:?}",
+            main.detail
+        );
+        assert!(
+            d.summary.contains("main thread blocked in read"),
+            "{}",
+            d.summary
+        );
+    }
+}
+
+#[test]
+fn sigterm_ignoring_subject_and_its_setsid_daemon_are_both_killed() {
+    for r in run("daemon.toml", &[], Some(2)) {
+        assert_eq!(r.verdict, Verdict::Hang, "{r:?}");
+        assert!(r.met, "{}", r.reason);
+        let d = diagnosis(&r);
+        assert_eq!(d.processes.len(), 2, "{}", d.summary);
+        let daemon = d
+            .processes
+            .iter()
+            .find(|p| p.name == "wedge-daemon")
+            .expect("daemon in the diagnosis");
+        let subject = d
+            .processes
+            .iter()
+            .find(|p| p.name == "wedge-subject")
+            .unwrap();
+        // The daemon escaped the subject: it is not its child any more.
+        assert_ne!(daemon.ppid, subject.pid);
+        assert!(
+            d.summary.contains(&format!(
+                "wedge-subject[{}]: main thread blocked in pause",
+                subject.pid
+            )),
+            "{}",
+            d.summary
+        );
+        assert_eq!(
+            r.log.iter().filter(|l| l.contains("send SIGTERM")).count(),
+            3,
+            "{:?}",
+            r.log
+        );
+    }
+}
+
+#[test]
+fn a_daemon_left_behind_is_reported_as_lingering() {
+    let records = run("daemon-exit.toml", &[], Some(1));
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r.exit.unwrap().code, Some(0));
+        assert_eq!(r.lingering.len(), 1, "{r:?}");
+        assert!(
+            r.lingering[0].starts_with("wedge-daemon["),
+            "{:?}",
+            r.lingering
+        );
+        if r.cell.get("allow") == Some("true") {
+            assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+        } else {
+            assert_eq!(r.verdict, Verdict::Fail);
+            assert!(r.reason.contains("left processes running"), "{}", r.reason);
+        }
+    }
+}
+
+#[test]
+fn busy_loop_is_not_quiescent_and_hits_the_deadline() {
+    for r in run("busy.toml", &[], Some(1)) {
+        assert_eq!(r.verdict, Verdict::Hang, "{r:?}");
+        assert!(r.met, "{}", r.reason);
+        let d = diagnosis(&r);
+        assert!(d.reason.starts_with("deadline of 1500 ms"), "{}", d.reason);
+        assert!(r.time_to_verdict_ms >= 1500.0, "{}", r.time_to_verdict_ms);
+        assert!(d.summary.contains("main thread running"), "{}", d.summary);
+    }
+}
+
+#[test]
+fn sleeping_past_the_window_is_not_a_hang() {
+    for r in run("sleep.toml", &[], Some(2)) {
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!(r.diagnosis.is_none());
+        // It slept 700 ms, more than three 200 ms windows, and still passed.
+        assert!(r.time_to_verdict_ms >= 700.0, "{}", r.time_to_verdict_ms);
+    }
+}
+
+#[test]
+fn every_signal_is_delivered_separately() {
+    for r in run("signals.toml", &[], Some(3)) {
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!(
+            r.stdout_tail.contains("TERM after 3 INT"),
+            "{}",
+            r.stdout_tail
+        );
+    }
+}
+
+#[test]
+fn pty_subject_reads_as_the_foreground_job() {
+    for r in run("tty.toml", &[], Some(1)) {
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!(r.stdout_tail.contains("foreground"), "{}", r.stdout_tail);
+        assert!(r.stdout_tail.contains("got: hi there"), "{}", r.stdout_tail);
+    }
+}
+
+#[test]
+fn a_seed_replays_the_same_random_choices() {
+    let path = scenario_path("signals.toml");
+    let logs = watchdog(Duration::from_secs(60), move || {
+        let engine = engine();
+        let s = Scenario::load(&path).unwrap();
+        let cell = s.cells()[0].clone();
+        let expectation = s.expectation(&cell, &engine.host.kernel);
+        let mut choices = Vec::new();
+        for seed in [7, 7, 8, 9, 10] {
+            let spec = TrialSpec {
+                scenario: &s,
+                cell: cell.clone(),
+                cell_index: 0,
+                trial: 0,
+                seed,
+                expectation: expectation.clone(),
+                cpus: None,
+            };
+            let r = run_trial(&engine, &spec).unwrap();
+            assert_nothing_left(&r);
+            assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+            let sleeps: Vec<String> = r
+                .log
+                .iter()
+                .filter_map(|l| {
+                    l.split("  ")
+                        .last()
+                        .filter(|t| t.starts_with("sleep "))
+                        .map(str::to_string)
+                })
+                .collect();
+            assert_eq!(sleeps.len(), 1, "{:?}", r.log);
+            choices.push(sleeps[0].clone());
+        }
+        choices
+    });
+    assert_eq!(logs[0], logs[1], "the same seed must make the same choice");
+    assert!(
+        logs[1..].iter().any(|c| *c != logs[0]),
+        "different seeds never differed: {logs:?}"
+    );
+}
+
+#[test]
+fn a_missing_subject_binary_is_an_error_not_a_pass() {
+    let dir = std::env::temp_dir().join(format!("wedge-engine-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("missing.toml");
+    std::fs::write(&file, "[scenario]\ntrials = 1\n[subject]\nkind = \"command\"\nargv = [\"wedge-no-such-subject\"]\n").unwrap();
+    let records = watchdog(Duration::from_secs(30), move || {
+        let engine = engine();
+        let s = std::sync::Arc::new(Scenario::load(&file).unwrap());
+        let cells = plan(&engine, &[s], &PlanOptions::default()).unwrap();
+        execute(&engine, &cells, 1, None, true).unwrap()
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].verdict, Verdict::Error);
+    assert!(
+        records[0].reason.contains("wedge-no-such-subject"),
+        "{}",
+        records[0].reason
+    );
+    let summary = wedge::stats::summarize(&records);
+    assert_eq!(wedge::gate::evaluate(&summary).len(), 1);
+}
+
+#[test]
+fn seccomp_supervisor_hang_is_diagnosed_by_name() {
+    for r in run("seccomp-recv.toml", &[], Some(2)) {
+        assert_eq!(r.verdict, Verdict::Hang, "{r:?}");
+        assert!(r.met, "{}", r.reason);
+        let d = diagnosis(&r);
+        assert!(
+            d.summary
+                .contains("supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV)"),
+            "{}",
+            d.summary
+        );
+        let t = d.processes[0]
+            .threads
+            .iter()
+            .find(|t| t.name == "supervisor")
+            .unwrap();
+        assert!(
+            t.detail
+                .as_deref()
+                .unwrap()
+                .ends_with(", SECCOMP_IOCTL_NOTIF_RECV)"),
+            "{:?}",
+            t.detail
+        );
+        assert!(
+            r.log.iter().any(|l| l.contains("condition holds")),
+            "{:?}",
+            r.log
+        );
+    }
+}
+
+#[test]
+fn failpoints_reach_the_subject_and_follow_the_seed() {
+    let dir = std::env::temp_dir().join(format!("wedge-engine-fp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("failpoints.toml");
+    std::fs::write(
+        &file,
+        r#"
+[scenario]
+trials = 1
+[subject]
+kind = "command"
+argv = ["sh", "-c", "echo \"FP=$FAILPOINTS\""]
+[[steps]]
+do = "failpoint"
+name = "build::chdir"
+action = "return"
+[[steps]]
+do = "failpoint"
+name = "build::stall"
+action = "sleep({rand:1-1000})"
+probability = 0.5
+[expect]
+exit = 0
+stdout = "FP=build::chdir=return"
+"#,
+    )
+    .unwrap();
+    let outputs = watchdog(Duration::from_secs(60), move || {
+        let engine = engine();
+        let s = Scenario::load(&file).unwrap();
+        let cell = s.cells()[0].clone();
+        let expectation = s.expectation(&cell, &engine.host.kernel);
+        let mut outputs = Vec::new();
+        for seed in [1, 1, 2, 3, 4, 5, 6, 7, 8] {
+            let spec = TrialSpec {
+                scenario: &s,
+                cell: cell.clone(),
+                cell_index: 0,
+                trial: 0,
+                seed,
+                expectation: expectation.clone(),
+                cpus: None,
+            };
+            let r = run_trial(&engine, &spec).unwrap();
+            assert_nothing_left(&r);
+            assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+            outputs.push(r.stdout_tail.trim().to_string());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        outputs
+    });
+    assert_eq!(outputs[0], outputs[1], "same seed, same failpoints");
+    let with_stall = outputs
+        .iter()
+        .filter(|o| o.contains(";build::stall=sleep("))
+        .count();
+    assert!(with_stall > 0 && with_stall < outputs.len(), "{outputs:?}");
+    let delays: std::collections::BTreeSet<&str> = outputs
+        .iter()
+        .filter_map(|o| o.split("sleep(").nth(1))
+        .collect();
+    assert!(delays.len() > 1 || with_stall == 1, "{outputs:?}");
+}
+
+/// Stand-ins for the runtime's binaries that print their arguments, to check the command lines
+/// wedge builds for `wedge-run` and `wedge-agent` subjects and `spawn` steps.
+#[test]
+fn runtime_subjects_get_the_contract_command_lines() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("wedge-engine-fake-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    script(
+        "wedge-run",
+        "echo \"ARGS: $*\"\nwhile [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"",
+    );
+    script(
+        "wedge-agent",
+        "echo \"ARGS: $*\"\nif [ \"$1\" = serve ]; then touch \"$3\"; exec sleep 1000; fi\nexit 0",
+    );
+    std::fs::write(
+        dir.join("run.toml"),
+        r#"
+[scenario]
+trials = 1
+[subject]
+kind = "wedge-run"
+drain_ms = "50"
+command = ["sh", "-c", "exit 7"]
+[matrix]
+variant = ["fixed", "pre-fix"]
+sandbox = ["none"]
+[expect]
+exit = 7
+stdout = "ARGS: --sandbox none --variant (fixed|pre-fix) --drain-ms 50 -- sh -c exit 7"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("agent.toml"),
+        r#"
+[scenario]
+trials = 1
+quiescence_ms = 0
+deadline_ms = 10000
+[subject]
+kind = "wedge-agent"
+[matrix]
+strategy = ["inline"]
+workers = [2]
+concurrency = [4]
+[[steps]]
+do = "wait"
+until = "path"
+path = "{socket}"
+[[steps]]
+do = "spawn"
+name = "client"
+argv = ["wedge-agent", "exec", "--socket", "{socket}", "--concurrency", "{concurrency}", "--", "true"]
+[[steps]]
+do = "wait"
+until = "exited"
+process = "client"
+exit = 0
+[[steps]]
+do = "signal"
+signal = "TERM"
+[expect]
+exit = "TERM"
+stdout = "ARGS: serve --socket /\\S+/work/agent.sock --workers 2 --strategy inline"
+"#,
+    )
+    .unwrap();
+    let d = dir.clone();
+    let records = watchdog(Duration::from_secs(60), move || {
+        let mut engine = engine();
+        engine.bin_dir = d.clone();
+        let scenarios: Vec<_> = ["run.toml", "agent.toml"]
+            .iter()
+            .map(|f| std::sync::Arc::new(Scenario::load(&d.join(f)).unwrap()))
+            .collect();
+        let cells = plan(&engine, &scenarios, &PlanOptions::default()).unwrap();
+        execute(&engine, &cells, 2, None, true).unwrap()
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        assert_nothing_left(r);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+    let agent = records
+        .iter()
+        .find(|r| r.cell.get("strategy").is_some())
+        .unwrap();
+    assert!(
+        agent
+            .log
+            .iter()
+            .any(|l| l.contains("spawn client:") && l.contains("--concurrency 4 -- true")),
+        "{:?}",
+        agent.log
+    );
+}

@@ -1,0 +1,319 @@
+//! Snapshot tests of every renderer (summary.md, summary.json, junit.xml, index.html) over a fixed
+//! set of records, and the stats/gate they show. Timings in the records are fixed values.
+
+use wedge::cell::Cell;
+use wedge::monitor::{Diagnosis, ProcessDiag, ThreadDiag};
+use wedge::record::{ExitInfo, Host, TrialRecord, Verdict};
+use wedge::scenario::{ExitSpec, Expectation, Outcome};
+
+fn cell(pairs: &[(&str, &str)]) -> Cell {
+    Cell::new(
+        pairs
+            .iter()
+            .map(|(a, v)| (a.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn expect_exit() -> Expectation {
+    Expectation {
+        outcome: Outcome::Exit,
+        exit: Some(ExitSpec::Code(0)),
+        within_ms: Some(5000),
+        stdout: None,
+        stderr: None,
+        diagnosis: None,
+        min_rate: None,
+        allow_lingering: false,
+    }
+}
+
+fn expect_hang() -> Expectation {
+    Expectation {
+        outcome: Outcome::Hang,
+        exit: None,
+        within_ms: None,
+        stdout: None,
+        stderr: None,
+        diagnosis: Some("supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV)".into()),
+        min_rate: None,
+        allow_lingering: false,
+    }
+}
+
+fn diagnosis(pid: i32) -> Diagnosis {
+    let threads = vec![
+        ThreadDiag {
+            tid: pid,
+            name: "wedge-run".into(),
+            main: true,
+            state: "sleeping".into(),
+            call: Some("wait4".into()),
+            detail: Some("wait4(pid -1)".into()),
+            wchan: Some("do_wait".into()),
+            kernel_stack: vec![],
+            for_ms: 1000,
+            wakes_in_ms: None,
+            running: false,
+        },
+        ThreadDiag {
+            tid: pid + 1,
+            name: "supervisor".into(),
+            main: false,
+            state: "sleeping".into(),
+            call: Some("ioctl(SECCOMP_IOCTL_NOTIF_RECV)".into()),
+            detail: Some("ioctl(fd 5, SECCOMP_IOCTL_NOTIF_RECV)".into()),
+            wchan: Some("recv_wait_event".into()),
+            kernel_stack: vec!["recv_wait_event+0xda/0xf0".into()],
+            for_ms: 1000,
+            wakes_in_ms: None,
+            running: false,
+        },
+    ];
+    let processes = vec![ProcessDiag {
+        pid,
+        ppid: 1,
+        name: "wedge-run".into(),
+        cmdline: vec!["wedge-run".into(), "--variant".into(), "pre-fix".into()],
+        state: "sleeping".into(),
+        threads,
+    }];
+    Diagnosis {
+        reason: "quiescent for 1000 ms".into(),
+        summary: wedge::monitor::summarize(&processes),
+        processes,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    scenario: &str,
+    c: Cell,
+    cell_index: usize,
+    trial: u32,
+    verdict: Verdict,
+    met: bool,
+    expectation: Expectation,
+    ms: f64,
+) -> TrialRecord {
+    TrialRecord {
+        scenario: scenario.into(),
+        file: format!("scenarios/{scenario}.toml"),
+        cell: c,
+        cell_index,
+        trial,
+        seed: 1000 + u64::from(trial),
+        trial_id: format!("1-{trial}"),
+        verdict,
+        met,
+        reason: match verdict {
+            Verdict::Pass => "ended with exit 0".into(),
+            Verdict::Fail => "ended with exit 1, expected exit 0".into(),
+            Verdict::Hang => "quiescent for 1000 ms".into(),
+            Verdict::Skipped => {
+                "cell asks for 4 CPUs but this host has 2; the VM backend runs such cells".into()
+            }
+            _ => "other".into(),
+        },
+        expectation,
+        exit: match verdict {
+            Verdict::Pass => Some(ExitInfo {
+                code: Some(0),
+                signal: None,
+            }),
+            Verdict::Fail => Some(ExitInfo {
+                code: Some(1),
+                signal: None,
+            }),
+            _ => None,
+        },
+        time_to_verdict_ms: ms,
+        started_at: "2026-01-01T00:00:00.000Z".into(),
+        diagnosis: (verdict == Verdict::Hang).then(|| diagnosis(100 + trial as i32)),
+        leaks: vec![],
+        lingering: vec![],
+        cpus: None,
+        log: vec![],
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        host: Host {
+            kernel: "6.18.44".into(),
+            cpus: 2,
+            isolation: "cgroup2".into(),
+        },
+        wedge_version: "0.1.0".into(),
+    }
+}
+
+fn records() -> Vec<TrialRecord> {
+    let mut out = Vec::new();
+    let mut index = 0;
+    for variant in ["fixed", "pre-fix"] {
+        for cpus in ["1", "2", "4"] {
+            let c = cell(&[("variant", variant), ("cpus", cpus)]);
+            if cpus == "4" {
+                let e = if variant == "fixed" {
+                    expect_exit()
+                } else {
+                    expect_hang()
+                };
+                out.push(record(
+                    "close-doesnt-wake",
+                    c,
+                    index,
+                    0,
+                    Verdict::Skipped,
+                    false,
+                    e,
+                    0.0,
+                ));
+            } else {
+                for t in 0..10 {
+                    let ms = 20.0 + f64::from(t) * 3.5;
+                    out.push(if variant == "fixed" {
+                        record(
+                            "close-doesnt-wake",
+                            c.clone(),
+                            index,
+                            t,
+                            Verdict::Pass,
+                            true,
+                            expect_exit(),
+                            ms,
+                        )
+                    } else {
+                        record(
+                            "close-doesnt-wake",
+                            c.clone(),
+                            index,
+                            t,
+                            Verdict::Hang,
+                            true,
+                            expect_hang(),
+                            1000.0 + ms,
+                        )
+                    });
+                }
+            }
+            index += 1;
+        }
+    }
+    // A strategy comparison where one strategy fails half its trials.
+    for (i, strategy) in ["inline", "zygote"].into_iter().enumerate() {
+        let c = cell(&[("strategy", strategy)]);
+        for t in 0..20 {
+            let fail = strategy == "inline" && t % 2 == 0;
+            let (v, met) = if fail {
+                (Verdict::Fail, false)
+            } else {
+                (Verdict::Pass, true)
+            };
+            let mut e = expect_exit();
+            e.min_rate = Some(0.8);
+            out.push(record(
+                "exec-pass-rate",
+                c.clone(),
+                i,
+                t,
+                v,
+                met,
+                e,
+                50.0 + f64::from(t),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn summary_markdown() {
+    let s = wedge::stats::summarize(&records());
+    insta::assert_snapshot!("summary_md", wedge::report::markdown::render(&s));
+}
+
+#[test]
+fn summary_json() {
+    let s = wedge::stats::summarize(&records());
+    insta::assert_snapshot!("summary_json", serde_json::to_string_pretty(&s).unwrap());
+}
+
+#[test]
+fn junit_xml() {
+    let s = wedge::stats::summarize(&records());
+    insta::assert_snapshot!("junit_xml", wedge::report::junit::render(&s));
+}
+
+#[test]
+fn index_html() {
+    let s = wedge::stats::summarize(&records());
+    insta::assert_snapshot!("index_html", wedge::report::html::render(&s));
+}
+
+#[test]
+fn stats_and_gate_of_the_fixture() {
+    let s = wedge::stats::summarize(&records());
+    assert_eq!(s.trials, 80);
+    let pre_fix = s
+        .cells
+        .iter()
+        .find(|c| c.cell_id == "variant=pre-fix,cpus=1")
+        .unwrap();
+    assert_eq!((pre_fix.trials, pre_fix.hangs, pre_fix.met), (10, 10, 10));
+    assert_eq!(pre_fix.rate_word(), "caught");
+    assert_eq!(
+        pre_fix.top_diagnosis.as_ref().unwrap().1,
+        10,
+        "pids are normalized before grouping"
+    );
+    let skipped = s
+        .cells
+        .iter()
+        .find(|c| c.cell_id == "variant=fixed,cpus=4")
+        .unwrap();
+    assert!(skipped.skipped.is_some());
+    let failures = wedge::gate::evaluate(&s);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].cell, "strategy=inline");
+    assert!(
+        failures[0].reason.contains("below the threshold 80.0%"),
+        "{}",
+        failures[0].reason
+    );
+    let cmp = s.comparisons.iter().find(|c| c.axis == "strategy").unwrap();
+    assert!(cmp.significant, "{cmp:?}");
+    let same_cpus = s
+        .comparisons
+        .iter()
+        .find(|c| c.a == "variant=fixed,cpus=1" && c.b == "variant=fixed,cpus=2")
+        .unwrap();
+    assert!(!same_cpus.significant);
+}
+
+#[test]
+fn trials_jsonl_round_trips_and_survives_a_torn_line() {
+    let dir = std::env::temp_dir().join(format!("wedge-reports-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("trials.jsonl");
+    let rs = records();
+    {
+        let mut w = wedge::record::JsonlWriter::open(&path).unwrap();
+        for r in &rs {
+            w.append(r).unwrap();
+        }
+    }
+    // A crash mid-write leaves a partial last line.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"scenario\": \"torn");
+    std::fs::write(&path, &text).unwrap();
+    let back = wedge::record::read_jsonl(&path).unwrap();
+    assert_eq!(back, rs);
+    // A bad line in the middle is an error with its line number.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut broken = lines[..3].join("\n");
+    broken.push_str("\nnot json\n");
+    broken.push_str(&lines[3..lines.len() - 1].join("\n"));
+    std::fs::write(&path, broken).unwrap();
+    let err = wedge::record::read_jsonl(&path).unwrap_err();
+    assert!(err.contains("trials.jsonl:4:"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
