@@ -506,9 +506,22 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
     let mounts_after: BTreeSet<String> = procfs::mount_points().into_iter().collect();
     let overlapped =
         active_before > 0 || engine.started.load(Ordering::SeqCst) != started_before + 1;
+    let mut inside = Vec::new();
     for m in mounts_after.difference(&mounts_before) {
-        if Path::new(m).starts_with(&dir) || !overlapped {
+        let under_trial = Path::new(m).starts_with(&dir);
+        if under_trial || !overlapped {
             record.leaks.push(format!("mount {m}"));
+        }
+        if under_trial {
+            inside.push(m.clone());
+        }
+    }
+    // Detach what was left inside the trial's directory (deepest first) so it can be removed;
+    // mounts elsewhere are only reported.
+    inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in inside {
+        if let Err(e) = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!("cannot detach leaked mount {m}: {e}");
         }
     }
     if ended_on_its_own && record.lingering.is_empty() {
