@@ -12,6 +12,7 @@ pub mod cell;
 pub mod gate;
 pub mod isolation;
 pub mod monitor;
+pub mod output;
 pub mod proc;
 pub mod reaper;
 pub mod record;

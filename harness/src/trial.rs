@@ -4,13 +4,13 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -21,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::cell::Cell;
 use crate::isolation::{Backend, MARKER_VAR, Part, TrialTree};
 use crate::monitor::{Diagnosis, Monitor, Snapshot, comm_matches};
+use crate::output::{Capture, Source, tail_of};
 use crate::proc::{self as procfs, Pending, SyscallState};
 use crate::record::{ExitInfo, Host, TrialRecord, Verdict};
 use crate::scenario::{
@@ -31,10 +32,6 @@ use crate::subject::{self, Launch, Vars};
 
 /// x86_64 `ioctl`.
 const IOCTL: u64 = 16;
-/// Most bytes of each output stream kept in memory.
-const OUTPUT_CAP: usize = 8 << 20;
-/// Bytes of each stream kept in the trial record.
-const TAIL: usize = 4096;
 
 /// What every trial of a run shares.
 #[derive(Debug)]
@@ -143,72 +140,6 @@ pub fn trial_seed(base: u64, scenario: &str, cell: &Cell, trial: u32) -> u64 {
     z ^ (z >> 31)
 }
 
-#[derive(Default)]
-struct Streams {
-    stdout: Mutex<Vec<u8>>,
-    stderr: Mutex<Vec<u8>>,
-    tty: Mutex<Vec<u8>>,
-    open_readers: AtomicUsize,
-    total: AtomicUsize,
-}
-
-impl Streams {
-    fn reader(self: &Arc<Self>, mut source: impl Read + Send + 'static, which: Stream, tty: bool) {
-        self.open_readers.fetch_add(1, Ordering::SeqCst);
-        let me = Arc::clone(self);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            loop {
-                match source.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let target = if tty {
-                            &me.tty
-                        } else if which == Stream::Stderr {
-                            &me.stderr
-                        } else {
-                            &me.stdout
-                        };
-                        let mut t = target.lock().unwrap_or_else(|e| e.into_inner());
-                        let room = OUTPUT_CAP.saturating_sub(t.len());
-                        t.extend_from_slice(&buf[..n.min(room)]);
-                        me.total.fetch_add(n, Ordering::SeqCst);
-                    }
-                }
-            }
-            me.open_readers.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-
-    fn text(&self, which: Stream) -> String {
-        let get = |m: &Mutex<Vec<u8>>| {
-            String::from_utf8_lossy(&m.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-        };
-        match which {
-            Stream::Stdout => get(&self.stdout),
-            Stream::Stderr => get(&self.stderr),
-            Stream::Any => format!(
-                "{}\n{}\n{}",
-                get(&self.stdout),
-                get(&self.stderr),
-                get(&self.tty)
-            ),
-        }
-    }
-
-    fn tail(&self, which: Stream) -> String {
-        let text = self.text(which);
-        if text.len() <= TAIL {
-            return text;
-        }
-        let mut start = text.len() - TAIL;
-        while !text.is_char_boundary(start) {
-            start += 1;
-        }
-        format!("…{}", &text[start..])
-    }
-}
-
 /// A process wedge started in the trial.
 struct Proc {
     name: String,
@@ -216,7 +147,7 @@ struct Proc {
     child: Child,
     pidfd: Option<OwnedFd>,
     exit: Option<(ExitStatus, Instant)>,
-    streams: Arc<Streams>,
+    streams: Arc<Capture>,
 }
 
 impl Proc {
@@ -460,35 +391,24 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
     }
     crate::reaper::reap_orphans();
     // Output pipes close once every writer is dead.
-    let streams: Vec<Arc<Streams>> = trial
+    let streams: Vec<Arc<Capture>> = trial
         .subject
         .iter()
         .chain(trial.aux.iter())
         .map(|p| Arc::clone(&p.streams))
         .collect();
     let pipes_deadline = Instant::now() + Duration::from_secs(2);
-    while streams
-        .iter()
-        .any(|s| s.open_readers.load(Ordering::SeqCst) > 0)
-        && Instant::now() < pipes_deadline
-    {
+    while streams.iter().any(|s| s.open_readers() > 0) && Instant::now() < pipes_deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     if let Some(s) = &trial.subject {
         record.stdout_tail = s.streams.tail(Stream::Stdout);
         record.stderr_tail = s.streams.tail(Stream::Stderr);
-        let tty = s.streams.text_tty();
+        let tty = s.streams.tty_text();
         if !tty.is_empty() {
-            record.stdout_tail.push_str(&format!(
-                "\n[tty] {}",
-                tty.chars()
-                    .rev()
-                    .take(TAIL)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<String>()
-            ));
+            record
+                .stdout_tail
+                .push_str(&format!("\n[tty] {}", tail_of(&tty)));
         }
     }
     tracing::debug!(trial = %marker, "reaped and drained after {:?}", t0.elapsed());
@@ -506,9 +426,22 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
     let mounts_after: BTreeSet<String> = procfs::mount_points().into_iter().collect();
     let overlapped =
         active_before > 0 || engine.started.load(Ordering::SeqCst) != started_before + 1;
+    let mut inside = Vec::new();
     for m in mounts_after.difference(&mounts_before) {
-        if Path::new(m).starts_with(&dir) || !overlapped {
+        let under_trial = Path::new(m).starts_with(&dir);
+        if under_trial || !overlapped {
             record.leaks.push(format!("mount {m}"));
+        }
+        if under_trial {
+            inside.push(m.clone());
+        }
+    }
+    // Detach what was left inside the trial's directory (deepest first) so it can be removed;
+    // mounts elsewhere are only reported.
+    inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in inside {
+        if let Err(e) = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!("cannot detach leaked mount {m}: {e}");
         }
     }
     if ended_on_its_own && record.lingering.is_empty() {
@@ -540,12 +473,6 @@ fn describe_pid(pid: i32) -> String {
     match procfs::stat(pid) {
         Some(s) => format!("{}[{pid}]", s.comm),
         None => format!("[{pid}]"),
-    }
-}
-
-impl Streams {
-    fn text_tty(&self) -> String {
-        String::from_utf8_lossy(&self.tty.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 }
 
@@ -1013,19 +940,19 @@ impl Trial<'_> {
         let mut child = crate::reaper::spawn_owned(&mut cmd)?;
         let pid = child.id() as i32;
         self.tree.add_root(pid, part);
-        let streams = Arc::new(Streams::default());
+        let streams = Arc::new(Capture::default());
         if let Some(out) = child.stdout.take() {
-            streams.reader(out, Stream::Stdout, false);
+            streams.reader(out, Source::Stdout);
         }
         if let Some(err) = child.stderr.take() {
-            streams.reader(err, Stream::Stderr, false);
+            streams.reader(err, Source::Stderr);
         }
         let stdin = child.stdin.take();
         let master = match pty {
             Some(p) => {
                 drop(p.slave);
                 let master = fs::File::from(p.master);
-                streams.reader(master.try_clone()?, Stream::Any, true);
+                streams.reader(master.try_clone()?, Source::Tty);
                 Some(master)
             }
             None => None,
@@ -1095,7 +1022,7 @@ impl Trial<'_> {
                 let drained = self
                     .subject
                     .as_ref()
-                    .is_none_or(|s| s.streams.open_readers.load(Ordering::SeqCst) == 0);
+                    .is_none_or(|s| s.streams.open_readers() == 0);
                 if drained
                     || now.saturating_duration_since(subject_exit.map_or(now, |e| e.1))
                         > Duration::from_millis(200)
@@ -1111,7 +1038,7 @@ impl Trial<'_> {
                 .subject
                 .iter()
                 .chain(self.aux.iter())
-                .map(|p| p.streams.total.load(Ordering::SeqCst))
+                .map(|p| p.streams.total())
                 .sum();
             if output != self.last_output {
                 self.last_output = output;

@@ -540,3 +540,64 @@ stdout = "ARGS: serve --socket /\\S+/work/agent.sock --workers 2 --strategy inli
         agent.log
     );
 }
+
+#[test]
+fn leaked_mounts_and_temp_files_fail_the_trial() {
+    let dir = std::env::temp_dir().join(format!("wedge-engine-leaks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("leaks.toml");
+    std::fs::write(
+        &file,
+        r#"
+[scenario]
+trials = 1
+[subject]
+kind = "command"
+argv = ["sh", "-c", "{script}"]
+[matrix]
+script = ["touch \"$TMPDIR/left-behind\"", "mkdir \"$TMPDIR/m\" && mount -t tmpfs wedge-test \"$TMPDIR/m\"", "true"]
+[expect]
+exit = 0
+"#,
+    )
+    .unwrap();
+    let f = file.clone();
+    let records = watchdog(Duration::from_secs(60), move || {
+        let engine = engine();
+        let s = std::sync::Arc::new(Scenario::load(&f).unwrap());
+        let cells = plan(&engine, &[s], &PlanOptions::default()).unwrap();
+        execute(&engine, &cells, 1, None, true).unwrap()
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(records.len(), 3);
+    let temp = &records[0];
+    assert_eq!(temp.verdict, Verdict::Fail, "{temp:?}");
+    assert!(
+        temp.leaks
+            .iter()
+            .any(|l| l.starts_with("temp file ") && l.ends_with("/tmp/left-behind")),
+        "{:?}",
+        temp.leaks
+    );
+    let mount = &records[1];
+    assert_eq!(mount.verdict, Verdict::Fail, "{mount:?}");
+    assert!(
+        mount
+            .leaks
+            .iter()
+            .any(|l| l.starts_with("mount ") && l.ends_with("/tmp/m")),
+        "{:?}",
+        mount.leaks
+    );
+    // wedge detached the leaked mount and removed the trial directory anyway.
+    let trial_dir = std::env::temp_dir().join(format!("wedge-trial-{}", mount.trial_id));
+    assert!(!trial_dir.exists());
+    assert!(
+        !wedge::proc::mount_points()
+            .iter()
+            .any(|m| m.contains(&mount.trial_id))
+    );
+    let clean = &records[2];
+    assert_eq!(clean.verdict, Verdict::Pass, "{clean:?}");
+    assert!(clean.leaks.is_empty());
+}
