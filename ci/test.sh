@@ -17,6 +17,9 @@ step() {
 
 step cargo fmt --all -- --check
 step cargo clippy --workspace --all-targets --all-features --release -- -D warnings
+# The scenario cells (harness/tests/scenario_cells.rs) run the real runtime binaries; cargo test
+# does not build another package's binaries, so build them first.
+step cargo build --workspace --all-features --release --bins
 step cargo test --workspace --all-features --release
 # The loom models check the runtime's own coordinator and spawn lock; they need their own build
 # (every crate compiled with --cfg loom), kept apart from the normal one.
