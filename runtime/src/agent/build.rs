@@ -279,6 +279,7 @@ pub fn build(
         stdout: stdout_write.as_raw_fd(),
         stderr: stderr_write.as_raw_fd(),
         stall: failpoints::fires(failpoints::STALL_BUILD),
+        lose_init: failpoints::fires(failpoints::LOSE_INIT),
     };
     failpoints::hit(failpoints::BEFORE_CLONE3);
 

@@ -85,6 +85,8 @@ impl BuildProgress {
                 pid
             }
             Progress::Init(pid) => {
+                // This exec reaps the init itself (see `reaper`).
+                super::reaper::track(pid);
                 // The intermediate exits on its own now and is reaped by the builder.
                 pids.clear();
                 pid
