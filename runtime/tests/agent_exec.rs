@@ -468,3 +468,48 @@ fn bad_command_lines_exit_with_status_2() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to /nonexistent/agent.sock"));
 }
+
+#[test]
+fn when_the_zygote_dies_execs_and_health_say_unavailable() {
+    watchdog(60, async {
+        let agent = Agent::start(one_worker()).await;
+        let client = agent.client().await;
+        let first = client::run(&client, request("true", &[]), Vec::new())
+            .await
+            .expect("exec");
+        assert!(first.success(), "{:?}", first.status);
+        // At rest the zygote is the agent's only child outside a child pid namespace.
+        let zygotes: Vec<i32> = agent_support::children_of(agent.pid())
+            .into_iter()
+            .filter(|pid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                status
+                    .lines()
+                    .any(|l| l.starts_with("NSpid:") && l.split_whitespace().count() == 2)
+            })
+            .collect();
+        assert_eq!(zygotes.len(), 1, "expected exactly one zygote: {zygotes:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(zygotes[0]),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("killing the zygote");
+        let err = client::run(&client, request("true", &[]), Vec::new())
+            .await
+            .expect_err("no zygote");
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("zygote process is gone"), "{err:?}");
+        let health = client
+            .clone()
+            .health(HealthRequest {})
+            .await
+            .expect_err("unhealthy");
+        assert_eq!(health.code(), Code::Unavailable, "{health:?}");
+        let zygote = format!("/proc/{}", zygotes[0]);
+        wait_until(10, "the dead zygote is reaped", || {
+            !std::path::Path::new(&zygote).exists()
+        })
+        .await;
+    });
+}

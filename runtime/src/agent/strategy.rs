@@ -176,6 +176,11 @@ impl Spawner {
         self.strategy
     }
 
+    /// Whether builds can work: false once the zygote died.
+    pub fn is_healthy(&self) -> bool {
+        self.zygote.as_ref().is_none_or(Zygote::is_alive)
+    }
+
     /// Builds and starts `spec`. The returned future owns everything it needs.
     pub fn spawn(
         self: &Arc<Self>,
