@@ -1,7 +1,7 @@
 //! The spawn strategies under forced interleavings and stalls (needs the `failpoints` feature): the
 //! pre-fix strategies are caught, the fixes hold.
 
-#![cfg(feature = "failpoints")]
+#![cfg(all(feature = "failpoints", not(loom)))]
 
 mod agent_support;
 
