@@ -450,6 +450,14 @@ fn the_exec_command_fires_n_copies_and_reports_them() {
 
 #[test]
 fn bad_command_lines_exit_with_status_2() {
+    watchdog(30, async {
+        tokio::task::spawn_blocking(bad_command_lines)
+            .await
+            .expect("cli checks")
+    });
+}
+
+fn bad_command_lines() {
     for args in [
         &["exec", "--socket", "/x", "--concurrency", "0", "--", "true"][..],
         &["exec", "--socket", "/x"],
