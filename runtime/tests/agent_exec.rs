@@ -1,6 +1,9 @@
 //! wedge-agent end to end, with the default strategy: concurrency, isolation, stdin, big output,
 //! timeouts, signals, bad requests, client disconnects and the `exec` command line.
 
+// wedge-agent needs tokio, which does not build under `--cfg loom` (loom runs only check models).
+#![cfg(not(loom))]
+
 mod agent_support;
 
 use agent_support::{Agent, AgentConfig, alive, request, shell, wait_until, watchdog};
@@ -447,6 +450,14 @@ fn the_exec_command_fires_n_copies_and_reports_them() {
 
 #[test]
 fn bad_command_lines_exit_with_status_2() {
+    watchdog(30, async {
+        tokio::task::spawn_blocking(bad_command_lines)
+            .await
+            .expect("cli checks")
+    });
+}
+
+fn bad_command_lines() {
     for args in [
         &["exec", "--socket", "/x", "--concurrency", "0", "--", "true"][..],
         &["exec", "--socket", "/x"],
@@ -467,4 +478,49 @@ fn bad_command_lines_exit_with_status_2() {
     let out = cli(&["exec", "--socket", "/nonexistent/agent.sock", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to /nonexistent/agent.sock"));
+}
+
+#[test]
+fn when_the_zygote_dies_execs_and_health_say_unavailable() {
+    watchdog(60, async {
+        let agent = Agent::start(one_worker()).await;
+        let client = agent.client().await;
+        let first = client::run(&client, request("true", &[]), Vec::new())
+            .await
+            .expect("exec");
+        assert!(first.success(), "{:?}", first.status);
+        // At rest the zygote is the agent's only child outside a child pid namespace.
+        let zygotes: Vec<i32> = agent_support::children_of(agent.pid())
+            .into_iter()
+            .filter(|pid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                status
+                    .lines()
+                    .any(|l| l.starts_with("NSpid:") && l.split_whitespace().count() == 2)
+            })
+            .collect();
+        assert_eq!(zygotes.len(), 1, "expected exactly one zygote: {zygotes:?}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(zygotes[0]),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("killing the zygote");
+        let err = client::run(&client, request("true", &[]), Vec::new())
+            .await
+            .expect_err("no zygote");
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("zygote process is gone"), "{err:?}");
+        let health = client
+            .clone()
+            .health(HealthRequest {})
+            .await
+            .expect_err("unhealthy");
+        assert_eq!(health.code(), Code::Unavailable, "{health:?}");
+        let zygote = format!("/proc/{}", zygotes[0]);
+        wait_until(10, "the dead zygote is reaped", || {
+            !std::path::Path::new(&zygote).exists()
+        })
+        .await;
+    });
 }

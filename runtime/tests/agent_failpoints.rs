@@ -1,7 +1,7 @@
 //! The spawn strategies under forced interleavings and stalls (needs the `failpoints` feature): the
 //! pre-fix strategies are caught, the fixes hold.
 
-#![cfg(feature = "failpoints")]
+#![cfg(all(feature = "failpoints", not(loom)))]
 
 mod agent_support;
 
@@ -265,5 +265,51 @@ fn a_log_lock_held_across_clone3_hangs_in_process_builds_but_not_the_zygote() {
         .await;
         let fine = fine.expect("exec");
         assert!(fine.success(), "{:?}", fine.status);
+    });
+}
+
+/// An init process the agent never heard of (its intermediate died before reporting it) is reaped by
+/// the agent's reaper once it exits, instead of staying a zombie.
+#[test]
+fn an_orphaned_init_process_is_reaped() {
+    watchdog(60, async {
+        let agent = Agent::start(config(
+            "blocking-pool-std-mutex",
+            "agent::build::lose-init=1*return",
+        ))
+        .await;
+        let client = agent.client().await;
+        let lost = client::run(&client, request("true", &[]), Vec::new()).await;
+        let err = lost.expect_err("the build lost its init process");
+        assert!(
+            err.message().contains("before reporting the init process"),
+            "{err:?}"
+        );
+        let zombie_inits = || {
+            agent_support::children_of(agent.pid())
+                .into_iter()
+                .filter(|pid| {
+                    let status =
+                        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                    status.contains("State:\tZ")
+                        && status
+                            .lines()
+                            .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1"))
+                })
+                .count()
+        };
+        // The orphan exits once its handshake fails and is a zombie until the reaper's second scan.
+        wait_until(15, "the orphaned init process is a zombie", || {
+            zombie_inits() == 1
+        })
+        .await;
+        wait_until(15, "the orphaned init process is reaped", || {
+            zombie_inits() == 0
+        })
+        .await;
+        let next = client::run(&client, request("true", &[]), Vec::new())
+            .await
+            .expect("exec");
+        assert!(next.success(), "{:?}", next.status);
     });
 }

@@ -83,6 +83,9 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Failed(String),
+    /// The builder itself is gone (the zygote died): no build can work until the agent restarts.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A failed build, with the pidfd of an init process it had created and killed, if any: the caller (the
@@ -279,6 +282,7 @@ pub fn build(
         stdout: stdout_write.as_raw_fd(),
         stderr: stderr_write.as_raw_fd(),
         stall: failpoints::fires(failpoints::STALL_BUILD),
+        lose_init: failpoints::fires(failpoints::LOSE_INIT),
     };
     failpoints::hit(failpoints::BEFORE_CLONE3);
 

@@ -36,6 +36,8 @@ pub(super) struct ChildPlan<'a> {
     pub stderr: RawFd,
     /// The stall failpoint fired for this build: the init process stalls forever.
     pub stall: bool,
+    /// The lose-init failpoint fired: the intermediate exits without reporting the init.
+    pub lose_init: bool,
 }
 
 /// Writes one handshake message. The descriptor belongs to the plan; it is not closed here.
@@ -97,6 +99,7 @@ fn run_intermediate(plan: &ChildPlan<'_>) -> io::Result<()> {
     // SAFETY: the child runs `init`, which never returns.
     match unsafe { sys::clone3(0) }.map_err(|e| io::Error::other(format!("clone3 of init: {e}")))? {
         Cloned::Child => init(plan),
+        Cloned::Parent(_) if plan.lose_init => exit(3),
         Cloned::Parent(pid) => {
             tracing::debug!(
                 exec = plan.exec_id,

@@ -227,6 +227,7 @@ async fn serve_until_signalled(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             on_signal,
         );
+    tokio::spawn(super::reaper::run());
     tracing::info!(socket = %socket.display(), %strategy, workers, "serving");
     tokio::select! {
         served = server => served.context("serving")?,

@@ -203,6 +203,7 @@ mod tests {
                 "enter /state/1",
                 "restore /home",
                 "enter /state/2",
+                "after op",
                 "restore /home"
             ]
         );

@@ -29,6 +29,7 @@
 //! | `agent::cwd::before-connect` | init process, after its `chdir(state dir)`, before `connect("notify.sock")` | `sleep(MS)`, `pause` |
 //! | `agent::build::before-clone3` | builder, just before the `clone3` of the intermediate | `sleep(MS)`, `pause`, `rendezvous(N)` |
 //! | `agent::build::stall` | decided in the builder, acted on by the init process | `return`: the init process connects to the notify socket and then stalls forever in `pause()` before reading "start" (a stuck child); the build blocks until the exec's timeout kills it |
+//! | `agent::build::lose-init` | decided in the builder, acted on by the intermediate | `return`: the intermediate exits right after cloning the init process without reporting its pid, as if it died there; the build fails and the orphaned init, once it exits, is reaped by the agent's reaper |
 //! | `agent::build::hold-log-lock` | the agent, at the spawn call site | `return`: a thread of the agent takes the stderr lock (which the `tracing` log writer uses) and holds it until the build's `clone3` has happened, so the intermediate, which logs, inherits a locked stderr and blocks forever (the fork-while-locked hazard). With `--strategy zygote` the lock is held in the agent, not in the zygote that forks, so the build is unaffected |
 
 use anyhow::Result;
@@ -46,16 +47,19 @@ pub const CWD_BEFORE_CONNECT: &str = "agent::cwd::before-connect";
 pub const BEFORE_CLONE3: &str = "agent::build::before-clone3";
 /// `return` makes the init process of this build stall forever (a stuck child).
 pub const STALL_BUILD: &str = "agent::build::stall";
+/// `return` makes the intermediate exit without reporting the init process it cloned.
+pub const LOSE_INIT: &str = "agent::build::lose-init";
 /// `return` makes a thread of the agent hold the stderr/log lock across this build's `clone3`.
 pub const HOLD_LOG_LOCK: &str = "agent::build::hold-log-lock";
 
 /// Every failpoint name; configuring any other name is an error.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     CWD_BEFORE_BIND,
     CWD_AFTER_BIND,
     CWD_BEFORE_CONNECT,
     BEFORE_CLONE3,
     STALL_BUILD,
+    LOSE_INIT,
     HOLD_LOG_LOCK,
 ];
 

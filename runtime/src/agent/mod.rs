@@ -9,6 +9,7 @@
 //! - [`build`] and `child`: the blocking container build, before and after `clone3`;
 //! - [`cwd`]: the cwd critical section and the spawn lock (model-checkable);
 //! - [`zygote`]: the single-threaded build helper;
+//! - [`reaper`]: reaps orphaned init processes nobody waits for;
 //! - [`failpoints`]: the named failpoints (feature `failpoints`), documented there;
 //! - [`sys`]: the raw syscalls nix does not wrap.
 //!
@@ -27,6 +28,8 @@ pub mod cli;
 pub mod client;
 #[cfg(not(loom))]
 pub mod failpoints;
+#[cfg(not(loom))]
+pub mod reaper;
 #[cfg(not(loom))]
 pub mod service;
 #[cfg(not(loom))]

@@ -197,6 +197,7 @@ fn build_status(error: &BuildError) -> Status {
         BuildError::Exec { .. } => Status::failed_precondition(error.to_string()),
         BuildError::Cancelled => Status::cancelled(error.to_string()),
         BuildError::Failed(_) => Status::internal(format!("the container build failed: {error}")),
+        BuildError::Unavailable(_) => Status::unavailable(error.to_string()),
     }
 }
 
@@ -319,6 +320,11 @@ impl Agent for AgentService {
     }
 
     async fn health(&self, _: Request<HealthRequest>) -> Result<Response<HealthResponse>, Status> {
+        if !self.shared.spawner.is_healthy() {
+            return Err(Status::unavailable(
+                "the zygote process is gone, so no exec can be built; restart the agent",
+            ));
+        }
         Ok(Response::new(HealthResponse {
             strategy: self.shared.spawner.strategy().name().to_string(),
             workers: self.shared.workers,

@@ -85,6 +85,8 @@ impl BuildProgress {
                 pid
             }
             Progress::Init(pid) => {
+                // This exec reaps the init itself (see `reaper`).
+                super::reaper::track(pid);
                 // The intermediate exits on its own now and is reaped by the builder.
                 pids.clear();
                 pid
@@ -172,6 +174,11 @@ impl Spawner {
     /// The strategy.
     pub fn strategy(&self) -> Strategy {
         self.strategy
+    }
+
+    /// Whether builds can work: false once the zygote died.
+    pub fn is_healthy(&self) -> bool {
+        self.zygote.as_ref().is_none_or(Zygote::is_alive)
     }
 
     /// Builds and starts `spec`. The returned future owns everything it needs.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
@@ -52,6 +52,14 @@ struct Job {
 pub struct Zygote {
     jobs: Mutex<mpsc::Sender<Job>>,
     pid: Pid,
+    alive: Arc<AtomicBool>,
+}
+
+fn gone(why: &str) -> BuildFailure {
+    BuildError::Unavailable(format!(
+        "the zygote process is gone ({why}); restart the agent"
+    ))
+    .into()
 }
 
 impl Zygote {
@@ -83,14 +91,17 @@ impl Zygote {
                 drop(zygote_end);
                 let (jobs, queue) = mpsc::channel();
                 let socket = UnixStream::from(agent_end);
+                let alive = Arc::new(AtomicBool::new(true));
+                let client_alive = Arc::clone(&alive);
                 std::thread::Builder::new()
                     .name("zygote-client".into())
-                    .spawn(move || client_loop(socket, queue))
+                    .spawn(move || client_loop(socket, queue, child, &client_alive))
                     .context("starting the zygote client thread")?;
                 tracing::info!(pid = child.as_raw(), "zygote started");
                 Ok(Self {
                     jobs: Mutex::new(jobs),
                     pid: child,
+                    alive,
                 })
             }
         }
@@ -99,6 +110,11 @@ impl Zygote {
     /// The zygote's pid.
     pub fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// False once talking to the zygote failed (it died): every build fails from then on.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
     }
 
     /// Has the zygote perform one build. Builds are performed one at a time, in order.
@@ -119,11 +135,11 @@ impl Zygote {
             .unwrap_or_else(|p| p.into_inner())
             .send(job);
         if sent.is_err() {
-            return Err(BuildError::Failed("the zygote is gone".into()).into());
+            return Err(gone("its job queue is closed"));
         }
         answer
             .await
-            .unwrap_or_else(|_| Err(BuildError::Failed("the zygote is gone".into()).into()))
+            .unwrap_or_else(|_| Err(gone("its client thread ended")))
     }
 }
 
@@ -168,11 +184,11 @@ fn zygote_main(socket: UnixStream) -> Result<()> {
 }
 
 /// The agent side: hands jobs to the zygote one at a time and routes its replies.
-fn client_loop(socket: UnixStream, queue: mpsc::Receiver<Job>) {
+fn client_loop(socket: UnixStream, queue: mpsc::Receiver<Job>, zygote: Pid, alive: &AtomicBool) {
     let mut broken: Option<String> = None;
     for job in queue {
         if let Some(why) = &broken {
-            let _ = job.reply.send(Err(BuildError::Failed(why.clone()).into()));
+            let _ = job.reply.send(Err(gone(why)));
             continue;
         }
         if job.progress.is_cancelled() {
@@ -182,9 +198,14 @@ fn client_loop(socket: UnixStream, queue: mpsc::Receiver<Job>) {
         let result = match run_job(&socket, &job) {
             Ok(result) => result,
             Err(e) => {
-                let why = format!("the zygote is gone: {e}");
+                tracing::error!("the zygote process is gone: {e}");
+                alive.store(false, Ordering::SeqCst);
+                // Make sure it is gone (it may only have broken the protocol), and reap it.
+                let _ = nix::sys::signal::kill(zygote, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(zygote, None);
+                let why = e.to_string();
                 broken = Some(why.clone());
-                Err(BuildError::Failed(why).into())
+                Err(gone(&why))
             }
         };
         if let Err(Ok(orphaned)) = job.reply.send(result) {

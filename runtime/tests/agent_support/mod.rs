@@ -8,7 +8,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -268,8 +268,4 @@ pub fn shell(script: &str, args: &[&str]) -> ExecRequest {
     let mut all = vec!["-c", script, "sh"];
     all.extend_from_slice(args);
     request("sh", &all)
-}
-
-pub fn path_exists(path: &Path) -> bool {
-    path.exists()
 }
