@@ -105,7 +105,15 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
     pub stdin: StdinMode,
+    /// The environment variable that carries `failpoint` steps to the program: `FAILPOINTS` (the
+    /// fail crate's) for any command, `WEDGE_AGENT_FAILPOINTS` for wedge-agent.
+    pub failpoints_var: &'static str,
 }
+
+/// The fail crate's own variable, used for every subject but wedge-agent.
+pub const FAILPOINTS_VAR: &str = "FAILPOINTS";
+/// The variable `wedge-agent serve` reads its failpoints from.
+pub const AGENT_FAILPOINTS_VAR: &str = "WEDGE_AGENT_FAILPOINTS";
 
 impl Launch {
     /// The command line as one string, for logs.
@@ -166,6 +174,7 @@ pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String
                     .map(|c| vars.fill(c).map(PathBuf::from))
                     .transpose()?,
                 stdin: *stdin,
+                failpoints_var: FAILPOINTS_VAR,
             })
         }
         SubjectSpec::WedgeRun {
@@ -208,6 +217,7 @@ pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String
                     .map(|c| vars.fill(c).map(PathBuf::from))
                     .transpose()?,
                 stdin: *stdin,
+                failpoints_var: FAILPOINTS_VAR,
             })
         }
         SubjectSpec::WedgeAgent {
@@ -242,6 +252,7 @@ pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String
                     .map(|c| vars.fill(c).map(PathBuf::from))
                     .transpose()?,
                 stdin: *stdin,
+                failpoints_var: AGENT_FAILPOINTS_VAR,
             })
         }
     }

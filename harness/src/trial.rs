@@ -595,6 +595,8 @@ impl Trial<'_> {
                         .map(|c| self.vars.fill(c).map(PathBuf::from))
                         .transpose()?,
                     stdin: StdinMode::Null,
+                    // Failpoints go to the subject only.
+                    failpoints_var: subject::FAILPOINTS_VAR,
                 };
                 self.note(format!("spawn {name}: {}", launch.display()));
                 let proc = self
@@ -875,7 +877,7 @@ impl Trial<'_> {
         );
         cmd.env("WEDGE_SEED", self.spec.seed.to_string());
         if part == Part::Subject && !self.failpoints.is_empty() {
-            cmd.env("FAILPOINTS", self.failpoints.join(";"));
+            cmd.env(launch.failpoints_var, self.failpoints.join(";"));
         }
         cmd.envs(&launch.env);
         cmd.current_dir(launch.cwd.clone().unwrap_or_else(|| self.vars.work.clone()));

@@ -238,7 +238,8 @@ pub enum Step {
         #[serde(default)]
         only: Only,
     },
-    /// Enable a failpoint in the subject (`FAILPOINTS`, the fail crate's syntax); with
+    /// Enable a failpoint in the subject (`FAILPOINTS`, the fail crate's syntax, or
+    /// `WEDGE_AGENT_FAILPOINTS` for a wedge-agent subject); with
     /// `probability`, the trial's seed decides whether it is enabled. Must come before `start`.
     Failpoint {
         name: String,

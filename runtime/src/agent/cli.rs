@@ -32,6 +32,19 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a command on a serving agent, N copies at once; exit 0 only if all exited with status 0.
     Exec(ExecArgs),
+    /// Ask a serving agent's Health; exit 0 when it answers (1 when it fails or the timeout passes).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// The unix socket of the agent.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Give up after this many milliseconds [default: wait for the answer however long it takes,
+    /// which is what a harness watching for a frozen agent wants].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,7 +97,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Serve(_) => "info",
-        Command::Exec(_) => "warn",
+        Command::Exec(_) | Command::Health(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEDGE_AGENT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -95,6 +108,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Command::Exec(args) => exec(args),
+        Command::Health(args) => health(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("wedge-agent: {e:#}");
@@ -237,6 +251,32 @@ async fn serve_until_signalled(
         }
     }
     Ok(())
+}
+
+fn health(args: HealthArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let mut client = client::connect(&args.socket)
+            .await
+            .with_context(|| format!("connecting to {}", args.socket.display()))?;
+        let ask = client.health(super::proto::HealthRequest {});
+        let answer = match args.timeout {
+            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), ask).await {
+                Ok(answer) => answer,
+                Err(_) => bail!("no answer to Health within {ms} ms"),
+            },
+            None => ask.await,
+        };
+        let health = answer.context("Health failed")?.into_inner();
+        println!(
+            "healthy: strategy={} workers={} running={}",
+            health.strategy, health.workers, health.running
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn exec(args: ExecArgs) -> Result<ExitCode> {
