@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Measures wedge-agent: 64 concurrent `true` execs per strategy at 1 and 2 workers, RUNS times each.
-# Usage: runtime/src/agent/measure.sh [RUNS] (after `cargo build --release -p wedge-runtime`).
+# Usage: [STRATEGIES="zygote ..."] runtime/src/agent/measure.sh [RUNS] (after `cargo build --release -p wedge-runtime`).
 # Each exec has a 10 s timeout, so a build that hangs is counted as not completed instead of hanging.
 set -euo pipefail
 runs="${1:-5}"
 agent="$(cd "$(dirname "$0")/../../.." && pwd)/target/release/wedge-agent"
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
-for strategy in inline blocking-pool blocking-pool-async-mutex blocking-pool-std-mutex zygote; do
+for strategy in ${STRATEGIES:-inline blocking-pool blocking-pool-async-mutex blocking-pool-std-mutex zygote}; do
   for workers in 1 2; do
     for run in $(seq "$runs"); do
       setsid "$agent" serve --socket "$dir/s.sock" --workers "$workers" --strategy "$strategy" \
