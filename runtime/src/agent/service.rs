@@ -369,7 +369,12 @@ async fn run_exec(
         Ok(Err(failure)) => {
             let status = build_status(&failure.error);
             let error = format!("the command never ran: {}", failure.error);
-            tracing::debug!(id, "{error}");
+            // A build that broke is the agent's problem and worth a warning; a program that is
+            // missing or not executable is the caller's.
+            match failure.error {
+                BuildError::Failed(_) | BuildError::Unavailable(_) => tracing::warn!(id, "{error}"),
+                BuildError::Exec { .. } | BuildError::Cancelled => tracing::debug!(id, "{error}"),
+            }
             tokio::task::spawn_blocking(move || strategy::discard_failure(&failure));
             let _ = events.send(Err(status)).await;
             ExitStatus {
