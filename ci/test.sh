@@ -20,7 +20,16 @@ step cargo clippy --workspace --all-targets --all-features --release -- -D warni
 # The scenario cells (harness/tests/scenario_cells.rs) run the real runtime binaries; cargo test
 # does not build another package's binaries, so build them first.
 step cargo build --workspace --all-features --release --bins
-step cargo test --workspace --all-features --release
+# One trial per scenario cell here: the gate below runs the default suite properly.
+step env WEDGE_TEST_TRIALS="${WEDGE_TEST_TRIALS:-1}" cargo test --workspace --all-features --release
+
+# The quick gate on deadlock freedom, exactly as a user's CI runs it: every fixed variant must
+# pass, every pre-fix variant must be caught. Each scenario's own (small) trial counts.
+results=target/wedge-ci-results
+rm -rf "$results" "$results-example"
+step ./target/release/wedge run --gate --out "$results"
+# The example users copy to gate their own runtime must keep working too.
+step ./target/release/wedge run --gate --trials 3 --out "$results-example" ci/example-scenarios
 # The loom models check the runtime's own coordinator and spawn lock; they need their own build
 # (every crate compiled with --cfg loom), kept apart from the normal one.
 step env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
