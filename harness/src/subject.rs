@@ -128,6 +128,13 @@ fn fill_all(vars: &Vars, items: &[String]) -> Result<Vec<String>, String> {
     items.iter().map(|s| vars.fill(s)).collect()
 }
 
+/// A subject's working directory with its placeholders filled in.
+pub fn fill_cwd(vars: &Vars, cwd: &Option<String>) -> Result<Option<PathBuf>, String> {
+    cwd.as_ref()
+        .map(|c| vars.fill(c).map(PathBuf::from))
+        .transpose()
+}
+
 fn fill_env(
     vars: &Vars,
     env: &BTreeMap<String, String>,
@@ -169,10 +176,7 @@ pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String
                 program: program(&argv[0], vars)?,
                 args: argv[1..].to_vec(),
                 env: fill_env(vars, env)?,
-                cwd: cwd
-                    .as_ref()
-                    .map(|c| vars.fill(c).map(PathBuf::from))
-                    .transpose()?,
+                cwd: fill_cwd(vars, cwd)?,
                 stdin: *stdin,
                 failpoints_var: FAILPOINTS_VAR,
             })
@@ -212,10 +216,7 @@ pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String
                 program: program("wedge-run", vars)?,
                 args: a,
                 env: fill_env(vars, env)?,
-                cwd: cwd
-                    .as_ref()
-                    .map(|c| vars.fill(c).map(PathBuf::from))
-                    .transpose()?,
+                cwd: fill_cwd(vars, cwd)?,
                 stdin: *stdin,
                 failpoints_var: FAILPOINTS_VAR,
             })
@@ -247,10 +248,7 @@ pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String
                 program: program("wedge-agent", vars)?,
                 args: a,
                 env: fill_env(vars, env)?,
-                cwd: cwd
-                    .as_ref()
-                    .map(|c| vars.fill(c).map(PathBuf::from))
-                    .transpose()?,
+                cwd: fill_cwd(vars, cwd)?,
                 stdin: *stdin,
                 failpoints_var: AGENT_FAILPOINTS_VAR,
             })

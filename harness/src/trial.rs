@@ -444,13 +444,14 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
             tracing::warn!("cannot detach leaked mount {m}: {e}");
         }
     }
-    if ended_on_its_own && record.lingering.is_empty() {
-        if let Ok(entries) = fs::read_dir(&tmp) {
-            for e in entries.flatten() {
-                record
-                    .leaks
-                    .push(format!("temp file {}", e.path().display()));
-            }
+    if ended_on_its_own
+        && record.lingering.is_empty()
+        && let Ok(entries) = fs::read_dir(&tmp)
+    {
+        for e in entries.flatten() {
+            record
+                .leaks
+                .push(format!("temp file {}", e.path().display()));
         }
     }
     if let Err(e) = fs::remove_dir_all(&dir) {
@@ -590,10 +591,7 @@ impl Trial<'_> {
                         .iter()
                         .map(|(k, v)| Ok((k.clone(), self.vars.fill(v)?)))
                         .collect::<Result<_, String>>()?,
-                    cwd: cwd
-                        .as_ref()
-                        .map(|c| self.vars.fill(c).map(PathBuf::from))
-                        .transpose()?,
+                    cwd: subject::fill_cwd(&self.vars, cwd)?,
                     stdin: StdinMode::Null,
                     // Failpoints go to the subject only.
                     failpoints_var: subject::FAILPOINTS_VAR,

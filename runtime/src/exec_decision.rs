@@ -413,19 +413,28 @@ mod tests {
         assert_eq!(err, Refusal::TooLong("argv"));
     }
 
-    #[test]
-    fn a_string_that_ends_right_before_an_unmapped_page_is_read() {
-        // Map two pages, unmap the second, put "abc\0" at the very end of the first.
-        unsafe {
-            let base = libc::mmap(
+    /// Two fresh read-write pages.
+    unsafe fn map_two_pages() -> *mut u8 {
+        // SAFETY: an anonymous private mapping; the caller unmaps it.
+        let base = unsafe {
+            libc::mmap(
                 std::ptr::null_mut(),
                 2 * PAGE as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
-            ) as *mut u8;
-            assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        base as *mut u8
+    }
+
+    #[test]
+    fn a_string_that_ends_right_before_an_unmapped_page_is_read() {
+        // Map two pages, unmap the second, put "abc\0" at the very end of the first.
+        unsafe {
+            let base = map_two_pages();
             libc::munmap(base.add(PAGE as usize) as *mut libc::c_void, PAGE as usize);
             let s = base.add(PAGE as usize - 4);
             std::ptr::copy_nonoverlapping(c"abc".as_ptr().cast::<u8>(), s, 4);
@@ -447,15 +456,7 @@ mod tests {
             .collect();
         let path = CString::new("/bin/x").unwrap();
         unsafe {
-            let base = libc::mmap(
-                std::ptr::null_mut(),
-                2 * PAGE as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            ) as *mut u8;
-            assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+            let base = map_two_pages();
             // Four 8-byte slots starting 13 bytes before the page boundary.
             let array = base.add(PAGE as usize - 13);
             let pointers = [
