@@ -122,9 +122,14 @@ pub fn render(summary: &Summary) -> String {
 
 /// Rate of trials meeting the expectation, with 95 % intervals, by cpus, one series per row.
 fn rate_chart(t: &super::Table<'_>) -> String {
-    let (w, h, left, right, top, bottom) = (640.0, 280.0, 50.0, 200.0, 20.0, 40.0);
-    let plot_w = w - left - right;
-    let plot_h = h - top - bottom;
+    // The legend sits right of the plot, one line per row: size the chart so that every label
+    // fits (about 6.5 px per character at 11 px) and every row has its line.
+    let longest = t.rows.iter().map(|(key, _)| key.chars().count()).max().unwrap_or(0) as f64;
+    let (left, top, bottom, plot_w) = (50.0, 20.0, 40.0, 390.0);
+    let right = (34.0 + 6.5 * longest).max(200.0);
+    let w = left + plot_w + right;
+    let h = (top + 14.0 * t.rows.len() as f64 + 20.0).max(280.0);
+    let plot_h = 280.0 - top - bottom;
     let y = |rate: f64| top + (1.0 - rate) * plot_h;
     let ncols = t.columns.len().max(1) as f64;
     let nrows = t.rows.len().max(1) as f64;
