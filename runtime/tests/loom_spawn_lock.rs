@@ -37,7 +37,7 @@ use wedge_runtime::agent::cwd::{ProcessCwd, SpawnLock, in_dir};
 /// The directory the process starts in (the agent's own cwd).
 const HOME: &str = "/";
 
-/// What a failing bind assertion says; the child-process tests look for it.
+/// What a failing bind assertion says; the tests of the unlocked model look for it.
 const MISPLACED: &str = "bound its notify socket outside its own state directory";
 /// What a failing restore assertion says.
 const NOT_RESTORED: &str = "the process cwd was not restored";

@@ -1,0 +1,481 @@
+//! Property tests of the scenario matrix expansion and of per-cell expectations: scenario TOML text
+//! with random axes (strings, integers, booleans) and random `[[expect.when]]` overrides, loaded
+//! through `Scenario::parse`, checked against an independent reference written from
+//! `scenarios/README.md`:
+//! - the cells are exactly the combinations of the axis values, each once, so their number is the
+//!   product of the axis lengths, in file order with the first axis varying slowest;
+//! - the same text gives the same cells, in the same order, and the same expectations;
+//! - a cell's expectation is `[expect]` with every matching `[[expect.when]]` applied in file order
+//!   (a `when` matches when each axis it names has one of the listed values and, with `kernel`, the
+//!   running kernel satisfies the comparison); the later override wins on each key it sets.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use wedge::cell::Cell;
+use wedge::scenario::{ExitSpec, Expectation, Outcome, Scenario};
+
+/// An axis value as written in the TOML file.
+#[derive(Debug, Clone)]
+enum Value {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl Value {
+    /// The value as the cell carries it.
+    fn text(&self) -> String {
+        match self {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Bool(b) => b.to_string(),
+        }
+    }
+
+    fn toml(&self) -> String {
+        match self {
+            Value::Str(s) => toml_string(s),
+            Value::Int(i) => i.to_string(),
+            Value::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[derive(Debug, Clone)]
+struct Axis {
+    name: String,
+    values: Vec<Value>,
+}
+
+/// The keys `[expect]` and `[[expect.when]]` share.
+#[derive(Debug, Clone, Default)]
+struct Fields {
+    outcome: Option<Outcome>,
+    exit: Option<ExitSpec>,
+    within_ms: Option<u64>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    diagnosis: Option<String>,
+    /// As written (a TOML float).
+    min_rate: Option<String>,
+    allow_lingering: Option<bool>,
+}
+
+impl Fields {
+    fn toml(&self) -> String {
+        let mut out = String::new();
+        if let Some(o) = self.outcome {
+            let word = match o {
+                Outcome::Exit => "exit",
+                Outcome::Hang => "hang",
+                Outcome::Any => "any",
+            };
+            out += &format!("outcome = \"{word}\"\n");
+        }
+        match &self.exit {
+            Some(ExitSpec::Code(c)) => out += &format!("exit = {c}\n"),
+            Some(ExitSpec::Word(w)) => out += &format!("exit = {}\n", toml_string(w)),
+            None => {}
+        }
+        if let Some(ms) = self.within_ms {
+            out += &format!("within_ms = {ms}\n");
+        }
+        for (key, value) in [
+            ("stdout", &self.stdout),
+            ("stderr", &self.stderr),
+            ("diagnosis", &self.diagnosis),
+        ] {
+            if let Some(v) = value {
+                out += &format!("{key} = {}\n", toml_string(v));
+            }
+        }
+        if let Some(r) = &self.min_rate {
+            out += &format!("min_rate = {r}\n");
+        }
+        if let Some(l) = self.allow_lingering {
+            out += &format!("allow_lingering = {l}\n");
+        }
+        out
+    }
+
+    /// This override applied on top of `e` (only the keys it sets).
+    fn apply(&self, e: &mut Expectation) {
+        if let Some(o) = self.outcome {
+            e.outcome = o;
+        }
+        if let Some(x) = &self.exit {
+            e.exit = Some(x.clone());
+        }
+        if let Some(ms) = self.within_ms {
+            e.within_ms = Some(ms);
+        }
+        if let Some(p) = &self.stdout {
+            e.stdout = Some(p.clone());
+        }
+        if let Some(p) = &self.stderr {
+            e.stderr = Some(p.clone());
+        }
+        if let Some(d) = &self.diagnosis {
+            e.diagnosis = Some(d.clone());
+        }
+        if let Some(r) = &self.min_rate {
+            e.min_rate = Some(r.parse().unwrap());
+        }
+        if let Some(l) = self.allow_lingering {
+            e.allow_lingering = l;
+        }
+    }
+}
+
+/// A `[[expect.when]]`: per named axis (by index), the accepted value indices; an optional kernel
+/// comparison; the keys it overrides.
+#[derive(Debug, Clone)]
+struct When {
+    cell: Vec<(usize, Vec<usize>)>,
+    kernel: Option<(&'static str, (u32, u32, u32))>,
+    fields: Fields,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    axes: Vec<Axis>,
+    expect: Fields,
+    whens: Vec<When>,
+}
+
+/// Kernel releases the expectations are resolved for, with their versions.
+const KERNELS: &[(&str, (u32, u32, u32))] = &[
+    ("5.15.0-91-generic", (5, 15, 0)),
+    ("6.1.0-26-cloud-amd64", (6, 1, 0)),
+    ("6.11.0", (6, 11, 0)),
+    ("6.18.44-fc", (6, 18, 44)),
+];
+
+fn kernel_holds(op: &str, wanted: (u32, u32, u32), running: (u32, u32, u32)) -> bool {
+    match op {
+        "<" => running < wanted,
+        "<=" => running <= wanted,
+        ">" => running > wanted,
+        ">=" => running >= wanted,
+        "==" => running == wanted,
+        other => panic!("the generator made operator {other}"),
+    }
+}
+
+impl Case {
+    fn toml(&self) -> String {
+        let mut out = String::from(
+            "[scenario]\ntrials = 1\n\n[subject]\nkind = \"command\"\nargv = [\"true\"]\n\n[matrix]\n",
+        );
+        for axis in &self.axes {
+            let values: Vec<String> = axis.values.iter().map(Value::toml).collect();
+            out += &format!("{} = [{}]\n", axis.name, values.join(", "));
+        }
+        out += "\n[expect]\n";
+        out += &self.expect.toml();
+        for when in &self.whens {
+            out += "\n[[expect.when]]\n";
+            let entries: Vec<String> = when
+                .cell
+                .iter()
+                .map(|(axis, values)| {
+                    let axis = &self.axes[*axis];
+                    let listed: Vec<String> =
+                        values.iter().map(|v| axis.values[*v].toml()).collect();
+                    // One value is written bare, as the README's examples do; more as a list.
+                    if listed.len() == 1 {
+                        format!("{} = {}", axis.name, listed[0])
+                    } else {
+                        format!("{} = [{}]", axis.name, listed.join(", "))
+                    }
+                })
+                .collect();
+            out += &format!("cell = {{ {} }}\n", entries.join(", "));
+            if let Some((op, (a, b, c))) = when.kernel {
+                out += &format!("kernel = \"{op} {a}.{b}.{c}\"\n");
+            }
+            out += &when.fields.toml();
+        }
+        out
+    }
+
+    /// Every combination of the axis values, the first axis varying slowest, as value indices.
+    fn combinations(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new()];
+        for axis in &self.axes {
+            out = out
+                .into_iter()
+                .flat_map(|prefix| {
+                    (0..axis.values.len()).map(move |v| {
+                        let mut c = prefix.clone();
+                        c.push(v);
+                        c
+                    })
+                })
+                .collect();
+        }
+        out
+    }
+
+    /// The cell of a combination of value indices.
+    fn cell(&self, combination: &[usize]) -> Vec<(String, String)> {
+        self.axes
+            .iter()
+            .zip(combination)
+            .map(|(axis, v)| (axis.name.clone(), axis.values[*v].text()))
+            .collect()
+    }
+
+    /// The README's rule: `[expect]` (defaults `outcome = "exit"`, `allow_lingering = false`), then
+    /// every matching `[[expect.when]]`, in order.
+    fn expectation(&self, combination: &[usize], kernel: (u32, u32, u32)) -> Expectation {
+        let mut e = Expectation {
+            outcome: Outcome::Exit,
+            exit: None,
+            within_ms: None,
+            stdout: None,
+            stderr: None,
+            diagnosis: None,
+            min_rate: None,
+            allow_lingering: false,
+        };
+        self.expect.apply(&mut e);
+        for when in &self.whens {
+            let cell_matches = when
+                .cell
+                .iter()
+                .all(|(axis, values)| values.contains(&combination[*axis]));
+            let kernel_matches = when
+                .kernel
+                .is_none_or(|(op, wanted)| kernel_holds(op, wanted, kernel));
+            if cell_matches && kernel_matches {
+                when.fields.apply(&mut e);
+            }
+        }
+        e
+    }
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        "[a-zA-Z0-9 ._:/é\"\\\\-]{0,6}".prop_map(Value::Str),
+        (-50i64..50).prop_map(Value::Int),
+        any::<bool>().prop_map(Value::Bool),
+    ]
+}
+
+/// 1 to 4 axes of 1 to 4 distinct values. Names are unique (an index suffix) but their prefixes are
+/// random, so file order differs from alphabetical order; no name is reserved or `cpus`.
+fn axes() -> impl Strategy<Value = Vec<Axis>> {
+    prop::collection::vec(
+        ("[a-z][a-z_-]{0,4}", prop::collection::vec(value(), 1..=4)),
+        1..=4,
+    )
+    .prop_map(|axes| {
+        axes.into_iter()
+            .enumerate()
+            .map(|(i, (prefix, values))| {
+                // Values must be distinct as the cell sees them (`1` and `"1"` are the same).
+                let mut seen = BTreeSet::new();
+                let values = values
+                    .into_iter()
+                    .filter(|v| seen.insert(v.text()))
+                    .collect();
+                Axis {
+                    name: format!("{prefix}{i}"),
+                    values,
+                }
+            })
+            .collect()
+    })
+}
+
+fn fields() -> impl Strategy<Value = Fields> {
+    let outcome = prop::option::of(prop_oneof![
+        Just(Outcome::Exit),
+        Just(Outcome::Hang),
+        Just(Outcome::Any),
+    ]);
+    let exit = prop::option::of(prop_oneof![
+        (0i32..=255).prop_map(ExitSpec::Code),
+        prop::sample::select(vec![
+            "success", "failure", "nonzero", "signal", "any", "KILL", "SIGTERM"
+        ])
+        .prop_map(|w| ExitSpec::Word(w.to_string())),
+    ]);
+    let pattern = || prop::option::of("[a-z0-9 ]{0,8}");
+    (
+        outcome,
+        exit,
+        prop::option::of(0u64..100_000),
+        pattern(),
+        pattern(),
+        prop::option::of("[a-zA-Z() ]{0,12}"),
+        prop::option::of((0u32..=100).prop_map(|r| format!("{}.{:02}", r / 100, r % 100))),
+        prop::option::of(any::<bool>()),
+    )
+        .prop_map(
+            |(outcome, exit, within_ms, stdout, stderr, diagnosis, min_rate, allow_lingering)| {
+                Fields {
+                    outcome,
+                    exit,
+                    within_ms,
+                    stdout,
+                    stderr,
+                    diagnosis,
+                    min_rate,
+                    allow_lingering,
+                }
+            },
+        )
+}
+
+/// A `when` over `axes`: each axis named with probability 1/2, with 1 to all of its values.
+fn when(axes: &[Axis]) -> impl Strategy<Value = When> + use<> {
+    let lengths: Vec<usize> = axes.iter().map(|a| a.values.len()).collect();
+    let cell = lengths
+        .into_iter()
+        .map(|n| prop::option::of(prop::sample::subsequence((0..n).collect::<Vec<_>>(), 1..=n)))
+        .collect::<Vec<_>>()
+        .prop_map(|per_axis| {
+            per_axis
+                .into_iter()
+                .enumerate()
+                .filter_map(|(axis, values)| values.map(|v| (axis, v)))
+                .collect::<Vec<_>>()
+        });
+    let kernel = prop::option::of((
+        prop::sample::select(vec!["<", "<=", ">", ">=", "=="]),
+        prop::sample::select(vec![
+            (5, 15, 0),
+            (6, 1, 0),
+            (6, 11, 0),
+            (6, 18, 44),
+            (7, 0, 0),
+        ]),
+    ));
+    (cell, kernel, fields()).prop_map(|(cell, kernel, fields)| When {
+        cell,
+        kernel,
+        fields,
+    })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    axes().prop_flat_map(|axes| {
+        let whens = prop::collection::vec(when(&axes), 0..=4);
+        (Just(axes), fields(), whens).prop_map(|(axes, expect, whens)| Case {
+            axes,
+            expect,
+            whens,
+        })
+    })
+}
+
+fn parse(text: &str) -> Scenario {
+    match Scenario::parse(Path::new("prop-matrix.toml"), text) {
+        Ok(s) => s,
+        Err(e) => panic!("the generated scenario does not load: {e}\n{text}"),
+    }
+}
+
+fn pairs(cells: &[Cell]) -> Vec<Vec<(String, String)>> {
+    cells.iter().map(|c| c.pairs().to_vec()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/prop_matrix.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// The cells are every combination of the axis values exactly once, in file order.
+    #[test]
+    fn cells_are_the_product_of_the_axes(case in case()) {
+        let text = case.toml();
+        let scenario = parse(&text);
+        let cells = pairs(&scenario.cells());
+
+        let product: usize = case.axes.iter().map(|a| a.values.len()).product();
+        prop_assert_eq!(cells.len(), product, "{}", text);
+        let distinct: BTreeSet<_> = cells.iter().collect();
+        prop_assert_eq!(distinct.len(), product, "a combination appears twice:\n{}", text);
+        for cell in &cells {
+            let names: Vec<&str> = cell.iter().map(|(a, _)| a.as_str()).collect();
+            let axes: Vec<&str> = case.axes.iter().map(|a| a.name.as_str()).collect();
+            prop_assert_eq!(names, axes, "a cell's axes are the matrix's, in file order");
+        }
+        let expected: Vec<_> = case.combinations().iter().map(|c| case.cell(c)).collect();
+        prop_assert_eq!(&cells, &expected, "{}", text);
+        // The loaded axes are the file's, values as the cells carry them.
+        let loaded: Vec<(String, Vec<String>)> = scenario
+            .axes
+            .iter()
+            .map(|a| (a.name.clone(), a.values.clone()))
+            .collect();
+        let written: Vec<(String, Vec<String>)> = case
+            .axes
+            .iter()
+            .map(|a| (a.name.clone(), a.values.iter().map(Value::text).collect()))
+            .collect();
+        prop_assert_eq!(loaded, written);
+    }
+
+    /// The same text gives the same cells in the same order and the same expectations.
+    #[test]
+    fn expansion_is_deterministic(case in case()) {
+        let text = case.toml();
+        let (first, second) = (parse(&text), parse(&text));
+        let cells = first.cells();
+        prop_assert_eq!(pairs(&cells), pairs(&second.cells()));
+        prop_assert_eq!(pairs(&cells), pairs(&first.cells()));
+        for cell in &cells {
+            for (release, _) in KERNELS {
+                prop_assert_eq!(
+                    first.expectation(cell, release),
+                    second.expectation(cell, release),
+                    "cell {}", cell
+                );
+            }
+        }
+    }
+
+    /// Each cell's expectation is `[expect]` with every matching override applied in order.
+    #[test]
+    fn expectations_follow_the_override_rules(case in case()) {
+        let text = case.toml();
+        let scenario = parse(&text);
+        let cells = scenario.cells();
+        let combinations = case.combinations();
+        prop_assert_eq!(cells.len(), combinations.len());
+        for (cell, combination) in cells.iter().zip(&combinations) {
+            for (release, version) in KERNELS {
+                prop_assert_eq!(
+                    scenario.expectation(cell, release),
+                    case.expectation(combination, *version),
+                    "cell {} on {}:\n{}", cell, release, text
+                );
+            }
+        }
+    }
+}

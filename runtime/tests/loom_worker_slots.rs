@@ -1,0 +1,378 @@
+//! Loom model of worker starvation in `wedge-agent`: where the blocking container build runs
+//! (`runtime/src/agent/strategy.rs`) decides whether builds can starve the tokio workers of the very
+//! task they wait for.
+//!
+//! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-runtime
+//! --test loom_worker_slots`.
+//!
+//! What is modelled:
+//! - **Worker slots.** The tokio runtime's C worker threads are a counting semaphore of C slots
+//!   (loom `Mutex` + `Condvar`). Code that runs on a worker (a task being polled) holds a slot; a
+//!   task parked at an `.await` holds none, and needs a slot again to be polled once woken.
+//! - **Execs.** Each exec is one loom thread following its `run_exec` task through
+//!   `Spawner::spawn`. Its build blocks until an event that only another task produces: a **helper
+//!   task**, which must be polled on a worker (hold a slot) to produce it. In the agent this is any
+//!   task the blocked build depends on: one that cancels a stuck build (`BuildProgress::cancel`, as
+//!   the service's `kill_all` does, kills the build's processes and so ends its wait), or one that
+//!   answers the build's handshake. (A timeout in the exec's *own* `select!` cannot fire at all
+//!   while an inline build blocks that task's poll; the model covers the cross-task case.) The
+//!   model's helper is the main thread; one poll of it answers every build (it needs one free
+//!   worker, once).
+//! - **Strategies**, as `Spawner::spawn` calls the build:
+//!   - `inline`: `run_build` is called inside the async handler, so the build blocks while its task
+//!     is being polled: it keeps its slot for the whole wait.
+//!   - `blocking-pool`: the task calls `spawn_blocking` and awaits the handle: the build runs on its
+//!     own (blocking-pool) thread, holding no slot, while the task is parked; woken, the task takes a
+//!     slot again to deliver the result.
+//!   - `blocking-pool-std-mutex`: the same, and the build goes through the real
+//!     `wedge_runtime::agent::cwd::in_dir` with the real `SpawnLock` before its wait (the lock is held
+//!     only across the cwd section, never across the wait).
+//!   - `blocking-pool-async-mutex`: the task awaits the async mutex (parked, no slot), holds it across
+//!     the `spawn_blocking` await, and releases it when it is polled again.
+//!
+//!   (`zygote` hands the build to a helper process and awaits its answer over a socket: for the
+//!   worker slots it is the blocking-pool case, with the build outside the slots.)
+//!
+//! Why it is faithful: the only question is whether a slot is held while the build waits, and that
+//! is exactly what separates `run_build(..)` called directly in the `async` block (inline) from
+//! `spawn_blocking(..).await` (every blocking-pool strategy). loom explores every order in which the
+//! execs and the helper take slots; a deadlock is every thread blocked. With inline builds and
+//! builds ≥ slots, loom must find the interleaving where every slot holds a blocked build and the
+//! helper can never run (the `inline` hang at `--workers 1`, and at 2 workers with 2 stuck builds);
+//! with builds < slots, or with the build outside the slots, no interleaving may deadlock. The
+//! deadlocking models run in a child process, because loom aborts the process while unwinding out of
+//! a deadlock; their tests assert that loom reported the deadlock, so they fail if it ever stops
+//! being found.
+#![cfg(loom)]
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+use wedge_runtime::agent::cwd::{ProcessCwd, SpawnLock, in_dir};
+
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    // A plain std counter: it counts executions, it is not part of the model.
+    let explored = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = explored.clone();
+    let started = std::time::Instant::now();
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        f()
+    });
+    eprintln!(
+        "loom model {name}: {} interleavings explored in {:.1} s",
+        explored.load(Ordering::SeqCst),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Where the build runs (`agent::strategy::Strategy`, minus `zygote`: see the header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Strategy {
+    Inline,
+    BlockingPool,
+    BlockingPoolStdMutex,
+    BlockingPoolAsyncMutex,
+}
+
+impl Strategy {
+    /// The name on the command line (`--strategy`).
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::Inline => "inline",
+            Strategy::BlockingPool => "blocking-pool",
+            Strategy::BlockingPoolStdMutex => "blocking-pool-std-mutex",
+            Strategy::BlockingPoolAsyncMutex => "blocking-pool-async-mutex",
+        }
+    }
+}
+
+/// The runtime's worker threads: a counting semaphore of slots.
+struct Slots {
+    free: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Slots {
+    fn new(count: usize) -> Self {
+        Self {
+            free: Mutex::new(count),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// A task is polled: it needs a worker.
+    fn take(&self) {
+        let mut free = self.free.lock().unwrap();
+        while *free == 0 {
+            free = self.changed.wait(free).unwrap();
+        }
+        *free -= 1;
+    }
+
+    /// The task returned `Pending` (or finished): its worker is free.
+    fn give_back(&self) {
+        *self.free.lock().unwrap() += 1;
+        self.changed.notify_one();
+    }
+
+    fn free(&self) -> usize {
+        *self.free.lock().unwrap()
+    }
+}
+
+/// What each build blocks on until the helper task produces it (an answer given before the build
+/// waits is not lost).
+struct Answers {
+    given: Mutex<Vec<bool>>,
+    changed: Condvar,
+}
+
+impl Answers {
+    fn new(builds: usize) -> Self {
+        Self {
+            given: Mutex::new(vec![false; builds]),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The helper answers every build.
+    fn give_all(&self) {
+        self.given.lock().unwrap().fill(true);
+        self.changed.notify_all();
+    }
+
+    /// Build `exec` blocks until it is answered.
+    fn wait(&self, exec: usize) {
+        let mut given = self.given.lock().unwrap();
+        while !given[exec] {
+            given = self.changed.wait(given).unwrap();
+        }
+    }
+}
+
+/// A cwd nobody looks at: the worker-slot model only needs `in_dir`'s locking, not the cwd race
+/// (that is `loom_spawn_lock.rs`).
+struct Unobserved;
+
+impl ProcessCwd for Unobserved {
+    type Saved = ();
+    fn save(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn enter(&self, _: &Path) -> io::Result<()> {
+        Ok(())
+    }
+    fn restore(&self, (): ()) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Agent {
+    strategy: Strategy,
+    slots: Slots,
+    /// What the builds wait for, which only the helper task produces.
+    answers: Answers,
+    spawn_lock: SpawnLock,
+    /// `Spawner::async_lock`.
+    async_lock: Mutex<()>,
+}
+
+impl Agent {
+    /// The blocking build: the cwd section (under the spawn lock for `blocking-pool-std-mutex`), then
+    /// the wait that only the helper task can end.
+    fn build(&self, exec: usize) {
+        let lock = (self.strategy == Strategy::BlockingPoolStdMutex).then_some(&self.spawn_lock);
+        in_dir(
+            lock,
+            &Unobserved,
+            Path::new("/state"),
+            || {},
+            || Ok(()),
+            || {},
+        )
+        .expect("the unobserved cwd cannot fail");
+        self.answers.wait(exec);
+    }
+
+    /// `spawn_blocking(build)` awaited by a task that holds no slot while it waits.
+    fn on_blocking_pool(agent: &Arc<Agent>, exec: usize) {
+        let build = {
+            let agent = agent.clone();
+            thread::spawn(move || agent.build(exec))
+        };
+        agent.slots.give_back(); // the task is parked on the JoinHandle
+        build.join().unwrap();
+        agent.slots.take(); // woken: polled again on a worker
+    }
+
+    /// The `run_exec` task of one exec, from its first poll to its reply.
+    fn run_exec(agent: &Arc<Agent>, exec: usize) {
+        agent.slots.take();
+        match agent.strategy {
+            Strategy::Inline => agent.build(exec),
+            Strategy::BlockingPool | Strategy::BlockingPoolStdMutex => {
+                Agent::on_blocking_pool(agent, exec)
+            }
+            Strategy::BlockingPoolAsyncMutex => {
+                agent.slots.give_back(); // parked on `async_lock.lock().await`
+                let serialised = agent.async_lock.lock().unwrap();
+                agent.slots.take(); // woken holding the async mutex
+                Agent::on_blocking_pool(agent, exec);
+                drop(serialised);
+            }
+        }
+        agent.slots.give_back(); // the reply is sent: the task is done
+    }
+}
+
+/// `builds` execs on `slots` workers with `strategy`; the main thread is the helper task. Every
+/// exec must reply and every slot be free at the end (or loom reports the deadlock).
+fn agent_model(strategy: Strategy, slots: usize, builds: usize) {
+    let agent = Arc::new(Agent {
+        strategy,
+        slots: Slots::new(slots),
+        answers: Answers::new(builds),
+        spawn_lock: SpawnLock::new(),
+        async_lock: Mutex::new(()),
+    });
+    let execs: Vec<_> = (0..builds)
+        .map(|exec| {
+            let agent = agent.clone();
+            thread::spawn(move || Agent::run_exec(&agent, exec))
+        })
+        .collect();
+    // The helper task: one poll, on a worker, answers every build.
+    agent.slots.take();
+    agent.answers.give_all();
+    agent.slots.give_back();
+    // Every exec replies: an exec that never does leaves the main thread blocked here, and once every
+    // thread is blocked, loom reports the deadlock.
+    for exec in execs {
+        exec.join().unwrap();
+    }
+    assert_eq!(agent.slots.free(), slots, "a worker slot leaked");
+}
+
+/// Inline builds with more slots than builds: the helper always finds a free worker. (Shows the
+/// model deadlocks only for the reason under test.)
+#[test]
+fn inline_with_fewer_builds_than_slots_never_deadlocks() {
+    model("worker-slots/inline/2-slots/1-build", || {
+        agent_model(Strategy::Inline, 2, 1)
+    });
+}
+
+/// Every blocking-pool strategy, with as many builds as slots: no interleaving deadlocks. One test
+/// runs the models one after another, so the two heaviest (2 slots, 2 builds: five loom threads)
+/// do not compete with each other for the CPUs.
+#[test]
+fn blocking_pool_strategies_never_deadlock() {
+    for strategy in [
+        Strategy::BlockingPool,
+        Strategy::BlockingPoolStdMutex,
+        Strategy::BlockingPoolAsyncMutex,
+    ] {
+        for (slots, builds) in [(1, 1), (2, 2)] {
+            model(
+                &format!(
+                    "worker-slots/{}/{slots}-slots/{builds}-builds",
+                    strategy.name()
+                ),
+                move || agent_model(strategy, slots, builds),
+            );
+        }
+    }
+}
+
+/// Runs `model_test`, an ignored test of this binary that must deadlock, in a child process, and
+/// checks that loom reported the deadlock. (Loom finds it, then aborts the process while unwinding
+/// out of it, so it cannot be observed from inside.) coreutils `timeout` is the watchdog: loom
+/// explores deterministically, but nothing here may hang CI.
+fn expect_loom_deadlock(model_test: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("timeout")
+        .args(["--kill-after=5", "300"])
+        .arg(exe)
+        .args([
+            model_test,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .expect("running the model in a child process");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "the inline model ran without loom finding a deadlock:\n{text}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "the model timed out instead of deadlocking:\n{text}"
+    );
+    let Some(report) = text.lines().find(|l| l.contains("deadlock; threads =")) else {
+        panic!("the model failed, but not with loom's deadlock report:\n{text}");
+    };
+    eprintln!(
+        "{model_test}: loom found the deadlock in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        report.trim()
+    );
+}
+
+/// One worker, one inline build: the build holds the only worker, the helper never runs.
+#[test]
+fn loom_finds_the_inline_deadlock_with_one_slot_and_one_build() {
+    expect_loom_deadlock("model_inline_1_slot_1_build");
+}
+
+/// One worker, two inline builds.
+#[test]
+fn loom_finds_the_inline_deadlock_with_one_slot_and_two_builds() {
+    expect_loom_deadlock("model_inline_1_slot_2_builds");
+}
+
+/// Two workers, two inline builds: both workers blocked in builds.
+#[test]
+fn loom_finds_the_inline_deadlock_with_two_slots_and_two_builds() {
+    expect_loom_deadlock("model_inline_2_slots_2_builds");
+}
+
+#[test]
+#[ignore = "deadlocks by design; run through expect_loom_deadlock"]
+fn model_inline_1_slot_1_build() {
+    model("worker-slots/inline/1-slot/1-build", || {
+        agent_model(Strategy::Inline, 1, 1)
+    });
+}
+
+#[test]
+#[ignore = "deadlocks by design; run through expect_loom_deadlock"]
+fn model_inline_1_slot_2_builds() {
+    model("worker-slots/inline/1-slot/2-builds", || {
+        agent_model(Strategy::Inline, 1, 2)
+    });
+}
+
+#[test]
+#[ignore = "deadlocks by design; run through expect_loom_deadlock"]
+fn model_inline_2_slots_2_builds() {
+    model("worker-slots/inline/2-slots/2-builds", || {
+        agent_model(Strategy::Inline, 2, 2)
+    });
+}
