@@ -124,7 +124,12 @@ pub fn render(summary: &Summary) -> String {
 fn rate_chart(t: &super::Table<'_>) -> String {
     // The legend sits right of the plot, one line per row: size the chart so that every label
     // fits (about 6.5 px per character at 11 px) and every row has its line.
-    let longest = t.rows.iter().map(|(key, _)| key.chars().count()).max().unwrap_or(0) as f64;
+    let longest = t
+        .rows
+        .iter()
+        .map(|(key, _)| key.chars().count())
+        .max()
+        .unwrap_or(0) as f64;
     let (left, top, bottom, plot_w) = (50.0, 20.0, 40.0, 390.0);
     let right = (34.0 + 6.5 * longest).max(200.0);
     let w = left + plot_w + right;
