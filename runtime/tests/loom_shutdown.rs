@@ -8,13 +8,14 @@
 //! The kernel model (`kernel_model/`) follows what was measured on real kernels.
 #![cfg(loom)]
 
-mod kernel_model;
+mod loom_support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod kernel_model;
 
 use kernel_model::{Kernel, ModelEventfd, ModelListener, answer};
 use loom::sync::Arc;
 use loom::thread;
+use loom_support::{expect_loom_deadlock, model};
 use wedge_runtime::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit};
 use wedge_runtime::supervisor::{supervise, supervise_pre_fix};
 
@@ -25,26 +26,6 @@ enum Target {
     Lingers,
     /// One trapped exec, then every filter user exits.
     Exits,
-}
-
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    // A plain std counter: it counts executions, it is not part of the model.
-    let explored = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = explored.clone();
-    let started = std::time::Instant::now();
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        f()
-    });
-    eprintln!(
-        "loom model {name}: {} interleavings explored in {:.1} s",
-        explored.load(Ordering::SeqCst),
-        started.elapsed().as_secs_f64()
-    );
 }
 
 /// The fixed runner: a supervisor, a signal forwarder that begins shutdown (a repeated SIGINT),
@@ -165,44 +146,6 @@ fn pre_fix_model(target: Target, since_6_11: bool) {
     sandbox.join().unwrap();
     kernel.close();
     supervisor.join().unwrap();
-}
-
-/// Runs `model_test`, an ignored test of this binary that must deadlock, in a child process, and
-/// checks that loom reported the deadlock. (Loom finds it, then aborts the process while
-/// unwinding out of it, so `#[should_panic]` cannot observe it from inside.) coreutils
-/// `timeout` is the watchdog: loom explores deterministically, but nothing here may hang CI.
-fn expect_loom_deadlock(model_test: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new("timeout")
-        .args(["--kill-after=5", "300"])
-        .arg(exe)
-        .args([
-            model_test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .output()
-        .expect("running the model in a child process");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "the pre-fix model ran without loom finding a deadlock:\n{text}"
-    );
-    assert_ne!(
-        out.status.code(),
-        Some(124),
-        "the model timed out instead of deadlocking:\n{text}"
-    );
-    assert!(
-        text.contains("deadlock; threads ="),
-        "the model failed, but not with loom's deadlock report:\n{text}"
-    );
 }
 
 /// loom must find the close-doesn't-wake deadlock; if it ever stops finding it, this fails.

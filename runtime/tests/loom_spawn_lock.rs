@@ -26,12 +26,14 @@
 //! reported exactly that finding, so they fail if the bug ever stops being found.
 #![cfg(loom)]
 
+mod loom_support;
+
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loom::sync::{Arc, Mutex};
 use loom::thread;
+use loom_support::{expect_loom_finds, model};
 use wedge_runtime::agent::cwd::{ProcessCwd, SpawnLock, in_dir};
 
 /// The directory the process starts in (the agent's own cwd).
@@ -41,68 +43,6 @@ const HOME: &str = "/";
 const MISPLACED: &str = "bound its notify socket outside its own state directory";
 /// What a failing restore assertion says.
 const NOT_RESTORED: &str = "the process cwd was not restored";
-
-/// Explores every interleaving of `f` (up to the preemption bound) and returns how the exploration
-/// ended (a panic's payload if an interleaving failed), the number of interleavings run and the time.
-fn explore(
-    f: impl Fn() + Sync + Send + 'static,
-) -> (std::thread::Result<()>, usize, std::time::Duration) {
-    // A plain std counter: it counts executions, it is not part of the model.
-    let explored = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = explored.clone();
-    let started = std::time::Instant::now();
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        builder.check(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            f()
-        })
-    }));
-    (outcome, explored.load(Ordering::SeqCst), started.elapsed())
-}
-
-/// Checks `f` in every interleaving; fails the test with the failing interleaving's panic.
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    let (outcome, explored, took) = explore(f);
-    if let Err(panic) = outcome {
-        eprintln!("loom model {name}: failed in interleaving {explored}");
-        std::panic::resume_unwind(panic);
-    }
-    eprintln!(
-        "loom model {name}: {explored} interleavings explored in {:.1} s",
-        took.as_secs_f64()
-    );
-}
-
-/// Checks that loom finds an interleaving of `f` that fails with a panic containing `finding`: the
-/// model of a bug must fail, and for that reason. (An assertion failing inside loom is an ordinary
-/// panic that `check` propagates, unlike a deadlock, so it can be caught here, in-process.)
-fn expect_loom_finds(name: &str, finding: &str, f: impl Fn() + Sync + Send + 'static) {
-    let (outcome, explored, took) = explore(f);
-    let Err(panic) = outcome else {
-        panic!(
-            "loom model {name}: {explored} interleavings explored in {:.1} s without finding \"{finding}\"",
-            took.as_secs_f64()
-        );
-    };
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(a panic without a message)");
-    assert!(
-        message.contains(finding),
-        "loom model {name} failed, but not with \"{finding}\": {message}"
-    );
-    eprintln!(
-        "loom model {name}: found in interleaving {explored} after {:.1} s: {}",
-        took.as_secs_f64(),
-        message.lines().next().unwrap_or_default()
-    );
-}
 
 /// The process-global working directory: one value shared by every thread.
 #[derive(Debug)]

@@ -45,33 +45,15 @@
 //! being found.
 #![cfg(loom)]
 
+mod loom_support;
+
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
+use loom_support::{expect_loom_deadlock, model};
 use wedge_runtime::agent::cwd::{ProcessCwd, SpawnLock, in_dir};
-
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    // A plain std counter: it counts executions, it is not part of the model.
-    let explored = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = explored.clone();
-    let started = std::time::Instant::now();
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-        f()
-    });
-    eprintln!(
-        "loom model {name}: {} interleavings explored in {:.1} s",
-        explored.load(Ordering::SeqCst),
-        started.elapsed().as_secs_f64()
-    );
-}
 
 /// Where the build runs (`agent::strategy::Strategy`, minus `zygote`: see the header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,49 +272,6 @@ fn blocking_pool_strategies_never_deadlock() {
             );
         }
     }
-}
-
-/// Runs `model_test`, an ignored test of this binary that must deadlock, in a child process, and
-/// checks that loom reported the deadlock. (Loom finds it, then aborts the process while unwinding
-/// out of it, so it cannot be observed from inside.) coreutils `timeout` is the watchdog: loom
-/// explores deterministically, but nothing here may hang CI.
-fn expect_loom_deadlock(model_test: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let started = std::time::Instant::now();
-    let out = std::process::Command::new("timeout")
-        .args(["--kill-after=5", "300"])
-        .arg(exe)
-        .args([
-            model_test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .output()
-        .expect("running the model in a child process");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "the inline model ran without loom finding a deadlock:\n{text}"
-    );
-    assert_ne!(
-        out.status.code(),
-        Some(124),
-        "the model timed out instead of deadlocking:\n{text}"
-    );
-    let Some(report) = text.lines().find(|l| l.contains("deadlock; threads =")) else {
-        panic!("the model failed, but not with loom's deadlock report:\n{text}");
-    };
-    eprintln!(
-        "{model_test}: loom found the deadlock in {:.1} s: {}",
-        started.elapsed().as_secs_f64(),
-        report.trim()
-    );
 }
 
 /// One worker, one inline build: the build holds the only worker, the helper never runs.
