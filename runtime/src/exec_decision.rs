@@ -386,31 +386,25 @@ mod tests {
         let arg = CString::new("a").unwrap();
         let mut ptrs = vec![arg.as_ptr() as u64; 5];
         ptrs.push(0);
-        let limits = ReadLimits {
+        // Five arguments: one more than max_args allows, or more bytes than max_total.
+        let too_many = ReadLimits {
             max_args: 4,
             ..ReadLimits::default()
         };
-        let err = read_request(
-            self_pid(),
-            path.as_ptr() as u64,
-            ptrs.as_ptr() as u64,
-            &limits,
-        )
-        .unwrap_err();
-        assert_eq!(err, Refusal::TooLong("argv"));
-
-        let limits = ReadLimits {
+        let too_long = ReadLimits {
             max_total: 7,
             ..ReadLimits::default()
         };
-        let err = read_request(
-            self_pid(),
-            path.as_ptr() as u64,
-            ptrs.as_ptr() as u64,
-            &limits,
-        )
-        .unwrap_err();
-        assert_eq!(err, Refusal::TooLong("argv"));
+        for limits in [too_many, too_long] {
+            let err = read_request(
+                self_pid(),
+                path.as_ptr() as u64,
+                ptrs.as_ptr() as u64,
+                &limits,
+            )
+            .unwrap_err();
+            assert_eq!(err, Refusal::TooLong("argv"), "{limits:?}");
+        }
     }
 
     /// Two fresh read-write pages.
