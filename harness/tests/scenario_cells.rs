@@ -2,7 +2,8 @@
 //! `cargo nextest run` list, filter and report them (JUnit included, through nextest).
 //!
 //! Scenarios: `harness/tests/scenarios/*.toml` and the repository's `scenarios/*.toml`.
-//! Trials per cell: `WEDGE_TEST_TRIALS` (default 2, never more than the scenario's own count).
+//! Trials per cell: `WEDGE_TEST_TRIALS` (default 2, never more than the scenario's own count);
+//! a cell gated on a rate (`min_rate`) runs the scenario's own count, since a rate needs a sample.
 //! Cells this host cannot run (too many CPUs, another kernel) and cells whose subject binary is
 //! not built are reported as ignored, with the reason printed before the run.
 
@@ -76,7 +77,12 @@ fn main() {
         };
         let cells = plan(engine, std::slice::from_ref(&scenario), &options)
             .unwrap_or_else(|e| panic!("{e}"));
-        for cell in cells {
+        for mut cell in cells {
+            // A cell gated on a rate is judged on a sample: one trial cannot show a rate (0 of 1
+            // has a Wilson lower bound of 0), so it runs the scenario's own trial count.
+            if cell.expectation.min_rate.is_some() {
+                cell.trials = cell.trials.max(scenario.trials);
+            }
             let name = format!("{}::{}", scenario.name, cell.cell.id());
             let ignore_reason = cell.skip.clone().or_else(|| missing.clone());
             if let Some(why) = &ignore_reason
