@@ -13,6 +13,7 @@ pub mod gate;
 pub mod isolation;
 pub mod monitor;
 pub mod output;
+pub mod pidns;
 pub mod proc;
 pub mod reaper;
 pub mod record;
