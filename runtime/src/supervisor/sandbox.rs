@@ -22,7 +22,7 @@ use nix::sys::socket::{
     sendmsg, setsockopt, socketpair, sockopt,
 };
 
-use crate::filter::install_exec_filter;
+use super::filter::install_exec_filter;
 
 /// The hidden first argument that turns `wedge-run` into the in-sandbox shim.
 pub const SHIM_ARG: &str = "__shim";

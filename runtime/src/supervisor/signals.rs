@@ -5,13 +5,12 @@
 //! shutdown: a user pressing Ctrl-C twice means it. SIGWINCH is forwarded and never counted, so
 //! resizing a terminal never escalates anything.
 
-use std::sync::{Arc, Mutex};
-
 use nix::sys::signal::Signal;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
 use signal_hook::iterator::Signals;
 
-use crate::pidfd::PidFd;
+use crate::sync::{Arc, Mutex};
+use crate::sys::PidFd;
 
 /// The signals the runner handles.
 pub const HANDLED: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGWINCH];
@@ -80,7 +79,7 @@ where
             let mut escalation = Escalation::default();
             for signal in signals.forever() {
                 let action = escalation.on(signal);
-                let targets = targets.lock().unwrap_or_else(|p| p.into_inner());
+                let targets = targets.lock();
                 match action {
                     Action::Forward(signal) => {
                         tracing::info!(?signal, "forwarding to the command");
