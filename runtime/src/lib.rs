@@ -4,7 +4,7 @@
 //! - [`supervisor`] is everything `wedge-run` is made of: it runs a command under a seccomp
 //!   user-notification exec supervisor. Its shutdown is the famous close-doesn't-wake deadlock when
 //!   run with `--variant pre-fix`, and the fix ([`supervisor::shutdown`],
-//!   [`supervisor::supervise`]) otherwise.
+//!   [`supervisor::supervise()`]) otherwise.
 //! - [`agent`] is `wedge-agent`: an exec service whose blocking container build starves tokio
 //!   workers with `--strategy inline`, and does not with the fixed strategies.
 //!

@@ -15,10 +15,10 @@
 //! - [`filter`]: the seccomp filter itself (libseccomp);
 //! - [`exec_decision`]: reading a trapped exec's arguments and answering it from the policy;
 //! - [`policy`]: which programs may run (a pure function of the path and argv);
-//! - [`notify`]: the notification ioctls and the `ppoll` wait, implementing [`supervise`]'s
-//!   listener trait, and the eventfd wake;
-//! - [`supervise`] and [`shutdown`] (from `wedge-core`, so loom checks them): the receive loops and
-//!   the shutdown coordinator.
+//! - [`notify`]: the notification ioctls and the `ppoll` wait, implementing the loops' listener
+//!   trait ([`NotifyListener`](supervise::NotifyListener)), and the eventfd wake;
+//! - [`supervise`](mod@supervise) and [`shutdown`] (from `wedge-core`, so loom checks them): the
+//!   receive loops and the shutdown coordinator, re-exported.
 
 pub mod exec_decision;
 pub mod filter;

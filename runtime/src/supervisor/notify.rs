@@ -37,7 +37,7 @@ pub enum Response {
 }
 
 /// A seccomp listener descriptor. It does not own the descriptor: who closes it, and when, is
-/// exactly what differs between the fixed and the pre-fix runner.
+/// exactly what differs between the fixed and the pre-fix session.
 #[derive(Debug, Clone, Copy)]
 pub struct Listener<'w> {
     fd: RawFd,
@@ -48,7 +48,7 @@ impl<'w> Listener<'w> {
     /// A listener that waits on `fd` and, when given, on the wake eventfd too.
     ///
     /// The caller keeps `fd` open for as long as it uses the listener, except in the pre-fix
-    /// runner, whose whole point is that it does not.
+    /// session, whose whole point is that it does not.
     pub fn new(fd: RawFd, wake: Option<&'w EventWake>) -> Self {
         Self { fd, wake }
     }

@@ -1,4 +1,5 @@
-//! `wedge-run`'s runner: start the sandbox, take the listener, supervise, wait, shut down.
+//! One `wedge-run` session, start to end: start the sandbox, take the listener, supervise,
+//! wait, shut down.
 //!
 //! Both variants share all of it except how the supervisor waits and how it is stopped:
 //! - `fixed`: the supervisor waits in `ppoll([listener, eventfd])`; shutdown is
@@ -32,10 +33,10 @@ use crate::sys::PidFd;
 /// The thread name of the supervisor, as `/proc/PID/task/TID/comm` shows it.
 pub const SUPERVISOR_THREAD: &str = "supervisor";
 
-/// The default bounded drain of the fixed runner.
+/// The default bounded drain of the fixed session.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
 
-/// Which shutdown path the runner uses.
+/// Which shutdown path the session uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Variant {
     /// ppoll on the listener and an eventfd, idempotent begin, bounded drain.
@@ -98,7 +99,7 @@ fn run_supervised(config: RunConfig) -> anyhow::Result<i32> {
     let targets = Arc::new(Mutex::new(Targets::default()));
     let on_escalation = coordinator.clone();
     signals::spawn_forwarder(targets.clone(), move || {
-        // The pre-fix runner had no way to tell its supervisor to stop: it only closed the
+        // The pre-fix session had no way to tell its supervisor to stop: it only closed the
         // listener once the sandbox had exited.
         if let Some(coordinator) = &on_escalation {
             coordinator.begin();
@@ -168,7 +169,7 @@ fn start_supervisor(
                     exec_decision::handle(&listener, &n, &policy, &limits);
                 });
                 shared.finish(exit);
-                // Handed back so that the runner closes it after this thread has returned.
+                // Handed back so that the session closes it after this thread has returned.
                 listener_fd
             })?;
             Supervision::Fixed {
