@@ -30,7 +30,8 @@ rm -rf "$results" "$results-example"
 step ./target/release/wedge run --gate --out "$results"
 # The example users copy to gate their own runtime must keep working too.
 step ./target/release/wedge run --gate --trials 3 --out "$results-example" ci/example-scenarios
-# The loom models check the runtime's own coordinator and spawn lock; they need their own build
-# (every crate compiled with --cfg loom), kept apart from the normal one.
+# The loom models check the runtime's own coordinator, supervisor loops and spawn lock, all in
+# wedge-core (the only crate they build); they need their own build (every crate compiled with
+# --cfg loom), kept apart from the normal one.
 step env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
-  cargo test --release -p wedge-runtime --test 'loom_*'
+  cargo test --release -p wedge-core --test 'loom_*'

@@ -5,8 +5,8 @@ use std::ffi::CString;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nix::unistd::Pid;
-use wedge_runtime::exec_decision::{ReadLimits, read_request};
-use wedge_runtime::policy::Policy;
+use wedge_runtime::supervisor::exec_decision::{ReadLimits, read_request};
+use wedge_runtime::supervisor::policy::Policy;
 
 fn decide(c: &mut Criterion) {
     let policy = Policy::from_rules(

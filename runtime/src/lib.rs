@@ -1,21 +1,19 @@
-//! wedge's own sandbox runtime: the thing wedge's scenarios run and break.
+//! wedge's own sandbox runtime: the thing wedge's scenarios run and break. It is two programs, and
+//! the crate has one room for each:
 //!
-//! `wedge-run` (this crate's [`runner`]) runs a command under a seccomp user-notification exec
-//! supervisor. Its shutdown is the famous close-doesn't-wake deadlock when run with
-//! `--variant pre-fix`, and the fix ([`shutdown`], [`supervisor::supervise`]) otherwise.
+//! - [`supervisor`] is everything `wedge-run` is made of: it runs a command under a seccomp
+//!   user-notification exec supervisor. Its shutdown is the famous close-doesn't-wake deadlock when
+//!   run with `--variant pre-fix`, and the fix ([`supervisor::shutdown`],
+//!   [`supervisor::supervise()`]) otherwise.
+//! - [`agent`] is `wedge-agent`: an exec service whose blocking container build starves tokio
+//!   workers with `--strategy inline`, and does not with the fixed strategies.
 //!
-//! `wedge-agent` ([`agent`]) is an exec service whose blocking container build starves tokio
-//! workers with `--strategy inline`, and does not with the fixed strategies.
+//! Two shared floors sit beneath both rooms, as crates of their own: [`sys`] (`wedge-sys`, the raw
+//! syscalls nix does not wrap, one copy each, also used by the harness) and [`sync`] (from
+//! `wedge-core`, whose concurrency cores are the only code the loom models build and check).
 
 pub mod agent;
-pub mod exec_decision;
-pub mod filter;
-pub mod pidfd;
-pub mod policy;
-pub mod runner;
-pub mod sandbox;
-pub mod seccomp_notify;
-pub mod shutdown;
-pub mod signals;
 pub mod supervisor;
-pub mod sync;
+
+pub use wedge_core::sync;
+pub use wedge_sys as sys;

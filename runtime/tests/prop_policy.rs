@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use wedge_runtime::policy::{Policy, Verdict, basename};
+use wedge_runtime::supervisor::policy::{Policy, Ruling, basename};
 
 /// A token as it may appear in a command line (no whitespace: rules split on it).
 fn token() -> impl Strategy<Value = String> {
@@ -40,7 +40,7 @@ proptest! {
         let rule = std::iter::once(prog.clone()).chain(args.clone()).collect::<Vec<_>>().join(" ");
         let policy = Policy::from_rules(Vec::<String>::new(), [rule.clone()]).unwrap();
         let argv: Vec<String> = std::iter::once(argv0).chain(args).chain(extra).collect();
-        prop_assert_eq!(policy.decide(&format!("{dir}{prog}"), &argv), Verdict::Denied(rule));
+        prop_assert_eq!(policy.decide(&format!("{dir}{prog}"), &argv), Ruling::Denied(rule));
     }
 
     /// An argv shorter than the rule, or differing in one token, does not match it.
@@ -53,12 +53,12 @@ proptest! {
         let path = format!("/usr/bin/{prog}");
         let mut shorter = vec![prog.clone()];
         shorter.extend(args[..args.len() - 1].iter().cloned());
-        prop_assert_eq!(policy.decide(&path, &shorter), Verdict::AllowedByDefault);
+        prop_assert_eq!(policy.decide(&path, &shorter), Ruling::AllowedByDefault);
         let mut changed = vec![prog.clone()];
         changed.extend(args.iter().cloned());
         let i = 1 + index.index(args.len());
         changed[i].push('\u{1}');
-        prop_assert_eq!(policy.decide(&path, &changed), Verdict::AllowedByDefault);
+        prop_assert_eq!(policy.decide(&path, &changed), Ruling::AllowedByDefault);
     }
 
     /// Allow always overrides deny: whatever else the deny list holds.
@@ -74,7 +74,7 @@ proptest! {
         deny.push(rule.clone());
         let policy = Policy::from_rules([rule.clone()], deny).unwrap();
         let argv: Vec<String> = std::iter::once(prog.clone()).chain(args).chain(extra).collect();
-        prop_assert_eq!(policy.decide(&format!("/bin/{prog}"), &argv), Verdict::Allowed(rule));
+        prop_assert_eq!(policy.decide(&format!("/bin/{prog}"), &argv), Ruling::Allowed(rule));
     }
 
     /// argv[0] is normalised to the basename of the executed path, on both sides.

@@ -109,8 +109,8 @@ pub fn fires(name: &'static str) -> bool {
 #[cfg(feature = "failpoints")]
 mod enabled {
     use super::{ALL, ENV};
+    use crate::sync::{Condvar, Mutex};
     use anyhow::{Context, Result, bail};
-    use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
 
     struct Rendezvous {
@@ -156,7 +156,7 @@ mod enabled {
                         "{ENV}: `{actions}` must be rendezvous(N) or rendezvous(N,MS) with N >= 2"
                     );
                 }
-                let mut table = RENDEZVOUS.lock().unwrap_or_else(|p| p.into_inner());
+                let mut table = RENDEZVOUS.lock();
                 table.retain(|r| r.name != name);
                 table.push(Rendezvous {
                     name,
@@ -173,7 +173,7 @@ mod enabled {
     }
 
     fn rendezvous(name: &'static str) {
-        let mut table = RENDEZVOUS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = RENDEZVOUS.lock();
         let Some(index) = table.iter().position(|r| r.name == name) else {
             return;
         };
@@ -193,10 +193,7 @@ mod enabled {
                 );
                 return;
             }
-            table = ARRIVALS
-                .wait_timeout(table, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            table = ARRIVALS.wait_timeout(table, deadline - now).0;
         }
     }
 

@@ -1,50 +1,32 @@
 //! `wedge-agent`: a guest-agent exec service of the kind micro-VM sandboxes run inside the VM, with the
 //! worker-starvation and fork-safety bugs of such agents behind a strategy switch.
 //!
-//! One job per module:
+//! One job per module, dependencies pointing down the list:
 //! - [`cli`]: the `serve` and `exec` commands;
 //! - [`service`]: the gRPC service (exec table, output streaming, timeouts, kill, wait);
 //! - [`client`]: the client library;
-//! - [`strategy`]: the five spawn strategies (where the build is called from);
-//! - [`build`] and `child`: the blocking container build, before and after `clone3`;
-//! - [`cwd`]: the cwd critical section and the spawn lock (model-checkable);
-//! - [`zygote`]: the single-threaded build helper;
+//! - [`spawn`]: the five spawn strategies (where the build is called from), the build's progress and
+//!   clean-up, and the single-threaded zygote helper;
+//! - [`build`]: the blocking container build, its child side after `clone3`, the typed handshake
+//!   between them, and the cwd critical section with its spawn lock (from `wedge-core`, so loom
+//!   checks it);
 //! - [`reaper`]: reaps orphaned init processes nobody waits for;
-//! - [`failpoints`]: the named failpoints (feature `failpoints`), documented there;
-//! - [`sys`]: the raw syscalls nix does not wrap.
+//! - [`failpoints`]: the named failpoints (feature `failpoints`), documented there.
 //!
-//! Built with `--cfg loom`, only [`cwd`] exists (with loom's synchronisation types), so a loom model can
-//! drive the cwd critical section and the spawn lock; the rest needs tokio, which does not build there.
+//! The raw syscalls it makes (`clone3`, pidfds, `close_range`, the `prctl`s) are [`crate::sys`].
 
-pub mod cwd;
-
-#[cfg(not(loom))]
 pub mod build;
-#[cfg(not(loom))]
-mod child;
-#[cfg(not(loom))]
 pub mod cli;
-#[cfg(not(loom))]
 pub mod client;
-#[cfg(not(loom))]
 pub mod failpoints;
-#[cfg(not(loom))]
 pub mod reaper;
-#[cfg(not(loom))]
 pub mod service;
-#[cfg(not(loom))]
-pub mod strategy;
-#[cfg(not(loom))]
-pub mod sys;
-#[cfg(not(loom))]
-pub mod zygote;
+pub mod spawn;
 
 /// The generated gRPC types (`proto/agent.proto`).
-#[cfg(not(loom))]
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {
     tonic::include_proto!("wedge.agent.v1");
 }
 
-#[cfg(not(loom))]
-pub use strategy::Strategy;
+pub use spawn::Strategy;

@@ -8,20 +8,17 @@
 //! finds zombie children that are init processes of a child pid namespace, are not [`track`]ed, and were
 //! already zombies one scan earlier (so a pid reported a moment late is never stolen), and reaps them.
 
+use crate::sync::Mutex;
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 static TRACKED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
 /// Says that an exec waits for the init process `pid` itself.
 pub fn track(pid: i32) {
-    TRACKED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(pid);
+    TRACKED.lock().insert(pid);
 }
 
 /// How often the children are scanned.
@@ -55,7 +52,7 @@ fn scan(suspects: &BTreeSet<i32>) -> BTreeSet<i32> {
                 .filter_map(|p| p.parse::<i32>().ok()),
         );
     }
-    let mut tracked = TRACKED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut tracked = TRACKED.lock();
     tracked.retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
     let mut next = BTreeSet::new();
     for pid in children {

@@ -8,16 +8,17 @@ use super::proto::{
     KillResponse, Output, OutputStream, Started, StdinRequest, StdinResponse, WaitRequest,
     exec_event::Event,
 };
-use super::strategy::{self, BuildProgress, Spawner};
-use super::sys;
+use super::spawn::{self, BuildProgress, Spawner};
+use crate::sync::Mutex;
+use crate::sys;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest, unix::AsyncFd};
 use tokio::net::unix::pipe;
@@ -90,7 +91,7 @@ impl AgentService {
     }
 
     fn lookup(&self, id: u64) -> Result<Arc<Exec>, Status> {
-        let table = self.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+        let table = self.shared.table.lock();
         table
             .execs
             .get(&id)
@@ -100,9 +101,9 @@ impl AgentService {
 
     /// Kills every command still running (used at shutdown).
     pub fn kill_all(&self) {
-        let table = self.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+        let table = self.shared.table.lock();
         for exec in table.execs.values() {
-            let process = exec.process.lock().unwrap_or_else(|p| p.into_inner());
+            let process = exec.process.lock();
             match &*process {
                 Process::Running { pid, pidfd } => kill_command(*pid, pidfd, Signal::SIGKILL),
                 Process::Building(progress) => progress.cancel(),
@@ -226,12 +227,7 @@ impl Agent for AgentService {
             stdin: tokio::sync::Mutex::new(None),
             status: watch::channel(None).0,
         });
-        self.shared
-            .table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .execs
-            .insert(id, Arc::clone(&exec));
+        self.shared.table.lock().execs.insert(id, Arc::clone(&exec));
         self.shared.running.fetch_add(1, Ordering::SeqCst);
         let (events, stream) = mpsc::channel(16);
         let _ = events.try_send(event(Event::Accepted(Accepted { id })));
@@ -253,10 +249,7 @@ impl Agent for AgentService {
     ) -> Result<Response<StdinResponse>, Status> {
         let request = request.into_inner();
         let exec = self.lookup(request.id)?;
-        if matches!(
-            *exec.process.lock().unwrap_or_else(|p| p.into_inner()),
-            Process::Building(_)
-        ) {
+        if matches!(*exec.process.lock(), Process::Building(_)) {
             return Err(Status::failed_precondition(format!(
                 "exec {} has not started yet (wait for its Started event)",
                 request.id
@@ -302,7 +295,7 @@ impl Agent for AgentService {
             })?
         };
         let exec = self.lookup(request.id)?;
-        let process = exec.process.lock().unwrap_or_else(|p| p.into_inner());
+        let process = exec.process.lock();
         match &*process {
             Process::Running { pid, pidfd } => {
                 kill_command(*pid, pidfd, signal);
@@ -375,7 +368,7 @@ async fn run_exec(
                 BuildError::Failed(_) | BuildError::Unavailable(_) => tracing::warn!(id, "{error}"),
                 BuildError::Exec { .. } | BuildError::Cancelled => tracing::debug!(id, "{error}"),
             }
-            tokio::task::spawn_blocking(move || strategy::discard_failure(&failure));
+            tokio::task::spawn_blocking(move || spawn::discard_failure(&failure));
             let _ = events.send(Err(status)).await;
             ExitStatus {
                 id,
@@ -389,11 +382,9 @@ async fn run_exec(
             progress.cancel();
             tokio::spawn(async move {
                 match build.await {
-                    Ok(built) => drop(tokio::task::spawn_blocking(move || {
-                        strategy::discard(built)
-                    })),
+                    Ok(built) => drop(tokio::task::spawn_blocking(move || spawn::discard(built))),
                     Err(failure) => drop(tokio::task::spawn_blocking(move || {
-                        strategy::discard_failure(&failure)
+                        spawn::discard_failure(&failure)
                     })),
                 }
             });
@@ -413,14 +404,14 @@ async fn run_exec(
             status
         }
     };
-    *exec.process.lock().unwrap_or_else(|p| p.into_inner()) = Process::Gone;
+    *exec.process.lock() = Process::Gone;
     finish(&shared, id, &exec, status);
 }
 
 fn finish(shared: &Shared, id: u64, exec: &Exec, status: ExitStatus) {
     exec.status.send_replace(Some(status));
     shared.running.fetch_sub(1, Ordering::SeqCst);
-    let mut table = shared.table.lock().unwrap_or_else(|p| p.into_inner());
+    let mut table = shared.table.lock();
     table.finished.push_back(id);
     while table.finished.len() > FINISHED_KEPT {
         if let Some(old) = table.finished.pop_front() {
@@ -439,6 +430,38 @@ async fn run_command(
     id: u64,
     accepted: Instant,
 ) -> ExitStatus {
+    let mut watched = match watch_command(exec, built, id).await {
+        Ok(watched) => watched,
+        Err(status) => return status,
+    };
+    let _ = events
+        .send(event(Event::Started(Started { pid: watched.pid })))
+        .await;
+    let timed_out = stream_until_done(&mut watched, deadline, events, id).await;
+    let Watched { pidfd, exited, .. } = watched;
+    drop(exited);
+    // Nobody may signal this pid once it is reaped.
+    *exec.process.lock() = Process::Gone;
+    exec.stdin.lock().await.take();
+    let status = reap_command(pidfd, id, timed_out, accepted).await;
+    let _ = events.send(event(Event::Exited(status.clone()))).await;
+    status
+}
+
+/// A started command as the service watches it: its output pipes and its pidfd, registered with
+/// the runtime (a pidfd is readable once its process exited).
+struct Watched {
+    pid: i32,
+    pidfd: Arc<OwnedFd>,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    exited: AsyncFd<Arc<OwnedFd>>,
+}
+
+/// Records the command as running and registers its descriptors; the stdin pipe goes to the exec
+/// (for `WriteStdin`). On failure the command is killed and reaped, and the status to report is
+/// returned.
+async fn watch_command(exec: &Exec, built: Built, id: u64) -> Result<Watched, ExitStatus> {
     let Built {
         pid,
         pidfd,
@@ -447,7 +470,7 @@ async fn run_command(
         stderr,
     } = built;
     let pidfd = Arc::new(pidfd);
-    *exec.process.lock().unwrap_or_else(|p| p.into_inner()) = Process::Running {
+    *exec.process.lock() = Process::Running {
         pid,
         pidfd: Arc::clone(&pidfd),
     };
@@ -460,7 +483,7 @@ async fn run_command(
         unsafe { AsyncFd::register_with_interest(Arc::clone(&pidfd), Interest::READABLE) }
             .map_err(std::io::Error::from),
     );
-    let (stdin, mut stdout, mut stderr, exited) = match io {
+    let (stdin, stdout, stderr, exited) = match io {
         (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
         (a, b, c, d) => {
             let why = [a.err(), b.err(), c.err(), d.err()]
@@ -469,17 +492,40 @@ async fn run_command(
                 .next();
             tracing::error!(id, "registering the command's descriptors: {why:?}");
             kill_command(pid, &pidfd, Signal::SIGKILL);
-            let _ = tokio::task::spawn_blocking(move || strategy::reap(&pidfd)).await;
-            return ExitStatus {
+            let _ = tokio::task::spawn_blocking(move || spawn::reap(&pidfd)).await;
+            return Err(ExitStatus {
                 id,
                 error: "the agent could not watch the command".into(),
                 ..ExitStatus::default()
-            };
+            });
         }
     };
     *exec.stdin.lock().await = Some(stdin);
-    let _ = events.send(event(Event::Started(Started { pid }))).await;
+    Ok(Watched {
+        pid,
+        pidfd,
+        stdout,
+        stderr,
+        exited,
+    })
+}
 
+/// Forwards output until the command exited and both pipes ended; kills it at the deadline or when
+/// the client goes away (whose output is dropped from then on). Returns whether the deadline fired.
+async fn stream_until_done(
+    watched: &mut Watched,
+    deadline: Option<Instant>,
+    events: &EventSender,
+    id: u64,
+) -> bool {
+    let Watched {
+        pid,
+        pidfd,
+        stdout,
+        stderr,
+        exited,
+    } = watched;
+    let (pid, pidfd) = (*pid, &*pidfd);
     let (mut out_open, mut err_open, mut running) = (true, true, true);
     let (mut timed_out, mut client_gone) = (false, false);
     let mut pending: Option<ExecEvent> = None;
@@ -509,23 +555,29 @@ async fn run_command(
             _ = until(deadline), if running && !timed_out => {
                 timed_out = true;
                 tracing::debug!(id, "timeout: killing the command");
-                kill_command(pid, &pidfd, Signal::SIGKILL);
+                kill_command(pid, pidfd, Signal::SIGKILL);
             },
             _ = events.closed(), if !client_gone => {
                 client_gone = true;
                 pending = None;
                 if running {
                     tracing::debug!(id, "client went away: killing the command");
-                    kill_command(pid, &pidfd, Signal::SIGKILL);
+                    kill_command(pid, pidfd, Signal::SIGKILL);
                 }
             },
         }
     }
-    drop(exited);
-    // Nobody may signal this pid once it is reaped.
-    *exec.process.lock().unwrap_or_else(|p| p.into_inner()) = Process::Gone;
-    exec.stdin.lock().await.take();
-    let waited = tokio::task::spawn_blocking(move || strategy::reap(&pidfd)).await;
+    timed_out
+}
+
+/// Reaps the command (on the blocking pool) and builds its final status.
+async fn reap_command(
+    pidfd: Arc<OwnedFd>,
+    id: u64,
+    timed_out: bool,
+    accepted: Instant,
+) -> ExitStatus {
+    let waited = tokio::task::spawn_blocking(move || spawn::reap(&pidfd)).await;
     let mut status = ExitStatus {
         id,
         timed_out,
@@ -537,7 +589,6 @@ async fn run_command(
         Ok(Ok(WaitStatus::Signaled(_, signal, _))) => status.signal = Some(signal as i32),
         other => status.error = format!("waiting for the command: {other:?}"),
     }
-    let _ = events.send(event(Event::Exited(status.clone()))).await;
     status
 }
 

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use wedge_runtime::policy::Policy;
-use wedge_runtime::runner::{self, DEFAULT_DRAIN, RunConfig, Variant};
-use wedge_runtime::sandbox::{self, EXIT_RUNNER_ERROR, SandboxKind};
+use wedge_runtime::supervisor::policy::Policy;
+use wedge_runtime::supervisor::sandbox::{self, EXIT_RUNNER_ERROR, SandboxKind};
+use wedge_runtime::supervisor::session::{self, DEFAULT_DRAIN, RunConfig, Variant};
 
 /// Run CMD in a sandbox where every exec is decided by a seccomp user-notification supervisor.
 ///
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         },
         None => Policy::default(),
     };
-    let code = runner::run(RunConfig {
+    let code = session::run(RunConfig {
         policy,
         sandbox: args.sandbox,
         variant: args.variant,

@@ -39,7 +39,7 @@ pub fn watchdog<F: Future>(secs: u64, body: F) -> F::Output {
 fn become_subreaper() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        wedge_runtime::agent::sys::become_child_subreaper().expect("PR_SET_CHILD_SUBREAPER")
+        wedge_runtime::sys::become_child_subreaper().expect("PR_SET_CHILD_SUBREAPER")
     });
 }
 

@@ -6,10 +6,10 @@
 //! working directory is process-global, so two builder threads doing this at once can bind in each
 //! other's directory. The spawn lock serialises the whole section.
 //!
-//! This module depends only on `std` and [`crate::sync`], and the section is generic over the cwd
+//! This module depends only on `std`, nix and [`crate::sync`], and the section is generic over the cwd
 //! ([`ProcessCwd`]) and over the bind/connect operation, so a loom model can drive this exact code with
-//! a simulated process-global cwd. The `static` lock lives in [`SPAWN_LOCK`], outside loom builds
-//! (loom types cannot be in statics); models create their own [`SpawnLock`].
+//! a simulated process-global cwd. The agent's process-wide lock is a `static` in wedge-agent's spawn
+//! module (loom types cannot be in statics); models create their own [`SpawnLock`].
 
 use crate::sync::{Mutex, MutexGuard};
 use std::io;
@@ -59,26 +59,16 @@ pub struct SpawnLock {
 
 impl SpawnLock {
     /// A new, unlocked spawn lock.
-    #[cfg(not(loom))]
-    pub const fn new() -> Self {
-        Self {
-            inner: Mutex::new(()),
-        }
-    }
-
-    /// A new, unlocked spawn lock.
-    #[cfg(loom)]
     pub fn new() -> Self {
         Self {
             inner: Mutex::new(()),
         }
     }
 
-    /// Takes the lock. A panic in another holder does not make the cwd unusable, so poisoning is ignored.
+    /// Takes the lock. The lock guards no data (`()`), so a panic in another holder leaves nothing
+    /// inconsistent behind it: the facade's poison-free mutex fits.
     pub fn lock(&self) -> MutexGuard<'_, ()> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock()
     }
 }
 
@@ -87,10 +77,6 @@ impl Default for SpawnLock {
         Self::new()
     }
 }
-
-/// The process-wide spawn lock of the `blocking-pool-std-mutex` strategy.
-#[cfg(not(loom))]
-pub static SPAWN_LOCK: SpawnLock = SpawnLock::new();
 
 /// Which step of the critical section failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! The kernel's seccomp user-notification protocol: receive, respond, check an id is still valid,
 //! and wait in `ppoll` on the listener plus an eventfd.
 //!
-//! libseccomp compiles and loads the filter (see [`crate::filter`]), but its notification helpers
+//! libseccomp compiles and loads the filter (see [`super::filter`]), but its notification helpers
 //! retry `EINTR` internally and fold every failure into one error code, which hides exactly the
 //! `ENOENT`/`EBADF`/`EINTR` distinctions the supervisor's shutdown depends on. So the ioctls are
 //! issued here, on libc's definitions of the kernel structures.
@@ -13,8 +13,8 @@ use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
 
-use crate::shutdown::WakeSignal;
-use crate::supervisor::{NotifyListener, Readiness};
+use super::shutdown::WakeSignal;
+use super::supervise::{NotifyListener, Readiness};
 
 /// One notification as the kernel reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub enum Response {
 }
 
 /// A seccomp listener descriptor. It does not own the descriptor: who closes it, and when, is
-/// exactly what differs between the fixed and the pre-fix runner.
+/// exactly what differs between the fixed and the pre-fix session.
 #[derive(Debug, Clone, Copy)]
 pub struct Listener<'w> {
     fd: RawFd,
@@ -48,7 +48,7 @@ impl<'w> Listener<'w> {
     /// A listener that waits on `fd` and, when given, on the wake eventfd too.
     ///
     /// The caller keeps `fd` open for as long as it uses the listener, except in the pre-fix
-    /// runner, whose whole point is that it does not.
+    /// session, whose whole point is that it does not.
     pub fn new(fd: RawFd, wake: Option<&'w EventWake>) -> Self {
         Self { fd, wake }
     }

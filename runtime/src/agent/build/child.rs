@@ -2,15 +2,16 @@
 //! Rust (it allocates, formats, logs through `tracing`), as real container builds are; that is what
 //! makes cloning while another thread holds a lock (the allocator's, stderr's) a real hazard here.
 
-use super::cwd::{self, ThisProcess};
-use super::failpoints;
-use super::sys::{self, Cloned};
+use super::handshake::{Message, NOTIFY_SOCKET};
+use crate::agent::failpoints;
+use crate::sys::{self, Cloned};
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
 use std::ffi::CString;
 use std::io::{self, Read, Write};
 use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use wedge_core::cwd::{self, ThisProcess};
 
 /// PATH used to find a program when the exec's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -40,16 +41,18 @@ pub(super) struct ChildPlan<'a> {
     pub lose_init: bool,
 }
 
-/// Writes one handshake message. The descriptor belongs to the plan; it is not closed here.
-fn send(fd: RawFd, message: &str) -> io::Result<()> {
+/// Writes one handshake message (one datagram). The descriptor belongs to the plan; it is not
+/// closed here.
+fn send(fd: RawFd, message: &Message) -> io::Result<()> {
     // SAFETY: `fd` is open for the life of this process (it is closed only by exec or exit).
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let bytes = message.encode();
     let sent = nix::sys::socket::send(
         std::os::fd::AsRawFd::as_raw_fd(&borrowed),
-        message.as_bytes(),
+        &bytes,
         nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
     )?;
-    if sent != message.len() {
+    if sent != bytes.len() {
         return Err(io::Error::other("short handshake write"));
     }
     Ok(())
@@ -66,7 +69,7 @@ pub(super) fn intermediate(plan: &ChildPlan<'_>) -> ! {
     match outcome {
         Ok(Ok(())) => exit(0),
         Ok(Err(e)) => {
-            let _ = send(plan.intermediate_sync, &format!("error: {e}"));
+            let _ = send(plan.intermediate_sync, &Message::Failed(e.to_string()));
             exit(1)
         }
         Err(_) => exit(2),
@@ -106,7 +109,7 @@ fn run_intermediate(plan: &ChildPlan<'_>) -> io::Result<()> {
                 init = pid.as_raw(),
                 "intermediate: init process created"
             );
-            send(plan.intermediate_sync, &format!("pid {pid}"))
+            send(plan.intermediate_sync, &Message::InitPid(pid.as_raw()))
         }
     }
 }
@@ -117,13 +120,13 @@ fn init(plan: &ChildPlan<'_>) -> ! {
     match outcome {
         // `run_init` only returns on failure: a successful exec does not return.
         Ok(InitError::BeforeStart(message)) => {
-            let _ = send(plan.init_sync, &format!("error: {message}"));
+            let _ = send(plan.init_sync, &Message::Failed(message));
             exit(1)
         }
         Ok(InitError::Exec(errno, message)) => {
             // SAFETY: the exec-notify write end is open until exec or exit.
             let mut pipe = unsafe { std::fs::File::from_raw_fd(plan.exec_notify) };
-            let _ = write!(pipe, "{errno}\n{message}");
+            let _ = pipe.write_all(&Message::ExecFailed { errno, message }.encode());
             std::mem::forget(pipe);
             exit(127)
         }
@@ -132,9 +135,9 @@ fn init(plan: &ChildPlan<'_>) -> ! {
 }
 
 enum InitError {
-    /// Failed before "start": reported over the handshake socket.
+    /// Failed before [`Message::Start`]: reported over the handshake socket.
     BeforeStart(String),
-    /// Failed to exec (or to prepare it) after "start": reported over the exec-notify pipe.
+    /// Failed to exec (or to prepare it) after [`Message::Start`]: reported over the exec-notify pipe.
     Exec(i32, String),
 }
 
@@ -157,7 +160,7 @@ fn run_init(plan: &ChildPlan<'_>) -> InitError {
         &ThisProcess,
         plan.state_dir,
         || failpoints::hit(failpoints::CWD_BEFORE_CONNECT),
-        || UnixStream::connect(super::build::NOTIFY_SOCKET),
+        || UnixStream::connect(NOTIFY_SOCKET),
         || {},
     );
     let mut conn = match connected {
@@ -165,12 +168,12 @@ fn run_init(plan: &ChildPlan<'_>) -> InitError {
         Err(e) => {
             return InitError::BeforeStart(format!(
                 "connecting to the notify socket {} in {}: {e}",
-                super::build::NOTIFY_SOCKET,
+                NOTIFY_SOCKET,
                 plan.state_dir.display()
             ));
         }
     };
-    if let Err(e) = send(plan.init_sync, "connected") {
+    if let Err(e) = send(plan.init_sync, &Message::Connected) {
         return InitError::BeforeStart(format!("handshake: {e}"));
     }
     if plan.stall {
@@ -183,11 +186,11 @@ fn run_init(plan: &ChildPlan<'_>) -> InitError {
             nix::unistd::pause();
         }
     }
-    let mut start = [0u8; 5];
+    let mut start = [0u8; Message::START_LEN];
     if let Err(e) = conn.read_exact(&mut start) {
         return InitError::Exec(0, format!("waiting for start: {e}"));
     }
-    if &start != b"start" {
+    if Message::decode(&start) != Ok(Message::Start) {
         return InitError::Exec(0, "unexpected message on the notify socket".to_string());
     }
     drop(conn);

@@ -1,5 +1,5 @@
 //! A model of the kernel pieces the supervisor waits on, shared by the loom models and the
-//! property tests. It is written against `wedge_runtime::sync`, so it uses loom's types under
+//! property tests. It is written against `wedge_core::sync`, so it uses loom's types under
 //! `--cfg loom` and std's otherwise.
 //!
 //! It follows what was measured (see `shared/notes/kernel-facts.md`):
@@ -12,9 +12,9 @@
 #![allow(dead_code)]
 
 use nix::errno::Errno;
-use wedge_runtime::shutdown::{SupervisorExit, WakeSignal};
-use wedge_runtime::supervisor::{NotifyListener, Readiness};
-use wedge_runtime::sync::{Arc, Condvar, Mutex, MutexGuard};
+use wedge_core::shutdown::{SupervisorExit, WakeSignal};
+use wedge_core::supervise::{NotifyListener, Readiness};
+use wedge_core::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 #[derive(Debug, Default)]
 pub struct KernelState {
@@ -119,27 +119,19 @@ impl Kernel {
                 !left.is_zero(),
                 "the supervisor neither parked nor returned: {state:?}"
             );
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|poison| poison.into_inner())
-                .0;
+            state = self.changed.wait_timeout(state, left).0;
         }
         state
     }
 
-    /// Locks the state; a poisoned lock (a failed assertion elsewhere) is still usable, so that
-    /// clean-up after a failure never panics again.
+    /// Locks the state; the facade's mutex is poison-free, so clean-up after a failed assertion
+    /// elsewhere never panics again.
     pub fn lock(&self) -> MutexGuard<'_, KernelState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        self.state.lock()
     }
 
     fn sleep<'a>(&self, state: MutexGuard<'a, KernelState>) -> MutexGuard<'a, KernelState> {
-        self.changed
-            .wait(state)
-            .unwrap_or_else(|poison| poison.into_inner())
+        self.changed.wait(state)
     }
 
     /// Sleeps in a blocking call until something changes; `Err(EINTR)` if a signal came.

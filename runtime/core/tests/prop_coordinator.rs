@@ -13,8 +13,8 @@ use kernel_model::{Kernel, ModelEventfd, ModelListener, answer};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
-use wedge_runtime::shutdown::{ShutdownCoordinator, SupervisorExit};
-use wedge_runtime::supervisor::supervise;
+use wedge_core::shutdown::{ShutdownCoordinator, SupervisorExit};
+use wedge_core::supervise::supervise;
 
 #[derive(Debug, Clone, Copy)]
 enum Step {

@@ -1,5 +1,5 @@
-//! The shutdown coordinator: how the runner (and the signal forwarder) tell the supervisor to stop,
-//! and how the runner waits for it with a bounded drain.
+//! The shutdown coordinator: how wedge-run's session (and its signal forwarder) tell the supervisor
+//! to stop, and how the session waits for it with a bounded drain.
 //!
 //! The supervisor never blocks in `SECCOMP_IOCTL_NOTIF_RECV`: it waits in `ppoll` on the listener
 //! *and* a wake descriptor (an eventfd). [`ShutdownCoordinator::begin`] sets a flag and then makes
@@ -7,12 +7,12 @@
 //! stays readable once written, a `begin` that lands before the supervisor reaches its wait is
 //! never lost: the wait returns at once.
 //!
-//! Everything here is written against [`crate::sync`], so the loom models in `runtime/tests/`
+//! Everything here is written against [`crate::sync`], so the loom models in `runtime/core/tests/`
 //! check this very code with a modelled wake descriptor.
 
 use std::time::Duration;
 
-use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Instant, Mutex, Ordering};
 
 /// Something that can be made readable to wake a waiting supervisor: an eventfd in the real
 /// runtime, a model of one under loom.
@@ -21,7 +21,7 @@ pub trait WakeSignal {
     fn raise(&self) -> std::io::Result<()>;
 }
 
-/// How the supervisor ended, as reported to the runner.
+/// How the supervisor ended, as reported to the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SupervisorExit {
     /// Shutdown was requested through the coordinator.
@@ -39,7 +39,7 @@ struct Completion {
     exit: Option<SupervisorExit>,
 }
 
-/// Shared between the supervisor thread, the runner and the signal forwarder.
+/// Shared between the supervisor thread, the session and the signal forwarder.
 #[derive(Debug)]
 pub struct ShutdownCoordinator<W> {
     begun: AtomicBool,
@@ -94,30 +94,27 @@ impl<W: WakeSignal> ShutdownCoordinator<W> {
         self.raises.load(Ordering::SeqCst)
     }
 
-    /// The supervisor's last act: records how it ended and wakes the runner's drain.
+    /// The supervisor's last act: records how it ended and wakes the session's drain.
     pub fn finish(&self, exit: SupervisorExit) {
-        let mut completion = lock(&self.completion);
+        let mut completion = self.completion.lock();
         completion.exit.get_or_insert(exit);
         self.completed.notify_all();
     }
 
     /// How the supervisor ended, if it has.
     pub fn exit(&self) -> Option<SupervisorExit> {
-        lock(&self.completion).exit
+        self.completion.lock().exit
     }
 
     /// Waits for the supervisor to finish: at most `drain`, or without bound when `None`.
     pub fn wait_finished(&self, drain: Option<Duration>) -> DrainOutcome {
-        let mut completion = lock(&self.completion);
+        let mut completion = self.completion.lock();
         match drain {
             None => loop {
                 if let Some(exit) = completion.exit {
                     return DrainOutcome::Finished(exit);
                 }
-                completion = self
-                    .completed
-                    .wait(completion)
-                    .unwrap_or_else(|poison| poison.into_inner());
+                completion = self.completed.wait(completion);
             },
             Some(drain) => {
                 let deadline = Instant::now() + drain;
@@ -129,11 +126,7 @@ impl<W: WakeSignal> ShutdownCoordinator<W> {
                     if now >= deadline {
                         return DrainOutcome::Expired;
                     }
-                    completion = self
-                        .completed
-                        .wait_timeout(completion, deadline - now)
-                        .unwrap_or_else(|poison| poison.into_inner())
-                        .0;
+                    completion = self.completed.wait_timeout(completion, deadline - now).0;
                 }
             }
         }
@@ -142,40 +135,5 @@ impl<W: WakeSignal> ShutdownCoordinator<W> {
     /// The wake signal, for the supervisor's wait.
     pub fn wake_signal(&self) -> &W {
         &self.wake
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> crate::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
-}
-
-// loom has no clock; its `wait_timeout` explores the timed-out branch on its own.
-#[cfg(not(loom))]
-use std::time::Instant;
-
-#[cfg(loom)]
-#[derive(Clone, Copy, PartialEq, PartialOrd)]
-struct Instant;
-
-#[cfg(loom)]
-impl Instant {
-    fn now() -> Self {
-        Instant
-    }
-}
-
-#[cfg(loom)]
-impl std::ops::Add<Duration> for Instant {
-    type Output = Instant;
-    fn add(self, _: Duration) -> Instant {
-        Instant
-    }
-}
-
-#[cfg(loom)]
-impl std::ops::Sub for Instant {
-    type Output = Duration;
-    fn sub(self, _: Instant) -> Duration {
-        Duration::from_millis(1)
     }
 }

@@ -1,8 +1,8 @@
-//! Loom model of the runtime's own shutdown: `wedge_runtime::supervisor::{supervise,
-//! supervise_pre_fix}` and `wedge_runtime::shutdown::ShutdownCoordinator`, unchanged, on a model
+//! Loom model of the runtime's own shutdown: `wedge_core::supervise::{supervise,
+//! supervise_pre_fix}` and `wedge_core::shutdown::ShutdownCoordinator`, unchanged, on a model
 //! of the kernel pieces they wait on.
 //!
-//! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-runtime
+//! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-core
 //! --test loom_shutdown`.
 //!
 //! The kernel model (`kernel_model/`) follows what was measured on real kernels.
@@ -16,8 +16,8 @@ use kernel_model::{Kernel, ModelEventfd, ModelListener, answer};
 use loom::sync::Arc;
 use loom::thread;
 use loom_support::{expect_loom_deadlock, model};
-use wedge_runtime::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit};
-use wedge_runtime::supervisor::{supervise, supervise_pre_fix};
+use wedge_core::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit};
+use wedge_core::supervise::{supervise, supervise_pre_fix};
 
 /// How the sandboxed side behaves in a model.
 #[derive(Clone, Copy, Debug)]

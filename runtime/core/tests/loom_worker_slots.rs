@@ -1,8 +1,8 @@
 //! Loom model of worker starvation in `wedge-agent`: where the blocking container build runs
-//! (`runtime/src/agent/strategy.rs`) decides whether builds can starve the tokio workers of the very
+//! (`runtime/src/agent/spawn/mod.rs`) decides whether builds can starve the tokio workers of the very
 //! task they wait for.
 //!
-//! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-runtime
+//! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-core
 //! --test loom_worker_slots`.
 //!
 //! What is modelled:
@@ -25,7 +25,7 @@
 //!     own (blocking-pool) thread, holding no slot, while the task is parked; woken, the task takes a
 //!     slot again to deliver the result.
 //!   - `blocking-pool-std-mutex`: the same, and the build goes through the real
-//!     `wedge_runtime::agent::cwd::in_dir` with the real `SpawnLock` before its wait (the lock is held
+//!     `wedge_core::cwd::in_dir` with the real `SpawnLock` before its wait (the lock is held
 //!     only across the cwd section, never across the wait).
 //!   - `blocking-pool-async-mutex`: the task awaits the async mutex (parked, no slot), holds it across
 //!     the `spawn_blocking` await, and releases it when it is polled again.
@@ -53,7 +53,7 @@ use std::path::Path;
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use loom_support::{expect_loom_deadlock, model};
-use wedge_runtime::agent::cwd::{ProcessCwd, SpawnLock, in_dir};
+use wedge_core::cwd::{ProcessCwd, SpawnLock, in_dir};
 
 /// Where the build runs (`agent::strategy::Strategy`, minus `zygote`: see the header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,8 +12,8 @@ use nix::errno::Errno;
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 
-use crate::policy::{Policy, Verdict};
-use crate::seccomp_notify::{Listener, Notification, Response};
+use super::notify::{Listener, Notification, Response};
+use super::policy::{Policy, Ruling};
 
 /// Limits on what is read from a target, so a hostile one cannot make the supervisor allocate
 /// without bound.
@@ -71,11 +71,11 @@ pub enum Refusal {
 pub enum Decision {
     Allow {
         request: ExecRequest,
-        verdict: Verdict,
+        ruling: Ruling,
     },
     Deny {
         request: ExecRequest,
-        verdict: Verdict,
+        ruling: Ruling,
     },
     Refuse {
         request: Option<ExecRequest>,
@@ -117,11 +117,11 @@ pub fn handle(
 fn log(notification: &Notification, decision: &Decision) {
     let pid = notification.pid;
     match decision {
-        Decision::Allow { request, verdict } => tracing::info!(
-            pid, path = %request.path, argv = ?request.argv, rule = verdict.rule(), "exec allowed"
+        Decision::Allow { request, ruling } => tracing::info!(
+            pid, path = %request.path, argv = ?request.argv, rule = ruling.rule(), "exec allowed"
         ),
-        Decision::Deny { request, verdict } => tracing::warn!(
-            pid, path = %request.path, argv = ?request.argv, rule = verdict.rule(), "exec denied"
+        Decision::Deny { request, ruling } => tracing::warn!(
+            pid, path = %request.path, argv = ?request.argv, rule = ruling.rule(), "exec denied"
         ),
         Decision::Refuse { request, refusal } => tracing::warn!(
             pid,
@@ -167,11 +167,11 @@ fn decide(
     if !listener.id_valid(n.id) {
         return refuse(Refusal::Stale, Some(request));
     }
-    let verdict = policy.decide(&request.path, &request.argv);
-    if verdict.is_allowed() {
-        Decision::Allow { request, verdict }
+    let ruling = policy.decide(&request.path, &request.argv);
+    if ruling.is_allowed() {
+        Decision::Allow { request, ruling }
     } else {
-        Decision::Deny { request, verdict }
+        Decision::Deny { request, ruling }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `wedge-run`'s runner: start the sandbox, take the listener, supervise, wait, shut down.
+//! One `wedge-run` session, start to end: start the sandbox, take the listener, supervise,
+//! wait, shut down.
 //!
 //! Both variants share all of it except how the supervisor waits and how it is stopped:
 //! - `fixed`: the supervisor waits in `ppoll([listener, eventfd])`; shutdown is
@@ -12,30 +13,30 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
-use crate::exec_decision::{self, ReadLimits};
-use crate::pidfd::PidFd;
-use crate::policy::Policy;
-use crate::sandbox::{
+use super::exec_decision::{self, ReadLimits};
+use super::notify::{EventWake, Listener};
+use super::policy::Policy;
+use super::sandbox::{
     self, Channel, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RUNNER_ERROR, SandboxKind,
 };
-use crate::seccomp_notify::{EventWake, Listener};
-use crate::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit};
-use crate::signals::{self, Targets};
-use crate::supervisor;
+use super::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit};
+use super::signals::{self, Targets};
+use super::supervise;
+use crate::sync::{Arc, Mutex};
+use crate::sys::PidFd;
 
 /// The thread name of the supervisor, as `/proc/PID/task/TID/comm` shows it.
 pub const SUPERVISOR_THREAD: &str = "supervisor";
 
-/// The default bounded drain of the fixed runner.
+/// The default bounded drain of the fixed session.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
 
-/// Which shutdown path the runner uses.
+/// Which shutdown path the session uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Variant {
     /// ppoll on the listener and an eventfd, idempotent begin, bounded drain.
@@ -98,7 +99,7 @@ fn run_supervised(config: RunConfig) -> anyhow::Result<i32> {
     let targets = Arc::new(Mutex::new(Targets::default()));
     let on_escalation = coordinator.clone();
     signals::spawn_forwarder(targets.clone(), move || {
-        // The pre-fix runner had no way to tell its supervisor to stop: it only closed the
+        // The pre-fix session had no way to tell its supervisor to stop: it only closed the
         // listener once the sandbox had exited.
         if let Some(coordinator) = &on_escalation {
             coordinator.begin();
@@ -115,7 +116,7 @@ fn run_supervised(config: RunConfig) -> anyhow::Result<i32> {
             SandboxKind::None => "starting the sandboxed command",
         })?;
     drop(channel.shim);
-    lock(&targets).sandbox =
+    targets.lock().sandbox =
         Some(PidFd::open(child.id() as i32).context("pidfd_open on the sandbox")?);
 
     let handoff = match sandbox::receive_listener(&channel.runner) {
@@ -139,7 +140,7 @@ fn run_supervised(config: RunConfig) -> anyhow::Result<i32> {
             ));
         }
     };
-    lock(&targets).command = Some(PidFd::open(handoff.pid).context("pidfd_open on the command")?);
+    targets.lock().command = Some(PidFd::open(handoff.pid).context("pidfd_open on the command")?);
 
     let supervision = start_supervisor(handoff.listener, coordinator, policy)?;
     sandbox::release_shim(&channel.runner).context("releasing the shim")?;
@@ -164,11 +165,11 @@ fn start_supervisor(
             let thread = builder.spawn(move || {
                 let listener_fd = listener;
                 let listener = Listener::new(listener_fd.as_raw_fd(), Some(shared.wake_signal()));
-                let exit = supervisor::supervise(&listener, &shared, |n| {
+                let exit = supervise::supervise(&listener, &shared, |n| {
                     exec_decision::handle(&listener, &n, &policy, &limits);
                 });
                 shared.finish(exit);
-                // Handed back so that the runner closes it after this thread has returned.
+                // Handed back so that the session closes it after this thread has returned.
                 listener_fd
             })?;
             Supervision::Fixed {
@@ -180,7 +181,7 @@ fn start_supervisor(
             let raw = listener.as_raw_fd();
             let thread = builder.spawn(move || {
                 let listener = Listener::new(raw, None);
-                supervisor::supervise_pre_fix(&listener, |n| {
+                supervise::supervise_pre_fix(&listener, |n| {
                     exec_decision::handle(&listener, &n, &policy, &limits);
                 })
             })?;
@@ -234,8 +235,4 @@ pub fn exit_code(status: ExitStatus) -> i32 {
         (None, Some(signal)) => 128 + signal,
         (None, None) => EXIT_RUNNER_ERROR,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,19 +1,18 @@
-//! What the runner does with the signals it receives.
+//! What the session does with the signals it receives.
 //!
 //! The first SIGINT, SIGTERM or SIGHUP is forwarded to the sandboxed command, so it can clean up
 //! like any program would. The second and every later one SIGKILLs the sandbox and begins
 //! shutdown: a user pressing Ctrl-C twice means it. SIGWINCH is forwarded and never counted, so
 //! resizing a terminal never escalates anything.
 
-use std::sync::{Arc, Mutex};
-
 use nix::sys::signal::Signal;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
 use signal_hook::iterator::Signals;
 
-use crate::pidfd::PidFd;
+use crate::sync::{Arc, Mutex};
+use crate::sys::PidFd;
 
-/// The signals the runner handles.
+/// The signals the session handles.
 pub const HANDLED: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGWINCH];
 
 /// What to do with one received signal.
@@ -58,10 +57,10 @@ impl Escalation {
     }
 }
 
-/// The processes signals go to, filled in as the runner learns them.
+/// The processes signals go to, filled in as the session learns them.
 #[derive(Debug, Default)]
 pub struct Targets {
-    /// The runner's direct child: bubblewrap, or the command itself without a sandbox.
+    /// The session's direct child: bubblewrap, or the command itself without a sandbox.
     pub sandbox: Option<PidFd>,
     /// The command, once the shim has handed over (in a bwrap sandbox it is bwrap's grandchild).
     pub command: Option<PidFd>,
@@ -80,7 +79,7 @@ where
             let mut escalation = Escalation::default();
             for signal in signals.forever() {
                 let action = escalation.on(signal);
-                let targets = targets.lock().unwrap_or_else(|p| p.into_inner());
+                let targets = targets.lock();
                 match action {
                     Action::Forward(signal) => {
                         tracing::info!(?signal, "forwarding to the command");

@@ -1,11 +1,11 @@
 //! Starting the sandboxed command, and the hand-off of the seccomp listener from inside the
 //! sandbox to the supervisor.
 //!
-//! The runner starts `wedge-run __shim --fd N -- CMD ARGS...`, under bubblewrap or directly.
+//! The session starts `wedge-run __shim --fd N -- CMD ARGS...`, under bubblewrap or directly.
 //! The shim (see [`run_shim`]) installs the filter, sends the listener back over a
 //! `SOCK_SEQPACKET` socketpair with `SCM_RIGHTS`, plus `SCM_CREDENTIALS` so that the kernel
-//! translates its pid into the runner's pid namespace, waits for the runner's go-ahead (by then
-//! the supervisor is running and the runner holds a pidfd for the command), closes everything,
+//! translates its pid into the session's pid namespace, waits for the session's go-ahead (by then
+//! the supervisor is running and the session holds a pidfd for the command), closes everything,
 //! and executes CMD. That exec is the first one the supervisor decides.
 
 use std::ffi::{CString, OsStr, OsString};
@@ -22,7 +22,7 @@ use nix::sys::socket::{
     sendmsg, setsockopt, socketpair, sockopt,
 };
 
-use crate::filter::install_exec_filter;
+use super::filter::install_exec_filter;
 
 /// The hidden first argument that turns `wedge-run` into the in-sandbox shim.
 pub const SHIM_ARG: &str = "__shim";
@@ -41,7 +41,7 @@ pub enum SandboxKind {
     None,
 }
 
-/// The runner's end of the hand-off channel and the shim's end, before the shim is started.
+/// The session's end of the hand-off channel and the shim's end, before the shim is started.
 pub struct Channel {
     pub runner: OwnedFd,
     pub shim: OwnedFd,
@@ -103,8 +103,8 @@ pub fn shim_command(
             if flags < 0 || libc::fcntl(shim_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // Die with the runner. PDEATHSIG fires when the *thread* that forked us exits, so the
-            // runner spawns from its main thread, which lives as long as we do. We stay in the
+            // Die with the session. PDEATHSIG fires when the *thread* that forked us exits, so the
+            // session spawns from its main thread, which lives as long as we do. We stay in the
             // caller's process group: a group of our own would lose the terminal's foreground.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -122,7 +122,7 @@ fn bwrap_path() -> PathBuf {
 /// What the shim handed over.
 pub struct Handoff {
     pub listener: OwnedFd,
-    /// The command's pid in the runner's pid namespace.
+    /// The command's pid in the session's pid namespace.
     pub pid: libc::pid_t,
 }
 
@@ -202,7 +202,7 @@ fn shim(args: &[OsString]) -> Result<Never, (i32, String)> {
         .to_str()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| runner_err(format!("shim: bad descriptor {fd:?}")))?;
-    // SAFETY: the runner passed us this descriptor, and nothing else here owns it.
+    // SAFETY: the session passed us this descriptor, and nothing else here owns it.
     let channel = unsafe { OwnedFd::from_raw_fd(fd) };
 
     // Resolve the program before the filter is in place, so a missing command is reported the

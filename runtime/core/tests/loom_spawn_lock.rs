@@ -1,9 +1,9 @@
-//! Loom model of the spawn path's cwd critical section: `wedge_runtime::agent::cwd::in_dir` and
-//! `SpawnLock`, unchanged (built against `wedge_runtime::sync`, so under `--cfg loom` the lock is
+//! Loom model of the spawn path's cwd critical section: `wedge_core::cwd::in_dir` and
+//! `SpawnLock`, unchanged (built against `wedge_core::sync`, so under `--cfg loom` the lock is
 //! loom's mutex), driven by two or three builder threads that share one modelled process-global
 //! working directory.
 //!
-//! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-runtime
+//! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-core
 //! --test loom_spawn_lock`.
 //!
 //! What is modelled, and why it is faithful:
@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 use loom_support::{expect_loom_finds, model};
-use wedge_runtime::agent::cwd::{ProcessCwd, SpawnLock, in_dir};
+use wedge_core::cwd::{ProcessCwd, SpawnLock, in_dir};
 
 /// The directory the process starts in (the agent's own cwd).
 const HOME: &str = "/";

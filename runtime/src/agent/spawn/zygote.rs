@@ -7,9 +7,11 @@
 //! Frames are a little-endian `u32` length and a JSON body ([`Reply`] from the zygote, [`BuildSpec`]
 //! to it). A reply's descriptors ride on the first byte of its frame.
 
-use super::build::{self, BuildError, BuildFailure, BuildSpec, Built, Progress};
-use super::strategy::BuildProgress;
-use super::sys;
+use super::cleanup;
+use super::progress::BuildProgress;
+use crate::agent::build::{self, BuildError, BuildFailure, BuildSpec, Built, Progress};
+use crate::sync::Mutex;
+use crate::sys;
 use anyhow::{Context, Result};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
@@ -21,7 +23,7 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
 
 /// Largest frame either side accepts (requests are validated far below this).
@@ -129,11 +131,7 @@ impl Zygote {
             progress,
             reply,
         };
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job);
+        let sent = self.jobs.lock().send(job);
         if sent.is_err() {
             return Err(gone("its job queue is closed"));
         }
@@ -210,7 +208,7 @@ fn client_loop(socket: UnixStream, queue: mpsc::Receiver<Job>, zygote: Pid, aliv
         };
         if let Err(Ok(orphaned)) = job.reply.send(result) {
             // Nobody waits for this build any more: do not leak the command.
-            super::strategy::discard(orphaned);
+            cleanup::discard(orphaned);
         }
     }
 }

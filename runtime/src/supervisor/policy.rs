@@ -66,9 +66,10 @@ pub fn basename(path: &str) -> &str {
         .unwrap_or(path)
 }
 
-/// The policy's answer for one exec.
+/// The policy's ruling on one exec: which rule decided it, and which way. (Not a trial verdict:
+/// that is the harness's word.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Ruling {
     /// An allow rule matched.
     Allowed(String),
     /// A deny rule matched and no allow rule did.
@@ -77,16 +78,16 @@ pub enum Verdict {
     AllowedByDefault,
 }
 
-impl Verdict {
+impl Ruling {
     pub fn is_allowed(&self) -> bool {
-        !matches!(self, Verdict::Denied(_))
+        !matches!(self, Ruling::Denied(_))
     }
 
     /// The matched rule, for the decision log.
     pub fn rule(&self) -> &str {
         match self {
-            Verdict::Allowed(rule) | Verdict::Denied(rule) => rule,
-            Verdict::AllowedByDefault => "(no rule matched: allowed by default)",
+            Ruling::Allowed(rule) | Ruling::Denied(rule) => rule,
+            Ruling::AllowedByDefault => "(no rule matched: allowed by default)",
         }
     }
 }
@@ -122,16 +123,16 @@ impl Policy {
 
     /// Decides on an exec of `path` with `argv` (argv[0] itself is not compared: the executed
     /// path's basename stands for it).
-    pub fn decide<S: AsRef<str>>(&self, path: &str, argv: &[S]) -> Verdict {
+    pub fn decide<S: AsRef<str>>(&self, path: &str, argv: &[S]) -> Ruling {
         let program = basename(path);
         let args = argv.get(1..).unwrap_or(&[]);
         if let Some(rule) = self.allow.iter().find(|r| r.matches(program, args)) {
-            return Verdict::Allowed(rule.text.clone());
+            return Ruling::Allowed(rule.text.clone());
         }
         if let Some(rule) = self.deny.iter().find(|r| r.matches(program, args)) {
-            return Verdict::Denied(rule.text.clone());
+            return Ruling::Denied(rule.text.clone());
         }
-        Verdict::AllowedByDefault
+        Ruling::AllowedByDefault
     }
 
     /// Parses a policy file's text. `origin` names it in errors.
@@ -237,7 +238,7 @@ mod tests {
         let p = policy(&[], &[]);
         assert_eq!(
             p.decide("/bin/rm", &["rm", "-rf", "/"]),
-            Verdict::AllowedByDefault
+            Ruling::AllowedByDefault
         );
     }
 
@@ -246,18 +247,18 @@ mod tests {
         let p = policy(&[], &["git push", "rm -rf"]);
         assert_eq!(
             p.decide("/usr/bin/git", &["git", "push", "origin"]),
-            Verdict::Denied("git push".into())
+            Ruling::Denied("git push".into())
         );
         assert_eq!(
             p.decide("/usr/bin/git", &["whatever", "push"]),
-            Verdict::Denied("git push".into())
+            Ruling::Denied("git push".into())
         );
         assert!(p.decide("/usr/bin/git", &["git", "pushx"]).is_allowed());
         assert!(p.decide("/usr/bin/git", &["git"]).is_allowed());
         assert!(p.decide("/usr/bin/gitk", &["gitk", "push"]).is_allowed());
         assert_eq!(
             p.decide("./rm", &["rm", "-rf", "x"]),
-            Verdict::Denied("rm -rf".into())
+            Ruling::Denied("rm -rf".into())
         );
         assert!(p.decide("/bin/rm", &["rm", "-r", "-f", "x"]).is_allowed());
     }
@@ -267,11 +268,11 @@ mod tests {
         let p = policy(&["git push origin feature"], &["git push"]);
         assert_eq!(
             p.decide("/usr/bin/git", &["git", "push", "origin", "feature"]),
-            Verdict::Allowed("git push origin feature".into())
+            Ruling::Allowed("git push origin feature".into())
         );
         assert_eq!(
             p.decide("/usr/bin/git", &["git", "push", "origin", "main"]),
-            Verdict::Denied("git push".into())
+            Ruling::Denied("git push".into())
         );
     }
 
@@ -280,7 +281,7 @@ mod tests {
         let p = policy(&[], &["  /usr/bin/git \t push  "]);
         assert_eq!(
             p.decide("/opt/git", &["git", "push"]),
-            Verdict::Denied("/usr/bin/git push".into()),
+            Ruling::Denied("/usr/bin/git push".into()),
             "the rule is logged as written, its whitespace folded"
         );
     }

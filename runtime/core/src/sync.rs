@@ -1,0 +1,167 @@
+//! The synchronisation facade the runtime's concurrency-critical code is written against.
+//!
+//! Normally these are `std`'s types; built with `RUSTFLAGS="--cfg loom"` they are loom's, so the
+//! loom models in `runtime/core/tests/` check the very code that ships rather than a copy of it.
+//! This file is the only one that knows the difference (as tokio's `src/loom/` is): callers see
+//! one API whichever is underneath.
+//!
+//! [`Mutex`] and [`Condvar`] are poison-free: `lock` returns the guard itself. Every mutex of the
+//! runtime guards state that stays consistent between statements (a table, a flag, a queue, a
+//! `()` token), and no code holding one of them leaves it half-updated across a call that could
+//! panic, so a panic in another holder leaves nothing a later holder could misread. Recovering the
+//! guard is therefore sound, and it is what every caller did by hand before (`unwrap_or_else(|p|
+//! p.into_inner())`). A panic still propagates in the thread that panicked.
+
+#[cfg(not(loom))]
+mod imp {
+    pub use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub use std::sync::{Arc, MutexGuard};
+    pub use std::thread;
+    pub use std::time::Instant;
+
+    pub(super) use std::sync::{Condvar as RawCondvar, Mutex as RawMutex};
+}
+
+#[cfg(loom)]
+mod imp {
+    pub use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub use loom::sync::{Arc, MutexGuard};
+    pub use loom::thread;
+
+    pub(super) use loom::sync::{Condvar as RawCondvar, Mutex as RawMutex};
+
+    use std::time::Duration;
+
+    /// loom has no clock: its `wait_timeout` explores the timed-out branch on its own, so every
+    /// instant is the same and every difference is a short, positive wait.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub struct Instant;
+
+    impl Instant {
+        pub fn now() -> Self {
+            Instant
+        }
+    }
+
+    impl std::ops::Add<Duration> for Instant {
+        type Output = Instant;
+        fn add(self, _: Duration) -> Instant {
+            Instant
+        }
+    }
+
+    impl std::ops::Sub for Instant {
+        type Output = Duration;
+        fn sub(self, _: Instant) -> Duration {
+            Duration::from_millis(1)
+        }
+    }
+}
+
+pub use imp::{Arc, AtomicBool, AtomicU64, AtomicUsize, Instant, MutexGuard, Ordering, thread};
+
+use std::time::Duration;
+
+/// A mutual-exclusion lock whose `lock` cannot fail (see the module docs for why recovering from
+/// poisoning is sound here).
+pub struct Mutex<T: ?Sized>(imp::RawMutex<T>);
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the value: printing it would take the lock, and a Debug that can block is a trap.
+        f.debug_struct("Mutex").finish_non_exhaustive()
+    }
+}
+
+impl<T> Mutex<T> {
+    /// A new, unlocked mutex holding `value`. `const` in normal builds, so it can be a `static`.
+    #[cfg(not(loom))]
+    pub const fn new(value: T) -> Self {
+        Self(imp::RawMutex::new(value))
+    }
+
+    /// A new, unlocked mutex holding `value` (loom's mutex cannot be built in a constant).
+    #[cfg(loom)]
+    pub fn new(value: T) -> Self {
+        Self(imp::RawMutex::new(value))
+    }
+
+    /// The value, consuming the mutex.
+    pub fn into_inner(self) -> T {
+        self.0
+            .into_inner()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    /// Blocks until the lock is free, then takes it.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// A condition variable paired with [`Mutex`], as poison-free as it.
+pub struct Condvar(imp::RawCondvar);
+
+impl Default for Condvar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Condvar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Condvar").finish_non_exhaustive()
+    }
+}
+
+impl Condvar {
+    /// A new condition variable. `const` in normal builds, so it can be a `static`.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self(imp::RawCondvar::new())
+    }
+
+    /// A new condition variable.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self(imp::RawCondvar::new())
+    }
+
+    /// Releases `guard`, waits for a notification (or a spurious wake-up), and takes the lock again.
+    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0
+            .wait(guard)
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Like [`Condvar::wait`], for at most `timeout`. The flag says whether the wait timed out.
+    pub fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+    ) -> (MutexGuard<'a, T>, bool) {
+        let (guard, result) = self
+            .0
+            .wait_timeout(guard, timeout)
+            .unwrap_or_else(|poison| poison.into_inner());
+        (guard, result.timed_out())
+    }
+
+    /// Wakes one waiter.
+    pub fn notify_one(&self) {
+        self.0.notify_one();
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}

@@ -1,0 +1,155 @@
+//! The five spawn strategies: where [`build::build`] is called from. The build code is the same for
+//! all; what differs is which thread blocks in it, and what it holds meanwhile.
+//!
+//! - this file: [`Strategy`] and the [`Spawner`] that runs builds with one;
+//! - [`progress`]: [`BuildProgress`], what an in-flight build has created (so it can be cancelled);
+//! - [`cleanup`]: reaping and discarding what a build left behind;
+//! - [`zygote`]: the single-threaded helper process of the `zygote` strategy.
+//!
+//! The imports point one way: this file uses the three others, `zygote` uses `progress` and
+//! `cleanup`, and those two use only the build.
+
+pub mod cleanup;
+pub mod progress;
+pub mod zygote;
+
+pub use cleanup::{discard, discard_failure, reap};
+pub use progress::BuildProgress;
+
+use super::build::cwd::SpawnLock;
+use super::build::{self, BuildError, BuildFailure, BuildSpec, Built};
+use progress::LogLockHolder;
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use zygote::Zygote;
+
+/// The process-wide spawn lock of the `blocking-pool-std-mutex` strategy. (Lazily built: the lock is
+/// wedge-core's, written to be loom-checkable, and loom's mutex has no `const` constructor.)
+static SPAWN_LOCK: LazyLock<SpawnLock> = LazyLock::new(SpawnLock::new);
+
+/// Where the blocking container build runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Strategy {
+    /// Directly inside the async handler, on a runtime worker thread (the original bug: with one
+    /// worker, a slow or stuck build stops the whole service).
+    Inline,
+    /// `spawn_blocking` without any lock (exposes the race on the process-global cwd).
+    BlockingPool,
+    /// `spawn_blocking` behind a `tokio::sync::Mutex` held across the await (builds one at a time).
+    BlockingPoolAsyncMutex,
+    /// `spawn_blocking`, with a static `std::sync::Mutex` around the cwd critical section.
+    BlockingPoolStdMutex,
+    /// A single-threaded helper process forked before the runtime performs every build.
+    Zygote,
+}
+
+impl Strategy {
+    /// The default of `wedge-agent serve` (chosen from measurements: see the agent README).
+    pub const DEFAULT: Strategy = Strategy::Zygote;
+
+    /// Every strategy, in the order of the README.
+    pub const ALL: [Strategy; 5] = [
+        Strategy::Inline,
+        Strategy::BlockingPool,
+        Strategy::BlockingPoolAsyncMutex,
+        Strategy::BlockingPoolStdMutex,
+        Strategy::Zygote,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Inline => "inline",
+            Strategy::BlockingPool => "blocking-pool",
+            Strategy::BlockingPoolAsyncMutex => "blocking-pool-async-mutex",
+            Strategy::BlockingPoolStdMutex => "blocking-pool-std-mutex",
+            Strategy::Zygote => "zygote",
+        }
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Runs builds with one strategy.
+pub struct Spawner {
+    strategy: Strategy,
+    async_lock: tokio::sync::Mutex<()>,
+    zygote: Option<Zygote>,
+}
+
+impl Spawner {
+    /// A spawner for `strategy`; `zygote` must be given exactly for [`Strategy::Zygote`].
+    pub fn new(strategy: Strategy, zygote: Option<Zygote>) -> Self {
+        assert_eq!(
+            strategy == Strategy::Zygote,
+            zygote.is_some(),
+            "the zygote strategy needs a zygote, and only it"
+        );
+        Self {
+            strategy,
+            async_lock: tokio::sync::Mutex::new(()),
+            zygote,
+        }
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Whether builds can work: false once the zygote died.
+    pub fn is_healthy(&self) -> bool {
+        self.zygote.as_ref().is_none_or(Zygote::is_alive)
+    }
+
+    /// Builds and starts `spec`. The returned future owns everything it needs.
+    pub fn spawn(
+        self: &Arc<Self>,
+        spec: BuildSpec,
+        progress: Arc<BuildProgress>,
+    ) -> impl Future<Output = Result<Built, BuildFailure>> + Send + 'static {
+        let this = Arc::clone(self);
+        async move {
+            let _holder = LogLockHolder::arm(&progress);
+            match this.strategy {
+                Strategy::Inline => run_build(&spec, None, &progress),
+                Strategy::BlockingPool => on_blocking_pool(spec, None, progress).await,
+                Strategy::BlockingPoolAsyncMutex => {
+                    let _serialised = this.async_lock.lock().await;
+                    on_blocking_pool(spec, None, progress).await
+                }
+                Strategy::BlockingPoolStdMutex => {
+                    on_blocking_pool(spec, Some(&*SPAWN_LOCK), progress).await
+                }
+                Strategy::Zygote => {
+                    let zygote = this.zygote.as_ref().expect("checked in Spawner::new");
+                    zygote.build(spec, progress).await
+                }
+            }
+        }
+    }
+}
+
+fn run_build(
+    spec: &BuildSpec,
+    lock: Option<&SpawnLock>,
+    progress: &BuildProgress,
+) -> Result<Built, BuildFailure> {
+    build::build(spec, lock, progress.cancelled(), &mut |p| {
+        progress.record(p)
+    })
+}
+
+async fn on_blocking_pool(
+    spec: BuildSpec,
+    lock: Option<&'static SpawnLock>,
+    progress: Arc<BuildProgress>,
+) -> Result<Built, BuildFailure> {
+    tokio::task::spawn_blocking(move || run_build(&spec, lock, &progress))
+        .await
+        .unwrap_or_else(|e| Err(BuildError::Failed(format!("the build thread failed: {e}")).into()))
+}
