@@ -162,11 +162,11 @@ fn i386_int80_execve_kills_the_process() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     if !(out.status.success() && text.contains("errno 14")) {
-        eprintln!(
-            "SKIPPED: this kernel has no ia32 emulation (int 0x80 gave {:?}: {text})",
+        let reason = format!(
+            "this kernel has no ia32 emulation (int 0x80 gave {:?}: {text})",
             out.status
         );
-        return;
+        return cannot_run("ia32-execve", &reason);
     }
     for sandbox in SANDBOXES {
         let (code, out, err) = run(sandbox, None, &[exec_probe(), "int80-execve", "/bin/true"]);

@@ -31,9 +31,7 @@ pub fn exec_probe() -> &'static str {
 fn become_subreaper() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: plain prctl.
-        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-        assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
+        wedge_runtime::sys::become_child_subreaper().expect("PR_SET_CHILD_SUBREAPER");
     });
 }
 
@@ -242,15 +240,21 @@ impl Drop for Subject {
 }
 
 pub fn pidfd_open(pid: i32) -> OwnedFd {
-    // SAFETY: plain syscall; on success we own the new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    assert!(
-        fd >= 0,
-        "pidfd_open({pid}): {}",
-        std::io::Error::last_os_error()
+    wedge_runtime::sys::pidfd_open(pid).unwrap_or_else(|e| panic!("pidfd_open({pid}): {e}"))
+}
+
+/// A security test that cannot run on this machine (e.g. no ia32 emulation to attack) fails,
+/// unless the run names it in `WEDGE_ALLOW_SKIP` (a comma-separated list of skip names): a
+/// silently skipped security check reads as a passed one.
+pub fn cannot_run(name: &str, reason: &str) {
+    let allowed = std::env::var("WEDGE_ALLOW_SKIP").unwrap_or_default();
+    if allowed.split(',').any(|a| a.trim() == name) {
+        eprintln!("SKIPPED (allowed by WEDGE_ALLOW_SKIP): {name}: {reason}");
+        return;
+    }
+    panic!(
+        "security test {name} cannot run here: {reason}; set WEDGE_ALLOW_SKIP={name} to allow it"
     );
-    // SAFETY: new descriptor, owned by nobody else.
-    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) }
 }
 
 /// Polls `condition` until it holds, with [`DEADLINE`] as the safety net. The interval is a
