@@ -31,9 +31,9 @@
 //!   process — neither is a hang):
 //!   - `alarm()` / `ITIMER_REAL` has no per-process view (`/proc/PID/stat` field 21 is always 0).
 //!     `/proc/timer_list` (root) lists every armed one in the system as `it_real_fn`, without its
-//!     owner: if none is armed anywhere, no alarm is pending; otherwise the process may get
-//!     SIGALRM within the latest of them, and is not quiescent until then unless it ignores
-//!     SIGALRM. Without `/proc/timer_list`: a process that catches SIGALRM is not quiescent before
+//!     owner: if none armed anywhere fires before the deadline, the process's (if any) does not
+//!     either; otherwise it may get SIGALRM as late as the latest of those, and is not quiescent
+//!     while one is there, unless it ignores SIGALRM. Without `/proc/timer_list`: a process that catches SIGALRM is not quiescent before
 //!     the deadline (too broad for a process that catches SIGALRM and really hangs, which is then
 //!     judged at the deadline: sound, only later).
 //!   - `ITIMER_VIRTUAL` / `ITIMER_PROF` (SIGVTALRM, SIGPROF) and POSIX timers on CPU-time clocks
@@ -42,8 +42,8 @@
 //!   - POSIX timers are listed by `/proc/PID/timers` (id, signal, notify, clock) but an armed and
 //!     a disarmed one look the same there; `/proc/timer_list` shows armed ones as
 //!     `posix_timer_fn`. A timer whose signal the process catches, waits for or dies of is a wake
-//!     source bounded by the latest armed POSIX timer in the system; none armed anywhere ⇒ it is
-//!     disarmed. Alarm clocks, an unreadable `/proc/timer_list`, or no `/proc/PID/timers` (with a
+//!     source while some POSIX timer of the system fires before the deadline (it may be this
+//!     one); none does ⇒ this one is disarmed or fires too late. Alarm clocks, an unreadable `/proc/timer_list`, or no `/proc/PID/timers` (with a
 //!     caught signal) ⇒ not quiescent before the deadline.
 //!
 //! The diagnosis names the wake source: `sleeping in read (timerfd fd 3 fires in 700 ms)`,
@@ -292,6 +292,7 @@ impl Monitor {
                 waited,
                 posix: posix.as_deref(),
                 kernel: kernel.as_ref(),
+                horizon: self.deadline.saturating_duration_since(snap.taken),
             };
             let signal = wake::signal_wake(&view).map(|w| External::from_wake(w, snap.taken));
             for &(t, _, _) in &blocked {
@@ -588,6 +589,43 @@ mod tests {
     }
 
     #[test]
+    fn external_wakes_count_until_the_deadline() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(6);
+        let wake = |after: Option<u64>| {
+            External::from_wake(
+                Wake {
+                    after: after.map(Duration::from_millis),
+                    why: "timerfd fd 3 fires in 700 ms".into(),
+                },
+                now,
+            )
+        };
+        assert!(wake(Some(700)).wakes_by(deadline));
+        assert!(!wake(Some(7000)).wakes_by(deadline));
+        // Unknown: any moment, so before the deadline.
+        assert!(wake(None).wakes_by(deadline));
+        let note = External {
+            at: None,
+            text: "timerfd fd 3 is disarmed".into(),
+            wakes: false,
+        };
+        assert!(!note.wakes_by(deadline));
+        let mut t = thread("w", true, Some("read"), "sleeping");
+        t.wake = Some(note.text.clone());
+        assert_eq!(
+            t.phrase(),
+            "main thread blocked in read (timerfd fd 3 is disarmed)"
+        );
+        t.wakes_in_ms = Some(700);
+        t.wake = Some("timerfd fd 3 fires in 700 ms".into());
+        assert_eq!(
+            t.phrase(),
+            "main thread sleeping in read (timerfd fd 3 fires in 700 ms)"
+        );
+    }
+
+    #[test]
     fn quiet_rules() {
         let now = Instant::now();
         let deadline = now + Duration::from_secs(10);
@@ -615,6 +653,8 @@ mod tests {
             deadline
         ));
         assert!(thread_is_quiet('T', &None, None, deadline));
+        // Uninterruptible: slow I/O and a stuck kernel wait look alike, so never quiescent.
+        assert!(!thread_is_quiet('D', &sc, None, deadline));
         assert!(!thread_is_quiet(
             'S',
             &Some(SyscallState::NotInSyscall),

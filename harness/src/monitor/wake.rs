@@ -132,6 +132,8 @@ pub struct SignalView<'a> {
     pub posix: Option<&'a [PosixTimer]>,
     /// `None`: `/proc/timer_list` unreadable.
     pub kernel: Option<&'a KernelTimers>,
+    /// Time left to the deadline: a system timer firing later cannot wake it in time.
+    pub horizon: Duration,
 }
 
 impl SignalView<'_> {
@@ -164,8 +166,11 @@ impl SignalView<'_> {
     }
 }
 
-fn latest(list: &[Duration]) -> Option<Duration> {
-    list.iter().copied().max()
+/// The latest of the system's armed timers of one kind that fire within `horizon`: the process's
+/// own, if armed, is one of them (the kernel does not say which), so it may fire up to then; if
+/// none fires within the horizon, the process's does not either.
+fn latest(list: &[Duration], horizon: Duration) -> Option<Duration> {
+    list.iter().copied().filter(|&d| d <= horizon).max()
 }
 
 /// The wake-up an alarm (`ITIMER_REAL`, `alarm()`) may bring; no per-process view exists.
@@ -173,12 +178,12 @@ fn alarm_wake(view: &SignalView<'_>) -> Option<Wake> {
     const SIGALRM: i32 = 14;
     match view.kernel {
         Some(k) => {
-            let left = latest(&k.itimer_real)?;
+            let left = latest(&k.itimer_real, view.horizon)?;
             view.acts_on(SIGALRM).then(|| Wake {
                 after: Some(left),
                 why: format!(
                     "an alarm may be pending (no per-process /proc view; the latest ITIMER_REAL \
-                     in the system fires in {}), SIGALRM {}",
+                     in the system firing before the deadline does in {}), SIGALRM {}",
                     human(left),
                     view.effect(SIGALRM)
                 ),
@@ -230,10 +235,10 @@ fn posix_timer_wake(t: &PosixTimer, view: &SignalView<'_>) -> Option<Wake> {
         });
     }
     match view.kernel {
-        Some(k) => latest(&k.posix).map(|left| Wake {
+        Some(k) => latest(&k.posix, view.horizon).map(|left| Wake {
             after: Some(left),
             why: format!(
-                "{name} may fire within {} (the latest POSIX timer armed in the system)",
+                "{name} may fire within {} (some POSIX timer of the system does)",
                 human(left)
             ),
         }),
@@ -255,7 +260,7 @@ pub fn signal_wake(view: &SignalView<'_>) -> Option<Wake> {
         }
         None if view.masks.caught != 0 => {
             // Blind to its POSIX timers: any caught signal may come from one.
-            let after = view.kernel.map(|k| latest(&k.posix));
+            let after = view.kernel.map(|k| latest(&k.posix, view.horizon));
             let wake_blind = match after {
                 Some(None) => None,
                 Some(Some(left)) => Some(Wake {
@@ -363,6 +368,7 @@ mod tests {
             waited: 0,
             posix,
             kernel,
+            horizon: Duration::from_secs(5),
         }
     }
 
@@ -377,6 +383,25 @@ mod tests {
         };
         // No ITIMER_REAL armed anywhere: pause() forever is quiescent, handler or not.
         assert_eq!(signal_wake(&view(ALRM, 0, Some(&[]), Some(&none))), None);
+        // Armed ones fire only after the deadline: if one is the process's, it is too late.
+        let late = KernelTimers {
+            itimer_real: vec![Duration::from_secs(60)],
+            posix: vec![Duration::from_secs(60)],
+        };
+        assert_eq!(signal_wake(&view(ALRM, 0, Some(&[]), Some(&late))), None);
+        let far = [PosixTimer {
+            id: 0,
+            signo: 10,
+            notify: "signal/pid.7".into(),
+            clock: 1,
+        }];
+        assert_eq!(signal_wake(&view(1 << 9, 0, Some(&far), Some(&late))), None);
+        let one_late = KernelTimers {
+            itimer_real: vec![Duration::from_millis(300), Duration::from_secs(60)],
+            posix: vec![],
+        };
+        let w = signal_wake(&view(ALRM, 0, Some(&[]), Some(&one_late))).unwrap();
+        assert_eq!(w.after, Some(Duration::from_millis(300)));
         let w = signal_wake(&view(ALRM, 0, Some(&[]), Some(&one))).unwrap();
         assert_eq!(w.after, Some(Duration::from_millis(900)));
         assert!(w.why.contains("SIGALRM caught"), "{}", w.why);
