@@ -401,8 +401,9 @@ fn alarm_pause() -> ! {
     say("pausing");
     while ALARMS.load(Ordering::SeqCst) < 2 {
         let before = ALARMS.load(Ordering::SeqCst);
-        // SAFETY: alarm and pause take no pointers. If the alarm fires before pause, the loop
-        // still ends: pause would wait forever, but the handler ran and `before` tells.
+        // SAFETY: alarm and pause take no pointers. The check skips pause when the alarm already
+        // fired; one firing between the check and pause would be lost, which its 1 s margin rules
+        // out in practice.
         unsafe {
             libc::alarm(1);
             if ALARMS.load(Ordering::SeqCst) == before {

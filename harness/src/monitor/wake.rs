@@ -53,6 +53,11 @@ pub fn human(d: Duration) -> String {
 }
 
 /// The wake-ups a wait on `fds` can get from the timerfds among them, following epoll sets.
+///
+/// An epoll set names its members by the fd number they were added under; a process that added
+/// a timerfd, dup'ed it and closed the original keeps the watch under a number that is now
+/// another file or none, and wedge misses that timer (the kernel shows nothing better: every
+/// anonymous inode has the same `ino`).
 pub fn fd_wake(fds: &WaitFds, objects: &BTreeMap<i32, FdObject>) -> FdWait {
     let list = match fds {
         WaitFds::None => return FdWait::default(),
