@@ -305,7 +305,12 @@ impl Monitor {
                         .as_ref()
                         .is_some_and(|e| e.wakes_by(self.deadline))
                 {
-                    track.external = Some(sig.clone());
+                    // Keep the note on a timer that cannot fire: the diagnosis names both.
+                    let mut sig = sig.clone();
+                    if let Some(note) = track.external.take() {
+                        sig.text = format!("{}; {}", note.text, sig.text);
+                    }
+                    track.external = Some(sig);
                 }
                 woken |= track
                     .external
