@@ -1,6 +1,55 @@
-//! Watching a trial's process tree: snapshots from `/proc`, quiescence (every thread asleep with no
-//! timeout that can fire before the deadline, no CPU time, no wake-ups, no new processes or
-//! threads), and the per-process, per-thread diagnosis of a hang.
+//! Watching a trial's process tree: snapshots from `/proc`, quiescence, and the per-process,
+//! per-thread diagnosis of a hang.
+//!
+//! # What counts as quiescent
+//!
+//! The guarantee: wedge calls a tree quiescent (a hang, once it lasts the window) only when no
+//! thread of it can run again before the deadline by anything the tree itself set up: every
+//! thread is asleep with no timeout that fires before the deadline and no timer of its own that
+//! can wake it before then, no thread uses CPU or is woken (its context-switch count is still),
+//! and no process or thread comes or goes. A progressing program is never called hung by the
+//! window; when wedge cannot see whether a wake source is armed it assumes it is, and the tree is
+//! judged at the deadline instead, which is still a hang verdict, only a later one.
+//!
+//! Per thread (the rule itself is in [`wake`], pure; the kernel reading in `proc::wake`):
+//! - **state**: running ⇒ not quiescent; stopped, traced, zombie ⇒ quiescent. Asleep (`S`) ⇒
+//!   quiescent only inside a syscall and as below. **Uninterruptible (`D`) is never quiescent**:
+//!   the kernel shows no difference between slow I/O (a long `fsync`, a page fault on a loaded
+//!   disk) and a stuck kernel-side wait, so a `D` wait ends only at the deadline, where it is a
+//!   hang whose diagnosis says `uninterruptible` with its wchan and kernel stack.
+//! - **its own timeout** (`proc::syscall::wait_bound`): a timed wait firing before the deadline
+//!   is not quiescent; a timeout wedge cannot read counts as firing now.
+//! - **timerfds it waits on**: a thread in `read`/`readv`/`pread` on an fd, in `epoll_wait`/
+//!   `epoll_pwait`/`epoll_pwait2` on an epoll set (followed through nested sets), or in
+//!   `poll`/`ppoll`/`select`/`pselect6` on a set read from its memory (at most 4096 fds), is not
+//!   quiescent while a timerfd among those fds is armed to fire before the deadline (its fdinfo
+//!   `it_value`) or has expired unread. A set wedge cannot read counts as waking any moment. A
+//!   timerfd that nobody waits on wakes nobody: a futex deadlock beside a ticking timer is still
+//!   judged (the ticking thread itself is not quiescent while it keeps waking).
+//! - **signals its process's timers can send** (to every interruptibly sleeping thread of that
+//!   process, since a caught signal interrupts any such wait and a default-fatal one ends the
+//!   process — neither is a hang):
+//!   - `alarm()` / `ITIMER_REAL` has no per-process view (`/proc/PID/stat` field 21 is always 0).
+//!     `/proc/timer_list` (root) lists every armed one in the system as `it_real_fn`, without its
+//!     owner: if none armed anywhere fires before the deadline, the process's (if any) does not
+//!     either; otherwise it may get SIGALRM as late as the latest of those, and is not quiescent
+//!     while one is there, unless it ignores SIGALRM. Without `/proc/timer_list`: a process that catches SIGALRM is not quiescent before
+//!     the deadline (too broad for a process that catches SIGALRM and really hangs, which is then
+//!     judged at the deadline: sound, only later).
+//!   - `ITIMER_VIRTUAL` / `ITIMER_PROF` (SIGVTALRM, SIGPROF) and POSIX timers on CPU-time clocks
+//!     count the process's CPU time, which does not advance while every thread sleeps: they
+//!     cannot wake a quiescent tree, so they are not wake sources.
+//!   - POSIX timers are listed by `/proc/PID/timers` (id, signal, notify, clock) but an armed and
+//!     a disarmed one look the same there; `/proc/timer_list` shows armed ones as
+//!     `posix_timer_fn`. A timer whose signal the process catches, waits for or dies of is a wake
+//!     source while some POSIX timer of the system fires before the deadline (it may be this
+//!     one); none does ⇒ this one is disarmed or fires too late. Alarm clocks, an unreadable `/proc/timer_list`, or no `/proc/PID/timers` (with a
+//!     caught signal) ⇒ not quiescent before the deadline.
+//!
+//! The diagnosis names the wake source: `sleeping in read (timerfd fd 3 fires in 700 ms)`,
+//! `blocked in read (timerfd fd 3 is disarmed)`, or the alarm or POSIX timer that may fire.
+
+pub mod wake;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -8,7 +57,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::proc::syscall::{self, WaitBound};
-use crate::proc::{self as procfs, ProcessSample, SyscallState};
+use crate::proc::wake as procwake;
+use crate::proc::{self as procfs, ProcessSample, SyscallState, ThreadSample};
+use wake::{SignalView, Wake};
 
 /// The processes of a tree at one instant.
 #[derive(Debug, Clone)]
@@ -51,8 +102,36 @@ struct Track {
     since: Instant,
     /// When its timeout fires at the latest (`None`: never, or it is not waiting).
     wakes_at: Option<Instant>,
-    /// Whether the thread counts as quiescent.
+    /// Whether the thread counts as quiescent by its state and its own timeout.
     quiet: bool,
+    /// A timer that can wake it besides its own timeout, as seen in the latest snapshot (read
+    /// afresh each time, since another thread may arm or disarm it at any moment).
+    external: Option<External>,
+}
+
+/// A wake source of a thread outside its own syscall's timeout, or a timer that cannot wake it.
+#[derive(Debug, Clone)]
+struct External {
+    /// When it fires at the latest; `None`: unknown, any moment.
+    at: Option<Instant>,
+    /// e.g. `timerfd fd 3 fires in 700 ms`, `timerfd fd 3 is disarmed`.
+    text: String,
+    /// Whether it wakes the thread (`false`: a note for the diagnosis only).
+    wakes: bool,
+}
+
+impl External {
+    fn from_wake(w: Wake, now: Instant) -> External {
+        External {
+            at: w.after.map(|d| now + d),
+            text: w.why,
+            wakes: true,
+        }
+    }
+
+    fn wakes_by(&self, deadline: Instant) -> bool {
+        self.wakes && self.at.is_none_or(|at| at <= deadline)
+    }
 }
 
 /// The quiescence detector and diagnosis builder of one trial.
@@ -107,13 +186,20 @@ impl Monitor {
                             key,
                             since: snap.taken,
                             wakes_at,
+                            external: None,
                         }
                     }
                 };
+                let mut track = track;
+                track.external = None;
                 all_quiet &= track.quiet;
                 fingerprint.push((p.stat.pid, t.tid, t.cpu_ticks, t.switches, t.state));
                 tracks.insert(id, track);
             }
+        }
+        // Only a tree that looks quiescent by its own timeouts is worth reading timers for.
+        if all_quiet && !self.window.is_zero() {
+            all_quiet = !self.external_wakes(snap, &mut tracks);
         }
         fingerprint.sort_unstable();
         let unchanged = fingerprint == self.fingerprint;
@@ -160,6 +246,81 @@ impl Monitor {
         }
     }
 
+    /// Reads what can wake each interruptibly blocked thread besides its own timeout (timerfds in
+    /// the fds it waits on, signals the process's timers may send), records it on its track, and
+    /// returns whether any of it fires before the deadline.
+    fn external_wakes(&self, snap: &Snapshot, tracks: &mut HashMap<(i32, i32), Track>) -> bool {
+        let mut kernel = None;
+        let mut woken = false;
+        for p in &snap.processes {
+            let pid = p.stat.pid;
+            let blocked: Vec<(&ThreadSample, u64, [u64; 6])> = p
+                .threads
+                .iter()
+                .filter(|t| t.state == 'S')
+                .filter_map(|t| match &t.syscall {
+                    Some(SyscallState::In { nr, args }) => Some((t, *nr, *args)),
+                    _ => None,
+                })
+                .collect();
+            if blocked.is_empty() {
+                continue;
+            }
+            let objects = procwake::fd_objects(pid);
+            let read = |addr: u64, len: usize| procfs::read_memory(pid, addr, len);
+            let mut waited = 0;
+            for &(t, nr, args) in &blocked {
+                let fds = wake::fd_wake(&procwake::wait_fds(nr, &args, &read), &objects);
+                waited |= fds.signals | procwake::sigwait_set(nr, &args, &read).unwrap_or(0);
+                let external = match (fds.wake, fds.note) {
+                    (Some(w), _) => Some(External::from_wake(w, snap.taken)),
+                    (None, Some(note)) => Some(External {
+                        at: None,
+                        text: note,
+                        wakes: false,
+                    }),
+                    (None, None) => None,
+                };
+                if let Some(track) = tracks.get_mut(&(pid, t.tid)) {
+                    track.external = external;
+                }
+            }
+            let posix = procwake::posix_timers(pid);
+            let kernel = kernel.get_or_insert_with(procwake::kernel_timers);
+            let view = SignalView {
+                masks: procwake::signal_masks(pid).unwrap_or_default(),
+                waited,
+                posix: posix.as_deref(),
+                kernel: kernel.as_ref(),
+                horizon: self.deadline.saturating_duration_since(snap.taken),
+            };
+            let signal = wake::signal_wake(&view).map(|w| External::from_wake(w, snap.taken));
+            for &(t, _, _) in &blocked {
+                let Some(track) = tracks.get_mut(&(pid, t.tid)) else {
+                    continue;
+                };
+                if let Some(sig) = &signal
+                    && !track
+                        .external
+                        .as_ref()
+                        .is_some_and(|e| e.wakes_by(self.deadline))
+                {
+                    // Keep the note on a timer that cannot fire: the diagnosis names both.
+                    let mut sig = sig.clone();
+                    if let Some(note) = track.external.take() {
+                        sig.text = format!("{}; {}", note.text, sig.text);
+                    }
+                    track.external = Some(sig);
+                }
+                woken |= track
+                    .external
+                    .as_ref()
+                    .is_some_and(|e| e.wakes_by(self.deadline));
+            }
+        }
+        woken
+    }
+
     /// The diagnosis of the tree as seen in `snap`, for a hang declared for `reason`.
     pub fn diagnose(&self, snap: &Snapshot, reason: &str) -> Diagnosis {
         let mut processes = Vec::new();
@@ -177,9 +338,17 @@ impl Monitor {
                 let for_ms = track.map_or(0, |tr| {
                     snap.taken.saturating_duration_since(tr.since).as_millis() as u64
                 });
-                let wakes_in_ms = track
-                    .and_then(|tr| tr.wakes_at)
-                    .map(|w| w.saturating_duration_since(snap.taken).as_millis() as u64);
+                let external = track.and_then(|tr| tr.external.as_ref());
+                let in_ms = |w: Instant| w.saturating_duration_since(snap.taken).as_millis() as u64;
+                let own = track.and_then(|tr| tr.wakes_at);
+                // A timer that fires before the call's own timeout is what wakes it.
+                let (wakes_in_ms, wake) = match external {
+                    Some(e) if e.wakes && own.is_none_or(|o| e.at.is_none_or(|at| at < o)) => {
+                        (e.at.map(in_ms), Some(e.text.clone()))
+                    }
+                    Some(e) if !e.wakes => (own.map(in_ms), Some(e.text.clone())),
+                    _ => (own.map(in_ms), None),
+                };
                 threads.push(ThreadDiag {
                     tid: t.tid,
                     name: t.comm.clone(),
@@ -191,6 +360,7 @@ impl Monitor {
                     kernel_stack: procfs::kernel_stack(p.stat.pid, t.tid),
                     for_ms,
                     wakes_in_ms,
+                    wake,
                     running: matches!(t.syscall, Some(SyscallState::Running)) || t.state == 'R',
                 });
             }
@@ -220,7 +390,8 @@ fn thread_is_quiet(
 ) -> bool {
     match state {
         'T' | 't' | 'Z' | 'X' => true,
-        'S' | 'D' | 'I' | 'P' => match sc {
+        // 'D' is never quiescent: see the module doc.
+        'S' | 'I' | 'P' => match sc {
             Some(SyscallState::In { .. }) => wakes_at.is_none_or(|w| w > deadline),
             _ => false,
         },
@@ -283,9 +454,13 @@ pub struct ThreadDiag {
     pub kernel_stack: Vec<String>,
     /// How long wedge has seen the thread in this state.
     pub for_ms: u64,
-    /// When its own timeout wakes it, if it has one.
+    /// When its own timeout or a timer it waits on wakes it, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wakes_in_ms: Option<u64>,
+    /// The timer that wakes it (`timerfd fd 3 fires in 700 ms`), or one among what it waits on
+    /// that cannot (`timerfd fd 3 is disarmed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake: Option<String>,
     #[serde(default)]
     pub running: bool,
 }
@@ -307,9 +482,11 @@ impl ThreadDiag {
         }
         match (&self.call, self.state.as_str()) {
             (_, "stopped" | "traced" | "zombie" | "dead") => self.state.clone(),
-            (Some(call), _) => match self.wakes_in_ms {
-                Some(ms) => format!("sleeping in {call} (times out in {ms} ms)"),
-                None => format!("blocked in {call}"),
+            (Some(call), _) => match (self.wakes_in_ms, &self.wake) {
+                (Some(_), Some(wake)) => format!("sleeping in {call} ({wake})"),
+                (Some(ms), None) => format!("sleeping in {call} (times out in {ms} ms)"),
+                (None, Some(wake)) => format!("blocked in {call} ({wake})"),
+                (None, None) => format!("blocked in {call}"),
             },
             (None, state) => format!("{state} outside a syscall"),
         }
@@ -373,6 +550,7 @@ mod tests {
             kernel_stack: Vec::new(),
             for_ms: 0,
             wakes_in_ms: None,
+            wake: None,
             running: false,
         }
     }
@@ -416,6 +594,43 @@ mod tests {
     }
 
     #[test]
+    fn external_wakes_count_until_the_deadline() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(6);
+        let wake = |after: Option<u64>| {
+            External::from_wake(
+                Wake {
+                    after: after.map(Duration::from_millis),
+                    why: "timerfd fd 3 fires in 700 ms".into(),
+                },
+                now,
+            )
+        };
+        assert!(wake(Some(700)).wakes_by(deadline));
+        assert!(!wake(Some(7000)).wakes_by(deadline));
+        // Unknown: any moment, so before the deadline.
+        assert!(wake(None).wakes_by(deadline));
+        let note = External {
+            at: None,
+            text: "timerfd fd 3 is disarmed".into(),
+            wakes: false,
+        };
+        assert!(!note.wakes_by(deadline));
+        let mut t = thread("w", true, Some("read"), "sleeping");
+        t.wake = Some(note.text.clone());
+        assert_eq!(
+            t.phrase(),
+            "main thread blocked in read (timerfd fd 3 is disarmed)"
+        );
+        t.wakes_in_ms = Some(700);
+        t.wake = Some("timerfd fd 3 fires in 700 ms".into());
+        assert_eq!(
+            t.phrase(),
+            "main thread sleeping in read (timerfd fd 3 fires in 700 ms)"
+        );
+    }
+
+    #[test]
     fn quiet_rules() {
         let now = Instant::now();
         let deadline = now + Duration::from_secs(10);
@@ -443,6 +658,8 @@ mod tests {
             deadline
         ));
         assert!(thread_is_quiet('T', &None, None, deadline));
+        // Uninterruptible: slow I/O and a stuck kernel wait look alike, so never quiescent.
+        assert!(!thread_is_quiet('D', &sc, None, deadline));
         assert!(!thread_is_quiet(
             'S',
             &Some(SyscallState::NotInSyscall),

@@ -54,6 +54,7 @@ fn diagnosis(pid: i32) -> Diagnosis {
             kernel_stack: vec![],
             for_ms: 1000,
             wakes_in_ms: None,
+            wake: None,
             running: false,
         },
         ThreadDiag {
@@ -67,6 +68,7 @@ fn diagnosis(pid: i32) -> Diagnosis {
             kernel_stack: vec!["recv_wait_event+0xda/0xf0".into()],
             for_ms: 1000,
             wakes_in_ms: None,
+            wake: None,
             running: false,
         },
     ];

@@ -17,6 +17,19 @@
 //!                                  pre-fix wedge-run hang
 //! wedge-subject tty-read           on a terminal (as its foreground job) read one line and print
 //!                                  "got: LINE"; exit 4 when stdin is not a terminal
+//! wedge-subject timerfd-tick       read(2) a timerfd ticking every 1.2 s; after three ticks exit 0
+//! wedge-subject timerfd-disarmed   read(2) a timerfd that is never armed
+//! wedge-subject epoll-timer        epoll_wait(-1) on a set holding a timerfd firing after 1.5 s
+//!                                  and an idle pipe; exit 0 when it fires
+//! wedge-subject epoll-disarmed     the same set with the timerfd never armed
+//! wedge-subject poll-timer         poll(-1) on a timerfd firing after 1.5 s; exit 0 when it fires
+//! wedge-subject poll-disarmed      poll(-1) on a timerfd never armed
+//! wedge-subject alarm-pause        catch SIGALRM, alarm(1) and pause(), twice; then exit 0
+//! wedge-subject pause-forever      pause() with no handler and no alarm
+//! wedge-subject posix-timer        catch SIGUSR1, a CLOCK_MONOTONIC POSIX timer sending it after
+//!                                  1.5 s, pause(); exit 0 once it fired
+//! wedge-subject posix-timer-disarmed
+//!                                  the same handler and timer, never armed, pause() forever
 //! ```
 
 use std::io::{BufRead, Read, Write};
@@ -32,7 +45,7 @@ fn say(text: &str) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wedge-subject exit [CODE] | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv"
+        "usage: wedge-subject exit [CODE] | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed"
     );
     std::process::exit(2);
 }
@@ -265,6 +278,186 @@ fn tty_read() -> ! {
     std::process::exit(0);
 }
 
+fn fail(what: &str) -> ! {
+    eprintln!("{what}: {}", std::io::Error::last_os_error());
+    std::process::exit(1);
+}
+
+fn timespec(ms: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    }
+}
+
+/// A CLOCK_MONOTONIC timerfd, armed to fire after `first_ms` then every `every_ms` (0: never).
+fn timerfd(first_ms: u64, every_ms: u64) -> i32 {
+    // SAFETY: plain syscalls with a valid itimerspec.
+    unsafe {
+        let fd = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC);
+        if fd < 0 {
+            fail("timerfd_create");
+        }
+        let spec = libc::itimerspec {
+            it_interval: timespec(every_ms),
+            it_value: timespec(first_ms),
+        };
+        if first_ms > 0 && libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) != 0 {
+            fail("timerfd_settime");
+        }
+        fd
+    }
+}
+
+/// Reads one expiration count from a timerfd, blocking until it fires.
+fn read_ticks(fd: i32) -> u64 {
+    let mut ticks = 0u64;
+    // SAFETY: reading 8 bytes into a u64.
+    let n = unsafe { libc::read(fd, (&raw mut ticks).cast(), 8) };
+    if n != 8 {
+        fail("read timerfd");
+    }
+    ticks
+}
+
+fn timerfd_tick(armed: bool) -> ! {
+    let fd = if armed {
+        timerfd(1200, 1200)
+    } else {
+        timerfd(0, 0)
+    };
+    say(if armed { "ticking" } else { "waiting" });
+    let mut total = 0;
+    while total < 3 {
+        total += read_ticks(fd);
+    }
+    say(&format!("{total} ticks"));
+    std::process::exit(0);
+}
+
+fn epoll_timer(armed: bool) -> ! {
+    let fd = timerfd(if armed { 1500 } else { 0 }, 0);
+    let Ok((pipe_r, _pipe_w)) = nix::unistd::pipe() else {
+        fail("pipe")
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: epoll syscalls on fds this process owns, with valid event structs.
+    unsafe {
+        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        if ep < 0 {
+            fail("epoll_create1");
+        }
+        for watched in [fd, pipe_r.as_raw_fd()] {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: watched as u64,
+            };
+            if libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, watched, &mut ev) != 0 {
+                fail("epoll_ctl");
+            }
+        }
+        say("waiting");
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let n = libc::epoll_wait(ep, out.as_mut_ptr(), 2, -1);
+        if n < 1 || out[0].u64 != fd as u64 {
+            fail("epoll_wait");
+        }
+    }
+    say(&format!("fired {}", read_ticks(fd)));
+    std::process::exit(0);
+}
+
+fn poll_timer(armed: bool) -> ! {
+    let fd = timerfd(if armed { 1500 } else { 0 }, 0);
+    say("waiting");
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, -1) } != 1 {
+        fail("poll");
+    }
+    say(&format!("fired {}", read_ticks(fd)));
+    std::process::exit(0);
+}
+
+static ALARMS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    ALARMS.fetch_add(1, Ordering::SeqCst);
+}
+
+fn catch(signo: libc::c_int) {
+    // SAFETY: the handler only touches an atomic.
+    unsafe {
+        libc::signal(signo, on_alarm as *const () as libc::sighandler_t);
+    }
+}
+
+fn alarm_pause() -> ! {
+    catch(libc::SIGALRM);
+    say("pausing");
+    while ALARMS.load(Ordering::SeqCst) < 2 {
+        let before = ALARMS.load(Ordering::SeqCst);
+        // SAFETY: alarm and pause take no pointers. The check skips pause when the alarm already
+        // fired; one firing between the check and pause would be lost, which its 1 s margin rules
+        // out in practice.
+        unsafe {
+            libc::alarm(1);
+            if ALARMS.load(Ordering::SeqCst) == before {
+                libc::pause();
+            }
+        }
+    }
+    say("woken twice");
+    std::process::exit(0);
+}
+
+fn pause_forever() -> ! {
+    say("pausing");
+    loop {
+        // SAFETY: pause has no arguments.
+        unsafe {
+            libc::pause();
+        }
+    }
+}
+
+fn posix_timer(armed: bool) -> ! {
+    catch(libc::SIGUSR1);
+    // SAFETY: timer_create and timer_settime with valid structs; the timer id is written by the
+    // kernel (through libc) before use.
+    unsafe {
+        let mut ev: libc::sigevent = std::mem::zeroed();
+        ev.sigev_notify = libc::SIGEV_SIGNAL;
+        ev.sigev_signo = libc::SIGUSR1;
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        if libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) != 0 {
+            fail("timer_create");
+        }
+        let spec = libc::itimerspec {
+            it_interval: timespec(0),
+            it_value: timespec(1500),
+        };
+        if armed && libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) != 0 {
+            fail("timer_settime");
+        }
+    }
+    say("pausing");
+    // The signal can only arrive after 1.5 s, long after this check; a signal arriving between
+    // the check and pause would be a lost wake-up, which the 1.5 s margin rules out in practice.
+    while ALARMS.load(Ordering::SeqCst) == 0 {
+        // SAFETY: pause has no arguments.
+        unsafe {
+            libc::pause();
+        }
+    }
+    say("fired");
+    std::process::exit(0);
+}
+
 fn busy() -> ! {
     say("spinning");
     let mut x: u64 = 0;
@@ -295,6 +488,16 @@ fn main() {
         Some("signals") => signals(),
         Some("tty-read") => tty_read(),
         Some("seccomp-recv") => seccomp_recv(),
+        Some("timerfd-tick") => timerfd_tick(true),
+        Some("timerfd-disarmed") => timerfd_tick(false),
+        Some("epoll-timer") => epoll_timer(true),
+        Some("epoll-disarmed") => epoll_timer(false),
+        Some("poll-timer") => poll_timer(true),
+        Some("poll-disarmed") => poll_timer(false),
+        Some("alarm-pause") => alarm_pause(),
+        Some("pause-forever") => pause_forever(),
+        Some("posix-timer") => posix_timer(true),
+        Some("posix-timer-disarmed") => posix_timer(false),
         Some("sleep") => {
             let ms = args
                 .get(1)
