@@ -9,16 +9,20 @@
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WEDGE_COMMIT"), ")");
 
 pub mod cell;
+pub mod executor;
 pub mod gate;
 pub mod isolation;
 pub mod monitor;
 pub mod output;
+pub mod plan;
 pub mod proc;
 pub mod reaper;
 pub mod record;
 pub mod report;
+pub mod reporter;
 pub mod runner;
 pub mod scenario;
 pub mod stats;
 pub mod subject;
+pub mod suite;
 pub mod trial;

@@ -198,6 +198,44 @@ diagnosis = "blocked in futex"
     }
 
     #[test]
+    fn steps_become_resolved_actions() {
+        let text = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n\
+                    [[steps]]\ndo = \"wait\"\nuntil = \"blocked\"\nsyscall = [\"futex\", \"ioctl\"]\n\
+                    request = \"SECCOMP_IOCTL_NOTIF_RECV\"\nprocess = \"p\"\ntimeout_ms = 5\n\
+                    [[steps]]\ndo = \"signal\"\nsignal = \"TERM\"\nto = \"group\"\n";
+        let s = parse(text).unwrap();
+        assert_eq!(s.steps.len(), 3, "the implicit start comes first");
+        assert_eq!(s.steps[0].action, Action::Start);
+        let Action::WaitBlocked {
+            process,
+            syscalls,
+            ioctl_request,
+            timeout,
+            ..
+        } = &s.steps[1].action
+        else {
+            panic!("{:?}", s.steps[1].action);
+        };
+        assert_eq!(process.as_deref(), Some("p"));
+        let nrs: Vec<u64> = syscalls.iter().map(|s| s.nr).collect();
+        assert_eq!(nrs, [202, 16]);
+        let request = ioctl_request.as_ref().unwrap();
+        assert!(request.values.contains(&0xc050_2100), "{request:?}");
+        assert_eq!(*timeout, Some(Duration::from_millis(5)));
+        assert_eq!(
+            s.steps[2].action,
+            Action::Signal {
+                signal: nix::sys::signal::Signal::SIGTERM,
+                target: Target::Group,
+                count: 1,
+                interval_ms: 0,
+                jitter_ms: None,
+            }
+        );
+        assert_eq!(s.steps[1].at, (4, 1));
+    }
+
+    #[test]
     fn unknown_key_has_position() {
         let text = "[subject]\nkind = \"command\"\nargv = [\"true\"]\nargz = 1\n";
         let e = parse(text).unwrap_err();

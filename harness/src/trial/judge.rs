@@ -203,3 +203,145 @@ pub fn exit_matches(spec: &ExitSpec, exit: ExitInfo) -> bool {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expect(outcome: Outcome) -> Expectation {
+        Expectation {
+            outcome,
+            exit: None,
+            within_ms: None,
+            stdout: None,
+            stderr: None,
+            diagnosis: None,
+            min_rate: None,
+            allow_lingering: false,
+        }
+    }
+
+    fn exited(code: Option<i32>, signal: Option<i32>) -> Observed {
+        Observed {
+            subject_started: true,
+            exit: Some(ExitInfo { code, signal }),
+            time_to_verdict_ms: 10.0,
+            ..Observed::default()
+        }
+    }
+
+    fn diagnosis(summary: &str) -> Diagnosis {
+        Diagnosis {
+            reason: "quiescent for 100 ms".into(),
+            summary: summary.into(),
+            processes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_exit_that_meets_the_expectation_passes() {
+        let mut e = expect(Outcome::Exit);
+        e.exit = Some(ExitSpec::Code(0));
+        let j = judge(&e, &exited(Some(0), None));
+        assert_eq!((j.verdict, j.met), (Verdict::Pass, true));
+        assert_eq!(j.reason, "ended with exit 0");
+        let j = judge(&e, &exited(Some(3), None));
+        assert_eq!((j.verdict, j.met), (Verdict::Fail, false));
+        assert_eq!(j.reason, "ended with exit 3, expected exit 0");
+    }
+
+    #[test]
+    fn a_signal_nobody_sent_is_a_crash_unless_expected() {
+        let e = expect(Outcome::Exit);
+        let j = judge(&e, &exited(None, Some(11)));
+        assert_eq!(j.verdict, Verdict::Crash, "{}", j.reason);
+        let mut sent = exited(None, Some(15));
+        sent.sent_to_subject.insert(15);
+        assert_eq!(judge(&e, &sent).verdict, Verdict::Pass);
+        let mut e = expect(Outcome::Exit);
+        e.exit = Some(ExitSpec::Word("SEGV".into()));
+        assert_eq!(judge(&e, &exited(None, Some(11))).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn output_patterns_and_timing_are_checked() {
+        let mut e = expect(Outcome::Exit);
+        e.stdout = Some("^ok$".into());
+        e.stderr = Some("warn".into());
+        let mut o = exited(Some(0), None);
+        o.stdout = "no".into();
+        let j = judge(&e, &o);
+        assert_eq!(j.verdict, Verdict::Fail);
+        // The last pattern that misses names the failure.
+        assert_eq!(j.reason, "stderr does not match /warn/");
+        let mut e = expect(Outcome::Exit);
+        e.within_ms = Some(5);
+        let j = judge(&e, &exited(Some(0), None));
+        assert_eq!(j.reason, "ended after 10 ms, expected within 5 ms");
+    }
+
+    #[test]
+    fn hangs_meet_a_hang_expectation_only_with_the_diagnosis() {
+        let mut e = expect(Outcome::Hang);
+        e.diagnosis = Some("NOTIF_RECV".into());
+        let mut o = Observed {
+            subject_started: true,
+            end: StepsEnd::Hang(diagnosis("supervisor blocked in ioctl(NOTIF_RECV)")),
+            ..Observed::default()
+        };
+        let j = judge(&e, &o);
+        assert_eq!((j.verdict, j.met), (Verdict::Hang, true));
+        assert!(j.diagnosis.is_some());
+        o.end = StepsEnd::Hang(diagnosis("blocked in futex"));
+        let j = judge(&e, &o);
+        assert!(!j.met);
+        assert!(
+            j.reason
+                .ends_with("expected a diagnosis containing \"NOTIF_RECV\"")
+        );
+        assert!(!judge(&expect(Outcome::Exit), &o).met);
+    }
+
+    #[test]
+    fn leaks_and_lingering_fail_a_pass() {
+        let e = expect(Outcome::Exit);
+        let mut o = exited(Some(0), None);
+        o.lingering = vec!["sleep[7]".into()];
+        let j = judge(&e, &o);
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert!(j.reason.contains("sleep[7]"), "{}", j.reason);
+        let mut allowed = e.clone();
+        allowed.allow_lingering = true;
+        assert_eq!(judge(&allowed, &o).verdict, Verdict::Pass);
+        let mut o = exited(Some(0), None);
+        o.leaks = vec!["mount /x".into()];
+        let j = judge(&e, &o);
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert_eq!(
+            j.reason,
+            "leaked mount /x (verdict was pass: ended with exit 0)"
+        );
+        assert!(!judge(&expect(Outcome::Any), &o).met);
+    }
+
+    #[test]
+    fn failures_and_errors_stand() {
+        let e = expect(Outcome::Any);
+        let o = Observed {
+            end: StepsEnd::Failed("step 2: timed out".into()),
+            subject_started: true,
+            ..Observed::default()
+        };
+        let j = judge(&e, &o);
+        assert_eq!((j.verdict, j.met), (Verdict::Fail, true));
+        let o = Observed {
+            end: StepsEnd::Error("starting x: not found".into()),
+            ..Observed::default()
+        };
+        let j = judge(&e, &o);
+        assert_eq!((j.verdict, j.met), (Verdict::Error, false));
+        assert_eq!(j.reason, "starting x: not found");
+        let j = judge(&e, &Observed::default());
+        assert_eq!(j.reason, "the subject never started");
+    }
+}
