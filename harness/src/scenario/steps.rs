@@ -208,39 +208,7 @@ fn action(step: &Step, only: &CellMatch, seen: &mut Seen) -> Result<Action, Stri
             })
         }
         Step::Wait { .. } => wait(step, seen),
-        Step::Signal {
-            signal,
-            to,
-            process,
-            which,
-            count,
-            interval_ms,
-            jitter_ms,
-            ..
-        } => {
-            let Some(signal) = parse_signal(&signal) else {
-                return Err(format!("unknown signal \"{signal}\""));
-            };
-            let target = match (to, process) {
-                (SignalTarget::Process, None) => {
-                    return Err("`to = \"process\"` needs `process`".into());
-                }
-                (SignalTarget::Process, Some(name)) => Target::Process { name, which },
-                (_, Some(_)) => return Err("`process` needs `to = \"process\"`".into()),
-                (SignalTarget::Subject, None) => Target::Subject,
-                (SignalTarget::Group, None) => Target::Group,
-            };
-            if count == Some(0) {
-                return Err("count must be at least 1".into());
-            }
-            Ok(Action::Signal {
-                signal,
-                target,
-                count: count.unwrap_or(1),
-                interval_ms: interval_ms.unwrap_or(0),
-                jitter_ms,
-            })
-        }
+        Step::Signal { .. } => signal(step),
         Step::Spawn {
             name,
             argv,
@@ -265,6 +233,45 @@ fn action(step: &Step, only: &CellMatch, seen: &mut Seen) -> Result<Action, Stri
         Step::CloseStdin { .. } => Ok(Action::CloseStdin),
         Step::Sleep { ms, jitter_ms, .. } => Ok(Action::Sleep { ms, jitter_ms }),
     }
+}
+
+/// A `signal` step, its signal parsed and its target checked.
+fn signal(step: &Step) -> Result<Action, String> {
+    let Step::Signal {
+        signal,
+        to,
+        process,
+        which,
+        count,
+        interval_ms,
+        jitter_ms,
+        ..
+    } = step.clone()
+    else {
+        unreachable!("signal() is only called with a signal step");
+    };
+    let Some(signal) = parse_signal(&signal) else {
+        return Err(format!("unknown signal \"{signal}\""));
+    };
+    let target = match (to, process) {
+        (SignalTarget::Process, None) => {
+            return Err("`to = \"process\"` needs `process`".into());
+        }
+        (SignalTarget::Process, Some(name)) => Target::Process { name, which },
+        (_, Some(_)) => return Err("`process` needs `to = \"process\"`".into()),
+        (SignalTarget::Subject, None) => Target::Subject,
+        (SignalTarget::Group, None) => Target::Group,
+    };
+    if count == Some(0) {
+        return Err("count must be at least 1".into());
+    }
+    Ok(Action::Signal {
+        signal,
+        target,
+        count: count.unwrap_or(1),
+        interval_ms: interval_ms.unwrap_or(0),
+        jitter_ms,
+    })
 }
 
 /// A `wait` step: one action per `until`, with the fields that `until` allows.

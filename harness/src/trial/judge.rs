@@ -141,7 +141,7 @@ fn judge_exit(e: &Expectation, o: &Observed, exit: ExitInfo) -> (Verdict, String
             let re = regex::Regex::new(p).ok()?;
             (!re.is_match(text)).then(|| format!("{label} does not match /{p}/"))
         })
-        .last();
+        .next_back();
         if let Some(reason) = missed {
             return (Verdict::Fail, reason);
         }
