@@ -165,3 +165,97 @@ impl TrialSink for Collector<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Verdict;
+    use crate::scenario::Scenario;
+    use std::sync::Arc;
+
+    /// Runs nothing: makes a record per trial and hands them over in reverse order, as an
+    /// executor elsewhere (a VM) might.
+    struct Fake<'a>(&'a Engine);
+
+    impl Executor for Fake<'_> {
+        fn run(&self, cells: &[PlannedCell], trials: Vec<PlannedTrial>, sink: &dyn TrialSink) {
+            for t in trials.iter().rev() {
+                let c = &cells[t.cell];
+                let mut r = skipped_record(
+                    self.0,
+                    &c.scenario,
+                    &c.cell,
+                    c.cell_index,
+                    c.expectation.clone(),
+                    String::new(),
+                );
+                (r.verdict, r.met, r.trial, r.seed) = (Verdict::Pass, true, t.trial, t.seed);
+                sink.finished(t, r);
+            }
+        }
+    }
+
+    /// Keeps a line per event.
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+
+    impl Reporter for Log {
+        fn report(&self, event: &Event<'_>) -> std::io::Result<()> {
+            let line = match event {
+                Event::Skipped(r) => format!("skipped {}", r.cell),
+                Event::Started { trials } => format!("started {trials}"),
+                Event::TrialFinished(r) => format!("trial {} {}", r.cell, r.trial),
+                Event::CellFinished { cell, records, .. } => {
+                    format!("cell {cell} {}", records.len())
+                }
+                Event::Finished => "finished".to_string(),
+            };
+            self.0.lock().unwrap().push(line);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn any_executor_feeds_the_same_records_and_events() {
+        let text = "[scenario]\ntrials = 2\n[subject]\nkind = \"command\"\nargv = [\"true\"]\n\
+                    [matrix]\ncpus = [\"1\", \"4096\"]\nv = [\"a\", \"b\"]\n";
+        let s = Arc::new(Scenario::parse(std::path::Path::new("seam.toml"), text).unwrap());
+        let engine = Engine::new();
+        let cells = plan(&engine, &[s], &PlanOptions::default()).unwrap();
+        let log = Log::default();
+        let records = run(&engine, &Fake(&engine), &cells, &[&log]).unwrap();
+        // Plan order, whatever order they finished in; the cells no host has CPUs for are skipped.
+        let order: Vec<(String, u32)> = records.iter().map(|r| (r.cell.id(), r.trial)).collect();
+        let expected = [
+            ("cpus=1,v=a", 0),
+            ("cpus=1,v=a", 1),
+            ("cpus=1,v=b", 0),
+            ("cpus=1,v=b", 1),
+            ("cpus=4096,v=a", 0),
+            ("cpus=4096,v=b", 0),
+        ];
+        let expected: Vec<(String, u32)> =
+            expected.iter().map(|(c, t)| (c.to_string(), *t)).collect();
+        assert_eq!(order, expected);
+        let seeds: Vec<u64> = cells[0].planned_trials(0).map(|t| t.seed).collect();
+        assert_eq!(seeds, [records[0].seed, records[1].seed]);
+        let log = log.0.into_inner().unwrap();
+        assert_eq!(
+            log,
+            [
+                "skipped cpus=4096,v=a",
+                "skipped cpus=4096,v=b",
+                "started 4",
+                "cell cpus=4096,v=a 1",
+                "cell cpus=4096,v=b 1",
+                "trial cpus=1,v=b 1",
+                "trial cpus=1,v=b 0",
+                "cell cpus=1,v=b 2",
+                "trial cpus=1,v=a 1",
+                "trial cpus=1,v=a 0",
+                "cell cpus=1,v=a 2",
+                "finished",
+            ]
+        );
+    }
+}

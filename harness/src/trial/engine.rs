@@ -32,7 +32,7 @@ pub struct Engine {
 impl Engine {
     /// Detects the kind of process tree and makes wedge a subreaper.
     pub fn new() -> Engine {
-        if let Err(e) = crate::reaper::become_subreaper() {
+        if let Err(e) = crate::sys::become_subreaper() {
             tracing::warn!("cannot become a child subreaper: {e}");
         }
         let tree_kind = TreeKind::detect();

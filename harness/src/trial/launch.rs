@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::state::{Proc, Trial};
-use super::sys::pidfd_open;
 use crate::isolation::{MARKER_VAR, Part};
 use crate::monitor::Monitor;
 use crate::output::{Capture, Source};
 use crate::scenario::StdinMode;
 use crate::subject::{self, Launch};
+use crate::sys::pidfd_open;
 
 /// A started process, and the subject's ends of its stdin (a pipe or a terminal).
 pub(crate) type Started = (Proc, Option<ChildStdin>, Option<fs::File>);

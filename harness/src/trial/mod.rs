@@ -18,7 +18,6 @@ mod record;
 mod setup;
 mod state;
 mod steps;
-mod sys;
 mod teardown;
 mod wait;
 
