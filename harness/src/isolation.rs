@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The environment variable that marks every process of a trial (used by the cgroup-less backend
-/// and in diagnoses).
+/// The environment variable that marks every process of a trial (used by the cgroup-less kind
+/// of tree and in diagnoses).
 pub const MARKER_VAR: &str = "WEDGE_TRIAL_ID";
 
-/// How trial trees are isolated on this machine.
+/// The kind of process tree trials get on this machine (how they are isolated).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
+pub enum TreeKind {
     /// A cgroup2 directory wedge may create children in.
     CgroupV2(PathBuf),
     /// A directory of the cgroup v1 `pids` hierarchy.
@@ -29,19 +29,19 @@ pub enum Backend {
     Subreaper,
 }
 
-impl Backend {
+impl TreeKind {
     /// A short name for reports: `cgroup2`, `cgroup1`, `subreaper`.
     pub fn name(&self) -> &'static str {
         match self {
-            Backend::CgroupV2(_) => "cgroup2",
-            Backend::CgroupV1(_) => "cgroup1-pids",
-            Backend::Subreaper => "subreaper",
+            TreeKind::CgroupV2(_) => "cgroup2",
+            TreeKind::CgroupV1(_) => "cgroup1-pids",
+            TreeKind::Subreaper => "subreaper",
         }
     }
 
-    /// Picks the best backend, creating wedge's own cgroup for this run. `WEDGE_ISOLATION` =
+    /// Picks the best kind, creating wedge's own cgroup for this run. `WEDGE_ISOLATION` =
     /// `cgroup2` | `cgroup1` | `subreaper` forces one.
-    pub fn detect() -> Backend {
+    pub fn detect() -> TreeKind {
         let forced = std::env::var("WEDGE_ISOLATION").ok();
         static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -53,7 +53,7 @@ impl Backend {
             remove_stale(&parent);
             let dir = parent.join(&run_name);
             if fs::create_dir(&dir).is_ok() {
-                return Backend::CgroupV2(dir);
+                return TreeKind::CgroupV2(dir);
             }
         }
         if want("cgroup1")
@@ -62,15 +62,15 @@ impl Backend {
             remove_stale(&parent);
             let dir = parent.join(&run_name);
             if fs::create_dir(&dir).is_ok() {
-                return Backend::CgroupV1(dir);
+                return TreeKind::CgroupV1(dir);
             }
         }
-        Backend::Subreaper
+        TreeKind::Subreaper
     }
 
     /// Removes wedge's run cgroup (once every trial's is gone).
     pub fn cleanup(&self) {
-        if let Backend::CgroupV2(dir) | Backend::CgroupV1(dir) = self {
+        if let TreeKind::CgroupV2(dir) | TreeKind::CgroupV1(dir) = self {
             let _ = fs::remove_dir(dir);
         }
     }
@@ -174,27 +174,27 @@ pub enum Part {
 /// One trial's process tree.
 #[derive(Debug)]
 pub struct TrialTree {
-    backend: Backend,
+    kind: TreeKind,
     dir: Option<PathBuf>,
     marker: String,
     roots: std::sync::Mutex<Vec<(i32, Part)>>,
 }
 
 impl TrialTree {
-    /// Creates the tree's cgroups (if the backend has them). `marker` must be unique per trial.
-    pub fn create(backend: &Backend, marker: &str) -> io::Result<TrialTree> {
-        let dir = match backend {
-            Backend::CgroupV2(run) | Backend::CgroupV1(run) => {
+    /// Creates the tree's cgroups (if its kind has them). `marker` must be unique per trial.
+    pub fn create(kind: &TreeKind, marker: &str) -> io::Result<TrialTree> {
+        let dir = match kind {
+            TreeKind::CgroupV2(run) | TreeKind::CgroupV1(run) => {
                 let dir = run.join(marker);
                 fs::create_dir(&dir)?;
                 fs::create_dir(dir.join("subject"))?;
                 fs::create_dir(dir.join("aux"))?;
                 Some(dir)
             }
-            Backend::Subreaper => None,
+            TreeKind::Subreaper => None,
         };
         Ok(TrialTree {
-            backend: backend.clone(),
+            kind: kind.clone(),
             dir,
             marker: marker.to_string(),
             roots: std::sync::Mutex::new(Vec::new()),
@@ -301,7 +301,7 @@ impl TrialTree {
     /// Kills every process of the tree and waits (up to `timeout`) until none is left. Returns
     /// the processes still alive after that.
     pub fn kill_all(&self, timeout: Duration) -> Vec<i32> {
-        if let (Backend::CgroupV2(_), Some(dir)) = (&self.backend, &self.dir) {
+        if let (TreeKind::CgroupV2(_), Some(dir)) = (&self.kind, &self.dir) {
             let kill_file = dir.join("cgroup.kill");
             if kill_file.exists() {
                 let _ = fs::write(&kill_file, "1");

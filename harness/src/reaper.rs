@@ -1,7 +1,8 @@
-//! wedge is a child subreaper: processes a trial orphans (double-forked daemons, children of a
-//! killed runner) are re-parented to wedge instead of init, so they stay in reach and wedge reaps
-//! their zombies. Children wedge spawned itself are "owned" and waited for by their trial; every
-//! other zombie child is an orphan and is reaped here.
+//! wedge is a child subreaper (`sys::become_subreaper`): processes a trial orphans
+//! (double-forked daemons, children of a killed runner) are re-parented to wedge instead of
+//! init, so they stay in reach and wedge reaps their zombies. Children wedge spawned itself are
+//! "owned" and waited for by their trial; every other zombie child is an orphan and is reaped
+//! here.
 
 use std::collections::HashSet;
 use std::io;
@@ -13,17 +14,6 @@ use nix::unistd::Pid;
 
 static SPAWNING: RwLock<()> = RwLock::new(());
 static OWNED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
-
-/// Makes wedge a child subreaper (`PR_SET_CHILD_SUBREAPER`).
-pub fn become_subreaper() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 /// Spawns `cmd` and records the child as owned (its trial waits for it), atomically with respect
 /// to [`reap_orphans`].

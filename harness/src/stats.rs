@@ -148,73 +148,10 @@ pub fn summarize(records: &[TrialRecord]) -> Summary {
             versions.push(r.wedge_version.clone());
         }
     }
-    let mut cells = Vec::new();
-    for ((scenario, _, cell_id), rs) in groups {
-        let first = rs[0];
-        let run: Vec<&&TrialRecord> = rs
-            .iter()
-            .filter(|r| r.verdict != Verdict::Skipped)
-            .collect();
-        let skipped = (run.is_empty()).then(|| first.reason.clone());
-        let count = |v: Verdict| run.iter().filter(|r| r.verdict == v).count() as u64;
-        let trials = run.len() as u64;
-        let passes = count(Verdict::Pass);
-        let met = run.iter().filter(|r| r.met).count() as u64;
-        let mut times: Vec<f64> = run.iter().map(|r| r.time_to_verdict_ms).collect();
-        times.sort_by(f64::total_cmp);
-        let mut diagnoses: BTreeMap<String, u64> = BTreeMap::new();
-        for r in &run {
-            if let Some(d) = &r.diagnosis {
-                *diagnoses.entry(normalize_pids(&d.summary)).or_default() += 1;
-            }
-        }
-        let top_diagnosis = diagnoses
-            .iter()
-            .max_by_key(|(s, n)| (**n, std::cmp::Reverse(s.as_str())))
-            .map(|(s, n)| (s.clone(), *n));
-        let mut misses: Vec<(u64, String)> = run
-            .iter()
-            .filter(|r| !r.met)
-            .map(|r| (r.trial, r.seed, r.reason.clone()))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|(_, seed, reason)| (seed, reason))
-            .collect();
-        misses.truncate(5);
-        let rate = |k: u64| {
-            if trials == 0 {
-                0.0
-            } else {
-                k as f64 / trials as f64
-            }
-        };
-        cells.push(CellStats {
-            scenario,
-            file: first.file.clone(),
-            cell: first.cell.clone(),
-            cell_id,
-            expectation: first.expectation.clone(),
-            skipped,
-            trials,
-            passes,
-            fails: count(Verdict::Fail),
-            hangs: count(Verdict::Hang),
-            crashes: count(Verdict::Crash),
-            errors: count(Verdict::Error),
-            met,
-            leaks: run.iter().filter(|r| !r.leaks.is_empty()).count() as u64,
-            pass_rate: rate(passes),
-            pass_interval: wilson(passes, trials),
-            met_rate: rate(met),
-            met_interval: wilson(met, trials),
-            median_ms: quantile(&times, 0.5),
-            p99_ms: quantile(&times, 0.99),
-            max_ms: times.last().copied(),
-            times_ms: times,
-            top_diagnosis,
-            misses,
-        });
-    }
+    let cells: Vec<CellStats> = groups
+        .into_iter()
+        .map(|((scenario, _, cell_id), rs)| cell_stats(scenario, cell_id, &rs))
+        .collect();
     let comparisons = compare_all(&cells);
     Summary {
         hosts,
@@ -225,6 +162,74 @@ pub fn summarize(records: &[TrialRecord]) -> Summary {
             .count() as u64,
         cells,
         comparisons,
+    }
+}
+
+/// The statistics of one cell from its records (skipped records count as no trial).
+fn cell_stats(scenario: String, cell_id: String, rs: &[&TrialRecord]) -> CellStats {
+    let first = rs[0];
+    let run: Vec<&&TrialRecord> = rs
+        .iter()
+        .filter(|r| r.verdict != Verdict::Skipped)
+        .collect();
+    let skipped = (run.is_empty()).then(|| first.reason.clone());
+    let count = |v: Verdict| run.iter().filter(|r| r.verdict == v).count() as u64;
+    let trials = run.len() as u64;
+    let passes = count(Verdict::Pass);
+    let met = run.iter().filter(|r| r.met).count() as u64;
+    let mut times: Vec<f64> = run.iter().map(|r| r.time_to_verdict_ms).collect();
+    times.sort_by(f64::total_cmp);
+    let mut diagnoses: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &run {
+        if let Some(d) = &r.diagnosis {
+            *diagnoses.entry(normalize_pids(&d.summary)).or_default() += 1;
+        }
+    }
+    let top_diagnosis = diagnoses
+        .iter()
+        .max_by_key(|(s, n)| (**n, std::cmp::Reverse(s.as_str())))
+        .map(|(s, n)| (s.clone(), *n));
+    let mut misses: Vec<(u64, String)> = run
+        .iter()
+        .filter(|r| !r.met)
+        .map(|r| (r.trial, r.seed, r.reason.clone()))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(_, seed, reason)| (seed, reason))
+        .collect();
+    misses.truncate(5);
+    let rate = |k: u64| {
+        if trials == 0 {
+            0.0
+        } else {
+            k as f64 / trials as f64
+        }
+    };
+    CellStats {
+        scenario,
+        file: first.file.clone(),
+        cell: first.cell.clone(),
+        cell_id,
+        expectation: first.expectation.clone(),
+        skipped,
+        trials,
+        passes,
+        fails: count(Verdict::Fail),
+        hangs: count(Verdict::Hang),
+        crashes: count(Verdict::Crash),
+        errors: count(Verdict::Error),
+        met,
+        leaks: run.iter().filter(|r| !r.leaks.is_empty()).count() as u64,
+        pass_rate: rate(passes),
+        pass_interval: wilson(passes, trials),
+        met_rate: rate(met),
+        met_interval: wilson(met, trials),
+        median_ms: quantile(&times, 0.5),
+        p99_ms: quantile(&times, 0.99),
+        max_ms: times.last().copied(),
+        times_ms: times,
+        top_diagnosis,
+        misses,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Turning a scenario's subject (and `spawn` steps) into a command line for one cell and trial,
-//! and finding wedge's own binaries.
+//! and finding wedge's own binaries. A placeholder that names nothing cannot reach this point
+//! (loading checks them in every cell); what can still fail here is a program that is missing.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::cell::Cell;
-use crate::scenario::{Scenario, StdinMode, SubjectSpec, interpolate};
+use crate::scenario::{Program, Scenario, StdinMode, interpolate, rand_bounds};
 
 /// The directory of wedge's binaries (`wedge-run`, `wedge-agent`, `wedge-subject`): `$WEDGE_BIN_DIR`,
 /// else the directory of the running executable (its parent when that is cargo's `deps/`).
@@ -56,13 +57,6 @@ pub struct Vars {
     pub bin_dir: PathBuf,
     /// Draws `{rand:A-B}` values; seeded from the trial's seed.
     pub rng: RefCell<ChaCha8Rng>,
-}
-
-/// `{rand:A-B}`: the bounds, when `name` is such a placeholder.
-pub fn rand_bounds(name: &str) -> Option<(u64, u64)> {
-    let (a, b) = name.strip_prefix("rand:")?.split_once('-')?;
-    let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
-    (a <= b).then_some((a, b))
 }
 
 impl Vars {
@@ -164,104 +158,100 @@ pub fn program(name: &str, vars: &Vars) -> Result<PathBuf, String> {
 
 /// The subject's command line in this cell.
 pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String> {
-    match &scenario.subject {
-        SubjectSpec::Command {
-            argv,
-            env,
-            cwd,
-            stdin,
-        } => {
+    let subject = &scenario.subject;
+    let (program, args, failpoints_var) = match &subject.program {
+        Program::Command { argv } => {
             let argv = fill_all(vars, argv)?;
-            Ok(Launch {
-                program: program(&argv[0], vars)?,
-                args: argv[1..].to_vec(),
-                env: fill_env(vars, env)?,
-                cwd: fill_cwd(vars, cwd)?,
-                stdin: *stdin,
-                failpoints_var: FAILPOINTS_VAR,
-            })
+            (program(&argv[0], vars)?, argv[1..].to_vec(), FAILPOINTS_VAR)
         }
-        SubjectSpec::WedgeRun {
-            command,
-            policy,
-            sandbox,
-            variant,
-            drain_ms,
-            args,
-            env,
-            cwd,
-            stdin,
-        } => {
-            let mut a = Vec::new();
-            if let Some(p) = policy {
-                a.push("--policy".to_string());
-                a.push(vars.fill(p)?);
-            }
-            if let Some(s) = flag(vars, sandbox, "sandbox")? {
-                a.push("--sandbox".to_string());
-                a.push(s);
-            }
-            if let Some(v) = flag(vars, variant, "variant")? {
-                a.push("--variant".to_string());
-                a.push(v);
-            }
-            if let Some(d) = drain_ms {
-                a.push("--drain-ms".to_string());
-                a.push(vars.fill(d)?);
-            }
-            a.extend(fill_all(vars, args)?);
-            a.push("--".to_string());
-            a.extend(fill_all(vars, command)?);
-            Ok(Launch {
-                program: program("wedge-run", vars)?,
-                args: a,
-                env: fill_env(vars, env)?,
-                cwd: fill_cwd(vars, cwd)?,
-                stdin: *stdin,
-                failpoints_var: FAILPOINTS_VAR,
-            })
-        }
-        SubjectSpec::WedgeAgent {
-            socket,
-            workers,
-            strategy,
-            args,
-            env,
-            cwd,
-            stdin,
-        } => {
-            let mut a = vec!["serve".to_string(), "--socket".to_string()];
-            a.push(match socket {
-                Some(s) => vars.fill(s)?,
-                None => vars.socket.display().to_string(),
-            });
-            if let Some(w) = flag(vars, workers, "workers")? {
-                a.push("--workers".to_string());
-                a.push(w);
-            }
-            if let Some(s) = flag(vars, strategy, "strategy")? {
-                a.push("--strategy".to_string());
-                a.push(s);
-            }
-            a.extend(fill_all(vars, args)?);
-            Ok(Launch {
-                program: program("wedge-agent", vars)?,
-                args: a,
-                env: fill_env(vars, env)?,
-                cwd: fill_cwd(vars, cwd)?,
-                stdin: *stdin,
-                failpoints_var: AGENT_FAILPOINTS_VAR,
-            })
-        }
+        Program::WedgeRun { .. } => (
+            program("wedge-run", vars)?,
+            wedge_run_args(&subject.program, vars)?,
+            FAILPOINTS_VAR,
+        ),
+        Program::WedgeAgent { .. } => (
+            program("wedge-agent", vars)?,
+            wedge_agent_args(&subject.program, vars)?,
+            AGENT_FAILPOINTS_VAR,
+        ),
+    };
+    Ok(Launch {
+        program,
+        args,
+        env: fill_env(vars, &subject.env)?,
+        cwd: fill_cwd(vars, &subject.cwd)?,
+        stdin: subject.stdin,
+        failpoints_var,
+    })
+}
+
+/// `[--policy P] [--sandbox S] [--variant V] [--drain-ms MS] ARGS -- COMMAND...`.
+fn wedge_run_args(program: &Program, vars: &Vars) -> Result<Vec<String>, String> {
+    let Program::WedgeRun {
+        command,
+        policy,
+        sandbox,
+        variant,
+        drain_ms,
+        args,
+    } = program
+    else {
+        return Ok(Vec::new());
+    };
+    let mut a = Vec::new();
+    if let Some(p) = policy {
+        a.push("--policy".to_string());
+        a.push(vars.fill(p)?);
     }
+    if let Some(s) = flag(vars, sandbox, "sandbox")? {
+        a.push("--sandbox".to_string());
+        a.push(s);
+    }
+    if let Some(v) = flag(vars, variant, "variant")? {
+        a.push("--variant".to_string());
+        a.push(v);
+    }
+    if let Some(d) = drain_ms {
+        a.push("--drain-ms".to_string());
+        a.push(vars.fill(d)?);
+    }
+    a.extend(fill_all(vars, args)?);
+    a.push("--".to_string());
+    a.extend(fill_all(vars, command)?);
+    Ok(a)
+}
+
+/// `serve --socket PATH [--workers N] [--strategy S] ARGS`.
+fn wedge_agent_args(program: &Program, vars: &Vars) -> Result<Vec<String>, String> {
+    let Program::WedgeAgent {
+        socket,
+        workers,
+        strategy,
+        args,
+    } = program
+    else {
+        return Ok(Vec::new());
+    };
+    let mut a = vec!["serve".to_string(), "--socket".to_string()];
+    a.push(match socket {
+        Some(s) => vars.fill(s)?,
+        None => vars.socket.display().to_string(),
+    });
+    if let Some(w) = flag(vars, workers, "workers")? {
+        a.push("--workers".to_string());
+        a.push(w);
+    }
+    if let Some(s) = flag(vars, strategy, "strategy")? {
+        a.push("--strategy".to_string());
+        a.push(s);
+    }
+    a.extend(fill_all(vars, args)?);
+    Ok(a)
 }
 
 /// The socket path of a `wedge-agent` subject (for `{socket}`), when it sets one explicitly.
 pub fn explicit_socket(scenario: &Scenario) -> Option<&String> {
-    match &scenario.subject {
-        SubjectSpec::WedgeAgent { socket, .. } => socket.as_ref(),
-        _ => None,
-    }
+    scenario.subject.explicit_socket()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use wedge::runner::{PlanOptions, execute, plan, toml_files};
-use wedge::scenario::{Scenario, SubjectSpec};
+use wedge::scenario::{Program, Scenario};
 use wedge::trial::Engine;
 
 fn engine() -> &'static Engine {
@@ -36,10 +36,10 @@ fn scenario_files() -> Vec<PathBuf> {
 
 /// The program a scenario's subject needs, when it cannot be found.
 fn missing_program(s: &Scenario, engine: &Engine) -> Option<String> {
-    let name = match &s.subject {
-        SubjectSpec::Command { argv, .. } => argv[0].clone(),
-        SubjectSpec::WedgeRun { .. } => "wedge-run".to_string(),
-        SubjectSpec::WedgeAgent { .. } => "wedge-agent".to_string(),
+    let name = match &s.subject.program {
+        Program::Command { argv } => argv[0].clone(),
+        Program::WedgeRun { .. } => "wedge-run".to_string(),
+        Program::WedgeAgent { .. } => "wedge-agent".to_string(),
     };
     if name.contains('{') {
         return None;
@@ -108,7 +108,7 @@ fn main() {
         }
     }
     let conclusion = libtest_mimic::run(&args, tests);
-    engine.backend.cleanup();
+    engine.tree_kind.cleanup();
     conclusion.exit();
 }
 

@@ -4,8 +4,9 @@
 
 use std::fmt::Write;
 
+use super::format::{Table, cell_text, ms, pct, table};
 use super::junit::escape;
-use super::{cell_text, ms, pct, table};
+use crate::gate::GateFailure;
 use crate::stats::{CellStats, Summary};
 
 const COLORS: &[&str] = &[
@@ -23,67 +24,11 @@ pub fn render(summary: &Summary) -> String {
          th{background:#f4f4f4}.fail{color:#b00}.ok{color:#070}.skip{color:#777}svg{display:block;margin:1em 0}\n\
          code{background:#f4f4f4;padding:1px 3px}\n</style>\n</head>\n<body>\n<h1>wedge results</h1>\n<ul>\n",
     );
-    for h in &summary.hosts {
-        let _ = writeln!(
-            out,
-            "<li>host: Linux {}, {} CPUs, isolation {}</li>",
-            escape(&h.kernel),
-            h.cpus,
-            escape(&h.isolation)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "<li>wedge {}; {} trials in {} cells</li>",
-        escape(&summary.wedge_versions.join(", ")),
-        summary.trials,
-        summary.cells.len()
-    );
-    if failures.is_empty() {
-        let _ = writeln!(out, "<li class=\"ok\">gate: pass</li>");
-    } else {
-        let _ = writeln!(
-            out,
-            "<li class=\"fail\">gate: FAIL ({} cells)</li>",
-            failures.len()
-        );
-    }
-    out.push_str("</ul>\n");
+    write_header(&mut out, summary, &failures);
     for scenario in summary.scenarios() {
         let t = table(summary, scenario);
         let _ = writeln!(out, "<h2>{}</h2>", escape(scenario));
-        out.push_str("<table>\n<tr><th></th>");
-        for c in &t.columns {
-            let label = if t.has_cpus {
-                format!("{c} cpus")
-            } else {
-                "all".to_string()
-            };
-            let _ = write!(out, "<th>{}</th>", escape(&label));
-        }
-        out.push_str("</tr>\n");
-        for (key, entries) in &t.rows {
-            let _ = write!(
-                out,
-                "<tr><th>{}</th>",
-                escape(if key == "-" { "(all)" } else { key })
-            );
-            for e in entries {
-                let text = e.map_or_else(|| "—".to_string(), cell_text);
-                let class = e.map_or("", |c| {
-                    if c.skipped.is_some() {
-                        "skip"
-                    } else if crate::gate::check_cell(c).is_some() {
-                        "fail"
-                    } else {
-                        "ok"
-                    }
-                });
-                let _ = write!(out, "<td class=\"{class}\">{}</td>", escape(&text));
-            }
-            out.push_str("</tr>\n");
-        }
-        out.push_str("</table>\n");
+        write_rate_table(&mut out, &t);
         out.push_str(&rate_chart(&t));
         let cells: Vec<&CellStats> = summary
             .cells
@@ -120,8 +65,74 @@ pub fn render(summary: &Summary) -> String {
     out
 }
 
+/// The host(s), versions, counts and the gate's verdict.
+fn write_header(out: &mut String, summary: &Summary, failures: &[GateFailure]) {
+    for h in &summary.hosts {
+        let _ = writeln!(
+            out,
+            "<li>host: Linux {}, {} CPUs, isolation {}</li>",
+            escape(&h.kernel),
+            h.cpus,
+            escape(&h.isolation)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<li>wedge {}; {} trials in {} cells</li>",
+        escape(&summary.wedge_versions.join(", ")),
+        summary.trials,
+        summary.cells.len()
+    );
+    if failures.is_empty() {
+        let _ = writeln!(out, "<li class=\"ok\">gate: pass</li>");
+    } else {
+        let _ = writeln!(
+            out,
+            "<li class=\"fail\">gate: FAIL ({} cells)</li>",
+            failures.len()
+        );
+    }
+    out.push_str("</ul>\n");
+}
+
+/// The pass-rate table, each result cell coloured by whether it meets its expectation.
+fn write_rate_table(out: &mut String, t: &Table<'_>) {
+    out.push_str("<table>\n<tr><th></th>");
+    for c in &t.columns {
+        let label = if t.has_cpus {
+            format!("{c} cpus")
+        } else {
+            "all".to_string()
+        };
+        let _ = write!(out, "<th>{}</th>", escape(&label));
+    }
+    out.push_str("</tr>\n");
+    for (key, entries) in &t.rows {
+        let _ = write!(
+            out,
+            "<tr><th>{}</th>",
+            escape(if key == "-" { "(all)" } else { key })
+        );
+        for e in entries {
+            let text = e.map_or_else(|| "—".to_string(), cell_text);
+            let class = e.map_or("", |c| {
+                if c.skipped.is_some() {
+                    "skip"
+                } else if crate::gate::check_cell(c).is_some() {
+                    "fail"
+                } else {
+                    "ok"
+                }
+            });
+            let _ = write!(out, "<td class=\"{class}\">{}</td>", escape(&text));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+}
+
 /// Rate of trials meeting the expectation, with 95 % intervals, by cpus, one series per row.
-fn rate_chart(t: &super::Table<'_>) -> String {
+fn rate_chart(t: &Table<'_>) -> String {
     // The legend sits right of the plot, one line per row: size the chart so that every label
     // fits (about 6.5 px per character at 11 px) and every row has its line.
     let longest = t
@@ -175,51 +186,84 @@ fn rate_chart(t: &super::Table<'_>) -> String {
             escape(&label)
         );
     }
+    let plot = Plot {
+        left,
+        top,
+        plot_w,
+        plot_h,
+        ncols,
+        nrows,
+    };
     for (ri, (key, entries)) in t.rows.iter().enumerate() {
-        let color = COLORS[ri % COLORS.len()];
-        let offset = (ri as f64 - (nrows - 1.0) / 2.0) * (plot_w / ncols / (nrows + 1.0)).min(12.0);
-        let mut points = Vec::new();
-        for (ci, e) in entries.iter().enumerate() {
-            let Some(c) = e.filter(|c| c.skipped.is_none() && c.trials > 0) else {
-                continue;
-            };
-            let x = left + (ci as f64 + 0.5) * plot_w / ncols + offset;
-            let _ = writeln!(
-                s,
-                "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-width=\"2\"/>\
-                 <circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"><title>{}: {} {}/{} ({}–{})</title></circle>",
-                y(c.met_interval.0),
-                y(c.met_interval.1),
-                y(c.met_rate),
-                escape(&c.cell_id),
-                c.rate_word(),
-                c.met,
-                c.trials,
-                pct(c.met_interval.0),
-                pct(c.met_interval.1)
-            );
-            points.push(format!("{x:.1},{:.1}", y(c.met_rate)));
-        }
-        if points.len() > 1 {
-            let _ = writeln!(
-                s,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-opacity=\"0.5\"/>",
-                points.join(" ")
-            );
-        }
-        let ly = top + 14.0 * ri as f64 + 8.0;
-        let _ = writeln!(
-            s,
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{}</text>",
-            left + plot_w + 10.0,
-            ly - 8.0,
-            left + plot_w + 24.0,
-            ly + 1.0,
-            escape(if key == "-" { "(all)" } else { key })
-        );
+        rate_series(&mut s, &plot, ri, key, entries);
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The geometry of the rate chart's plot area.
+struct Plot {
+    left: f64,
+    top: f64,
+    plot_w: f64,
+    plot_h: f64,
+    ncols: f64,
+    nrows: f64,
+}
+
+/// One row's series in the rate chart: a point with its interval per column, a line through
+/// them, and the row's legend entry.
+fn rate_series(s: &mut String, plot: &Plot, ri: usize, key: &str, entries: &[Option<&CellStats>]) {
+    let Plot {
+        left,
+        top,
+        plot_w,
+        plot_h,
+        ncols,
+        nrows,
+    } = *plot;
+    let y = |rate: f64| top + (1.0 - rate) * plot_h;
+    let color = COLORS[ri % COLORS.len()];
+    let offset = (ri as f64 - (nrows - 1.0) / 2.0) * (plot_w / ncols / (nrows + 1.0)).min(12.0);
+    let mut points = Vec::new();
+    for (ci, e) in entries.iter().enumerate() {
+        let Some(c) = e.filter(|c| c.skipped.is_none() && c.trials > 0) else {
+            continue;
+        };
+        let x = left + (ci as f64 + 0.5) * plot_w / ncols + offset;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-width=\"2\"/>\
+             <circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"><title>{}: {} {}/{} ({}–{})</title></circle>",
+            y(c.met_interval.0),
+            y(c.met_interval.1),
+            y(c.met_rate),
+            escape(&c.cell_id),
+            c.rate_word(),
+            c.met,
+            c.trials,
+            pct(c.met_interval.0),
+            pct(c.met_interval.1)
+        );
+        points.push(format!("{x:.1},{:.1}", y(c.met_rate)));
+    }
+    if points.len() > 1 {
+        let _ = writeln!(
+            s,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-opacity=\"0.5\"/>",
+            points.join(" ")
+        );
+    }
+    let ly = top + 14.0 * ri as f64 + 8.0;
+    let _ = writeln!(
+        s,
+        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{}</text>",
+        left + plot_w + 10.0,
+        ly - 8.0,
+        left + plot_w + 24.0,
+        ly + 1.0,
+        escape(if key == "-" { "(all)" } else { key })
+    );
 }
 
 /// One strip per cell: every time-to-verdict (up to 200, evenly chosen) and the median.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::pct;
+use super::format::pct;
 use crate::stats::Summary;
 
 /// Escapes text for XML attributes and content.

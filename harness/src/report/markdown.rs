@@ -3,13 +3,46 @@
 
 use std::fmt::Write;
 
-use super::{cell_text, ms, pct, table};
-use crate::stats::Summary;
+use super::format::{Table, cell_text, ms, pct, table};
+use crate::gate::GateFailure;
+use crate::stats::{CellStats, Summary};
 
 /// Renders `summary.md`.
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
     let failures = crate::gate::evaluate(summary);
+    write_header(&mut out, summary, &failures);
+    for scenario in summary.scenarios() {
+        let file = summary
+            .cells
+            .iter()
+            .find(|c| c.scenario == scenario)
+            .map(|c| c.file.clone())
+            .unwrap_or_default();
+        let _ = writeln!(out, "## {scenario}\n");
+        let _ = writeln!(out, "`{file}`\n");
+        write_rate_table(&mut out, &table(summary, scenario));
+        let cells: Vec<&CellStats> = summary
+            .cells
+            .iter()
+            .filter(|c| c.scenario == scenario)
+            .collect();
+        write_cell_table(&mut out, &cells);
+        write_notes(&mut out, &cells);
+        write_comparisons(&mut out, summary, scenario);
+        out.push('\n');
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(out, "## Gate failures\n");
+        for f in &failures {
+            let _ = writeln!(out, "- {} `{}`: {}", f.scenario, f.cell, f.reason);
+        }
+    }
+    out
+}
+
+/// The host(s), versions, counts and the gate's verdict.
+fn write_header(out: &mut String, summary: &Summary, failures: &[GateFailure]) {
     let _ = writeln!(out, "# wedge results\n");
     for h in &summary.hosts {
         let _ = writeln!(
@@ -35,146 +68,138 @@ pub fn render(summary: &Summary) -> String {
             failures.len()
         );
     }
-    for scenario in summary.scenarios() {
-        let t = table(summary, scenario);
-        let file = summary
-            .cells
-            .iter()
-            .find(|c| c.scenario == scenario)
-            .map(|c| c.file.clone())
-            .unwrap_or_default();
-        let _ = writeln!(out, "## {scenario}\n");
-        let _ = writeln!(out, "`{file}`\n");
-        let head = if t.has_cpus { "cpus →" } else { "" };
-        let _ = write!(out, "| {head} |");
-        for c in &t.columns {
-            let _ = write!(
-                out,
-                " {} |",
-                if t.has_cpus {
-                    format!("{c} cpus")
-                } else {
-                    "all".to_string()
-                }
-            );
-        }
-        let _ = write!(out, "\n|---|");
-        for _ in &t.columns {
-            let _ = write!(out, "---|");
+}
+
+/// The pass-rate table: rows are the other axes, columns the cpus.
+fn write_rate_table(out: &mut String, t: &Table<'_>) {
+    let head = if t.has_cpus { "cpus →" } else { "" };
+    let _ = write!(out, "| {head} |");
+    for c in &t.columns {
+        let _ = write!(
+            out,
+            " {} |",
+            if t.has_cpus {
+                format!("{c} cpus")
+            } else {
+                "all".to_string()
+            }
+        );
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &t.columns {
+        let _ = write!(out, "---|");
+    }
+    out.push('\n');
+    for (key, entries) in &t.rows {
+        let _ = write!(out, "| {} |", if key == "-" { "(all)" } else { key });
+        for e in entries {
+            let _ = write!(out, " {} |", e.map_or_else(|| "—".to_string(), cell_text));
         }
         out.push('\n');
-        for (key, entries) in &t.rows {
-            let _ = write!(out, "| {} |", if key == "-" { "(all)" } else { key });
-            for e in entries {
-                let _ = write!(out, " {} |", e.map_or_else(|| "—".to_string(), cell_text));
-            }
-            out.push('\n');
+    }
+}
+
+/// One line per cell: counts, pass rate with its interval, timing.
+fn write_cell_table(out: &mut String, cells: &[&CellStats]) {
+    let _ = writeln!(
+        out,
+        "\n| cell | expectation | trials | pass | fail | hang | crash | error | pass rate (95% CI) | median | p99 |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for c in cells {
+        if c.skipped.is_some() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | skipped | | | | | | | | |",
+                c.cell_id,
+                c.expectation.describe()
+            );
+            continue;
         }
         let _ = writeln!(
             out,
-            "\n| cell | expectation | trials | pass | fail | hang | crash | error | pass rate (95% CI) | median | p99 |"
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}–{}) | {} | {} |",
+            c.cell_id,
+            c.expectation.describe(),
+            c.trials,
+            c.passes,
+            c.fails,
+            c.hangs,
+            c.crashes,
+            c.errors,
+            pct(c.pass_rate),
+            pct(c.pass_interval.0),
+            pct(c.pass_interval.1),
+            c.median_ms.map_or_else(|| "—".to_string(), ms),
+            c.p99_ms.map_or_else(|| "—".to_string(), ms),
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
-        let cells: Vec<_> = summary
-            .cells
-            .iter()
-            .filter(|c| c.scenario == scenario)
-            .collect();
-        for c in &cells {
-            if c.skipped.is_some() {
+    }
+}
+
+/// Skips, hang diagnoses and a replay command for every miss.
+fn write_notes(out: &mut String, cells: &[&CellStats]) {
+    let notes: Vec<_> = cells
+        .iter()
+        .filter(|c| c.top_diagnosis.is_some() || !c.misses.is_empty() || c.skipped.is_some())
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(out);
+        for c in notes {
+            if let Some(why) = &c.skipped {
+                let _ = writeln!(out, "- `{}` skipped: {why}", c.cell_id);
+            }
+            if let Some((d, n)) = &c.top_diagnosis {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | skipped | | | | | | | | |",
+                    "- `{}` hang diagnosis ({n}/{} trials): {d}",
+                    c.cell_id, c.trials
+                );
+            }
+            for (seed, why) in &c.misses {
+                let cells: String = c
+                    .cell
+                    .pairs()
+                    .iter()
+                    .map(|(a, v)| format!(" --cell {a}={v}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "- `{}` missed (seed {seed}): {}  \n  replay: `wedge replay {}{cells} --seed {seed}`",
                     c.cell_id,
-                    c.expectation.describe()
-                );
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} ({}–{}) | {} | {} |",
-                c.cell_id,
-                c.expectation.describe(),
-                c.trials,
-                c.passes,
-                c.fails,
-                c.hangs,
-                c.crashes,
-                c.errors,
-                pct(c.pass_rate),
-                pct(c.pass_interval.0),
-                pct(c.pass_interval.1),
-                c.median_ms.map_or_else(|| "—".to_string(), ms),
-                c.p99_ms.map_or_else(|| "—".to_string(), ms),
-            );
-        }
-        let notes: Vec<_> = cells
-            .iter()
-            .filter(|c| c.top_diagnosis.is_some() || !c.misses.is_empty() || c.skipped.is_some())
-            .collect();
-        if !notes.is_empty() {
-            let _ = writeln!(out);
-            for c in notes {
-                if let Some(why) = &c.skipped {
-                    let _ = writeln!(out, "- `{}` skipped: {why}", c.cell_id);
-                }
-                if let Some((d, n)) = &c.top_diagnosis {
-                    let _ = writeln!(
-                        out,
-                        "- `{}` hang diagnosis ({n}/{} trials): {d}",
-                        c.cell_id, c.trials
-                    );
-                }
-                for (seed, why) in &c.misses {
-                    let cells: String = c
-                        .cell
-                        .pairs()
-                        .iter()
-                        .map(|(a, v)| format!(" --cell {a}={v}"))
-                        .collect();
-                    let _ = writeln!(
-                        out,
-                        "- `{}` missed (seed {seed}): {}  \n  replay: `wedge replay {}{cells} --seed {seed}`",
-                        c.cell_id,
-                        why.replace('\n', " "),
-                        c.file
-                    );
-                }
-            }
-        }
-        let comps: Vec<_> = summary
-            .comparisons
-            .iter()
-            .filter(|x| x.scenario == scenario)
-            .collect();
-        let significant: Vec<_> = comps.iter().filter(|x| x.significant).collect();
-        if !comps.is_empty() {
-            let _ = writeln!(
-                out,
-                "\nComparisons of cells differing in one axis: {} of {} differ significantly in pass rate (95% Newcombe interval excludes 0).",
-                significant.len(),
-                comps.len()
-            );
-            for x in significant {
-                let _ = writeln!(
-                    out,
-                    "- {} vs {}: {} vs {} (difference {} to {})",
-                    x.a,
-                    x.b,
-                    pct(x.rate_a),
-                    pct(x.rate_b),
-                    pct(x.interval.0),
-                    pct(x.interval.1)
+                    why.replace('\n', " "),
+                    c.file
                 );
             }
         }
-        out.push('\n');
     }
-    if !failures.is_empty() {
-        let _ = writeln!(out, "## Gate failures\n");
-        for f in &failures {
-            let _ = writeln!(out, "- {} `{}`: {}", f.scenario, f.cell, f.reason);
+}
+
+/// The comparisons of cells differing in one axis, and the significant ones.
+fn write_comparisons(out: &mut String, summary: &Summary, scenario: &str) {
+    let comps: Vec<_> = summary
+        .comparisons
+        .iter()
+        .filter(|x| x.scenario == scenario)
+        .collect();
+    let significant: Vec<_> = comps.iter().filter(|x| x.significant).collect();
+    if !comps.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nComparisons of cells differing in one axis: {} of {} differ significantly in pass rate (95% Newcombe interval excludes 0).",
+            significant.len(),
+            comps.len()
+        );
+        for x in significant {
+            let _ = writeln!(
+                out,
+                "- {} vs {}: {} vs {} (difference {} to {})",
+                x.a,
+                x.b,
+                pct(x.rate_a),
+                pct(x.rate_b),
+                pct(x.interval.0),
+                pct(x.interval.1)
+            );
         }
     }
-    out
 }

@@ -1,4 +1,5 @@
-//! The scenario file format as written in TOML (see `scenarios/README.md`).
+//! The scenario file format as written in TOML (see `scenarios/README.md`), as serde reads it.
+//! Only the loader in this module reads these types; it turns them into the plan the engine runs.
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,65 @@
+//! What the verbs share: how a verb fails (each failure is one exit code), the interrupt
+//! handler, reading results directories and printing a gate.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use wedge::record::{TrialRecord, read_jsonl};
+use wedge::runner::InputError;
+use wedge::trial::Engine;
+
+/// How a verb fails.
+pub enum Failure {
+    /// Bad input (exit 2).
+    Input(String),
+    /// The gate failed, or a replayed trial missed its expectation (exit 1).
+    Gate,
+    /// SIGINT or SIGTERM (exit 130).
+    Interrupted,
+    /// Writing results failed (exit 1).
+    Io(String),
+}
+
+impl From<InputError> for Failure {
+    fn from(e: InputError) -> Failure {
+        Failure::Input(e.to_string())
+    }
+}
+
+/// A first SIGINT/SIGTERM cancels the run (finished trials and reports are kept); a second
+/// one ends wedge at once.
+pub fn install_interrupt(engine: &Engine) {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ =
+            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&engine.cancel));
+        let _ = signal_hook::flag::register(sig, Arc::clone(&engine.cancel));
+    }
+}
+
+/// Prints the gate's verdict and every cell that misses its expectation.
+pub fn print_gate(failures: &[wedge::gate::GateFailure]) {
+    if failures.is_empty() {
+        println!("gate: pass — every cell meets its expectation");
+    } else {
+        println!(
+            "gate: FAIL — {} cells miss their expectation:",
+            failures.len()
+        );
+        for f in failures {
+            println!("  {} {}: {}", f.scenario, f.cell, f.reason);
+        }
+    }
+}
+
+/// Every record of the `trials.jsonl` of each directory.
+pub fn read_dirs(dirs: &[PathBuf]) -> Result<Vec<TrialRecord>, Failure> {
+    let mut all = Vec::new();
+    for d in dirs {
+        let path = d.join("trials.jsonl");
+        if !path.is_file() {
+            return Err(Failure::Input(format!("{}: no trials.jsonl", d.display())));
+        }
+        all.extend(read_jsonl(&path).map_err(Failure::Input)?);
+    }
+    Ok(all)
+}

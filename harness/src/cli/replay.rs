@@ -1,0 +1,125 @@
+//! `wedge replay SCENARIO --cell ... --seed S`: re-run one trial exactly as recorded (same
+//! scenario, cell and seed), planned and executed the way `wedge run` plans and executes it,
+//! and print everything the record holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::common::{Failure, install_interrupt};
+use wedge::cell::CellFilter;
+use wedge::executor::host::HostExecutor;
+use wedge::executor::{Executor, TrialSink};
+use wedge::record::{JsonlWriter, TrialRecord};
+use wedge::runner::{PlannedTrial, load_scenarios, plan_one};
+use wedge::trial::Engine;
+
+/// Keeps the one record of a replay.
+struct One(Mutex<Option<TrialRecord>>);
+
+impl TrialSink for One {
+    fn finished(&self, _: &PlannedTrial, record: TrialRecord) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+    }
+}
+
+pub fn replay(
+    scenario: &Path,
+    filters: &[CellFilter],
+    seed: u64,
+    out: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let loaded = load_scenarios(&[scenario.to_path_buf()])?;
+    let engine = Engine::new();
+    let cell = plan_one(&engine, &loaded[0], filters)?;
+    if let Some(why) = &cell.skip {
+        return Err(Failure::Input(why.clone()));
+    }
+    install_interrupt(&engine);
+    let trial = PlannedTrial {
+        cell: 0,
+        trial: 0,
+        seed,
+    };
+    let one = One(Mutex::new(None));
+    HostExecutor {
+        engine: &engine,
+        jobs: 1,
+    }
+    .run(std::slice::from_ref(&cell), vec![trial], &one);
+    let Some(record) = one.0.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+        return Err(Failure::Interrupted);
+    };
+    print_record(&record);
+    if let Some(dir) = out {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Failure::Input(format!("{}: {e}", dir.display())))?;
+        JsonlWriter::open(&dir.join("trials.jsonl"))
+            .and_then(|mut w| w.append(&record))
+            .map_err(|e| Failure::Io(e.to_string()))?;
+    }
+    if record.met {
+        Ok(())
+    } else {
+        Err(Failure::Gate)
+    }
+}
+
+fn print_record(r: &TrialRecord) {
+    println!("{} {} seed {}", r.scenario, r.cell.id(), r.seed);
+    println!("verdict: {} ({})", r.verdict.as_str(), r.reason);
+    println!(
+        "expectation: {} — {}",
+        r.expectation.describe(),
+        if r.met { "met" } else { "MISSED" }
+    );
+    println!("time to verdict: {:.1} ms", r.time_to_verdict_ms);
+    if let Some(d) = &r.diagnosis {
+        println!("diagnosis ({}):", d.reason);
+        for p in &d.processes {
+            println!(
+                "  {}[{}] ppid {} {} — {}",
+                p.name,
+                p.pid,
+                p.ppid,
+                p.state,
+                p.cmdline.join(" ")
+            );
+            for t in &p.threads {
+                println!(
+                    "    {}[{}] {}{}{} (for {} ms)",
+                    t.name,
+                    t.tid,
+                    t.phrase(),
+                    t.detail
+                        .as_ref()
+                        .map_or_else(String::new, |d| format!(" — {d}")),
+                    t.wchan
+                        .as_ref()
+                        .map_or_else(String::new, |w| format!(", wchan {w}")),
+                    t.for_ms
+                );
+                for frame in t.kernel_stack.iter().take(8) {
+                    println!("        {frame}");
+                }
+            }
+        }
+    }
+    for l in &r.leaks {
+        println!("leak: {l}");
+    }
+    for l in &r.lingering {
+        println!("lingering: {l}");
+    }
+    if !r.log.is_empty() {
+        println!("log:");
+        for l in &r.log {
+            println!("  {l}");
+        }
+    }
+    if !r.stdout_tail.is_empty() {
+        println!("stdout:\n{}", r.stdout_tail);
+    }
+    if !r.stderr_tail.is_empty() {
+        println!("stderr:\n{}", r.stderr_tail);
+    }
+}

@@ -1,0 +1,100 @@
+//! `wedge run`: plan the cells, run them, write `trials.jsonl` as trials finish and the
+//! reports at the end (also when interrupted), print the gate, and exit 1 on a failed gate with
+//! `--gate`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use super::common::{Failure, install_interrupt, print_gate};
+use wedge::cell::{CellFilter, Shard};
+use wedge::record::JsonlWriter;
+use wedge::runner::{PlanOptions, default_jobs, execute, load_scenarios, plan};
+use wedge::trial::Engine;
+
+/// The flags of `wedge run`.
+pub struct RunArgs {
+    pub scenarios: Vec<PathBuf>,
+    pub trials: Option<u32>,
+    pub filters: Vec<CellFilter>,
+    pub jobs: Option<usize>,
+    pub out: Option<PathBuf>,
+    pub gate: bool,
+    pub shard: Option<Shard>,
+    pub seed: Option<u64>,
+    pub quiet: bool,
+}
+
+fn default_out() -> PathBuf {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    PathBuf::from("wedge-results").join(stamp.replace(':', "-"))
+}
+
+/// Opens `out/trials.jsonl`, which must not hold results yet.
+fn open_results(out: &std::path::Path) -> Result<(PathBuf, JsonlWriter), Failure> {
+    let jsonl = out.join("trials.jsonl");
+    if jsonl.metadata().is_ok_and(|m| m.len() > 0) {
+        return Err(Failure::Input(format!(
+            "{} already holds results; choose another --out (or merge with `wedge report`)",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Failure::Input(format!("{}: {e}", out.display())))?;
+    let writer = JsonlWriter::open(&jsonl)
+        .map_err(|e| Failure::Input(format!("{}: {e}", jsonl.display())))?;
+    Ok((jsonl, writer))
+}
+
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    if args.trials == Some(0) {
+        return Err(Failure::Input("--trials must be at least 1".into()));
+    }
+    if args.jobs == Some(0) {
+        return Err(Failure::Input("--jobs must be at least 1".into()));
+    }
+    let loaded = load_scenarios(&args.scenarios)?;
+    let engine = Engine::new();
+    let options = PlanOptions {
+        filters: args.filters,
+        shard: args.shard,
+        trials: args.trials,
+        seed: args.seed,
+    };
+    let cells = plan(&engine, &loaded, &options)?;
+    let out = args.out.unwrap_or_else(default_out);
+    let (jsonl, writer) = open_results(&out)?;
+    let writer = Mutex::new(writer);
+    install_interrupt(&engine);
+    let jobs = args.jobs.unwrap_or_else(|| default_jobs(&engine));
+    if !args.quiet {
+        eprintln!(
+            "wedge: {} cells of {} scenarios, {} jobs, isolation {}, results in {}",
+            cells.len(),
+            loaded.len(),
+            jobs,
+            engine.host.isolation,
+            out.display()
+        );
+    }
+    let records = execute(&engine, &cells, jobs, Some(&writer), args.quiet)
+        .map_err(|e| Failure::Io(format!("writing {}: {e}", jsonl.display())))?;
+    let interrupted = engine.cancel.load(Ordering::SeqCst);
+    let summary = wedge::stats::summarize(&records);
+    wedge::report::write_all(&out, &summary)
+        .map_err(|e| Failure::Io(format!("writing reports in {}: {e}", out.display())))?;
+    let failures = wedge::gate::evaluate(&summary);
+    if !args.quiet {
+        eprintln!(
+            "wedge: wrote {}/summary.md (and summary.json, junit.xml, index.html)",
+            out.display()
+        );
+    }
+    print_gate(&failures);
+    if interrupted {
+        return Err(Failure::Interrupted);
+    }
+    if args.gate && !failures.is_empty() {
+        return Err(Failure::Gate);
+    }
+    Ok(())
+}

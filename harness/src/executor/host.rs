@@ -1,0 +1,125 @@
+//! The host executor: trials run on this machine on `--jobs` workers that share its CPUs
+//! without oversubscribing them. A trial pinned to k CPUs (the `cpus` axis) holds k of them
+//! from a pool, so pinned trials never share a CPU, whatever `--jobs` says.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex};
+
+use super::{Executor, TrialSink};
+use crate::plan::{PlannedCell, PlannedTrial};
+use crate::trial::{Engine, TrialSpec, cpus_wanted, host_cpus, run_trial};
+
+/// Runs trials on this machine with `jobs` workers.
+pub struct HostExecutor<'a> {
+    pub engine: &'a Engine,
+    pub jobs: usize,
+}
+
+impl Executor for HostExecutor<'_> {
+    fn run(&self, cells: &[PlannedCell], trials: Vec<PlannedTrial>, sink: &dyn TrialSink) {
+        let engine = self.engine;
+        let jobs = self.jobs.clamp(1, trials.len().max(1));
+        let queue = Mutex::new(VecDeque::from(trials));
+        let pool = CpuPool::new(host_cpus());
+        let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+        std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                scope.spawn(|| {
+                    while !engine.cancel.load(Ordering::SeqCst) {
+                        let Some(planned) = next() else {
+                            return;
+                        };
+                        let c = &cells[planned.cell];
+                        let want = cpus_wanted(&c.cell);
+                        // A pinned trial holds its CPUs; unpinned trials only count against --jobs.
+                        let taken = match want {
+                            Some(k) => pool.take(k.min(engine.host.cpus.max(1))),
+                            None => Vec::new(),
+                        };
+                        let spec = TrialSpec {
+                            scenario: &c.scenario,
+                            cell: c.cell.clone(),
+                            cell_index: c.cell_index,
+                            trial: planned.trial,
+                            seed: planned.seed,
+                            expectation: c.expectation.clone(),
+                            cpus: want.map(|_| taken.clone()),
+                        };
+                        let record = run_trial(engine, &spec);
+                        pool.give(taken);
+                        let Some(record) = record else {
+                            return;
+                        };
+                        sink.finished(&planned, record);
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// A pool of the host's CPUs: a pinned trial takes as many as it may use, so parallel trials
+/// never share a pinned CPU.
+struct CpuPool {
+    free: Mutex<Vec<usize>>,
+    changed: Condvar,
+}
+
+impl CpuPool {
+    fn new(cpus: Vec<usize>) -> CpuPool {
+        CpuPool {
+            free: Mutex::new(cpus),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Takes the `k` lowest free CPUs, waiting until that many are free.
+    fn take(&self, k: usize) -> Vec<usize> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while free.len() < k {
+            free = self.changed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        free.sort_unstable();
+        free.drain(..k).collect()
+    }
+
+    fn give(&self, cpus: Vec<usize>) {
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(cpus);
+        self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    #[test]
+    fn pinned_trials_never_share_a_cpu() {
+        let pool = Arc::new(CpuPool::new(vec![0, 1]));
+        let a = pool.take(1);
+        let b = pool.take(1);
+        assert_eq!(a.len(), 1);
+        assert_ne!(a, b);
+        // A trial wanting both CPUs waits until both are back.
+        let (tx, rx) = mpsc::channel();
+        let p = Arc::clone(&pool);
+        let waiter = std::thread::spawn(move || tx.send(p.take(2)).unwrap());
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "took CPUs that were in use"
+        );
+        pool.give(a);
+        pool.give(b);
+        let both = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("never got the CPUs back");
+        assert_eq!(both, vec![0, 1]);
+        waiter.join().unwrap();
+    }
+}

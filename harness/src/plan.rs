@@ -1,0 +1,145 @@
+//! Planning a run: which cells of which scenarios run (filters, shards), what each expects on
+//! this kernel, whether this host can run it, and each trial's seed. Planning is the same
+//! whatever executor runs the trials, so a trial's identity and seed never depend on where it
+//! ran.
+
+use std::sync::Arc;
+
+use crate::cell::{Cell, CellFilter, Shard};
+use crate::scenario::{Expectation, Scenario};
+use crate::suite::InputError;
+use crate::trial::{Engine, host_cannot_run, trial_seed};
+
+/// One cell to run (or to record as skipped).
+#[derive(Debug, Clone)]
+pub struct PlannedCell {
+    pub scenario: Arc<Scenario>,
+    pub cell: Cell,
+    pub cell_index: usize,
+    pub expectation: Expectation,
+    pub trials: u32,
+    pub base_seed: u64,
+    pub skip: Option<String>,
+}
+
+/// One trial of a planned cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedTrial {
+    /// The cell's position in the planned cells handed to the executor.
+    pub cell: usize,
+    pub trial: u32,
+    pub seed: u64,
+}
+
+impl PlannedCell {
+    /// The cell's trials, each with its seed; `cell` is the cell's position in the plan.
+    pub fn planned_trials(&self, cell: usize) -> impl Iterator<Item = PlannedTrial> + '_ {
+        (0..self.trials).map(move |trial| PlannedTrial {
+            cell,
+            trial,
+            seed: trial_seed(self.base_seed, &self.scenario.name, &self.cell, trial),
+        })
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub filters: Vec<CellFilter>,
+    pub shard: Option<Shard>,
+    pub trials: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+/// Cell `cell_index` of `s` as planned on this host.
+fn plan_cell(
+    engine: &Engine,
+    s: &Arc<Scenario>,
+    cell: Cell,
+    cell_index: usize,
+    options: &PlanOptions,
+) -> PlannedCell {
+    PlannedCell {
+        expectation: s.expectation(&cell, &engine.host.kernel),
+        skip: host_cannot_run(engine, &cell),
+        trials: options.trials.unwrap_or(s.trials),
+        base_seed: options.seed.unwrap_or(s.seed),
+        scenario: Arc::clone(s),
+        cell,
+        cell_index,
+    }
+}
+
+/// The cells of `scenarios` selected by `options`, in suite order. Filters naming an axis no
+/// scenario has are bad input.
+pub fn plan(
+    engine: &Engine,
+    scenarios: &[Arc<Scenario>],
+    options: &PlanOptions,
+) -> Result<Vec<PlannedCell>, InputError> {
+    for f in &options.filters {
+        if !scenarios
+            .iter()
+            .any(|s| s.axes.iter().any(|a| a.name == f.axis))
+        {
+            return Err(InputError::Usage(format!(
+                "--cell {}={}: no scenario has an axis \"{}\"",
+                f.axis, f.value, f.axis
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    let mut position = 0;
+    for s in scenarios {
+        for (cell_index, cell) in s.cells().into_iter().enumerate() {
+            let pos = position;
+            position += 1;
+            if !cell.matches(&options.filters) || options.shard.is_some_and(|sh| !sh.contains(pos))
+            {
+                continue;
+            }
+            out.push(plan_cell(engine, s, cell, cell_index, options));
+        }
+    }
+    if out.is_empty() && !options.filters.is_empty() {
+        return Err(InputError::Usage(
+            "no cell matches the --cell filters".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The one cell of `s` the filters name (for `wedge replay`), planned as a run would plan it.
+pub fn plan_one(
+    engine: &Engine,
+    s: &Arc<Scenario>,
+    filters: &[CellFilter],
+) -> Result<PlannedCell, InputError> {
+    let matching: Vec<(usize, Cell)> = s
+        .cells()
+        .into_iter()
+        .enumerate()
+        .filter(|(_, c)| c.matches(filters))
+        .collect();
+    match matching.as_slice() {
+        [(cell_index, cell)] => Ok(plan_cell(
+            engine,
+            s,
+            cell.clone(),
+            *cell_index,
+            &PlanOptions::default(),
+        )),
+        [] => Err(InputError::Usage(format!(
+            "no cell of {} matches the --cell filters",
+            s.name
+        ))),
+        many => {
+            let ids: Vec<String> = many.iter().map(|(_, c)| c.id()).collect();
+            Err(InputError::Usage(format!(
+                "the --cell filters match {} cells; name one of: {}",
+                many.len(),
+                ids.join("  ")
+            )))
+        }
+    }
+}

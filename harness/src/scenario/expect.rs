@@ -1,0 +1,230 @@
+//! `[expect]` and `[[expect.when]]`: what each cell should do. Overrides are checked at load
+//! (patterns compile, rates are rates, `when.cell` names real axis values, kernel comparisons
+//! parse) and applied per cell, in file order, the last match winning.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use super::exit::validate_exit;
+use super::locate::{Locator, ScenarioError};
+use super::matrix::{Axis, CellMatch, cell_match, cell_matches};
+use super::spec::{ExitSpec, ExpectSpec, Outcome, WhenSpec};
+use crate::cell::Cell;
+
+/// The expectation of one cell, with every override applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Expectation {
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
+    /// Gate threshold on the Wilson lower bound of the rate of trials meeting the expectation;
+    /// `None`: every trial must meet it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rate: Option<f64>,
+    #[serde(default)]
+    pub allow_lingering: bool,
+}
+
+impl Expectation {
+    /// A one-line description, e.g. `exit 0 within 2000 ms` or `hang: "supervisor thread ..."`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match self.outcome {
+            Outcome::Exit => {
+                parts.push(match &self.exit {
+                    Some(ExitSpec::Code(c)) => format!("exit {c}"),
+                    Some(ExitSpec::Word(w)) => format!("exit {w}"),
+                    None => "exit".to_string(),
+                });
+                if let Some(ms) = self.within_ms {
+                    parts.push(format!("within {ms} ms"));
+                }
+                if let Some(p) = &self.stdout {
+                    parts.push(format!("stdout ~ /{p}/"));
+                }
+                if let Some(p) = &self.stderr {
+                    parts.push(format!("stderr ~ /{p}/"));
+                }
+            }
+            Outcome::Hang => {
+                parts.push("hang".to_string());
+                if let Some(d) = &self.diagnosis {
+                    parts.push(format!("diagnosed \"{d}\""));
+                }
+            }
+            Outcome::Any => parts.push("any (measured only)".to_string()),
+        }
+        if let Some(r) = self.min_rate {
+            parts.push(format!("rate ≥ {:.1}%", r * 100.0));
+        }
+        parts.join(", ")
+    }
+}
+
+/// A comparison with the running kernel's version, e.g. `>= 6.11`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRequirement {
+    op: String,
+    version: (u32, u32, u32),
+}
+
+impl KernelRequirement {
+    /// Parses `OP VERSION` with OP one of `< <= > >= == =`.
+    pub fn parse(text: &str) -> Option<KernelRequirement> {
+        let text = text.trim();
+        let op_len = text.find(|c: char| c.is_ascii_digit())?;
+        let op = text[..op_len].trim().to_string();
+        if !["<", "<=", ">", ">=", "==", "="].contains(&op.as_str()) {
+            return None;
+        }
+        let version = crate::proc::parse_kernel_version(&text[op_len..])?;
+        Some(KernelRequirement { op, version })
+    }
+
+    /// Whether kernel `release` satisfies the requirement.
+    pub fn holds(&self, release: &str) -> bool {
+        let Some(v) = crate::proc::parse_kernel_version(release) else {
+            return false;
+        };
+        match self.op.as_str() {
+            "<" => v < self.version,
+            "<=" => v <= self.version,
+            ">" => v > self.version,
+            ">=" => v >= self.version,
+            _ => v == self.version,
+        }
+    }
+}
+
+/// A validated override.
+#[derive(Debug, Clone)]
+struct When {
+    cell: CellMatch,
+    kernel: Option<KernelRequirement>,
+    spec: WhenSpec,
+}
+
+/// The validated `[expect]` table: the base expectation and its overrides.
+#[derive(Debug, Clone)]
+pub(crate) struct Expectations {
+    base: ExpectSpec,
+    whens: Vec<When>,
+}
+
+/// Checks the fields an expectation and an override share.
+fn check_fields(
+    exit: &Option<ExitSpec>,
+    stdout: &Option<String>,
+    stderr: &Option<String>,
+    min_rate: &Option<f64>,
+) -> Result<(), String> {
+    if let Some(e) = exit {
+        validate_exit(e)?;
+    }
+    for p in [stdout, stderr].into_iter().flatten() {
+        regex::Regex::new(p).map_err(|e| format!("bad pattern: {e}"))?;
+    }
+    if let Some(r) = min_rate
+        && !(0.0..=1.0).contains(r)
+    {
+        return Err(format!("min_rate {r} is not in [0, 1]"));
+    }
+    Ok(())
+}
+
+/// Checks `[expect]` and its overrides against the axes.
+pub(crate) fn parse(
+    expect: Option<&toml::Spanned<ExpectSpec>>,
+    axes: &[Axis],
+    loc: &Locator<'_>,
+) -> Result<Expectations, ScenarioError> {
+    let (span, base): (Range<usize>, ExpectSpec) = match expect {
+        Some(e) => (e.span(), e.get_ref().clone()),
+        None => (0..0, ExpectSpec::default()),
+    };
+    check_fields(&base.exit, &base.stdout, &base.stderr, &base.min_rate)
+        .map_err(|m| loc.error(span, m))?;
+    let mut whens = Vec::new();
+    for w in &base.when {
+        let at = |m| loc.error(w.span(), m);
+        let spec = w.get_ref().clone();
+        check_fields(&spec.exit, &spec.stdout, &spec.stderr, &spec.min_rate).map_err(at)?;
+        let cell = cell_match(&spec.cell, axes, "when.cell").map_err(at)?;
+        let kernel =
+            match &spec.kernel {
+                None => None,
+                Some(k) => Some(KernelRequirement::parse(k).ok_or_else(|| {
+                    at(format!("bad kernel requirement \"{k}\" (e.g. \">= 6.11\")"))
+                })?),
+            };
+        whens.push(When { cell, kernel, spec });
+    }
+    Ok(Expectations {
+        base: ExpectSpec {
+            when: Vec::new(),
+            ..base
+        },
+        whens,
+    })
+}
+
+impl Expectations {
+    /// The expectation of `cell` on a kernel with release `kernel`.
+    pub fn resolve(&self, cell: &Cell, kernel: &str) -> Expectation {
+        let base = &self.base;
+        let mut e = Expectation {
+            outcome: base.outcome.unwrap_or_default(),
+            exit: base.exit.clone(),
+            within_ms: base.within_ms,
+            stdout: base.stdout.clone(),
+            stderr: base.stderr.clone(),
+            diagnosis: base.diagnosis.clone(),
+            min_rate: base.min_rate,
+            allow_lingering: base.allow_lingering.unwrap_or(false),
+        };
+        let applies = |w: &&When| {
+            cell_matches(cell, &w.cell) && w.kernel.as_ref().is_none_or(|k| k.holds(kernel))
+        };
+        for w in self.whens.iter().filter(applies) {
+            apply(&mut e, &w.spec);
+        }
+        e
+    }
+}
+
+/// Overrides the fields `when` sets.
+fn apply(e: &mut Expectation, s: &WhenSpec) {
+    if let Some(o) = s.outcome {
+        e.outcome = o;
+    }
+    if s.exit.is_some() {
+        e.exit = s.exit.clone();
+    }
+    if s.within_ms.is_some() {
+        e.within_ms = s.within_ms;
+    }
+    if s.stdout.is_some() {
+        e.stdout = s.stdout.clone();
+    }
+    if s.stderr.is_some() {
+        e.stderr = s.stderr.clone();
+    }
+    if s.diagnosis.is_some() {
+        e.diagnosis = s.diagnosis.clone();
+    }
+    if s.min_rate.is_some() {
+        e.min_rate = s.min_rate;
+    }
+    if let Some(l) = s.allow_lingering {
+        e.allow_lingering = l;
+    }
+}

@@ -1,0 +1,142 @@
+//! `[matrix]`: the axes a scenario varies and the cells they span, and the cell selectors
+//! (`only = {...}`, `when.cell = {...}`) checked against them, so a selector can only name an
+//! axis and values the matrix has.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::locate::{Locator, ScenarioError};
+use super::placeholders::BUILTIN_PLACEHOLDERS;
+use crate::cell::Cell;
+
+/// A matrix axis: its name and values, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Axis {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// A validated selector: axis → the values it accepts (every cell when empty).
+pub type CellMatch = BTreeMap<String, Vec<String>>;
+
+/// Checks `[matrix]` and returns its axes in file order.
+pub(crate) fn parse(
+    matrix: Option<&toml::Spanned<toml::Table>>,
+    loc: &Locator<'_>,
+) -> Result<Vec<Axis>, ScenarioError> {
+    let Some(matrix) = matrix else {
+        return Ok(Vec::new());
+    };
+    let span = matrix.span();
+    matrix
+        .get_ref()
+        .iter()
+        .map(|(axis, values)| parse_axis(axis, values).map_err(|m| loc.error(span.clone(), m)))
+        .collect()
+}
+
+fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
+    if axis.is_empty()
+        || !axis
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "axis name \"{axis}\" must be letters, digits, '_' or '-'"
+        ));
+    }
+    if BUILTIN_PLACEHOLDERS.contains(&axis) {
+        return Err(format!("axis name \"{axis}\" is reserved"));
+    }
+    let Some(list) = values.as_array() else {
+        return Err(format!("axis \"{axis}\" must be an array of values"));
+    };
+    if list.is_empty() {
+        return Err(format!("axis \"{axis}\" has no values"));
+    }
+    let mut seen = BTreeSet::new();
+    let mut strings = Vec::new();
+    for v in list {
+        let Some(s) = axis_value_string(v) else {
+            return Err(format!(
+                "axis \"{axis}\": values must be strings, integers or booleans"
+            ));
+        };
+        if axis == "cpus" && s.parse::<usize>().map_or(true, |n| n == 0) {
+            return Err(format!("axis \"cpus\": \"{s}\" is not a positive integer"));
+        }
+        if !seen.insert(s.clone()) {
+            return Err(format!("axis \"{axis}\": value \"{s}\" appears twice"));
+        }
+        strings.push(s);
+    }
+    Ok(Axis {
+        name: axis.to_string(),
+        values: strings,
+    })
+}
+
+/// Every cell of `axes`, in file order (the first axis varies slowest).
+pub(crate) fn cells(axes: &[Axis]) -> Vec<Cell> {
+    let mut cells = vec![Cell::default()];
+    for axis in axes {
+        let mut next = Vec::with_capacity(cells.len() * axis.values.len());
+        for cell in &cells {
+            for value in &axis.values {
+                let mut c = cell.clone();
+                c.push(&axis.name, value);
+                next.push(c);
+            }
+        }
+        cells = next;
+    }
+    cells
+}
+
+/// `{ AXIS = VALUE | [VALUES] }` checked against the axes; `what` names the key in messages.
+pub(crate) fn cell_match(
+    map: &BTreeMap<String, toml::Value>,
+    axes: &[Axis],
+    what: &str,
+) -> Result<CellMatch, String> {
+    let mut out = BTreeMap::new();
+    for (axis, value) in map {
+        let Some(a) = axes.iter().find(|a| &a.name == axis) else {
+            return Err(format!("`{what}`: no axis \"{axis}\" in [matrix]"));
+        };
+        let values: Vec<String> = match value {
+            toml::Value::Array(list) => list.iter().filter_map(axis_value_string).collect(),
+            v => axis_value_string(v).into_iter().collect(),
+        };
+        if values.is_empty() {
+            return Err(format!("`{what}.{axis}`: give a value or a list of values"));
+        }
+        for v in &values {
+            if !a.values.contains(v) {
+                return Err(format!(
+                    "`{what}.{axis}`: \"{v}\" is not a value of the axis"
+                ));
+            }
+        }
+        out.insert(axis.clone(), values);
+    }
+    Ok(out)
+}
+
+/// Whether `cell` is one a selector accepts.
+pub(crate) fn cell_matches(cell: &Cell, wanted: &CellMatch) -> bool {
+    wanted.iter().all(|(axis, values)| {
+        cell.get(axis)
+            .is_some_and(|v| values.iter().any(|x| x == v))
+    })
+}
+
+fn axis_value_string(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,151 @@
+//! What every trial of a run shares ([`Engine`]: the kind of process tree, wedge's binaries,
+//! the host, cancellation) and what identifies one trial ([`TrialSpec`], its seed).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+
+use nix::unistd::Pid;
+
+use crate::cell::Cell;
+use crate::isolation::TreeKind;
+use crate::record::Host;
+use crate::scenario::{Expectation, Scenario};
+
+/// What every trial of a run shares.
+#[derive(Debug)]
+pub struct Engine {
+    /// How trial trees are isolated on this machine.
+    pub tree_kind: TreeKind,
+    pub bin_dir: PathBuf,
+    pub host: Host,
+    /// Set on SIGINT: running trials stop and are not recorded.
+    pub cancel: Arc<AtomicBool>,
+    pub(crate) temp_root: PathBuf,
+    /// Trials running now, and trials started so far: a trial that overlapped no other one can
+    /// blame every new mount on itself.
+    pub(crate) active: AtomicUsize,
+    pub(crate) started: AtomicU64,
+}
+
+impl Engine {
+    /// Detects the kind of process tree and makes wedge a subreaper.
+    pub fn new() -> Engine {
+        if let Err(e) = crate::sys::become_subreaper() {
+            tracing::warn!("cannot become a child subreaper: {e}");
+        }
+        let tree_kind = TreeKind::detect();
+        tracing::debug!("isolation: {tree_kind:?}");
+        remove_stale_trial_dirs(&std::env::temp_dir());
+        Engine {
+            host: Host {
+                kernel: crate::proc::kernel_release(),
+                cpus: host_cpus().len(),
+                isolation: tree_kind.name().to_string(),
+            },
+            tree_kind,
+            bin_dir: crate::subject::bin_dir(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            temp_root: std::env::temp_dir(),
+            active: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Engine {
+        Engine::new()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.tree_kind.cleanup();
+    }
+}
+
+/// Removes the trial directories (`wedge-trial-PID-...`) of wedge processes that no longer exist.
+fn remove_stale_trial_dirs(temp_root: &Path) {
+    let Ok(entries) = fs::read_dir(temp_root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("wedge-trial-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The CPUs wedge may run on.
+pub fn host_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&i| set.is_set(i).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+/// One trial to run.
+#[derive(Debug, Clone)]
+pub struct TrialSpec<'a> {
+    pub scenario: &'a Scenario,
+    pub cell: Cell,
+    pub cell_index: usize,
+    pub trial: u32,
+    pub seed: u64,
+    pub expectation: Expectation,
+    /// Pin the subject to these CPUs.
+    pub cpus: Option<Vec<usize>>,
+}
+
+/// The seed of trial `trial` of `cell` in `scenario` with base seed `base`.
+pub fn trial_seed(base: u64, scenario: &str, cell: &Cell, trial: u32) -> u64 {
+    // FNV-1a over the identity, mixed with splitmix64.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in scenario.bytes().chain([0]).chain(cell.id().bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = base ^ h ^ (u64::from(trial)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Why `cell` cannot run on this host, if it cannot.
+pub fn host_cannot_run(engine: &Engine, cell: &Cell) -> Option<String> {
+    if let Some(cpus) = cell.get("cpus").and_then(|c| c.parse::<usize>().ok())
+        && cpus > engine.host.cpus
+    {
+        return Some(format!(
+            "cell asks for {cpus} CPUs but this host has {}; the VM backend runs such cells",
+            engine.host.cpus
+        ));
+    }
+    if let Some(kernel) = cell.get("kernel")
+        && kernel != "host"
+        && !engine.host.kernel.starts_with(kernel)
+    {
+        return Some(format!(
+            "cell asks for kernel {kernel} but the host runs {}; the VM backend runs other kernels",
+            engine.host.kernel
+        ));
+    }
+    None
+}
+
+/// Pins for a cell: `Some(k)` CPUs when the cell has a `cpus` axis.
+pub fn cpus_wanted(cell: &Cell) -> Option<usize> {
+    cell.get("cpus").and_then(|c| c.parse().ok())
+}

@@ -1,0 +1,347 @@
+//! Judging a trial: a pure function from what was observed to a verdict, whether the trial met
+//! its cell's expectation, and why. It reads no clock and no kernel state, so every rule below
+//! is unit-tested on made-up observations.
+//!
+//! The rules, in order: a step that failed or a hang stands; else the subject's exit is checked
+//! against the output patterns, then a signal nobody sent is a crash, then the exit status and
+//! `within_ms`; processes left running after a pass and any leak turn the verdict into a fail.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use crate::monitor::Diagnosis;
+use crate::record::{ExitInfo, Verdict};
+use crate::scenario::{ExitSpec, Expectation, Outcome, describe_exit_spec, parse_signal};
+
+/// How the script ended.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StepsEnd {
+    /// Every step ran and the subject exited.
+    #[default]
+    Completed,
+    /// A step failed (or the subject ended before a wait's condition).
+    Failed(String),
+    /// wedge could not do its part (e.g. start the subject).
+    Error(String),
+    /// The watchdog caught a hang.
+    Hang(Diagnosis),
+}
+
+/// What a trial observed, all the judge needs.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub end: StepsEnd,
+    pub subject_started: bool,
+    pub exit: Option<ExitInfo>,
+    /// Signals steps sent to the subject.
+    pub sent_to_subject: BTreeSet<i32>,
+    pub time_to_verdict_ms: f64,
+    pub lingering: Vec<String>,
+    pub leaks: Vec<String>,
+    /// The subject's whole output, for the `stdout` / `stderr` expectations.
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The judge's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub met: bool,
+    pub reason: String,
+    pub diagnosis: Option<Diagnosis>,
+}
+
+impl Judgement {
+    /// A trial wedge could not run.
+    pub fn error(reason: String) -> Judgement {
+        Judgement {
+            verdict: Verdict::Error,
+            met: false,
+            reason,
+            diagnosis: None,
+        }
+    }
+}
+
+/// The verdict of a trial that observed `o`, against expectation `e`.
+pub fn judge(e: &Expectation, o: &Observed) -> Judgement {
+    // `Error` with no reason yet: the script completed and the exit decides.
+    let (mut verdict, mut reason, diagnosis) = match &o.end {
+        StepsEnd::Completed => (Verdict::Error, String::new(), None),
+        StepsEnd::Failed(r) => (Verdict::Fail, r.clone(), None),
+        StepsEnd::Error(r) => (Verdict::Error, r.clone(), None),
+        StepsEnd::Hang(d) => (
+            Verdict::Hang,
+            format!("{}: {}", d.reason, d.summary),
+            Some(d.clone()),
+        ),
+    };
+    if !o.subject_started && reason.is_empty() {
+        reason = "the subject never started".to_string();
+    }
+    if verdict == Verdict::Error
+        && let Some(exit) = o.exit
+    {
+        (verdict, reason) = judge_exit(e, o, exit);
+    }
+    if !o.lingering.is_empty() && !e.allow_lingering && verdict == Verdict::Pass {
+        verdict = Verdict::Fail;
+        reason = format!(
+            "left processes running after it exited: {}",
+            o.lingering.join(", ")
+        );
+    }
+    if !o.leaks.is_empty() && verdict != Verdict::Error {
+        reason = format!(
+            "leaked {} (verdict was {}: {reason})",
+            o.leaks.join(", "),
+            verdict.as_str(),
+        );
+        verdict = Verdict::Fail;
+    }
+    let met = match e.outcome {
+        Outcome::Exit => verdict == Verdict::Pass,
+        Outcome::Hang => {
+            verdict == Verdict::Hang
+                && e.diagnosis.as_ref().is_none_or(|want| {
+                    diagnosis
+                        .as_ref()
+                        .is_some_and(|d| d.summary.contains(want.as_str()))
+                })
+        }
+        Outcome::Any => verdict != Verdict::Error && o.leaks.is_empty(),
+    };
+    if e.outcome == Outcome::Hang && verdict == Verdict::Hang && !met {
+        reason = format!(
+            "{reason} — expected a diagnosis containing \"{}\"",
+            e.diagnosis.clone().unwrap_or_default()
+        );
+    }
+    Judgement {
+        verdict,
+        met,
+        reason,
+        diagnosis,
+    }
+}
+
+/// The subject exited and no step failed: its output, signal, status and timing decide.
+fn judge_exit(e: &Expectation, o: &Observed, exit: ExitInfo) -> (Verdict, String) {
+    if e.outcome != Outcome::Hang {
+        // The last pattern that misses names the failure.
+        let missed = [
+            (&e.stdout, &o.stdout, "stdout"),
+            (&e.stderr, &o.stderr, "stderr"),
+        ]
+        .into_iter()
+        .filter_map(|(pattern, text, label)| {
+            let p = pattern.as_ref()?;
+            let re = regex::Regex::new(p).ok()?;
+            (!re.is_match(text)).then(|| format!("{label} does not match /{p}/"))
+        })
+        .next_back();
+        if let Some(reason) = missed {
+            return (Verdict::Fail, reason);
+        }
+    }
+    let expected_signal = e
+        .exit
+        .as_ref()
+        .is_some_and(|spec| exit.signal.is_some() && exit_matches(spec, exit));
+    if let Some(sig) = exit.signal
+        && !o.sent_to_subject.contains(&sig)
+        && !expected_signal
+    {
+        return (
+            Verdict::Crash,
+            format!("the subject was {exit}, which nobody sent it"),
+        );
+    }
+    if let Some(spec) = &e.exit
+        && e.outcome != Outcome::Hang
+        && !exit_matches(spec, exit)
+    {
+        return (
+            Verdict::Fail,
+            format!("ended with {exit}, expected {}", describe_exit_spec(spec)),
+        );
+    }
+    if let Some(ms) = e.within_ms
+        && o.time_to_verdict_ms > ms as f64
+    {
+        return (
+            Verdict::Fail,
+            format!(
+                "ended after {:.0} ms, expected within {ms} ms",
+                o.time_to_verdict_ms
+            ),
+        );
+    }
+    (Verdict::Pass, format!("ended with {exit}"))
+}
+
+/// How a process ended, as recorded.
+pub fn exit_info(status: ExitStatus) -> ExitInfo {
+    ExitInfo {
+        code: status.code(),
+        signal: status.signal(),
+    }
+}
+
+/// Whether an exit matches an exit expectation.
+pub fn exit_matches(spec: &ExitSpec, exit: ExitInfo) -> bool {
+    match spec {
+        ExitSpec::Code(c) => exit.code == Some(*c),
+        ExitSpec::Word(w) => match w.as_str() {
+            "any" => true,
+            "success" => exit.code == Some(0),
+            "failure" | "nonzero" => exit.code.is_some_and(|c| c != 0),
+            "signal" => exit.signal.is_some(),
+            name => parse_signal(name).is_some_and(|s| exit.signal == Some(s as i32)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expect(outcome: Outcome) -> Expectation {
+        Expectation {
+            outcome,
+            exit: None,
+            within_ms: None,
+            stdout: None,
+            stderr: None,
+            diagnosis: None,
+            min_rate: None,
+            allow_lingering: false,
+        }
+    }
+
+    fn exited(code: Option<i32>, signal: Option<i32>) -> Observed {
+        Observed {
+            subject_started: true,
+            exit: Some(ExitInfo { code, signal }),
+            time_to_verdict_ms: 10.0,
+            ..Observed::default()
+        }
+    }
+
+    fn diagnosis(summary: &str) -> Diagnosis {
+        Diagnosis {
+            reason: "quiescent for 100 ms".into(),
+            summary: summary.into(),
+            processes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_exit_that_meets_the_expectation_passes() {
+        let mut e = expect(Outcome::Exit);
+        e.exit = Some(ExitSpec::Code(0));
+        let j = judge(&e, &exited(Some(0), None));
+        assert_eq!((j.verdict, j.met), (Verdict::Pass, true));
+        assert_eq!(j.reason, "ended with exit 0");
+        let j = judge(&e, &exited(Some(3), None));
+        assert_eq!((j.verdict, j.met), (Verdict::Fail, false));
+        assert_eq!(j.reason, "ended with exit 3, expected exit 0");
+    }
+
+    #[test]
+    fn a_signal_nobody_sent_is_a_crash_unless_expected() {
+        let e = expect(Outcome::Exit);
+        let j = judge(&e, &exited(None, Some(11)));
+        assert_eq!(j.verdict, Verdict::Crash, "{}", j.reason);
+        let mut sent = exited(None, Some(15));
+        sent.sent_to_subject.insert(15);
+        assert_eq!(judge(&e, &sent).verdict, Verdict::Pass);
+        let mut e = expect(Outcome::Exit);
+        e.exit = Some(ExitSpec::Word("SEGV".into()));
+        assert_eq!(judge(&e, &exited(None, Some(11))).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn output_patterns_and_timing_are_checked() {
+        let mut e = expect(Outcome::Exit);
+        e.stdout = Some("^ok$".into());
+        e.stderr = Some("warn".into());
+        let mut o = exited(Some(0), None);
+        o.stdout = "no".into();
+        let j = judge(&e, &o);
+        assert_eq!(j.verdict, Verdict::Fail);
+        // The last pattern that misses names the failure.
+        assert_eq!(j.reason, "stderr does not match /warn/");
+        let mut e = expect(Outcome::Exit);
+        e.within_ms = Some(5);
+        let j = judge(&e, &exited(Some(0), None));
+        assert_eq!(j.reason, "ended after 10 ms, expected within 5 ms");
+    }
+
+    #[test]
+    fn hangs_meet_a_hang_expectation_only_with_the_diagnosis() {
+        let mut e = expect(Outcome::Hang);
+        e.diagnosis = Some("NOTIF_RECV".into());
+        let mut o = Observed {
+            subject_started: true,
+            end: StepsEnd::Hang(diagnosis("supervisor blocked in ioctl(NOTIF_RECV)")),
+            ..Observed::default()
+        };
+        let j = judge(&e, &o);
+        assert_eq!((j.verdict, j.met), (Verdict::Hang, true));
+        assert!(j.diagnosis.is_some());
+        o.end = StepsEnd::Hang(diagnosis("blocked in futex"));
+        let j = judge(&e, &o);
+        assert!(!j.met);
+        assert!(
+            j.reason
+                .ends_with("expected a diagnosis containing \"NOTIF_RECV\"")
+        );
+        assert!(!judge(&expect(Outcome::Exit), &o).met);
+    }
+
+    #[test]
+    fn leaks_and_lingering_fail_a_pass() {
+        let e = expect(Outcome::Exit);
+        let mut o = exited(Some(0), None);
+        o.lingering = vec!["sleep[7]".into()];
+        let j = judge(&e, &o);
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert!(j.reason.contains("sleep[7]"), "{}", j.reason);
+        let mut allowed = e.clone();
+        allowed.allow_lingering = true;
+        assert_eq!(judge(&allowed, &o).verdict, Verdict::Pass);
+        let mut o = exited(Some(0), None);
+        o.leaks = vec!["mount /x".into()];
+        let j = judge(&e, &o);
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert_eq!(
+            j.reason,
+            "leaked mount /x (verdict was pass: ended with exit 0)"
+        );
+        assert!(!judge(&expect(Outcome::Any), &o).met);
+    }
+
+    #[test]
+    fn failures_and_errors_stand() {
+        let e = expect(Outcome::Any);
+        let o = Observed {
+            end: StepsEnd::Failed("step 2: timed out".into()),
+            subject_started: true,
+            ..Observed::default()
+        };
+        let j = judge(&e, &o);
+        assert_eq!((j.verdict, j.met), (Verdict::Fail, true));
+        let o = Observed {
+            end: StepsEnd::Error("starting x: not found".into()),
+            ..Observed::default()
+        };
+        let j = judge(&e, &o);
+        assert_eq!((j.verdict, j.met), (Verdict::Error, false));
+        assert_eq!(j.reason, "starting x: not found");
+        let j = judge(&e, &Observed::default());
+        assert_eq!(j.reason, "the subject never started");
+    }
+}

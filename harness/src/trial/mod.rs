@@ -1,0 +1,87 @@
+//! Running one trial. A trial either ends in a record (pass, fail, hang, crash or error, with
+//! why) after everything it started is killed and reaped and its leftovers are checked, or,
+//! when the run is cancelled, in nothing; it never leaves a process, cgroup or file behind
+//! that it could remove.
+//!
+//! A trial reads as its phases, one module each:
+//! [`setup`] (directory, process tree, placeholder values) →
+//! [`steps`] (the planned actions, started by [`launch`]) →
+//! [`wait`] (each wait runs under the watchdog: quiescence, deadline) →
+//! [`teardown`] (settle the exit, kill, reap, collect output, check leaks) →
+//! [`judge`] (a pure function of the observations) → [`record`] (the one place a
+//! [`TrialRecord`] is assembled). [`engine`] holds what all trials of a run share.
+
+mod engine;
+pub mod judge;
+mod launch;
+mod record;
+mod setup;
+mod state;
+mod steps;
+mod teardown;
+mod wait;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+pub use engine::{Engine, TrialSpec, cpus_wanted, host_cannot_run, host_cpus, trial_seed};
+pub use judge::exit_matches;
+pub use record::skipped_record;
+
+use crate::record::TrialRecord;
+use wait::WaitEnd;
+
+static TRIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Runs one trial and returns its record, or `None` when the run was cancelled meanwhile.
+pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
+    let begin = Instant::now();
+    let n = TRIAL_COUNTER.fetch_add(1, Ordering::SeqCst);
+    // Unique per trial: names its cgroup and directory, and marks its processes.
+    let marker = format!(
+        "{}-{}-t{}-{}",
+        std::process::id(),
+        n,
+        spec.trial,
+        spec.seed % 0x1_0000
+    );
+    let head = record::Head::of(spec, marker.clone());
+    let mut trial = match setup::set_up(engine, spec, &marker) {
+        Ok(t) => t,
+        Err(reason) => {
+            let judged = judge::Judgement::error(reason);
+            let tails = (String::new(), String::new());
+            let observed = judge::Observed::default();
+            return Some(record::assemble(
+                engine,
+                head,
+                judged,
+                observed,
+                tails,
+                Vec::new(),
+            ));
+        }
+    };
+    let t0 = Instant::now();
+    tracing::debug!(trial = %marker, "set up in {:?}", t0.duration_since(begin));
+    let end = trial.run_steps();
+    tracing::debug!(trial = %marker, "steps done after {:?}", t0.elapsed());
+    let cancelled = matches!(end, WaitEnd::Cancelled);
+    let mut observed = trial.settle(end);
+    tracing::debug!(trial = %marker, "verdict after {:?}", t0.elapsed());
+    let tails = trial.tear_down(&mut observed);
+    tracing::debug!(trial = %marker, "cleaned up after {:?}", t0.elapsed());
+    if cancelled {
+        return None;
+    }
+    let judged = judge::judge(&spec.expectation, &observed);
+    let log = std::mem::take(&mut trial.log);
+    Some(record::assemble(
+        engine,
+        head,
+        judged,
+        observed,
+        (tails.stdout, tails.stderr),
+        log,
+    ))
+}

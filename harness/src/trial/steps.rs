@@ -1,0 +1,403 @@
+//! Running the steps: each planned [`Action`] of the cell, in order, with placeholders filled
+//! for this trial. A step that fails ends the script with the step's position in the reason;
+//! after the last step the trial waits for the subject to exit.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use rand::Rng;
+
+use super::judge::{exit_info, exit_matches};
+use super::state::{Trial, describe_pid};
+use super::wait::{Cond, WaitEnd};
+use crate::isolation::Part;
+use crate::monitor::Snapshot;
+use crate::proc::Pending;
+use crate::scenario::{
+    Action, ExitSpec, IoctlRequest, StdinMode, Syscall, Target, Which, describe_exit_spec,
+};
+use crate::subject::{self, Launch};
+
+/// What a step that does not end the script returns; `Some` ends a wait.
+type StepResult = Result<Option<WaitEnd>, String>;
+
+impl Trial<'_> {
+    /// Runs the cell's steps, then waits for the subject to exit.
+    pub fn run_steps(&mut self) -> WaitEnd {
+        let scenario = self.spec.scenario;
+        for (index, step) in scenario.steps.iter().enumerate() {
+            if self.engine.cancel.load(Ordering::SeqCst) {
+                return WaitEnd::Cancelled;
+            }
+            let (line, col) = step.at;
+            let at = format!("step {} (line {line}:{col})", index + 1);
+            if !scenario.step_applies(index, &self.spec.cell) {
+                continue;
+            }
+            if step.action == Action::Start
+                && let Err(reason) = self.start_subject()
+            {
+                return WaitEnd::Error(reason);
+            }
+            match self.step(&step.action) {
+                Ok(None | Some(WaitEnd::Met)) => {}
+                Ok(Some(WaitEnd::Failed(reason))) | Err(reason) => {
+                    return WaitEnd::Failed(format!("{at}: {reason}"));
+                }
+                Ok(Some(end)) => return end,
+            }
+        }
+        if self.subject.is_some() {
+            self.wait_for(&Cond::SubjectExited, None)
+        } else {
+            WaitEnd::Failed("the subject never started".to_string())
+        }
+    }
+
+    fn step(&mut self, action: &Action) -> StepResult {
+        match action {
+            Action::Start => Ok(None),
+            Action::Failpoint {
+                name,
+                action,
+                probability,
+            } => self.failpoint(name, action, *probability),
+            Action::Sleep { ms, jitter_ms } => {
+                let jitter = jitter_ms.map_or(0, |j| self.rng.random_range(0..=j));
+                self.note(format!("sleep {} ms", ms + jitter));
+                self.sleep(Duration::from_millis(ms + jitter));
+                self.monitor.activity(Instant::now());
+                Ok(None)
+            }
+            Action::Write { data } => self.write_stdin(data),
+            Action::CloseStdin => self.close_stdin(),
+            Action::Spawn {
+                name,
+                argv,
+                env,
+                cwd,
+            } => {
+                let argv: Vec<String> = argv
+                    .iter()
+                    .map(|a| self.vars.fill(a))
+                    .collect::<Result<_, _>>()?;
+                let launch = Launch {
+                    program: subject::program(&argv[0], &self.vars)?,
+                    args: argv[1..].to_vec(),
+                    env: env
+                        .iter()
+                        .map(|(k, v)| Ok((k.clone(), self.vars.fill(v)?)))
+                        .collect::<Result<_, String>>()?,
+                    cwd: subject::fill_cwd(&self.vars, cwd)?,
+                    stdin: StdinMode::Null,
+                    // Failpoints go to the subject only.
+                    failpoints_var: subject::FAILPOINTS_VAR,
+                };
+                self.note(format!("spawn {name}: {}", launch.display()));
+                let proc = self
+                    .spawn(name, &launch, Part::Aux)
+                    .map_err(|e| format!("spawning {name}: {e}"))?;
+                self.aux.push(proc.0);
+                self.monitor.activity(Instant::now());
+                Ok(None)
+            }
+            Action::Signal {
+                signal,
+                target,
+                count,
+                interval_ms,
+                jitter_ms,
+            } => self.signal(*signal, target, *count, *interval_ms, *jitter_ms),
+            wait => self.wait_step(wait),
+        }
+    }
+
+    fn failpoint(&mut self, name: &str, action: &str, probability: Option<f64>) -> StepResult {
+        let name = self.vars.fill(name)?;
+        let action = self.vars.fill(action)?;
+        let on = probability.is_none_or(|p| self.rng.random_bool(p));
+        if on {
+            self.failpoints.push(format!("{name}={action}"));
+        }
+        self.note(format!(
+            "failpoint {name}={action}: {}",
+            if on {
+                "enabled"
+            } else {
+                "left off by the seed"
+            }
+        ));
+        Ok(None)
+    }
+
+    fn write_stdin(&mut self, data: &str) -> StepResult {
+        let data = self.vars.fill(data)?;
+        self.note(format!("write {} bytes to stdin", data.len()));
+        let result = match (&mut self.stdin, &mut self.pty_master) {
+            (Some(pipe), _) => pipe.write_all(data.as_bytes()).and_then(|()| pipe.flush()),
+            (None, Some(master)) => master.write_all(data.as_bytes()),
+            (None, None) => return Err("stdin is closed (or not a pipe)".to_string()),
+        };
+        self.monitor.activity(Instant::now());
+        result
+            .map(|()| None)
+            .map_err(|e| format!("writing to stdin: {e}"))
+    }
+
+    fn close_stdin(&mut self) -> StepResult {
+        self.note("close stdin");
+        if let Some(master) = &mut self.pty_master {
+            // End of file on a terminal: VEOF at the start of a line.
+            master
+                .write_all(b"\n\x04")
+                .map_err(|e| format!("sending EOF to the terminal: {e}"))?;
+        } else if self.stdin.take().is_none() {
+            return Err("stdin is already closed (or not a pipe)".to_string());
+        }
+        self.monitor.activity(Instant::now());
+        Ok(None)
+    }
+
+    /// A wait action: its condition with placeholders filled, the wait, and an exit check.
+    fn wait_step(&mut self, action: &Action) -> StepResult {
+        let (cond, timeout, exit) = self.condition(action)?;
+        self.note(format!("wait for {}", cond.describe()));
+        let end = self.wait_for(&cond, timeout);
+        if let (WaitEnd::Met, Some(spec)) = (&end, exit)
+            && let Some(failed) = self.check_exit(&cond, spec)
+        {
+            return Ok(Some(failed));
+        }
+        if matches!(end, WaitEnd::Met) {
+            self.note("  condition holds");
+        }
+        Ok(Some(end))
+    }
+
+    /// The condition of a wait action, its timeout and its exit expectation.
+    fn condition<'a>(
+        &self,
+        action: &'a Action,
+    ) -> Result<(Cond, Option<Duration>, Option<&'a ExitSpec>), String> {
+        let fill = |text: &Option<String>| text.as_ref().map(|t| self.vars.fill(t)).transpose();
+        Ok(match action {
+            Action::WaitBlocked {
+                process,
+                thread,
+                syscalls,
+                ioctl_request,
+                timeout,
+            } => {
+                let (process, thread) = (fill(process)?, fill(thread)?);
+                let text = blocked_text(
+                    process.as_deref(),
+                    thread.as_deref(),
+                    syscalls,
+                    ioctl_request,
+                );
+                let cond = Cond::Blocked {
+                    process,
+                    thread,
+                    nrs: syscalls.iter().map(|s| s.nr).collect(),
+                    requests: ioctl_request.as_ref().map(|r| r.values.clone()),
+                    text,
+                };
+                (cond, *timeout, None)
+            }
+            Action::WaitProcess { process, timeout } => {
+                (Cond::Process(self.vars.fill(process)?), *timeout, None)
+            }
+            Action::WaitOutput {
+                pattern,
+                stream,
+                timeout,
+            } => {
+                let p = self.vars.fill(pattern)?;
+                let re = regex::Regex::new(&p).map_err(|e| e.to_string())?;
+                (Cond::Output(re, *stream), *timeout, None)
+            }
+            Action::WaitExit {
+                process,
+                exit,
+                timeout,
+            } => {
+                let cond = match fill(process)? {
+                    Some(name) => Cond::AuxExited(name),
+                    None => Cond::SubjectExited,
+                };
+                (cond, *timeout, exit.as_ref())
+            }
+            Action::WaitPath { path, timeout } => (
+                Cond::Path(PathBuf::from(self.vars.fill(path)?)),
+                *timeout,
+                None,
+            ),
+            other => unreachable!("not a wait: {other:?}"),
+        })
+    }
+
+    /// After an exit wait: the failure when the process that exited missed `spec`.
+    fn check_exit(&self, cond: &Cond, spec: &ExitSpec) -> Option<WaitEnd> {
+        let (who, status) = match cond {
+            Cond::AuxExited(name) => (
+                name.as_str(),
+                self.aux
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .and_then(|p| p.exit),
+            ),
+            _ => ("the subject", self.subject.as_ref().and_then(|p| p.exit)),
+        };
+        let info = exit_info(status?.0);
+        (!exit_matches(spec, info)).then(|| {
+            WaitEnd::Failed(format!(
+                "{who} ended with {info}, expected {}",
+                describe_exit_spec(spec)
+            ))
+        })
+    }
+
+    fn signal(
+        &mut self,
+        sig: Signal,
+        target: &Target,
+        count: u32,
+        interval_ms: u64,
+        jitter_ms: Option<u64>,
+    ) -> StepResult {
+        let target = match target {
+            Target::Process { name, which } => Target::Process {
+                name: self.vars.fill(name)?,
+                which: *which,
+            },
+            other => other.clone(),
+        };
+        for i in 0..count {
+            if i > 0 {
+                let jitter = jitter_ms.map_or(0, |j| self.rng.random_range(0..=j));
+                let pause = interval_ms + jitter;
+                if pause > 0 {
+                    self.sleep(Duration::from_millis(pause));
+                }
+            }
+            self.send_signal(sig, &target)?;
+        }
+        self.monitor.activity(Instant::now());
+        Ok(None)
+    }
+
+    /// A user-requested pause (the `sleep` step, signal intervals), cut short by cancellation.
+    fn sleep(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.engine.cancel.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    fn send_signal(&mut self, sig: Signal, target: &Target) -> Result<(), String> {
+        let subject_pid = self
+            .subject
+            .as_ref()
+            .map(|p| p.pid)
+            .ok_or("the subject is not running")?;
+        let targets: Vec<i32> = match target {
+            Target::Subject => vec![subject_pid],
+            Target::Group => {
+                let pgid = self.subject_pgid.unwrap_or(subject_pid);
+                self.note(format!("send {sig} to process group {pgid}"));
+                killpg(Pid::from_raw(pgid), sig)
+                    .map_err(|e| format!("killpg({pgid}, {sig}): {e}"))?;
+                self.sent_to_subject.insert(sig as i32);
+                self.await_delivery(subject_pid, sig);
+                return Ok(());
+            }
+            Target::Process { name, which } => self.named(name, *which)?,
+        };
+        for pid in targets {
+            self.note(format!("send {sig} to {}", describe_pid(pid)));
+            if pid == subject_pid {
+                self.sent_to_subject.insert(sig as i32);
+            }
+            kill(Pid::from_raw(pid), sig).map_err(|e| format!("kill({pid}, {sig}): {e}"))?;
+            self.await_delivery(pid, sig);
+        }
+        Ok(())
+    }
+
+    /// The trial's processes called `name`, oldest first, narrowed by `which`.
+    fn named(&self, name: &str, which: Which) -> Result<Vec<i32>, String> {
+        let snap = Snapshot::take(&self.tree.pids(None));
+        let mut found: Vec<(u64, i32)> = snap
+            .named(name)
+            .map(|p| (p.stat.start_ticks, p.stat.pid))
+            .collect();
+        found.sort_unstable();
+        if found.is_empty() {
+            return Err(format!("no process named {name} in the trial"));
+        }
+        Ok(match which {
+            Which::Oldest => vec![found[0].1],
+            Which::Newest => vec![found[found.len() - 1].1],
+            Which::All => found.into_iter().map(|(_, p)| p).collect(),
+        })
+    }
+
+    /// Waits until `sig` is no longer pending in `pid` (so the next one is not merged with it),
+    /// unless every thread blocks it or the process is stopped; at most until the deadline.
+    fn await_delivery(&mut self, pid: i32, sig: Signal) {
+        if sig == Signal::SIGKILL {
+            return;
+        }
+        let end = self.deadline;
+        loop {
+            match crate::proc::signal_pending(pid, sig as i32) {
+                Pending::Delivered | Pending::Gone => return,
+                Pending::Blocked => {
+                    self.note(format!(
+                        "  {sig} stays pending: every thread of {pid} blocks it"
+                    ));
+                    return;
+                }
+                Pending::Stopped => {
+                    self.note(format!("  {sig} stays pending: {pid} is stopped"));
+                    return;
+                }
+                Pending::Pending if Instant::now() >= end => {
+                    self.note(format!("  {sig} still pending in {pid} at the deadline"));
+                    return;
+                }
+                Pending::Pending => std::thread::sleep(Duration::from_micros(200)),
+            }
+        }
+    }
+}
+
+/// `thread T of process P blocked in futex or ioctl(REQ)`, for the log and reasons.
+fn blocked_text(
+    process: Option<&str>,
+    thread: Option<&str>,
+    syscalls: &[Syscall],
+    request: &Option<IoctlRequest>,
+) -> String {
+    let call = syscalls
+        .iter()
+        .map(|s| match request {
+            Some(r) if s.name == "ioctl" => format!("{}({})", s.name, r.name),
+            _ => s.name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    format!(
+        "{} of {} blocked in {call}",
+        thread.map_or("a thread".to_string(), |t| format!("thread {t}")),
+        process.map_or("any process".to_string(), |p| format!("process {p}")),
+    )
+}

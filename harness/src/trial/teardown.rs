@@ -1,0 +1,187 @@
+//! Ending a trial: settle how the script ended (the subject's exit, what it left running, the
+//! time to the verdict), then kill and reap the whole tree, collect the output, and check that
+//! nothing was left behind (processes, the cgroup, mounts, temp files, the trial directory).
+//! Everything found goes into the observations the judge reads.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::judge::{Observed, StepsEnd, exit_info};
+use super::state::{Trial, describe_pid};
+use super::wait::WaitEnd;
+use crate::isolation::Part;
+use crate::output::{Capture, tail_of};
+use crate::scenario::Stream;
+
+/// What teardown adds to the record besides the observations.
+pub(crate) struct Tails {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Trial<'_> {
+    /// How the script ended, the subject's exit and what it left running.
+    pub fn settle(&mut self, end: WaitEnd) -> Observed {
+        let end = match end {
+            WaitEnd::Met => StepsEnd::Completed,
+            WaitEnd::Cancelled => StepsEnd::Error("cancelled".to_string()),
+            WaitEnd::Failed(reason) => {
+                self.verdict_at.get_or_insert_with(Instant::now);
+                StepsEnd::Failed(reason)
+            }
+            WaitEnd::Error(reason) => StepsEnd::Error(reason),
+            WaitEnd::Hang(diag) => StepsEnd::Hang(diag),
+        };
+        let mut o = Observed {
+            subject_started: self.subject.is_some(),
+            sent_to_subject: self.sent_to_subject.clone(),
+            ..Observed::default()
+        };
+        let Some(subject) = self.subject.as_mut() else {
+            o.end = end;
+            return o;
+        };
+        if let Some((status, at)) = subject.poll_exit() {
+            o.exit = Some(exit_info(status));
+            if end == StepsEnd::Completed {
+                self.verdict_at = Some(at);
+            }
+            o.lingering = self.linger();
+        }
+        o.end = end;
+        let at = self.verdict_at.unwrap_or_else(Instant::now);
+        o.time_to_verdict_ms =
+            (at.saturating_duration_since(self.start).as_secs_f64() * 1000.0 * 1000.0).round()
+                / 1000.0;
+        o
+    }
+
+    /// Anything of the subject's still alive after the linger grace was left behind.
+    fn linger(&mut self) -> Vec<String> {
+        let grace_end = Instant::now() + self.spec.scenario.linger;
+        loop {
+            let left = self.tree.pids(Some(Part::Subject));
+            if left.is_empty() {
+                return Vec::new();
+            }
+            if Instant::now() >= grace_end {
+                let lingering: Vec<String> = left.iter().map(|&p| describe_pid(p)).collect();
+                self.note(format!(
+                    "left running after the subject exited: {}",
+                    lingering.join(", ")
+                ));
+                return lingering;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Kills and reaps the tree, collects the output into `o` and checks for leaks.
+    pub fn tear_down(&mut self, o: &mut Observed) -> Tails {
+        let ended_on_its_own = o.exit.is_some() && !matches!(o.end, StepsEnd::Hang(_));
+        self.stdin = None;
+        self.pty_master = None;
+        self.kill_and_reap(o);
+        let tails = self.collect_output(o);
+        if let Err(e) = self.tree.remove() {
+            let dir = self.tree.dir();
+            o.leaks.push(format!(
+                "cgroup {} not removable: {e}",
+                dir.map_or_else(String::new, |d| d.display().to_string())
+            ));
+        }
+        self.check_mounts(o);
+        if ended_on_its_own
+            && o.lingering.is_empty()
+            && let Ok(entries) = fs::read_dir(&self.vars.tmp)
+        {
+            for e in entries.flatten() {
+                o.leaks.push(format!("temp file {}", e.path().display()));
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            o.leaks.push(format!(
+                "trial directory {} not removable: {e}",
+                self.dir.display()
+            ));
+        }
+        self.engine.active.fetch_sub(1, Ordering::SeqCst);
+        tails
+    }
+
+    fn kill_and_reap(&mut self, o: &mut Observed) {
+        let survivors = self.tree.kill_all(Duration::from_secs(5));
+        for pid in &survivors {
+            o.leaks
+                .push(format!("process {} survived SIGKILL", describe_pid(*pid)));
+        }
+        for p in self.subject.iter_mut().chain(self.aux.iter_mut()) {
+            if p.exit.is_none() {
+                if survivors.is_empty() {
+                    if let Ok(status) = p.child.wait() {
+                        p.exit = Some((status, Instant::now()));
+                    }
+                } else {
+                    let _ = p.child.kill();
+                    let _ = p.child.try_wait();
+                }
+            }
+            crate::reaper::disown(p.pid);
+        }
+        crate::reaper::reap_orphans();
+    }
+
+    /// Waits for the output pipes to close (once every writer is dead) and takes the output.
+    fn collect_output(&self, o: &mut Observed) -> Tails {
+        let streams: Vec<Arc<Capture>> = self.procs().map(|p| Arc::clone(&p.streams)).collect();
+        let pipes_deadline = Instant::now() + Duration::from_secs(2);
+        while streams.iter().any(|s| s.open_readers() > 0) && Instant::now() < pipes_deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut tails = Tails {
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        if let Some(s) = &self.subject {
+            tails.stdout = s.streams.tail(Stream::Stdout);
+            tails.stderr = s.streams.tail(Stream::Stderr);
+            let tty = s.streams.tty_text();
+            if !tty.is_empty() {
+                tails.stdout.push_str(&format!("\n[tty] {}", tail_of(&tty)));
+            }
+            o.stdout = s.streams.text(Stream::Stdout);
+            o.stderr = s.streams.text(Stream::Stderr);
+        }
+        tails
+    }
+
+    /// New mounts are leaks: those under the trial's directory always (and they are detached so
+    /// it can be removed), others only when no other trial ran meanwhile to blame them on.
+    fn check_mounts(&self, o: &mut Observed) {
+        let engine = self.engine;
+        let mounts_after: BTreeSet<String> = crate::proc::mount_points().into_iter().collect();
+        let overlapped = self.active_before > 0
+            || engine.started.load(Ordering::SeqCst) != self.started_before + 1;
+        let mut inside = Vec::new();
+        for m in mounts_after.difference(&self.mounts_before) {
+            let under_trial = Path::new(m).starts_with(&self.dir);
+            if under_trial || !overlapped {
+                o.leaks.push(format!("mount {m}"));
+            }
+            if under_trial {
+                inside.push(m.clone());
+            }
+        }
+        // Detach deepest first; mounts elsewhere are only reported.
+        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in inside {
+            if let Err(e) = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!("cannot detach leaked mount {m}: {e}");
+            }
+        }
+    }
+}
