@@ -5,6 +5,7 @@
 //! A trial tree has two parts: `subject` (the subject and all it starts) and `aux` (processes
 //! the scenario spawns next to it, e.g. clients).
 
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -171,6 +172,16 @@ pub enum Part {
     Aux,
 }
 
+/// A process wedge started through `wedge-init` ([`crate::pidns`]): the keeper (wedge's child)
+/// and, when a pid namespace could be made, the namespace's init. Both are wedge's, not the
+/// subject's: they are never listed as the trial's processes, only used to find and end them.
+#[derive(Debug, Clone, Copy)]
+struct Keeper {
+    keeper: i32,
+    init: Option<i32>,
+    part: Part,
+}
+
 /// One trial's process tree.
 #[derive(Debug)]
 pub struct TrialTree {
@@ -178,6 +189,10 @@ pub struct TrialTree {
     dir: Option<PathBuf>,
     marker: String,
     roots: std::sync::Mutex<Vec<(i32, Part)>>,
+    keepers: std::sync::Mutex<Vec<Keeper>>,
+    /// Cgroups outside the trial's own that its processes were seen in.
+    escaped: std::sync::Mutex<BTreeSet<PathBuf>>,
+    created: std::time::SystemTime,
 }
 
 impl TrialTree {
@@ -198,6 +213,9 @@ impl TrialTree {
             dir,
             marker: marker.to_string(),
             roots: std::sync::Mutex::new(Vec::new()),
+            keepers: std::sync::Mutex::new(Vec::new()),
+            escaped: std::sync::Mutex::new(BTreeSet::new()),
+            created: std::time::SystemTime::now(),
         })
     }
 
@@ -230,7 +248,14 @@ impl TrialTree {
             .push((pid, part));
     }
 
-    /// Every live (non-zombie) process of `part` (or of the whole tree with `None`).
+    /// Records the keeper of a process wedge started in `part`, and its namespace's init.
+    pub fn add_keeper(&self, keeper: i32, init: Option<i32>, part: Part) {
+        lock(&self.keepers).push(Keeper { keeper, init, part });
+    }
+
+    /// Every live (non-zombie) process of `part` (or of the whole tree with `None`): the members
+    /// of its cgroups (nested ones included) and every descendant of its keepers and inits,
+    /// wherever it moved itself; never the keepers and inits themselves.
     pub fn pids(&self, part: Option<Part>) -> Vec<i32> {
         let mut pids = match &self.dir {
             Some(dir) => {
@@ -241,18 +266,57 @@ impl TrialTree {
                 };
                 let mut pids = Vec::new();
                 for p in parts {
-                    pids.extend(read_procs(&dir.join(p).join("cgroup.procs")));
+                    let sub = dir.join(p);
+                    if p.is_empty() {
+                        pids.extend(read_procs(&sub.join("cgroup.procs")));
+                    } else {
+                        for d in cgroup_subtree(&sub) {
+                            pids.extend(read_procs(&d.join("cgroup.procs")));
+                        }
+                    }
                 }
                 pids
             }
             None => self.marked_pids(part),
         };
+        let keepers: Vec<Keeper> = lock(&self.keepers)
+            .iter()
+            .filter(|k| part.is_none_or(|want| want == k.part))
+            .copied()
+            .collect();
+        let ours: Vec<i32> = keepers
+            .iter()
+            .flat_map(|k| std::iter::once(k.keeper).chain(k.init))
+            .collect();
+        let tracked: BTreeSet<i32> = pids.iter().copied().collect();
+        for pid in descendants(&ours) {
+            if !tracked.contains(&pid) {
+                self.note_escape(pid);
+            }
+            pids.push(pid);
+        }
         pids.retain(|&pid| {
-            crate::proc::stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+            !ours.contains(&pid)
+                && crate::proc::stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
         });
         pids.sort_unstable();
         pids.dedup();
         pids
+    }
+
+    /// A process of the trial outside its cgroups: remember the cgroup it went to.
+    fn note_escape(&self, pid: i32) {
+        let (Some(dir), Some(root)) = (&self.dir, self.kind.hierarchy_root()) else {
+            return;
+        };
+        let v2 = matches!(self.kind, TreeKind::CgroupV2(_));
+        let Some(rel) = own_cgroup(pid, v2) else {
+            return;
+        };
+        let path = root.join(rel.trim_start_matches('/'));
+        if !path.starts_with(dir) {
+            lock(&self.escaped).insert(path);
+        }
     }
 
     /// Without cgroups: the roots, their descendants, and every process carrying the marker.
@@ -301,6 +365,12 @@ impl TrialTree {
     /// Kills every process of the tree and waits (up to `timeout`) until none is left. Returns
     /// the processes still alive after that.
     pub fn kill_all(&self, timeout: Duration) -> Vec<i32> {
+        // An init's death ends its whole namespace, escaped processes included.
+        for k in lock(&self.keepers).iter() {
+            if let Some(init) = k.init {
+                let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
+            }
+        }
         if let (TreeKind::CgroupV2(_), Some(dir)) = (&self.kind, &self.dir) {
             let kill_file = dir.join("cgroup.kill");
             if kill_file.exists() {
@@ -323,16 +393,18 @@ impl TrialTree {
         }
     }
 
-    /// Removes the tree's cgroups; an error means something is still inside.
+    /// Removes the tree's cgroups, those the subject made inside them too (deepest first); an
+    /// error means something is still inside.
     pub fn remove(&self) -> io::Result<()> {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
         let end = Instant::now() + Duration::from_secs(2);
         loop {
-            let result = fs::remove_dir(dir.join("subject"))
-                .and_then(|()| fs::remove_dir(dir.join("aux")))
-                .and_then(|()| fs::remove_dir(dir));
+            let mut all = cgroup_subtree(dir);
+            // Children before their parents: a cgroup with children cannot be removed.
+            all.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            let result = all.iter().try_for_each(fs::remove_dir);
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -348,10 +420,131 @@ impl TrialTree {
         }
     }
 
+    /// Cgroups outside the trial's own that its processes moved to and that the trial made
+    /// (created after it started): each is a leak, removed here once empty. Cgroups that existed
+    /// before are only reported. Call after [`TrialTree::kill_all`].
+    /// Returns `(leaks, notes)`.
+    pub fn remove_escaped(&self) -> (Vec<String>, Vec<String>) {
+        let escaped = std::mem::take(&mut *lock(&self.escaped));
+        let (mut leaks, mut notes) = (Vec::new(), Vec::new());
+        let own = self.dir.clone().unwrap_or_default();
+        for path in escaped {
+            // An ancestor of the trial's own cgroup (the root, wedge's) is never the trial's.
+            let made_here = !own.starts_with(&path)
+                && fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= self.created);
+            if !made_here {
+                notes.push(format!(
+                    "a process moved itself to cgroup {} (outside the trial's)",
+                    path.display()
+                ));
+                continue;
+            }
+            let removed = fs::remove_dir(&path);
+            leaks.push(format!(
+                "cgroup {} made outside the trial's tree{}",
+                path.display(),
+                match removed {
+                    Ok(()) => " (removed)".to_string(),
+                    Err(e) => format!(" (not removable: {e})"),
+                }
+            ));
+        }
+        (leaks, notes)
+    }
+
     /// The cgroup directory of the trial, if any.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding these leaves plain data behind: still valid.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl TreeKind {
+    /// The mount point of the hierarchy the trial cgroups live in.
+    fn hierarchy_root(&self) -> Option<PathBuf> {
+        let (fstype, option) = match self {
+            TreeKind::CgroupV2(_) => ("cgroup2", None),
+            TreeKind::CgroupV1(_) => ("cgroup", Some("pids")),
+            TreeKind::Subreaper => return None,
+        };
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        mountinfo.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut r = right.split(' ');
+            let fs_type = r.next()?;
+            let super_opts = r.nth(1).unwrap_or("");
+            let opt_ok = option.is_none_or(|o| super_opts.split(',').any(|x| x == o));
+            let root = left.split(' ').nth(3)?;
+            (fs_type == fstype && opt_ok && root == "/")
+                .then(|| PathBuf::from(left.split(' ').nth(4).unwrap_or("/")))
+        })
+    }
+}
+
+/// `pid`'s cgroup path in the unified hierarchy (`v2`) or the v1 `pids` one, from
+/// `/proc/PID/cgroup`.
+fn own_cgroup(pid: i32, v2: bool) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let _id = parts.next()?;
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        let wanted = if v2 {
+            controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == "pids")
+        };
+        wanted.then(|| path.to_string())
+    })
+}
+
+/// `dir` and every cgroup below it.
+fn cgroup_subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = fs::read_dir(&out[i]) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every descendant of `roots` (through every thread's `children`), however it detached
+/// itself: in a pid namespace, orphans are re-parented inside it, so the walk from the keeper
+/// and the init finds all of it.
+fn descendants(roots: &[i32]) -> Vec<i32> {
+    let mut found: Vec<i32> = Vec::new();
+    let mut queue: Vec<i32> = roots.to_vec();
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(text) = fs::read_to_string(t.path().join("children")) else {
+                continue;
+            };
+            for child in text.split_ascii_whitespace().filter_map(|c| c.parse().ok()) {
+                if !found.contains(&child) && !roots.contains(&child) {
+                    found.push(child);
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    found
 }
 
 fn read_procs(path: &Path) -> Vec<i32> {

@@ -29,5 +29,4 @@ pub mod scenario;
 pub mod stats;
 pub mod subject;
 pub mod suite;
-pub mod sys;
 pub mod trial;

@@ -1,4 +1,4 @@
-//! wedge is a child subreaper (`sys::become_subreaper`): processes a trial orphans
+//! wedge is a child subreaper (`wedge_sys::become_child_subreaper`): processes a trial orphans
 //! (double-forked daemons, children of a killed runner) are re-parented to wedge instead of
 //! init, so they stay in reach and wedge reaps their zombies. Children wedge spawned itself are
 //! "owned" and waited for by their trial; every other zombie child is an orphan and is reaped

@@ -18,6 +18,12 @@ pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("WEDGE_BIN_DIR") {
         return PathBuf::from(dir);
     }
+    own_dir()
+}
+
+/// The directory of wedge's own binaries: the running program's (the one above `deps/` for
+/// cargo's test binaries).
+pub fn own_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
     if dir.file_name().is_some_and(|n| n == "deps") {

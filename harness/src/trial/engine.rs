@@ -19,6 +19,9 @@ pub struct Engine {
     /// How trial trees are isolated on this machine.
     pub tree_kind: TreeKind,
     pub bin_dir: PathBuf,
+    /// The `wedge-init` every trial process runs under ([`crate::pidns`]): wedge's own, found
+    /// next to wedge, whatever `bin_dir` says.
+    pub init_program: PathBuf,
     pub host: Host,
     /// Set on SIGINT: running trials stop and are not recorded.
     pub cancel: Arc<AtomicBool>,
@@ -32,7 +35,7 @@ pub struct Engine {
 impl Engine {
     /// Detects the kind of process tree and makes wedge a subreaper.
     pub fn new() -> Engine {
-        if let Err(e) = crate::sys::become_subreaper() {
+        if let Err(e) = wedge_sys::become_child_subreaper() {
             tracing::warn!("cannot become a child subreaper: {e}");
         }
         let tree_kind = TreeKind::detect();
@@ -46,6 +49,7 @@ impl Engine {
             },
             tree_kind,
             bin_dir: crate::subject::bin_dir(),
+            init_program: crate::subject::own_dir().join(crate::pidns::INIT_PROGRAM),
             cancel: Arc::new(AtomicBool::new(false)),
             temp_root: std::env::temp_dir(),
             active: AtomicUsize::new(0),

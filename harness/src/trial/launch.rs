@@ -1,8 +1,11 @@
 //! Starting processes inside the trial's tree: the subject (which starts the clock) and the
-//! processes `spawn` steps name. Each joins its part of the tree in the child, before exec, so
-//! nothing it starts can escape the tree.
+//! processes `spawn` steps name. Each joins its part of the tree in the child, before exec, and
+//! runs under `wedge-init` ([`crate::pidns`]) in a pid namespace of its own, so nothing it starts
+//! can leave the tree: not by moving to another cgroup, not by `setsid` or double forks.
 
 use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
@@ -12,9 +15,9 @@ use super::state::{Proc, Trial};
 use crate::isolation::{MARKER_VAR, Part};
 use crate::monitor::Monitor;
 use crate::output::{Capture, Source};
+use crate::pidns::{self, Report};
 use crate::scenario::StdinMode;
 use crate::subject::{self, Launch};
-use crate::sys::pidfd_open;
 
 /// A started process, and the subject's ends of its stdin (a pipe or a terminal).
 pub(crate) type Started = (Proc, Option<ChildStdin>, Option<fs::File>);
@@ -29,7 +32,8 @@ impl Trial<'_> {
         let (proc, stdin, master) = self
             .spawn("subject", &launch, Part::Subject)
             .map_err(|e| format!("starting {}: {e}", launch.program.display()))?;
-        self.subject_pgid = Some(proc.pid);
+        // The keeper leads the subject's process group (the subject runs in it).
+        self.subject_pgid = Some(proc.keeper);
         self.stdin = stdin;
         self.pty_master = master;
         self.start = start;
@@ -57,10 +61,37 @@ impl Trial<'_> {
                 Some(p)
             }
         };
-        self.in_child(&mut cmd, part, pty.is_some());
-        let mut child = crate::reaper::spawn_owned(&mut cmd)?;
-        let pid = child.id() as i32;
-        self.tree.add_root(pid, part);
+        // Close-on-exec: only the copy the child moves to fd 3 reaches the keeper.
+        let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        self.in_child(&mut cmd, part, pty.is_some(), report_write.as_raw_fd());
+        let spawned = crate::reaper::spawn_owned(&mut cmd);
+        drop(report_write);
+        let mut child = spawned.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{} (wedge's keeper): {e}",
+                    self.engine.init_program.display()
+                ),
+            )
+        })?;
+        let keeper = child.id() as i32;
+        self.tree.add_root(keeper, part);
+        let (pid, init) = match read_report(report_read) {
+            Ok(Report::Started { subject, init }) => (subject, init),
+            Ok(Report::Failed { errno }) => {
+                let _ = child.wait();
+                crate::reaper::disown(keeper);
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                crate::reaper::disown(keeper);
+                return Err(e);
+            }
+        };
+        self.tree.add_keeper(keeper, init, part);
         let streams = Arc::new(Capture::default());
         if let Some(out) = child.stdout.take() {
             streams.reader(out, Source::Stdout);
@@ -78,10 +109,12 @@ impl Trial<'_> {
             }
             None => None,
         };
-        let pidfd = pidfd_open(pid);
+        // The keeper ends when, and as, the subject ends: its pidfd is the exit event.
+        let pidfd = wedge_sys::pidfd_open(keeper).ok();
         let proc = Proc {
             name: name.to_string(),
             pid,
+            keeper,
             child,
             pidfd,
             exit: None,
@@ -92,8 +125,8 @@ impl Trial<'_> {
 
     /// The command line with the trial's environment, directory and output pipes.
     fn command(&self, launch: &Launch, part: Part) -> Command {
-        let mut cmd = Command::new(&launch.program);
-        cmd.args(&launch.args);
+        let mut cmd = Command::new(&self.engine.init_program);
+        cmd.arg("--").arg(&launch.program).args(&launch.args);
         cmd.env("TMPDIR", &self.vars.tmp);
         cmd.env(MARKER_VAR, self.tree.marker());
         let part_name = if part == Part::Subject {
@@ -113,15 +146,25 @@ impl Trial<'_> {
     }
 
     /// What the child does before exec: join the tree's cgroup, become a process group (or a
-    /// session with the terminal), die with wedge, and take its CPUs.
-    fn in_child(&self, cmd: &mut Command, part: Part, with_tty: bool) {
+    /// session with the terminal), die with wedge, take its CPUs, and put the keeper's report
+    /// pipe on fd 3.
+    fn in_child(&self, cmd: &mut Command, part: Part, with_tty: bool, report: i32) {
         let join = self.tree.join_file(part);
         let cpus = self.spec.cpus.clone();
         // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-        // system calls (open/write/close, setpgid/setsid, ioctl, prctl, sched_setaffinity) on
-        // memory prepared before the fork.
+        // system calls (open/write/close, setpgid/setsid, ioctl, prctl, sched_setaffinity,
+        // dup2/fcntl) on memory prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                // dup2 onto itself would keep close-on-exec set; clear it instead.
+                let moved = if report == pidns::REPORT_FD {
+                    libc::fcntl(report, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(report, pidns::REPORT_FD)
+                };
+                if moved < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if let Some(path) = &join {
                     let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                     if fd < 0 {
@@ -158,4 +201,26 @@ impl Trial<'_> {
             });
         }
     }
+}
+
+/// The keeper's one-line report: it comes as soon as the subject's exec succeeded or failed; the
+/// bound only guards against a keeper that died before writing it.
+fn read_report(read: OwnedFd) -> io::Result<Report> {
+    let mut fds = [nix::poll::PollFd::new(
+        read.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16))?;
+    if ready == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "wedge-init did not report within 10 s",
+        ));
+    }
+    let mut line = String::new();
+    fs::File::from(read).take(256).read_to_string(&mut line)?;
+    if line.is_empty() {
+        return Err(io::Error::other("wedge-init ended without a report"));
+    }
+    Report::decode(&line).map_err(io::Error::other)
 }

@@ -20,7 +20,10 @@ use crate::subject::Vars;
 /// A process wedge started in the trial.
 pub(crate) struct Proc {
     pub name: String,
+    /// The program's own pid.
     pub pid: i32,
+    /// The `wedge-init` keeper it runs under: wedge's child, which ends as the program ends.
+    pub keeper: i32,
     pub child: Child,
     pub pidfd: Option<OwnedFd>,
     pub exit: Option<(ExitStatus, Instant)>,
@@ -34,7 +37,7 @@ impl Proc {
             && let Ok(Some(status)) = self.child.try_wait()
         {
             self.exit = Some((status, Instant::now()));
-            crate::reaper::disown(self.pid);
+            crate::reaper::disown(self.keeper);
         }
         self.exit
     }

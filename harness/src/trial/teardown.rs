@@ -86,6 +86,11 @@ impl Trial<'_> {
         self.stdin = None;
         self.pty_master = None;
         self.kill_and_reap(o);
+        let (escaped, notes) = self.tree.remove_escaped();
+        o.leaks.extend(escaped);
+        for n in notes {
+            self.note(n);
+        }
         let tails = self.collect_output(o);
         if let Err(e) = self.tree.remove() {
             let dir = self.tree.dir();
@@ -130,7 +135,7 @@ impl Trial<'_> {
                     let _ = p.child.try_wait();
                 }
             }
-            crate::reaper::disown(p.pid);
+            crate::reaper::disown(p.keeper);
         }
         crate::reaper::reap_orphans();
     }

@@ -1,0 +1,106 @@
+//! Nothing a subject starts leaves its trial, however it detaches itself: a child that moves to
+//! a cgroup it made elsewhere, children in cgroups nested under the trial's, new pid and mount
+//! namespaces. Each is judged right and nothing is left: processes, cgroups, mounts, temp
+//! files. (The setsid double fork is engine.rs's daemon test.) Every run is under a watchdog.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::{assert_nothing_left, diagnosis, run, run_unchecked};
+use wedge::record::Verdict;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// No cgroup a subject made is left at the hierarchy's root (each trial's own cgroups, nested
+/// ones included, are checked by its record: a cgroup that cannot be removed is a leak).
+fn assert_no_cgroups_left(names: &[&str]) {
+    for root in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !names.iter().any(|n| name.starts_with(n)),
+                "cgroup {} is left",
+                e.path().display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_child_that_escapes_to_a_cgroup_it_made_is_killed_listed_and_its_cgroup_removed() {
+    if !is_root() {
+        eprintln!("skipped: moving between cgroups needs root");
+        return;
+    }
+    for r in run_unchecked("escape-cgroup.toml", &[], None, LIMIT) {
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        assert!(r.reason.contains("verdict was hang"), "{}", r.reason);
+        let leak = r
+            .leaks
+            .iter()
+            .find(|l| l.contains("escapee-"))
+            .expect("leak");
+        assert!(
+            leak.ends_with("made outside the trial's tree (removed)"),
+            "{leak}"
+        );
+        let listed = diagnosis(&r).processes.iter().any(|p| p.name == "sleep");
+        assert!(
+            listed,
+            "the escaped child is in the diagnosis: {:?}",
+            r.diagnosis
+        );
+        let path = leak.split(' ').nth(1).unwrap();
+        assert!(!Path::new(path).exists(), "{path} is left");
+        // Apart from the cgroup it reported, the trial left nothing.
+        let mut rest = r.clone();
+        rest.leaks.retain(|l| l != leak);
+        assert_nothing_left(&rest);
+    }
+    assert_no_cgroups_left(&["escapee-"]);
+}
+
+#[test]
+fn cgroups_nested_under_the_trials_are_the_trials() {
+    if !is_root() {
+        eprintln!("skipped: nesting cgroups needs root");
+        return;
+    }
+    for r in run("nested-cgroup.toml", &[], None, LIMIT) {
+        assert!(r.met, "{r:?}");
+        assert_nothing_left(&r);
+        match r.cell.get("mode").unwrap() {
+            "exit" => assert_eq!(r.verdict, Verdict::Pass, "{r:?}"),
+            _ => {
+                assert_eq!(r.verdict, Verdict::Hang, "{r:?}");
+                let listed = diagnosis(&r).processes.iter().any(|p| p.name == "sleep");
+                assert!(listed, "{:?}", r.diagnosis);
+            }
+        }
+    }
+}
+
+#[test]
+fn new_pid_and_mount_namespaces_stay_in_the_trial() {
+    if !is_root() {
+        eprintln!("skipped: unshare needs root");
+        return;
+    }
+    for r in run("unshare-ns.toml", &[], None, LIMIT) {
+        assert_eq!(r.verdict, Verdict::Hang, "{r:?}");
+        assert!(r.met, "{r:?}");
+        assert_nothing_left(&r);
+        let listed = diagnosis(&r).processes.iter().any(|p| p.name == "sleep");
+        assert!(listed, "{:?}", r.diagnosis);
+    }
+}
