@@ -20,6 +20,8 @@ pub struct PlannedCell {
     pub trials: u32,
     pub base_seed: u64,
     pub skip: Option<String>,
+    /// Set in a sharded run: stamped on every record of the cell.
+    pub shard: Option<crate::record::ShardMark>,
 }
 
 /// One trial of a planned cell.
@@ -59,11 +61,18 @@ fn plan_cell(
     cell_index: usize,
     options: &PlanOptions,
 ) -> PlannedCell {
+    let expectation = s.expectation(&cell, &engine.host.kernel);
+    let mut trials = options.trials.unwrap_or(s.trials);
+    if expectation.min_rate.is_some() {
+        // A rate needs trials to mean anything (see gate::MIN_RATE_TRIALS).
+        trials = trials.max(crate::gate::MIN_RATE_TRIALS);
+    }
     PlannedCell {
-        expectation: s.expectation(&cell, &engine.host.kernel),
+        expectation,
         skip: host_cannot_run(engine, &cell),
-        trials: options.trials.unwrap_or(s.trials),
+        trials,
         base_seed: options.seed.unwrap_or(s.seed),
+        shard: None,
         scenario: Arc::clone(s),
         cell,
         cell_index,
@@ -105,6 +114,27 @@ pub fn plan(
         return Err(InputError::Usage(
             "no cell matches the --cell filters".into(),
         ));
+    }
+    if let Some(sh) = options.shard {
+        let plan_cells = scenarios
+            .iter()
+            .flat_map(|s| s.cells())
+            .filter(|c| c.matches(&options.filters))
+            .count();
+        let mark = crate::record::ShardMark {
+            index: sh.index,
+            count: sh.count,
+            plan_cells,
+        };
+        for c in &mut out {
+            c.shard = Some(mark);
+        }
+    }
+    if out.is_empty() {
+        return Err(InputError::Usage(match options.shard {
+            Some(sh) => format!("shard {}/{} holds no cells", sh.index, sh.count),
+            None => "the plan has no cells: no scenario has any".into(),
+        }));
     }
     Ok(out)
 }

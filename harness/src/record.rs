@@ -116,6 +116,21 @@ pub struct TrialRecord {
     pub stderr_tail: String,
     pub host: Host,
     pub wedge_version: String,
+    /// The shard of a `--shard I/N` run this trial was part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardMark>,
+}
+
+/// Which slice of a sharded plan a record came from, so that merged results can tell when a
+/// slice is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMark {
+    /// `I` of `--shard I/N`.
+    pub index: usize,
+    /// `N`.
+    pub count: usize,
+    /// The cells of the whole (unsharded) plan.
+    pub plan_cells: usize,
 }
 
 /// Appends records to `trials.jsonl`, one line each, flushed as it goes.

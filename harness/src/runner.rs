@@ -101,7 +101,7 @@ fn record_skipped(engine: &Engine, collector: &Collector<'_>) -> std::io::Result
     let mut skipped = Vec::new();
     for c in collector.cells {
         let Some(why) = &c.skip else { continue };
-        let r = skipped_record(
+        let mut r = skipped_record(
             engine,
             &c.scenario,
             &c.cell,
@@ -109,6 +109,7 @@ fn record_skipped(engine: &Engine, collector: &Collector<'_>) -> std::io::Result
             c.expectation.clone(),
             why.clone(),
         );
+        r.shard = c.shard;
         for reporter in collector.reporters {
             reporter.report(&Event::Skipped(&r))?;
         }
@@ -144,9 +145,10 @@ impl Collector<'_> {
 }
 
 impl TrialSink for Collector<'_> {
-    fn finished(&self, trial: &PlannedTrial, record: TrialRecord) {
-        self.tell(&Event::TrialFinished(&record));
+    fn finished(&self, trial: &PlannedTrial, mut record: TrialRecord) {
         let c = &self.cells[trial.cell];
+        record.shard = c.shard;
+        self.tell(&Event::TrialFinished(&record));
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         records.push(record);
         let mut remaining = self.remaining.lock().unwrap_or_else(|e| e.into_inner());

@@ -204,6 +204,14 @@ fn bad_scenarios_and_arguments_exit_2_with_a_location() {
     assert!(o.stderr.contains("/nonexistent/x.toml:1:1"), "{}", o.stderr);
     let o = run(&["gate", &t.path("empty")]);
     assert_eq!(o.code, 2);
+    // A plan with no cells gates nothing: bad input, not a pass.
+    let o = run(&["run", "--shard", "40/40", &scenario("exit.toml")]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("shard 40/40 holds no cells"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]
@@ -354,6 +362,8 @@ fn sigint_keeps_every_finished_trial() {
     .unwrap();
     let o = finish(child, Duration::from_secs(30));
     assert_eq!(o.code, 130, "{}", o.stderr);
+    assert!(!o.stdout.contains("gate: pass"), "{}", o.stdout);
+    assert!(o.stdout.contains("interrupted after"), "{}", o.stdout);
     let records = std::fs::read_to_string(&jsonl).unwrap();
     let n = records.lines().count();
     assert!((2..50).contains(&n), "{n}");

@@ -144,6 +144,7 @@ fn record(
             isolation: "cgroup2".into(),
         },
         wedge_version: "0.1.0".into(),
+        shard: None,
     }
 }
 
@@ -318,4 +319,110 @@ fn trials_jsonl_round_trips_and_survives_a_torn_line() {
     let err = wedge::record::read_jsonl(&path).unwrap_err();
     assert!(err.contains("trials.jsonl:4:"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_skipped_cell_fails_the_gate_unless_skips_are_allowed() {
+    use wedge::gate::{GatePolicy, gate};
+    let records = records();
+    let s = wedge::stats::summarize(&records);
+    let strict = gate(&s, &records, GatePolicy::default());
+    let skipped: Vec<_> = strict
+        .iter()
+        .filter(|f| f.reason.starts_with("skipped"))
+        .collect();
+    assert_eq!(skipped.len(), 2, "both cpus=4 cells: {strict:?}");
+    assert!(skipped[0].reason.contains("--allow-skipped"));
+    let lenient = gate(
+        &s,
+        &records,
+        GatePolicy {
+            allow_skipped: true,
+        },
+    );
+    assert_eq!(
+        lenient,
+        wedge::gate::evaluate(&s),
+        "only the real miss is left"
+    );
+}
+
+#[test]
+fn a_rate_gate_needs_twenty_trials() {
+    let few: Vec<TrialRecord> = records()
+        .into_iter()
+        .filter(|r| r.scenario == "exec-pass-rate" && r.trial < 19)
+        .collect();
+    let s = wedge::stats::summarize(&few);
+    let zygote = s
+        .cells
+        .iter()
+        .find(|c| c.cell_id == "strategy=zygote")
+        .unwrap();
+    let why = wedge::gate::check_cell(zygote).expect("19 trials cannot gate a rate");
+    assert!(
+        why.contains("19 trials cannot gate a rate (at least 20)"),
+        "{why}"
+    );
+    let all = records();
+    let s = wedge::stats::summarize(&all);
+    let zygote = s
+        .cells
+        .iter()
+        .find(|c| c.cell_id == "strategy=zygote")
+        .unwrap();
+    assert_eq!(wedge::gate::check_cell(zygote), None, "20/20 passes");
+}
+
+#[test]
+fn merged_shards_must_all_be_there() {
+    use wedge::record::ShardMark;
+    let mut records = records();
+    // Two shards of an 8-cell plan: cells alternate between them.
+    for r in &mut records {
+        r.shard = Some(ShardMark {
+            index: 1 + r.cell_index % 2,
+            count: 2,
+            plan_cells: 8,
+        });
+    }
+    assert_eq!(wedge::gate::missing_shards(&records), vec![]);
+    let only_first: Vec<TrialRecord> = records
+        .iter()
+        .filter(|r| r.shard.unwrap().index == 1)
+        .cloned()
+        .collect();
+    let missing = wedge::gate::missing_shards(&only_first);
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].reason.contains("shard 2/2 missing"),
+        "{missing:?}"
+    );
+    let mut short = records.clone();
+    for r in &mut short {
+        r.shard = r.shard.map(|s| ShardMark { plan_cells: 9, ..s });
+    }
+    let missing = wedge::gate::missing_shards(&short);
+    assert!(
+        missing[0].reason.contains("hold 8 of the plan's 9 cells"),
+        "{missing:?}"
+    );
+}
+
+#[test]
+fn a_measured_only_cell_shows_its_rate_and_its_hangs_not_a_tick() {
+    let c = cell(&[("strategy", "inline")]);
+    let mut any = expect_exit();
+    any.outcome = wedge::scenario::Outcome::Any;
+    let records: Vec<TrialRecord> = (0..4)
+        .map(|t| {
+            let v = if t == 0 { Verdict::Hang } else { Verdict::Pass };
+            record("measured", c.clone(), 0, t, v, true, any.clone(), 10.0)
+        })
+        .collect();
+    let s = wedge::stats::summarize(&records);
+    let text = wedge::report::format::cell_text(&s.cells[0]);
+    assert!(!text.contains('✅'), "{text}");
+    assert!(text.contains("measured: passed 3/4"), "{text}");
+    assert!(text.contains("1 hung"), "{text}");
 }

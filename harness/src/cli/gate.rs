@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::common::{Failure, print_gate, read_dirs};
 
-pub fn gate_dir(dir: &Path) -> Result<(), Failure> {
+pub fn gate_dir(dir: &Path, policy: wedge::gate::GatePolicy) -> Result<(), Failure> {
     let records = read_dirs(&[dir.to_path_buf()])?;
     if records.is_empty() {
         return Err(Failure::Input(format!(
@@ -13,7 +13,7 @@ pub fn gate_dir(dir: &Path) -> Result<(), Failure> {
         )));
     }
     let summary = wedge::stats::summarize(&records);
-    let failures = wedge::gate::evaluate(&summary);
+    let failures = wedge::gate::gate(&summary, &records, policy);
     print_gate(&failures);
     if failures.is_empty() {
         Ok(())

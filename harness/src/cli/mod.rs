@@ -48,9 +48,12 @@ enum Command {
         /// Results directory (default: wedge-results/<UTC time>). Must not hold results yet.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Exit 1 when a cell misses its expectation.
+        /// Exit 1 when a cell misses its expectation (or was skipped, or a shard is missing).
         #[arg(long)]
         gate: bool,
+        /// With --gate: cells this host cannot run (listed either way) do not fail the gate.
+        #[arg(long)]
+        allow_skipped: bool,
         /// Run only the I-th of N deterministic slices of the cells (1-based), e.g. 2/4.
         #[arg(long, value_name = "I/N")]
         shard: Option<Shard>,
@@ -92,10 +95,14 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Exit 1 when any cell of a results directory misses its expectation, printing those cells.
+    /// Exit 1 when any cell of a results directory misses its expectation (or was skipped, or a
+    /// shard of a merged sharded run is missing), printing those cells.
     Gate {
         /// A results directory.
         results_dir: PathBuf,
+        /// Skipped cells (listed either way) do not fail the gate.
+        #[arg(long)]
+        allow_skipped: bool,
     },
 }
 
@@ -117,6 +124,7 @@ pub fn main() -> ExitCode {
             jobs,
             out,
             gate,
+            allow_skipped,
             shard,
             seed,
             quiet,
@@ -127,6 +135,7 @@ pub fn main() -> ExitCode {
             jobs,
             out,
             gate,
+            policy: wedge::gate::GatePolicy { allow_skipped },
             shard,
             seed,
             quiet,
@@ -139,7 +148,10 @@ pub fn main() -> ExitCode {
             out,
         } => replay::replay(&scenario, &cells, seed, out),
         Command::Report { dirs, out } => report::report(&dirs, out),
-        Command::Gate { results_dir } => gate::gate_dir(&results_dir),
+        Command::Gate {
+            results_dir,
+            allow_skipped,
+        } => gate::gate_dir(&results_dir, wedge::gate::GatePolicy { allow_skipped }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -152,9 +164,6 @@ pub fn main() -> ExitCode {
             eprintln!("wedge: {m}");
             ExitCode::from(1)
         }
-        Err(Failure::Interrupted) => {
-            eprintln!("wedge: interrupted; finished trials are kept");
-            ExitCode::from(130)
-        }
+        Err(Failure::Interrupted) => ExitCode::from(130),
     }
 }

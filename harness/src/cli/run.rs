@@ -20,6 +20,7 @@ pub struct RunArgs {
     pub jobs: Option<usize>,
     pub out: Option<PathBuf>,
     pub gate: bool,
+    pub policy: wedge::gate::GatePolicy,
     pub shard: Option<Shard>,
     pub seed: Option<u64>,
     pub quiet: bool,
@@ -82,17 +83,28 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let summary = wedge::stats::summarize(&records);
     wedge::report::write_all(&out, &summary)
         .map_err(|e| Failure::Io(format!("writing reports in {}: {e}", out.display())))?;
-    let failures = wedge::gate::evaluate(&summary);
+    let failures = wedge::gate::gate(&summary, &records, args.policy);
     if !args.quiet {
         eprintln!(
             "wedge: wrote {}/summary.md (and summary.json, junit.xml, index.html)",
             out.display()
         );
     }
-    print_gate(&failures);
     if interrupted {
+        // An interrupted run proves nothing either way: never a gate verdict.
+        let planned: u64 = cells.iter().map(|c| u64::from(c.trials)).sum();
+        let ran = records
+            .iter()
+            .filter(|r| r.verdict != wedge::record::Verdict::Skipped)
+            .count();
+        println!(
+            "gate: none — the run was interrupted after {ran} of {planned} planned trials; \
+             finished trials are kept in {}",
+            jsonl.display()
+        );
         return Err(Failure::Interrupted);
     }
+    print_gate(&failures);
     if args.gate && !failures.is_empty() {
         return Err(Failure::Gate);
     }

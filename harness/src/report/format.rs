@@ -28,13 +28,23 @@ pub fn cell_text(c: &CellStats) -> String {
         "❌"
     };
     if c.expectation.outcome == crate::scenario::Outcome::Any {
-        return format!(
-            "{mark} passed {}/{} (95% CI {}–{})",
+        // Measured, not gated: the rate is the result, never a tick; hangs and crashes in it
+        // are called out.
+        let mark = if mark == "❌" { "❌" } else { "📏" };
+        let mut text = format!(
+            "{mark} measured: passed {}/{} (95% CI {}–{})",
             c.passes,
             c.trials,
             pct(c.pass_interval.0),
             pct(c.pass_interval.1)
         );
+        if c.hangs > 0 {
+            text.push_str(&format!(", ⚠ {} hung", c.hangs));
+        }
+        if c.crashes > 0 {
+            text.push_str(&format!(", ⚠ {} crashed", c.crashes));
+        }
+        return text;
     }
     format!(
         "{mark} {} {}/{} (95% CI {}–{})",

@@ -77,6 +77,7 @@ pub(crate) fn assemble(
         stderr_tail: tails.1,
         host: engine.host.clone(),
         wedge_version: crate::VERSION.to_string(),
+        shard: None,
     }
 }
 
