@@ -166,19 +166,18 @@ fn fixed_model(target: Target, since_6_11: bool, clock: bool) -> ShutdownOutcome
 /// Runs `fixed_model` with the clock and checks that loom explored both the finished and the
 /// expired branch of the drain (a plain std counter outside the model).
 fn drain_model(name: &str, target: Target, since_6_11: bool) {
-    static STOPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    static EXPIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    use std::sync::atomic::Ordering::SeqCst;
-    STOPPED.store(0, SeqCst);
-    EXPIRED.store(0, SeqCst);
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    // Per call, not static: the two drain tests run at the same time.
+    let counts = std::sync::Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let seen = counts.clone();
     model(name, move || {
         let counter = match fixed_model(target, since_6_11, true) {
-            ShutdownOutcome::Stopped(_) => &STOPPED,
-            _ => &EXPIRED,
+            ShutdownOutcome::Stopped(_) => &seen.0,
+            _ => &seen.1,
         };
         counter.fetch_add(1, SeqCst);
     });
-    let (stopped, expired) = (STOPPED.load(SeqCst), EXPIRED.load(SeqCst));
+    let (stopped, expired) = (counts.0.load(SeqCst), counts.1.load(SeqCst));
     eprintln!(
         "loom model {name}: {stopped} interleavings finished the drain, {expired} expired it"
     );
