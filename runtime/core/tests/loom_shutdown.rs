@@ -20,7 +20,7 @@ mod kernel_model;
 
 use std::time::Duration;
 
-use kernel_model::{Kernel, ModelEventfd, ModelListener, OwnedListener, answer};
+use kernel_model::{Kernel, KernelState, ModelEventfd, ModelListener, OwnedListener, answer};
 use loom::sync::Arc;
 use loom::thread;
 use loom_support::{
@@ -111,34 +111,7 @@ fn fixed_model(target: Target, since_6_11: bool, clock: bool) -> ShutdownOutcome
         kernel: kernel.clone(),
     };
     let outcome = shut_down_fixed(&coordinator, supervisor, DRAIN);
-    let state = kernel.lock();
-    match outcome {
-        ShutdownOutcome::Stopped(exit) => {
-            assert!(state.joined, "stopped without joining the supervisor");
-            assert!(state.closed, "the listener was not closed");
-            assert!(
-                state.closed_after_join,
-                "the listener was closed before the join"
-            );
-            assert_eq!(state.returned, Some(exit));
-            match target {
-                Target::Lingers => assert_eq!(exit, SupervisorExit::ShutdownRequested),
-                Target::Exits => assert!(matches!(
-                    exit,
-                    SupervisorExit::ShutdownRequested | SupervisorExit::FilterUsersGone
-                )),
-            }
-        }
-        ShutdownOutcome::Expired => {
-            assert!(clock.is_some(), "the drain expired without time passing");
-            assert!(!state.joined, "the runner joined after the drain expired");
-            // The supervisor may have returned by now; the listener is closed only by its
-            // thread's hand-back, never by the runner, and so never before it returned.
-            assert!(!state.closed || state.returned.is_some());
-        }
-        ShutdownOutcome::Panicked(_) => panic!("the model's supervisor cannot panic"),
-    }
-    drop(state);
+    check_outcome(&kernel.lock(), outcome, target, clock.is_some());
     if let Some(forwarder) = forwarder {
         forwarder.join().unwrap();
     }
@@ -161,6 +134,36 @@ fn fixed_model(target: Target, since_6_11: bool, clock: bool) -> ShutdownOutcome
         other => panic!("the sequence and the coordinator disagree: {other:?}"),
     }
     outcome
+}
+
+/// What must hold when the runner's `shut_down_fixed` has returned `outcome`.
+fn check_outcome(state: &KernelState, outcome: ShutdownOutcome, target: Target, clock: bool) {
+    match outcome {
+        ShutdownOutcome::Stopped(exit) => {
+            assert!(state.joined, "stopped without joining the supervisor");
+            assert!(state.closed, "the listener was not closed");
+            assert!(
+                state.closed_after_join,
+                "the listener was closed before the join"
+            );
+            assert_eq!(state.returned, Some(exit));
+            match target {
+                Target::Lingers => assert_eq!(exit, SupervisorExit::ShutdownRequested),
+                Target::Exits => assert!(matches!(
+                    exit,
+                    SupervisorExit::ShutdownRequested | SupervisorExit::FilterUsersGone
+                )),
+            }
+        }
+        ShutdownOutcome::Expired => {
+            assert!(clock, "the drain expired without time passing");
+            assert!(!state.joined, "the runner joined after the drain expired");
+            // The supervisor may have returned by now; the listener is closed only by its
+            // thread's hand-back, never by the runner, and so never before it returned.
+            assert!(!state.closed || state.returned.is_some());
+        }
+        ShutdownOutcome::Panicked(_) => panic!("the model's supervisor cannot panic"),
+    }
 }
 
 /// Runs `fixed_model` with the clock and checks that loom explored both the finished and the
