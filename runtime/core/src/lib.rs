@@ -7,8 +7,9 @@
 //!
 //! - [`sync`]: the facade (a poison-free `Mutex`/`Condvar`, atomics, threads, and a clock that
 //!   loom can stand in for);
-//! - [`shutdown`]: how wedge-run's session and signal forwarder stop the supervisor, and the
-//!   bounded drain;
+//! - [`shutdown`]: how wedge-run's session and signal forwarder stop the supervisor, the bounded
+//!   drain, and the session's whole shutdown sequence (fixed and pre-fix), generic over its thread
+//!   and listener;
 //! - [`supervise`]: the supervisor's receive loops (fixed and pre-fix), generic over the listener
 //!   they wait on: the traits the seccomp ioctl layer implements;
 //! - [`cwd`]: wedge-agent's cwd critical section and the spawn lock that serialises it.

@@ -7,12 +7,17 @@
 //! stays readable once written, a `begin` that lands before the supervisor reaches its wait is
 //! never lost: the wait returns at once.
 //!
+//! [`shut_down_fixed`] is the session's whole shutdown sequence (begin, bounded drain, join, and
+//! only then close the listener the thread hands back), and [`shut_down_pre_fix`] the old one
+//! (close, then an unbounded join). wedge-run's session calls them with its std thread and listener.
+//!
 //! Everything here is written against [`crate::sync`], so the loom models in `runtime/core/tests/`
-//! check this very code with a modelled wake descriptor.
+//! check this very code, sequence included, with loom threads, a modelled wake descriptor and a
+//! modelled listener.
 
 use std::time::Duration;
 
-use crate::sync::{AtomicBool, AtomicUsize, Condvar, Instant, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Instant, Mutex, Ordering, thread};
 
 /// Something that can be made readable to wake a waiting supervisor: an eventfd in the real
 /// runtime, a model of one under loom.
@@ -136,4 +141,75 @@ impl<W: WakeSignal> ShutdownCoordinator<W> {
     pub fn wake_signal(&self) -> &W {
         &self.wake
     }
+}
+
+/// The supervisor's thread as the shutdown sequence sees it: something to join that hands back
+/// what the thread returned (the fixed supervisor returns its listener, so that the session closes
+/// it only after the thread is gone).
+pub trait JoinSupervisor {
+    /// What the thread returns.
+    type Output;
+    /// Blocks until the thread has returned; `Err` with the panic payload if it panicked.
+    fn join(self) -> std::thread::Result<Self::Output>;
+}
+
+/// A thread of the facade: std's in a normal build, loom's under `--cfg loom`.
+impl<T> JoinSupervisor for thread::JoinHandle<T> {
+    type Output = T;
+    fn join(self) -> std::thread::Result<T> {
+        thread::JoinHandle::join(self)
+    }
+}
+
+/// How [`shut_down_fixed`] ended. The caller reports it (printing is not this crate's job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// The supervisor finished within the drain, its thread was joined, and then the listener it
+    /// handed back was closed.
+    Stopped(SupervisorExit),
+    /// The supervisor finished within the drain, but its thread panicked afterwards (so there was
+    /// no listener to hand back: it was closed while unwinding, after the supervisor returned).
+    Panicked(SupervisorExit),
+    /// The drain passed with the supervisor still running: the sequence returned without joining
+    /// it and without touching the listener, which stays open until the process ends.
+    Expired,
+}
+
+/// The fixed session's shutdown: begin shutdown, wait for the supervisor at most `drain`, then
+/// join its thread and close (drop) the listener it hands back. On expiry it returns at once,
+/// leaving the thread (and the listener it owns) alone: closing a listener a running supervisor
+/// may still use is the fd-reuse race, and an unbounded join is the hang this replaces.
+pub fn shut_down_fixed<W, J>(
+    coordinator: &ShutdownCoordinator<W>,
+    thread: J,
+    drain: Duration,
+) -> ShutdownOutcome
+where
+    W: WakeSignal,
+    J: JoinSupervisor,
+{
+    coordinator.begin();
+    match coordinator.wait_finished(Some(drain)) {
+        DrainOutcome::Finished(exit) => match thread.join() {
+            Ok(listener) => {
+                drop(listener);
+                ShutdownOutcome::Stopped(exit)
+            }
+            Err(_) => ShutdownOutcome::Panicked(exit),
+        },
+        // Dropping the handle detaches the thread; it still owns the listener.
+        DrainOutcome::Expired => ShutdownOutcome::Expired,
+    }
+}
+
+/// The pre-fix session's shutdown, kept to reproduce the bug: close the listener, then join the
+/// supervisor without a bound. A close never wakes a thread blocked in `SECCOMP_IOCTL_NOTIF_RECV`,
+/// so while a filter user lives (and, before Linux 6.11, even when none does) the join never
+/// returns.
+pub fn shut_down_pre_fix<L, J>(listener: L, thread: J) -> std::thread::Result<J::Output>
+where
+    J: JoinSupervisor,
+{
+    drop(listener);
+    thread.join()
 }

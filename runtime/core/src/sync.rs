@@ -32,32 +32,55 @@ mod imp {
 
     use std::time::Duration;
 
-    /// loom has no clock: its `wait_timeout` explores the timed-out branch on its own, so every
-    /// instant is the same and every difference is a short, positive wait.
+    loom::lazy_static! {
+        /// The modelled clock: how many times a model's clock thread has let time pass. A loom
+        /// static, so it starts at zero in every execution.
+        static ref TICKS: AtomicU64 = AtomicU64::new(0);
+    }
+
+    /// The instant stand-in. loom has no clock, and its `Condvar::wait_timeout` never times out
+    /// (it is a plain `wait`), so under loom time passes only where a model says so:
+    /// [`clock::advance`] (called by a model's "clock" thread, which loom schedules at every point
+    /// it explores) moves the clock one tick, and any positive duration is one tick long. A
+    /// deadline check (`Instant::now() >= deadline`) therefore sees the deadline pass at whatever
+    /// point loom runs the clock thread, and a model without one never sees time pass.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-    pub struct Instant;
+    pub struct Instant(u64);
 
     impl Instant {
         pub fn now() -> Self {
-            Instant
+            Instant(TICKS.load(Ordering::SeqCst))
         }
     }
 
     impl std::ops::Add<Duration> for Instant {
         type Output = Instant;
-        fn add(self, _: Duration) -> Instant {
-            Instant
+        fn add(self, duration: Duration) -> Instant {
+            Instant(self.0 + u64::from(!duration.is_zero()))
         }
     }
 
     impl std::ops::Sub for Instant {
         type Output = Duration;
-        fn sub(self, _: Instant) -> Duration {
-            Duration::from_millis(1)
+        fn sub(self, earlier: Instant) -> Duration {
+            Duration::from_millis(self.0.saturating_sub(earlier.0))
+        }
+    }
+
+    /// The modelled clock's one control, for loom models.
+    pub mod clock {
+        /// Lets time pass: every deadline set before this call has now passed. It wakes nobody
+        /// (loom's timed waits never time out), so a deadline is noticed at the waiter's next
+        /// check, after a wake-up it gets anyway; an expiry that only a timer could end a wait
+        /// for is not modelled (loom reports that interleaving as a deadlock instead).
+        pub fn advance() {
+            super::TICKS.fetch_add(1, super::Ordering::SeqCst);
         }
     }
 }
 
+#[cfg(loom)]
+pub use imp::clock;
 pub use imp::{Arc, AtomicBool, AtomicU64, AtomicUsize, Instant, MutexGuard, Ordering, thread};
 
 use std::time::Duration;
@@ -143,6 +166,8 @@ impl Condvar {
     }
 
     /// Like [`Condvar::wait`], for at most `timeout`. The flag says whether the wait timed out.
+    /// Under loom it never times out (loom's own `wait_timeout` is a plain wait): callers decide
+    /// expiry by checking their deadline against [`Instant`], which loom models (see there).
     pub fn wait_timeout<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,

@@ -1,6 +1,15 @@
-//! Loom model of worker starvation in `wedge-agent`: where the blocking container build runs
-//! (`runtime/src/agent/spawn/mod.rs`) decides whether builds can starve the tokio workers of the very
-//! task they wait for.
+//! Loom *design model* of worker starvation in `wedge-agent`: where the blocking container build
+//! runs (`runtime/src/agent/spawn/mod.rs`) decides whether builds can starve the tokio workers of the
+//! very task they wait for.
+//!
+//! A design model, not a check of the shipped code: `Spawner::spawn` needs tokio, which does not run
+//! under loom, so its strategies are re-stated here (`Agent::run_exec`) as which worker slot is held
+//! across which wait. What it checks: that design (a build that holds a worker while it waits for a
+//! task that needs a worker deadlocks once builds ≥ workers; one on the blocking pool never does),
+//! with the real `wedge_core::cwd::in_dir` and `SpawnLock` in the build. What it does not check:
+//! that `Spawner::spawn` actually calls the build as re-stated here (a change there is not seen by
+//! this model; only the agent's own tests run the real strategies), tokio's own scheduling (work
+//! stealing, the LIFO slot, the blocking pool's size), or the zygote.
 //!
 //! Run with: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p wedge-core
 //! --test loom_worker_slots`.
@@ -52,7 +61,9 @@ use std::path::Path;
 
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
-use loom_support::{expect_loom_deadlock, model};
+use loom_support::{
+    expect_loom_deadlock, model, report_stations_on_panic, reset_stations, station,
+};
 use wedge_core::cwd::{ProcessCwd, SpawnLock, in_dir};
 
 /// Where the build runs (`agent::strategy::Strategy`, minus `zygote`: see the header).
@@ -90,13 +101,15 @@ impl Slots {
         }
     }
 
-    /// A task is polled: it needs a worker.
-    fn take(&self) {
+    /// A task (of the thread playing `role`) is polled: it needs a worker.
+    fn take(&self, role: &str) {
+        station(role, "waiting for a worker slot");
         let mut free = self.free.lock().unwrap();
         while *free == 0 {
             free = self.changed.wait(free).unwrap();
         }
         *free -= 1;
+        station(role, "polled on a worker");
     }
 
     /// The task returned `Pending` (or finished): its worker is free.
@@ -133,10 +146,13 @@ impl Answers {
 
     /// Build `exec` blocks until it is answered.
     fn wait(&self, exec: usize) {
+        let role = format!("build {exec}");
+        station(&role, "blocked until answered");
         let mut given = self.given.lock().unwrap();
         while !given[exec] {
             given = self.changed.wait(given).unwrap();
         }
+        station(&role, "answered");
     }
 }
 
@@ -192,12 +208,13 @@ impl Agent {
         };
         agent.slots.give_back(); // the task is parked on the JoinHandle
         build.join().unwrap();
-        agent.slots.take(); // woken: polled again on a worker
+        agent.slots.take(&exec_role(exec)); // woken: polled again on a worker
     }
 
     /// The `run_exec` task of one exec, from its first poll to its reply.
     fn run_exec(agent: &Arc<Agent>, exec: usize) {
-        agent.slots.take();
+        let role = exec_role(exec);
+        agent.slots.take(&role);
         match agent.strategy {
             Strategy::Inline => agent.build(exec),
             Strategy::BlockingPool | Strategy::BlockingPoolStdMutex => {
@@ -206,18 +223,25 @@ impl Agent {
             Strategy::BlockingPoolAsyncMutex => {
                 agent.slots.give_back(); // parked on `async_lock.lock().await`
                 let serialised = agent.async_lock.lock().unwrap();
-                agent.slots.take(); // woken holding the async mutex
+                agent.slots.take(&role); // woken holding the async mutex
                 Agent::on_blocking_pool(agent, exec);
                 drop(serialised);
             }
         }
         agent.slots.give_back(); // the reply is sent: the task is done
+        station(&role, "replied");
     }
+}
+
+/// The station role of exec `exec`'s `run_exec` task.
+fn exec_role(exec: usize) -> String {
+    format!("exec {exec}")
 }
 
 /// `builds` execs on `slots` workers with `strategy`; the main thread is the helper task. Every
 /// exec must reply and every slot be free at the end (or loom reports the deadlock).
 fn agent_model(strategy: Strategy, slots: usize, builds: usize) {
+    reset_stations();
     let agent = Arc::new(Agent {
         strategy,
         slots: Slots::new(slots),
@@ -232,7 +256,7 @@ fn agent_model(strategy: Strategy, slots: usize, builds: usize) {
         })
         .collect();
     // The helper task: one poll, on a worker, answers every build.
-    agent.slots.take();
+    agent.slots.take("helper");
     agent.answers.give_all();
     agent.slots.give_back();
     // Every exec replies: an exec that never does leaves the main thread blocked here, and once every
@@ -246,8 +270,8 @@ fn agent_model(strategy: Strategy, slots: usize, builds: usize) {
 /// Inline builds with more slots than builds: the helper always finds a free worker. (Shows the
 /// model deadlocks only for the reason under test.)
 #[test]
-fn inline_with_fewer_builds_than_slots_never_deadlocks() {
-    model("worker-slots/inline/2-slots/1-build", || {
+fn design_inline_with_fewer_builds_than_slots_never_deadlocks() {
+    model("design/worker-slots/inline/2-slots/1-build", || {
         agent_model(Strategy::Inline, 2, 1)
     });
 }
@@ -256,7 +280,7 @@ fn inline_with_fewer_builds_than_slots_never_deadlocks() {
 /// runs the models one after another, so the two heaviest (2 slots, 2 builds: five loom threads)
 /// do not compete with each other for the CPUs.
 #[test]
-fn blocking_pool_strategies_never_deadlock() {
+fn design_blocking_pool_strategies_never_deadlock() {
     for strategy in [
         Strategy::BlockingPool,
         Strategy::BlockingPoolStdMutex,
@@ -265,7 +289,7 @@ fn blocking_pool_strategies_never_deadlock() {
         for (slots, builds) in [(1, 1), (2, 2)] {
             model(
                 &format!(
-                    "worker-slots/{}/{slots}-slots/{builds}-builds",
+                    "design/worker-slots/{}/{slots}-slots/{builds}-builds",
                     strategy.name()
                 ),
                 move || agent_model(strategy, slots, builds),
@@ -274,44 +298,81 @@ fn blocking_pool_strategies_never_deadlock() {
     }
 }
 
-/// One worker, one inline build: the build holds the only worker, the helper never runs.
-#[test]
-fn loom_finds_the_inline_deadlock_with_one_slot_and_one_build() {
-    expect_loom_deadlock("model_inline_1_slot_1_build");
+/// What loom reports for an inline deadlock with `builds` builds: every thread blocked (the main
+/// thread, the helper, first).
+fn inline_loom_states(builds: usize) -> Vec<&'static str> {
+    vec!["Blocked"; 1 + builds]
 }
 
-/// One worker, two inline builds.
+/// One worker, one inline build: the build holds the only worker, the helper never runs.
 #[test]
-fn loom_finds_the_inline_deadlock_with_one_slot_and_two_builds() {
-    expect_loom_deadlock("model_inline_1_slot_2_builds");
+fn design_loom_finds_the_inline_deadlock_with_one_slot_and_one_build() {
+    expect_loom_deadlock(
+        "design_model_inline_1_slot_1_build",
+        &inline_loom_states(1),
+        &[
+            "build=blocked until answered",
+            "exec=polled on a worker",
+            "helper=waiting for a worker slot",
+        ],
+    );
+}
+
+/// One worker, two inline builds: one build holds the worker, the other exec and the helper wait
+/// for it.
+#[test]
+fn design_loom_finds_the_inline_deadlock_with_one_slot_and_two_builds() {
+    expect_loom_deadlock(
+        "design_model_inline_1_slot_2_builds",
+        &inline_loom_states(2),
+        &[
+            "build=blocked until answered",
+            "exec=polled on a worker",
+            "exec=waiting for a worker slot",
+            "helper=waiting for a worker slot",
+        ],
+    );
 }
 
 /// Two workers, two inline builds: both workers blocked in builds.
 #[test]
-fn loom_finds_the_inline_deadlock_with_two_slots_and_two_builds() {
-    expect_loom_deadlock("model_inline_2_slots_2_builds");
+fn design_loom_finds_the_inline_deadlock_with_two_slots_and_two_builds() {
+    expect_loom_deadlock(
+        "design_model_inline_2_slots_2_builds",
+        &inline_loom_states(2),
+        &[
+            "build=blocked until answered",
+            "build=blocked until answered",
+            "exec=polled on a worker",
+            "exec=polled on a worker",
+            "helper=waiting for a worker slot",
+        ],
+    );
 }
 
 #[test]
 #[ignore = "deadlocks by design; run through expect_loom_deadlock"]
-fn model_inline_1_slot_1_build() {
-    model("worker-slots/inline/1-slot/1-build", || {
+fn design_model_inline_1_slot_1_build() {
+    report_stations_on_panic();
+    model("design/worker-slots/inline/1-slot/1-build", || {
         agent_model(Strategy::Inline, 1, 1)
     });
 }
 
 #[test]
 #[ignore = "deadlocks by design; run through expect_loom_deadlock"]
-fn model_inline_1_slot_2_builds() {
-    model("worker-slots/inline/1-slot/2-builds", || {
+fn design_model_inline_1_slot_2_builds() {
+    report_stations_on_panic();
+    model("design/worker-slots/inline/1-slot/2-builds", || {
         agent_model(Strategy::Inline, 1, 2)
     });
 }
 
 #[test]
 #[ignore = "deadlocks by design; run through expect_loom_deadlock"]
-fn model_inline_2_slots_2_builds() {
-    model("worker-slots/inline/2-slots/2-builds", || {
+fn design_model_inline_2_slots_2_builds() {
+    report_stations_on_panic();
+    model("design/worker-slots/inline/2-slots/2-builds", || {
         agent_model(Strategy::Inline, 2, 2)
     });
 }

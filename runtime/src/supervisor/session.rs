@@ -24,7 +24,7 @@ use super::policy::Policy;
 use super::sandbox::{
     self, Channel, EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RUNNER_ERROR, SandboxKind,
 };
-use super::shutdown::{DrainOutcome, ShutdownCoordinator, SupervisorExit};
+use super::shutdown::{self, ShutdownCoordinator, ShutdownOutcome, SupervisorExit};
 use super::signals::{self, Targets};
 use super::supervise;
 use crate::sync::{Arc, Mutex};
@@ -191,39 +191,35 @@ fn start_supervisor(
     Ok(supervision)
 }
 
+/// Runs the shipped shutdown sequence (`wedge_core::shutdown`, the very functions the loom models
+/// check) with the real thread and listener, and says what it could not do.
 fn shut_down(supervision: Supervision, drain: Duration) {
     match supervision {
         Supervision::Fixed {
             coordinator,
             thread,
-        } => {
-            coordinator.begin();
-            match coordinator.wait_finished(Some(drain)) {
-                DrainOutcome::Finished(exit) => {
-                    tracing::debug!(?exit, "supervisor finished");
-                    match thread.join() {
-                        Ok(listener) => drop(listener),
-                        Err(_) => eprintln!("wedge-run: the supervisor thread panicked"),
-                    }
-                }
-                DrainOutcome::Expired => {
-                    eprintln!(
-                        "wedge-run: WARNING: the supervisor did not stop within the {} ms drain; \
-                         exiting without it (its listener stays open until the process ends)",
-                        drain.as_millis()
-                    );
-                    tracing::error!(
-                        drain_ms = drain.as_millis() as u64,
-                        "supervisor drain expired"
-                    );
-                }
+        } => match shutdown::shut_down_fixed(&coordinator, thread, drain) {
+            ShutdownOutcome::Stopped(exit) => tracing::debug!(?exit, "supervisor finished"),
+            ShutdownOutcome::Panicked(exit) => {
+                tracing::debug!(?exit, "supervisor finished");
+                eprintln!("wedge-run: the supervisor thread panicked");
             }
-        }
+            ShutdownOutcome::Expired => {
+                eprintln!(
+                    "wedge-run: WARNING: the supervisor did not stop within the {} ms drain; \
+                     exiting without it (its listener stays open until the process ends)",
+                    drain.as_millis()
+                );
+                tracing::error!(
+                    drain_ms = drain.as_millis() as u64,
+                    "supervisor drain expired"
+                );
+            }
+        },
         Supervision::PreFix { listener, thread } => {
             // The old shutdown: close the listener and wait for the supervisor to notice. A
             // close never wakes a thread blocked in NOTIF_RECV, so this join can last forever.
-            drop(listener);
-            let _ = thread.join();
+            let _ = shutdown::shut_down_pre_fix(listener, thread);
         }
     }
 }

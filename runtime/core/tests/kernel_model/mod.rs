@@ -36,6 +36,10 @@ pub struct KernelState {
     pub signal: bool,
     /// How `supervise` returned, once it has.
     pub returned: Option<SupervisorExit>,
+    /// The runner's join of the supervisor thread has returned.
+    pub joined: bool,
+    /// close(listener) came after the runner's join returned.
+    pub closed_after_join: bool,
 }
 
 pub struct Kernel {
@@ -80,7 +84,9 @@ impl Kernel {
 
     /// close(listener): marks the descriptor closed and, as measured, wakes nobody.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut state = self.lock();
+        state.closed = true;
+        state.closed_after_join = state.joined;
     }
 
     pub fn snapshot(&self) -> (usize, usize, bool) {
@@ -134,14 +140,23 @@ impl Kernel {
         self.changed.wait(state)
     }
 
-    /// Sleeps in a blocking call until something changes; `Err(EINTR)` if a signal came.
+    /// Sleeps in the blocking call `call` until something changes; `Err(EINTR)` if a signal came.
+    /// Under loom it records the supervisor's station (`blocked in <call>`), so that a deadlocked
+    /// model says where the supervisor is stuck.
     fn block<'a>(
         &self,
         mut state: MutexGuard<'a, KernelState>,
+        call: &'static str,
     ) -> Result<MutexGuard<'a, KernelState>, Errno> {
         state.parked = true;
         self.changed.notify_all();
+        #[cfg(loom)]
+        crate::loom_support::station("supervisor", call);
+        #[cfg(not(loom))]
+        let _ = call;
         state = self.sleep(state);
+        #[cfg(loom)]
+        crate::loom_support::station("supervisor", "running");
         state.parked = false;
         if std::mem::take(&mut state.signal) {
             return Err(Errno::EINTR);
@@ -180,7 +195,7 @@ impl NotifyListener for ModelListener {
             if !block || ready.wake || ready.notification || ready.hangup {
                 return Ok(ready);
             }
-            state = kernel.block(state)?;
+            state = kernel.block(state, "blocked in ppoll")?;
         }
     }
 
@@ -197,7 +212,7 @@ impl NotifyListener for ModelListener {
                 return Err(Errno::ENOENT);
             }
             // Blocked in the ioctl. A later close does not change anything we look at.
-            state = kernel.block(state)?;
+            state = kernel.block(state, "blocked in NOTIF_RECV")?;
         }
     }
 }
@@ -214,6 +229,16 @@ impl WakeSignal for ModelEventfd {
         drop(state);
         self.0.changed.notify_all();
         Ok(())
+    }
+}
+
+/// The listener descriptor a supervisor thread owns and hands back: dropping it is
+/// close(listener), as dropping the session's `OwnedFd` is.
+pub struct OwnedListener(pub Arc<Kernel>);
+
+impl Drop for OwnedListener {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

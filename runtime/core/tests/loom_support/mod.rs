@@ -1,8 +1,64 @@
 //! What every loom model test here shares: exploring a model with interleavings counted and timed,
-//! expecting loom to find a failure, and expecting it to find a deadlock (in a child process).
+//! expecting loom to find a failure, and expecting it to find a deadlock (in a child process) with
+//! each thread stuck where the model says it must be.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Where each model thread is, by role ("supervisor", "exec 1"): the last step it recorded with
+/// [`station`]. A plain std map, outside the model (loom never sees it, so recording explores
+/// nothing): loom runs its threads one at a time on one OS thread, and the map only reports.
+static STATIONS: std::sync::Mutex<BTreeMap<String, &'static str>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The line [`report_stations_on_panic`] prints, and [`expect_loom_deadlock`] looks for.
+const STATIONS_LINE: &str = "model stations: ";
+
+/// Records that the thread playing `role` is now at `place` (call it just before a step that may
+/// block, and again after it).
+pub fn station(role: &str, place: &'static str) {
+    STATIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(role.to_owned(), place);
+}
+
+/// Forgets every station: call it first in a model, so the map describes one interleaving.
+pub fn reset_stations() {
+    STATIONS.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// Makes a panic (loom's deadlock report is one) also print where every model thread was, before
+/// loom aborts the process while unwinding. For the child process of [`expect_loom_deadlock`].
+pub fn report_stations_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let stations = STATIONS.lock().unwrap_or_else(|p| p.into_inner());
+        let line: Vec<String> = stations
+            .iter()
+            .map(|(role, place)| format!("{role} = {place}"))
+            .collect();
+        eprintln!("{STATIONS_LINE}{}", line.join("; "));
+    }));
+}
+
+/// The stations of a report line with the digits taken out of the roles ("exec 1" is "exec"), sorted:
+/// which thread of several alike is stuck where does not matter, how many of them are does.
+fn station_kinds(line: &str) -> Vec<String> {
+    let mut kinds: Vec<String> = line
+        .split("; ")
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.replace(|c: char| c.is_ascii_digit(), "")
+                .replace("  ", " ")
+        })
+        .map(|s| s.replace(" =", "=").replace("= ", "=").trim().to_owned())
+        .collect();
+    kinds.sort();
+    kinds
+}
 
 /// Explores every interleaving of `f` (up to the preemption bound) and returns how the exploration
 /// ended (a panic's payload if an interleaving failed), the number of interleavings run and the time.
@@ -67,10 +123,13 @@ pub fn expect_loom_finds(name: &str, finding: &str, f: impl Fn() + Sync + Send +
 }
 
 /// Runs `model_test`, an ignored test of this binary that must deadlock, in a child process, and
-/// checks that loom reported the deadlock. (Loom finds it, then aborts the process while unwinding
-/// out of it, so it cannot be observed from inside.) coreutils `timeout` is the watchdog: loom
-/// explores deterministically, but nothing here may hang CI.
-pub fn expect_loom_deadlock(model_test: &str) {
+/// checks that loom reported the deadlock with loom's thread states `loom_states` (e.g.
+/// `"Blocked"` twice and `"Terminated"` once, in thread-id order) and the model's threads at
+/// `stuck` (`"role=place"`, roles without their numbers, in any order; see [`station`]). (Loom
+/// finds the deadlock, then aborts the process while unwinding out of it, so it cannot be observed
+/// from inside.) coreutils `timeout` is the watchdog: loom explores deterministically, but nothing
+/// here may hang CI.
+pub fn expect_loom_deadlock(model_test: &str, loom_states: &[&str], stuck: &[&str]) {
     let exe = std::env::current_exe().unwrap();
     let started = std::time::Instant::now();
     let out = std::process::Command::new("timeout")
@@ -102,8 +161,32 @@ pub fn expect_loom_deadlock(model_test: &str) {
     let Some(report) = text.lines().find(|l| l.contains("deadlock; threads =")) else {
         panic!("the model failed, but not with loom's deadlock report:\n{text}");
     };
+    let states: Vec<&str> = report
+        .split("), (")
+        .filter_map(|t| t.split_once(", ").map(|(_, state)| state))
+        .map(|state| {
+            state
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        states, loom_states,
+        "loom's deadlock report has other thread states than expected: {report}"
+    );
+    let Some(stations) = text.lines().find_map(|l| l.strip_prefix(STATIONS_LINE)) else {
+        panic!("the model deadlocked without reporting its stations:\n{text}");
+    };
+    let mut expected: Vec<String> = stuck.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(
+        station_kinds(stations),
+        expected,
+        "the model deadlocked with threads stuck elsewhere than expected: {stations}"
+    );
     eprintln!(
-        "{model_test}: loom found the deadlock in {:.1} s: {}",
+        "{model_test}: loom found the deadlock in {:.1} s: {}; {STATIONS_LINE}{stations}",
         started.elapsed().as_secs_f64(),
         report.trim()
     );
