@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::notify::{Listener, Notification, Response};
 use super::policy::{Policy, Ruling};
+use crate::mutation::{Mutation, active};
 
 /// Limits on what is read from a target, so a hostile one cannot make the supervisor allocate
 /// without bound.
@@ -155,6 +156,7 @@ fn decide(
     }
     match thread_count(n.pid) {
         Ok(1) => {}
+        Ok(_) if active(Mutation::SingleThread) => {}
         Ok(threads) => return refuse(Refusal::Multithreaded(threads), None),
         Err(err) => return refuse(Refusal::ThreadCount(err), None),
     }
@@ -164,7 +166,7 @@ fn decide(
     };
     // What we read is only meaningful if the notification still stands: the pid could have died
     // and been reused while we read it.
-    if !listener.id_valid(n.id) {
+    if !active(Mutation::IdValidRecheck) && !listener.id_valid(n.id) {
         return refuse(Refusal::Stale, Some(request));
     }
     let ruling = policy.decide(&request.path, &request.argv);

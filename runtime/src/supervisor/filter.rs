@@ -14,6 +14,8 @@ use std::os::fd::OwnedFd;
 
 use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
 
+use crate::mutation::{Mutation, active};
+
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
@@ -65,8 +67,12 @@ pub const X32_GUARD: [libc::sock_filter; 6] = [
 /// Call it single-threaded, right before exec: the filter is not synchronised to other threads.
 pub fn install_exec_filter() -> Result<OwnedFd, FilterError> {
     let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(FilterError::Build)?;
-    ctx.set_act_badarch(ScmpAction::KillProcess)
-        .map_err(FilterError::Build)?;
+    let badarch = if active(Mutation::ArchCheck) {
+        ScmpAction::Allow
+    } else {
+        ScmpAction::KillProcess
+    };
+    ctx.set_act_badarch(badarch).map_err(FilterError::Build)?;
     ctx.set_ctl_nnp(true).map_err(FilterError::Build)?;
     for name in ["execve", "execveat"] {
         let syscall = ScmpSyscall::from_name(name).map_err(FilterError::Build)?;
@@ -82,14 +88,20 @@ pub fn install_exec_filter() -> Result<OwnedFd, FilterError> {
         .try_clone_to_owned()
         .map_err(FilterError::Listener)?;
     drop(ctx);
-    install_x32_guard()?;
+    if !active(Mutation::X32Check) {
+        install_x32_guard()?;
+    }
     Ok(listener)
 }
 
 fn install_x32_guard() -> Result<(), FilterError> {
+    let mut guard = X32_GUARD;
+    if active(Mutation::ArchCheck) {
+        guard[1].jf = 2; // a foreign arch jumps to ALLOW instead of KILL
+    }
     let program = libc::sock_fprog {
-        len: X32_GUARD.len() as u16,
-        filter: X32_GUARD.as_ptr() as *mut _,
+        len: guard.len() as u16,
+        filter: guard.as_ptr() as *mut _,
     };
     // SAFETY: `program` points at a valid BPF program that outlives the call.
     let rc = unsafe {
