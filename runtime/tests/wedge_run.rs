@@ -330,6 +330,34 @@ fn a_lingering_process_does_not_hold_up_the_fixed_runner() {
     assert!(subject.kill_and_reap().is_empty());
 }
 
+/// The fixed runner stops its supervisor through the coordinator, with the listener still open
+/// under it (closed only once the thread has handed it back), and well within the drain: the
+/// supervisor reports that shutdown was requested, not that its listener vanished, and the drain
+/// never expires.
+#[test]
+fn the_fixed_supervisor_stops_on_request_with_its_listener_open() {
+    let mut command = wedge_run_cmd("none", "fixed", None, &["sh", "-c", LINGER]);
+    command.env("RUST_LOG", "wedge_runtime=debug,wedge_core=debug");
+    let mut subject = Subject::start_with_stdin(command);
+    let _lingering = lingering_pid(&subject);
+    let_the_command_exit_once_supervisor_waits(&mut subject, SYS_PPOLL, None);
+    let status = subject.expect_exit();
+    // Not `complete()`: the lingering sleep holds the pipe open. wedge-run has exited, so waiting
+    // for its line only waits for our reader thread.
+    subject.wait_stderr("supervisor finished");
+    let stderr = subject.stderr.text();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("supervisor finished exit=ShutdownRequested"),
+        "the supervisor must end because shutdown was requested:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("wedge-run: DRAIN EXPIRED"),
+        "the drain must not expire:\n{stderr}"
+    );
+    assert!(subject.kill_and_reap().is_empty());
+}
+
 #[test]
 fn a_lingering_process_deadlocks_the_pre_fix_runner() {
     let mut subject = Subject::start_with_stdin(wedge_run_cmd(

@@ -24,9 +24,10 @@ pub enum Mutation {
     CallerPgrp,
     /// The sandbox is spawned (so PDEATHSIG is set) from a short-lived thread.
     PdeathsigThread,
-    /// The filters let syscalls of foreign architectures (i386 `int 0x80`) through.
+    /// The filters let syscalls of foreign architectures (i386 `int 0x80`) through (x32 numbers
+    /// are still killed).
     ArchCheck,
-    /// The second filter, which kills x32 syscall numbers, is not installed.
+    /// Neither filter kills x32 syscall numbers (foreign architectures are still killed).
     X32Check,
     /// `CONTINUE` is answered without checking that the target has one thread.
     SingleThread,

@@ -67,7 +67,9 @@ pub const X32_GUARD: [libc::sock_filter; 6] = [
 /// Call it single-threaded, right before exec: the filter is not synchronised to other threads.
 pub fn install_exec_filter() -> Result<OwnedFd, FilterError> {
     let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(FilterError::Build)?;
-    let badarch = if active(Mutation::ArchCheck) {
+    // libseccomp's x86_64 filter also sends x32 numbers to the bad-arch action, so each of the
+    // two mutations lifts it and then removes its own half of the guard below.
+    let badarch = if active(Mutation::ArchCheck) || active(Mutation::X32Check) {
         ScmpAction::Allow
     } else {
         ScmpAction::KillProcess
@@ -88,9 +90,7 @@ pub fn install_exec_filter() -> Result<OwnedFd, FilterError> {
         .try_clone_to_owned()
         .map_err(FilterError::Listener)?;
     drop(ctx);
-    if !active(Mutation::X32Check) {
-        install_x32_guard()?;
-    }
+    install_x32_guard()?;
     Ok(listener)
 }
 
@@ -98,6 +98,9 @@ fn install_x32_guard() -> Result<(), FilterError> {
     let mut guard = X32_GUARD;
     if active(Mutation::ArchCheck) {
         guard[1].jf = 2; // a foreign arch jumps to ALLOW instead of KILL
+    }
+    if active(Mutation::X32Check) {
+        guard[3].jt = 0; // an x32 number falls through to ALLOW
     }
     let program = libc::sock_fprog {
         len: guard.len() as u16,
