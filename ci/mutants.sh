@@ -16,7 +16,7 @@ export CARGO_TARGET_DIR="$PWD/target/mutants"
 export CARGO_TERM_COLOR=never
 bin="$CARGO_TARGET_DIR/release"
 # Every check has its own limit: a mutation that deadlocks a check must count as caught, not hang.
-limit="${WEDGE_MUTANT_LIMIT:-180}"
+limit="${WEDGE_MUTANT_LIMIT:-90}"
 logs="$CARGO_TARGET_DIR/logs"
 rm -rf "$logs" && mkdir -p "$logs"
 
