@@ -58,7 +58,7 @@ declare -A checks=(
   [arch-check]="test:wedge_run:i386_int80_execve_kills_the_process"
   [x32-check]="test:wedge_run:x32_syscall_numbers_kill_the_process"
   [single-thread]="test:wedge_run:exec_from_a_multithreaded_process_is_denied"
-  [id-valid-recheck]=""
+  [id-valid-recheck]="test:wedge_run:a_target_that_dies_after_its_request_was_read_is_refused_as_stale"
   [spawn-blocking]="scenario:worker-starvation:strategy=blocking-pool-std-mutex workers=1 concurrency=1"
   [std-spawn-lock]="scenario:cwd-race:strategy=blocking-pool-std-mutex"
   [zygote]="scenario:fork-while-locked:strategy=zygote"

@@ -473,3 +473,27 @@ fn a_second_sigint_kills_the_sandbox_and_sigwinch_never_counts() {
         );
     }
 }
+
+/// A target that dies after the supervisor has read its request (killed there by the mutation
+/// build's instrumentation) is refused as stale: what was read no longer describes a live exec.
+#[cfg(feature = "mutations")]
+#[test]
+fn a_target_that_dies_after_its_request_was_read_is_refused_as_stale() {
+    let mut command = wedge_run_cmd(
+        "none",
+        "fixed",
+        None,
+        &["sh", "-c", "/bin/true; echo status=$?"],
+    );
+    command.env("WEDGE_RUN_KILL_AFTER_READ", "/bin/true");
+    let (code, out, err) = Subject::start(command).finish();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("status=137"),
+        "the target was killed: {out}\n{err}"
+    );
+    assert!(
+        err.contains("the notification is no longer valid"),
+        "the stale notification must be refused:\n{err}"
+    );
+}

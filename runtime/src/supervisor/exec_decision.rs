@@ -164,6 +164,7 @@ fn decide(
         Ok(request) => request,
         Err(refusal) => return refuse(refusal, None),
     };
+    kill_after_read(n.pid, &request.path);
     // What we read is only meaningful if the notification still stands: the pid could have died
     // and been reused while we read it.
     if !active(Mutation::IdValidRecheck) && !listener.id_valid(n.id) {
@@ -176,6 +177,30 @@ fn decide(
         Decision::Deny { request, ruling }
     }
 }
+
+/// Test instrumentation, compiled only into the `mutations` build: with
+/// `WEDGE_RUN_KILL_AFTER_READ=PATH`, a target exec'ing PATH is SIGKILLed after its request was read
+/// and before the re-check, and waited for until it has exited, so a test can show that the stale
+/// notification is refused (and so catch the `id-valid-recheck` mutation).
+#[cfg(feature = "mutations")]
+fn kill_after_read(pid: u32, path: &str) {
+    if std::env::var_os("WEDGE_RUN_KILL_AFTER_READ").is_none_or(|p| p != path) {
+        return;
+    }
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        // Gone or a zombie: its notification has been withdrawn.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) if !stat.rsplit(')').next().unwrap_or("").starts_with(" Z") => {}
+            _ => return,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[cfg(not(feature = "mutations"))]
+fn kill_after_read(_pid: u32, _path: &str) {}
 
 fn thread_count(pid: u32) -> Result<usize, String> {
     let status =
