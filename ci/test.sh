@@ -35,3 +35,6 @@ step ./target/release/wedge run --gate --trials 3 --out "$results-example" ci/ex
 # --cfg loom), kept apart from the normal one.
 step env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
   cargo test --release -p wedge-core --test 'loom_*'
+# Curated mutations: each reverted fix must be caught by the checks named for it (one build of its
+# own in target/mutants, mutations chosen at run time; see the script).
+step ./ci/mutants.sh

@@ -15,5 +15,6 @@
 pub mod agent;
 pub mod supervisor;
 
+pub use wedge_core::mutation;
 pub use wedge_core::sync;
 pub use wedge_sys as sys;

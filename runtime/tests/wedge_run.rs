@@ -330,6 +330,34 @@ fn a_lingering_process_does_not_hold_up_the_fixed_runner() {
     assert!(subject.kill_and_reap().is_empty());
 }
 
+/// The fixed runner stops its supervisor through the coordinator, with the listener still open
+/// under it (closed only once the thread has handed it back), and well within the drain: the
+/// supervisor reports that shutdown was requested, not that its listener vanished, and the drain
+/// never expires.
+#[test]
+fn the_fixed_supervisor_stops_on_request_with_its_listener_open() {
+    let mut command = wedge_run_cmd("none", "fixed", None, &["sh", "-c", LINGER]);
+    command.env("RUST_LOG", "wedge_runtime=debug,wedge_core=debug");
+    let mut subject = Subject::start_with_stdin(command);
+    let _lingering = lingering_pid(&subject);
+    let_the_command_exit_once_supervisor_waits(&mut subject, SYS_PPOLL, None);
+    let status = subject.expect_exit();
+    // Not `complete()`: the lingering sleep holds the pipe open. wedge-run has exited, so waiting
+    // for its line only waits for our reader thread.
+    subject.wait_stderr("supervisor finished");
+    let stderr = subject.stderr.text();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("supervisor finished exit=ShutdownRequested"),
+        "the supervisor must end because shutdown was requested:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("wedge-run: DRAIN EXPIRED"),
+        "the drain must not expire:\n{stderr}"
+    );
+    assert!(subject.kill_and_reap().is_empty());
+}
+
 #[test]
 fn a_lingering_process_deadlocks_the_pre_fix_runner() {
     let mut subject = Subject::start_with_stdin(wedge_run_cmd(
@@ -444,4 +472,28 @@ fn a_second_sigint_kills_the_sandbox_and_sigwinch_never_counts() {
             "{sandbox}: the second SIGINT is not forwarded"
         );
     }
+}
+
+/// A target that dies after the supervisor has read its request (killed there by the mutation
+/// build's instrumentation) is refused as stale: what was read no longer describes a live exec.
+#[cfg(feature = "mutations")]
+#[test]
+fn a_target_that_dies_after_its_request_was_read_is_refused_as_stale() {
+    let mut command = wedge_run_cmd(
+        "none",
+        "fixed",
+        None,
+        &["sh", "-c", "/bin/true; echo status=$?"],
+    );
+    command.env("WEDGE_RUN_KILL_AFTER_READ", "/bin/true");
+    let (code, out, err) = Subject::start(command).finish();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("status=137"),
+        "the target was killed: {out}\n{err}"
+    );
+    assert!(
+        err.contains("the notification is no longer valid"),
+        "the stale notification must be refused:\n{err}"
+    );
 }

@@ -12,9 +12,11 @@
 //!   and listener;
 //! - [`supervise`]: the supervisor's receive loops (fixed and pre-fix), generic over the listener
 //!   they wait on: the traits the seccomp ioctl layer implements;
-//! - [`cwd`]: wedge-agent's cwd critical section and the spawn lock that serialises it.
+//! - [`cwd`]: wedge-agent's cwd critical section and the spawn lock that serialises it;
+//! - [`mutation`]: the curated mutations `ci/mutants.sh` runs (feature `mutations`; inert without).
 
 pub mod cwd;
+pub mod mutation;
 pub mod shutdown;
 pub mod supervise;
 pub mod sync;

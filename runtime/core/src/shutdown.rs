@@ -17,6 +17,7 @@
 
 use std::time::Duration;
 
+use crate::mutation::{Mutation, active};
 use crate::sync::{AtomicBool, AtomicUsize, Condvar, Instant, Mutex, Ordering, thread};
 
 /// Something that can be made readable to wake a waiting supervisor: an eventfd in the real
@@ -77,10 +78,13 @@ impl<W: WakeSignal> ShutdownCoordinator<W> {
     /// Asks the supervisor to stop. Idempotent and safe from any thread: only the first call
     /// raises the wake signal. Returns whether this call was the one that began shutdown.
     pub fn begin(&self) -> bool {
-        if self.begun.swap(true, Ordering::SeqCst) {
+        if self.begun.swap(true, Ordering::SeqCst) && !active(Mutation::BeginIdempotence) {
             return false;
         }
         self.raises.fetch_add(1, Ordering::SeqCst);
+        if active(Mutation::EventfdWake) {
+            return true;
+        }
         if let Err(err) = self.wake.raise() {
             // The flag is set, so a supervisor between two waits still sees it; one already
             // parked in ppoll would not, which is why this is loud.
@@ -113,6 +117,7 @@ impl<W: WakeSignal> ShutdownCoordinator<W> {
 
     /// Waits for the supervisor to finish: at most `drain`, or without bound when `None`.
     pub fn wait_finished(&self, drain: Option<Duration>) -> DrainOutcome {
+        let drain = drain.filter(|_| !active(Mutation::BoundedDrain));
         let mut completion = self.completion.lock();
         match drain {
             None => loop {

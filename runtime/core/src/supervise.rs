@@ -9,6 +9,7 @@
 
 use nix::errno::Errno;
 
+use crate::mutation::{Mutation, active};
 use crate::shutdown::{ShutdownCoordinator, SupervisorExit, WakeSignal};
 
 /// What a wait on `[listener, wake]` reported.
@@ -96,7 +97,12 @@ where
     L: NotifyListener,
     H: FnMut(L::Notification),
 {
-    for _ in 0..DRAIN_LIMIT {
+    let limit = if active(Mutation::BoundedDrain) {
+        usize::MAX
+    } else {
+        DRAIN_LIMIT
+    };
+    for _ in 0..limit {
         match listener.wait(false) {
             Ok(ready) if ready.notification => match receive_one(listener, handle) {
                 Received::Handled | Received::Nothing => {}

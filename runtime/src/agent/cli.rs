@@ -6,7 +6,7 @@ use super::proto::agent_server::AgentServer;
 use super::proto::{ExecRequest, OutputStream};
 use super::service::AgentService;
 use super::spawn::zygote::Zygote;
-use super::spawn::{Spawner, Strategy};
+use super::spawn::{self, Spawner, Strategy};
 use crate::sys;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -94,6 +94,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 
 /// `wedge-agent`'s main: parses the command line (bad arguments exit with status 2) and runs it.
 pub fn main() -> ExitCode {
+    crate::mutation::check_env();
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Serve(_) => "info",
@@ -156,6 +157,13 @@ fn prepare_socket(path: &Path) -> Result<()> {
     }
 }
 
+/// How long `serve` lets the runtime's remaining tasks finish once it has stopped serving.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The start of the line `serve` prints on stderr when it stops with builds still running after
+/// [`SHUTDOWN_TIMEOUT`]: a stable marker, so a scenario can fail such a trial.
+pub const FORCED_STOP: &str = "wedge-agent: FORCED STOP";
+
 fn serve(args: ServeArgs) -> Result<()> {
     failpoints::configure_from_env()?;
     ensure_standard_fds()?;
@@ -201,7 +209,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         args.strategy,
         workers,
     ));
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+    // tokio does not say whether the timeout cut anything short; a build still running in this
+    // process (inline on a worker, or on the blocking pool) is what it would have waited for.
+    let running = spawn::builds_in_process();
+    if running > 0 {
+        eprintln!("{FORCED_STOP} ({running} tasks still running)");
+    }
     let _ = std::fs::remove_file(&args.socket);
     let _ = std::fs::remove_dir_all(&state_root);
     served

@@ -40,6 +40,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    wedge_runtime::mutation::check_env();
     let argv: Vec<OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == sandbox::SHIM_ARG) {
         sandbox::run_shim(&argv[2..]);

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::notify::{Listener, Notification, Response};
 use super::policy::{Policy, Ruling};
+use crate::mutation::{Mutation, active};
 
 /// Limits on what is read from a target, so a hostile one cannot make the supervisor allocate
 /// without bound.
@@ -155,6 +156,7 @@ fn decide(
     }
     match thread_count(n.pid) {
         Ok(1) => {}
+        Ok(_) if active(Mutation::SingleThread) => {}
         Ok(threads) => return refuse(Refusal::Multithreaded(threads), None),
         Err(err) => return refuse(Refusal::ThreadCount(err), None),
     }
@@ -162,9 +164,10 @@ fn decide(
         Ok(request) => request,
         Err(refusal) => return refuse(refusal, None),
     };
+    kill_after_read(n.pid, &request.path);
     // What we read is only meaningful if the notification still stands: the pid could have died
     // and been reused while we read it.
-    if !listener.id_valid(n.id) {
+    if !active(Mutation::IdValidRecheck) && !listener.id_valid(n.id) {
         return refuse(Refusal::Stale, Some(request));
     }
     let ruling = policy.decide(&request.path, &request.argv);
@@ -174,6 +177,30 @@ fn decide(
         Decision::Deny { request, ruling }
     }
 }
+
+/// Test instrumentation, compiled only into the `mutations` build: with
+/// `WEDGE_RUN_KILL_AFTER_READ=PATH`, a target exec'ing PATH is SIGKILLed after its request was read
+/// and before the re-check, and waited for until it has exited, so a test can show that the stale
+/// notification is refused (and so catch the `id-valid-recheck` mutation).
+#[cfg(feature = "mutations")]
+fn kill_after_read(pid: u32, path: &str) {
+    if std::env::var_os("WEDGE_RUN_KILL_AFTER_READ").is_none_or(|p| p != path) {
+        return;
+    }
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        // Gone or a zombie: its notification has been withdrawn.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) if !stat.rsplit(')').next().unwrap_or("").starts_with(" Z") => {}
+            _ => return,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[cfg(not(feature = "mutations"))]
+fn kill_after_read(_pid: u32, _path: &str) {}
 
 fn thread_count(pid: u32) -> Result<usize, String> {
     let status =

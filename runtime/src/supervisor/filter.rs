@@ -14,6 +14,8 @@ use std::os::fd::OwnedFd;
 
 use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
 
+use crate::mutation::{Mutation, active};
+
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
@@ -65,8 +67,14 @@ pub const X32_GUARD: [libc::sock_filter; 6] = [
 /// Call it single-threaded, right before exec: the filter is not synchronised to other threads.
 pub fn install_exec_filter() -> Result<OwnedFd, FilterError> {
     let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(FilterError::Build)?;
-    ctx.set_act_badarch(ScmpAction::KillProcess)
-        .map_err(FilterError::Build)?;
+    // libseccomp's x86_64 filter also sends x32 numbers to the bad-arch action, so each of the
+    // two mutations lifts it and then removes its own half of the guard below.
+    let badarch = if active(Mutation::ArchCheck) || active(Mutation::X32Check) {
+        ScmpAction::Allow
+    } else {
+        ScmpAction::KillProcess
+    };
+    ctx.set_act_badarch(badarch).map_err(FilterError::Build)?;
     ctx.set_ctl_nnp(true).map_err(FilterError::Build)?;
     for name in ["execve", "execveat"] {
         let syscall = ScmpSyscall::from_name(name).map_err(FilterError::Build)?;
@@ -87,9 +95,16 @@ pub fn install_exec_filter() -> Result<OwnedFd, FilterError> {
 }
 
 fn install_x32_guard() -> Result<(), FilterError> {
+    let mut guard = X32_GUARD;
+    if active(Mutation::ArchCheck) {
+        guard[1].jf = 2; // a foreign arch jumps to ALLOW instead of KILL
+    }
+    if active(Mutation::X32Check) {
+        guard[3].jt = 0; // an x32 number falls through to ALLOW
+    }
     let program = libc::sock_fprog {
-        len: X32_GUARD.len() as u16,
-        filter: X32_GUARD.as_ptr() as *mut _,
+        len: guard.len() as u16,
+        filter: guard.as_ptr() as *mut _,
     };
     // SAFETY: `program` points at a valid BPF program that outlives the call.
     let rc = unsafe {

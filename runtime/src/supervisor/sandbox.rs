@@ -23,6 +23,7 @@ use nix::sys::socket::{
 };
 
 use super::filter::install_exec_filter;
+use crate::mutation::{Mutation, active};
 
 /// The hidden first argument that turns `wedge-run` into the in-sandbox shim.
 pub const SHIM_ARG: &str = "__shim";
@@ -95,6 +96,9 @@ pub fn shim_command(
         .arg(shim_fd.to_string())
         .arg("--")
         .args(cmd);
+    if active(Mutation::CallerPgrp) {
+        command.process_group(0);
+    }
     // SAFETY: only async-signal-safe calls (fcntl, prctl, getppid) between fork and exec.
     unsafe {
         command.pre_exec(move || {

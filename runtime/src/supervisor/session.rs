@@ -27,11 +27,16 @@ use super::sandbox::{
 use super::shutdown::{self, ShutdownCoordinator, ShutdownOutcome, SupervisorExit};
 use super::signals::{self, Targets};
 use super::supervise;
+use crate::mutation::{Mutation, active};
 use crate::sync::{Arc, Mutex};
 use crate::sys::PidFd;
 
 /// The thread name of the supervisor, as `/proc/PID/task/TID/comm` shows it.
 pub const SUPERVISOR_THREAD: &str = "supervisor";
+
+/// The start of the line the fixed session prints on stderr when its drain expires: a stable
+/// marker, so a scenario can fail a trial that only finished because the drain gave up.
+pub const DRAIN_EXPIRED: &str = "wedge-run: DRAIN EXPIRED";
 
 /// The default bounded drain of the fixed session.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(2);
@@ -109,12 +114,11 @@ fn run_supervised(config: RunConfig) -> anyhow::Result<i32> {
 
     let channel = Channel::new().context("creating the hand-off socketpair")?;
     // Spawned from the main thread, which lives as long as the child (PDEATHSIG is per thread).
-    let mut child = sandbox::shim_command(sandbox, &wedge_run, channel.shim.as_raw_fd(), &command)
-        .spawn()
-        .with_context(|| match sandbox {
-            SandboxKind::Bwrap => "starting bubblewrap (is the bubblewrap package installed?)",
-            SandboxKind::None => "starting the sandboxed command",
-        })?;
+    let mut shim = sandbox::shim_command(sandbox, &wedge_run, channel.shim.as_raw_fd(), &command);
+    let mut child = spawn_sandbox(&mut shim).with_context(|| match sandbox {
+        SandboxKind::Bwrap => "starting bubblewrap (is the bubblewrap package installed?)",
+        SandboxKind::None => "starting the sandboxed command",
+    })?;
     drop(channel.shim);
     targets.lock().sandbox =
         Some(PidFd::open(child.id() as i32).context("pidfd_open on the sandbox")?);
@@ -142,14 +146,37 @@ fn run_supervised(config: RunConfig) -> anyhow::Result<i32> {
     };
     targets.lock().command = Some(PidFd::open(handoff.pid).context("pidfd_open on the command")?);
 
+    let listener_raw = handoff.listener.as_raw_fd();
     let supervision = start_supervisor(handoff.listener, coordinator, policy)?;
     sandbox::release_shim(&channel.runner).context("releasing the shim")?;
     drop(channel.runner);
 
     let status = child.wait().context("waiting for the sandbox")?;
     tracing::debug!(?status, "sandbox exited; shutting down the supervisor");
+    close_listener_early(listener_raw, &supervision);
     shut_down(supervision, drain);
     Ok(exit_code(status))
+}
+
+/// Starts the sandbox from the calling thread (the main thread: see [`sandbox::shim_command`]).
+/// The `pdeathsig-thread` mutation spawns it from a thread that ends at once instead, so the
+/// kernel's PDEATHSIG kills the sandbox as soon as that thread is gone.
+fn spawn_sandbox(shim: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    if !active(Mutation::PdeathsigThread) {
+        return shim.spawn();
+    }
+    std::thread::scope(|s| s.spawn(|| shim.spawn()).join())
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+}
+
+/// The `listener-handback` mutation: close the listener under the fixed supervisor before
+/// shutdown and its join, as the pre-fix session does, instead of after the thread handed it back.
+fn close_listener_early(listener: std::os::fd::RawFd, supervision: &Supervision) {
+    if active(Mutation::ListenerHandback) && matches!(supervision, Supervision::Fixed { .. }) {
+        // SAFETY: deliberately wrong (the supervisor thread still owns `listener`): this is the
+        // reverted fix, compiled only into the mutation build.
+        unsafe { libc::close(listener) };
+    }
 }
 
 fn start_supervisor(
@@ -206,7 +233,7 @@ fn shut_down(supervision: Supervision, drain: Duration) {
             }
             ShutdownOutcome::Expired => {
                 eprintln!(
-                    "wedge-run: WARNING: the supervisor did not stop within the {} ms drain; \
+                    "{DRAIN_EXPIRED}: the supervisor did not stop within the {} ms drain; \
                      exiting without it (its listener stays open until the process ends)",
                     drain.as_millis()
                 );

@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
 use signal_hook::iterator::Signals;
 
+use crate::mutation::{Mutation, active};
 use crate::sync::{Arc, Mutex};
 use crate::sys::PidFd;
 
@@ -41,7 +42,7 @@ impl Escalation {
             Signal::SIGWINCH => Action::Forward(signal),
             Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP => {
                 self.terminating += 1;
-                if self.terminating == 1 {
+                if self.terminating == 1 || active(Mutation::SignalEscalation) {
                     Action::Forward(signal)
                 } else {
                     Action::KillAndShutdown

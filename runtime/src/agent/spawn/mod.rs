@@ -18,8 +18,10 @@ pub use progress::BuildProgress;
 
 use super::build::cwd::SpawnLock;
 use super::build::{self, BuildError, BuildFailure, BuildSpec, Built};
+use crate::mutation::{Mutation, active};
 use progress::LogLockHolder;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use zygote::Zygote;
 
@@ -123,6 +125,10 @@ impl Spawner {
                     on_blocking_pool(spec, None, progress).await
                 }
                 Strategy::BlockingPoolStdMutex => {
+                    let lock = (!active(Mutation::StdSpawnLock)).then(|| &*SPAWN_LOCK);
+                    on_blocking_pool(spec, lock, progress).await
+                }
+                Strategy::Zygote if active(Mutation::Zygote) => {
                     on_blocking_pool(spec, Some(&*SPAWN_LOCK), progress).await
                 }
                 Strategy::Zygote => {
@@ -134,11 +140,37 @@ impl Spawner {
     }
 }
 
+/// Builds running in this process right now (on a worker or the blocking pool; a zygote's builds
+/// run in the zygote and are not counted).
+static IN_PROCESS_BUILDS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many builds are running in this process: what the runtime's shutdown would wait for.
+pub fn builds_in_process() -> usize {
+    IN_PROCESS_BUILDS.load(Ordering::SeqCst)
+}
+
+/// Counts one in-process build for as long as it lives (also when it unwinds).
+struct InProcessBuild;
+
+impl InProcessBuild {
+    fn start() -> Self {
+        IN_PROCESS_BUILDS.fetch_add(1, Ordering::SeqCst);
+        InProcessBuild
+    }
+}
+
+impl Drop for InProcessBuild {
+    fn drop(&mut self) {
+        IN_PROCESS_BUILDS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn run_build(
     spec: &BuildSpec,
     lock: Option<&SpawnLock>,
     progress: &BuildProgress,
 ) -> Result<Built, BuildFailure> {
+    let _counted = InProcessBuild::start();
     build::build(spec, lock, progress.cancelled(), &mut |p| {
         progress.record(p)
     })
@@ -149,6 +181,9 @@ async fn on_blocking_pool(
     lock: Option<&'static SpawnLock>,
     progress: Arc<BuildProgress>,
 ) -> Result<Built, BuildFailure> {
+    if active(Mutation::SpawnBlocking) {
+        return run_build(&spec, lock, &progress);
+    }
     tokio::task::spawn_blocking(move || run_build(&spec, lock, &progress))
         .await
         .unwrap_or_else(|e| Err(BuildError::Failed(format!("the build thread failed: {e}")).into()))
