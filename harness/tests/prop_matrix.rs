@@ -252,6 +252,7 @@ impl Case {
             within_ms: None,
             stdout: None,
             stderr: None,
+            stderr_forbid: None,
             diagnosis: None,
             min_rate: None,
             allow_lingering: false,

@@ -24,6 +24,10 @@ pub struct Expectation {
     pub stdout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// A pattern stderr must not match: how a fix that hides its own failure (a drain that
+    /// expired, a forced stop) still fails its row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_forbid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
     /// Gate threshold on the Wilson lower bound of the rate of trials meeting the expectation;
@@ -53,6 +57,9 @@ impl Expectation {
                 }
                 if let Some(p) = &self.stderr {
                     parts.push(format!("stderr ~ /{p}/"));
+                }
+                if let Some(p) = &self.stderr_forbid {
+                    parts.push(format!("stderr !~ /{p}/"));
                 }
             }
             Outcome::Hang => {
@@ -123,14 +130,13 @@ pub(crate) struct Expectations {
 /// Checks the fields an expectation and an override share.
 fn check_fields(
     exit: &Option<ExitSpec>,
-    stdout: &Option<String>,
-    stderr: &Option<String>,
+    patterns: [&Option<String>; 3],
     min_rate: &Option<f64>,
 ) -> Result<(), String> {
     if let Some(e) = exit {
         validate_exit(e)?;
     }
-    for p in [stdout, stderr].into_iter().flatten() {
+    for p in patterns.into_iter().flatten() {
         regex::Regex::new(p).map_err(|e| format!("bad pattern: {e}"))?;
     }
     if let Some(r) = min_rate
@@ -151,13 +157,14 @@ pub(crate) fn parse(
         Some(e) => (e.span(), e.get_ref().clone()),
         None => (0..0, ExpectSpec::default()),
     };
-    check_fields(&base.exit, &base.stdout, &base.stderr, &base.min_rate)
-        .map_err(|m| loc.error(span, m))?;
+    let patterns = [&base.stdout, &base.stderr, &base.stderr_forbid];
+    check_fields(&base.exit, patterns, &base.min_rate).map_err(|m| loc.error(span, m))?;
     let mut whens = Vec::new();
     for w in &base.when {
         let at = |m| loc.error(w.span(), m);
         let spec = w.get_ref().clone();
-        check_fields(&spec.exit, &spec.stdout, &spec.stderr, &spec.min_rate).map_err(at)?;
+        let patterns = [&spec.stdout, &spec.stderr, &spec.stderr_forbid];
+        check_fields(&spec.exit, patterns, &spec.min_rate).map_err(at)?;
         let cell = cell_match(&spec.cell, axes, "when.cell").map_err(at)?;
         let kernel =
             match &spec.kernel {
@@ -187,6 +194,7 @@ impl Expectations {
             within_ms: base.within_ms,
             stdout: base.stdout.clone(),
             stderr: base.stderr.clone(),
+            stderr_forbid: base.stderr_forbid.clone(),
             diagnosis: base.diagnosis.clone(),
             min_rate: base.min_rate,
             allow_lingering: base.allow_lingering.unwrap_or(false),
@@ -217,6 +225,9 @@ fn apply(e: &mut Expectation, s: &WhenSpec) {
     }
     if s.stderr.is_some() {
         e.stderr = s.stderr.clone();
+    }
+    if s.stderr_forbid.is_some() {
+        e.stderr_forbid = s.stderr_forbid.clone();
     }
     if s.diagnosis.is_some() {
         e.diagnosis = s.diagnosis.clone();

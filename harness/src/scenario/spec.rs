@@ -283,6 +283,8 @@ pub struct ExpectSpec {
     pub within_ms: Option<u64>,
     pub stdout: Option<String>,
     pub stderr: Option<String>,
+    /// A pattern that must NOT occur in stderr (e.g. a fix's "drain expired" marker).
+    pub stderr_forbid: Option<String>,
     pub diagnosis: Option<String>,
     pub min_rate: Option<f64>,
     pub allow_lingering: Option<bool>,
@@ -303,6 +305,8 @@ pub struct WhenSpec {
     pub within_ms: Option<u64>,
     pub stdout: Option<String>,
     pub stderr: Option<String>,
+    /// A pattern that must NOT occur in stderr (e.g. a fix's "drain expired" marker).
+    pub stderr_forbid: Option<String>,
     pub diagnosis: Option<String>,
     pub min_rate: Option<f64>,
     pub allow_lingering: Option<bool>,

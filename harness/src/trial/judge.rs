@@ -145,6 +145,13 @@ fn judge_exit(e: &Expectation, o: &Observed, exit: ExitInfo) -> (Verdict, String
         if let Some(reason) = missed {
             return (Verdict::Fail, reason);
         }
+        if let Some(p) = &e.stderr_forbid
+            && let Ok(re) = regex::Regex::new(p)
+            && let Some(m) = re.find(&o.stderr)
+        {
+            let line = o.stderr[m.start()..].lines().next().unwrap_or_default();
+            return (Verdict::Fail, format!("stderr matches /{p}/: {line}"));
+        }
     }
     let expected_signal = e
         .exit
@@ -215,6 +222,7 @@ mod tests {
             within_ms: None,
             stdout: None,
             stderr: None,
+            stderr_forbid: None,
             diagnosis: None,
             min_rate: None,
             allow_lingering: false,
@@ -261,6 +269,22 @@ mod tests {
         let mut e = expect(Outcome::Exit);
         e.exit = Some(ExitSpec::Word("SEGV".into()));
         assert_eq!(judge(&e, &exited(None, Some(11))).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_forbidden_stderr_line_fails_an_exit_that_met_everything_else() {
+        let mut e = expect(Outcome::Exit);
+        e.stderr_forbid = Some("^wedge-run: DRAIN EXPIRED".into());
+        let mut o = exited(Some(0), None);
+        o.stderr = "starting\n".into();
+        assert_eq!(judge(&e, &o).verdict, Verdict::Pass);
+        o.stderr = "wedge-run: DRAIN EXPIRED: the supervisor did not stop\nbye\n".into();
+        let j = judge(&e, &o);
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert_eq!(
+            j.reason,
+            "stderr matches /^wedge-run: DRAIN EXPIRED/: wedge-run: DRAIN EXPIRED: the supervisor did not stop"
+        );
     }
 
     #[test]
