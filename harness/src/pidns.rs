@@ -11,7 +11,10 @@
 //! 2. `unshare(CLONE_NEWPID)` and forks the *init*: pid 1 of the new namespace, which reaps
 //!    orphans and stays alive while the keeper lives or any process of the namespace is left
 //!    (so left-behind processes are seen, and reported, exactly as without a namespace);
-//! 3. forks the subject (pid 2 there), which restores the signal mask wedge gave and execs;
+//! 3. forks the subject (pid 2 there), which mounts a `/proc` of the new namespace (in a mount
+//!    namespace of the trial's own, whose mounts do not propagate to the host), so that the pids
+//!    a program sees (`$$`, `$!`) are the ones its `/proc` shows; then it restores the signal mask
+//!    wedge gave and execs;
 //! 4. reports on descriptor 3 ([`Report`]) the subject's and the init's pids as wedge sees them,
 //!    or the errno of a failed exec, and closes it;
 //! 5. waits for the subject and ends the same way it did (the same exit code, or the same
@@ -108,7 +111,8 @@ pub fn keeper_main(args: Vec<String>) -> ! {
     let report = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
     let original = block_all_signals();
     let init = start_init();
-    let (subject, outcome) = start_subject(&argv, &original);
+    let own_proc = init.as_ref().is_some_and(|i| i.own_mounts);
+    let (subject, outcome) = start_subject(&argv, &original, own_proc);
     let message = match outcome {
         Ok(()) => Report::Started {
             subject: subject.as_raw(),
@@ -134,6 +138,8 @@ pub fn keeper_main(args: Vec<String>) -> ! {
 /// keeper is gone.
 struct Init {
     pid: Pid,
+    /// Whether the namespace has a mount namespace of its own for its `/proc`.
+    own_mounts: bool,
     _alive: OwnedFd,
 }
 
@@ -154,11 +160,23 @@ fn block_all_signals() -> SigSet {
     original
 }
 
-/// Creates the pid namespace and forks its init, or returns `None` without the privilege.
+/// Creates the pid namespace (and a mount namespace for its `/proc`) and forks its init, or
+/// returns `None` without the privilege.
 fn start_init() -> Option<Init> {
     if unshare(CloneFlags::CLONE_NEWPID).is_err() {
         return None;
     }
+    // A mount namespace whose mounts stay inside it (the host's still propagate in): the
+    // namespace's own /proc, and whatever the subject mounts, end with the trial.
+    let own_mounts = unshare(CloneFlags::CLONE_NEWNS).is_ok()
+        && nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .is_ok();
     let (alive_read, alive_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap_or_else(|e| die(&e.to_string()));
     // SAFETY: the keeper is single-threaded, so the child may run any code after the fork.
@@ -171,6 +189,7 @@ fn start_init() -> Option<Init> {
             drop(alive_read);
             Some(Init {
                 pid: child,
+                own_mounts,
                 _alive: alive_write,
             })
         }
@@ -227,13 +246,16 @@ fn reap_all() -> bool {
 }
 
 /// Forks and execs the subject; `Err(errno)` when the exec failed.
-fn start_subject(argv: &[CString], mask: &SigSet) -> (Pid, Result<(), Errno>) {
+fn start_subject(argv: &[CString], mask: &SigSet, own_proc: bool) -> (Pid, Result<(), Errno>) {
     let (status_read, status_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap_or_else(|e| die(&e.to_string()));
     // SAFETY: the keeper is single-threaded, so the child may run any code after the fork.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(status_read);
+            if own_proc {
+                mount_own_proc();
+            }
             exec_subject(argv, mask, status_write.as_fd())
         }
         Ok(ForkResult::Parent { child }) => {
@@ -247,6 +269,15 @@ fn start_subject(argv: &[CString], mask: &SigSet) -> (Pid, Result<(), Errno>) {
         }
         Err(e) => die(&format!("fork of the subject: {e}")),
     }
+}
+
+/// A `/proc` of the subject's pid namespace over the host's, in the trial's own mount namespace
+/// (without one, the host's /proc stays: a subject then sees host pids).
+fn mount_own_proc() {
+    let flags = nix::mount::MsFlags::MS_NOSUID
+        | nix::mount::MsFlags::MS_NODEV
+        | nix::mount::MsFlags::MS_NOEXEC;
+    let _ = nix::mount::mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>);
 }
 
 /// In the subject's process: the signal state wedge gave, then exec; on failure the errno goes

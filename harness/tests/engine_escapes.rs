@@ -42,7 +42,7 @@ fn a_child_that_escapes_to_a_cgroup_it_made_is_killed_listed_and_its_cgroup_remo
         eprintln!("skipped: moving between cgroups needs root");
         return;
     }
-    for r in run_unchecked("escape-cgroup.toml", &[], None, LIMIT) {
+    for r in run_unchecked("leaking/escape-cgroup.toml", &[], None, LIMIT) {
         assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
         assert!(r.reason.contains("verdict was hang"), "{}", r.reason);
         let leak = r
