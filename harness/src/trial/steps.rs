@@ -313,8 +313,14 @@ impl Trial<'_> {
             Target::Group => {
                 let pgid = self.subject_pgid.unwrap_or(subject_pid);
                 self.note(format!("send {sig} to process group {pgid}"));
-                killpg(Pid::from_raw(pgid), sig)
-                    .map_err(|e| format!("killpg({pgid}, {sig}): {e}"))?;
+                match killpg(Pid::from_raw(pgid), sig) {
+                    Err(nix::errno::Errno::ESRCH) => {
+                        // Everyone in the group has exited: what a zombie subject used to absorb.
+                        self.note(format!("  the group is gone; {sig} reaches nobody"));
+                        return Ok(());
+                    }
+                    r => r.map_err(|e| format!("killpg({pgid}, {sig}): {e}"))?,
+                }
                 self.sent_to_subject.insert(sig as i32);
                 self.await_delivery(subject_pid, sig);
                 return Ok(());
@@ -326,7 +332,15 @@ impl Trial<'_> {
             if pid == subject_pid {
                 self.sent_to_subject.insert(sig as i32);
             }
-            kill(Pid::from_raw(pid), sig).map_err(|e| format!("kill({pid}, {sig}): {e}"))?;
+            match kill(Pid::from_raw(pid), sig) {
+                // The subject already exited and its keeper reaped it at once; a signal to an
+                // exited subject reaches nobody, as it did when wedge held its zombie.
+                Err(nix::errno::Errno::ESRCH) if pid == subject_pid => {
+                    self.note(format!("  {pid} has exited; {sig} reaches nobody"));
+                    continue;
+                }
+                r => r.map_err(|e| format!("kill({pid}, {sig}): {e}"))?,
+            }
             self.await_delivery(pid, sig);
         }
         Ok(())
