@@ -1,89 +1,20 @@
 //! The engine against its purpose-built subjects: each gets the right verdict, the right
 //! diagnosis, and leaves nothing behind. Every test runs under a watchdog.
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+mod support;
+
 use std::time::Duration;
 
-use wedge::cell::CellFilter;
+use support::{assert_nothing_left, diagnosis, engine, scenario_path, watchdog};
+
 use wedge::record::{TrialRecord, Verdict};
 use wedge::runner::{PlanOptions, execute, plan};
 use wedge::scenario::Scenario;
-use wedge::trial::{Engine, TrialSpec, run_trial};
+use wedge::trial::{TrialSpec, run_trial};
 
-fn scenario_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/scenarios")
-        .join(name)
-}
-
-fn engine() -> Engine {
-    let mut e = Engine::new();
-    e.bin_dir = Path::new(env!("CARGO_BIN_EXE_wedge-subject"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    e
-}
-
-/// Runs `f` on another thread and fails the test if it takes longer than `limit`.
-fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(_) => panic!("watchdog: the test did not finish within {limit:?}"),
-    }
-}
-
-/// Runs every trial of the matching cells of a scenario file.
+/// Every trial of the matching cells, under a 90 s watchdog, each checked to leave nothing.
 fn run(file: &str, filters: &[&str], trials: Option<u32>) -> Vec<TrialRecord> {
-    let path = scenario_path(file);
-    let filters: Vec<CellFilter> = filters.iter().map(|f| f.parse().unwrap()).collect();
-    watchdog(Duration::from_secs(90), move || {
-        let engine = engine();
-        let s = std::sync::Arc::new(Scenario::load(&path).unwrap());
-        let cells = plan(
-            &engine,
-            &[s],
-            &PlanOptions {
-                filters,
-                trials,
-                ..PlanOptions::default()
-            },
-        )
-        .unwrap();
-        let records = execute(&engine, &cells, 2, None, true).unwrap();
-        for r in &records {
-            assert_nothing_left(r);
-        }
-        records
-    })
-}
-
-/// Nothing of the trial is left: no process carrying its id, no temp directory, no cgroup.
-fn assert_nothing_left(r: &TrialRecord) {
-    assert!(r.leaks.is_empty(), "leaks: {:?}", r.leaks);
-    if r.trial_id.is_empty() {
-        return;
-    }
-    let needle = format!("WEDGE_TRIAL_ID={}", r.trial_id);
-    for pid in wedge::proc::all_pids() {
-        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
-            let has = env.split(|&b| b == 0).any(|e| e == needle.as_bytes());
-            assert!(!has, "process {pid} of trial {} is still alive", r.trial_id);
-        }
-    }
-    let tmp = std::env::temp_dir().join(format!("wedge-trial-{}", r.trial_id));
-    assert!(!tmp.exists(), "{} is left", tmp.display());
-}
-
-fn diagnosis(r: &TrialRecord) -> &wedge::monitor::Diagnosis {
-    r.diagnosis
-        .as_ref()
-        .unwrap_or_else(|| panic!("no diagnosis: {r:?}"))
+    support::run(file, filters, trials, Duration::from_secs(90))
 }
 
 #[test]
