@@ -6,4 +6,6 @@
 //! hash of its bytes ([`image`]). The kernels come from a checked-in list, fetched into the same
 //! cache, or are any bzImage a user passes ([`kernels`]).
 
+pub mod image;
 pub mod initramfs;
+pub mod kernels;
