@@ -5,9 +5,11 @@ set -euo pipefail
 
 packages=(
   bubblewrap        # the default sandbox of wedge-run
+  cpio              # an independent reader of wedge's initramfs, in its tests
   libseccomp-dev    # the libseccomp crate links against it
   pkg-config
   protobuf-compiler # protoc, for wedge-agent's gRPC definitions
+  qemu-system-x86   # the VM backend's guests
 )
 
 missing=()

@@ -30,3 +30,4 @@ pub mod stats;
 pub mod subject;
 pub mod suite;
 pub mod trial;
+pub mod vm;

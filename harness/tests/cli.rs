@@ -423,3 +423,46 @@ fn every_isolation_backend_kills_an_escaped_daemon() {
         }
     }
 }
+
+#[test]
+fn kernels_list_shows_the_list_and_fetch_rejects_unknown_names() {
+    let t = TempDir::new("kernels");
+    let list = t.path("kernels.toml");
+    std::fs::write(
+        &list,
+        "[[kernel]]\nname = \"k1\"\npackage = \"linux-image-x\"\nrelease = \"1.2.3-x\"\nversion = \"1.2.3\"\n",
+    )
+    .unwrap();
+    let kernels = |args: &[&str], list: &str| {
+        let child = wedge()
+            .arg("kernels")
+            .args(args)
+            .env("WEDGE_KERNELS", list)
+            .env("XDG_CACHE_HOME", t.path("cache"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        finish(child, Duration::from_secs(60))
+    };
+    let o = kernels(&["list"], &list);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let row = o.stdout.lines().find(|l| l.starts_with("k1 ")).unwrap();
+    assert!(row.contains("1.2.3-x") && row.contains(" no "), "{row}");
+    assert!(
+        o.stdout.contains(&t.path("cache/wedge/kernels")),
+        "{}",
+        o.stdout
+    );
+    let o = kernels(&["fetch", "k2"], &list);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("unknown kernel \"k2\" (known: k1)"),
+        "{}",
+        o.stderr
+    );
+    std::fs::write(&list, "[[kernel]]\nname = \"k1\"\n").unwrap();
+    let o = kernels(&["list"], &list);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains(&format!("{list}:1:1")), "{}", o.stderr);
+}

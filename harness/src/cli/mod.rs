@@ -1,10 +1,12 @@
 //! The `wedge` command line: the verbs and their flags, and the exit codes every verb shares
 //! (0 ok, 1 gate failed or a replayed trial missed its expectation, 2 bad input, 130
-//! interrupted). Each verb is one module: [`run`], [`list`], [`replay`], [`report`], [`gate`];
+//! interrupted). Each verb is one module: [`run`], [`list`], [`replay`], [`report`], [`gate`],
+//! [`kernels`];
 //! what they share (failures, the interrupt handler, result directories) is in [`common`].
 
 mod common;
 mod gate;
+mod kernels;
 mod list;
 mod replay;
 mod report;
@@ -104,6 +106,11 @@ enum Command {
         #[arg(long)]
         allow_skipped: bool,
     },
+    /// The guest kernels of the VM backend (kernels.toml, or $WEDGE_KERNELS): list or fetch them.
+    Kernels {
+        #[command(subcommand)]
+        verb: kernels::KernelsVerb,
+    },
 }
 
 /// Parses the command line, runs the verb and maps its outcome to wedge's exit codes.
@@ -152,6 +159,7 @@ pub fn main() -> ExitCode {
             results_dir,
             allow_skipped,
         } => gate::gate_dir(&results_dir, wedge::gate::GatePolicy { allow_skipped }),
+        Command::Kernels { verb } => kernels::kernels(verb),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
