@@ -4,9 +4,7 @@ use clap::Subcommand;
 
 use super::common::Failure;
 use wedge::vm::image::cache_dir;
-use wedge::vm::kernels::{
-    KernelConfigFacts, KnownKernel, cached, default_list_path, fetch, load_list,
-};
+use wedge::vm::kernels::{KnownKernel, cached, default_list_path, fetch, load_list};
 
 #[derive(Subcommand, Debug)]
 pub enum KernelsVerb {
@@ -74,10 +72,7 @@ fn print_list(list: &[KnownKernel], cache: &std::path::Path) {
     );
     for k in list {
         let img = cached(k, cache);
-        let f = img
-            .as_ref()
-            .and_then(|i| i.config)
-            .unwrap_or(KernelConfigFacts::default());
+        let f = img.as_ref().and_then(|i| i.config).unwrap_or_default();
         println!(
             "{:<8} {:<28} {:<10} {:<7} {:<6} {:<7} {:<6} {:<7} {}",
             k.name,

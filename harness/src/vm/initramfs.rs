@@ -137,6 +137,11 @@ impl Archive {
         path.is_empty() || self.entries.contains_key(&path)
     }
 
+    /// The entry at `path` (normalized like the adders do).
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        self.entries.get(&normalize(path))
+    }
+
     /// The entries in the order they are written.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
         self.entries.iter().map(|(p, e)| (p.as_str(), e))

@@ -6,6 +6,7 @@
 //! hash of its bytes ([`image`]). The kernels come from a checked-in list, fetched into the same
 //! cache, or are any bzImage a user passes ([`kernels`]).
 
+pub mod closure;
 pub mod image;
 pub mod initramfs;
 pub mod kernels;
