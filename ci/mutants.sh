@@ -77,7 +77,7 @@ declare -A checks=(
   [x32-check]="test:wedge_run:x32_syscall_numbers_kill_the_process"
   [single-thread]="test:wedge_run:exec_from_a_multithreaded_process_is_denied"
   [id-valid-recheck]="test:wedge_run:a_target_that_dies_after_its_request_was_read_is_refused_as_stale"
-  [spawn-blocking]="scenario:worker-starvation:strategy=blocking-pool-std-mutex workers=1 concurrency=1"
+  [spawn-blocking]="scenario:worker-starvation:strategy=blocking-pool-std-mutex cpus=1 concurrency=1"
   [std-spawn-lock]="scenario:cwd-race:strategy=blocking-pool-std-mutex"
   [zygote]="scenario:fork-while-locked:strategy=zygote"
 )

@@ -25,3 +25,10 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq </dev/null
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
 fi
+
+# The guest kernels the VM tests boot (kernels.toml), fetched into wedge's cache outside the repo
+# (apt-get download + dpkg-deb -x; a kernel already cached is not fetched again).
+if [ "${WEDGE_SKIP_KERNELS:-}" != 1 ]; then
+  cargo build --release -q -p wedge --bin wedge
+  ./target/release/wedge kernels fetch
+fi

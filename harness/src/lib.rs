@@ -11,6 +11,7 @@
 /// wedge's version and the git commit it was built from, e.g. `0.1.0 (0123456789ab)`.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WEDGE_COMMIT"), ")");
 
+pub mod backend;
 pub mod cell;
 pub mod executor;
 pub mod gate;

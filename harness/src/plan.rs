@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use crate::backend::{Backend, Target, VmHandle, Wants, choose};
 use crate::cell::{Cell, CellFilter, Shard};
 use crate::scenario::{Expectation, Scenario};
 use crate::suite::InputError;
-use crate::trial::{Engine, host_cannot_run, trial_seed};
+use crate::trial::{Engine, trial_seed};
 
 /// One cell to run (or to record as skipped).
 #[derive(Debug, Clone)]
@@ -22,6 +23,11 @@ pub struct PlannedCell {
     pub skip: Option<String>,
     /// Set in a sharded run: stamped on every record of the cell.
     pub shard: Option<crate::record::ShardMark>,
+    /// Where its trials run.
+    pub target: Target,
+    /// CPUs each trial gets (the `cpus` axis, else `--cpus`): pinned on the host, the vCPU
+    /// count of a VM.
+    pub cpus: Option<usize>,
 }
 
 /// One trial of a planned cell.
@@ -51,6 +57,25 @@ pub struct PlanOptions {
     pub shard: Option<Shard>,
     pub trials: Option<u32>,
     pub seed: Option<u64>,
+    /// `--backend`.
+    pub backend: Backend,
+    /// `--kernel`: for cells without a `kernel` axis.
+    pub kernel: Option<String>,
+    /// `--cpus`: for cells without a `cpus` axis.
+    pub cpus: Option<usize>,
+    /// What VM support this machine has.
+    pub vm: VmHandle,
+}
+
+/// What `cell` asks for: its axes, else the run's options.
+pub fn wants(cell: &Cell, options: &PlanOptions) -> Wants {
+    Wants {
+        kernel: cell
+            .get("kernel")
+            .map(str::to_string)
+            .or_else(|| options.kernel.clone()),
+        cpus: crate::trial::cpus_wanted(cell).or(options.cpus),
+    }
 }
 
 /// Cell `cell_index` of `s` as planned on this host.
@@ -61,7 +86,12 @@ fn plan_cell(
     cell_index: usize,
     options: &PlanOptions,
 ) -> PlannedCell {
-    let expectation = s.expectation(&cell, &engine.host.kernel);
+    let wants = wants(&cell, options);
+    let (target, skip) = match choose(options.backend, &wants, &engine.host, &*options.vm.0) {
+        Ok(target) => (target, None),
+        Err(why) => (Target::Host, Some(why)),
+    };
+    let expectation = s.expectation(&cell, target.kernel_version(&engine.host));
     let mut trials = options.trials.unwrap_or(s.trials);
     if expectation.min_rate.is_some() {
         // A rate needs trials to mean anything (see gate::MIN_RATE_TRIALS).
@@ -69,13 +99,15 @@ fn plan_cell(
     }
     PlannedCell {
         expectation,
-        skip: host_cannot_run(engine, &cell),
+        skip,
         trials,
         base_seed: options.seed.unwrap_or(s.seed),
         shard: None,
         scenario: Arc::clone(s),
         cell,
         cell_index,
+        target,
+        cpus: wants.cpus,
     }
 }
 
@@ -144,6 +176,7 @@ pub fn plan_one(
     engine: &Engine,
     s: &Arc<Scenario>,
     filters: &[CellFilter],
+    options: &PlanOptions,
 ) -> Result<PlannedCell, InputError> {
     let matching: Vec<(usize, Cell)> = s
         .cells()
@@ -152,13 +185,7 @@ pub fn plan_one(
         .filter(|(_, c)| c.matches(filters))
         .collect();
     match matching.as_slice() {
-        [(cell_index, cell)] => Ok(plan_cell(
-            engine,
-            s,
-            cell.clone(),
-            *cell_index,
-            &PlanOptions::default(),
-        )),
+        [(cell_index, cell)] => Ok(plan_cell(engine, s, cell.clone(), *cell_index, options)),
         [] => Err(InputError::Usage(format!(
             "no cell of {} matches the --cell filters",
             s.name

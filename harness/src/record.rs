@@ -70,6 +70,17 @@ pub struct Host {
     pub kernel: String,
     pub cpus: usize,
     pub isolation: String,
+    /// `host`, or `vm` for a trial that ran inside a guest (whose kernel and CPUs the fields
+    /// above then are).
+    #[serde(default = "host_backend")]
+    pub backend: String,
+    /// How a guest's code ran: `kvm` or `tcg` (none on the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+}
+
+fn host_backend() -> String {
+    "host".to_string()
 }
 
 /// One line of `trials.jsonl`.

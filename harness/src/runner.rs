@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::executor::host::HostExecutor;
-use crate::executor::{Executor, TrialSink};
+use crate::executor::vm::{VmExecutor, VmSettings};
+use crate::executor::{Executor, Split, TrialSink};
 pub use crate::plan::{PlanOptions, PlannedCell, PlannedTrial, plan, plan_one};
 use crate::record::{JsonlWriter, TrialRecord};
 use crate::reporter::jsonl::JsonlReporter;
@@ -31,6 +32,19 @@ pub fn execute(
     writer: Option<&Mutex<JsonlWriter>>,
     quiet: bool,
 ) -> std::io::Result<Vec<TrialRecord>> {
+    execute_with(engine, cells, jobs, None, writer, quiet)
+}
+
+/// As [`execute`], with the cells planned for a VM booted as `vm` says (`jobs` VMs at once,
+/// after the host's trials).
+pub fn execute_with(
+    engine: &Engine,
+    cells: &[PlannedCell],
+    jobs: usize,
+    vm: Option<VmSettings>,
+    writer: Option<&Mutex<JsonlWriter>>,
+    quiet: bool,
+) -> std::io::Result<Vec<TrialRecord>> {
     let jsonl = writer.map(|writer| JsonlReporter { writer });
     let progress = Progress::new(quiet);
     let mut reporters: Vec<&dyn Reporter> = Vec::new();
@@ -38,8 +52,17 @@ pub fn execute(
         reporters.push(j);
     }
     reporters.push(&progress);
-    let executor = HostExecutor { engine, jobs };
-    run(engine, &executor, cells, &reporters)
+    let host = HostExecutor { engine, jobs };
+    let vms = vm.map(|settings| VmExecutor {
+        engine,
+        jobs,
+        settings,
+    });
+    let split = Split {
+        host: &host,
+        vm: vms.as_ref().map(|v| v as &dyn Executor),
+    };
+    run(engine, &split, cells, &reporters)
 }
 
 /// Runs `cells` on `executor`, telling `reporters` as it goes.

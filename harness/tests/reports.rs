@@ -144,6 +144,8 @@ fn record(
             kernel: "6.18.44".into(),
             cpus: 2,
             isolation: "cgroup2".into(),
+            backend: "host".into(),
+            accel: None,
         },
         wedge_version: "0.1.0".into(),
         shard: None,

@@ -63,3 +63,33 @@ pub fn read_dirs(dirs: &[PathBuf]) -> Result<Vec<TrialRecord>, Failure> {
     }
     Ok(all)
 }
+
+/// Plan options for `--backend`, `--kernel` and `--cpus` on this machine.
+pub fn backend_options(
+    args: &super::BackendArgs,
+    vms: &wedge::vm::support::HostVms,
+) -> wedge::runner::PlanOptions {
+    wedge::runner::PlanOptions {
+        backend: args.backend,
+        kernel: args.kernel.clone(),
+        cpus: args.cpus.map(|c| c as usize),
+        vm: wedge::backend::VmHandle(Arc::new(vms.clone())),
+        ..Default::default()
+    }
+}
+
+/// How many cells run in VMs, and how (for the run's first line).
+pub fn vm_summary(
+    cells: &[wedge::runner::PlannedCell],
+    vms: &wedge::vm::support::HostVms,
+) -> String {
+    let in_vm = cells
+        .iter()
+        .filter(|c| c.skip.is_none() && matches!(c.target, wedge::backend::Target::Vm(_)))
+        .count();
+    match (in_vm, vms.settings()) {
+        (0, _) => "all on the host".to_string(),
+        (n, Some(s)) => format!("{n} cells in VMs ({})", s.accel.name()),
+        (n, None) => format!("{n} cells in VMs (unavailable)"),
+    }
+}

@@ -62,6 +62,8 @@ enum Command {
         /// Base seed (overrides each scenario's `seed`).
         #[arg(long)]
         seed: Option<u64>,
+        #[command(flatten)]
+        backend: BackendArgs,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -87,6 +89,8 @@ enum Command {
         /// Also append the record to DIR/trials.jsonl.
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
     /// Re-render the reports from trials.jsonl; several directories are merged into --out.
     Report {
@@ -113,8 +117,26 @@ enum Command {
     },
 }
 
+/// Where cells run: `--backend`, `--kernel`, `--cpus`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BackendArgs {
+    /// host: this machine only; vm: every cell in a QEMU VM; auto: this machine when it can,
+    /// else a VM (cells needing another kernel or more CPUs).
+    #[arg(long, value_enum, default_value_t = wedge::backend::Backend::Auto)]
+    pub backend: wedge::backend::Backend,
+    /// Kernel for cells without a `kernel` axis: a name from kernels.toml or a bzImage path.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub kernel: Option<String>,
+    /// CPUs for cells without a `cpus` axis (pinned on the host, vCPUs in a VM).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: Option<u32>,
+}
+
 /// Parses the command line, runs the verb and maps its outcome to wedge's exit codes.
 pub fn main() -> ExitCode {
+    if wedge::vm::guest::is_guest() {
+        wedge::vm::guest::main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -134,6 +156,7 @@ pub fn main() -> ExitCode {
             allow_skipped,
             shard,
             seed,
+            backend,
             quiet,
         } => run::run(run::RunArgs {
             scenarios,
@@ -145,6 +168,7 @@ pub fn main() -> ExitCode {
             policy: wedge::gate::GatePolicy { allow_skipped },
             shard,
             seed,
+            backend,
             quiet,
         }),
         Command::List { scenarios, cells } => list::list(&scenarios, &cells),
@@ -153,7 +177,8 @@ pub fn main() -> ExitCode {
             cells,
             seed,
             out,
-        } => replay::replay(&scenario, &cells, seed, out),
+            backend,
+        } => replay::replay(&scenario, &cells, seed, out, &backend),
         Command::Report { dirs, out } => report::report(&dirs, out),
         Command::Gate {
             results_dir,

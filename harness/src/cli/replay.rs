@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use super::common::{Failure, install_interrupt};
 use wedge::cell::CellFilter;
 use wedge::executor::host::HostExecutor;
-use wedge::executor::{Executor, TrialSink};
+use wedge::executor::vm::VmExecutor;
+use wedge::executor::{Executor, Split, TrialSink};
 use wedge::record::{JsonlWriter, TrialRecord};
 use wedge::runner::{PlannedTrial, load_scenarios, plan_one};
 use wedge::trial::Engine;
@@ -27,10 +28,13 @@ pub fn replay(
     filters: &[CellFilter],
     seed: u64,
     out: Option<PathBuf>,
+    backend: &super::BackendArgs,
 ) -> Result<(), Failure> {
     let loaded = load_scenarios(&[scenario.to_path_buf()])?;
     let engine = Engine::new();
-    let cell = plan_one(&engine, &loaded[0], filters)?;
+    let vms = wedge::vm::support::HostVms::detect();
+    let options = super::common::backend_options(backend, &vms);
+    let cell = plan_one(&engine, &loaded[0], filters, &options)?;
     if let Some(why) = &cell.skip {
         return Err(Failure::Input(why.clone()));
     }
@@ -41,11 +45,20 @@ pub fn replay(
         seed,
     };
     let one = One(Mutex::new(None));
-    HostExecutor {
+    let host = HostExecutor {
         engine: &engine,
         jobs: 1,
-    }
-    .run(std::slice::from_ref(&cell), vec![trial], &one);
+    };
+    let vm = vms.settings().map(|settings| VmExecutor {
+        engine: &engine,
+        jobs: 1,
+        settings,
+    });
+    let split = Split {
+        host: &host,
+        vm: vm.as_ref().map(|v| v as &dyn Executor),
+    };
+    split.run(std::slice::from_ref(&cell), vec![trial], &one);
     let Some(record) = one.0.into_inner().unwrap_or_else(|e| e.into_inner()) else {
         return Err(Failure::Interrupted);
     };

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use super::common::{Failure, install_interrupt, print_gate};
 use wedge::cell::{CellFilter, Shard};
 use wedge::record::JsonlWriter;
-use wedge::runner::{PlanOptions, default_jobs, execute, load_scenarios, plan};
+use wedge::runner::{PlanOptions, default_jobs, execute_with, load_scenarios, plan};
 use wedge::trial::Engine;
 
 /// The flags of `wedge run`.
@@ -23,6 +23,7 @@ pub struct RunArgs {
     pub policy: wedge::gate::GatePolicy,
     pub shard: Option<Shard>,
     pub seed: Option<u64>,
+    pub backend: super::BackendArgs,
     pub quiet: bool,
 }
 
@@ -55,11 +56,13 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     }
     let loaded = load_scenarios(&args.scenarios)?;
     let engine = Engine::new();
+    let vms = wedge::vm::support::HostVms::detect();
     let options = PlanOptions {
         filters: args.filters,
         shard: args.shard,
         trials: args.trials,
         seed: args.seed,
+        ..super::common::backend_options(&args.backend, &vms)
     };
     let cells = plan(&engine, &loaded, &options)?;
     let out = args.out.unwrap_or_else(default_out);
@@ -69,16 +72,24 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let jobs = args.jobs.unwrap_or_else(|| default_jobs(&engine));
     if !args.quiet {
         eprintln!(
-            "wedge: {} cells of {} scenarios, {} jobs, isolation {}, results in {}",
+            "wedge: {} cells of {} scenarios, {} jobs, isolation {}, {}, results in {}",
             cells.len(),
             loaded.len(),
             jobs,
             engine.host.isolation,
+            super::common::vm_summary(&cells, &vms),
             out.display()
         );
     }
-    let records = execute(&engine, &cells, jobs, Some(&writer), args.quiet)
-        .map_err(|e| Failure::Io(format!("writing {}: {e}", jsonl.display())))?;
+    let records = execute_with(
+        &engine,
+        &cells,
+        jobs,
+        vms.settings(),
+        Some(&writer),
+        args.quiet,
+    )
+    .map_err(|e| Failure::Io(format!("writing {}: {e}", jsonl.display())))?;
     let interrupted = engine.cancel.load(Ordering::SeqCst);
     let summary = wedge::stats::summarize(&records);
     wedge::report::write_all(&out, &summary)

@@ -8,7 +8,7 @@ use std::sync::{Condvar, Mutex};
 
 use super::{Executor, TrialSink};
 use crate::plan::{PlannedCell, PlannedTrial};
-use crate::trial::{Engine, TrialSpec, cpus_wanted, host_cpus, run_trial};
+use crate::trial::{Engine, TrialSpec, host_cpus, run_trial};
 
 /// Runs trials on this machine with `jobs` workers.
 pub struct HostExecutor<'a> {
@@ -31,7 +31,7 @@ impl Executor for HostExecutor<'_> {
                             return;
                         };
                         let c = &cells[planned.cell];
-                        let want = cpus_wanted(&c.cell);
+                        let want = c.cpus;
                         // A pinned trial holds its CPUs; unpinned trials only count against --jobs.
                         let taken = match want {
                             Some(k) => pool.take(k.min(engine.host.cpus.max(1))),

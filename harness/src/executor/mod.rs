@@ -3,12 +3,13 @@
 //! where and how many at once. Planning (which trials, their seeds), judging (inside the engine
 //! that runs each trial), statistics and reports are the same whatever the executor.
 //!
-//! Today there is one, [`host::HostExecutor`]: the trials run on this machine, `--jobs` at a
-//! time, pinned trials holding their CPUs. An executor that boots a VM with another kernel or
-//! vCPU count runs the same engine inside the guest and streams the same records back through
-//! the same sink.
+//! [`host::HostExecutor`] runs trials on this machine, `--jobs` at a time, pinned trials holding
+//! their CPUs. [`vm::VmExecutor`] boots a VM per (kernel, vCPUs) group, runs the same engine
+//! inside the guest and streams the same records back through the same sink. [`Split`] hands
+//! each trial to the one its cell's planned target names.
 
 pub mod host;
+pub mod vm;
 
 use crate::plan::{PlannedCell, PlannedTrial};
 use crate::record::TrialRecord;
@@ -25,4 +26,25 @@ pub trait Executor {
     /// `sink`. Returns once all have run, or early when the run is cancelled; a trial cut
     /// short by cancellation is not handed over.
     fn run(&self, cells: &[PlannedCell], trials: Vec<PlannedTrial>, sink: &dyn TrialSink);
+}
+
+/// Host trials to one executor, then VM trials to the other.
+pub struct Split<'a> {
+    pub host: &'a dyn Executor,
+    /// `None` when VMs cannot run here (planning then gave no cell a VM target).
+    pub vm: Option<&'a dyn Executor>,
+}
+
+impl Executor for Split<'_> {
+    fn run(&self, cells: &[PlannedCell], trials: Vec<PlannedTrial>, sink: &dyn TrialSink) {
+        let (vm, host): (Vec<PlannedTrial>, Vec<PlannedTrial>) = trials
+            .into_iter()
+            .partition(|t| matches!(cells[t.cell].target, crate::backend::Target::Vm(_)));
+        if !host.is_empty() {
+            self.host.run(cells, host, sink);
+        }
+        if let (Some(executor), false) = (self.vm, vm.is_empty()) {
+            executor.run(cells, vm, sink);
+        }
+    }
 }

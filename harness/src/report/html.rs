@@ -68,13 +68,7 @@ pub fn render(summary: &Summary) -> String {
 /// The host(s), versions, counts and the gate's verdict.
 fn write_header(out: &mut String, summary: &Summary, failures: &[GateFailure]) {
     for h in &summary.hosts {
-        let _ = writeln!(
-            out,
-            "<li>host: Linux {}, {} CPUs, isolation {}</li>",
-            escape(&h.kernel),
-            h.cpus,
-            escape(&h.isolation)
-        );
+        let _ = writeln!(out, "<li>{}</li>", escape(&super::format::machine(h)));
     }
     let _ = writeln!(
         out,
@@ -99,12 +93,7 @@ fn write_header(out: &mut String, summary: &Summary, failures: &[GateFailure]) {
 fn write_rate_table(out: &mut String, t: &Table<'_>) {
     out.push_str("<table>\n<tr><th></th>");
     for c in &t.columns {
-        let label = if t.has_cpus {
-            format!("{c} cpus")
-        } else {
-            "all".to_string()
-        };
-        let _ = write!(out, "<th>{}</th>", escape(&label));
+        let _ = write!(out, "<th>{}</th>", escape(c));
     }
     out.push_str("</tr>\n");
     for (key, entries) in &t.rows {
@@ -174,16 +163,11 @@ fn rate_chart(t: &Table<'_>) -> String {
     );
     for (ci, col) in t.columns.iter().enumerate() {
         let x = left + (ci as f64 + 0.5) * plot_w / ncols;
-        let label = if t.has_cpus {
-            format!("{col} cpus")
-        } else {
-            "all".to_string()
-        };
         let _ = writeln!(
             s,
             "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\">{}</text>",
             top + plot_h + 18.0,
-            escape(&label)
+            escape(col)
         );
     }
     let plot = Plot {

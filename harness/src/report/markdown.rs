@@ -1,4 +1,5 @@
-//! `summary.md`: a pass-rate table per scenario (rows: variants/strategies; columns: cpus), the
+//! `summary.md`: a pass-rate table per scenario (rows: variants/strategies; columns: kernel and
+//! cpus), the
 //! per-cell details, hang diagnoses, replay commands for misses, and significant differences.
 
 use std::fmt::Write;
@@ -45,11 +46,7 @@ pub fn render(summary: &Summary) -> String {
 fn write_header(out: &mut String, summary: &Summary, failures: &[GateFailure]) {
     let _ = writeln!(out, "# wedge results\n");
     for h in &summary.hosts {
-        let _ = writeln!(
-            out,
-            "- host: Linux {}, {} CPUs, isolation {}",
-            h.kernel, h.cpus, h.isolation
-        );
+        let _ = writeln!(out, "- {}", super::format::machine(h));
     }
     let _ = writeln!(out, "- wedge {}", summary.wedge_versions.join(", "));
     let _ = writeln!(
@@ -70,20 +67,16 @@ fn write_header(out: &mut String, summary: &Summary, failures: &[GateFailure]) {
     }
 }
 
-/// The pass-rate table: rows are the other axes, columns the cpus.
+/// The pass-rate table: rows are the other axes, columns the kernels and cpus.
 fn write_rate_table(out: &mut String, t: &Table<'_>) {
-    let head = if t.has_cpus { "cpus →" } else { "" };
+    let head = if t.has_columns {
+        "kernel · cpus →"
+    } else {
+        ""
+    };
     let _ = write!(out, "| {head} |");
     for c in &t.columns {
-        let _ = write!(
-            out,
-            " {} |",
-            if t.has_cpus {
-                format!("{c} cpus")
-            } else {
-                "all".to_string()
-            }
-        );
+        let _ = write!(out, " {c} |");
     }
     let _ = write!(out, "\n|---|");
     for _ in &t.columns {

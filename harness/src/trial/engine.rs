@@ -46,6 +46,8 @@ impl Engine {
                 kernel: crate::proc::kernel_release(),
                 cpus: host_cpus().len(),
                 isolation: tree_kind.name().to_string(),
+                backend: "host".into(),
+                accel: None,
             },
             tree_kind,
             bin_dir: crate::subject::bin_dir(),
@@ -125,28 +127,6 @@ pub fn trial_seed(base: u64, scenario: &str, cell: &Cell, trial: u32) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// Why `cell` cannot run on this host, if it cannot.
-pub fn host_cannot_run(engine: &Engine, cell: &Cell) -> Option<String> {
-    if let Some(cpus) = cell.get("cpus").and_then(|c| c.parse::<usize>().ok())
-        && cpus > engine.host.cpus
-    {
-        return Some(format!(
-            "cell asks for {cpus} CPUs but this host has {}; the VM backend runs such cells",
-            engine.host.cpus
-        ));
-    }
-    if let Some(kernel) = cell.get("kernel")
-        && kernel != "host"
-        && !engine.host.kernel.starts_with(kernel)
-    {
-        return Some(format!(
-            "cell asks for kernel {kernel} but the host runs {}; the VM backend runs other kernels",
-            engine.host.kernel
-        ));
-    }
-    None
 }
 
 /// Pins for a cell: `Some(k)` CPUs when the cell has a `cpus` axis.

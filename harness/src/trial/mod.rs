@@ -24,7 +24,7 @@ mod wait;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-pub use engine::{Engine, TrialSpec, cpus_wanted, host_cannot_run, host_cpus, trial_seed};
+pub use engine::{Engine, TrialSpec, cpus_wanted, host_cpus, trial_seed};
 pub use judge::exit_matches;
 pub use record::skipped_record;
 

@@ -4,9 +4,16 @@
 //! writes itself ([`initramfs`]), holding the static wedge binaries, the scenario files and the
 //! host programs the scenarios run with their shared libraries ([`closure`]), cached by the
 //! hash of its bytes ([`image`]). The kernels come from a checked-in list, fetched into the same
-//! cache, or are any bzImage a user passes ([`kernels`]).
+//! cache, or are any bzImage a user passes ([`kernels`]). [`qemu`] boots and watches one VM;
+//! [`guest`] is wedge as the guest's `/init`, running trials with the host's engine and
+//! streaming records over the serial console in [`console`] frames; [`support`] finds what
+//! this machine has. The executor that ties them together is [`crate::executor::vm`].
 
 pub mod closure;
+pub mod console;
+pub mod guest;
 pub mod image;
 pub mod initramfs;
 pub mod kernels;
+pub mod qemu;
+pub mod support;

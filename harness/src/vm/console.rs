@@ -1,0 +1,331 @@
+//! The guest's serial console as a channel: the guest writes framed messages (its greeting, each
+//! finished trial's record, kernel messages, the end of the run) between the kernel's own lines;
+//! the host splits the byte stream back into frames and everything else.
+//!
+//! Guarantees:
+//! - A frame is accepted only whole and intact: its marker, kind, payload length and FNV-1a
+//!   checksum all agree. A partial line, garbage, a line the kernel broke in two, or a guest that
+//!   died mid-record never yields a frame; it is kept as console text instead.
+//! - Bytes are never lost: everything that is not a frame is returned as console lines, so a
+//!   diagnosis can quote the guest's last words.
+//! - Kernel splats (BUG, Oops, WARNING, hung task, RCU stall, soft/hard lockup, panic) are
+//!   recognised in console lines and in forwarded kernel messages alike.
+//!
+//! A frame is one line: `@@wedge <kind> <length> <checksum> <payload>`. The payload is one line
+//! of JSON (serde never writes a raw newline), `length` its size in bytes, `checksum` its FNV-1a
+//! 64 in hex. The guest writes each frame with one `write` from one thread; the kernel may still
+//! print in between, which the checksum catches.
+
+use serde::{Deserialize, Serialize};
+
+/// What starts every frame.
+pub const MARKER: &str = "@@wedge ";
+
+/// The kinds of frame the guest sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// The guest is up and about to run trials: its kernel and CPUs.
+    Hello,
+    /// One finished trial.
+    Record,
+    /// A kernel message the guest read from `/dev/kmsg`.
+    Kmsg,
+    /// Every trial ran; nothing follows but the power-off.
+    Done,
+    /// The guest cannot run the plan (bad plan, a mount that failed): the reason.
+    Fatal,
+}
+
+impl FrameKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Hello => "hello",
+            FrameKind::Record => "record",
+            FrameKind::Kmsg => "kmsg",
+            FrameKind::Done => "done",
+            FrameKind::Fatal => "fatal",
+        }
+    }
+
+    fn parse(s: &str) -> Option<FrameKind> {
+        [
+            FrameKind::Hello,
+            FrameKind::Record,
+            FrameKind::Kmsg,
+            FrameKind::Done,
+            FrameKind::Fatal,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+    }
+}
+
+/// A frame as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: FrameKind,
+    pub payload: String,
+}
+
+/// The guest's greeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// `uname -r` in the guest.
+    pub kernel: String,
+    /// CPUs the guest sees.
+    pub cpus: usize,
+    pub wedge_version: String,
+}
+
+/// A kernel message, forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kmsg {
+    /// syslog level, 0 (emergency) to 7 (debug).
+    pub level: u8,
+    pub text: String,
+}
+
+/// The end of a guest's run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// Trials the guest ran (and sent a record for).
+    pub trials: u64,
+}
+
+/// FNV-1a, 64 bits: enough to tell a torn line from an intact one.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The line (with its newline) that carries `payload` as a `kind` frame. A payload holding a
+/// newline cannot be framed; the caller serialises to one line.
+pub fn encode(kind: FrameKind, payload: &str) -> String {
+    debug_assert!(!payload.contains('\n'), "frame payloads are one line");
+    format!(
+        "\n{MARKER}{} {} {:016x} {payload}\n",
+        kind.name(),
+        payload.len(),
+        checksum(payload.as_bytes())
+    )
+}
+
+/// Parses one console line as a frame, if it is an intact one. The marker may follow other
+/// text on the line (a kernel message without its newline).
+pub fn parse_frame(line: &str) -> Option<Frame> {
+    let at = line.find(MARKER)?;
+    let rest = &line[at + MARKER.len()..];
+    let mut parts = rest.splitn(4, ' ');
+    let kind = FrameKind::parse(parts.next()?)?;
+    let len: usize = parts.next()?.parse().ok()?;
+    let sum = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let payload = parts.next()?;
+    (payload.len() == len && checksum(payload.as_bytes()) == sum).then(|| Frame {
+        kind,
+        payload: payload.to_string(),
+    })
+}
+
+/// What the decoder made of some bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Frame(Frame),
+    /// A console line that is not a frame (kernel output, a torn frame), without its newline.
+    Line(String),
+}
+
+/// Splits a console byte stream into frames and lines, across reads of any size.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    partial: Vec<u8>,
+}
+
+/// Longest console line kept whole; a longer one is cut (serial output has no bound otherwise).
+const MAX_LINE: usize = 4 << 20;
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Feeds bytes as they came; returns every item completed by them.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Item> {
+        let mut items = Vec::new();
+        for &b in bytes {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.partial);
+                items.extend(item(&line));
+            } else if self.partial.len() < MAX_LINE {
+                self.partial.push(b);
+            }
+        }
+        items
+    }
+
+    /// The stream ended: whatever was left without a newline, as a line (never a frame: a
+    /// frame always ends with its newline, so this is a guest that died mid-write).
+    pub fn finish(&mut self) -> Option<Item> {
+        let rest = std::mem::take(&mut self.partial);
+        let text = clean(&rest);
+        (!text.is_empty()).then_some(Item::Line(text))
+    }
+}
+
+/// A serial line as text: `\r` from the tty's newline translation and other control bytes
+/// dropped, invalid UTF-8 replaced.
+fn clean(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\t')
+        .collect()
+}
+
+fn item(line: &[u8]) -> Option<Item> {
+    let text = clean(line);
+    if text.is_empty() {
+        return None;
+    }
+    Some(match parse_frame(&text) {
+        Some(frame) => Item::Frame(frame),
+        None => Item::Line(text),
+    })
+}
+
+/// Whether a kernel line reports a kernel bug or a stall, and which kind.
+pub fn splat(line: &str) -> Option<&'static str> {
+    const PATTERNS: &[(&str, &str)] = &[
+        ("Kernel panic", "panic"),
+        ("BUG:", "BUG"),
+        ("Oops:", "oops"),
+        ("WARNING:", "WARNING"),
+        ("blocked for more than", "hung task"),
+        ("rcu_sched self-detected stall", "RCU stall"),
+        ("rcu: INFO: rcu_preempt", "RCU stall"),
+        ("detected stalls on CPUs", "RCU stall"),
+        ("soft lockup", "soft lockup"),
+        ("hard LOCKUP", "hard lockup"),
+        ("general protection fault", "general protection fault"),
+    ];
+    PATTERNS
+        .iter()
+        .find(|(p, _)| line.contains(p))
+        .map(|(_, kind)| *kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(items: &[Item]) -> Vec<&Frame> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Frame(f) => Some(f),
+                Item::Line(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_survives_any_split_of_the_stream() {
+        let payload = r#"{"trial":3,"reason":"ünïcode and spaces"}"#;
+        let mut stream = b"[    0.5] booting\r\n".to_vec();
+        stream.extend(
+            encode(FrameKind::Record, payload)
+                .replace('\n', "\r\n")
+                .bytes(),
+        );
+        stream.extend(b"tail without newline");
+        for chunk in [1, 2, 3, 7, 64, stream.len()] {
+            let mut d = Decoder::new();
+            let mut items = Vec::new();
+            for part in stream.chunks(chunk) {
+                items.extend(d.feed(part));
+            }
+            items.extend(d.finish());
+            assert_eq!(
+                items,
+                vec![
+                    Item::Line("[    0.5] booting".into()),
+                    Item::Frame(Frame {
+                        kind: FrameKind::Record,
+                        payload: payload.into()
+                    }),
+                    Item::Line("tail without newline".into()),
+                ],
+                "chunk size {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_torn_or_corrupted_frame_is_a_line_not_a_frame() {
+        let good = encode(FrameKind::Done, r#"{"trials":2}"#);
+        let good = good.trim();
+        // The kernel printed in the middle of the frame.
+        let torn = format!(
+            "{}[ 3.1] random: crng init done{}",
+            &good[..20],
+            &good[20..]
+        );
+        // One byte of the payload changed.
+        let flipped = good.replace("2}", "3}");
+        // Cut short: the guest died mid-write.
+        let short = &good[..good.len() - 3];
+        for bad in [
+            torn.as_str(),
+            flipped.as_str(),
+            short,
+            "@@wedge record x y {}",
+        ] {
+            assert_eq!(parse_frame(bad), None, "{bad}");
+        }
+        let mut d = Decoder::new();
+        assert!(d.feed(short.as_bytes()).is_empty());
+        assert_eq!(d.finish(), Some(Item::Line(short.to_string())));
+        assert_eq!(frames(&d.feed(b"\n\n\n")).len(), 0);
+    }
+
+    #[test]
+    fn a_frame_after_kernel_text_on_the_same_line_is_found() {
+        let line = format!("[ 1.0] foo{}", encode(FrameKind::Hello, "{}").trim_start());
+        let mut d = Decoder::new();
+        let items = d.feed(line.as_bytes());
+        assert_eq!(frames(&items)[0].kind, FrameKind::Hello);
+    }
+
+    #[test]
+    fn garbage_is_kept_as_text_and_never_panics() {
+        let mut d = Decoder::new();
+        let junk: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        let items = d.feed(&junk);
+        assert!(frames(&items).is_empty());
+        assert!(
+            items
+                .iter()
+                .all(|i| matches!(i, Item::Line(l) if !l.contains('\r')))
+        );
+    }
+
+    #[test]
+    fn splats_are_named() {
+        assert_eq!(
+            splat("[ 5.2] BUG: kernel NULL pointer dereference"),
+            Some("BUG")
+        );
+        assert_eq!(
+            splat("INFO: task foo:12 blocked for more than 120 seconds."),
+            Some("hung task")
+        );
+        assert_eq!(
+            splat("watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"),
+            Some("BUG")
+        );
+        assert_eq!(
+            splat("Kernel panic - not syncing: Attempted to kill init!"),
+            Some("panic")
+        );
+        assert_eq!(splat("[ 0.1] Linux version 6.1.0"), None);
+    }
+}

@@ -1,0 +1,336 @@
+//! wedge as a guest's `/init`: set up the minimal system a trial needs, run the plan the host
+//! packed into the image with **the same engine** the host uses (same isolation, watchdog and
+//! diagnosis), stream each finished trial's record over the console, and power off.
+//!
+//! Guarantees:
+//! - Every record the guest finishes is sent, framed ([`super::console`]), before the next
+//!   one; the `done` frame is sent only after all of them, and the debug-exit code agrees with
+//!   it (0 after `done`, 1 after `fatal`).
+//! - The guest never returns from `/init` (the kernel would panic): every path ends in a
+//!   power-off, and if even that fails, in an exit the host sees as a dead guest.
+//! - Kernel messages of warning level and worse are forwarded as frames, so splats reach the
+//!   host between whole frames instead of tearing them.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::console::{self, FrameKind};
+use crate::backend::Target;
+use crate::executor::host::HostExecutor;
+use crate::executor::{Executor, TrialSink};
+use crate::plan::{PlannedCell, PlannedTrial};
+use crate::record::TrialRecord;
+use crate::scenario::{Expectation, Scenario};
+use crate::trial::Engine;
+
+/// Where the host puts the plan in the image.
+pub const PLAN_PATH: &str = "/wedge/plan.json";
+/// Where the host puts the scenario files in the image.
+pub const SCENARIO_DIR: &str = "/wedge/scenarios";
+
+/// What one boot runs: packed by the host, read by the guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestPlan {
+    /// Trials run at once inside the guest.
+    pub jobs: usize,
+    /// Guest paths of the scenario files, indexed by [`GuestCell::scenario`].
+    pub scenarios: Vec<String>,
+    pub cells: Vec<GuestCell>,
+}
+
+/// One cell's trials in a boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestCell {
+    pub scenario: usize,
+    pub cell_index: usize,
+    /// As the host planned it (for the guest's kernel).
+    pub expectation: Expectation,
+    /// `(trial, seed)` pairs.
+    pub trials: Vec<(u32, u64)>,
+    /// Pin each trial to this many CPUs (the cell's `cpus`), as on the host.
+    pub cpus: Option<usize>,
+}
+
+/// Whether this process is a wedge guest's init: pid 1 with a plan in its root.
+pub fn is_guest() -> bool {
+    std::process::id() == 1 && Path::new(PLAN_PATH).exists()
+}
+
+/// Runs the guest and powers off; never returns.
+pub fn main() -> ! {
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            send(
+                FrameKind::Fatal,
+                &serde_json::json!({ "error": e }).to_string(),
+            );
+            1
+        }
+    };
+    power_off(code)
+}
+
+fn run() -> Result<(), String> {
+    mount_system()?;
+    forward_kernel_log();
+    let plan: GuestPlan = std::fs::read_to_string(PLAN_PATH)
+        .map_err(|e| format!("{PLAN_PATH}: {e}"))
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{PLAN_PATH}: {e}")))?;
+    let (cells, trials) = load_plan(&plan)?;
+    let mut engine = Engine::new();
+    // `/init` is a copy of wedge at the root; its siblings live in /bin.
+    engine.bin_dir = PathBuf::from("/bin");
+    engine.init_program = PathBuf::from("/bin").join(crate::pidns::INIT_PROGRAM);
+    engine.host.backend = "vm".to_string();
+    engine.host.accel = accel_from_cmdline();
+    let hello = console::Hello {
+        kernel: engine.host.kernel.clone(),
+        cpus: engine.host.cpus,
+        wedge_version: crate::VERSION.to_string(),
+    };
+    send(FrameKind::Hello, &to_json(&hello));
+    let sink = Streamer {
+        sent: Mutex::new(0),
+    };
+    let executor = HostExecutor {
+        engine: &engine,
+        jobs: plan.jobs.max(1),
+    };
+    executor.run(&cells, trials, &sink);
+    let trials = *sink.sent.lock().unwrap_or_else(|e| e.into_inner());
+    engine.cancel.store(true, Ordering::SeqCst);
+    send(FrameKind::Done, &to_json(&console::Done { trials }));
+    Ok(())
+}
+
+/// The plan's cells as the executor wants them, each scenario loaded from the image.
+fn load_plan(plan: &GuestPlan) -> Result<(Vec<PlannedCell>, Vec<PlannedTrial>), String> {
+    let mut scenarios = Vec::new();
+    for f in &plan.scenarios {
+        let s = Scenario::load(Path::new(f)).map_err(|e| e.to_string())?;
+        scenarios.push(Arc::new(s));
+    }
+    let mut cells = Vec::new();
+    let mut trials = Vec::new();
+    for (i, gc) in plan.cells.iter().enumerate() {
+        let s = scenarios
+            .get(gc.scenario)
+            .ok_or_else(|| format!("plan cell {i} names scenario {}", gc.scenario))?;
+        let cell = s
+            .cells()
+            .into_iter()
+            .nth(gc.cell_index)
+            .ok_or_else(|| format!("{} has no cell {}", s.name, gc.cell_index))?;
+        cells.push(PlannedCell {
+            scenario: Arc::clone(s),
+            cell,
+            cell_index: gc.cell_index,
+            expectation: gc.expectation.clone(),
+            trials: gc.trials.len() as u32,
+            base_seed: 0,
+            skip: None,
+            shard: None,
+            target: Target::Host,
+            cpus: gc.cpus,
+        });
+        trials.extend(gc.trials.iter().map(|&(trial, seed)| PlannedTrial {
+            cell: i,
+            trial,
+            seed,
+        }));
+    }
+    Ok((cells, trials))
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// Sends each record as it finishes.
+struct Streamer {
+    sent: Mutex<u64>,
+}
+
+impl TrialSink for Streamer {
+    fn finished(&self, _trial: &PlannedTrial, record: TrialRecord) {
+        send(FrameKind::Record, &to_json(&record));
+        *self.sent.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+}
+
+/// One frame, written whole with one `write` at a time (frames never interleave each other).
+fn send(kind: FrameKind, payload: &str) {
+    static CONSOLE: Mutex<()> = Mutex::new(());
+    let frame = console::encode(kind, payload);
+    let _one_at_a_time = CONSOLE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rest = frame.as_bytes();
+    while !rest.is_empty() {
+        match nix::unistd::write(std::io::stdout(), rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// proc, sys, devtmpfs, devpts, cgroup2 and tmpfs, where a trial expects them.
+fn mount_system() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    let none: Option<&str> = None;
+    let mounts: [(&str, &str, &str, Option<&str>); 7] = [
+        ("proc", "/proc", "proc", None),
+        ("sysfs", "/sys", "sysfs", None),
+        ("devtmpfs", "/dev", "devtmpfs", None),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            Some("ptmxmode=0666,newinstance"),
+        ),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2", None),
+        ("tmpfs", "/tmp", "tmpfs", Some("mode=1777")),
+        ("tmpfs", "/run", "tmpfs", Some("mode=0755")),
+    ];
+    for (source, target, fstype, data) in mounts {
+        std::fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
+        match mount(Some(source), target, Some(fstype), MsFlags::empty(), data) {
+            Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+            Err(e) => return Err(format!("mount {fstype} on {target}: {e}")),
+        }
+    }
+    let _ = std::fs::create_dir_all("/dev/shm");
+    let _ = mount(
+        Some("tmpfs"),
+        "/dev/shm",
+        Some("tmpfs"),
+        MsFlags::empty(),
+        none,
+    );
+    if !Path::new("/dev/ptmx").exists() {
+        let _ = std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx");
+    }
+    // Trials get every controller the kernel has, as on a host with a delegated subtree.
+    if let Ok(controllers) = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers") {
+        let enable: Vec<String> = controllers
+            .split_whitespace()
+            .map(|c| format!("+{c}"))
+            .collect();
+        let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", enable.join(" "));
+    }
+    // SAFETY: setting environment variables before any other thread exists.
+    unsafe {
+        std::env::set_var("PATH", "/bin:/usr/bin:/sbin:/usr/sbin");
+        std::env::set_var("HOME", "/root");
+        std::env::set_var("TMPDIR", "/tmp");
+    }
+    Ok(())
+}
+
+/// `wedge.accel=` from the kernel command line: the host says how it ran the guest.
+fn accel_from_cmdline() -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("wedge.accel="))
+        .map(str::to_string)
+}
+
+/// Keeps the kernel off the console (but for emergencies) and forwards its warnings and worse
+/// as frames, from a thread of their own.
+fn forward_kernel_log() {
+    // SAFETY: klogctl(SYSLOG_ACTION_CONSOLE_LEVEL, NULL, 2) only sets a kernel variable.
+    unsafe {
+        libc::klogctl(8, std::ptr::null_mut(), 2);
+    }
+    let Ok(mut kmsg) = std::fs::File::open("/dev/kmsg") else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match kmsg.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if let Some(m) = parse_kmsg(&String::from_utf8_lossy(&buf[..n]))
+                        && m.level <= 4
+                    {
+                        send(FrameKind::Kmsg, &to_json(&m));
+                    }
+                }
+                // EPIPE: the ring overwrote what we had not read yet; go on from there.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+/// One `/dev/kmsg` record: `PRIO,SEQ,USEC,FLAGS;TEXT` then continuation lines.
+pub fn parse_kmsg(record: &str) -> Option<console::Kmsg> {
+    let (head, text) = record.split_once(';')?;
+    let prio: u32 = head.split(',').next()?.parse().ok()?;
+    let text = text.lines().next().unwrap_or("").to_string();
+    Some(console::Kmsg {
+        level: (prio & 7) as u8,
+        text,
+    })
+}
+
+/// Flushes, then ends the VM with `code` through the debug-exit port (falling back to a plain
+/// power-off, and failing that, to an exit the host sees as a dead guest).
+fn power_off(code: u8) -> ! {
+    nix::unistd::sync();
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: pid 1 of a wedge guest, where the host attached isa-debug-exit at this port; ioperm
+    // grants this process the port, and the write ends the VM.
+    unsafe {
+        let port = super::qemu::DEBUG_EXIT_PORT;
+        if libc::ioperm(u64::from(port), 4, 1) == 0 {
+            let value = u32::from(code);
+            std::arch::asm!("out dx, eax", in("dx") port, in("eax") value);
+        }
+    }
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    std::process::exit(i32::from(code) + 100)
+}
+
+/// The guest path of the `index`-th scenario file: `SCENARIO_DIR/<index>/<file name>`.
+pub fn scenario_path(index: usize, file: &Path) -> PathBuf {
+    // The file name stays: a scenario's name defaults to its file's stem.
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario.toml".into());
+    Path::new(SCENARIO_DIR).join(index.to_string()).join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmsg_records_give_level_and_first_line() {
+        let m =
+            parse_kmsg("4,812,5512234,-;WARNING: CPU: 0 PID: 1 at foo\n SUBSYSTEM=x\n").unwrap();
+        assert_eq!(m.level, 4);
+        assert_eq!(m.text, "WARNING: CPU: 0 PID: 1 at foo");
+        // Facility bits above the level are dropped.
+        assert_eq!(parse_kmsg("14,1,2,-;hi").unwrap().level, 6);
+        assert_eq!(parse_kmsg("garbage"), None);
+        assert_eq!(parse_kmsg("x,1;text"), None);
+    }
+
+    #[test]
+    fn scenario_paths_are_unique_per_index() {
+        let a = scenario_path(0, Path::new("/r/scenarios/a.toml"));
+        let b = scenario_path(1, Path::new("/other/a.toml"));
+        assert_ne!(a, b);
+        assert!(a.starts_with(SCENARIO_DIR));
+        assert_eq!(a.file_stem().unwrap(), "a");
+    }
+}
