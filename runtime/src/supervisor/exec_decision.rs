@@ -212,6 +212,10 @@ fn decide(
     } else {
         match effective::resolve(&ProcRoot { pid: n.pid }, exec, policy.launchers()) {
             Ok(effective) => effective,
+            // A target that died while we looked at its /proc entries is stale, not unresolved.
+            Err(_) if !active(Mutation::IdValidRecheck) && !listener.id_valid(n.id) => {
+                return refuse(Refusal::Stale, Some(request));
+            }
             Err(unresolved) => return refuse(Refusal::Unresolved(unresolved), Some(request)),
         }
     };
