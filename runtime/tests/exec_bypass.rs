@@ -261,7 +261,10 @@ fn tracing_is_denied_unless_the_policy_allows_it() {
                 continue;
             }
             let (code, out, err) = run(sandbox, &allowed, &[exec_probe(), mode]);
-            assert_eq!(code, 3, "{mode} under {sandbox}: success expected\n{out}\n{err}");
+            assert_eq!(
+                code, 3,
+                "{mode} under {sandbox}: success expected\n{out}\n{err}"
+            );
             assert!(out.contains("returned"), "{mode} under {sandbox}: {out}");
         }
     }

@@ -435,4 +435,62 @@ mod tests {
         assert_eq!((err.line, err.column), (2, 4), "{err}");
         assert_eq!(err.message, "empty deny rule");
     }
+
+    fn inv<'a>(program: &'a str, aliases: &'a [String], args: &'a [String]) -> Invocation<'a> {
+        Invocation {
+            program,
+            aliases,
+            args,
+        }
+    }
+
+    #[test]
+    fn a_chain_is_denied_by_any_name_and_allowed_only_by_its_real_last_program() {
+        let p = policy(&["echo ok"], &["echo secret", "env"]);
+        let none: Vec<String> = vec![];
+        let secret = vec!["secret".to_owned()];
+        let e = vec!["e".to_owned()];
+        // A symlink `e` to echo: denied by the real name.
+        assert!(!p.decide_chain(&[inv("echo", &e, &secret)]).is_allowed());
+        // A real `e` whose alias is echo (argv[0], say) is denied too: names only add denials.
+        let echo = vec!["echo".to_owned()];
+        assert!(!p.decide_chain(&[inv("e", &echo, &secret)]).is_allowed());
+        // But an allow rule needs the real name: an alias `echo` does not make `e ok` allowed.
+        let ok = vec!["ok".to_owned()];
+        assert_eq!(
+            p.decide_chain(&[inv("e", &echo, &ok)]),
+            Ruling::AllowedByDefault
+        );
+        assert_eq!(
+            p.decide_chain(&[inv("echo", &none, &ok)]),
+            Ruling::Allowed("echo ok".into())
+        );
+        // A denied outer program (env) is denied even when the last one is allowed.
+        let env_args = vec!["echo".to_owned(), "ok".to_owned()];
+        assert_eq!(
+            p.decide_chain(&[inv("env", &none, &env_args), inv("echo", &none, &ok)]),
+            Ruling::Denied("env".into())
+        );
+        assert_eq!(
+            p.decide_chain(&[]),
+            Ruling::Denied("(an empty command)".into())
+        );
+    }
+
+    #[test]
+    fn launchers_and_deny_tracing_parse_with_defaults() {
+        let p = Policy::parse("p.toml", "deny = [\"rm\"]\n").unwrap();
+        assert!(p.deny_tracing());
+        assert_eq!(p.launchers(), DEFAULT_LAUNCHERS);
+        let p = Policy::parse(
+            "p.toml",
+            "launchers = [\"/opt/run\", \"env\"]\ndeny_tracing = false\n",
+        )
+        .unwrap();
+        assert!(!p.deny_tracing());
+        assert_eq!(p.launchers().len(), DEFAULT_LAUNCHERS.len() + 1);
+        assert_eq!(p.launchers().last().map(String::as_str), Some("/opt/run"));
+        let err = Policy::parse("p.toml", "launchers = [\"a b\"]\n").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 14), "{err}");
+    }
 }
