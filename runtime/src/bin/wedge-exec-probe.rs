@@ -41,22 +41,7 @@ fn main() {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let mode = args.first().and_then(|m| m.to_str()).unwrap_or("");
     match (mode, &args[1..]) {
-        ("threaded-exec", [path, rest @ ..]) => {
-            let (started_tx, started_rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                started_tx.send(()).unwrap();
-                loop {
-                    std::thread::park();
-                }
-            });
-            started_rx.recv().unwrap();
-            let path = cstr(path);
-            let mut argv: Vec<CString> = vec![path.clone()];
-            argv.extend(rest.iter().map(|a| cstr(a)));
-            let err = nix::unistd::execv(&path, &argv).unwrap_err();
-            println!("threaded execve refused: {err} (errno {})", err as i32);
-            std::process::exit(0)
-        }
+        ("threaded-exec", [path, rest @ ..]) => threaded_exec(path, rest),
         ("execveat-empty-path", [path]) => {
             let file = std::fs::File::open(path).expect("open PATH");
             let argv = [cstr(path)];
@@ -192,4 +177,21 @@ fn shared_argv_race(
             std::process::exit(1)
         }
     }
+}
+
+fn threaded_exec(path: &std::ffi::OsStr, rest: &[std::ffi::OsString]) -> ! {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        started_tx.send(()).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    started_rx.recv().unwrap();
+    let path = cstr(path);
+    let mut argv: Vec<CString> = vec![path.clone()];
+    argv.extend(rest.iter().map(|a| cstr(a)));
+    let err = nix::unistd::execv(&path, &argv).unwrap_err();
+    println!("threaded execve refused: {err} (errno {})", err as i32);
+    std::process::exit(0)
 }

@@ -192,24 +192,30 @@ pub fn run_shim(args: &[OsString]) -> ! {
 
 enum Never {}
 
+/// `--fd N [--allow-tracing] -- CMD...`: the descriptor, whether tracing is denied, the command.
+fn shim_args(args: &[OsString]) -> Result<(&OsString, bool, &[OsString]), (i32, String)> {
+    let usage = || {
+        let message = "shim: usage: __shim --fd N [--allow-tracing] -- CMD [ARGS...]";
+        (EXIT_RUNNER_ERROR, message.to_owned())
+    };
+    let [flag, fd, rest @ ..] = args else {
+        return Err(usage());
+    };
+    let (deny_tracing, rest) = match rest {
+        [allow, rest @ ..] if allow == ALLOW_TRACING_ARG => (false, rest),
+        _ => (true, rest),
+    };
+    match rest {
+        [dashes, cmd @ ..] if flag == "--fd" && dashes == "--" && !cmd.is_empty() => {
+            Ok((fd, deny_tracing, cmd))
+        }
+        _ => Err(usage()),
+    }
+}
+
 fn shim(args: &[OsString]) -> Result<Never, (i32, String)> {
     let runner_err = |m: String| (EXIT_RUNNER_ERROR, m);
-    let (args, deny_tracing) = match args {
-        [flag, fd, allow, rest @ ..] if allow == ALLOW_TRACING_ARG => {
-            ([&[flag.clone(), fd.clone()][..], rest].concat(), false)
-        }
-        _ => (args.to_vec(), true),
-    };
-    let (fd, cmd) = match args.as_slice() {
-        [flag, fd, dashes, cmd @ ..] if flag == "--fd" && dashes == "--" && !cmd.is_empty() => {
-            (fd, cmd)
-        }
-        _ => {
-            return Err(runner_err(
-                "shim: usage: __shim --fd N -- CMD [ARGS...]".into(),
-            ));
-        }
-    };
+    let (fd, deny_tracing, cmd) = shim_args(args)?;
     let fd: RawFd = fd
         .to_str()
         .and_then(|s| s.parse().ok())
