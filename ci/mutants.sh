@@ -77,12 +77,13 @@ declare -A checks=(
   [x32-check]="test:wedge_run:x32_syscall_numbers_kill_the_process"
   [single-thread]="test:wedge_run:exec_from_a_multithreaded_process_is_denied"
   [id-valid-recheck]="test:wedge_run:a_target_that_dies_after_its_request_was_read_is_refused_as_stale"
+  [effective-command]="test:exec_bypass:the_three_bypasses_are_denied_and_run_without_the_rule"
   [spawn-blocking]="scenario:worker-starvation:strategy=blocking-pool-std-mutex cpus=1 concurrency=1"
   [std-spawn-lock]="scenario:cwd-race:strategy=blocking-pool-std-mutex"
   [zygote]="scenario:fork-while-locked:strategy=zygote"
 )
 order=(eventfd-wake begin-idempotence bounded-drain listener-handback signal-escalation caller-pgrp
-  pdeathsig-thread arch-check x32-check single-thread id-valid-recheck spawn-blocking
+  pdeathsig-thread arch-check x32-check single-thread id-valid-recheck effective-command spawn-blocking
   std-spawn-lock zygote)
 
 failed=0

@@ -33,6 +33,9 @@ pub enum Mutation {
     SingleThread,
     /// No `SECCOMP_IOCTL_NOTIF_ID_VALID` re-check after reading the target's memory.
     IdValidRecheck,
+    /// The exec policy matches the requested path and argv, not the effective command (so a
+    /// symlink, a `#!` line or the loader gets a denied program through).
+    EffectiveCommand,
     /// The blocking-pool strategies run the build inline on the async worker.
     SpawnBlocking,
     /// The `blocking-pool-std-mutex` strategy takes no spawn lock.
@@ -43,7 +46,7 @@ pub enum Mutation {
 
 impl Mutation {
     /// Every mutation, in the order of `reports/mutants.md`.
-    pub const ALL: [Mutation; 14] = [
+    pub const ALL: [Mutation; 15] = [
         Mutation::EventfdWake,
         Mutation::BeginIdempotence,
         Mutation::BoundedDrain,
@@ -55,6 +58,7 @@ impl Mutation {
         Mutation::X32Check,
         Mutation::SingleThread,
         Mutation::IdValidRecheck,
+        Mutation::EffectiveCommand,
         Mutation::SpawnBlocking,
         Mutation::StdSpawnLock,
         Mutation::Zygote,
@@ -74,6 +78,7 @@ impl Mutation {
             Mutation::X32Check => "x32-check",
             Mutation::SingleThread => "single-thread",
             Mutation::IdValidRecheck => "id-valid-recheck",
+            Mutation::EffectiveCommand => "effective-command",
             Mutation::SpawnBlocking => "spawn-blocking",
             Mutation::StdSpawnLock => "std-spawn-lock",
             Mutation::Zygote => "zygote",

@@ -1,10 +1,14 @@
 //! Deciding one trapped `execve`/`execveat`: read what the target asked to execute out of its
-//! memory, check the request is still the one the kernel reported, apply the policy, answer.
+//! memory, work out the effective command ([`super::effective`]: what will really run), check the
+//! request is still the one the kernel reported, apply the policy to the effective command, answer.
 //!
-//! Every failure denies with `EPERM` (fail closed). The syscall is let through with
-//! `SECCOMP_USER_NOTIF_FLAG_CONTINUE` only when the target has exactly one thread: with more,
-//! another thread could rewrite the path or argv between our read and the kernel's, and
-//! `CONTINUE` cannot close that race.
+//! Every failure denies (fail closed): with `EPERM`, or with the kernel's own errno where the
+//! kernel would fail the exec anyway (a missing file, a format it cannot run). The syscall is let
+//! through with `SECCOMP_USER_NOTIF_FLAG_CONTINUE` only when the target has exactly one thread:
+//! with more, another thread could rewrite the path or argv between our read and the kernel's.
+//! `CONTINUE` cannot close that race for other *processes* sharing the memory or the files (the
+//! kernel's documentation says it is no security boundary): see "What the policy does not stop"
+//! in runtime/README.md.
 
 use std::io::IoSliceMut;
 
@@ -12,6 +16,7 @@ use nix::errno::Errno;
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 
+use super::effective::{self, Effective, Exec, ProcRoot, Unresolved};
 use super::notify::{Listener, Notification, Response};
 use super::policy::{Policy, Ruling};
 use crate::mutation::{Mutation, active};
@@ -65,6 +70,18 @@ pub enum Refusal {
     TooLong(&'static str),
     #[error("the notification is no longer valid (the target died or was replaced)")]
     Stale,
+    #[error("cannot tell what it runs: {0}")]
+    Unresolved(Unresolved),
+}
+
+impl Refusal {
+    /// The errno the exec fails with.
+    pub fn errno(&self) -> Errno {
+        match self {
+            Refusal::Unresolved(unresolved) => unresolved.errno(),
+            _ => Errno::EPERM,
+        }
+    }
 }
 
 /// The outcome of one decision, for the log and for tests.
@@ -72,10 +89,12 @@ pub enum Refusal {
 pub enum Decision {
     Allow {
         request: ExecRequest,
+        effective: Effective,
         ruling: Ruling,
     },
     Deny {
         request: ExecRequest,
+        effective: Effective,
         ruling: Ruling,
     },
     Refuse {
@@ -88,7 +107,8 @@ impl Decision {
     pub fn response(&self) -> Response {
         match self {
             Decision::Allow { .. } => Response::Continue,
-            Decision::Deny { .. } | Decision::Refuse { .. } => Response::Fail(Errno::EPERM),
+            Decision::Deny { .. } => Response::Fail(Errno::EPERM),
+            Decision::Refuse { refusal, .. } => Response::Fail(refusal.errno()),
         }
     }
 }
@@ -115,22 +135,39 @@ pub fn handle(
     decision
 }
 
+/// One line per decision: the request as read, and the effective command next to it (its real
+/// program and the argv that program gets).
 fn log(notification: &Notification, decision: &Decision) {
     let pid = notification.pid;
     match decision {
-        Decision::Allow { request, ruling } => tracing::info!(
-            pid, path = %request.path, argv = ?request.argv, rule = ruling.rule(), "exec allowed"
+        Decision::Allow {
+            request,
+            effective,
+            ruling,
+        } => tracing::info!(
+            pid, path = %request.path, argv = ?request.argv,
+            effective = %effective.program().path, effective_argv = ?effective.program().argv,
+            rule = ruling.rule(), "exec allowed"
         ),
-        Decision::Deny { request, ruling } => tracing::warn!(
-            pid, path = %request.path, argv = ?request.argv, rule = ruling.rule(), "exec denied"
+        Decision::Deny {
+            request,
+            effective,
+            ruling,
+        } => tracing::warn!(
+            pid, path = %request.path, argv = ?request.argv,
+            effective = %effective.program().path, effective_argv = ?effective.program().argv,
+            rule = ruling.rule(), "exec denied"
         ),
-        Decision::Refuse { request, refusal } => tracing::warn!(
-            pid,
-            path = request.as_ref().map_or("?", |r| r.path.as_str()),
-            argv = ?request.as_ref().map(|r| &r.argv),
-            rule = %refusal,
-            "exec denied"
-        ),
+        Decision::Refuse { request, refusal } => {
+            let path = request.as_ref().map_or("?", |r| r.path.as_str());
+            let argv = request.as_ref().map(|r| &r.argv);
+            if matches!(refusal, Refusal::Unresolved(u) if u.is_kernels_own()) {
+                // A missing file in a PATH search, say: the kernel would fail it the same way.
+                tracing::info!(pid, path, ?argv, effective = "?", rule = %refusal, "exec failed");
+            } else {
+                tracing::warn!(pid, path, ?argv, effective = "?", rule = %refusal, "exec denied");
+            }
+        }
     }
 }
 
@@ -165,18 +202,80 @@ fn decide(
         Err(refusal) => return refuse(refusal, None),
     };
     kill_after_read(n.pid, &request.path);
+    let exec = Exec {
+        path: &request.path,
+        argv: &request.argv,
+        dirfd: exec_dirfd(n),
+    };
+    let effective = if active(Mutation::EffectiveCommand) {
+        Effective::as_requested(exec)
+    } else {
+        match effective::resolve(&ProcRoot { pid: n.pid }, exec, policy.launchers()) {
+            Ok(effective) => effective,
+            // A target that died while we looked at its /proc entries is stale, not unresolved.
+            Err(_) if !active(Mutation::IdValidRecheck) && !listener.id_valid(n.id) => {
+                return refuse(Refusal::Stale, Some(request));
+            }
+            Err(unresolved) => return refuse(Refusal::Unresolved(unresolved), Some(request)),
+        }
+    };
+    hold_after_read(&request.path);
     // What we read is only meaningful if the notification still stands: the pid could have died
-    // and been reused while we read it.
+    // and been reused while we read its memory and its /proc entries.
     if !active(Mutation::IdValidRecheck) && !listener.id_valid(n.id) {
         return refuse(Refusal::Stale, Some(request));
     }
-    let ruling = policy.decide(&request.path, &request.argv);
+    let ruling = policy.decide_chain(&effective.invocations());
     if ruling.is_allowed() {
-        Decision::Allow { request, ruling }
+        Decision::Allow {
+            request,
+            effective,
+            ruling,
+        }
     } else {
-        Decision::Deny { request, ruling }
+        Decision::Deny {
+            request,
+            effective,
+            ruling,
+        }
     }
 }
+
+/// The directory an `execveat` resolves a relative path from, unless it is the cwd.
+fn exec_dirfd(n: &Notification) -> Option<i32> {
+    let dirfd = n.args[0] as i32;
+    (i64::from(n.syscall) == libc::SYS_execveat && dirfd != libc::AT_FDCWD).then_some(dirfd)
+}
+
+/// Test instrumentation, compiled only into the `mutations` build: with
+/// `WEDGE_RUN_HOLD_AFTER_READ=PATH:DIR`, the decision on an exec of PATH creates `DIR/read` once
+/// the request has been read and resolved, then waits (at most 10 s) for `DIR/go` before it
+/// answers. A test uses it to change the target's argv deterministically inside the window between
+/// the read and CONTINUE, and so to show that race as the documented limit it is.
+#[cfg(feature = "mutations")]
+fn hold_after_read(path: &str) {
+    let Some(value) = std::env::var_os("WEDGE_RUN_HOLD_AFTER_READ") else {
+        return;
+    };
+    let value = value.to_string_lossy().into_owned();
+    let Some((held, dir)) = value.split_once(':') else {
+        return;
+    };
+    if held != path {
+        return;
+    }
+    let dir = std::path::Path::new(dir);
+    if std::fs::write(dir.join("read"), b"").is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !dir.join("go").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[cfg(not(feature = "mutations"))]
+fn hold_after_read(_path: &str) {}
 
 /// Test instrumentation, compiled only into the `mutations` build: with
 /// `WEDGE_RUN_KILL_AFTER_READ=PATH`, a target exec'ing PATH is SIGKILLed after its request was read

@@ -1,7 +1,9 @@
 //! The seccomp filter a sandboxed command runs under: `execve` and `execveat` go to the
 //! supervisor as user notifications, every other x86_64 syscall is allowed, any other
 //! architecture (i386 through `int 0x80`, say) kills the process, and so does any x32 syscall
-//! number.
+//! number. With `deny_tracing` (the policy's default), `ptrace` and `process_vm_writev` fail with
+//! `EPERM`: they are the direct ways for one sandboxed process to rewrite another's argv while the
+//! supervisor decides on it. The cost: no debugger, `strace` or `gdb` works inside the sandbox.
 //!
 //! libseccomp builds and loads the main filter (with `SECCOMP_FILTER_FLAG_NEW_LISTENER`). It
 //! checks `seccomp_data.arch`, but libseccomp 2.5's x86_64 filter lets numbers with the x32 bit
@@ -61,11 +63,15 @@ pub const X32_GUARD: [libc::sock_filter; 6] = [
     stmt(libc::BPF_RET | libc::BPF_K, SECCOMP_RET_KILL_PROCESS),
 ];
 
+/// The syscalls `deny_tracing` fails. (Writing `/proc/PID/mem` is not one of them: see
+/// runtime/README.md, "What the policy does not stop".)
+pub const TRACING: [&str; 2] = ["ptrace", "process_vm_writev"];
+
 /// Installs both filters on the calling thread (and so on everything it later executes) and
 /// returns the listener. Sets `no_new_privs` first, as an unprivileged filter requires.
 ///
 /// Call it single-threaded, right before exec: the filter is not synchronised to other threads.
-pub fn install_exec_filter() -> Result<OwnedFd, FilterError> {
+pub fn install_exec_filter(deny_tracing: bool) -> Result<OwnedFd, FilterError> {
     let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).map_err(FilterError::Build)?;
     // libseccomp's x86_64 filter also sends x32 numbers to the bad-arch action, so each of the
     // two mutations lifts it and then removes its own half of the guard below.
@@ -80,6 +86,13 @@ pub fn install_exec_filter() -> Result<OwnedFd, FilterError> {
         let syscall = ScmpSyscall::from_name(name).map_err(FilterError::Build)?;
         ctx.add_rule(ScmpAction::Notify, syscall)
             .map_err(FilterError::Build)?;
+    }
+    if deny_tracing {
+        for name in TRACING {
+            let syscall = ScmpSyscall::from_name(name).map_err(FilterError::Build)?;
+            ctx.add_rule(ScmpAction::Errno(libc::EPERM), syscall)
+                .map_err(FilterError::Build)?;
+        }
     }
     ctx.load().map_err(FilterError::Load)?;
     let raw = ctx.get_notify_fd().map_err(FilterError::Load)?;

@@ -14,12 +14,15 @@
 //!   child and the listener handed back over a socketpair;
 //! - [`filter`]: the seccomp filter itself (libseccomp);
 //! - [`exec_decision`]: reading a trapped exec's arguments and answering it from the policy;
+//! - [`effective`]: what a trapped exec really runs (symlinks, `#!` lines, loaders, `env`), the
+//!   command the policy is asked about;
 //! - [`policy`]: which programs may run (a pure function of the path and argv);
 //! - [`notify`]: the notification ioctls and the `ppoll` wait, implementing the loops' listener
 //!   trait ([`NotifyListener`](supervise::NotifyListener)), and the eventfd wake;
 //! - [`supervise`](mod@supervise) and [`shutdown`] (from `wedge-core`, so loom checks them): the
 //!   receive loops and the shutdown coordinator, re-exported.
 
+pub mod effective;
 pub mod exec_decision;
 pub mod filter;
 pub mod notify;

@@ -5,6 +5,8 @@
 //! ```toml
 //! allow = ["git status"]
 //! deny = ["git push", "rm -rf"]
+//! launchers = ["/opt/loader"]   # optional: look through these too (see below)
+//! deny_tracing = true           # optional, the default: ptrace/process_vm_writev fail
 //! ```
 //!
 //! A rule is a whitespace-separated list of tokens that must be a prefix of the executed argv.
@@ -12,6 +14,17 @@
 //! and a relative `./git` all match `git`); the rest are compared with argv[1..] exactly.
 //! An argv that matches an allow rule is allowed; otherwise one that matches a deny rule is
 //! denied; anything else is allowed. With no rules at all everything is allowed.
+//!
+//! The supervisor asks about the *effective* command ([`super::effective`]): a chain of programs
+//! (a script, its interpreter; a loader, its program), the last of which really runs. Then
+//! ([`Policy::decide_chain`]) a deny rule matches any program of the chain under any of its names
+//! (its real file name, the name it was run by, argv\[0\]); an allow rule matches only the real
+//! name of the last program, and overrides a deny only for that last program. So a name an
+//! attacker picks (a symlink, a script, argv\[0\]) can add a denial but never an allowance.
+//!
+//! `launchers` adds files (a path in the sandbox, or a bare file name) that run the program they
+//! are given without an exec of their own, with ld.so's argv syntax; `env` and the usual loader
+//! paths are always launchers ([`DEFAULT_LAUNCHERS`]).
 
 use std::fmt;
 use std::path::Path;
@@ -92,11 +105,44 @@ impl Ruling {
     }
 }
 
-/// A set of allow and deny rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Launchers every policy has: `env`, and where the common loaders live (the loader named by the
+/// target's `/bin/sh` is found on its own). An entry with a `/` is a path in the target's root; one
+/// without names a program by its real file name.
+pub const DEFAULT_LAUNCHERS: [&str; 3] = [
+    "env",
+    "/lib64/ld-linux-x86-64.so.2",
+    "/lib/ld-musl-x86_64.so.1",
+];
+
+/// One program of an effective command, as the policy reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'a> {
+    /// The basename of its real file.
+    pub program: &'a str,
+    /// Its other names (basenames), which only deny rules look at.
+    pub aliases: &'a [String],
+    /// argv\[1..\].
+    pub args: &'a [String],
+}
+
+/// A set of allow and deny rules, plus the launchers the supervisor looks through.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     allow: Vec<Rule>,
     deny: Vec<Rule>,
+    launchers: Vec<String>,
+    deny_tracing: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            launchers: DEFAULT_LAUNCHERS.map(str::to_owned).to_vec(),
+            deny_tracing: true,
+        }
+    }
 }
 
 impl Policy {
@@ -118,11 +164,12 @@ impl Policy {
                 .into_iter()
                 .map(|t| parse(t.as_ref()))
                 .collect::<Result<_, _>>()?,
+            ..Policy::default()
         })
     }
 
-    /// Decides on an exec of `path` with `argv` (argv[0] itself is not compared: the executed
-    /// path's basename stands for it).
+    /// Decides on an exec of `path` with `argv` taken at its word, a chain of one program
+    /// (argv[0] itself is not compared: the executed path's basename stands for it).
     pub fn decide<S: AsRef<str>>(&self, path: &str, argv: &[S]) -> Ruling {
         let program = basename(path);
         let args = argv.get(1..).unwrap_or(&[]);
@@ -135,6 +182,47 @@ impl Policy {
         Ruling::AllowedByDefault
     }
 
+    /// Decides on an effective command, outermost program first: denied when a deny rule matches
+    /// any program under any of its names, unless that program is the last one and an allow rule
+    /// matches its real name; allowed by an allow rule on the last program; else by default.
+    /// An empty chain is denied.
+    pub fn decide_chain(&self, chain: &[Invocation<'_>]) -> Ruling {
+        let Some((last, outer)) = chain.split_last() else {
+            return Ruling::Denied("(an empty command)".into());
+        };
+        let denial = |inv: &Invocation<'_>| {
+            self.deny.iter().find(|rule| {
+                std::iter::once(inv.program)
+                    .chain(inv.aliases.iter().map(String::as_str))
+                    .any(|name| rule.matches(name, inv.args))
+            })
+        };
+        if let Some(rule) = outer.iter().find_map(denial) {
+            return Ruling::Denied(rule.text.clone());
+        }
+        if let Some(rule) = self
+            .allow
+            .iter()
+            .find(|r| r.matches(last.program, last.args))
+        {
+            return Ruling::Allowed(rule.text.clone());
+        }
+        match denial(last) {
+            Some(rule) => Ruling::Denied(rule.text.clone()),
+            None => Ruling::AllowedByDefault,
+        }
+    }
+
+    /// The launchers the supervisor looks through (the defaults, then the file's own).
+    pub fn launchers(&self) -> &[String] {
+        &self.launchers
+    }
+
+    /// Whether `ptrace` and `process_vm_writev` fail inside the sandbox (the default).
+    pub fn deny_tracing(&self) -> bool {
+        self.deny_tracing
+    }
+
     /// Parses a policy file's text. `origin` names it in errors.
     pub fn parse(origin: &str, text: &str) -> Result<Policy, PolicyError> {
         #[derive(Deserialize)]
@@ -144,6 +232,9 @@ impl Policy {
             allow: Vec<toml::Spanned<String>>,
             #[serde(default)]
             deny: Vec<toml::Spanned<String>>,
+            #[serde(default)]
+            launchers: Vec<toml::Spanned<String>>,
+            deny_tracing: Option<bool>,
         }
 
         let at = |offset: usize, message: String| PolicyError::at(origin, text, offset, message);
@@ -159,10 +250,23 @@ impl Policy {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
-        Ok(Policy {
+        let mut policy = Policy {
             allow: rules(file.allow, "allow")?,
             deny: rules(file.deny, "deny")?,
-        })
+            deny_tracing: file.deny_tracing.unwrap_or(true),
+            ..Policy::default()
+        };
+        for spanned in file.launchers {
+            let launcher = spanned.get_ref().trim();
+            if launcher.is_empty() || launcher.contains(char::is_whitespace) {
+                let message = "a launcher is one path or file name".to_owned();
+                return Err(at(spanned.span().start, message));
+            }
+            if !policy.launchers.iter().any(|l| l == launcher) {
+                policy.launchers.push(launcher.to_owned());
+            }
+        }
+        Ok(policy)
     }
 
     /// Reads and parses a policy file.
@@ -177,6 +281,7 @@ impl Policy {
         Policy::parse(&origin, &text)
     }
 
+    /// Whether it has no rules (launchers and switches aside).
     pub fn is_empty(&self) -> bool {
         self.allow.is_empty() && self.deny.is_empty()
     }
@@ -329,5 +434,63 @@ mod tests {
         let err = Policy::parse("p.toml", "deny = [\"git push\",\n   \"  \"]\n").unwrap_err();
         assert_eq!((err.line, err.column), (2, 4), "{err}");
         assert_eq!(err.message, "empty deny rule");
+    }
+
+    fn inv<'a>(program: &'a str, aliases: &'a [String], args: &'a [String]) -> Invocation<'a> {
+        Invocation {
+            program,
+            aliases,
+            args,
+        }
+    }
+
+    #[test]
+    fn a_chain_is_denied_by_any_name_and_allowed_only_by_its_real_last_program() {
+        let p = policy(&["echo ok"], &["echo secret", "env"]);
+        let none: Vec<String> = vec![];
+        let secret = vec!["secret".to_owned()];
+        let e = vec!["e".to_owned()];
+        // A symlink `e` to echo: denied by the real name.
+        assert!(!p.decide_chain(&[inv("echo", &e, &secret)]).is_allowed());
+        // A real `e` whose alias is echo (argv[0], say) is denied too: names only add denials.
+        let echo = vec!["echo".to_owned()];
+        assert!(!p.decide_chain(&[inv("e", &echo, &secret)]).is_allowed());
+        // But an allow rule needs the real name: an alias `echo` does not make `e ok` allowed.
+        let ok = vec!["ok".to_owned()];
+        assert_eq!(
+            p.decide_chain(&[inv("e", &echo, &ok)]),
+            Ruling::AllowedByDefault
+        );
+        assert_eq!(
+            p.decide_chain(&[inv("echo", &none, &ok)]),
+            Ruling::Allowed("echo ok".into())
+        );
+        // A denied outer program (env) is denied even when the last one is allowed.
+        let env_args = vec!["echo".to_owned(), "ok".to_owned()];
+        assert_eq!(
+            p.decide_chain(&[inv("env", &none, &env_args), inv("echo", &none, &ok)]),
+            Ruling::Denied("env".into())
+        );
+        assert_eq!(
+            p.decide_chain(&[]),
+            Ruling::Denied("(an empty command)".into())
+        );
+    }
+
+    #[test]
+    fn launchers_and_deny_tracing_parse_with_defaults() {
+        let p = Policy::parse("p.toml", "deny = [\"rm\"]\n").unwrap();
+        assert!(p.deny_tracing());
+        assert_eq!(p.launchers(), DEFAULT_LAUNCHERS);
+        let p = Policy::parse(
+            "p.toml",
+            "launchers = [\"/opt/run\", \"env\"]\ndeny_tracing = false\n",
+        )
+        .unwrap();
+        assert!(!p.deny_tracing());
+        assert_eq!(p.launchers().len(), DEFAULT_LAUNCHERS.len() + 1);
+        assert_eq!(p.launchers().last().map(String::as_str), Some("/opt/run"));
+        let err = Policy::parse("p.toml", "launchers = [\"a b\"]\n").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 14), "{err}");
     }
 }

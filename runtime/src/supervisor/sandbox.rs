@@ -27,6 +27,8 @@ use crate::mutation::{Mutation, active};
 
 /// The hidden first argument that turns `wedge-run` into the in-sandbox shim.
 pub const SHIM_ARG: &str = "__shim";
+/// The shim's flag for a policy with `deny_tracing = false`.
+const ALLOW_TRACING_ARG: &str = "--allow-tracing";
 
 /// Exit codes, as a shell reports them.
 pub const EXIT_RUNNER_ERROR: i32 = 125;
@@ -66,6 +68,7 @@ pub fn shim_command(
     kind: SandboxKind,
     wedge_run: &Path,
     shim_fd: RawFd,
+    deny_tracing: bool,
     cmd: &[OsString],
 ) -> Command {
     let mut command = match kind {
@@ -90,12 +93,11 @@ pub fn shim_command(
         }
         SandboxKind::None => Command::new(wedge_run),
     };
-    command
-        .arg(SHIM_ARG)
-        .arg("--fd")
-        .arg(shim_fd.to_string())
-        .arg("--")
-        .args(cmd);
+    command.arg(SHIM_ARG).arg("--fd").arg(shim_fd.to_string());
+    if !deny_tracing {
+        command.arg(ALLOW_TRACING_ARG);
+    }
+    command.arg("--").args(cmd);
     if active(Mutation::CallerPgrp) {
         command.process_group(0);
     }
@@ -176,7 +178,7 @@ pub fn release_shim(channel: &OwnedFd) -> Result<(), Errno> {
     nix::unistd::write(channel, b"g").map(drop)
 }
 
-/// The in-sandbox shim: `__shim --fd N -- CMD ARGS...`. Never returns.
+/// The in-sandbox shim: `__shim --fd N [--allow-tracing] -- CMD ARGS...`. Never returns.
 pub fn run_shim(args: &[OsString]) -> ! {
     let code = match shim(args) {
         Ok(never) => match never {},
@@ -190,18 +192,30 @@ pub fn run_shim(args: &[OsString]) -> ! {
 
 enum Never {}
 
+/// `--fd N [--allow-tracing] -- CMD...`: the descriptor, whether tracing is denied, the command.
+fn shim_args(args: &[OsString]) -> Result<(&OsString, bool, &[OsString]), (i32, String)> {
+    let usage = || {
+        let message = "shim: usage: __shim --fd N [--allow-tracing] -- CMD [ARGS...]";
+        (EXIT_RUNNER_ERROR, message.to_owned())
+    };
+    let [flag, fd, rest @ ..] = args else {
+        return Err(usage());
+    };
+    let (deny_tracing, rest) = match rest {
+        [allow, rest @ ..] if allow == ALLOW_TRACING_ARG => (false, rest),
+        _ => (true, rest),
+    };
+    match rest {
+        [dashes, cmd @ ..] if flag == "--fd" && dashes == "--" && !cmd.is_empty() => {
+            Ok((fd, deny_tracing, cmd))
+        }
+        _ => Err(usage()),
+    }
+}
+
 fn shim(args: &[OsString]) -> Result<Never, (i32, String)> {
     let runner_err = |m: String| (EXIT_RUNNER_ERROR, m);
-    let (fd, cmd) = match args {
-        [flag, fd, dashes, cmd @ ..] if flag == "--fd" && dashes == "--" && !cmd.is_empty() => {
-            (fd, cmd)
-        }
-        _ => {
-            return Err(runner_err(
-                "shim: usage: __shim --fd N -- CMD [ARGS...]".into(),
-            ));
-        }
-    };
+    let (fd, deny_tracing, cmd) = shim_args(args)?;
     let fd: RawFd = fd
         .to_str()
         .and_then(|s| s.parse().ok())
@@ -214,7 +228,8 @@ fn shim(args: &[OsString]) -> Result<Never, (i32, String)> {
     let program = resolve_program(&cmd[0])
         .map_err(|(code, m)| (code, format!("{}: {m}", cmd[0].to_string_lossy())))?;
 
-    let listener = install_exec_filter().map_err(|e| runner_err(format!("shim: {e}")))?;
+    let listener =
+        install_exec_filter(deny_tracing).map_err(|e| runner_err(format!("shim: {e}")))?;
     let creds = UnixCredentials::new();
     let fds = [listener.as_raw_fd()];
     let messages = [

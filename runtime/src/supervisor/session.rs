@@ -92,6 +92,7 @@ fn run_supervised(config: RunConfig) -> anyhow::Result<i32> {
         drain,
         command,
     } = config;
+    let deny_tracing = policy.deny_tracing();
     let policy = Arc::new(policy);
     let wedge_run = std::env::current_exe().context("locating wedge-run itself")?;
     let coordinator = match variant {
@@ -114,7 +115,8 @@ fn run_supervised(config: RunConfig) -> anyhow::Result<i32> {
 
     let channel = Channel::new().context("creating the hand-off socketpair")?;
     // Spawned from the main thread, which lives as long as the child (PDEATHSIG is per thread).
-    let mut shim = sandbox::shim_command(sandbox, &wedge_run, channel.shim.as_raw_fd(), &command);
+    let shim_fd = channel.shim.as_raw_fd();
+    let mut shim = sandbox::shim_command(sandbox, &wedge_run, shim_fd, deny_tracing, &command);
     let mut child = spawn_sandbox(&mut shim).with_context(|| match sandbox {
         SandboxKind::Bwrap => "starting bubblewrap (is the bubblewrap package installed?)",
         SandboxKind::None => "starting the sandboxed command",
