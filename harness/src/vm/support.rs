@@ -72,6 +72,8 @@ impl HostVms {
                 .ok()
                 .and_then(|m| m.parse().ok())
                 .unwrap_or(1024),
+            boot_budget: env_ms("WEDGE_VM_BOOT_BUDGET_MS"),
+            silence_budget: env_ms("WEDGE_VM_SILENCE_BUDGET_MS"),
         })
     }
 }
@@ -111,4 +113,9 @@ impl VmSupport for HostVms {
             .ok_or_else(|| "the kernel list is empty".to_string())?;
         self.kernel(&first.name)
     }
+}
+
+fn env_ms(name: &str) -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var(name).ok()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(ms))
 }
