@@ -82,6 +82,10 @@ pub struct CellStats {
     /// Up to five trials that missed the expectation: seed and reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub misses: Vec<(u64, String)>,
+    /// Kernel splats a VM's console showed while this cell's trials ran (up to five, distinct),
+    /// reported even when every trial passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_splats: Vec<String>,
 }
 
 impl CellStats {
@@ -198,6 +202,15 @@ fn cell_stats(scenario: String, cell_id: String, rs: &[&TrialRecord]) -> CellSta
         .map(|(_, seed, reason)| (seed, reason))
         .collect();
     misses.truncate(5);
+    let mut kernel_splats: Vec<String> = Vec::new();
+    for line in run.iter().flat_map(|r| &r.log) {
+        if let Some(splat) = line.strip_prefix(crate::executor::vm::SPLAT_LOG_PREFIX)
+            && kernel_splats.len() < 5
+            && !kernel_splats.iter().any(|s| s == splat)
+        {
+            kernel_splats.push(splat.to_string());
+        }
+    }
     let rate = |k: u64| {
         if trials == 0 {
             0.0
@@ -230,6 +243,7 @@ fn cell_stats(scenario: String, cell_id: String, rs: &[&TrialRecord]) -> CellSta
         times_ms: times,
         top_diagnosis,
         misses,
+        kernel_splats,
     }
 }
 

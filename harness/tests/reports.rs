@@ -430,3 +430,29 @@ fn a_measured_only_cell_shows_its_rate_and_its_hangs_not_a_tick() {
     assert!(text.contains("measured: passed 3/4"), "{text}");
     assert!(text.contains("1 hung"), "{text}");
 }
+
+#[test]
+fn kernel_splats_from_a_vm_are_reported_even_when_every_trial_passed() {
+    let mut rs = records();
+    let splat = "WARNING: WARNING: CPU: 1 PID: 77 at kernel/sched/core.c:123";
+    for r in rs.iter_mut().filter(|r| r.met) {
+        r.log
+            .push(format!("{}{splat}", wedge::executor::vm::SPLAT_LOG_PREFIX));
+    }
+    let s = wedge::stats::summarize(&rs);
+    let with: Vec<_> = s
+        .cells
+        .iter()
+        .filter(|c| !c.kernel_splats.is_empty())
+        .collect();
+    assert!(!with.is_empty());
+    assert!(
+        with.iter().all(|c| c.kernel_splats == [splat]),
+        "distinct, once"
+    );
+    let md = wedge::report::markdown::render(&s);
+    assert!(
+        md.contains(&format!("⚠ kernel splat in its VM: {splat}")),
+        "{md}"
+    );
+}

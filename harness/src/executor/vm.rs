@@ -120,6 +120,9 @@ struct Boot {
     cut: Option<String>,
 }
 
+/// How a record's log names a kernel splat its boot showed (the reports collect these).
+pub const SPLAT_LOG_PREFIX: &str = "vm: kernel splat: ";
+
 /// Enough for a panic's whole trace and what came before it.
 const KEEP_LINES: usize = 80;
 

@@ -133,11 +133,19 @@ fn write_cell_table(out: &mut String, cells: &[&CellStats]) {
 fn write_notes(out: &mut String, cells: &[&CellStats]) {
     let notes: Vec<_> = cells
         .iter()
-        .filter(|c| c.top_diagnosis.is_some() || !c.misses.is_empty() || c.skipped.is_some())
+        .filter(|c| {
+            c.top_diagnosis.is_some()
+                || !c.misses.is_empty()
+                || c.skipped.is_some()
+                || !c.kernel_splats.is_empty()
+        })
         .collect();
     if !notes.is_empty() {
         let _ = writeln!(out);
         for c in notes {
+            for splat in &c.kernel_splats {
+                let _ = writeln!(out, "- `{}` ⚠ kernel splat in its VM: {splat}", c.cell_id);
+            }
             if let Some(why) = &c.skipped {
                 let _ = writeln!(out, "- `{}` skipped: {why}", c.cell_id);
             }
