@@ -66,7 +66,7 @@ pub fn read_dirs(dirs: &[PathBuf]) -> Result<Vec<TrialRecord>, Failure> {
 
 /// Plan options for `--backend`, `--kernel` and `--cpus` on this machine.
 pub fn backend_options(
-    args: &super::BackendArgs,
+    args: &BackendArgs,
     vms: &wedge::vm::support::HostVms,
 ) -> wedge::runner::PlanOptions {
     wedge::runner::PlanOptions {
@@ -92,4 +92,19 @@ pub fn vm_summary(
         (n, Some(s)) => format!("{n} cells in VMs ({})", s.accel.name()),
         (n, None) => format!("{n} cells in VMs (unavailable)"),
     }
+}
+
+/// Where cells run: `--backend`, `--kernel`, `--cpus`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BackendArgs {
+    /// host: this machine only; vm: every cell in a QEMU VM; auto: this machine when it can,
+    /// else a VM (cells needing another kernel or more CPUs).
+    #[arg(long, value_enum, default_value_t = wedge::backend::Backend::Auto)]
+    pub backend: wedge::backend::Backend,
+    /// Kernel for cells without a `kernel` axis: a name from kernels.toml or a bzImage path.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub kernel: Option<String>,
+    /// CPUs for cells without a `cpus` axis (pinned on the host, vCPUs in a VM).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: Option<u32>,
 }

@@ -63,7 +63,7 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
         #[command(flatten)]
-        backend: BackendArgs,
+        backend: common::BackendArgs,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
@@ -90,7 +90,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
-        backend: BackendArgs,
+        backend: common::BackendArgs,
     },
     /// Re-render the reports from trials.jsonl; several directories are merged into --out.
     Report {
@@ -115,21 +115,6 @@ enum Command {
         #[command(subcommand)]
         verb: kernels::KernelsVerb,
     },
-}
-
-/// Where cells run: `--backend`, `--kernel`, `--cpus`.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct BackendArgs {
-    /// host: this machine only; vm: every cell in a QEMU VM; auto: this machine when it can,
-    /// else a VM (cells needing another kernel or more CPUs).
-    #[arg(long, value_enum, default_value_t = wedge::backend::Backend::Auto)]
-    pub backend: wedge::backend::Backend,
-    /// Kernel for cells without a `kernel` axis: a name from kernels.toml or a bzImage path.
-    #[arg(long, value_name = "NAME|PATH")]
-    pub kernel: Option<String>,
-    /// CPUs for cells without a `cpus` axis (pinned on the host, vCPUs in a VM).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub cpus: Option<u32>,
 }
 
 /// Parses the command line, runs the verb and maps its outcome to wedge's exit codes.

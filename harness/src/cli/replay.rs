@@ -28,7 +28,7 @@ pub fn replay(
     filters: &[CellFilter],
     seed: u64,
     out: Option<PathBuf>,
-    backend: &super::BackendArgs,
+    backend: &super::common::BackendArgs,
 ) -> Result<(), Failure> {
     let loaded = load_scenarios(&[scenario.to_path_buf()])?;
     let engine = Engine::new();

@@ -23,7 +23,7 @@ pub struct RunArgs {
     pub policy: wedge::gate::GatePolicy,
     pub shard: Option<Shard>,
     pub seed: Option<u64>,
-    pub backend: super::BackendArgs,
+    pub backend: super::common::BackendArgs,
     pub quiet: bool,
 }
 

@@ -15,7 +15,7 @@
 //! An argv that matches an allow rule is allowed; otherwise one that matches a deny rule is
 //! denied; anything else is allowed. With no rules at all everything is allowed.
 //!
-//! The supervisor asks about the *effective* command ([`super::effective`]): a chain of programs
+//! The supervisor asks about the *effective* command (the resolver in `effective.rs`): a chain of programs
 //! (a script, its interpreter; a loader, its program), the last of which really runs. Then
 //! ([`Policy::decide_chain`]) a deny rule matches any program of the chain under any of its names
 //! (its real file name, the name it was run by, argv\[0\]); an allow rule matches only the real
