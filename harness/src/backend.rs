@@ -41,6 +41,8 @@ pub struct BootKernel {
 pub struct VmTarget {
     pub kernel: BootKernel,
     pub cpus: usize,
+    /// The factor the cell's time bounds are scaled by in this VM ([`VmSupport::time_scale`]).
+    pub time_scale: u32,
 }
 
 /// Where a cell runs.
@@ -69,6 +71,11 @@ pub trait VmSupport: Send + Sync {
     fn kernel(&self, name: &str) -> Result<BootKernel, String>;
     /// The kernel a VM boots when the cell names none.
     fn default_kernel(&self) -> Result<BootKernel, String>;
+    /// How much longer than on the host a guest takes (1 with KVM; more under emulation): the
+    /// factor a VM cell's time bounds (`within_ms`, the deadline) are scaled by.
+    fn time_scale(&self) -> u32 {
+        1
+    }
 }
 
 /// No VM support at all (tests, and builds that cannot find one).
@@ -168,6 +175,7 @@ fn vm_target(wants: &Wants, host: &Host, vm: &dyn VmSupport) -> Result<Target, S
     Ok(Target::Vm(VmTarget {
         kernel,
         cpus: wants.cpus.unwrap_or(host.cpus).max(1),
+        time_scale: vm.time_scale().max(1),
     }))
 }
 

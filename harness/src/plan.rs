@@ -91,7 +91,13 @@ fn plan_cell(
         Ok(target) => (target, None),
         Err(why) => (Target::Host, Some(why)),
     };
-    let expectation = s.expectation(&cell, target.kernel_version(&engine.host));
+    let mut expectation = s.expectation(&cell, target.kernel_version(&engine.host));
+    if let Target::Vm(vm) = &target {
+        // Time bounds are host times; an emulated guest is slower by its scale.
+        expectation.within_ms = expectation
+            .within_ms
+            .map(|ms| ms * u64::from(vm.time_scale));
+    }
     let mut trials = options.trials.unwrap_or(s.trials);
     if expectation.min_rate.is_some() {
         // A rate needs trials to mean anything (see gate::MIN_RATE_TRIALS).

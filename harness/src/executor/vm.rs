@@ -359,12 +359,13 @@ impl VmExecutor<'_> {
         record.file = c.scenario.file.display().to_string();
         record.host.accel = Some(self.settings.accel.name().into());
         record.log.push(format!(
-            "vm: kernel {} ({}), {} vCPUs, {}, guest up after {:.0} ms",
+            "vm: kernel {} ({}), {} vCPUs, {}, guest up after {:.0} ms, time bounds ×{}",
             group.target.kernel.name,
             boot.guest_kernel.as_deref().unwrap_or("?"),
             group.target.cpus,
             self.settings.accel.name(),
-            boot.hello_ms.unwrap_or(0.0)
+            boot.hello_ms.unwrap_or(0.0),
+            group.target.time_scale
         ));
         for s in &boot.splats {
             record
@@ -404,6 +405,7 @@ fn guest_plan(cells: &[PlannedCell], group: &Group) -> (GuestPlan, Vec<(String, 
     }
     let plan = GuestPlan {
         jobs: group.target.cpus,
+        time_scale: group.target.time_scale,
         scenarios: files.iter().map(|(g, _)| g.clone()).collect(),
         cells: by_cell.into_values().collect(),
     };
@@ -459,7 +461,8 @@ impl Budgets {
             .iter()
             .map(|t| cells[t.cell].scenario.deadline)
             .max()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            * group.target.time_scale;
         // A record comes at least once per trial: a deadline, its teardown, and slack for a
         // guest that runs `slow` times slower than the host.
         Budgets {
@@ -573,6 +576,7 @@ argv = ["{bin_dir}/x"]
                 version: "6.1.192".into(),
             },
             cpus: 2,
+            time_scale: 4,
         }
     }
 

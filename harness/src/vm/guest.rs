@@ -37,9 +37,16 @@ pub const SCENARIO_DIR: &str = "/wedge/scenarios";
 pub struct GuestPlan {
     /// Trials run at once inside the guest.
     pub jobs: usize,
+    /// The factor scenario deadlines are scaled by here (an emulated guest is slower).
+    #[serde(default = "one")]
+    pub time_scale: u32,
     /// Guest paths of the scenario files, indexed by [`GuestCell::scenario`].
     pub scenarios: Vec<String>,
     pub cells: Vec<GuestCell>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One cell's trials in a boot.
@@ -76,6 +83,7 @@ pub fn main() -> ! {
 }
 
 fn run() -> Result<(), String> {
+    leave_rootfs()?;
     mount_system()?;
     forward_kernel_log();
     let plan: GuestPlan = std::fs::read_to_string(PLAN_PATH)
@@ -112,7 +120,8 @@ fn run() -> Result<(), String> {
 fn load_plan(plan: &GuestPlan) -> Result<(Vec<PlannedCell>, Vec<PlannedTrial>), String> {
     let mut scenarios = Vec::new();
     for f in &plan.scenarios {
-        let s = Scenario::load(Path::new(f)).map_err(|e| e.to_string())?;
+        let mut s = Scenario::load(Path::new(f)).map_err(|e| e.to_string())?;
+        s.deadline *= plan.time_scale.max(1);
         scenarios.push(Arc::new(s));
     }
     let mut cells = Vec::new();
@@ -176,6 +185,61 @@ fn send(kind: FrameKind, payload: &str) {
             Err(_) => return,
         }
     }
+}
+
+/// Moves the guest's files from the initramfs to a tmpfs and makes that the root, as
+/// `switch_root` does. `pivot_root` cannot leave the initial rootfs (EINVAL), and bubblewrap and
+/// every container runtime pivot into their sandbox's root; on a tmpfs mounted over `/` they can.
+fn leave_rootfs() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    let new = Path::new("/newroot");
+    std::fs::create_dir_all(new).map_err(|e| format!("mkdir /newroot: {e}"))?;
+    mount(
+        Some("tmpfs"),
+        new,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .map_err(|e| format!("mount tmpfs on /newroot: {e}"))?;
+    copy_tree(Path::new("/"), new)?;
+    std::env::set_current_dir(new).map_err(|e| format!("chdir /newroot: {e}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("move /newroot to /: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+/// Copies the tree at `from` into `to` (files with their modes, directories, symlinks; not device
+/// nodes), leaving out `to` itself.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    for entry in entries.flatten() {
+        let src = entry.path();
+        if src == Path::new("/newroot") {
+            continue;
+        }
+        let dst = to.join(entry.file_name());
+        let meta = entry
+            .metadata()
+            .map_err(|e| format!("{}: {e}", src.display()))?;
+        let copied = if meta.is_symlink() {
+            std::fs::read_link(&src).and_then(|t| std::os::unix::fs::symlink(t, &dst))
+        } else if meta.is_dir() {
+            std::fs::create_dir(&dst)
+                .and_then(|()| std::fs::set_permissions(&dst, meta.permissions()))
+                .map_err(|e| e.to_string())
+                .and_then(|()| copy_tree(&src, &dst))
+                .map_err(std::io::Error::other)
+        } else if meta.is_file() {
+            std::fs::copy(&src, &dst).map(|_| ())
+        } else {
+            // Device nodes (the kernel's /dev/console): devtmpfs brings them back.
+            Ok(())
+        };
+        copied.map_err(|e| format!("copy {} to {}: {e}", src.display(), dst.display()))?;
+    }
+    Ok(())
 }
 
 /// proc, sys, devtmpfs, devpts, cgroup2 and tmpfs, where a trial expects them.

@@ -106,6 +106,10 @@ impl VmSupport for HostVms {
         }
     }
 
+    fn time_scale(&self) -> u32 {
+        Accel::detect().slowdown()
+    }
+
     fn default_kernel(&self) -> Result<BootKernel, String> {
         let list = self.list.as_ref().map_err(Clone::clone)?;
         let first = list
