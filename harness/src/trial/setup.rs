@@ -38,6 +38,15 @@ pub(crate) fn set_up<'a>(
             return Err(format!("cannot create the trial's cgroup: {e}"));
         }
     };
+    let limits =
+        match crate::limits::apply(&engine.limits, &spec.scenario.limits, tree.dir(), marker) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tree.remove();
+                let _ = fs::remove_dir_all(&dir);
+                return Err(format!("cannot limit the trial: {e}"));
+            }
+        };
     let active_before = engine.active.fetch_add(1, Ordering::SeqCst);
     let started_before = engine.started.fetch_add(1, Ordering::SeqCst);
     let mounts_before: BTreeSet<String> = crate::proc::mount_points().into_iter().collect();
@@ -59,7 +68,13 @@ pub(crate) fn set_up<'a>(
     }
     let now = Instant::now();
     let deadline = now + spec.scenario.deadline;
+    let log = limits
+        .notes
+        .iter()
+        .map(|n| format!("{:9.1} ms  limit: {n}", 0.0))
+        .collect();
     Ok(Trial {
+        limits,
         engine,
         spec,
         dir,
@@ -76,7 +91,7 @@ pub(crate) fn set_up<'a>(
         aux: Vec::new(),
         failpoints: Vec::new(),
         sent_to_subject: BTreeSet::new(),
-        log: Vec::new(),
+        log,
         last_output: 0,
         verdict_at: None,
         active_before,
