@@ -130,7 +130,7 @@ fn remove_stale(parent: &Path) {
 
 /// Where wedge's own cgroup is in the hierarchy of filesystem type `fstype` (with mount option
 /// `option` for v1): mount point + the path from `/proc/self/cgroup`.
-fn cgroup_dir(fstype: &str, option: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn cgroup_dir(fstype: &str, option: Option<&str>) -> Option<PathBuf> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mount = mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;

@@ -16,6 +16,7 @@ pub mod cell;
 pub mod executor;
 pub mod gate;
 pub mod isolation;
+pub mod limits;
 pub mod monitor;
 pub mod output;
 pub mod pidns;

@@ -1,6 +1,8 @@
 //! Capturing a process's output: one reader thread per stream (stdout, stderr, the pty), kept in
 //! memory up to a cap, readable while the process runs (for `until = "output"` waits) and as
-//! tails for the trial record.
+//! tails for the trial record. wedge's memory stays bounded whatever a subject writes: past the
+//! cap a stream is still read (so the writer never blocks on a full pipe) but dropped, and the
+//! record's tail says so with a [`truncation_marker`].
 
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +32,13 @@ pub struct Capture {
     tty: Mutex<Vec<u8>>,
     open_readers: AtomicUsize,
     total: AtomicUsize,
+    /// Bytes read past the cap, per [`Source`] (stdout, stderr, tty).
+    dropped: [AtomicUsize; 3],
+}
+
+/// The line a truncated stream's tail ends with: how much was kept and how much dropped.
+pub fn truncation_marker(stream: &str, dropped: usize) -> String {
+    format!("[wedge: {stream} truncated: kept the first {CAP} bytes, dropped {dropped} more]")
 }
 
 fn lossy(m: &Mutex<Vec<u8>>) -> String {
@@ -59,14 +68,15 @@ impl Capture {
                 match source.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        let target = match from {
-                            Source::Stdout => &me.stdout,
-                            Source::Stderr => &me.stderr,
-                            Source::Tty => &me.tty,
+                        let (target, i) = match from {
+                            Source::Stdout => (&me.stdout, 0),
+                            Source::Stderr => (&me.stderr, 1),
+                            Source::Tty => (&me.tty, 2),
                         };
                         let mut t = target.lock().unwrap_or_else(|e| e.into_inner());
-                        let room = CAP.saturating_sub(t.len());
-                        t.extend_from_slice(&buf[..n.min(room)]);
+                        let kept = n.min(CAP.saturating_sub(t.len()));
+                        t.extend_from_slice(&buf[..kept]);
+                        me.dropped[i].fetch_add(n - kept, Ordering::SeqCst);
                         me.total.fetch_add(n, Ordering::SeqCst);
                     }
                 }
@@ -104,10 +114,40 @@ impl Capture {
         lossy(&self.tty)
     }
 
-    /// The tail of a stream for the trial record.
-    pub fn tail(&self, which: Stream) -> String {
-        tail_of(&self.text(which))
+    /// Bytes of `from` read past the cap and dropped.
+    pub fn dropped(&self, from: Source) -> usize {
+        let i = match from {
+            Source::Stdout => 0,
+            Source::Stderr => 1,
+            Source::Tty => 2,
+        };
+        self.dropped[i].load(Ordering::SeqCst)
     }
+
+    /// The tail of a stream (stdout or stderr) for the trial record, ending with a
+    /// [`truncation_marker`] when the stream outgrew the cap.
+    pub fn tail(&self, which: Stream) -> String {
+        let (from, name) = match which {
+            Stream::Stderr => (Source::Stderr, "stderr"),
+            _ => (Source::Stdout, "stdout"),
+        };
+        marked(tail_of(&self.text(which)), name, self.dropped(from))
+    }
+
+    /// The tail of the terminal's output, marked like [`Capture::tail`].
+    pub fn tty_tail(&self) -> String {
+        marked(tail_of(&self.tty_text()), "tty", self.dropped(Source::Tty))
+    }
+}
+
+fn marked(mut tail: String, stream: &str, dropped: usize) -> String {
+    if dropped > 0 {
+        if !tail.ends_with('\n') {
+            tail.push('\n');
+        }
+        tail.push_str(&truncation_marker(stream, dropped));
+    }
+    tail
 }
 
 #[cfg(test)]
@@ -128,6 +168,33 @@ mod tests {
         assert_eq!(c.text(Stream::Stderr), "err\n");
         assert!(c.text(Stream::Any).contains("out\n\nerr\n"));
         assert_eq!(c.total(), 8);
+    }
+
+    #[test]
+    fn past_the_cap_output_is_read_dropped_and_marked() {
+        let c = Arc::new(Capture::default());
+        let big = vec![b'x'; CAP + 12_345];
+        c.reader(std::io::Cursor::new(big), Source::Stdout);
+        c.reader(std::io::Cursor::new(b"fine\n".to_vec()), Source::Stderr);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while c.open_readers() > 0 {
+            assert!(std::time::Instant::now() < end, "readers never finished");
+            std::thread::yield_now();
+        }
+        assert_eq!(c.text(Stream::Stdout).len(), CAP);
+        assert_eq!(c.total(), CAP + 12_345 + 5);
+        assert_eq!(c.dropped(Source::Stdout), 12_345);
+        let tail = c.tail(Stream::Stdout);
+        assert!(
+            tail.ends_with(&truncation_marker("stdout", 12_345)),
+            "{tail}"
+        );
+        assert!(tail.len() < TAIL + 200);
+        assert_eq!(
+            c.tail(Stream::Stderr),
+            "fine\n",
+            "an uncut stream has no marker"
+        );
     }
 
     #[test]

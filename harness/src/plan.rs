@@ -91,6 +91,11 @@ fn plan_cell(
         Ok(target) => (target, None),
         Err(why) => (Target::Host, Some(why)),
     };
+    // A limit the scenario sets is never dropped: without its controller the cell cannot run.
+    let skip = skip.or_else(|| match target {
+        Target::Host => engine.limits.refuses(&s.limits),
+        _ => None,
+    });
     let mut expectation = s.expectation(&cell, target.kernel_version(&engine.host));
     if let Target::Vm(vm) = &target {
         // Time bounds are host times; an emulated guest is slower by its scale.

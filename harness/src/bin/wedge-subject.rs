@@ -30,6 +30,27 @@
 //!                                  1.5 s, pause(); exit 0 once it fired
 //! wedge-subject posix-timer-disarmed
 //!                                  the same handler and timer, never armed, pause() forever
+//!
+//! Hostile subjects (engine_hostile.rs): each attacks wedge or its trial in one way.
+//! wedge-subject fork-bomb CAP       every process forks without end; at the first refused fork
+//!                                  print "refused at N" (N: processes made so far), then keep
+//!                                  retrying every 10 ms; a safety stop at CAP processes
+//!                                  prints "no limit at CAP" (a host without a pids limit)
+//! wedge-subject close-fds exit|hang
+//!                                  close every descriptor (0 to the highest), then exit 0 after
+//!                                  300 ms (exit) or pause forever (hang)
+//! wedge-subject flood STREAM       write to STREAM (stdout, stderr, tty: fd 0) without end
+//! wedge-subject detach             setsid(), fork a child that setpgid()s itself away, print
+//!                                  "detached SID PGID", both pause
+//! wedge-subject unshare-mount      unshare mount, UTS, IPC and network namespaces, make the
+//!                                  mounts private, mount a tmpfs on /mnt and bind it on $TMPDIR,
+//!                                  set a hostname, print "mounted", pause
+//! wedge-subject ignore-signals     ignore every catchable signal, print "ignoring", pause
+//! wedge-subject eat-memory CAP_MB  allocate and touch 1 MiB at a time; print "no limit at
+//!                                  CAP_MB MiB" and exit 5 if it gets that far
+//! wedge-subject kill-parent SIG    send SIG (KILL or STOP) to its parent (the namespace's
+//!                                  init, pid 1, when the parent is outside its pid namespace),
+//!                                  print "sent to PID: RC", then exit 0 after 300 ms
 //! ```
 
 use std::io::{BufRead, Read, Write};
@@ -45,7 +66,7 @@ fn say(text: &str) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wedge-subject exit [CODE] | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed"
+        "usage: wedge-subject exit [CODE] | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
     );
     std::process::exit(2);
 }
@@ -458,12 +479,192 @@ fn posix_timer(armed: bool) -> ! {
     std::process::exit(0);
 }
 
+/// Two counters every process of a fork bomb shares: processes made, and whether a fork was
+/// refused yet.
+fn shared_counters() -> &'static [std::sync::atomic::AtomicU32; 2] {
+    // SAFETY: an anonymous shared mapping of 8 bytes, page-aligned, zeroed by the kernel: two
+    // valid AtomicU32 that fork keeps shared between every process of the bomb.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            8,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            fail("mmap");
+        }
+        &*(p as *const [std::sync::atomic::AtomicU32; 2])
+    }
+}
+
+fn fork_bomb(cap: u32) -> ! {
+    let [made, refused] = shared_counters();
+    made.store(1, Ordering::SeqCst);
+    say("bombing");
+    loop {
+        if made.load(Ordering::SeqCst) >= cap {
+            if refused.swap(1, Ordering::SeqCst) == 0 {
+                say(&format!("no limit at {cap}"));
+            }
+            // SAFETY: pause has no arguments.
+            unsafe { libc::pause() };
+            continue;
+        }
+        // SAFETY: the bomb's processes are single-threaded and only use atomics, write(2) and
+        // nanosleep after fork.
+        match unsafe { libc::fork() } {
+            -1 => {
+                let n = made.load(Ordering::SeqCst);
+                if refused.swap(1, Ordering::SeqCst) == 0 {
+                    say(&format!("refused at {n}"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            0 => {
+                made.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn close_fds(hang: bool) -> ! {
+    // SAFETY: closes every descriptor; nothing below uses one (sleep, pause, exit).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+    if rc != 0 {
+        // An old kernel: close them one by one.
+        for fd in 0..65_536 {
+            // SAFETY: closing a descriptor that may not exist is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+    if hang {
+        pause_forever_quietly();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::process::exit(0);
+}
+
+fn pause_forever_quietly() -> ! {
+    loop {
+        // SAFETY: pause has no arguments.
+        unsafe { libc::pause() };
+    }
+}
+
+fn flood(fd: i32) -> ! {
+    let block = [b'x'; 65_536];
+    say("flooding");
+    loop {
+        // SAFETY: writing a live buffer; a failed write (the reader gone) ends the subject.
+        if unsafe { libc::write(fd, block.as_ptr().cast(), block.len()) } < 0 {
+            std::process::exit(6);
+        }
+    }
+}
+
+fn detach() -> ! {
+    // SAFETY: setsid, fork and setpgid take no pointers; the child only calls pause.
+    unsafe {
+        if libc::setsid() < 0 {
+            fail("setsid");
+        }
+        match libc::fork() {
+            -1 => fail("fork"),
+            0 => {
+                libc::setpgid(0, 0);
+                pause_forever_quietly();
+            }
+            _ => {}
+        }
+        say(&format!("detached {} {}", libc::getsid(0), libc::getpgrp()));
+    }
+    pause_forever_quietly();
+}
+
+fn unshare_mount() -> ! {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::{CloneFlags, unshare};
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET;
+    if let Err(e) = unshare(flags) {
+        eprintln!("unshare: {e}");
+        std::process::exit(1);
+    }
+    let none: Option<&str> = None;
+    let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".to_string());
+    let steps = [
+        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none),
+        mount(
+            Some("wedge-hostile"),
+            "/mnt",
+            Some("tmpfs"),
+            MsFlags::empty(),
+            none,
+        ),
+        mount(Some("/mnt"), tmp.as_str(), none, MsFlags::MS_BIND, none),
+    ];
+    if let Some(e) = steps.iter().find_map(|r| r.err()) {
+        eprintln!("mount: {e}");
+        std::process::exit(1);
+    }
+    let name = b"wedge-hostile";
+    // SAFETY: a live buffer of the length given.
+    unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    say("mounted");
+    pause_forever_quietly();
+}
+
+fn ignore_signals() -> ! {
+    for signo in 1..=libc::SIGRTMAX() {
+        if signo != libc::SIGKILL && signo != libc::SIGSTOP {
+            // SAFETY: SIG_IGN has no handler code; invalid numbers just fail.
+            unsafe { libc::signal(signo, libc::SIG_IGN) };
+        }
+    }
+    say("ignoring");
+    pause_forever_quietly();
+}
+
+fn eat_memory(cap_mb: usize) -> ! {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    say("eating");
+    while kept.len() < cap_mb {
+        // Touching every page makes the memory resident (charged to the cgroup).
+        kept.push(std::hint::black_box(vec![0x5a; 1 << 20]));
+    }
+    say(&format!("no limit at {cap_mb} MiB"));
+    std::process::exit(5);
+}
+
+fn kill_parent(signo: libc::c_int) -> ! {
+    // SAFETY: getppid and kill take integers; the target is whatever the subject can reach.
+    let (parent, rc) = unsafe {
+        let ppid = libc::getppid();
+        // Outside its pid namespace the parent shows as 0: the nearest it sees is the init.
+        let parent = if ppid > 0 { ppid } else { 1 };
+        (parent, libc::kill(parent, signo))
+    };
+    say(&format!("sent to {parent}: {rc}"));
+    std::thread::sleep(Duration::from_millis(300));
+    std::process::exit(0);
+}
+
 fn busy() -> ! {
     say("spinning");
     let mut x: u64 = 0;
     loop {
         x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
     }
+}
+
+fn number<T: std::str::FromStr>(arg: Option<&String>) -> T {
+    arg.and_then(|a| a.parse().ok()).unwrap_or_else(|| usage())
 }
 
 fn main() {
@@ -498,6 +699,27 @@ fn main() {
         Some("pause-forever") => pause_forever(),
         Some("posix-timer") => posix_timer(true),
         Some("posix-timer-disarmed") => posix_timer(false),
+        Some("fork-bomb") => fork_bomb(number(args.get(1))),
+        Some("close-fds") => match args.get(1).map(String::as_str) {
+            Some("exit") => close_fds(false),
+            Some("hang") => close_fds(true),
+            _ => usage(),
+        },
+        Some("flood") => match args.get(1).map(String::as_str) {
+            Some("stdout") => flood(1),
+            Some("stderr") => flood(2),
+            Some("tty") => flood(0),
+            _ => usage(),
+        },
+        Some("detach") => detach(),
+        Some("unshare-mount") => unshare_mount(),
+        Some("ignore-signals") => ignore_signals(),
+        Some("eat-memory") => eat_memory(number(args.get(1))),
+        Some("kill-parent") => match args.get(1).map(String::as_str) {
+            Some("KILL") => kill_parent(libc::SIGKILL),
+            Some("STOP") => kill_parent(libc::SIGSTOP),
+            _ => usage(),
+        },
         Some("sleep") => {
             let ms = args
                 .get(1)

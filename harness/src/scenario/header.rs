@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::locate::{Locator, ScenarioError};
 use super::spec::ScenarioHeader;
+use crate::limits::{Limits, MIN_MEMORY_MAX, MIN_PIDS_MAX, parse_size};
 
 /// The validated header.
 #[derive(Debug, Clone)]
@@ -17,6 +18,7 @@ pub(crate) struct Header {
     pub deadline: Duration,
     pub quiescence: Duration,
     pub linger: Duration,
+    pub limits: Limits,
 }
 
 /// Applies the defaults of `[scenario]` (the name defaults to the file's stem) and checks it.
@@ -60,7 +62,9 @@ pub(crate) fn parse(
             "quiescence_ms must be shorter than deadline_ms (use 0 to turn early hang verdicts off)",
         ));
     }
+    let limits = limits(header, loc)?;
     Ok(Header {
+        limits,
         name,
         description: header.description.clone(),
         trials,
@@ -68,5 +72,52 @@ pub(crate) fn parse(
         deadline,
         quiescence,
         linger,
+    })
+}
+
+/// `pids_max` and `memory_max`, checked against their floors; an error points at its key.
+fn limits(header: &ScenarioHeader, loc: &Locator<'_>) -> Result<Limits, ScenarioError> {
+    let at = |key: &str| {
+        let s = loc
+            .source
+            .find(&format!("{key} "))
+            .or_else(|| loc.source.find(key));
+        s.map_or(0..0, |s| s..s + key.len())
+    };
+    if let Some(n) = header.pids_max
+        && n < MIN_PIDS_MAX
+    {
+        return Err(loc.error(
+            at("pids_max"),
+            format!("pids_max must be at least {MIN_PIDS_MAX} (wedge's keeper and init count too)"),
+        ));
+    }
+    let memory_max = match &header.memory_max {
+        None => None,
+        Some(toml::Value::Integer(n)) => Some(
+            u64::try_from(*n)
+                .map_err(|_| loc.error(at("memory_max"), "memory_max must not be negative"))?,
+        ),
+        Some(toml::Value::String(s)) => Some(
+            parse_size(s).map_err(|e| loc.error(at("memory_max"), format!("memory_max: {e}")))?,
+        ),
+        Some(_) => {
+            return Err(loc.error(
+                at("memory_max"),
+                "memory_max must be a number of bytes or a string such as \"64M\"",
+            ));
+        }
+    };
+    if let Some(m) = memory_max
+        && m < MIN_MEMORY_MAX
+    {
+        return Err(loc.error(
+            at("memory_max"),
+            format!("memory_max must be at least {}M", MIN_MEMORY_MAX >> 20),
+        ));
+    }
+    Ok(Limits {
+        pids_max: header.pids_max,
+        memory_max,
     })
 }

@@ -41,6 +41,8 @@ pub struct Scenario {
     pub deadline: Duration,
     pub quiescence: Duration,
     pub linger: Duration,
+    /// `pids_max` and `memory_max`: the trial cgroup's limits.
+    pub limits: crate::limits::Limits,
     pub subject: Subject,
     pub axes: Vec<Axis>,
     /// The steps, with `start` made explicit.
@@ -102,6 +104,7 @@ impl Scenario {
             deadline: header.deadline,
             quiescence: header.quiescence,
             linger: header.linger,
+            limits: header.limits,
             subject,
             axes,
             steps: plan.steps,
@@ -283,6 +286,38 @@ diagnosis = "blocked in futex"
         let e = parse(&bad).unwrap_err();
         assert!(e.message.contains("no axis \"w\""), "{e}");
         assert_eq!(e.line, 6);
+    }
+
+    #[test]
+    fn limits_are_read_and_their_errors_located() {
+        let base = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n";
+        let s = parse(&format!(
+            "[scenario]\npids_max = 64\nmemory_max = \"64M\"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(s.limits.pids_max, Some(64));
+        assert_eq!(s.limits.memory_max, Some(64 << 20));
+        let s = parse(&format!("[scenario]\nmemory_max = 8388608\n{base}")).unwrap();
+        assert_eq!(s.limits.memory_max, Some(8 << 20));
+        assert_eq!(
+            parse(base).unwrap().limits,
+            crate::limits::Limits::default()
+        );
+        for (text, line, needle) in [
+            (
+                "[scenario]\ntrials = 1\nmemory_max = \"64 MB\"\n",
+                3,
+                "not a size",
+            ),
+            ("[scenario]\nmemory_max = \"1K\"\n", 2, "at least 4M"),
+            ("[scenario]\nmemory_max = -5\n", 2, "negative"),
+            ("[scenario]\nmemory_max = [1]\n", 2, "number of bytes"),
+            ("[scenario]\n\npids_max = 2\n", 3, "at least 8"),
+        ] {
+            let e = parse(&format!("{text}{base}")).unwrap_err();
+            assert!(e.message.contains(needle), "{text}: {e}");
+            assert_eq!(e.line, line, "{text}: {e}");
+        }
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct ScenarioHeader {
     pub quiescence_ms: Option<u64>,
     /// How long processes may outlive the subject before they count as left behind (default 1000).
     pub linger_ms: Option<u64>,
+    /// The trial cgroup's `pids.max` (default [`crate::limits::DEFAULT_PIDS_MAX`]).
+    pub pids_max: Option<u64>,
+    /// The trial cgroup's memory limit: bytes, or a string such as `"64M"` (default: none).
+    pub memory_max: Option<toml::Value>,
 }
 
 /// How the subject's standard input is connected.

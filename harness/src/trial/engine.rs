@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 
 use crate::cell::Cell;
 use crate::isolation::TreeKind;
+use crate::limits::Support;
 use crate::record::Host;
 use crate::scenario::{Expectation, Scenario};
 
@@ -18,6 +19,8 @@ use crate::scenario::{Expectation, Scenario};
 pub struct Engine {
     /// How trial trees are isolated on this machine.
     pub tree_kind: TreeKind,
+    /// Where trials' `pids_max` and `memory_max` go on this machine.
+    pub limits: Support,
     pub bin_dir: PathBuf,
     /// The `wedge-init` every trial process runs under ([`crate::pidns`]): wedge's own, found
     /// next to wedge, whatever `bin_dir` says.
@@ -41,7 +44,10 @@ impl Engine {
         let tree_kind = TreeKind::detect();
         tracing::debug!("isolation: {tree_kind:?}");
         remove_stale_trial_dirs(&std::env::temp_dir());
+        let limits = Support::detect(&tree_kind);
+        tracing::debug!("limits: {limits:?}");
         Engine {
+            limits,
             host: Host {
                 kernel: crate::proc::kernel_release(),
                 cpus: host_cpus().len(),

@@ -42,6 +42,8 @@ pub struct Observed {
     /// The subject's whole output, for the `stdout` / `stderr` expectations.
     pub stdout: String,
     pub stderr: String,
+    /// Processes the kernel's OOM killer ended at the trial's memory limit.
+    pub oom_kills: u64,
 }
 
 /// The judge's decision.
@@ -161,9 +163,13 @@ fn judge_exit(e: &Expectation, o: &Observed, exit: ExitInfo) -> (Verdict, String
         && !o.sent_to_subject.contains(&sig)
         && !expected_signal
     {
+        let oom = match o.oom_kills {
+            0 => String::new(),
+            n => format!(" (the OOM killer ended {n} process(es) at the trial's memory limit)"),
+        };
         return (
             Verdict::Crash,
-            format!("the subject was {exit}, which nobody sent it"),
+            format!("the subject was {exit}, which nobody sent it{oom}"),
         );
     }
     if let Some(spec) = &e.exit

@@ -149,7 +149,13 @@ impl Trial<'_> {
     /// session with the terminal), die with wedge, take its CPUs, and put the keeper's report
     /// pipe on fd 3.
     fn in_child(&self, cmd: &mut Command, part: Part, with_tty: bool, report: i32) {
-        let join = self.tree.join_file(part);
+        // The trial's own cgroup, then the v1 directories of its limits (hybrid hosts).
+        let joins: Vec<std::ffi::CString> = self
+            .tree
+            .join_file(part)
+            .into_iter()
+            .chain(self.limits.join_files())
+            .collect();
         let cpus = self.spec.cpus.clone();
         // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
         // system calls (open/write/close, setpgid/setsid, ioctl, prctl, sched_setaffinity,
@@ -165,7 +171,7 @@ impl Trial<'_> {
                 if moved < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if let Some(path) = &join {
+                for path in &joins {
                     let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                     if fd < 0 {
                         return Err(std::io::Error::last_os_error());

@@ -31,13 +31,9 @@ pub(crate) fn set_up<'a>(
             dir.display()
         ));
     }
-    let tree = match TrialTree::create(&engine.tree_kind, marker) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(format!("cannot create the trial's cgroup: {e}"));
-        }
-    };
+    let (tree, limits) = contain(engine, spec, marker).inspect_err(|_| {
+        let _ = fs::remove_dir_all(&dir);
+    })?;
     let active_before = engine.active.fetch_add(1, Ordering::SeqCst);
     let started_before = engine.started.fetch_add(1, Ordering::SeqCst);
     let mounts_before: BTreeSet<String> = crate::proc::mount_points().into_iter().collect();
@@ -59,7 +55,13 @@ pub(crate) fn set_up<'a>(
     }
     let now = Instant::now();
     let deadline = now + spec.scenario.deadline;
+    let log = limits
+        .notes
+        .iter()
+        .map(|n| format!("{:9.1} ms  limit: {n}", 0.0))
+        .collect();
     Ok(Trial {
+        limits,
         engine,
         spec,
         dir,
@@ -76,11 +78,28 @@ pub(crate) fn set_up<'a>(
         aux: Vec::new(),
         failpoints: Vec::new(),
         sent_to_subject: BTreeSet::new(),
-        log: Vec::new(),
+        log,
         last_output: 0,
         verdict_at: None,
         active_before,
         started_before,
         mounts_before,
     })
+}
+
+/// The trial's process tree and its limits; on an error, neither is left.
+fn contain(
+    engine: &Engine,
+    spec: &TrialSpec<'_>,
+    marker: &str,
+) -> Result<(TrialTree, crate::limits::Applied), String> {
+    let tree = TrialTree::create(&engine.tree_kind, marker)
+        .map_err(|e| format!("cannot create the trial's cgroup: {e}"))?;
+    match crate::limits::apply(&engine.limits, &spec.scenario.limits, tree.dir(), marker) {
+        Ok(limits) => Ok((tree, limits)),
+        Err(e) => {
+            let _ = tree.remove();
+            Err(format!("cannot limit the trial: {e}"))
+        }
+    }
 }

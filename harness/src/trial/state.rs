@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::engine::{Engine, TrialSpec};
 use crate::isolation::TrialTree;
+use crate::limits::Applied;
 use crate::monitor::Monitor;
 use crate::output::Capture;
 use crate::subject::Vars;
@@ -51,6 +52,8 @@ pub(crate) struct Trial<'a> {
     pub dir: PathBuf,
     pub vars: Vars,
     pub tree: TrialTree,
+    /// Its `pids.max` and memory limit (v1 directories its processes join, on hybrid hosts).
+    pub limits: Applied,
     pub rng: ChaCha8Rng,
     /// When the subject started (or the trial, before that); the deadline runs from it.
     pub start: Instant,

@@ -14,7 +14,7 @@ use super::judge::{Observed, StepsEnd, exit_info};
 use super::state::{Trial, describe_pid};
 use super::wait::WaitEnd;
 use crate::isolation::Part;
-use crate::output::{Capture, tail_of};
+use crate::output::Capture;
 use crate::scenario::Stream;
 
 /// What teardown adds to the record besides the observations.
@@ -99,6 +99,13 @@ impl Trial<'_> {
                 dir.map_or_else(String::new, |d| d.display().to_string())
             ));
         }
+        if let Some(n) = self.limits.oom_kills().filter(|&n| n > 0) {
+            o.oom_kills = n;
+            self.note(format!(
+                "the kernel's OOM killer ended {n} process(es) at the trial's memory limit"
+            ));
+        }
+        o.leaks.extend(self.limits.remove());
         self.check_mounts(o);
         if ended_on_its_own
             && o.lingering.is_empty()
@@ -154,9 +161,9 @@ impl Trial<'_> {
         if let Some(s) = &self.subject {
             tails.stdout = s.streams.tail(Stream::Stdout);
             tails.stderr = s.streams.tail(Stream::Stderr);
-            let tty = s.streams.tty_text();
+            let tty = s.streams.tty_tail();
             if !tty.is_empty() {
-                tails.stdout.push_str(&format!("\n[tty] {}", tail_of(&tty)));
+                tails.stdout.push_str(&format!("\n[tty] {tty}"));
             }
             o.stdout = s.streams.text(Stream::Stdout);
             o.stderr = s.streams.text(Stream::Stderr);
