@@ -255,9 +255,9 @@ pub fn read_request_from<M: MemorySource + ?Sized>(
             }
             let budget = limits.max_arg_len.min(limits.max_total - total);
             let arg = read_c_string(memory, ptr, budget).map_err(|e| e.or_too_long("argv"))?;
-            let arg = String::from_utf8_lossy(&arg).into_owned();
+            // The bytes read, not the decoded text: a lossy decoding is up to three times longer.
             total += arg.len() + 1;
-            argv.push(arg);
+            argv.push(String::from_utf8_lossy(&arg).into_owned());
         }
     }
     Ok(ExecRequest {
@@ -588,6 +588,35 @@ mod tests {
         assert_eq!(err, Refusal::Unreadable(Errno::EFAULT));
         let err = read_request_from(&image, 5 * PAGE, 2 * PAGE, &limits).unwrap_err();
         assert_eq!(err, Refusal::Unreadable(Errno::EFAULT));
+    }
+
+    /// Found by the `target_memory` fuzz target: the total was counted in bytes of the lossily
+    /// decoded text, up to three times the bytes read for arguments that are not UTF-8, so
+    /// `max_total - total` went below zero (a panic with overflow checks; without them a wrapped,
+    /// huge budget that let a target make the supervisor read and hold `max_args` full-length
+    /// arguments, half a gigabyte).
+    #[test]
+    fn the_total_limit_counts_bytes_read_even_when_they_are_not_utf8() {
+        let limits = ReadLimits::default();
+        let mut image = Image::default();
+        let mut arg = vec![0xff; limits.max_arg_len - 1];
+        arg.push(0);
+        image.write(PAGE, &arg);
+        // max_total / max_arg_len full-length arguments fit exactly; one more does not.
+        let fit = limits.max_total / limits.max_arg_len;
+        let array = 64 * PAGE;
+        image.write(array, &[PAGE.to_ne_bytes(); 9].concat());
+        image.write(array + 8 * fit as u64, &0u64.to_ne_bytes());
+        let path = 128 * PAGE;
+        image.write(path, b"/x\0");
+        let req = read_request_from(&image, path, array, &limits).unwrap();
+        assert_eq!(req.argv.len(), fit);
+        assert_eq!(req.argv[0], "\u{fffd}".repeat(limits.max_arg_len - 1));
+        image.write(array + 8 * fit as u64, &PAGE.to_ne_bytes());
+        match read_request_from(&image, path, array, &limits) {
+            Err(err) => assert_eq!(err, Refusal::TooLong("argv")),
+            Ok(req) => panic!("{} arguments read past max_total", req.argv.len()),
+        }
     }
 
     #[test]
