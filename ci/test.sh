@@ -30,6 +30,8 @@ rm -rf "$results" "$results-example"
 step ./target/release/wedge run --gate --out "$results"
 # The example users copy to gate their own runtime must keep working too.
 step ./target/release/wedge run --gate --trials 3 --out "$results-example" ci/example-scenarios
+# Every cargo-fuzz target builds and runs briefly from its corpus (skips, saying so, without nightly).
+step ./ci/fuzz-smoke.sh
 # The loom models check the runtime's own coordinator, supervisor loops and spawn lock, all in
 # wedge-core (the only crate they build); they need their own build (every crate compiled with
 # --cfg loom), kept apart from the normal one.
