@@ -18,7 +18,8 @@ use wedge_runtime::supervisor::policy::{Policy, Ruling};
 #[derive(Arbitrary, Debug)]
 struct Structured {
     rules: Vec<(bool, Vec<Word>, Spacing)>,
-    execs: Vec<(Word, Vec<Word>)>,
+    /// The executed path, then argv: argv[0] (none: an empty argv) and the arguments.
+    execs: Vec<(Word, Option<Word>, Vec<Word>)>,
 }
 
 /// A word: from the vocabulary, or anything.
@@ -123,10 +124,13 @@ fn check_structured(input: &Structured) {
             return;
         }
     };
-    for (program, args) in input.execs.iter().take(16) {
-        let path = program.text();
-        let mut argv: Vec<&str> = vec![path];
-        argv.extend(args.iter().take(8).map(Word::text));
+    for (path, argv0, args) in input.execs.iter().take(16) {
+        let path = path.text();
+        let mut argv: Vec<&str> = Vec::new();
+        if let Some(argv0) = argv0 {
+            argv.push(argv0.text());
+            argv.extend(args.iter().take(8).map(Word::text));
+        }
         let ruling = policy.decide(path, &argv);
         let expected = reference(&rules, path, &argv);
         assert_eq!(ruling, expected, "exec {path:?} {argv:?} under\n{file}");
