@@ -41,6 +41,8 @@ step ./target/release/wedge run --gate --trials 1 --out "$results-vm" \
   --cell variant=pre-fix --cell sandbox=none --cell kernel=6.1 --cell kernel=6.12 \
   scenarios/orphaned-filter-recv.toml
 step ./target/release/wedge run --gate --out "$results-vm-cpus" ci/vm-smoke
+# Every cargo-fuzz target builds and runs briefly from its corpus (skips, saying so, without nightly).
+step ./ci/fuzz-smoke.sh
 # The loom models check the runtime's own coordinator, supervisor loops and spawn lock, all in
 # wedge-core (the only crate they build); they need their own build (every crate compiled with
 # --cfg loom), kept apart from the normal one.

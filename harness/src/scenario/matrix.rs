@@ -20,6 +20,11 @@ pub struct Axis {
 /// A validated selector: axis → the values it accepts (every cell when empty).
 pub type CellMatch = BTreeMap<String, Vec<String>>;
 
+/// The most cells a matrix may span. Loading expands and checks every cell, and each runs its own
+/// trials, so a few short axes must not multiply into millions: a 251-byte file of eleven axes of
+/// four values (4^11 cells) made loading run out of time and memory.
+pub const MAX_CELLS: usize = 10_000;
+
 /// Checks `[matrix]` and returns its axes in file order.
 pub(crate) fn parse(
     matrix: Option<&toml::Spanned<toml::Table>>,
@@ -29,11 +34,25 @@ pub(crate) fn parse(
         return Ok(Vec::new());
     };
     let span = matrix.span();
-    matrix
+    let axes: Vec<Axis> = matrix
         .get_ref()
         .iter()
         .map(|(axis, values)| parse_axis(axis, values).map_err(|m| loc.error(span.clone(), m)))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let within = axes.iter().try_fold(1usize, |cells, axis| {
+        cells
+            .checked_mul(axis.values.len())
+            .filter(|&n| n <= MAX_CELLS)
+    });
+    if within.is_none() {
+        return Err(loc.error(
+            span,
+            format!(
+                "the matrix spans more than {MAX_CELLS} cells (the product of the axes' value counts)"
+            ),
+        ));
+    }
+    Ok(axes)
 }
 
 fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {

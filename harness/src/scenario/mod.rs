@@ -288,6 +288,28 @@ diagnosis = "blocked in futex"
         assert_eq!(e.line, 6);
     }
 
+    /// Found while fuzzing `scenario`: eleven axes of four values, 251 bytes, expanded into
+    /// 4^11 cells at load time (a timeout and gigabytes). A matrix of at most `MAX_CELLS` loads.
+    #[test]
+    fn a_matrix_past_the_cell_limit_is_refused_at_load() {
+        let file = |axes: usize, values: &str| {
+            let axes: Vec<String> = (0..axes).map(|i| format!("a{i} = [{values}]")).collect();
+            format!(
+                "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[matrix]\n{}\n",
+                axes.join("\n")
+            )
+        };
+        let e = parse(&file(11, "1, 2, 3, 4")).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("more than 10000 cells"), "{e}");
+        // 10^4 cells exactly: at the limit, so it loads.
+        let s = parse(&file(4, "0, 1, 2, 3, 4, 5, 6, 7, 8, 9")).unwrap();
+        assert_eq!(s.cells().len(), matrix::MAX_CELLS);
+        // A product that overflows usize is refused, not wrapped.
+        let values: Vec<String> = (0..200).map(|v| v.to_string()).collect();
+        assert!(parse(&file(9, &values.join(", "))).is_err());
+    }
+
     #[test]
     fn limits_are_read_and_their_errors_located() {
         let base = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n";

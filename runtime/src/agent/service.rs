@@ -121,8 +121,10 @@ fn kill_command(pid: i32, pidfd: &OwnedFd, signal: Signal) {
     }
 }
 
-/// Checks an exec request and turns it into a build spec (without id and state root).
-fn validate(request: ExecRequest, state_root: &Path) -> Result<BuildSpec, Status> {
+/// Checks an exec request's form and turns it into a build spec (without an id), touching
+/// nothing outside it: the request is whatever a client sent, so every malformed field is an
+/// `invalid_argument` status, never a panic. Whether the cwd exists is [`check_cwd`]'s job.
+pub fn validate(request: ExecRequest, state_root: &Path) -> Result<BuildSpec, Status> {
     let invalid = |m: String| Err(Status::invalid_argument(m));
     if request.program.is_empty() {
         return invalid("program is empty".into());
@@ -168,15 +170,6 @@ fn validate(request: ExecRequest, state_root: &Path) -> Result<BuildSpec, Status
     if !cwd.starts_with('/') {
         return invalid(format!("cwd {cwd:?} is not an absolute path"));
     }
-    match std::fs::metadata(&cwd) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return invalid(format!("cwd {cwd} is not a directory")),
-        Err(e) => {
-            return invalid(format!(
-                "cwd {cwd} does not exist or is not accessible: {e}"
-            ));
-        }
-    }
     Ok(BuildSpec {
         exec_id: 0,
         state_root: state_root.to_path_buf(),
@@ -185,6 +178,27 @@ fn validate(request: ExecRequest, state_root: &Path) -> Result<BuildSpec, Status
         env,
         cwd,
     })
+}
+
+/// Checks that a validated request's cwd is a directory that exists.
+fn check_cwd(cwd: &str) -> Result<(), Status> {
+    let invalid = |m: String| Err(Status::invalid_argument(m));
+    match std::fs::metadata(cwd) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => invalid(format!("cwd {cwd} is not a directory")),
+        Err(e) => invalid(format!(
+            "cwd {cwd} does not exist or is not accessible: {e}"
+        )),
+    }
+}
+
+/// The signal a `Kill` request asks for: 0 means SIGKILL.
+pub fn kill_signal(request: &KillRequest) -> Result<Signal, Status> {
+    if request.signal == 0 {
+        return Ok(Signal::SIGKILL);
+    }
+    Signal::try_from(request.signal)
+        .map_err(|_| Status::invalid_argument(format!("{} is not a signal", request.signal)))
 }
 
 fn build_status(error: &BuildError) -> Status {
@@ -219,6 +233,7 @@ impl Agent for AgentService {
         let request = request.into_inner();
         let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms));
         let mut spec = validate(request, &self.shared.state_root)?;
+        check_cwd(&spec.cwd)?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         spec.exec_id = id;
         let progress = Arc::new(BuildProgress::default());
@@ -287,13 +302,7 @@ impl Agent for AgentService {
 
     async fn kill(&self, request: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
         let request = request.into_inner();
-        let signal = if request.signal == 0 {
-            Signal::SIGKILL
-        } else {
-            Signal::try_from(request.signal).map_err(|_| {
-                Status::invalid_argument(format!("{} is not a signal", request.signal))
-            })?
-        };
+        let signal = kill_signal(&request)?;
         let exec = self.lookup(request.id)?;
         let process = exec.process.lock();
         match &*process {
@@ -598,5 +607,50 @@ fn output(stream: OutputStream, data: &[u8]) -> ExecEvent {
             stream: stream as i32,
             data: data.to_vec(),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(program: &str, cwd: &str) -> ExecRequest {
+        ExecRequest {
+            program: program.into(),
+            cwd: cwd.into(),
+            ..ExecRequest::default()
+        }
+    }
+
+    #[test]
+    fn validate_checks_the_form_and_leaves_the_filesystem_to_check_cwd() {
+        let spec = validate(request("true", "/no/such/dir"), Path::new("/s")).unwrap();
+        assert_eq!(
+            (spec.program.as_str(), spec.cwd.as_str()),
+            ("true", "/no/such/dir")
+        );
+        assert!(check_cwd(&spec.cwd).is_err());
+        assert_eq!(
+            validate(request("true", ""), Path::new("/s")).unwrap().cwd,
+            "/"
+        );
+        for bad in [
+            request("", "/"),
+            request("a\0b", "/"),
+            request("true", "rel"),
+        ] {
+            let status = validate(bad.clone(), Path::new("/s")).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kill_signal_maps_zero_to_sigkill_and_rejects_non_signals() {
+        let kill = |signal| kill_signal(&KillRequest { id: 1, signal });
+        assert_eq!(kill(0).unwrap(), Signal::SIGKILL);
+        assert_eq!(kill(15).unwrap(), Signal::SIGTERM);
+        for bad in [-1, 65, i32::MAX] {
+            assert_eq!(kill(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        }
     }
 }

@@ -311,6 +311,16 @@ fn thread_count(pid: u32) -> Result<usize, String> {
         .ok_or_else(|| "no Threads: line in /proc/PID/status".to_owned())
 }
 
+/// Where the decoder reads a target's memory from: the target itself (`process_vm_readv`) in the
+/// supervisor, a fake image in tests and in the `target_memory` fuzz target, so that both run the
+/// very decoding and limits below.
+pub trait MemorySource {
+    /// Reads up to `buf.len()` bytes at `addr`, like `process_vm_readv` with one iovec: `Ok(n)`
+    /// with `n < buf.len()` when the read ran into an unmapped page, an error when nothing at
+    /// `addr` could be read.
+    fn read_at(&self, addr: u64, buf: &mut [u8]) -> Result<usize, Errno>;
+}
+
 /// Reads the path and argv of an exec out of the target's memory.
 pub fn read_request(
     pid: Pid,
@@ -318,14 +328,22 @@ pub fn read_request(
     argv_ptr: u64,
     limits: &ReadLimits,
 ) -> Result<ExecRequest, Refusal> {
-    let memory = Target(pid);
-    let path = memory
-        .read_c_string(path_ptr, limits.max_path)
-        .map_err(|e| e.or_too_long("the path"))?;
+    read_request_from(&Target(pid), path_ptr, argv_ptr, limits)
+}
+
+/// [`read_request`] over any [`MemorySource`]: what the supervisor decodes, given the memory.
+pub fn read_request_from<M: MemorySource + ?Sized>(
+    memory: &M,
+    path_ptr: u64,
+    argv_ptr: u64,
+    limits: &ReadLimits,
+) -> Result<ExecRequest, Refusal> {
+    let path =
+        read_c_string(memory, path_ptr, limits.max_path).map_err(|e| e.or_too_long("the path"))?;
     let mut argv = Vec::new();
     let mut total = 0usize;
     if argv_ptr != 0 {
-        let mut pointers = memory.pointers(argv_ptr);
+        let mut pointers = Pointers::new(memory, argv_ptr);
         loop {
             let ptr = pointers.next_pointer()?;
             if ptr == 0 {
@@ -335,14 +353,16 @@ pub fn read_request(
                 return Err(Refusal::TooLong("argv"));
             }
             let budget = limits.max_arg_len.min(limits.max_total - total);
-            let arg = memory
-                .read_c_string(ptr, budget)
-                .map_err(|e| e.or_too_long("argv"))?;
+            let arg = read_c_string(memory, ptr, budget).map_err(|e| e.or_too_long("argv"))?;
+            // The bytes read, not the decoded text: a lossy decoding is up to three times longer.
             total += arg.len() + 1;
-            argv.push(arg);
+            argv.push(String::from_utf8_lossy(&arg).into_owned());
         }
     }
-    Ok(ExecRequest { path, argv })
+    Ok(ExecRequest {
+        path: String::from_utf8_lossy(&path).into_owned(),
+        argv,
+    })
 }
 
 enum ReadError {
@@ -365,22 +385,56 @@ impl From<ReadError> for Refusal {
     }
 }
 
+/// A live target's memory.
 struct Target(Pid);
+
+impl MemorySource for Target {
+    fn read_at(&self, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len: buf.len(),
+        }];
+        process_vm_readv(self.0, &mut [IoSliceMut::new(buf)], &remote)
+    }
+}
 
 const PAGE: u64 = 4096;
 /// Bytes read first for a string: most arguments are shorter.
 const FIRST_READ: usize = 256;
 
-/// An argv pointer array being read.
-struct Pointers<'t> {
-    target: &'t Target,
+/// One read that makes progress: reading nothing is a fault too, or a caller would loop.
+fn read<M: MemorySource + ?Sized>(
+    memory: &M,
+    addr: u64,
+    buf: &mut [u8],
+) -> Result<usize, ReadError> {
+    match memory.read_at(addr, buf).map_err(ReadError::Fault)? {
+        0 => Err(ReadError::Fault(Errno::EFAULT)),
+        n => Ok(n.min(buf.len())),
+    }
+}
+
+/// An argv pointer array being read, a batch (up to a page boundary) per read.
+struct Pointers<'m, M: ?Sized> {
+    memory: &'m M,
     next: u64,
     batch: [u64; 64],
     have: usize,
     used: usize,
 }
 
-impl Pointers<'_> {
+impl<'m, M: MemorySource + ?Sized> Pointers<'m, M> {
+    /// The NULL-terminated pointer array at `addr`.
+    fn new(memory: &'m M, addr: u64) -> Self {
+        Pointers {
+            memory,
+            next: addr,
+            batch: [0; 64],
+            have: 0,
+            used: 0,
+        }
+    }
+
     fn next_pointer(&mut self) -> Result<u64, ReadError> {
         if self.used == self.have {
             let to_page_end = (PAGE - self.next % PAGE) as usize;
@@ -389,9 +443,11 @@ impl Pointers<'_> {
             let mut got = 0;
             // A pointer straddling a page boundary needs two reads.
             while got < 8 {
-                got += self
-                    .target
-                    .read(self.next + got as u64, &mut bytes[got..want.max(1) * 8])?;
+                got += read(
+                    self.memory,
+                    self.next + got as u64,
+                    &mut bytes[got..want.max(1) * 8],
+                )?;
             }
             self.have = got / 8;
             for (slot, raw) in self
@@ -412,56 +468,33 @@ impl Pointers<'_> {
     }
 }
 
-impl Target {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-        let remote = [RemoteIoVec {
-            base: addr as usize,
-            len: buf.len(),
-        }];
-        let n = process_vm_readv(self.0, &mut [IoSliceMut::new(buf)], &remote)
-            .map_err(ReadError::Fault)?;
-        if n == 0 {
-            return Err(ReadError::Fault(Errno::EFAULT));
+/// Reads a NUL-terminated string of at most `max` bytes including the NUL (its bytes without
+/// the NUL), never across a page boundary in one call, so that a string ending just before an
+/// unmapped page is still read. The first read is short, because most arguments are.
+fn read_c_string<M: MemorySource + ?Sized>(
+    memory: &M,
+    addr: u64,
+    max: usize,
+) -> Result<Vec<u8>, ReadError> {
+    let mut out = Vec::new();
+    let mut addr = addr;
+    let mut chunk = [0u8; PAGE as usize];
+    let mut step = FIRST_READ;
+    while out.len() < max {
+        let to_page_end = (PAGE - addr % PAGE) as usize;
+        let want = to_page_end.min(max - out.len()).min(step);
+        step = PAGE as usize;
+        let got = read(memory, addr, &mut chunk[..want])?;
+        if let Some(nul) = chunk[..got].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..nul]);
+            return Ok(out);
         }
-        Ok(n)
+        out.extend_from_slice(&chunk[..got]);
+        addr = addr
+            .checked_add(got as u64)
+            .ok_or(ReadError::Fault(Errno::EFAULT))?;
     }
-
-    /// Reads the NULL-terminated pointer array at `addr`, a batch (up to a page boundary) per
-    /// system call.
-    fn pointers(&self, addr: u64) -> Pointers<'_> {
-        Pointers {
-            target: self,
-            next: addr,
-            batch: [0; 64],
-            have: 0,
-            used: 0,
-        }
-    }
-
-    /// Reads a NUL-terminated string of at most `max` bytes including the NUL, never across a
-    /// page boundary in one call, so that a string ending just before an unmapped page is still
-    /// read. The first read is short, because most arguments are.
-    fn read_c_string(&self, addr: u64, max: usize) -> Result<String, ReadError> {
-        let mut out = Vec::new();
-        let mut addr = addr;
-        let mut chunk = [0u8; PAGE as usize];
-        let mut step = FIRST_READ;
-        while out.len() < max {
-            let to_page_end = (PAGE - addr % PAGE) as usize;
-            let want = to_page_end.min(max - out.len()).min(step);
-            step = PAGE as usize;
-            let got = self.read(addr, &mut chunk[..want])?;
-            if let Some(nul) = chunk[..got].iter().position(|&b| b == 0) {
-                out.extend_from_slice(&chunk[..nul]);
-                return Ok(String::from_utf8_lossy(&out).into_owned());
-            }
-            out.extend_from_slice(&chunk[..got]);
-            addr = addr
-                .checked_add(got as u64)
-                .ok_or(ReadError::Fault(Errno::EFAULT))?;
-        }
-        Err(ReadError::TooLong)
-    }
+    Err(ReadError::TooLong)
 }
 
 #[cfg(test)]
@@ -558,12 +591,12 @@ mod tests {
             libc::munmap(base.add(PAGE as usize) as *mut libc::c_void, PAGE as usize);
             let s = base.add(PAGE as usize - 4);
             std::ptr::copy_nonoverlapping(c"abc".as_ptr().cast::<u8>(), s, 4);
-            let got = Target(self_pid()).read_c_string(s as u64, 4096).ok();
+            let got = read_c_string(&Target(self_pid()), s as u64, 4096).ok();
             let unterminated = base.add(PAGE as usize - 2);
             *unterminated.add(1) = b'z';
-            let fault = Target(self_pid()).read_c_string(unterminated as u64, 4096);
+            let fault = read_c_string(&Target(self_pid()), unterminated as u64, 4096);
             libc::munmap(base as *mut libc::c_void, PAGE as usize);
-            assert_eq!(got.as_deref(), Some("abc"));
+            assert_eq!(got.as_deref(), Some(&b"abc"[..]));
             assert!(matches!(fault, Err(ReadError::Fault(_))));
         }
     }
@@ -596,6 +629,92 @@ mod tests {
             );
             libc::munmap(base as *mut libc::c_void, 2 * PAGE as usize);
             assert_eq!(req.unwrap().argv, ["a", "bb", "ccc"]);
+        }
+    }
+
+    /// A target's address space as `process_vm_readv` sees it: whole pages, mapped or not.
+    #[derive(Default)]
+    struct Image {
+        pages: std::collections::BTreeMap<u64, Vec<u8>>,
+    }
+
+    impl Image {
+        /// Writes `bytes` at `addr`, mapping the pages it touches.
+        fn write(&mut self, addr: u64, bytes: &[u8]) {
+            for (i, &b) in bytes.iter().enumerate() {
+                let at = addr + i as u64;
+                let page = self.pages.entry(at / PAGE).or_insert_with(|| vec![0; 4096]);
+                page[(at % PAGE) as usize] = b;
+            }
+        }
+    }
+
+    impl MemorySource for Image {
+        fn read_at(&self, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+            let mut n = 0;
+            while n < buf.len() {
+                let at = addr + n as u64;
+                let Some(page) = self.pages.get(&(at / PAGE)) else {
+                    break;
+                };
+                let offset = (at % PAGE) as usize;
+                let take = (buf.len() - n).min(page.len() - offset);
+                buf[n..n + take].copy_from_slice(&page[offset..offset + take]);
+                n += take;
+            }
+            if n == 0 { Err(Errno::EFAULT) } else { Ok(n) }
+        }
+    }
+
+    #[test]
+    fn a_fake_image_decodes_at_page_edges() {
+        let mut image = Image::default();
+        // The path ends at the last byte of page 1; page 2 is unmapped.
+        image.write(2 * PAGE - 4, b"/x\0\0");
+        image.write(5 * PAGE, b"one\0two\0");
+        // The argv array straddles the boundary of pages 3 and 4, its second slot split 3 + 5.
+        let array = 4 * PAGE - 11;
+        for (i, ptr) in [5 * PAGE, 5 * PAGE + 4, 0].iter().enumerate() {
+            image.write(array + 8 * i as u64, &ptr.to_ne_bytes());
+        }
+        let limits = ReadLimits::default();
+        let req = read_request_from(&image, 2 * PAGE - 4, array, &limits).unwrap();
+        assert_eq!(req.path, "/x");
+        assert_eq!(req.argv, ["one", "two"]);
+        // An unterminated string running into the hole, and a pointer into it, are faults.
+        image.write(2 * PAGE - 4, b"/xyz");
+        let err = read_request_from(&image, 2 * PAGE - 4, 0, &limits).unwrap_err();
+        assert_eq!(err, Refusal::Unreadable(Errno::EFAULT));
+        let err = read_request_from(&image, 5 * PAGE, 2 * PAGE, &limits).unwrap_err();
+        assert_eq!(err, Refusal::Unreadable(Errno::EFAULT));
+    }
+
+    /// Found by the `target_memory` fuzz target: the total was counted in bytes of the lossily
+    /// decoded text, up to three times the bytes read for arguments that are not UTF-8, so
+    /// `max_total - total` went below zero (a panic with overflow checks; without them a wrapped,
+    /// huge budget that let a target make the supervisor read and hold `max_args` full-length
+    /// arguments, half a gigabyte).
+    #[test]
+    fn the_total_limit_counts_bytes_read_even_when_they_are_not_utf8() {
+        let limits = ReadLimits::default();
+        let mut image = Image::default();
+        let mut arg = vec![0xff; limits.max_arg_len - 1];
+        arg.push(0);
+        image.write(PAGE, &arg);
+        // max_total / max_arg_len full-length arguments fit exactly; one more does not.
+        let fit = limits.max_total / limits.max_arg_len;
+        let array = 64 * PAGE;
+        image.write(array, &[PAGE.to_ne_bytes(); 9].concat());
+        image.write(array + 8 * fit as u64, &0u64.to_ne_bytes());
+        let path = 128 * PAGE;
+        image.write(path, b"/x\0");
+        let req = read_request_from(&image, path, array, &limits).unwrap();
+        assert_eq!(req.argv.len(), fit);
+        assert_eq!(req.argv[0], "\u{fffd}".repeat(limits.max_arg_len - 1));
+        image.write(array + 8 * fit as u64, &PAGE.to_ne_bytes());
+        match read_request_from(&image, path, array, &limits) {
+            Err(err) => assert_eq!(err, Refusal::TooLong("argv")),
+            Ok(req) => panic!("{} arguments read past max_total", req.argv.len()),
         }
     }
 
