@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::locate::{Locator, ScenarioError};
-use super::spec::ScenarioHeader;
+use super::spec::{QuiescenceOf, ScenarioHeader};
 
 /// The validated header.
 #[derive(Debug, Clone)]
@@ -16,6 +16,7 @@ pub(crate) struct Header {
     pub seed: u64,
     pub deadline: Duration,
     pub quiescence: Duration,
+    pub quiescence_of: QuiescenceOf,
     pub linger: Duration,
 }
 
@@ -67,6 +68,7 @@ pub(crate) fn parse(
         seed: header.seed.unwrap_or(0),
         deadline,
         quiescence,
+        quiescence_of: header.quiescence_of.unwrap_or_default(),
         linger,
     })
 }
