@@ -24,6 +24,9 @@ step cargo build --workspace --all-features --release --bins
 step ./ci/build-static.sh -q
 # One trial per scenario cell here: the gate below runs the default suite properly.
 step env WEDGE_TEST_TRIALS="${WEDGE_TEST_TRIALS:-1}" cargo test --workspace --all-features --release
+# Every bench body once in test mode (one trial per scenario cell), so they keep compiling and
+# working; the full run is `cargo bench -p wedge-benches` (README).
+step cargo bench -p wedge-benches -- --test
 
 # The quick gate on deadlock freedom, exactly as a user's CI runs it: every fixed variant must
 # pass, every pre-fix variant must be caught. Each scenario's own (small) trial counts.

@@ -1,4 +1,10 @@
-//! Helpers shared by wedge's benchmarks.
+//! Helpers shared by wedge's benchmarks: finding the release binaries, running scenario cells
+//! through wedge's engine ([`cells`]), and counting failed trials as a criterion measurement
+//! ([`failures`]).
+
+pub mod cells;
+pub mod failures;
+pub mod times;
 
 use std::path::PathBuf;
 
@@ -16,7 +22,7 @@ pub fn release_binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.is_file(),
-        "{} not found: build it first with `cargo build --release -p wedge-runtime` (or set WEDGE_BIN_DIR)",
+        "{} not found: build it first with `cargo build --release --workspace --bins` (or set WEDGE_BIN_DIR)",
         path.display()
     );
     path

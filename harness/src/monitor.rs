@@ -46,6 +46,26 @@
 //!     one); none does ⇒ this one is disarmed or fires too late. Alarm clocks, an unreadable `/proc/timer_list`, or no `/proc/PID/timers` (with a
 //!     caught signal) ⇒ not quiescent before the deadline.
 //!
+//! # Whose quiescence
+//!
+//! By default every process of the trial decides. A scenario may narrow that to the subject's
+//! tree (`quiescence_of = "subject"`, [`Monitor::observe_where`]): the other processes are still
+//! tracked and diagnosed, but neither what they do nor their timeouts count. That is for clients
+//! that only wait on the subject with timeouts of their own (`wedge-agent exec --timeout`): they
+//! would keep a frozen subject "active" until they expire, while nothing they can do then wakes it.
+//!
+//! # System timers that were never the tree's
+//!
+//! `/proc/timer_list` does not say whose an armed `ITIMER_REAL` or POSIX timer is, so any one in
+//! the system may be a tree process's. But a tree that has not changed since an instant (every
+//! thread asleep by its own rule, no CPU time, no wake-up, nobody came or went: *still*) cannot
+//! have armed a timer since then, and a timer of its own that fired would have changed it (killed
+//! the process, or woken the handler's thread). So only the system timers already armed when the
+//! stillness began, with the same expiry, can still be the tree's ([`StillAlarms`]); a foreign
+//! periodic timer (another program's 1 s `setitimer`) stops counting once it fires. When nothing
+//! else held the tree back, the window then runs from the start of the stillness: the timers
+//! that held it were shown foreign by firing without effect.
+//!
 //! The diagnosis names the wake source: `sleeping in read (timerfd fd 3 fires in 700 ms)`,
 //! `blocked in read (timerfd fd 3 is disarmed)`, or the alarm or POSIX timer that may fire.
 
@@ -144,6 +164,55 @@ pub struct Monitor {
     tracks: HashMap<(i32, i32), Track>,
     fingerprint: Vec<(i32, i32, u64, u64, char)>,
     quiet_since: Option<Instant>,
+    /// Since when the judged tree is still (see the module doc), if it is.
+    still_since: Option<Instant>,
+    /// The system timers armed when the stillness began (read on first need).
+    still_alarms: Option<StillAlarms>,
+    /// Whether, since `still_since`, only system timers (whose owner is unknown) kept the tree
+    /// from being quiescent.
+    held_by_alarms_only: bool,
+}
+
+/// The system's armed `ITIMER_REAL` and POSIX timers when a tree's stillness began, as instants:
+/// the only ones that can still be the tree's (see the module doc).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StillAlarms {
+    itimer_real: Vec<Instant>,
+    posix: Vec<Instant>,
+}
+
+/// Expiries read at two instants are compared with this slack: each is "time left" at its read,
+/// and the read and wedge's clock reading beside it may be a preemption apart. A larger slack
+/// only keeps more timers as candidates (the sound side).
+const SAME_EXPIRY: Duration = Duration::from_millis(20);
+
+impl StillAlarms {
+    /// The timers of `k`, read at `now`.
+    pub fn at(k: &procwake::KernelTimers, now: Instant) -> StillAlarms {
+        StillAlarms {
+            itimer_real: k.itimer_real.iter().map(|d| now + *d).collect(),
+            posix: k.posix.iter().map(|d| now + *d).collect(),
+        }
+    }
+
+    /// The timers of `k` (read at `now`) that were already armed, with the same expiry, at the
+    /// start of the stillness: the others were armed or re-armed since, so not by the tree.
+    pub fn candidates(&self, k: &procwake::KernelTimers, now: Instant) -> procwake::KernelTimers {
+        let keep = |seen: &[Instant], left: &[Duration]| -> Vec<Duration> {
+            left.iter()
+                .copied()
+                .filter(|d| {
+                    let at = now + *d;
+                    seen.iter()
+                        .any(|s| (*s.max(&at)).duration_since(*s.min(&at)) <= SAME_EXPIRY)
+                })
+                .collect()
+        };
+        procwake::KernelTimers {
+            itimer_real: keep(&self.itimer_real, &k.itimer_real),
+            posix: keep(&self.posix, &k.posix),
+        }
+    }
 }
 
 impl Monitor {
@@ -157,6 +226,9 @@ impl Monitor {
             tracks: HashMap::new(),
             fingerprint: Vec::new(),
             quiet_since: None,
+            still_since: None,
+            still_alarms: None,
+            held_by_alarms_only: false,
         }
     }
 
@@ -169,11 +241,23 @@ impl Monitor {
 
     /// Feeds a snapshot; returns how long the tree has been quiescent (`None`: it is not).
     pub fn observe(&mut self, snap: &Snapshot) -> Option<Duration> {
+        self.observe_where(snap, &|_| true)
+    }
+
+    /// As [`Monitor::observe`], with only the processes `decides` accepts (by pid) judged: the
+    /// others are tracked for the diagnosis, but whether they are quiescent, come or go does not
+    /// count. No deciding process in the snapshot ⇒ not quiescent.
+    pub fn observe_where(
+        &mut self,
+        snap: &Snapshot,
+        decides: &dyn Fn(i32) -> bool,
+    ) -> Option<Duration> {
         let earliest_start = self.last_sample.unwrap_or(self.start);
         let mut tracks = HashMap::new();
         let mut fingerprint = Vec::new();
-        let mut all_quiet = !snap.processes.is_empty();
+        let mut all_quiet = snap.processes.iter().any(|p| decides(p.stat.pid));
         for p in &snap.processes {
+            let judged = decides(p.stat.pid);
             for t in &p.threads {
                 let key = (t.state, t.syscall.clone());
                 let id = (p.stat.pid, t.tid);
@@ -192,30 +276,49 @@ impl Monitor {
                 };
                 let mut track = track;
                 track.external = None;
-                all_quiet &= track.quiet;
-                fingerprint.push((p.stat.pid, t.tid, t.cpu_ticks, t.switches, t.state));
+                if judged {
+                    all_quiet &= track.quiet;
+                    fingerprint.push((p.stat.pid, t.tid, t.cpu_ticks, t.switches, t.state));
+                }
                 tracks.insert(id, track);
             }
         }
-        // Only a tree that looks quiescent by its own timeouts is worth reading timers for.
-        if all_quiet && !self.window.is_zero() {
-            all_quiet = !self.external_wakes(snap, &mut tracks);
-        }
         fingerprint.sort_unstable();
         let unchanged = fingerprint == self.fingerprint;
+        self.track_stillness(all_quiet, unchanged, snap.taken);
+        // Only a tree that looks quiescent by its own timeouts is worth reading timers for.
+        let mut by_alarms_only = false;
+        if all_quiet && !self.window.is_zero() {
+            let woken = self.external_wakes(snap, decides, &mut tracks);
+            by_alarms_only = woken == Some(true);
+            all_quiet = woken.is_none();
+        }
         self.tracks = tracks;
         self.fingerprint = fingerprint;
         self.last_sample = Some(snap.taken);
         if self.window.is_zero() || !all_quiet {
+            self.held_by_alarms_only &= by_alarms_only;
             self.quiet_since = None;
             return None;
         }
-        let since = match self.quiet_since {
-            Some(s) if unchanged => s,
+        let since = match (self.quiet_since, self.still_since) {
+            (Some(s), _) if unchanged => s,
+            // Only foreign timers held it back: quiescent since the stillness began.
+            (None, Some(still)) if unchanged && self.held_by_alarms_only => still,
             _ => snap.taken,
         };
         self.quiet_since = Some(since);
         Some(snap.taken.saturating_duration_since(since))
+    }
+
+    /// Starts, keeps or ends the stillness (module doc) by this snapshot.
+    fn track_stillness(&mut self, quiet_by_own_rule: bool, unchanged: bool, now: Instant) {
+        if quiet_by_own_rule && unchanged && self.still_since.is_some() {
+            return;
+        }
+        self.still_since = quiet_by_own_rule.then_some(now);
+        self.still_alarms = None;
+        self.held_by_alarms_only = true;
     }
 
     /// Whether the tree has been quiescent for the whole window.
@@ -248,11 +351,18 @@ impl Monitor {
 
     /// Reads what can wake each interruptibly blocked thread besides its own timeout (timerfds in
     /// the fds it waits on, signals the process's timers may send), records it on its track, and
-    /// returns whether any of it fires before the deadline.
-    fn external_wakes(&self, snap: &Snapshot, tracks: &mut HashMap<(i32, i32), Track>) -> bool {
-        let mut kernel = None;
+    /// returns whether any of it fires before the deadline: `None` nothing does, `Some(true)` only
+    /// system timers whose owner is unknown, `Some(false)` something of the tree's own.
+    fn external_wakes(
+        &mut self,
+        snap: &Snapshot,
+        decides: &dyn Fn(i32) -> bool,
+        tracks: &mut HashMap<(i32, i32), Track>,
+    ) -> Option<bool> {
+        let mut kernel: Option<Option<procwake::KernelTimers>> = None;
         let mut woken = false;
-        for p in &snap.processes {
+        let mut own = false;
+        for p in snap.processes.iter().filter(|p| decides(p.stat.pid)) {
             let pid = p.stat.pid;
             let blocked: Vec<(&ThreadSample, u64, [u64; 6])> = p
                 .threads
@@ -286,7 +396,7 @@ impl Monitor {
                 }
             }
             let posix = procwake::posix_timers(pid);
-            let kernel = kernel.get_or_insert_with(procwake::kernel_timers);
+            let kernel = kernel.get_or_insert_with(|| self.alarm_candidates());
             let view = SignalView {
                 masks: procwake::signal_masks(pid).unwrap_or_default(),
                 waited,
@@ -295,10 +405,14 @@ impl Monitor {
                 horizon: self.deadline.saturating_duration_since(snap.taken),
             };
             let signal = wake::signal_wake(&view).map(|w| External::from_wake(w, snap.taken));
+            // Without /proc/timer_list a signal wake is not a system timer's, so it is owned.
+            let signal_owned = view.kernel.is_none();
             for &(t, _, _) in &blocked {
                 let Some(track) = tracks.get_mut(&(pid, t.tid)) else {
                     continue;
                 };
+                own |=
+                    wakes_by(&track.external, self.deadline) || (signal.is_some() && signal_owned);
                 if let Some(sig) = &signal
                     && !track
                         .external
@@ -312,13 +426,25 @@ impl Monitor {
                     }
                     track.external = Some(sig);
                 }
-                woken |= track
-                    .external
-                    .as_ref()
-                    .is_some_and(|e| e.wakes_by(self.deadline));
+                woken |= wakes_by(&track.external, self.deadline);
             }
         }
-        woken
+        woken.then_some(!own)
+    }
+
+    /// The system timers that may be the tree's now: all of them unless the tree is still, then
+    /// only those armed when the stillness began ([`StillAlarms`]). `None`: unreadable.
+    fn alarm_candidates(&mut self) -> Option<procwake::KernelTimers> {
+        let timers = procwake::kernel_timers()?;
+        // The times left are as of the read: date them by the clock right after it.
+        let now = Instant::now();
+        if self.still_since.is_none() {
+            return Some(timers);
+        }
+        let seen = self
+            .still_alarms
+            .get_or_insert_with(|| StillAlarms::at(&timers, now));
+        Some(seen.candidates(&timers, now))
     }
 
     /// The diagnosis of the tree as seen in `snap`, for a hang declared for `reason`.
@@ -380,6 +506,10 @@ impl Monitor {
             processes,
         }
     }
+}
+
+fn wakes_by(external: &Option<External>, deadline: Instant) -> bool {
+    external.as_ref().is_some_and(|e| e.wakes_by(deadline))
 }
 
 fn thread_is_quiet(
@@ -628,6 +758,34 @@ mod tests {
             t.phrase(),
             "main thread sleeping in read (timerfd fd 3 fires in 700 ms)"
         );
+    }
+
+    #[test]
+    fn only_timers_armed_when_the_stillness_began_can_be_the_trees() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // At the start: a foreign periodic alarm due in 400 ms, and one due in 5 s.
+        let start = procwake::KernelTimers {
+            itimer_real: vec![ms(400), ms(5000)],
+            posix: vec![ms(700)],
+        };
+        let seen = StillAlarms::at(&start, t0);
+        // 1 s later the periodic one fired and was re-armed (due in 400 ms again); the 5 s one
+        // is the same timer (due in 4 s); the POSIX one fired and is gone.
+        let later = procwake::KernelTimers {
+            itimer_real: vec![ms(400), ms(4000)],
+            posix: vec![],
+        };
+        let now = t0 + ms(1000);
+        let c = seen.candidates(&later, now);
+        assert_eq!(c.itimer_real, vec![ms(4000)]);
+        assert!(c.posix.is_empty());
+        // Read 10 ms late: still the same timer (the slack), but not 400 ms off.
+        let c = seen.candidates(&later, now + ms(10));
+        assert_eq!(c.itimer_real, vec![ms(4000)]);
+        // Nothing seen at the start: nothing can be the tree's.
+        let none = StillAlarms::at(&procwake::KernelTimers::default(), t0);
+        assert!(none.candidates(&later, now).itimer_real.is_empty());
     }
 
     #[test]

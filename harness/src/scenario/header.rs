@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::locate::{Locator, ScenarioError};
-use super::spec::ScenarioHeader;
+use super::spec::{QuiescenceOf, ScenarioHeader};
 use crate::limits::{Limits, MIN_MEMORY_MAX, MIN_PIDS_MAX, parse_size};
 
 /// The validated header.
@@ -17,6 +17,7 @@ pub(crate) struct Header {
     pub seed: u64,
     pub deadline: Duration,
     pub quiescence: Duration,
+    pub quiescence_of: QuiescenceOf,
     pub linger: Duration,
     pub limits: Limits,
 }
@@ -71,6 +72,7 @@ pub(crate) fn parse(
         seed: header.seed.unwrap_or(0),
         deadline,
         quiescence,
+        quiescence_of: header.quiescence_of.unwrap_or_default(),
         linger,
     })
 }

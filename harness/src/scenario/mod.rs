@@ -27,7 +27,7 @@ pub use expect::{Expectation, KernelRequirement};
 pub use locate::{ScenarioError, line_col};
 pub use matrix::Axis;
 pub use placeholders::{BUILTIN_PLACEHOLDERS, interpolate, rand_bounds};
-pub use spec::{ExitSpec, Outcome, StdinMode, Stream, Which};
+pub use spec::{ExitSpec, Outcome, QuiescenceOf, StdinMode, Stream, Which};
 pub use steps::{Action, IoctlRequest, PlannedStep, Syscall, Target};
 pub use subject::{Program, Subject};
 
@@ -40,6 +40,8 @@ pub struct Scenario {
     pub seed: u64,
     pub deadline: Duration,
     pub quiescence: Duration,
+    /// Whose quiescence calls a hang (`[scenario] quiescence_of`).
+    pub quiescence_of: QuiescenceOf,
     pub linger: Duration,
     /// `pids_max` and `memory_max`: the trial cgroup's limits.
     pub limits: crate::limits::Limits,
@@ -103,6 +105,7 @@ impl Scenario {
             seed: header.seed,
             deadline: header.deadline,
             quiescence: header.quiescence,
+            quiescence_of: header.quiescence_of,
             linger: header.linger,
             limits: header.limits,
             subject,

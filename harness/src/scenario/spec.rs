@@ -37,12 +37,29 @@ pub struct ScenarioHeader {
     pub deadline_ms: Option<u64>,
     /// Quiescence window in milliseconds (default 1000); 0 turns early hang verdicts off.
     pub quiescence_ms: Option<u64>,
+    /// Whose quiescence calls a hang (default `trial`).
+    pub quiescence_of: Option<QuiescenceOf>,
     /// How long processes may outlive the subject before they count as left behind (default 1000).
     pub linger_ms: Option<u64>,
     /// The trial cgroup's `pids.max` (default [`crate::limits::DEFAULT_PIDS_MAX`]).
     pub pids_max: Option<u64>,
     /// The trial cgroup's memory limit: bytes, or a string such as `"64M"` (default: none).
     pub memory_max: Option<toml::Value>,
+}
+
+/// Whose quiescence calls a hang before the deadline.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuiescenceOf {
+    /// Every process of the trial: the subject's tree and the processes the steps spawned.
+    #[default]
+    Trial,
+    /// The subject's tree only: its threads, their timers and its output. The spawned processes
+    /// (clients waiting on the subject with their own timeouts) are still diagnosed, but neither
+    /// their timeouts nor their output keep a frozen subject from being called hung. For
+    /// scenarios whose spawned processes only wait on the subject: a subject that waits on one of
+    /// them instead can be called hung while that one is still working.
+    Subject,
 }
 
 /// How the subject's standard input is connected.

@@ -2,6 +2,7 @@
 //! it holds, or the tree is quiescent for the window (a hang, diagnosed), or the deadline
 //! passes (a hang), or the subject's exit makes it unreachable, or the step's own timeout ends.
 
+use std::collections::BTreeSet;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -9,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use super::judge::exit_info;
 use super::state::{Proc, Trial};
+use crate::isolation::Part;
 use crate::monitor::{Diagnosis, Snapshot, comm_matches};
 use crate::proc::SyscallState;
-use crate::scenario::Stream;
+use crate::scenario::{QuiescenceOf, Stream};
 
 /// x86_64 `ioctl`.
 const IOCTL: u64 = 16;
@@ -174,12 +176,20 @@ impl Trial<'_> {
 
     /// Feeds the monitor and calls a hang on quiescence for the window or at the deadline.
     fn watchdog(&mut self, snap: &Snapshot, now: Instant) -> Option<WaitEnd> {
-        let output = self.procs().map(|p| p.streams.total()).sum();
+        let judged = self.judged_pids();
+        let output = match &judged {
+            // Only the subject's output is its activity: a client's timeout message is not.
+            Some(_) => self.subject.iter().map(|p| p.streams.total()).sum(),
+            None => self.procs().map(|p| p.streams.total()).sum(),
+        };
         if output != self.last_output {
             self.last_output = output;
             self.monitor.activity(now);
         }
-        self.monitor.observe(snap);
+        match &judged {
+            Some(pids) => self.monitor.observe_where(snap, &|pid| pids.contains(&pid)),
+            None => self.monitor.observe(snap),
+        };
         // Reached with the subject gone only for conditions other processes can still meet.
         let reason = if self.monitor.quiescent_for_window(now) {
             format!(
@@ -197,6 +207,17 @@ impl Trial<'_> {
         self.verdict_at = Some(now);
         self.note(format!("hang: {reason}"));
         Some(WaitEnd::Hang(self.monitor.diagnose(snap, &reason)))
+    }
+
+    /// The processes whose quiescence decides (`quiescence_of = "subject"`: the subject's tree);
+    /// `None`: every process of the trial.
+    fn judged_pids(&self) -> Option<BTreeSet<i32>> {
+        match self.spec.scenario.quiescence_of {
+            QuiescenceOf::Trial => None,
+            QuiescenceOf::Subject => {
+                Some(self.tree.pids(Some(Part::Subject)).into_iter().collect())
+            }
+        }
     }
 
     /// Sleeps `wait`, waking at once if the subject exits.
