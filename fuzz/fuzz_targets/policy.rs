@@ -208,8 +208,10 @@ fn reference(rules: &[(bool, String)], path: &str, argv: &[&str]) -> Ruling {
 
 /// The last non-empty `/`-separated component, or the whole text when there is none.
 fn last_component(path: &str) -> &str {
-    path.split('/')
-        .filter(|p| !p.is_empty())
-        .last()
-        .unwrap_or(path)
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rfind('/') {
+        _ if trimmed.is_empty() => path,
+        Some(slash) => &trimmed[slash + 1..],
+        None => trimmed,
+    }
 }
