@@ -45,7 +45,7 @@ step ./target/release/wedge run --gate --trials 1 --out "$results-vm" \
   scenarios/orphaned-filter-recv.toml
 step ./target/release/wedge run --gate --out "$results-vm-cpus" ci/vm-smoke
 # Every cargo-fuzz target builds and runs briefly from its corpus (skips, saying so, without nightly).
-step ./ci/fuzz-smoke.sh
+step env WEDGE_FUZZ_SECONDS="${WEDGE_FUZZ_SECONDS:-10}" ./ci/fuzz-smoke.sh
 # The loom models check the runtime's own coordinator, supervisor loops and spawn lock, all in
 # wedge-core (the only crate they build); they need their own build (every crate compiled with
 # --cfg loom), kept apart from the normal one.
