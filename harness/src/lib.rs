@@ -21,6 +21,7 @@ pub mod monitor;
 pub mod output;
 pub mod pidns;
 pub mod plan;
+pub mod probe;
 pub mod proc;
 pub mod reaper;
 pub mod record;

@@ -2,11 +2,19 @@
 //! this kernel, whether this host can run it, and each trial's seed. Planning is the same
 //! whatever executor runs the trials, so a trial's identity and seed never depend on where it
 //! ran.
+//!
+//! Expectations keyed on kernel probes are resolved with the probe values of the machine the
+//! cell runs on: the host is probed once per plan, and only when a planned host cell's scenario
+//! needs it ([`HostProbes`]); a VM cell's expectation is provisional (resolved with the
+//! committed reference report of its kernel, if any) and re-resolved by the guest with its own
+//! probes.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use crate::backend::{Backend, Target, VmHandle, Wants, choose};
 use crate::cell::{Cell, CellFilter, Shard};
+use crate::probe::ProbeValues;
 use crate::scenario::{Expectation, Scenario};
 use crate::suite::InputError;
 use crate::trial::{Engine, trial_seed};
@@ -78,13 +86,64 @@ pub fn wants(cell: &Cell, options: &PlanOptions) -> Wants {
     }
 }
 
+/// The host's probe values, probed at most once, on first need.
+pub struct HostProbes {
+    wedge: PathBuf,
+    values: OnceLock<ProbeValues>,
+}
+
+impl HostProbes {
+    /// Probes the host by re-executing `wedge` (the `wedge` binary next to this program's).
+    pub fn new(wedge: PathBuf) -> HostProbes {
+        HostProbes {
+            wedge,
+            values: OnceLock::new(),
+        }
+    }
+
+    /// The host's values, probing it now if it was not yet.
+    pub fn get(&self) -> &ProbeValues {
+        self.values.get_or_init(|| {
+            let mut options = crate::probe::run::SuiteOptions::this_program(1);
+            options.wedge = self.wedge.clone();
+            let results = crate::probe::run::run_suite(&options);
+            results.into_iter().map(|r| (r.id, r.value)).collect()
+        })
+    }
+
+    /// Whether the host was probed.
+    pub fn probed(&self) -> bool {
+        self.values.get().is_some()
+    }
+}
+
+impl Default for HostProbes {
+    fn default() -> HostProbes {
+        HostProbes::new(crate::subject::own_dir().join("wedge"))
+    }
+}
+
+/// The probe values a cell on `target` is planned with: the host's (probed now if need be), or
+/// a VM kernel's from the committed reference reports (the guest re-resolves with its own).
+fn planning_probes(target: &Target, probes: &HostProbes) -> Option<ProbeValues> {
+    match target {
+        Target::Host => Some(probes.get().clone()),
+        Target::Vm(vm) => crate::probe::known::KnownReports::builtin()
+            .ok()?
+            .kernels
+            .into_iter()
+            .find(|k| k.release == vm.kernel.release)
+            .map(|k| k.values()),
+    }
+}
+
 /// Cell `cell_index` of `s` as planned on this host.
 fn plan_cell(
     engine: &Engine,
     s: &Arc<Scenario>,
-    cell: Cell,
-    cell_index: usize,
+    (cell, cell_index): (Cell, usize),
     options: &PlanOptions,
+    probes: &HostProbes,
 ) -> PlannedCell {
     let wants = wants(&cell, options);
     let (target, skip) = match choose(options.backend, &wants, &engine.host, &*options.vm.0) {
@@ -96,7 +155,11 @@ fn plan_cell(
         Target::Host => engine.limits.refuses(&s.limits),
         _ => None,
     });
-    let mut expectation = s.expectation(&cell, target.kernel_version(&engine.host));
+    let values = (s.uses_probes() && skip.is_none())
+        .then(|| planning_probes(&target, probes))
+        .flatten();
+    let version = target.kernel_version(&engine.host);
+    let mut expectation = s.expectation_with(&cell, version, values.as_ref());
     if let Target::Vm(vm) = &target {
         // Time bounds are host times; an emulated guest is slower by its scale.
         expectation.within_ms = expectation
@@ -140,6 +203,7 @@ pub fn plan(
             )));
         }
     }
+    let probes = HostProbes::default();
     let mut out = Vec::new();
     let mut position = 0;
     for s in scenarios {
@@ -150,7 +214,7 @@ pub fn plan(
             {
                 continue;
             }
-            out.push(plan_cell(engine, s, cell, cell_index, options));
+            out.push(plan_cell(engine, s, (cell, cell_index), options, &probes));
         }
     }
     if out.is_empty() && !options.filters.is_empty() {
@@ -196,7 +260,13 @@ pub fn plan_one(
         .filter(|(_, c)| c.matches(filters))
         .collect();
     match matching.as_slice() {
-        [(cell_index, cell)] => Ok(plan_cell(engine, s, cell.clone(), *cell_index, options)),
+        [(cell_index, cell)] => Ok(plan_cell(
+            engine,
+            s,
+            (cell.clone(), *cell_index),
+            options,
+            &HostProbes::default(),
+        )),
         [] => Err(InputError::Usage(format!(
             "no cell of {} matches the --cell filters",
             s.name

@@ -1,13 +1,14 @@
 //! The `wedge` command line: the verbs and their flags, and the exit codes every verb shares
 //! (0 ok, 1 gate failed or a replayed trial missed its expectation, 2 bad input, 130
 //! interrupted). Each verb is one module: [`run`], [`list`], [`replay`], [`report`], [`gate`],
-//! [`kernels`];
+//! [`kernels`], [`probe`];
 //! what they share (failures, the interrupt handler, result directories) is in [`common`].
 
 mod common;
 mod gate;
 mod kernels;
 mod list;
+mod probe;
 mod replay;
 mod report;
 mod run;
@@ -115,6 +116,26 @@ enum Command {
         #[command(subcommand)]
         verb: kernels::KernelsVerb,
     },
+    /// Probe the kernel behaviours sandbox runtimes depend on (seccomp user notification, the
+    /// syscall ABIs, process handling): a table of id, value and evidence. With --kernel, in a VM.
+    Probe {
+        #[command(flatten)]
+        backend: common::BackendArgs,
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Say which known kernel (reports/kernels.json) this one behaves like, each
+        /// difference, and what it means for the scenario library.
+        #[arg(long)]
+        compare: bool,
+        /// Probe the host and every kernel of kernels.toml; write DIR/kernels.json and
+        /// DIR/kernels.md.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["json", "compare"])]
+        report: Option<PathBuf>,
+        /// Run one probe in this process and print its result (how `wedge probe` runs each).
+        #[arg(long, hide = true, value_name = "ID")]
+        run_one: Option<String>,
+    },
 }
 
 /// Parses the command line, runs the verb and maps its outcome to wedge's exit codes.
@@ -170,6 +191,19 @@ pub fn main() -> ExitCode {
             allow_skipped,
         } => gate::gate_dir(&results_dir, wedge::gate::GatePolicy { allow_skipped }),
         Command::Kernels { verb } => kernels::kernels(verb),
+        Command::Probe {
+            backend,
+            json,
+            compare,
+            report,
+            run_one,
+        } => probe::probe(probe::ProbeArgs {
+            backend,
+            json,
+            compare,
+            report,
+            run_one,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Executor, TrialSink};
@@ -23,7 +23,7 @@ use crate::backend::{Target, VmTarget};
 use crate::plan::{PlannedCell, PlannedTrial};
 use crate::record::{TrialRecord, Verdict};
 use crate::trial::{Engine, skipped_record};
-use crate::vm::console::{self, Decoder, FrameKind, Item};
+use crate::vm::console::{self, Decoder, Frame, FrameKind, Item};
 use crate::vm::guest::{GuestCell, GuestPlan, PLAN_PATH, scenario_path};
 use crate::vm::image::{ImageSpec, build_image};
 use crate::vm::qemu::{Accel, ConsoleRead, QemuEnd, Vm, VmConfig};
@@ -106,18 +106,18 @@ impl Executor for VmExecutor<'_> {
 
 /// What came back from one boot.
 #[derive(Debug, Default)]
-struct Boot {
+pub(crate) struct Boot {
     /// From QEMU's start to the guest's greeting.
     hello_ms: Option<f64>,
     guest_kernel: Option<String>,
-    done: bool,
+    pub(crate) done: bool,
     fatal: Option<String>,
     /// Splats seen so far, in order.
     splats: Vec<String>,
     /// The last console lines, for diagnoses.
     last_lines: VecDeque<String>,
     /// Why the boot ended early, if it did.
-    cut: Option<String>,
+    pub(crate) cut: Option<String>,
 }
 
 /// How a record's log names a kernel splat its boot showed (the reports collect these).
@@ -138,7 +138,7 @@ impl Boot {
     }
 
     /// The last console lines, as log lines of a record.
-    fn tail(&self) -> Vec<String> {
+    pub(crate) fn tail(&self) -> Vec<String> {
         if self.last_lines.is_empty() {
             return vec!["vm console: (the guest printed nothing)".to_string()];
         }
@@ -196,34 +196,12 @@ impl VmExecutor<'_> {
     /// Packs the group's plan, scenarios and programs into an image; its path.
     fn image_for(&self, cells: &[PlannedCell], group: &Group) -> Result<PathBuf, String> {
         let plan = guest_plan(cells, group);
-        let mut files = vec![(
-            PLAN_PATH.to_string(),
-            serde_json::to_vec(&plan.0).map_err(|e| e.to_string())?,
-        )];
-        let mut programs: Vec<String> = BASE_PROGRAMS
-            .iter()
-            .filter(|p| crate::vm::closure::resolve_program(p).is_ok())
-            .map(|p| p.to_string())
-            .collect();
+        let mut files = Vec::new();
         for (guest, host) in &plan.1 {
             let text = std::fs::read(host).map_err(|e| format!("{}: {e}", host.display()))?;
-            for p in programs_named(&String::from_utf8_lossy(&text)) {
-                if !programs.contains(&p) {
-                    programs.push(p);
-                }
-            }
             files.push((guest.clone(), text));
         }
-        let bins = &self.settings.guest_bins;
-        let spec = ImageSpec {
-            init: bins.join(GUEST_BINARIES[0]),
-            binaries: GUEST_BINARIES.iter().map(|b| bins.join(b)).collect(),
-            programs,
-            files,
-        };
-        build_image(&spec, &self.settings.cache)
-            .map(|image| image.path)
-            .map_err(|e| e.to_string())
+        guest_image(&self.settings, &plan.0, files)
     }
 
     fn boot_and_watch(
@@ -235,107 +213,23 @@ impl VmExecutor<'_> {
         boot: &mut Boot,
         sink: &dyn TrialSink,
     ) {
-        let config = VmConfig {
-            qemu: self.settings.qemu.clone(),
-            kernel: group.target.kernel.image.clone(),
+        let budgets =
+            Budgets::for_group(cells, group, self.settings.accel).overridden(&self.settings);
+        let mut on_frame = |frame: &Frame, boot: &Boot| {
+            if frame.kind == FrameKind::Record {
+                self.deliver(&frame.payload, cells, group, pending, boot, sink);
+            }
+        };
+        let cancel = &self.engine.cancel;
+        boot_and_watch(
+            &self.settings,
+            cancel,
+            &group.target,
             initrd,
-            cpus: group.target.cpus,
-            memory_mb: self.settings.memory_mb,
-            accel: self.settings.accel,
-            extra_args: Vec::new(),
-        };
-        let mut vm = match Vm::boot(&config) {
-            Ok(vm) => vm,
-            Err(e) => {
-                boot.cut = Some(format!("cannot start {}: {e}", config.qemu.display()));
-                return;
-            }
-        };
-        let mut budgets = Budgets::for_group(cells, group, self.settings.accel);
-        budgets.boot = self.settings.boot_budget.unwrap_or(budgets.boot);
-        budgets.silence = self.settings.silence_budget.unwrap_or(budgets.silence);
-        self.watch(&mut vm, &budgets, cells, group, pending, boot, sink);
-        let (end, stderr) = vm.wait(Instant::now() + Duration::from_secs(10));
-        check_end(boot, end, &stderr);
-    }
-
-    /// Reads the console until the guest is done, dies, or misses a budget.
-    #[allow(clippy::too_many_arguments)]
-    fn watch(
-        &self,
-        vm: &mut Vm,
-        budgets: &Budgets,
-        cells: &[PlannedCell],
-        group: &Group,
-        pending: &mut HashMap<(String, usize, u32), PlannedTrial>,
-        boot: &mut Boot,
-        sink: &dyn TrialSink,
-    ) {
-        let mut decoder = Decoder::new();
-        let mut deadline = vm.started + budgets.boot;
-        while !boot.done && boot.fatal.is_none() {
-            if self.engine.cancel.load(Ordering::SeqCst) {
-                vm.kill();
-                boot.cut = Some("the run was interrupted".into());
-                return;
-            }
-            let bytes = match vm.read(deadline.min(Instant::now() + Duration::from_millis(500))) {
-                ConsoleRead::Bytes(b) => b,
-                ConsoleRead::Silent if Instant::now() < deadline => continue,
-                ConsoleRead::Silent => {
-                    vm.kill();
-                    boot.cut = Some(budgets.missed(boot.hello_ms.is_some()));
-                    return;
-                }
-                ConsoleRead::Closed => break,
-            };
-            for item in decoder.feed(&bytes) {
-                if self.take(item, vm, cells, group, pending, boot, sink) {
-                    deadline = Instant::now() + budgets.silence;
-                }
-            }
-        }
-        if let Some(Item::Line(l)) = decoder.finish() {
-            boot.line(l);
-        }
-    }
-
-    /// Handles one console item; true when it was a frame (the guest is alive).
-    #[allow(clippy::too_many_arguments)]
-    fn take(
-        &self,
-        item: Item,
-        vm: &Vm,
-        cells: &[PlannedCell],
-        group: &Group,
-        pending: &mut HashMap<(String, usize, u32), PlannedTrial>,
-        boot: &mut Boot,
-        sink: &dyn TrialSink,
-    ) -> bool {
-        let frame = match item {
-            Item::Line(line) => {
-                boot.line(line);
-                return false;
-            }
-            Item::Frame(f) => f,
-        };
-        match frame.kind {
-            FrameKind::Hello => {
-                boot.hello_ms = Some(vm.started.elapsed().as_secs_f64() * 1000.0);
-                boot.guest_kernel = serde_json::from_str::<console::Hello>(&frame.payload)
-                    .ok()
-                    .map(|h| h.kernel);
-            }
-            FrameKind::Kmsg => {
-                if let Ok(m) = serde_json::from_str::<console::Kmsg>(&frame.payload) {
-                    boot.line(format!("kernel: {}", m.text));
-                }
-            }
-            FrameKind::Record => self.deliver(&frame.payload, cells, group, pending, boot, sink),
-            FrameKind::Done => boot.done = true,
-            FrameKind::Fatal => boot.fatal = Some(frame.payload),
-        }
-        true
+            &budgets,
+            boot,
+            &mut on_frame,
+        );
     }
 
     /// A record from the guest, handed on as the host's own would be.
@@ -376,6 +270,140 @@ impl VmExecutor<'_> {
     }
 }
 
+/// Boots `target` from `initrd` and reads its console until the guest is done, dies, misses a
+/// budget or the run is cancelled; `on_frame` gets every frame but the greeting, kernel
+/// messages and the end, which go into `boot`.
+pub(crate) fn boot_and_watch(
+    settings: &VmSettings,
+    cancel: &AtomicBool,
+    target: &VmTarget,
+    initrd: PathBuf,
+    budgets: &Budgets,
+    boot: &mut Boot,
+    on_frame: &mut dyn FnMut(&Frame, &Boot),
+) {
+    let config = VmConfig {
+        qemu: settings.qemu.clone(),
+        kernel: target.kernel.image.clone(),
+        initrd,
+        cpus: target.cpus,
+        memory_mb: settings.memory_mb,
+        accel: settings.accel,
+        extra_args: Vec::new(),
+    };
+    let mut vm = match Vm::boot(&config) {
+        Ok(vm) => vm,
+        Err(e) => {
+            boot.cut = Some(format!("cannot start {}: {e}", config.qemu.display()));
+            return;
+        }
+    };
+    watch(&mut vm, budgets, cancel, boot, on_frame);
+    let (end, stderr) = vm.wait(Instant::now() + Duration::from_secs(10));
+    check_end(boot, end, &stderr);
+}
+
+/// Reads the console until the guest is done, dies, or misses a budget.
+fn watch(
+    vm: &mut Vm,
+    budgets: &Budgets,
+    cancel: &AtomicBool,
+    boot: &mut Boot,
+    on_frame: &mut dyn FnMut(&Frame, &Boot),
+) {
+    let mut decoder = Decoder::new();
+    let mut deadline = vm.started + budgets.boot;
+    while !boot.done && boot.fatal.is_none() {
+        if cancel.load(Ordering::SeqCst) {
+            vm.kill();
+            boot.cut = Some("the run was interrupted".into());
+            return;
+        }
+        let bytes = match vm.read(deadline.min(Instant::now() + Duration::from_millis(500))) {
+            ConsoleRead::Bytes(b) => b,
+            ConsoleRead::Silent if Instant::now() < deadline => continue,
+            ConsoleRead::Silent => {
+                vm.kill();
+                boot.cut = Some(budgets.missed(boot.hello_ms.is_some()));
+                return;
+            }
+            ConsoleRead::Closed => break,
+        };
+        for item in decoder.feed(&bytes) {
+            if take(item, vm, boot, on_frame) {
+                deadline = Instant::now() + budgets.silence;
+            }
+        }
+    }
+    if let Some(Item::Line(l)) = decoder.finish() {
+        boot.line(l);
+    }
+}
+
+/// Handles one console item; true when it was a frame (the guest is alive).
+fn take(item: Item, vm: &Vm, boot: &mut Boot, on_frame: &mut dyn FnMut(&Frame, &Boot)) -> bool {
+    let frame = match item {
+        Item::Line(line) => {
+            boot.line(line);
+            return false;
+        }
+        Item::Frame(f) => f,
+    };
+    match frame.kind {
+        FrameKind::Hello => {
+            boot.hello_ms = Some(vm.started.elapsed().as_secs_f64() * 1000.0);
+            boot.guest_kernel = serde_json::from_str::<console::Hello>(&frame.payload)
+                .ok()
+                .map(|h| h.kernel);
+        }
+        FrameKind::Kmsg => {
+            if let Ok(m) = serde_json::from_str::<console::Kmsg>(&frame.payload) {
+                boot.line(format!("kernel: {}", m.text));
+            }
+        }
+        FrameKind::Done => boot.done = true,
+        FrameKind::Fatal => boot.fatal = Some(frame.payload),
+        FrameKind::Record | FrameKind::Probes => on_frame(&frame, boot),
+    }
+    true
+}
+
+/// Packs `plan`, the scenario `files` (guest path, text) and the programs they name (with the
+/// base programs) into an image, cached; its path.
+pub(crate) fn guest_image(
+    settings: &VmSettings,
+    plan: &GuestPlan,
+    scenario_files: Vec<(String, Vec<u8>)>,
+) -> Result<PathBuf, String> {
+    let mut files = vec![(
+        PLAN_PATH.to_string(),
+        serde_json::to_vec(plan).map_err(|e| e.to_string())?,
+    )];
+    let mut programs: Vec<String> = BASE_PROGRAMS
+        .iter()
+        .filter(|p| crate::vm::closure::resolve_program(p).is_ok())
+        .map(|p| p.to_string())
+        .collect();
+    for (guest, text) in scenario_files {
+        for p in programs_named(&String::from_utf8_lossy(&text)) {
+            if !programs.contains(&p) {
+                programs.push(p);
+            }
+        }
+        files.push((guest, text));
+    }
+    let bins = &settings.guest_bins;
+    let spec = ImageSpec {
+        init: bins.join(GUEST_BINARIES[0]),
+        binaries: GUEST_BINARIES.iter().map(|b| bins.join(b)).collect(),
+        programs,
+        files,
+    };
+    build_image(&spec, &settings.cache)
+        .map(|image| image.path)
+        .map_err(|e| e.to_string())
+}
+
 /// The guest's plan for `group`, and each scenario's (guest path, host path).
 fn guest_plan(cells: &[PlannedCell], group: &Group) -> (GuestPlan, Vec<(String, PathBuf)>) {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
@@ -399,11 +427,14 @@ fn guest_plan(cells: &[PlannedCell], group: &Group) -> (GuestPlan, Vec<(String, 
                 expectation: c.expectation.clone(),
                 trials: Vec::new(),
                 cpus: crate::trial::cpus_wanted(&c.cell),
+                resolve_with_probes: c.scenario.uses_probes(),
             })
             .trials
             .push((t.trial, t.seed));
     }
     let plan = GuestPlan {
+        probe: false,
+        kernel_version: group.target.kernel.version.clone(),
         jobs: group.target.cpus,
         time_scale: group.target.time_scale,
         scenarios: files.iter().map(|(g, _)| g.clone()).collect(),
@@ -448,9 +479,9 @@ fn collect_programs(v: &toml::Value, out: &mut Vec<String>) {
 
 /// How long a guest may take: to greet after QEMU starts, and between two frames after that.
 #[derive(Debug, Clone, PartialEq)]
-struct Budgets {
-    boot: Duration,
-    silence: Duration,
+pub(crate) struct Budgets {
+    pub(crate) boot: Duration,
+    pub(crate) silence: Duration,
 }
 
 impl Budgets {
@@ -469,6 +500,13 @@ impl Budgets {
             boot: Duration::from_secs(20 * u64::from(slow)),
             silence: 2 * longest + Duration::from_secs(15 * u64::from(slow)),
         }
+    }
+
+    /// These budgets with the settings' overrides (`WEDGE_VM_*_BUDGET_MS`) applied.
+    pub(crate) fn overridden(mut self, settings: &VmSettings) -> Budgets {
+        self.boot = settings.boot_budget.unwrap_or(self.boot);
+        self.silence = settings.silence_budget.unwrap_or(self.silence);
+        self
     }
 
     fn missed(&self, greeted: bool) -> String {
@@ -516,7 +554,7 @@ fn check_end(boot: &mut Boot, end: QemuEnd, stderr: &str) {
 }
 
 /// Why the trials still pending after a boot got no record.
-fn unfinished_reason(boot: &Boot, target: &VmTarget, accel: Accel) -> String {
+pub(crate) fn unfinished_reason(boot: &Boot, target: &VmTarget, accel: Accel) -> String {
     let head = if let Some(f) = &boot.fatal {
         format!("the guest could not run its plan: {f}")
     } else if let Some(cut) = &boot.cut {

@@ -1,6 +1,10 @@
 //! `[expect]` and `[[expect.when]]`: what each cell should do. Overrides are checked at load
 //! (patterns compile, rates are rates, `when.cell` names real axis values, kernel comparisons
-//! parse) and applied per cell, in file order, the last match winning.
+//! parse, `when.probe` names real probes and values they can give) and applied per cell, in file
+//! order, the last match winning.
+//!
+//! An override keyed on probes applies only when the probe values of the machine the trial runs
+//! on are known and equal: with no probe values (not probed yet), it does not apply.
 
 use std::ops::Range;
 
@@ -11,6 +15,7 @@ use super::locate::{Locator, ScenarioError};
 use super::matrix::{Axis, CellMatch, cell_match, cell_matches};
 use super::spec::{ExitSpec, ExpectSpec, Outcome, WhenSpec};
 use crate::cell::Cell;
+use crate::probe::ProbeValues;
 
 /// The expectation of one cell, with every override applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +122,8 @@ impl KernelRequirement {
 struct When {
     cell: CellMatch,
     kernel: Option<KernelRequirement>,
+    /// (probe id, value): every one must hold.
+    probes: Vec<(String, String)>,
     spec: WhenSpec,
 }
 
@@ -173,7 +180,17 @@ pub(crate) fn parse(
                     at(format!("bad kernel requirement \"{k}\" (e.g. \">= 6.11\")"))
                 })?),
             };
-        whens.push(When { cell, kernel, spec });
+        let mut probes = Vec::new();
+        for (id, value) in &spec.probe {
+            crate::probe::check_token(id, value).map_err(|m| at(format!("when.probe: {m}")))?;
+            probes.push((id.clone(), value.clone()));
+        }
+        whens.push(When {
+            cell,
+            kernel,
+            probes,
+            spec,
+        });
     }
     Ok(Expectations {
         base: ExpectSpec {
@@ -185,8 +202,14 @@ pub(crate) fn parse(
 }
 
 impl Expectations {
-    /// The expectation of `cell` on a kernel with release `kernel`.
-    pub fn resolve(&self, cell: &Cell, kernel: &str) -> Expectation {
+    /// Whether any override is keyed on probes.
+    pub fn uses_probes(&self) -> bool {
+        self.whens.iter().any(|w| !w.probes.is_empty())
+    }
+
+    /// The expectation of `cell` on a kernel with release `kernel` whose probes gave `probes`
+    /// (`None`: not probed, so no override keyed on probes applies).
+    pub fn resolve(&self, cell: &Cell, kernel: &str, probes: Option<&ProbeValues>) -> Expectation {
         let base = &self.base;
         let mut e = Expectation {
             outcome: base.outcome.unwrap_or_default(),
@@ -199,8 +222,15 @@ impl Expectations {
             min_rate: base.min_rate,
             allow_lingering: base.allow_lingering.unwrap_or(false),
         };
+        let probes_hold = |w: &When| {
+            w.probes
+                .iter()
+                .all(|(id, v)| probes.is_some_and(|p| p.get(id).is_some_and(|got| got == v)))
+        };
         let applies = |w: &&When| {
-            cell_matches(cell, &w.cell) && w.kernel.as_ref().is_none_or(|k| k.holds(kernel))
+            cell_matches(cell, &w.cell)
+                && w.kernel.as_ref().is_none_or(|k| k.holds(kernel))
+                && probes_hold(w)
         };
         for w in self.whens.iter().filter(applies) {
             apply(&mut e, &w.spec);

@@ -120,9 +120,25 @@ impl Scenario {
         matrix::cells(&self.axes)
     }
 
-    /// The expectation of `cell` on a kernel with release `kernel`.
+    /// The expectation of `cell` on a kernel with release `kernel`, its probes unknown (no
+    /// override keyed on probes applies).
     pub fn expectation(&self, cell: &Cell, kernel: &str) -> Expectation {
-        self.expect.resolve(cell, kernel)
+        self.expect.resolve(cell, kernel, None)
+    }
+
+    /// The expectation of `cell` on a kernel with release `kernel` whose probes gave `probes`.
+    pub fn expectation_with(
+        &self,
+        cell: &Cell,
+        kernel: &str,
+        probes: Option<&crate::probe::ProbeValues>,
+    ) -> Expectation {
+        self.expect.resolve(cell, kernel, probes)
+    }
+
+    /// Whether some expectation is keyed on kernel probes (so resolving it needs them).
+    pub fn uses_probes(&self) -> bool {
+        self.expect.uses_probes()
     }
 
     /// Whether step `index` runs in `cell` (its `only` matches).
@@ -343,6 +359,46 @@ diagnosis = "blocked in futex"
             assert!(e.message.contains(needle), "{text}: {e}");
             assert_eq!(e.line, line, "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn expectations_keyed_on_probes_apply_only_with_those_values() {
+        let text = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[matrix]\nv = [\"a\", \"b\"]\n\
+                    [[expect.when]]\ncell = { v = \"b\" }\n\
+                    probe = { recv_after_users_exit = \"blocks\" }\noutcome = \"hang\"\n";
+        let s = parse(text).unwrap();
+        assert!(s.uses_probes());
+        let b = &s.cells()[1];
+        let probes = |v: &str| {
+            let mut p = crate::probe::ProbeValues::new();
+            p.insert("recv_after_users_exit".into(), v.into());
+            p
+        };
+        let hang = s.expectation_with(b, "6.18.0", Some(&probes("blocks")));
+        assert_eq!(hang.outcome, spec::Outcome::Hang);
+        let exit = s.expectation_with(b, "6.1.0", Some(&probes("ENOENT")));
+        assert_eq!(exit.outcome, spec::Outcome::Exit);
+        // Not probed: the override does not apply, whatever the kernel version.
+        assert_eq!(s.expectation(b, "6.1.0").outcome, spec::Outcome::Exit);
+        assert_eq!(
+            s.expectation_with(&s.cells()[0], "6.1.0", Some(&probes("blocks")))
+                .outcome,
+            spec::Outcome::Exit
+        );
+        // Unknown ids and values a probe never gives are located errors.
+        let e = parse(&text.replace("recv_after_users_exit", "recv_after_exit")).unwrap_err();
+        assert!(
+            e.message.contains("unknown probe \"recv_after_exit\""),
+            "{e}"
+        );
+        assert_eq!(e.line, 6, "{e}");
+        let e = parse(&text.replace("\"blocks\"", "\"hangs\"")).unwrap_err();
+        assert!(e.message.contains("never gives \"hangs\""), "{e}");
+        assert!(
+            !parse(&text.replace("probe = { recv_after_users_exit = \"blocks\" }\n", ""))
+                .unwrap()
+                .uses_probes()
+        );
     }
 
     #[test]

@@ -314,13 +314,16 @@ pub struct ExpectSpec {
 }
 
 /// A per-cell override: applies to cells whose axes match `cell` and, with `kernel`, when the
-/// running kernel satisfies the comparison (e.g. `">= 6.11"`).
+/// running kernel satisfies the comparison (e.g. `">= 6.11"`), and with `probe`, when every
+/// named kernel probe gave the value (e.g. `{ recv_after_users_exit = "blocks" }`).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WhenSpec {
     #[serde(default)]
     pub cell: BTreeMap<String, toml::Value>,
     pub kernel: Option<String>,
+    #[serde(default)]
+    pub probe: BTreeMap<String, String>,
     pub outcome: Option<Outcome>,
     pub exit: Option<ExitSpec>,
     pub within_ms: Option<u64>,

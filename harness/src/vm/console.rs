@@ -30,6 +30,8 @@ pub enum FrameKind {
     Record,
     /// A kernel message the guest read from `/dev/kmsg`.
     Kmsg,
+    /// The guest's kernel probe report (`wedge probe` in the guest), before any trial.
+    Probes,
     /// Every trial ran; nothing follows but the power-off.
     Done,
     /// The guest cannot run the plan (bad plan, a mount that failed): the reason.
@@ -42,6 +44,7 @@ impl FrameKind {
             FrameKind::Hello => "hello",
             FrameKind::Record => "record",
             FrameKind::Kmsg => "kmsg",
+            FrameKind::Probes => "probes",
             FrameKind::Done => "done",
             FrameKind::Fatal => "fatal",
         }
@@ -52,6 +55,7 @@ impl FrameKind {
             FrameKind::Hello,
             FrameKind::Record,
             FrameKind::Kmsg,
+            FrameKind::Probes,
             FrameKind::Done,
             FrameKind::Fatal,
         ]

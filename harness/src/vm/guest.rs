@@ -23,6 +23,8 @@ use crate::backend::Target;
 use crate::executor::host::HostExecutor;
 use crate::executor::{Executor, TrialSink};
 use crate::plan::{PlannedCell, PlannedTrial};
+use crate::probe::run::{SuiteOptions, run_suite};
+use crate::probe::{ProbeReport, ProbeValues};
 use crate::record::TrialRecord;
 use crate::scenario::{Expectation, Scenario};
 use crate::trial::Engine;
@@ -35,6 +37,13 @@ pub const SCENARIO_DIR: &str = "/wedge/scenarios";
 /// What one boot runs: packed by the host, read by the guest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestPlan {
+    /// Run the probe suite before any trial and send its report as a `probes` frame.
+    #[serde(default)]
+    pub probe: bool,
+    /// The kernel's upstream version as the host knows it (kernels.toml): what `kernel = ...`
+    /// overrides compare when the guest re-resolves an expectation. Empty: the guest's release.
+    #[serde(default)]
+    pub kernel_version: String,
     /// Trials run at once inside the guest.
     pub jobs: usize,
     /// The factor scenario deadlines are scaled by here (an emulated guest is slower).
@@ -60,6 +69,10 @@ pub struct GuestCell {
     pub trials: Vec<(u32, u64)>,
     /// Pin each trial to this many CPUs (the cell's `cpus`), as on the host.
     pub cpus: Option<usize>,
+    /// The scenario keys expectations on probes: the host's `expectation` is provisional, and
+    /// the guest re-resolves it with its own probe values (the record carries the one used).
+    #[serde(default)]
+    pub resolve_with_probes: bool,
 }
 
 /// Whether this process is a wedge guest's init: pid 1 with a plan in its root.
@@ -89,7 +102,6 @@ fn run() -> Result<(), String> {
     let plan: GuestPlan = std::fs::read_to_string(PLAN_PATH)
         .map_err(|e| format!("{PLAN_PATH}: {e}"))
         .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{PLAN_PATH}: {e}")))?;
-    let (cells, trials) = load_plan(&plan)?;
     let mut engine = Engine::new();
     // `/init` is a copy of wedge at the root; its siblings live in /bin.
     engine.bin_dir = PathBuf::from("/bin");
@@ -102,6 +114,13 @@ fn run() -> Result<(), String> {
         wedge_version: crate::VERSION.to_string(),
     };
     send(FrameKind::Hello, &to_json(&hello));
+    let probes = probe_if_asked(&plan, &engine);
+    let version = if plan.kernel_version.is_empty() {
+        engine.host.kernel.clone()
+    } else {
+        plan.kernel_version.clone()
+    };
+    let (cells, trials) = load_plan(&plan, &version, probes.as_ref())?;
     let sink = Streamer {
         sent: Mutex::new(0),
     };
@@ -116,8 +135,39 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// The plan's cells as the executor wants them, each scenario loaded from the image.
-fn load_plan(plan: &GuestPlan) -> Result<(Vec<PlannedCell>, Vec<PlannedTrial>), String> {
+/// Runs the probe suite when the plan asks for its report or a cell's expectation needs it
+/// (sending the report in the first case); the values.
+fn probe_if_asked(plan: &GuestPlan, engine: &Engine) -> Option<ProbeValues> {
+    if !plan.probe && !plan.cells.iter().any(|c| c.resolve_with_probes) {
+        return None;
+    }
+    let accel = engine.host.accel.clone();
+    // The probes' bounds scale as the scenarios' deadlines do in this guest.
+    let options = SuiteOptions {
+        wedge: PathBuf::from("/bin/wedge"),
+        ..SuiteOptions::this_program(plan.time_scale)
+    };
+    let report = ProbeReport {
+        kernel: engine.host.kernel.clone(),
+        release: engine.host.kernel.clone(),
+        backend: "vm".into(),
+        accel,
+        cpus: engine.host.cpus,
+        probes: run_suite(&options),
+    };
+    if plan.probe {
+        send(FrameKind::Probes, &to_json(&report));
+    }
+    Some(report.values())
+}
+
+/// The plan's cells as the executor wants them, each scenario loaded from the image, and the
+/// expectations keyed on probes re-resolved with this guest's `probes`.
+fn load_plan(
+    plan: &GuestPlan,
+    version: &str,
+    probes: Option<&ProbeValues>,
+) -> Result<(Vec<PlannedCell>, Vec<PlannedTrial>), String> {
     let mut scenarios = Vec::new();
     for f in &plan.scenarios {
         let mut s = Scenario::load(Path::new(f)).map_err(|e| e.to_string())?;
@@ -135,11 +185,19 @@ fn load_plan(plan: &GuestPlan) -> Result<(Vec<PlannedCell>, Vec<PlannedTrial>), 
             .into_iter()
             .nth(gc.cell_index)
             .ok_or_else(|| format!("{} has no cell {}", s.name, gc.cell_index))?;
+        let expectation = if gc.resolve_with_probes {
+            // As the host plans a VM cell: time bounds scaled as the deadline is.
+            let mut e = s.expectation_with(&cell, version, probes);
+            e.within_ms = e.within_ms.map(|ms| ms * u64::from(plan.time_scale.max(1)));
+            e
+        } else {
+            gc.expectation.clone()
+        };
         cells.push(PlannedCell {
             scenario: Arc::clone(s),
             cell,
             cell_index: gc.cell_index,
-            expectation: gc.expectation.clone(),
+            expectation,
             trials: gc.trials.len() as u32,
             base_seed: 0,
             skip: None,

@@ -15,5 +15,6 @@ pub mod guest;
 pub mod image;
 pub mod initramfs;
 pub mod kernels;
+pub mod probe;
 pub mod qemu;
 pub mod support;

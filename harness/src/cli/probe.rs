@@ -1,0 +1,140 @@
+//! `wedge probe`: the kernel behaviour probes, on the host or in a VM (`--backend`, `--kernel`,
+//! `--cpus` as for `wedge run`; `auto` is the host unless `--kernel` names another kernel), as a
+//! table or JSON, compared with the known kernels (`--compare`), or regenerating the reference
+//! reports (`--report DIR`: the host and every kernel of kernels.toml).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use super::common::Failure;
+use wedge::backend::{Backend, Target, VmSupport, Wants, choose};
+use wedge::probe::known::{KnownReports, REGENERATE, behaviour_table, render_markdown};
+use wedge::probe::run::{SuiteOptions, run_suite};
+use wedge::probe::{ProbeReport, compare, render_table};
+use wedge::vm::support::HostVms;
+
+/// The flags of `wedge probe`.
+pub struct ProbeArgs {
+    pub backend: super::common::BackendArgs,
+    pub json: bool,
+    pub compare: bool,
+    pub report: Option<PathBuf>,
+    /// The hidden `--run-one ID`: run that probe in this process.
+    pub run_one: Option<String>,
+}
+
+pub fn probe(args: ProbeArgs) -> Result<(), Failure> {
+    if let Some(id) = &args.run_one {
+        return match wedge::probe::run::run_one(id) {
+            true => Ok(()),
+            false => Err(Failure::Input(format!("unknown probe {id}"))),
+        };
+    }
+    let vms = HostVms::detect();
+    if let Some(dir) = &args.report {
+        return write_reports(dir, &vms);
+    }
+    let wants = Wants {
+        kernel: args.backend.kernel.clone(),
+        cpus: args.backend.cpus.map(|c| c as usize),
+    };
+    let report = probe_where(args.backend.backend, &wants, &vms)?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Io(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", render_table(&report));
+    }
+    if args.compare {
+        let known = KnownReports::builtin().map_err(Failure::Io)?;
+        // Comparing a known kernel with itself says nothing: leave its own report out.
+        let others: Vec<ProbeReport> = known
+            .kernels
+            .into_iter()
+            .filter(|k| k.release != report.release || k.backend != report.backend)
+            .collect();
+        match compare::compare(&report, &others) {
+            Some(c) => print!("\n{}", compare::render(&report, &c)),
+            None => println!("\nno known kernel to compare with"),
+        }
+    }
+    Ok(())
+}
+
+/// Probes where `backend` puts a cell that wants `wants`.
+fn probe_where(backend: Backend, wants: &Wants, vms: &HostVms) -> Result<ProbeReport, Failure> {
+    let host = host();
+    let target = choose(backend, wants, &host, vms).map_err(Failure::Input)?;
+    match target {
+        Target::Host => Ok(probe_host(&host)),
+        Target::Vm(t) => {
+            let settings = vms
+                .settings()
+                .ok_or_else(|| Failure::Input(vms.unavailable().unwrap_or_default()))?;
+            eprintln!(
+                "wedge: probing kernel {} in a VM ({} vCPUs, {})",
+                t.kernel.name,
+                t.cpus,
+                settings.accel.name()
+            );
+            wedge::vm::probe::probe_in_vm(&t, &settings, &AtomicBool::new(false))
+                .map_err(Failure::Io)
+        }
+    }
+}
+
+fn host() -> wedge::record::Host {
+    wedge::record::Host {
+        kernel: wedge::proc::kernel_release(),
+        cpus: wedge::trial::host_cpus().len(),
+        isolation: String::new(),
+        backend: "host".into(),
+        accel: None,
+    }
+}
+
+fn probe_host(host: &wedge::record::Host) -> ProbeReport {
+    ProbeReport {
+        kernel: "host".into(),
+        release: host.kernel.clone(),
+        backend: "host".into(),
+        accel: None,
+        cpus: host.cpus,
+        probes: run_suite(&SuiteOptions::this_program(1)),
+    }
+}
+
+/// `--report DIR`: probes the host and every listed kernel, writes kernels.json and kernels.md.
+fn write_reports(dir: &Path, vms: &HostVms) -> Result<(), Failure> {
+    let list = wedge::vm::kernels::load_list(&wedge::vm::kernels::default_list_path())
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    eprintln!("wedge: probing the host");
+    let mut kernels = vec![probe_host(&host())];
+    for k in &list {
+        let wants = Wants {
+            kernel: Some(k.name.clone()),
+            cpus: None,
+        };
+        kernels.push(probe_where(Backend::Vm, &wants, vms)?);
+    }
+    let known = KnownReports {
+        command: REGENERATE.to_string(),
+        wedge_version: wedge::VERSION.to_string(),
+        kernels,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Failure::Io(format!("{}: {e}", dir.display())))?;
+    let json = serde_json::to_string_pretty(&known).map_err(|e| Failure::Io(e.to_string()))?;
+    for (name, text) in [
+        ("kernels.json", json + "\n"),
+        ("kernels.md", render_markdown(&known)),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
+    }
+    print!("{}", behaviour_table(&known));
+    eprintln!(
+        "wedge: wrote {0}/kernels.json and {0}/kernels.md",
+        dir.display()
+    );
+    Ok(())
+}
