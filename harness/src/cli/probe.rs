@@ -47,11 +47,12 @@ pub fn probe(args: ProbeArgs) -> Result<(), Failure> {
     }
     if args.compare {
         let known = KnownReports::builtin().map_err(Failure::Io)?;
-        // Comparing a known kernel with itself says nothing: leave its own report out.
+        // Comparing a known kernel with its own report says nothing: leave that out (a bzImage
+        // given by path is named by its path, so it is compared with every known kernel).
         let others: Vec<ProbeReport> = known
             .kernels
             .into_iter()
-            .filter(|k| k.release != report.release || k.backend != report.backend)
+            .filter(|k| k.kernel != report.kernel || k.release != report.release)
             .collect();
         match compare::compare(&report, &others) {
             Some(c) => print!("\n{}", compare::render(&report, &c)),

@@ -448,6 +448,48 @@ mod tests {
     }
 
     #[test]
+    fn the_guest_re_resolves_probe_keyed_expectations_with_its_own_probes() {
+        let dir = std::env::temp_dir().join(format!("wedge-guest-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keyed.toml");
+        std::fs::write(
+            &file,
+            "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[[expect.when]]\n\
+             probe = { recv_after_users_exit = \"blocks\" }\noutcome = \"hang\"\n",
+        )
+        .unwrap();
+        let s = Scenario::load(&file).unwrap();
+        let provisional = s.expectation(&s.cells()[0], "6.1.192");
+        let cell = |resolve_with_probes| GuestCell {
+            scenario: 0,
+            cell_index: 0,
+            expectation: provisional.clone(),
+            trials: vec![(0, 7)],
+            cpus: None,
+            resolve_with_probes,
+        };
+        let plan = GuestPlan {
+            probe: false,
+            kernel_version: "6.1.192".into(),
+            jobs: 1,
+            scenarios: vec![file.display().to_string()],
+            cells: vec![cell(true), cell(false)],
+        };
+        let mut blocks = ProbeValues::new();
+        blocks.insert("recv_after_users_exit".into(), "blocks".into());
+        let (cells, trials) = load_plan(&plan, "6.1.192", Some(&blocks)).unwrap();
+        assert_eq!(cells[0].expectation.outcome, crate::scenario::Outcome::Hang);
+        // Not asked to re-resolve: the host's expectation stands.
+        assert_eq!(cells[1].expectation, provisional);
+        assert_eq!(trials.len(), 2);
+        // A plan from before probes existed still reads.
+        let old: GuestPlan =
+            serde_json::from_str(r#"{"jobs":1,"scenarios":[],"cells":[]}"#).unwrap();
+        assert!(!old.probe && old.kernel_version.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn scenario_paths_are_unique_per_index() {
         let a = scenario_path(0, Path::new("/r/scenarios/a.toml"));
         let b = scenario_path(1, Path::new("/other/a.toml"));
