@@ -152,7 +152,7 @@ pub fn compare(probed: &ProbeReport, known: &[ProbeReport]) -> Option<Comparison
         })
         .collect();
     // Most equal first; the known list's order breaks ties (stable sort).
-    ranking.sort_by(|a, b| b.1.cmp(&a.1));
+    ranking.sort_by_key(|r| std::cmp::Reverse(r.1));
     let &(best, equal, compared) = ranking.first()?;
     let closest = &known[best];
     let differences = probed
