@@ -73,6 +73,28 @@ fn the_host_gives_every_probe_a_value_with_evidence() {
 }
 
 #[test]
+fn a_probe_past_its_bound_is_killed_and_reported_as_blocks() {
+    // close_wakes_recv watches a blocked receive for a second; a 300 ms bound cuts it.
+    let options = wedge::probe::run::SuiteOptions {
+        wedge: env!("CARGO_BIN_EXE_wedge").into(),
+        bound: Duration::from_millis(300),
+    };
+    let started = Instant::now();
+    let results = wedge::probe::run::run_suite(&options);
+    assert!(
+        started.elapsed() < Duration::from_secs(PROBES.len() as u64),
+        "{:?}",
+        started.elapsed()
+    );
+    let close = results.iter().find(|r| r.id == "close_wakes_recv").unwrap();
+    assert_eq!(close.value, "blocks", "{}", close.evidence);
+    assert!(close.evidence.contains("300 ms"), "{}", close.evidence);
+    // A quick probe still finishes within the bound.
+    let pid_ns = results.iter().find(|r| r.id == "pid_ns").unwrap();
+    assert_eq!(pid_ns.value, "yes", "{}", pid_ns.evidence);
+}
+
+#[test]
 fn an_unknown_probe_is_bad_input() {
     let (code, _, err) = wedge_probe(&["--run-one", "no_such_probe"], Duration::from_secs(30));
     assert_eq!(code, 2);

@@ -455,7 +455,8 @@ mod tests {
         std::fs::write(
             &file,
             "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[[expect.when]]\n\
-             probe = { recv_after_users_exit = \"blocks\" }\noutcome = \"hang\"\n",
+             probe = { recv_after_users_exit = \"blocks\" }\noutcome = \"hang\"\n\
+             [[expect.when]]\nwithin_ms = 100\n",
         )
         .unwrap();
         let s = Scenario::load(&file).unwrap();
@@ -471,6 +472,7 @@ mod tests {
         let plan = GuestPlan {
             probe: false,
             kernel_version: "6.1.192".into(),
+            time_scale: 3,
             jobs: 1,
             scenarios: vec![file.display().to_string()],
             cells: vec![cell(true), cell(false)],
@@ -479,6 +481,8 @@ mod tests {
         blocks.insert("recv_after_users_exit".into(), "blocks".into());
         let (cells, trials) = load_plan(&plan, "6.1.192", Some(&blocks)).unwrap();
         assert_eq!(cells[0].expectation.outcome, crate::scenario::Outcome::Hang);
+        // Re-resolved bounds are scaled as the host scales a VM cell's.
+        assert_eq!(cells[0].expectation.within_ms, Some(300));
         // Not asked to re-resolve: the host's expectation stands.
         assert_eq!(cells[1].expectation, provisional);
         assert_eq!(trials.len(), 2);
