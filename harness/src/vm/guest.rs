@@ -406,6 +406,9 @@ pub fn parse_kmsg(record: &str) -> Option<console::Kmsg> {
 /// Flushes, then ends the VM with `code` through the debug-exit port (falling back to a plain
 /// power-off, and failing that, to an exit the host sees as a dead guest).
 fn power_off(code: u8) -> ! {
+    // The last frames may still sit in the serial driver's buffer: the debug-exit would end the
+    // VM before the UART sent them (seen: a clean exit whose `done` never arrived).
+    let _ = nix::sys::termios::tcdrain(std::io::stdout());
     nix::unistd::sync();
     #[cfg(target_arch = "x86_64")]
     // SAFETY: pid 1 of a wedge guest, where the host attached isa-debug-exit at this port; ioperm
