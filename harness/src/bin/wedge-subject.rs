@@ -33,8 +33,8 @@
 //!
 //! Hostile subjects (engine_hostile.rs): each attacks wedge or its trial in one way.
 //! wedge-subject fork-bomb CAP       every process forks without end; at the first refused fork
-//!                                  print "refused at N" (N: processes made so far), then keep
-//!                                  retrying every 10 ms; a safety stop at CAP processes
+//!                                  print "refused at N" (N: the bomb's processes, exact), then
+//!                                  keep retrying every 10 ms; a safety stop at CAP processes
 //!                                  prints "no limit at CAP" (a host without a pids limit)
 //! wedge-subject close-fds exit|hang
 //!                                  close every descriptor (0 to the highest), then exit 0 after
@@ -54,7 +54,7 @@
 //! ```
 
 use std::io::{BufRead, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
@@ -479,15 +479,24 @@ fn posix_timer(armed: bool) -> ! {
     std::process::exit(0);
 }
 
-/// Two counters every process of a fork bomb shares: processes made, and whether a fork was
-/// refused yet.
-fn shared_counters() -> &'static [std::sync::atomic::AtomicU32; 2] {
-    // SAFETY: an anonymous shared mapping of 8 bytes, page-aligned, zeroed by the kernel: two
-    // valid AtomicU32 that fork keeps shared between every process of the bomb.
+/// The counters every process of a fork bomb shares.
+struct BombCounters {
+    /// Processes of the bomb that exist, counted by the parent once its fork returned.
+    made: AtomicU32,
+    /// Forks begun and not yet counted: the first refusal waits for these to settle.
+    inflight: AtomicU32,
+    /// 0: no fork refused yet; 1: refused, count settling; 2: count printed.
+    state: AtomicU32,
+}
+
+fn shared_counters() -> &'static BombCounters {
+    // SAFETY: an anonymous shared mapping of one page, page-aligned and zeroed by the kernel;
+    // zeroed bytes are valid AtomicU32s, and fork keeps the mapping shared between every
+    // process of the bomb.
     unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
-            8,
+            std::mem::size_of::<BombCounters>(),
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED | libc::MAP_ANONYMOUS,
             -1,
@@ -496,37 +505,50 @@ fn shared_counters() -> &'static [std::sync::atomic::AtomicU32; 2] {
         if p == libc::MAP_FAILED {
             fail("mmap");
         }
-        &*(p as *const [std::sync::atomic::AtomicU32; 2])
+        &*(p as *const BombCounters)
     }
 }
 
+/// The count at the first refusal is exact: every fork marks itself in flight before it starts
+/// and the parent counts a success before it clears the mark, so once nothing is in flight
+/// `made` is every process the bomb has. Counting in the child, or reading `made` at once,
+/// misses children not yet scheduled, many of them on a loaded machine.
 fn fork_bomb(cap: u32) -> ! {
-    let [made, refused] = shared_counters();
-    made.store(1, Ordering::SeqCst);
+    let c = shared_counters();
+    c.made.store(1, Ordering::SeqCst);
     say("bombing");
     loop {
-        if made.load(Ordering::SeqCst) >= cap {
-            if refused.swap(1, Ordering::SeqCst) == 0 {
+        c.inflight.fetch_add(1, Ordering::SeqCst);
+        let state = c.state.load(Ordering::SeqCst);
+        if state == 1 || c.made.load(Ordering::SeqCst) >= cap {
+            // Settling, or the safety stop: no new forks.
+            c.inflight.fetch_sub(1, Ordering::SeqCst);
+            if state == 0 && c.state.swap(2, Ordering::SeqCst) == 0 {
                 say(&format!("no limit at {cap}"));
             }
-            // SAFETY: pause has no arguments.
-            unsafe { libc::pause() };
+            std::thread::sleep(Duration::from_millis(10));
             continue;
         }
         // SAFETY: the bomb's processes are single-threaded and only use atomics, write(2) and
         // nanosleep after fork.
         match unsafe { libc::fork() } {
             -1 => {
-                let n = made.load(Ordering::SeqCst);
-                if refused.swap(1, Ordering::SeqCst) == 0 {
-                    say(&format!("refused at {n}"));
+                c.inflight.fetch_sub(1, Ordering::SeqCst);
+                if c.state.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                    while c.inflight.load(Ordering::SeqCst) != 0 {
+                        std::thread::yield_now();
+                    }
+                    say(&format!("refused at {}", c.made.load(Ordering::SeqCst)));
+                    c.state.store(2, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            0 => {
-                made.fetch_add(1, Ordering::SeqCst);
+            // The child: its parent counts it.
+            0 => {}
+            _ => {
+                c.made.fetch_add(1, Ordering::SeqCst);
+                c.inflight.fetch_sub(1, Ordering::SeqCst);
             }
-            _ => {}
         }
     }
 }
