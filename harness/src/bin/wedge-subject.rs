@@ -534,7 +534,10 @@ fn fork_bomb(cap: u32) -> ! {
         match unsafe { libc::fork() } {
             -1 => {
                 c.inflight.fetch_sub(1, Ordering::SeqCst);
-                if c.state.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                if c.state
+                    .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
                     while c.inflight.load(Ordering::SeqCst) != 0 {
                         std::thread::yield_now();
                     }
