@@ -10,9 +10,13 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 limit="${WEDGE_TEST_LIMIT:-1500}" # seconds for each step
 
+# Each step says how long it took, so a slow step shows in the CI log (the whole run has a
+# 30-minute budget).
 step() {
   echo "== $*" >&2
+  local start=$SECONDS
   timeout --kill-after=30 "$limit" "$@"
+  echo "== $(($SECONDS - start)) s: $1 ${2:-}" >&2
 }
 
 step cargo fmt --all -- --check
