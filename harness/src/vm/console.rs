@@ -139,18 +139,41 @@ pub enum Item {
     Line(String),
 }
 
-/// Splits a console byte stream into frames and lines, across reads of any size.
-#[derive(Debug, Default)]
+/// Splits a console byte stream into frames and lines, across reads of any size. It holds at
+/// most one line's worth of bytes ([`Decoder::buffered`] never exceeds its line limit).
+#[derive(Debug)]
 pub struct Decoder {
     partial: Vec<u8>,
+    max_line: usize,
 }
 
-/// Longest console line kept whole; a longer one is cut (serial output has no bound otherwise).
-const MAX_LINE: usize = 4 << 20;
+/// Longest console line kept whole by default; a longer one is cut (serial output has no bound
+/// otherwise). A frame is far smaller: a trial record is a few kilobytes.
+pub const MAX_LINE: usize = 4 << 20;
+
+impl Default for Decoder {
+    fn default() -> Decoder {
+        Decoder::with_max_line(MAX_LINE)
+    }
+}
 
 impl Decoder {
     pub fn new() -> Decoder {
         Decoder::default()
+    }
+
+    /// A decoder that keeps at most `max_line` bytes of a line. The limit is a parameter so
+    /// tests and the fuzz target reach the cut with small inputs.
+    pub fn with_max_line(max_line: usize) -> Decoder {
+        Decoder {
+            partial: Vec::new(),
+            max_line,
+        }
+    }
+
+    /// Bytes held for the line not yet ended: at most the line limit.
+    pub fn buffered(&self) -> usize {
+        self.partial.len()
     }
 
     /// Feeds bytes as they came; returns every item completed by them.
@@ -160,7 +183,7 @@ impl Decoder {
             if b == b'\n' {
                 let line = std::mem::take(&mut self.partial);
                 items.extend(item(&line));
-            } else if self.partial.len() < MAX_LINE {
+            } else if self.partial.len() < self.max_line {
                 self.partial.push(b);
             }
         }
@@ -186,14 +209,17 @@ fn clean(bytes: &[u8]) -> String {
 }
 
 fn item(line: &[u8]) -> Option<Item> {
-    let text = clean(line);
-    if text.is_empty() {
-        return None;
+    // A frame is checked on the bytes as they came, never on the cleaned text: its checksum
+    // covers the payload exactly, control characters included, and a line that only cleaning
+    // makes look intact was not written by the encoder. Only the tty's `\r` before the newline
+    // is not the encoder's.
+    let raw = String::from_utf8_lossy(line);
+    let unterminated = raw.strip_suffix('\r').unwrap_or(&raw);
+    if let Some(frame) = parse_frame(&raw).or_else(|| parse_frame(unterminated)) {
+        return Some(Item::Frame(frame));
     }
-    Some(match parse_frame(&text) {
-        Some(frame) => Item::Frame(frame),
-        None => Item::Line(text),
-    })
+    let text = clean(line);
+    (!text.is_empty()).then_some(Item::Line(text))
 }
 
 /// Whether a kernel line reports a kernel bug or a stall, and which kind.
@@ -309,6 +335,41 @@ mod tests {
             items
                 .iter()
                 .all(|i| matches!(i, Item::Line(l) if !l.contains('\r')))
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_cut_at_the_limit_and_never_buffered_past_it() {
+        let mut d = Decoder::with_max_line(8);
+        assert!(d.feed(b"0123456789abcdef").is_empty());
+        assert_eq!(d.buffered(), 8);
+        assert_eq!(d.feed(b"xyz\nnext"), vec![Item::Line("01234567".into())]);
+        assert_eq!(d.buffered(), 4);
+        assert_eq!(Decoder::new().max_line, MAX_LINE);
+    }
+
+    #[test]
+    fn a_payload_with_control_characters_is_still_a_frame() {
+        // Found by the vm_console fuzz target: cleaning the line first broke the checksum.
+        let line = encode(FrameKind::Record, "}\0\u{5}0m");
+        let mut d = Decoder::new();
+        assert_eq!(
+            d.feed(line.as_bytes()),
+            vec![Item::Frame(Frame {
+                kind: FrameKind::Record,
+                payload: "}\0\u{5}0m".into()
+            })]
+        );
+        // Found next: NULs inside the marker made a frame only once cleaned.
+        let torn = encode(FrameKind::Fatal, "ab").replacen("@@w", "@@w\0\0", 1);
+        assert!(matches!(&d.feed(torn.as_bytes())[..], [Item::Line(_)]));
+        let crlf = encode(FrameKind::Kmsg, "a\rb").replace('\n', "\r\n");
+        assert_eq!(
+            d.feed(crlf.as_bytes()),
+            vec![Item::Frame(Frame {
+                kind: FrameKind::Kmsg,
+                payload: "a\rb".into()
+            })]
         );
     }
 
