@@ -130,14 +130,7 @@ fn check_splat(line: &str) {
     }
 }
 
-const KINDS: [FrameKind; 6] = [
-    FrameKind::Hello,
-    FrameKind::Record,
-    FrameKind::Kmsg,
-    FrameKind::Probes,
-    FrameKind::Done,
-    FrameKind::Fatal,
-];
+const KINDS: [FrameKind; 6] = FrameKind::ALL;
 
 #[derive(Arbitrary, Debug)]
 struct Piece {

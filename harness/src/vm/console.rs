@@ -50,17 +50,18 @@ impl FrameKind {
         }
     }
 
+    /// Every kind, in the order the protocol lists them.
+    pub const ALL: [FrameKind; 6] = [
+        FrameKind::Hello,
+        FrameKind::Record,
+        FrameKind::Kmsg,
+        FrameKind::Probes,
+        FrameKind::Done,
+        FrameKind::Fatal,
+    ];
+
     fn parse(s: &str) -> Option<FrameKind> {
-        [
-            FrameKind::Hello,
-            FrameKind::Record,
-            FrameKind::Kmsg,
-            FrameKind::Probes,
-            FrameKind::Done,
-            FrameKind::Fatal,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
+        FrameKind::ALL.into_iter().find(|k| k.name() == s)
     }
 }
 
