@@ -215,8 +215,8 @@ fn item(line: &[u8]) -> Option<Item> {
     // makes look intact was not written by the encoder. Only the tty's `\r` before the newline
     // is not the encoder's.
     let raw = String::from_utf8_lossy(line);
-    let unterminated = raw.strip_suffix('\r').unwrap_or(&raw);
-    if let Some(frame) = parse_frame(&raw).or_else(|| parse_frame(unterminated)) {
+    if let Some(frame) = parse_frame(&raw).or_else(|| raw.strip_suffix('\r').and_then(parse_frame))
+    {
         return Some(Item::Frame(frame));
     }
     let text = clean(line);
