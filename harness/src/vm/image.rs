@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::closure::{ClosureError, HostFile, program_closure, resolve_links, resolve_program};
-use super::initramfs::{Archive, Entry};
+use super::initramfs::{Archive, Entry, NameError};
 
 /// What goes into a guest image.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +49,8 @@ pub enum ImageError {
     Io { path: String, message: String },
     #[error(transparent)]
     Closure(#[from] ClosureError),
+    #[error("the initramfs cannot hold {0}")]
+    Name(#[from] NameError),
     #[error("guest file {path}: {link} is a symlink in the image; give the path it points to")]
     ThroughSymlink { path: String, link: String },
     #[error("binary {path} has no file name")]
@@ -95,11 +97,11 @@ fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
 /// A host file or symlink of a closure into the archive, with the host file's mode.
 fn add_host_file(archive: &mut Archive, f: &HostFile) -> Result<(), ImageError> {
     match &f.symlink {
-        Some(target) => archive.add_symlink(&f.guest_path, target),
+        Some(target) => archive.add_symlink(&f.guest_path, target)?,
         None => {
             let meta = std::fs::metadata(&f.source).map_err(|e| io_error(&f.source, e))?;
             let data = read(&f.source)?;
-            archive.add_file(&f.guest_path, meta.permissions().mode(), data);
+            archive.add_file(&f.guest_path, meta.permissions().mode(), data)?;
         }
     }
     Ok(())
@@ -126,11 +128,11 @@ fn symlink_ancestor(archive: &Archive, path: &str) -> Option<String> {
 pub fn assemble(spec: &ImageSpec) -> Result<Archive, ImageError> {
     let mut archive = Archive::new();
     for (dir, mode) in DIRS {
-        archive.add_dir(dir, *mode);
+        archive.add_dir(dir, *mode)?;
     }
-    archive.add_file("etc/passwd", 0o644, PASSWD.to_vec());
-    archive.add_file("etc/group", 0o644, GROUP.to_vec());
-    archive.add_file("init", 0o755, read(&spec.init)?);
+    archive.add_file("etc/passwd", 0o644, PASSWD.to_vec())?;
+    archive.add_file("etc/group", 0o644, GROUP.to_vec())?;
+    archive.add_file("init", 0o755, read(&spec.init)?)?;
     // `/bin` as the host has it (merged-/usr: a link to usr/bin), so the binaries and the
     // programs' closures agree on where it is.
     let (links, bin) = resolve_links(Path::new("/bin"))?;
@@ -142,7 +144,7 @@ pub fn assemble(spec: &ImageSpec) -> Result<Archive, ImageError> {
             path: b.display().to_string(),
         })?;
         let guest = bin.join(name);
-        archive.add_file(&guest.to_string_lossy(), 0o755, read(b)?);
+        archive.add_file(&guest.to_string_lossy(), 0o755, read(b)?)?;
     }
     for p in &spec.programs {
         for f in program_closure(&resolve_program(p)?)? {
@@ -156,7 +158,7 @@ pub fn assemble(spec: &ImageSpec) -> Result<Archive, ImageError> {
                 link,
             });
         }
-        archive.add_file(path, 0o644, data.clone());
+        archive.add_file(path, 0o644, data.clone())?;
     }
     Ok(archive)
 }

@@ -7,6 +7,11 @@
 //! such an archive back (for tests and for checking an image); bad input gives a [`CpioError`]
 //! naming the byte offset, never a panic.
 //!
+//! What newc cannot say is refused when it is added ([`NameError`]), never written wrong: a name
+//! or symlink target holding a NUL (the format's terminator), and a top-level entry named
+//! `TRAILER!!!` (the kernel would stop unpacking there). So every archive that can be built
+//! reads back to exactly its entries.
+//!
 //! Layout (the kernel's `Documentation/driver-api/early-userspace/buffer-format.rst`): each
 //! entry is a 110-byte header of the magic and 13 eight-digit hex fields, the NUL-terminated
 //! name padded so header + name is a multiple of 4, then the data padded to a multiple of 4. A
@@ -69,8 +74,19 @@ pub enum CpioError {
         mode: u32,
         name: String,
     },
-    #[error("byte {offset}: symlink target of {name:?} is not UTF-8")]
+    #[error("byte {offset}: symlink target of {name:?} is not UTF-8 without NULs")]
     BadTarget { offset: usize, name: String },
+}
+
+/// Why an entry cannot be added: newc has no way to write it as given.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("{path:?}: a NUL in a name ends it early in newc")]
+    NulInName { path: String },
+    #[error("{path:?}: a NUL in a symlink target ends it early in newc")]
+    NulInTarget { path: String },
+    #[error("{path:?}: a top-level {TRAILER:?} is newc's end-of-archive marker")]
+    Trailer { path: String },
 }
 
 /// A set of entries keyed by path (relative, no leading `/`), written in sorted order.
@@ -94,16 +110,30 @@ fn normalize(path: &str) -> String {
     parts.join("/")
 }
 
+/// `path` normalized, if newc can write it and every parent it implies.
+fn writable(path: &str) -> Result<String, NameError> {
+    let normal = normalize(path);
+    if normal.contains('\0') {
+        return Err(NameError::NulInName { path: path.into() });
+    }
+    // Only the top level: the kernel compares the whole name, so `a/TRAILER!!!` is a file.
+    if normal.split('/').next() == Some(TRAILER) {
+        return Err(NameError::Trailer { path: path.into() });
+    }
+    Ok(normal)
+}
+
 impl Archive {
     pub fn new() -> Archive {
         Archive::default()
     }
 
-    /// Adds (or re-modes) a directory and any missing parents (0o755).
-    pub fn add_dir(&mut self, path: &str, mode: u32) {
-        let path = normalize(path);
+    /// Adds (or re-modes) a directory and any missing parents (0o755). On an error nothing
+    /// changes.
+    pub fn add_dir(&mut self, path: &str, mode: u32) -> Result<(), NameError> {
+        let path = writable(path)?;
         if path.is_empty() {
-            return; // the root is implicit: the kernel unpacks into it
+            return Ok(()); // the root is implicit: the kernel unpacks into it
         }
         self.make_parents(&path);
         self.entries.insert(
@@ -112,23 +142,32 @@ impl Archive {
                 mode: mode & PERM_MASK,
             },
         );
+        Ok(())
     }
 
-    /// Adds a regular file, replacing whatever was at `path`; missing parents are created.
-    pub fn add_file(&mut self, path: &str, mode: u32, data: Vec<u8>) {
+    /// Adds a regular file, replacing whatever was at `path`; missing parents are created. On
+    /// an error nothing changes.
+    pub fn add_file(&mut self, path: &str, mode: u32, data: Vec<u8>) -> Result<(), NameError> {
         let entry = Entry::File {
             mode: mode & PERM_MASK,
             data,
         };
-        self.put_leaf(&normalize(path), entry);
+        self.put_leaf(&writable(path)?, entry);
+        Ok(())
     }
 
-    /// Adds a symlink to `target` (stored as given), replacing whatever was at `path`.
-    pub fn add_symlink(&mut self, path: &str, target: &str) {
+    /// Adds a symlink to `target` (stored as given), replacing whatever was at `path`. On an
+    /// error nothing changes.
+    pub fn add_symlink(&mut self, path: &str, target: &str) -> Result<(), NameError> {
+        let normal = writable(path)?;
+        if target.contains('\0') {
+            return Err(NameError::NulInTarget { path: path.into() });
+        }
         let entry = Entry::Symlink {
             target: target.to_owned(),
         };
-        self.put_leaf(&normalize(path), entry);
+        self.put_leaf(&normal, entry);
+        Ok(())
     }
 
     /// Whether `path` (normalized like the adders do) is in the archive; the root always is.
@@ -226,9 +265,9 @@ fn take<'a>(
     what: &'static str,
 ) -> Result<&'a [u8], CpioError> {
     let left = bytes.len().saturating_sub(at);
-    if len > left {
+    if len > left || at > bytes.len() {
         return Err(CpioError::Truncated {
-            offset: at,
+            offset: at.min(bytes.len()),
             what,
             needed: len,
             left,
@@ -277,6 +316,8 @@ fn parse_name(bytes: &[u8], at: usize, namesize: usize) -> Result<(String, usize
         });
     }
     let raw = take(bytes, name_at, namesize, "name")?;
+    let data_at = at + round4(HEADER_LEN + namesize);
+    padding(bytes, name_at + namesize, data_at, "name padding")?;
     let Some((&0, name)) = raw.split_last() else {
         return Err(CpioError::BadName {
             offset: name_at,
@@ -287,7 +328,20 @@ fn parse_name(bytes: &[u8], at: usize, namesize: usize) -> Result<(String, usize
         offset: name_at,
         what: "name is not UTF-8",
     })?;
-    Ok((name.to_owned(), at + round4(HEADER_LEN + namesize)))
+    if name.contains('\0') {
+        // The kernel reads the name as a C string: it would unpack under a shorter name.
+        return Err(CpioError::BadName {
+            offset: name_at,
+            what: "name holds a NUL before its end",
+        });
+    }
+    Ok((name.to_owned(), data_at))
+}
+
+/// The zero padding from `from` up to `to`: it must be there (an archive cut inside it is
+/// truncated, reported where the padding starts, never past the input's end).
+fn padding(bytes: &[u8], from: usize, to: usize, what: &'static str) -> Result<(), CpioError> {
+    take(bytes, from, to - from, what).map(|_| ())
 }
 
 /// The entries of a newc archive, in archive order, up to its trailer.
@@ -311,11 +365,12 @@ pub fn read_newc(bytes: &[u8]) -> Result<Vec<(String, Entry)>, CpioError> {
                 mode: mode & PERM_MASK,
                 data: data.to_vec(),
             },
-            S_IFLNK => match std::str::from_utf8(data) {
-                Ok(t) => Entry::Symlink {
+            // A NUL would cut the target short in the kernel, as in a name.
+            S_IFLNK => match std::str::from_utf8(data).ok().filter(|t| !t.contains('\0')) {
+                Some(t) => Entry::Symlink {
                     target: t.to_owned(),
                 },
-                Err(_) => {
+                None => {
                     return Err(CpioError::BadTarget {
                         offset: data_at,
                         name,
@@ -332,6 +387,7 @@ pub fn read_newc(bytes: &[u8]) -> Result<Vec<(String, Entry)>, CpioError> {
         };
         out.push((name, entry));
         at = data_at + round4(size);
+        padding(bytes, data_at + size, at, "data padding")?;
     }
 }
 
@@ -342,14 +398,15 @@ mod tests {
 
     fn sample() -> Archive {
         let mut a = Archive::new();
-        a.add_file("bin/true", 0o755, b"\x7fELF".to_vec());
-        a.add_symlink("lib64", "usr/lib64");
-        a.add_dir("proc", 0o555);
+        a.add_file("bin/true", 0o755, b"\x7fELF".to_vec()).unwrap();
+        a.add_symlink("lib64", "usr/lib64").unwrap();
+        a.add_dir("proc", 0o555).unwrap();
         a.add_file(
             "/etc/passwd",
             0o644,
             b"root:x:0:0::/root:/bin/sh\n".to_vec(),
-        );
+        )
+        .unwrap();
         a
     }
 
@@ -373,30 +430,31 @@ mod tests {
     #[test]
     fn insertion_order_does_not_change_the_bytes() {
         let mut b = Archive::new();
-        b.add_file("etc/passwd", 0o644, b"root:x:0:0::/root:/bin/sh\n".to_vec());
-        b.add_dir("proc", 0o555);
-        b.add_symlink("lib64", "usr/lib64");
-        b.add_file("bin/true", 0o755, b"\x7fELF".to_vec());
+        b.add_file("etc/passwd", 0o644, b"root:x:0:0::/root:/bin/sh\n".to_vec())
+            .unwrap();
+        b.add_dir("proc", 0o555).unwrap();
+        b.add_symlink("lib64", "usr/lib64").unwrap();
+        b.add_file("bin/true", 0o755, b"\x7fELF".to_vec()).unwrap();
         assert_eq!(b.write_newc(), sample().write_newc());
     }
 
     #[test]
     fn paths_are_normalized_and_leaves_replace_subtrees() {
         let mut a = Archive::new();
-        a.add_file("//a/./b/../c", 0o600, vec![1]);
+        a.add_file("//a/./b/../c", 0o600, vec![1]).unwrap();
         assert!(a.contains("a/c") && a.contains("/a") && !a.contains("a/b"));
-        a.add_file("a", 0o644, vec![2]); // a file where a directory was: its subtree goes
+        a.add_file("a", 0o644, vec![2]).unwrap(); // a file where a directory was: its subtree goes
         assert!(!a.contains("a/c"));
-        a.add_file("a/d", 0o644, vec![3]); // and back: the file becomes a directory again
+        a.add_file("a/d", 0o644, vec![3]).unwrap(); // and back: the file becomes a directory again
         assert_eq!(a.entries().next(), Some(("a", &Entry::Dir { mode: 0o755 })));
-        a.add_file("", 0o644, vec![4]); // the root cannot be a file
+        a.add_file("", 0o644, vec![4]).unwrap(); // the root cannot be a file
         assert_eq!(a.entries().count(), 2);
     }
 
     #[test]
     fn golden_bytes_of_a_one_file_archive() {
         let mut a = Archive::new();
-        a.add_file("a", 0o644, b"hi".to_vec());
+        a.add_file("a", 0o644, b"hi".to_vec()).unwrap();
         let bytes = a.write_newc();
         // 110 header + "a\0" = 112 (aligned), "hi" padded to 4: 116; trailer 110 + 11 -> 124.
         assert_eq!(bytes.len(), 116 + 124);
@@ -418,13 +476,13 @@ mod tests {
     #[test]
     fn a_symlink_stores_its_target_as_data_and_dirs_have_two_links() {
         let mut a = Archive::new();
-        a.add_symlink("bin", "usr/bin");
+        a.add_symlink("bin", "usr/bin").unwrap();
         let bytes = a.write_newc();
         assert_eq!(&bytes[14..22], b"0000a1ff"); // S_IFLNK | 0777
         assert_eq!(&bytes[54..62], b"00000007"); // filesize = len("usr/bin")
         assert_eq!(&bytes[116..123], b"usr/bin");
         let mut d = Archive::new();
-        d.add_dir("x", 0o700);
+        d.add_dir("x", 0o700).unwrap();
         let bytes = d.write_newc();
         assert_eq!(&bytes[14..22], b"000041c0");
         assert_eq!(&bytes[38..46], b"00000002");
@@ -437,7 +495,7 @@ mod tests {
     #[test]
     fn every_malformation_is_an_error_with_its_offset() {
         let mut a = Archive::new();
-        a.add_file("a", 0o644, b"hi".to_vec());
+        a.add_file("a", 0o644, b"hi".to_vec()).unwrap();
         let good = a.write_newc();
 
         let mut bad = good.clone();
@@ -517,14 +575,92 @@ mod tests {
         ));
 
         let mut l = Archive::new();
-        l.add_symlink("l", "t");
+        l.add_symlink("l", "t").unwrap();
         let mut bad = l.write_newc();
         bad[112] = 0xff;
         assert!(matches!(
             error_of(&bad),
             CpioError::BadTarget { offset: 112, .. }
         ));
+        let mut bad = good.clone();
+        bad[94..102].copy_from_slice(b"00000003"); // namesize 3 over "a\0\0": a NUL inside
+        bad[112] = 0;
+        assert_eq!(
+            error_of(&bad),
+            CpioError::BadName {
+                offset: 110,
+                what: "name holds a NUL before its end"
+            }
+        );
+        let mut bad = l.write_newc();
+        bad[112] = 0;
+        assert!(matches!(
+            error_of(&bad),
+            CpioError::BadTarget { offset: 112, .. }
+        ));
         assert!(error_of(&[]).to_string().contains("byte 0"));
+    }
+
+    #[test]
+    fn what_newc_cannot_say_is_refused_and_changes_nothing() {
+        let mut a = sample();
+        let before = a.clone();
+        let trailer = |p: &str| NameError::Trailer { path: p.into() };
+        assert_eq!(
+            a.add_file("TRAILER!!!", 0o644, vec![]),
+            Err(trailer("TRAILER!!!"))
+        );
+        // Normalizing to it, or a parent it would imply, is the same name.
+        assert_eq!(
+            a.add_dir("x/../TRAILER!!!/", 0o755),
+            Err(trailer("x/../TRAILER!!!/"))
+        );
+        assert_eq!(
+            a.add_symlink("/TRAILER!!!/l", "t"),
+            Err(trailer("/TRAILER!!!/l"))
+        );
+        assert!(matches!(
+            a.add_file("bin/a\0b", 0o644, vec![]),
+            Err(NameError::NulInName { .. })
+        ));
+        assert!(matches!(
+            a.add_symlink("l", "us\0r"),
+            Err(NameError::NulInTarget { .. })
+        ));
+        assert_eq!(a, before);
+        // Below the top level it is an ordinary name.
+        a.add_file("etc/TRAILER!!!", 0o644, vec![1]).unwrap();
+        let read = read_newc(&a.write_newc()).unwrap();
+        assert!(read.iter().any(|(p, _)| p == "etc/TRAILER!!!"));
+    }
+
+    #[test]
+    fn an_archive_cut_inside_padding_is_truncated_within_the_input() {
+        // Found by reading: a cut inside a name's padding sliced past the input's end.
+        let mut a = Archive::new();
+        a.add_dir("ab", 0o755).unwrap(); // 110 + "ab\0" = 113, padded to 116
+        let bytes = a.write_newc();
+        assert_eq!(
+            error_of(&bytes[..113]),
+            CpioError::Truncated {
+                offset: 113,
+                what: "name padding",
+                needed: 3,
+                left: 0
+            }
+        );
+        let mut f = Archive::new();
+        f.add_file("a", 0o644, b"h".to_vec()).unwrap(); // data at 112, padded to 116
+        let bytes = f.write_newc();
+        assert_eq!(
+            error_of(&bytes[..114]),
+            CpioError::Truncated {
+                offset: 113,
+                what: "data padding",
+                needed: 3,
+                left: 1
+            }
+        );
     }
 
     fn arb_entry() -> impl Strategy<Value = Entry> {
@@ -544,9 +680,9 @@ mod tests {
             let mut a = Archive::new();
             for (path, entry) in &items {
                 match entry.clone() {
-                    Entry::Dir { mode } => a.add_dir(path, mode),
-                    Entry::File { mode, data } => a.add_file(path, mode, data),
-                    Entry::Symlink { target } => a.add_symlink(path, &target),
+                    Entry::Dir { mode } => a.add_dir(path, mode).unwrap(),
+                    Entry::File { mode, data } => a.add_file(path, mode, data).unwrap(),
+                    Entry::Symlink { target } => a.add_symlink(path, &target).unwrap(),
                 }
             }
             let bytes = a.write_newc();
