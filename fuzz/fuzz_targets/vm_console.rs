@@ -2,7 +2,8 @@
 //! kernel and a broken serial line put on the console, so any bytes in any chunking must decode
 //! without a panic, with the decoder holding at most its line limit, to the same items however
 //! the stream was split; every frame it yields must be exactly what `encode` writes (the whole
-//! rest of its line, from the marker), and every other line the line's text, cut and cleaned.
+//! rest of an uncut line, from the marker, any text before it a line of its own), and every
+//! other line the line's text, cut and cleaned.
 //! And a round trip: frames `encode` wrote, between kernel log lines that hold no marker, split
 //! anywhere, decode to the same frames in order and the same log lines.
 #![no_main]
@@ -92,35 +93,46 @@ fn check_bytes(chunking: u8, limit: u8, bytes: &[u8]) {
     let whole = decode(&mut Decoder::with_max_line(limit), limit, &[bytes]);
     assert_eq!(items, whole, "the chunking changed what was decoded");
 
-    // One item per line whose kept text is not empty, in order; the last, unended, line can only
-    // be text.
+    // One item per line whose kept text is not empty, in order (two for a frame after other
+    // text); the last, unended, line can only be text.
     let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     let unended = lines.pop().unwrap_or_default();
     let mut items = items.into_iter();
     for raw in lines {
         let kept = &raw[..raw.len().min(limit)];
         if clean(kept).is_empty() {
-            continue;
+            continue; // nothing to keep, and no frame: an uncut frame's line holds its marker
         }
         match items.next() {
-            Some(Item::Frame(frame)) => {
-                // What the guest wrote, then only the tty's carriage returns.
-                let text = String::from_utf8_lossy(raw);
-                let ended = text.trim_end_matches('\r');
-                assert!(
-                    ended.ends_with(&encoded(&frame)),
-                    "{frame:?} is not what encode writes, from line {text:?}"
-                );
-            }
-            Some(Item::Line(line)) => assert_eq!(line, clean(kept)),
+            Some(Item::Frame(frame)) => check_frame_line(raw, limit, "", &frame),
+            Some(Item::Line(line)) if line == clean(kept) => check_splat(&line),
+            // Text before a frame on the same line comes first, as a line of its own.
+            Some(Item::Line(prefix)) => match items.next() {
+                Some(Item::Frame(frame)) => check_frame_line(raw, limit, &prefix, &frame),
+                other => panic!("{prefix:?} is not line {raw:?}, and {other:?} follows"),
+            },
             None => panic!("no item for line {raw:?}"),
         }
-        check_splat(&clean(kept));
     }
     let kept = &unended[..unended.len().min(limit)];
     let last = (!clean(kept).is_empty()).then(|| Item::Line(clean(kept)));
     assert_eq!(items.next(), last, "the unended line");
     assert_eq!(items.next(), None);
+}
+
+/// A frame from `raw`: never from a cut line, exactly what `encode` writes for it at the end of
+/// the line (then only the tty's carriage returns), and `prefix` the rest of the line's text.
+fn check_frame_line(raw: &[u8], limit: usize, prefix: &str, frame: &Frame) {
+    assert!(raw.len() <= limit, "{frame:?} from a line cut at {limit}");
+    let text = String::from_utf8_lossy(raw);
+    let ended = text.trim_end_matches('\r');
+    let line = encoded(frame);
+    assert!(
+        ended.ends_with(&line),
+        "{frame:?} is not what encode writes, from line {text:?}"
+    );
+    let before = &ended[..ended.len() - line.len()];
+    assert_eq!(prefix, clean(before.as_bytes()), "the text before the frame");
 }
 
 /// A splat stays one whatever the kernel printed around it.

@@ -119,13 +119,38 @@ pub fn encode(kind: FrameKind, payload: &str) -> String {
 /// Parses one console line as a frame, if it is an intact one. The marker may follow other
 /// text on the line (a kernel message without its newline).
 pub fn parse_frame(line: &str) -> Option<Frame> {
-    let at = line.find(MARKER)?;
-    let rest = &line[at + MARKER.len()..];
+    find_frame(line).map(|(_, frame)| frame)
+}
+
+/// Marker occurrences on one line that get a full check: the real frame's marker is the first
+/// on its line but for stray kernel text, and the bound keeps a hostile line of markers from
+/// costing a checksum of the line per marker.
+const MARKERS_TRIED: usize = 8;
+
+/// The first intact frame on `line`, with the byte offset its marker starts at. A frame runs
+/// to the end of its line, so a marker inside a frame's payload is never mistaken for one.
+fn find_frame(line: &str) -> Option<(usize, Frame)> {
+    line.match_indices(MARKER)
+        .take(MARKERS_TRIED)
+        .find_map(|(at, _)| Some((at, parse_at(&line[at + MARKER.len()..])?)))
+}
+
+/// The frame whose header and payload follow a marker, if exactly what [`encode`] writes: the
+/// length in plain decimal and the checksum in 16 lower-case hex digits, both matching the
+/// payload. A laxer spelling (`+12`, `012`, `ABC`) would be a line the encoder never wrote.
+fn parse_at(rest: &str) -> Option<Frame> {
     let mut parts = rest.splitn(4, ' ');
     let kind = FrameKind::parse(parts.next()?)?;
-    let len: usize = parts.next()?.parse().ok()?;
-    let sum = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let len_text = parts.next()?;
+    let sum_text = parts.next()?;
     let payload = parts.next()?;
+    let len = len_text
+        .parse::<usize>()
+        .ok()
+        .filter(|l| l.to_string() == len_text)?;
+    let sum = u64::from_str_radix(sum_text, 16)
+        .ok()
+        .filter(|s| format!("{s:016x}") == sum_text)?;
     (payload.len() == len && checksum(payload.as_bytes()) == sum).then(|| Frame {
         kind,
         payload: payload.to_string(),
@@ -145,6 +170,9 @@ pub enum Item {
 #[derive(Debug)]
 pub struct Decoder {
     partial: Vec<u8>,
+    /// The line in `partial` lost bytes at the limit: it is text, never a frame (its kept part
+    /// could pass for one while the guest wrote something else).
+    cut: bool,
     max_line: usize,
 }
 
@@ -168,6 +196,7 @@ impl Decoder {
     pub fn with_max_line(max_line: usize) -> Decoder {
         Decoder {
             partial: Vec::new(),
+            cut: false,
             max_line,
         }
     }
@@ -183,9 +212,11 @@ impl Decoder {
         for &b in bytes {
             if b == b'\n' {
                 let line = std::mem::take(&mut self.partial);
-                items.extend(item(&line));
+                line_items(&line, std::mem::take(&mut self.cut), &mut items);
             } else if self.partial.len() < self.max_line {
                 self.partial.push(b);
+            } else {
+                self.cut = true;
             }
         }
         items
@@ -195,6 +226,7 @@ impl Decoder {
     /// frame always ends with its newline, so this is a guest that died mid-write).
     pub fn finish(&mut self) -> Option<Item> {
         let rest = std::mem::take(&mut self.partial);
+        self.cut = false;
         let text = clean(&rest);
         (!text.is_empty()).then_some(Item::Line(text))
     }
@@ -209,18 +241,25 @@ fn clean(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn item(line: &[u8]) -> Option<Item> {
+/// The items of one ended console line: its text, or an intact frame with the text before its
+/// marker (kernel output that lost its newline) as a line of its own.
+fn line_items(line: &[u8], cut: bool, items: &mut Vec<Item>) {
     // A frame is checked on the bytes as they came, never on the cleaned text: its checksum
     // covers the payload exactly, control characters included, and a line that only cleaning
     // makes look intact was not written by the encoder. Only the tty's `\r` before the newline
     // is not the encoder's.
     let raw = String::from_utf8_lossy(line);
-    if let Some(frame) = parse_frame(&raw).or_else(|| raw.strip_suffix('\r').and_then(parse_frame))
-    {
-        return Some(Item::Frame(frame));
+    let found = (!cut)
+        .then(|| find_frame(&raw).or_else(|| raw.strip_suffix('\r').and_then(find_frame)))
+        .flatten();
+    let (text, frame) = match found {
+        Some((at, frame)) => (clean(raw[..at].as_bytes()), Some(frame)),
+        None => (clean(line), None),
+    };
+    if !text.is_empty() {
+        items.push(Item::Line(text));
     }
-    let text = clean(line);
-    (!text.is_empty()).then_some(Item::Line(text))
+    items.extend(frame.map(Item::Frame));
 }
 
 /// Whether a kernel line reports a kernel bug or a stall, and which kind.
@@ -324,6 +363,49 @@ mod tests {
         let mut d = Decoder::new();
         let items = d.feed(line.as_bytes());
         assert_eq!(frames(&items)[0].kind, FrameKind::Hello);
+        // The kernel's text is kept, as a line of its own before the frame.
+        assert_eq!(items[0], Item::Line("[ 1.0] foo".into()));
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn a_frame_after_a_stray_marker_is_found_and_one_inside_a_payload_is_not() {
+        let inner = encode(FrameKind::Done, "{}");
+        let payload = serde_json::to_string(inner.trim()).unwrap();
+        let line = format!(
+            "@@wedge junk {}",
+            encode(FrameKind::Record, &payload).trim_start()
+        );
+        let items = Decoder::new().feed(line.as_bytes());
+        assert_eq!(
+            items,
+            vec![
+                Item::Line("@@wedge junk ".into()),
+                Item::Frame(Frame {
+                    kind: FrameKind::Record,
+                    payload
+                })
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_encoders_spelling_of_a_header_is_a_frame() {
+        let good = encode(FrameKind::Done, "{}");
+        let good = good.trim();
+        assert!(parse_frame(good).is_some());
+        let sum = good.split(' ').nth(3).unwrap();
+        for bad in [
+            good.replacen(" 2 ", " +2 ", 1),
+            good.replacen(" 2 ", " 02 ", 1),
+            good.replacen(sum, &sum.to_uppercase(), 1),
+            good.replacen(sum, sum.trim_start_matches('0'), 1),
+            good.replacen(sum, &format!("0{sum}"), 1),
+        ] {
+            if bad != good {
+                assert_eq!(parse_frame(&bad), None, "{bad}");
+            }
+        }
     }
 
     #[test]
@@ -347,6 +429,18 @@ mod tests {
         assert_eq!(d.feed(b"xyz\nnext"), vec![Item::Line("01234567".into())]);
         assert_eq!(d.buffered(), 4);
         assert_eq!(Decoder::new().max_line, MAX_LINE);
+    }
+
+    #[test]
+    fn a_cut_line_is_never_a_frame() {
+        // The kept part is an intact frame, but the guest wrote more on that line.
+        let frame = encode(FrameKind::Done, "{}");
+        let frame = frame.trim();
+        let mut d = Decoder::with_max_line(frame.len());
+        let items = d.feed(format!("{frame}tail\n{frame}\n").as_bytes());
+        assert_eq!(items[0], Item::Line(frame.to_string()));
+        assert!(matches!(items[1], Item::Frame(_)), "the next line is whole");
+        assert_eq!(items.len(), 2);
     }
 
     #[test]
