@@ -77,25 +77,29 @@ impl TreeKind {
     }
 }
 
+/// The entries of `parent` named `wedge-PID-...` whose wedge process PID is gone: the run
+/// directories (cgroups) a killed wedge left behind. One running now keeps its own.
+pub(crate) fn stale_run_dirs(parent: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let stale = |name: &str| {
+        name.strip_prefix("wedge-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    entries
+        .flatten()
+        .filter(|e| stale(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Cleans up after wedge processes that no longer exist (e.g. killed with SIGKILL): kills
 /// whatever their trials left in their run cgroups (`wedge-PID-N`) and removes the cgroups.
 fn remove_stale(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("wedge-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let run = e.path();
+    for run in stale_run_dirs(parent) {
         if run.join("cgroup.kill").exists() {
             let _ = fs::write(run.join("cgroup.kill"), "1");
         }

@@ -16,7 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::isolation::{TreeKind, cgroup_dir};
+use crate::isolation::{TreeKind, cgroup_dir, stale_run_dirs};
 
 /// `pids.max` of a trial whose scenario names none: far above what a test subject starts, far
 /// below what starves a host.
@@ -300,22 +300,8 @@ impl Applied {
 /// Removes the per-trial v1 directories (`wedge-PID-...`) of wedge processes that no longer
 /// exist (killed with SIGKILL before their teardown), killing what is left in them first.
 fn remove_stale(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("wedge-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let procs = fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
+    for dir in stale_run_dirs(parent) {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
         for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(p),
@@ -323,7 +309,7 @@ fn remove_stale(parent: &Path) {
             );
         }
         let mut gone = Applied {
-            v1_dirs: vec![e.path()],
+            v1_dirs: vec![dir],
             ..Applied::default()
         };
         let _ = gone.remove();
