@@ -188,13 +188,13 @@ fn decide(
         }
         _ => return refuse(Refusal::NotExec(n.syscall), None),
     };
-    if !listener.id_valid(n.id) {
-        return refuse(Refusal::Stale, None);
-    }
+    // No id-valid check yet: a target already gone fails the reads below, and the check after
+    // them is the one that counts (it covers everything read).
     match thread_count(n.pid) {
         Ok(1) => {}
         Ok(_) if active(Mutation::SingleThread) => {}
         Ok(threads) => return refuse(Refusal::Multithreaded(threads), None),
+        Err(_) if !listener.id_valid(n.id) => return refuse(Refusal::Stale, None),
         Err(err) => return refuse(Refusal::ThreadCount(err), None),
     }
     let request = match read_request(Pid::from_raw(n.pid as i32), path_ptr, argv_ptr, limits) {
@@ -301,14 +301,18 @@ fn kill_after_read(pid: u32, path: &str) {
 #[cfg(not(feature = "mutations"))]
 fn kill_after_read(_pid: u32, _path: &str) {}
 
+/// The target's threads, from one `stat` of `/proc/PID/task`: procfs gives that directory
+/// 2 links plus one per thread. Reading `Threads:` from `/proc/PID/status` gives the same
+/// number, but the kernel formats the whole file for it, in several reads: it was the largest
+/// part of a decision's syscalls (reports/bench.md).
 fn thread_count(pid: u32) -> Result<usize, String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .ok_or_else(|| "no Threads: line in /proc/PID/status".to_owned())
+    let task = nix::sys::stat::stat(format!("/proc/{pid}/task").as_str())
+        .map_err(|e| format!("/proc/{pid}/task: {e}"))?;
+    let links = task.st_nlink as usize;
+    links
+        .checked_sub(2)
+        .filter(|&threads| threads > 0)
+        .ok_or_else(|| format!("/proc/{pid}/task has {links} links, not 2 + threads"))
 }
 
 /// Where the decoder reads a target's memory from: the target itself (`process_vm_readv`) in the
@@ -504,6 +508,49 @@ mod tests {
 
     fn self_pid() -> Pid {
         Pid::this()
+    }
+
+    /// `Threads:` of /proc/PID/status, the count `thread_count` replaced.
+    fn status_threads(pid: u32) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix("Threads:"));
+        line.unwrap().trim().parse().unwrap()
+    }
+
+    #[test]
+    fn the_thread_count_from_task_links_agrees_with_status() {
+        use std::io::BufRead;
+        // A child whose thread count is known and still (this test process has the harness's
+        // threads coming and going): python's main thread and three sleepers, then a line.
+        let script = "import threading, time\n\
+            [threading.Thread(target=time.sleep, args=(30,), daemon=True).start() for _ in range(3)]\n\
+            print('ready', flush=True)\n\
+            time.sleep(30)";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        assert_eq!(thread_count(child.id()), Ok(4));
+        assert_eq!(status_threads(child.id()), 4);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            thread_count(child.id()).is_err(),
+            "a reaped pid has no task directory"
+        );
+
+        let mut one = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert_eq!(thread_count(one.id()), Ok(1));
+        one.kill().unwrap();
+        one.wait().unwrap();
     }
 
     #[test]
