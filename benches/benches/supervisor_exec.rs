@@ -1,11 +1,15 @@
-//! What `wedge-run` costs: per exec under supervision (the supervisor decides every exec), and
-//! per run (start-up, hand-off, shutdown), against the same work without it.
+//! What `wedge-run` costs: per exec under supervision (the supervisor decides every exec), per
+//! run (start-up, hand-off, shutdown), and from the command's exit to `wedge-run`'s own (the
+//! fixed shutdown: the target ~10 ms p99, with the drain never firing), against the same work
+//! without it.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use wedge_benches::release_binary;
+use wedge_benches::times::Times;
+use wedge_runtime::supervisor::session::DRAIN_EXPIRED;
 
 /// Execs per measured script run: enough that start-up is a small part of the time.
 const EXECS: u64 = 200;
@@ -85,5 +89,80 @@ fn per_run(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_exec, per_run);
+fn monotonic_ns() -> u128 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("the clock");
+    now.tv_sec() as u128 * 1_000_000_000 + now.tv_nsec() as u128
+}
+
+/// Runs `command`, whose last act is `wedge-subject stamp`, to its end: the time from the
+/// subject's stamp (taken just before its `_exit`) to this process seeing the command exit.
+/// Panics if the fixed session's drain fired: an exit that only came from the drain giving up
+/// is the regression this measures, not a slow sample.
+fn exit_latency(command: &mut Command) -> Duration {
+    let out = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running the command");
+    let seen = monotonic_ns();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}: {stderr}",
+        out.status
+    );
+    assert!(
+        !stderr.contains(DRAIN_EXPIRED),
+        "{command:?}: the drain fired: {stderr}"
+    );
+    let stamp: u128 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the subject's stamp");
+    Duration::from_nanos(u64::try_from(seen.saturating_sub(stamp)).unwrap_or(u64::MAX))
+}
+
+fn exit_to_exit(c: &mut Criterion) {
+    let wedge_run = release_binary("wedge-run");
+    let subject = release_binary("wedge-subject");
+    let mut group = c.benchmark_group("exit");
+    group.sample_size(20);
+    let direct: Vec<&std::ffi::OsStr> = vec![subject.as_os_str(), "stamp".as_ref()];
+    let under = |sandbox: &'static str| {
+        let mut argv: Vec<&std::ffi::OsStr> = vec![
+            wedge_run.as_os_str(),
+            "--sandbox".as_ref(),
+            sandbox.as_ref(),
+            "--".as_ref(),
+        ];
+        argv.extend(&direct);
+        argv
+    };
+    // The command run directly is the floor: its own exit and this process's wake-up.
+    for (name, argv) in [
+        ("stamp, direct", direct.clone()),
+        ("stamp, wedge-run --sandbox none", under("none")),
+        ("stamp, wedge-run --sandbox bwrap", under("bwrap")),
+    ] {
+        let mut times = Times::default();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let mut command = Command::new(argv[0]);
+                        command.args(&argv[1..]).env("RUST_LOG", "warn");
+                        let latency = exit_latency(&mut command);
+                        times.push(latency);
+                        latency
+                    })
+                    .sum()
+            })
+        });
+        println!("exit -> {name} exit: {}", times.describe());
+    }
+    group.finish();
+}
+
+criterion_group!(benches, per_exec, per_run, exit_to_exit);
 criterion_main!(benches);

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! wedge-subject exit [CODE]        print "hello", exit with CODE (default 0)
+//! wedge-subject stamp              print CLOCK_MONOTONIC in ns, then exit 0 at once (a bench
+//!                                  times from that instant to its supervisor's exit)
 //! wedge-subject deadlock           two threads (locker-a, locker-b) deadlock on two mutexes
 //! wedge-subject pipe-read          block in read(2) on a pipe nobody writes
 //! wedge-subject daemon [--stay|--exit]
@@ -66,7 +68,7 @@ fn say(text: &str) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wedge-subject exit [CODE] | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
+        "usage: wedge-subject exit [CODE] | stamp | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
     );
     std::process::exit(2);
 }
@@ -702,6 +704,16 @@ fn main() {
                 .unwrap_or_else(|_| usage());
             say("hello");
             std::process::exit(code);
+        }
+        Some("stamp") => {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .unwrap_or_else(|_| fail("clock_gettime"));
+            say(&format!(
+                "{}",
+                now.tv_sec() as u128 * 1_000_000_000 + now.tv_nsec() as u128
+            ));
+            // SAFETY: ends the process at once: nothing to run after the stamp but the exit.
+            unsafe { libc::_exit(0) }
         }
         Some("deadlock") => deadlock(),
         Some("pipe-read") => pipe_read(),
