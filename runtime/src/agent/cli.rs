@@ -195,6 +195,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers as usize)
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
@@ -292,6 +293,15 @@ fn health(args: HealthArgs) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// How long an idle blocking-pool thread waits for work before it exits (tokio's default is
+/// 10 s). An idle pool thread sits in a *timed* futex wait, and a timed wait is a wake source: a
+/// watchdog that cannot see what the thread will do when it wakes must count it as progress to
+/// come. With the default, a frozen agent (every worker stuck) still looked alive for 10 s after
+/// the reaper's last scan, and `wedge` rightly waited that out before calling the hang
+/// (reports/bench.md). The agent's blocking work (builds, reaper scans, discards) comes in
+/// bursts well inside this bound, so a short keep-alive costs at most a thread start per burst.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_millis(200);
 
 fn exec(args: ExecArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
