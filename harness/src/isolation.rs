@@ -445,7 +445,8 @@ impl TrialTree {
                 ));
                 continue;
             }
-            let removed = fs::remove_dir(&path);
+            // Killed by kill_all, but a task may still be leaving it (EBUSY): as in remove().
+            let removed = remove_dir_once_empty(&path, Instant::now() + Duration::from_secs(2));
             leaks.push(format!(
                 "cgroup {} made outside the trial's tree{}",
                 path.display(),
@@ -461,6 +462,19 @@ impl TrialTree {
     /// The cgroup directory of the trial, if any.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+}
+
+/// Removes the (childless) cgroup `dir`, retrying while a just-killed task is still leaving it
+/// (`EBUSY`), until `end`.
+fn remove_dir_once_empty(dir: &Path, end: Instant) -> io::Result<()> {
+    loop {
+        match fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < end => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            result => return result,
+        }
     }
 }
 
