@@ -179,6 +179,9 @@ pub struct Monitor {
 pub struct StillAlarms {
     itimer_real: Vec<Instant>,
     posix: Vec<Instant>,
+    /// How long the read these come from took: each time left is relative to some instant
+    /// inside it, so it widens the comparison ([`StillAlarms::candidates_read_in`]).
+    spread: Duration,
 }
 
 /// Expiries read at two instants are compared with this slack: each is "time left" at its read,
@@ -192,19 +195,43 @@ impl StillAlarms {
         StillAlarms {
             itimer_real: k.itimer_real.iter().map(|d| now + *d).collect(),
             posix: k.posix.iter().map(|d| now + *d).collect(),
+            spread: Duration::ZERO,
+        }
+    }
+
+    /// [`StillAlarms::at`] for a read that took `spread` (ending at `now`).
+    pub fn at_read_in(k: &procwake::KernelTimers, now: Instant, spread: Duration) -> StillAlarms {
+        StillAlarms {
+            spread,
+            ..StillAlarms::at(k, now)
         }
     }
 
     /// The timers of `k` (read at `now`) that were already armed, with the same expiry, at the
     /// start of the stillness: the others were armed or re-armed since, so not by the tree.
     pub fn candidates(&self, k: &procwake::KernelTimers, now: Instant) -> procwake::KernelTimers {
+        self.candidates_read_in(k, now, Duration::ZERO)
+    }
+
+    /// [`StillAlarms::candidates`] for a read that took `spread`. `/proc/timer_list` is long and
+    /// its times left are taken as the kernel writes it, so on a busy machine a read can take
+    /// longer than [`SAME_EXPIRY`]: without the spreads of both reads in the slack, the tree's own
+    /// timer looked re-armed and was dropped, and a subject waiting on it was called hung
+    /// (engine_timers, posix-timer, about 1 run in 3).
+    pub fn candidates_read_in(
+        &self,
+        k: &procwake::KernelTimers,
+        now: Instant,
+        spread: Duration,
+    ) -> procwake::KernelTimers {
+        let slack = SAME_EXPIRY + self.spread + spread;
         let keep = |seen: &[Instant], left: &[Duration]| -> Vec<Duration> {
             left.iter()
                 .copied()
                 .filter(|d| {
                     let at = now + *d;
                     seen.iter()
-                        .any(|s| (*s.max(&at)).duration_since(*s.min(&at)) <= SAME_EXPIRY)
+                        .any(|s| (*s.max(&at)).duration_since(*s.min(&at)) <= slack)
                 })
                 .collect()
         };
@@ -435,16 +462,19 @@ impl Monitor {
     /// The system timers that may be the tree's now: all of them unless the tree is still, then
     /// only those armed when the stillness began ([`StillAlarms`]). `None`: unreadable.
     fn alarm_candidates(&mut self) -> Option<procwake::KernelTimers> {
+        let before = Instant::now();
         let timers = procwake::kernel_timers()?;
-        // The times left are as of the read: date them by the clock right after it.
+        // The times left are as of some instant of the read: date them by the clock right
+        // after it, and let the read's length widen the comparison.
         let now = Instant::now();
+        let spread = now - before;
         if self.still_since.is_none() {
             return Some(timers);
         }
         let seen = self
             .still_alarms
-            .get_or_insert_with(|| StillAlarms::at(&timers, now));
-        Some(seen.candidates(&timers, now))
+            .get_or_insert_with(|| StillAlarms::at_read_in(&timers, now, spread));
+        Some(seen.candidates_read_in(&timers, now, spread))
     }
 
     /// The diagnosis of the tree as seen in `snap`, for a hang declared for `reason`.
@@ -783,6 +813,16 @@ mod tests {
         // Read 10 ms late: still the same timer (the slack), but not 400 ms off.
         let c = seen.candidates(&later, now + ms(10));
         assert_eq!(c.itimer_real, vec![ms(4000)]);
+        // A slow read widens the slack by its length: 30 ms off is the same timer then.
+        let slow = StillAlarms::at_read_in(&start, t0, ms(15));
+        assert_eq!(
+            slow.candidates_read_in(&later, now + ms(30), ms(15)),
+            seen.candidates(&later, now)
+        );
+        assert_ne!(
+            seen.candidates(&later, now + ms(30)),
+            seen.candidates(&later, now)
+        );
         // Nothing seen at the start: nothing can be the tree's.
         let none = StillAlarms::at(&procwake::KernelTimers::default(), t0);
         assert!(none.candidates(&later, now).itimer_real.is_empty());
