@@ -116,14 +116,7 @@ fn remove_stale(parent: &Path) {
         if let Ok(trials) = fs::read_dir(&run) {
             for t in trials.flatten().filter(|t| t.path().is_dir()) {
                 // Killed tasks leave their cgroup shortly after the signal.
-                while fs::remove_dir(t.path().join("subject")).is_err()
-                    && t.path().join("subject").exists()
-                {
-                    if Instant::now() >= end {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                let _ = remove_dir_once_empty(&t.path().join("subject"), end);
                 let _ = fs::remove_dir(t.path().join("aux"));
                 let _ = fs::remove_dir(t.path());
             }
