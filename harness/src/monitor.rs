@@ -61,8 +61,9 @@
 //! thread asleep by its own rule, no CPU time, no wake-up, nobody came or went: *still*) cannot
 //! have armed a timer since then, and a timer of its own that fired would have changed it (killed
 //! the process, or woken the handler's thread). So only the system timers already armed when the
-//! stillness began, with the same expiry, can still be the tree's ([`StillAlarms`]); a foreign
-//! periodic timer (another program's 1 s `setitimer`) stops counting once it fires. When nothing
+//! stillness began, with the same expiry (timer_list's absolute one), can still be the tree's
+//! ([`StillAlarms`]); a foreign periodic timer (another program's 1 s `setitimer`) stops counting
+//! once a snapshot taken after it fired shows the tree unchanged. When nothing
 //! else held the tree back, the window then runs from the start of the stillness: the timers
 //! that held it were shown foreign by firing without effect.
 //!
@@ -173,72 +174,94 @@ pub struct Monitor {
     held_by_alarms_only: bool,
 }
 
-/// The system's armed `ITIMER_REAL` and POSIX timers when a tree's stillness began, as instants:
-/// the only ones that can still be the tree's (see the module doc).
+/// The system's `ITIMER_REAL` and POSIX timers followed through a tree's stillness: the only
+/// ones that can still be the tree's (see the module doc).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StillAlarms {
-    itimer_real: Vec<Instant>,
-    posix: Vec<Instant>,
-    /// How long the read these come from took: each time left is relative to some instant
-    /// inside it, so it widens the comparison ([`StillAlarms::candidates_read_in`]).
-    spread: Duration,
+    followed: Vec<Followed>,
+    /// Reads folded in so far.
+    reads: u32,
 }
 
-/// Expiries read at two instants are compared with this slack: each is "time left" at its read,
-/// and the read and wedge's clock reading beside it may be a preemption apart. A larger slack
-/// only keeps more timers as candidates (the sound side).
-const SAME_EXPIRY: Duration = Duration::from_millis(20);
+/// A system timer listed in the first reads of a stillness.
+#[derive(Debug, Clone, PartialEq)]
+struct Followed {
+    /// As its latest listing shows it.
+    timer: procwake::SystemTimer,
+    /// It fires by then at the latest: its latest listing's end plus the time left it gave.
+    due_by: Instant,
+    /// The end of the first read since its latest listing that did not list it.
+    missing_since: Option<Instant>,
+}
+
+/// Reads whose timers all count as armed when the stillness began. `/proc/timer_list` walks each
+/// CPU's queue by index, dropping the lock between entries, so one read can skip a timer when
+/// another ahead of it leaves the queue meanwhile; the union of two reads makes a timer of the
+/// tree's missed by both unlikely. Any timer armed between them counts too (the sound side).
+const START_READS: u32 = 2;
 
 impl StillAlarms {
-    /// The timers of `k`, read at `now`.
-    pub fn at(k: &procwake::KernelTimers, now: Instant) -> StillAlarms {
-        StillAlarms {
-            itimer_real: k.itimer_real.iter().map(|d| now + *d).collect(),
-            posix: k.posix.iter().map(|d| now + *d).collect(),
-            spread: Duration::ZERO,
-        }
-    }
-
-    /// [`StillAlarms::at`] for a read that took `spread` (ending at `now`).
-    pub fn at_read_in(k: &procwake::KernelTimers, now: Instant, spread: Duration) -> StillAlarms {
-        StillAlarms {
-            spread,
-            ..StillAlarms::at(k, now)
-        }
-    }
-
-    /// The timers of `k` (read at `now`) that were already armed, with the same expiry, at the
-    /// start of the stillness: the others were armed or re-armed since, so not by the tree.
-    pub fn candidates(&self, k: &procwake::KernelTimers, now: Instant) -> procwake::KernelTimers {
-        self.candidates_read_in(k, now, Duration::ZERO)
-    }
-
-    /// [`StillAlarms::candidates`] for a read that took `spread`. `/proc/timer_list` is long and
-    /// its times left are taken as the kernel writes it, so on a busy machine a read can take
-    /// longer than [`SAME_EXPIRY`]: without the spreads of both reads in the slack, the tree's own
-    /// timer looked re-armed and was dropped, and a subject waiting on it was called hung
-    /// (engine_timers, posix-timer, about 1 run in 3).
-    pub fn candidates_read_in(
-        &self,
-        k: &procwake::KernelTimers,
-        now: Instant,
-        spread: Duration,
+    /// Folds in a read of the system's timers that ended at `read_end`, made after the snapshot
+    /// taken at `snap`, and returns those that may still be the tree's:
+    /// - listed in one of the first [`START_READS`] reads, or later with the same expiry;
+    /// - or, no longer listed, not yet shown to have fired without effect: that takes a
+    ///   snapshot taken after a read that no longer listed it and after it was due. A timer of
+    ///   the tree's that fires wakes it at once, but the read follows the snapshot: a timer gone
+    ///   from the read may have fired after the snapshot was taken, which then shows nothing yet
+    ///   (this was engine_timers' alarm-pause false hang, about 1 run in 4). And a timer not yet
+    ///   due that the read missed has not fired at all.
+    ///
+    /// Timers listed first in a later read were armed since, so not by the tree; a listing
+    /// without an expiry cannot be followed and always counts.
+    pub fn fold(
+        &mut self,
+        timers: &[procwake::SystemTimer],
+        snap: Instant,
+        read_end: Instant,
     ) -> procwake::KernelTimers {
-        let slack = SAME_EXPIRY + self.spread + spread;
-        let keep = |seen: &[Instant], left: &[Duration]| -> Vec<Duration> {
-            left.iter()
-                .copied()
-                .filter(|d| {
-                    let at = now + *d;
-                    seen.iter()
-                        .any(|s| (*s.max(&at)).duration_since(*s.min(&at)) <= slack)
-                })
-                .collect()
-        };
-        procwake::KernelTimers {
-            itimer_real: keep(&self.itimer_real, &k.itimer_real),
-            posix: keep(&self.posix, &k.posix),
+        let starting = self.reads < START_READS;
+        self.reads += 1;
+        let mut listed = vec![false; self.followed.len()];
+        let mut out = Vec::new();
+        for t in timers {
+            if t.expires_ns.is_none() {
+                out.push(*t);
+                continue;
+            }
+            let same =
+                (0..self.followed.len()).find(|&i| !listed[i] && self.followed[i].timer.same_as(t));
+            let seen = Followed {
+                timer: *t,
+                due_by: read_end + t.left,
+                missing_since: None,
+            };
+            match same {
+                Some(i) => {
+                    self.followed[i] = seen;
+                    listed[i] = true;
+                }
+                None if starting => {
+                    self.followed.push(seen);
+                    listed.push(true);
+                }
+                None => {}
+            }
         }
+        for (f, listed) in self.followed.iter_mut().zip(listed) {
+            if listed {
+                out.push(f.timer);
+                continue;
+            }
+            let first_missing = *f.missing_since.get_or_insert(read_end);
+            if first_missing < snap && f.due_by <= snap {
+                continue;
+            }
+            out.push(procwake::SystemTimer {
+                left: f.due_by.saturating_duration_since(read_end),
+                ..f.timer
+            });
+        }
+        procwake::KernelTimers::of(&out)
     }
 }
 
@@ -423,7 +446,7 @@ impl Monitor {
                 }
             }
             let posix = procwake::posix_timers(pid);
-            let kernel = kernel.get_or_insert_with(|| self.alarm_candidates());
+            let kernel = kernel.get_or_insert_with(|| self.alarm_candidates(snap.taken));
             let view = SignalView {
                 masks: procwake::signal_masks(pid).unwrap_or_default(),
                 waited,
@@ -459,22 +482,17 @@ impl Monitor {
         woken.then_some(!own)
     }
 
-    /// The system timers that may be the tree's now: all of them unless the tree is still, then
-    /// only those armed when the stillness began ([`StillAlarms`]). `None`: unreadable.
-    fn alarm_candidates(&mut self) -> Option<procwake::KernelTimers> {
-        let before = Instant::now();
+    /// The system timers that may be the tree's now (`snap`: when its snapshot was taken): all
+    /// of them unless the tree is still, then only those followed since the stillness began
+    /// ([`StillAlarms`]). `None`: unreadable.
+    fn alarm_candidates(&mut self, snap: Instant) -> Option<procwake::KernelTimers> {
         let timers = procwake::kernel_timers()?;
-        // The times left are as of some instant of the read: date them by the clock right
-        // after it, and let the read's length widen the comparison.
-        let now = Instant::now();
-        let spread = now - before;
+        let read_end = Instant::now();
         if self.still_since.is_none() {
-            return Some(timers);
+            return Some(procwake::KernelTimers::of(&timers));
         }
-        let seen = self
-            .still_alarms
-            .get_or_insert_with(|| StillAlarms::at_read_in(&timers, now, spread));
-        Some(seen.candidates_read_in(&timers, now, spread))
+        let still = self.still_alarms.get_or_insert_with(StillAlarms::default);
+        Some(still.fold(&timers, snap, read_end))
     }
 
     /// The diagnosis of the tree as seen in `snap`, for a hang declared for `reason`.
@@ -794,38 +812,61 @@ mod tests {
     fn only_timers_armed_when_the_stillness_began_can_be_the_trees() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        // At the start: a foreign periodic alarm due in 400 ms, and one due in 5 s.
-        let start = procwake::KernelTimers {
-            itimer_real: vec![ms(400), ms(5000)],
-            posix: vec![ms(700)],
+        // Times are ms after t0; a timer's expiry is on the same scale, and a read at `read`
+        // lists it with the time left from then.
+        let timer = |real, expires: u64, read: u64| procwake::SystemTimer {
+            real,
+            expires_ns: Some(expires * 1_000_000),
+            left: ms(expires.saturating_sub(read)),
         };
-        let seen = StillAlarms::at(&start, t0);
-        // 1 s later the periodic one fired and was re-armed (due in 400 ms again); the 5 s one
-        // is the same timer (due in 4 s); the POSIX one fired and is gone.
-        let later = procwake::KernelTimers {
-            itimer_real: vec![ms(400), ms(4000)],
-            posix: vec![],
+        let fold = |still: &mut StillAlarms, list: &[(bool, u64)], snap: u64| {
+            let read = snap + 1;
+            let timers: Vec<_> = list.iter().map(|&(r, e)| timer(r, e, read)).collect();
+            let mut c = still.fold(&timers, t0 + ms(snap), t0 + ms(read));
+            c.itimer_real.sort();
+            c
         };
-        let now = t0 + ms(1000);
-        let c = seen.candidates(&later, now);
-        assert_eq!(c.itimer_real, vec![ms(4000)]);
+        // A foreign periodic alarm due at 400, the tree's due at 5000, a POSIX timer due at 700;
+        // the second read also lists an alarm the first skipped, due at 3000.
+        let (periodic, tree, posix, skipped) =
+            ((true, 400), (true, 5000), (false, 700), (true, 3000));
+        let mut still = StillAlarms::default();
+        let c = fold(&mut still, &[periodic, tree, posix], 0);
+        assert_eq!(c.itimer_real, vec![ms(399), ms(4999)]);
+        let c = fold(&mut still, &[periodic, tree, posix, skipped], 50);
+        assert_eq!(c.itimer_real, vec![ms(349), ms(2949), ms(4949)]);
+        // At 1000 the periodic one fired and was re-armed (a new expiry, so not the tree's:
+        // armed since); the POSIX one is gone, and so is the tree's (a skip: not yet due). The
+        // snapshot predates this read, so what fired may have fired after it: all still count.
+        let rearmed = (true, 1400);
+        let c = fold(&mut still, &[rearmed, skipped], 1000);
+        assert_eq!(c.itimer_real, vec![ms(0), ms(1999), ms(3999)]);
+        assert_eq!(c.posix, vec![ms(0)]);
+        // The next snapshot follows that read and shows the tree unchanged: the periodic and the
+        // POSIX one fired without effect. The tree's, not yet due, still counts.
+        let c = fold(&mut still, &[rearmed, skipped], 1020);
+        assert_eq!(c.itimer_real, vec![ms(1979), ms(3979)]);
         assert!(c.posix.is_empty());
-        // Read 10 ms late: still the same timer (the slack), but not 400 ms off.
-        let c = seen.candidates(&later, now + ms(10));
-        assert_eq!(c.itimer_real, vec![ms(4000)]);
-        // A slow read widens the slack by its length: 30 ms off is the same timer then.
-        let slow = StillAlarms::at_read_in(&start, t0, ms(15));
-        assert_eq!(
-            slow.candidates_read_in(&later, now + ms(30), ms(15)),
-            seen.candidates(&later, now)
+        // Listed again after the skip: followed as before.
+        let c = fold(&mut still, &[tree], 1060);
+        assert_eq!(c.itimer_real, vec![ms(1939), ms(3939)]);
+        // A listing without an expiry cannot be followed: it always counts.
+        let vague = procwake::SystemTimer {
+            expires_ns: None,
+            ..timer(true, 9000, 1100)
+        };
+        let c = still.fold(
+            &[vague, timer(true, 5000, 1101)],
+            t0 + ms(1100),
+            t0 + ms(1101),
         );
-        assert_ne!(
-            seen.candidates(&later, now + ms(30)),
-            seen.candidates(&later, now)
-        );
-        // Nothing seen at the start: nothing can be the tree's.
-        let none = StillAlarms::at(&procwake::KernelTimers::default(), t0);
-        assert!(none.candidates(&later, now).itimer_real.is_empty());
+        assert_eq!(c.itimer_real.len(), 3);
+        // Nothing in the first reads: nothing later can be the tree's.
+        let mut empty = StillAlarms::default();
+        for i in 0..START_READS {
+            assert!(fold(&mut empty, &[], i.into()).itimer_real.is_empty());
+        }
+        assert!(fold(&mut empty, &[tree], 100).itimer_real.is_empty());
     }
 
     #[test]

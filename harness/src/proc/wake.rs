@@ -84,6 +84,44 @@ pub struct KernelTimers {
     pub posix: Vec<Duration>,
 }
 
+impl KernelTimers {
+    /// The view of a list of system timers.
+    pub fn of(timers: &[SystemTimer]) -> KernelTimers {
+        let left = |real: bool| -> Vec<Duration> {
+            timers
+                .iter()
+                .filter(|t| t.real == real)
+                .map(|t| t.left)
+                .collect()
+        };
+        KernelTimers {
+            itimer_real: left(true),
+            posix: left(false),
+        }
+    }
+}
+
+/// One armed `it_real_fn` or `posix_timer_fn` hrtimer of `/proc/timer_list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemTimer {
+    /// `ITIMER_REAL` / `alarm()` (else a POSIX timer).
+    pub real: bool,
+    /// Its hard expiry on its clock base, in ns: the same timer shows the same value in every
+    /// read until it fires or is re-armed, so it names the timer across reads. `None`: the line
+    /// did not say.
+    pub expires_ns: Option<u64>,
+    /// Time left to the hard expiry, as of the kernel's clock reading during the read (0 when
+    /// overdue).
+    pub left: Duration,
+}
+
+impl SystemTimer {
+    /// Whether `other` is this timer, armed the same (both must carry an expiry).
+    pub fn same_as(&self, other: &SystemTimer) -> bool {
+        self.real == other.real && self.expires_ns.is_some() && self.expires_ns == other.expires_ns
+    }
+}
+
 /// The fds a blocked thread waits on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitFds {
@@ -189,28 +227,23 @@ pub fn parse_signal_masks(status: &str) -> Option<SignalMasks> {
     })
 }
 
-/// Parses `/proc/timer_list`: every `it_real_fn` and `posix_timer_fn` entry, with the later end of
-/// its `# expires at A-B nsecs [in X to Y nsecs]` line (Y: its hard expiry, relative).
-pub fn parse_timer_list(text: &str) -> KernelTimers {
-    let mut out = KernelTimers::default();
+/// Parses `/proc/timer_list`: every `it_real_fn` and `posix_timer_fn` entry, from its
+/// `# expires at A-B nsecs [in X to Y nsecs]` line (B: its hard expiry; Y: the same, relative).
+pub fn parse_timer_list(text: &str) -> Vec<SystemTimer> {
+    let mut out = Vec::new();
     let mut pending: Option<bool> = None;
     for line in text.lines() {
         let line = line.trim();
         if line.starts_with('#') && line.contains("expires at") {
-            let Some(is_real) = pending.take() else {
+            let Some(real) = pending.take() else {
                 continue;
             };
-            let left = line
-                .split_once("[in ")
-                .and_then(|(_, rest)| rest.split_once(" to "))
-                .and_then(|(_, hard)| hard.split_ascii_whitespace().next())
-                .and_then(|n| n.parse::<i64>().ok())
-                .map_or(Duration::ZERO, |n| Duration::from_nanos(n.max(0) as u64));
-            if is_real {
-                out.itimer_real.push(left);
-            } else {
-                out.posix.push(left);
-            }
+            let (expires_ns, left) = parse_expiry(line);
+            out.push(SystemTimer {
+                real,
+                expires_ns,
+                left,
+            });
         } else if line.starts_with('#') {
             pending = if line.contains(", it_real_fn,") {
                 Some(true)
@@ -222,6 +255,22 @@ pub fn parse_timer_list(text: &str) -> KernelTimers {
         }
     }
     out
+}
+
+/// The hard expiry (absolute) and the time left to it of one `# expires at` line.
+fn parse_expiry(line: &str) -> (Option<u64>, Duration) {
+    let expires_ns = line
+        .split_once("expires at ")
+        .and_then(|(_, rest)| rest.split_ascii_whitespace().next())
+        .and_then(|range| range.split_once('-'))
+        .and_then(|(_, hard)| hard.parse::<u64>().ok());
+    let left = line
+        .split_once("[in ")
+        .and_then(|(_, rest)| rest.split_once(" to "))
+        .and_then(|(_, hard)| hard.split_ascii_whitespace().next())
+        .and_then(|n| n.parse::<i64>().ok())
+        .map_or(Duration::ZERO, |n| Duration::from_nanos(n.max(0) as u64));
+    (expires_ns, left)
 }
 
 /// The fds (of any kind) set in `nfds` bits of an fd_set in `bytes`.
@@ -350,7 +399,7 @@ pub fn signal_masks(pid: i32) -> Option<SignalMasks> {
 }
 
 /// The system's armed interval and POSIX timers; `None` when `/proc/timer_list` is unreadable.
-pub fn kernel_timers() -> Option<KernelTimers> {
+pub fn kernel_timers() -> Option<Vec<SystemTimer>> {
     fs::read_to_string("/proc/timer_list")
         .ok()
         .map(|t| parse_timer_list(&t))
@@ -436,10 +485,37 @@ mod tests {
              # expires at 257980765131-257980815131 nsecs [in 423146783 to 423196783 nsecs]\n\
              #3: <000000006ab17261>, timerfd_tmrproc, S:01\n\
              # expires at 258480688048-258480688048 nsecs [in 923069700 to 923069700 nsecs]\n";
-        let k = parse_timer_list(text);
+        let timers = parse_timer_list(text);
+        assert_eq!(
+            timers,
+            vec![
+                SystemTimer {
+                    real: true,
+                    expires_ns: Some(257_570_580_285),
+                    left: Duration::from_nanos(12_961_937)
+                },
+                SystemTimer {
+                    real: false,
+                    expires_ns: Some(257_980_815_131),
+                    left: Duration::from_nanos(423_196_783)
+                },
+            ]
+        );
+        let k = KernelTimers::of(&timers);
         assert_eq!(k.itimer_real, vec![Duration::from_nanos(12_961_937)]);
         assert_eq!(k.posix, vec![Duration::from_nanos(423_196_783)]);
-        assert_eq!(parse_timer_list(""), KernelTimers::default());
+        assert!(parse_timer_list("").is_empty());
+        // Overdue, and an expiry the line does not give: no identity, time left still read.
+        let odd = " #0: <0>, it_real_fn, S:01\n # expires at soon nsecs [in -5 to -5 nsecs]\n";
+        assert_eq!(
+            parse_timer_list(odd),
+            vec![SystemTimer {
+                real: true,
+                expires_ns: None,
+                left: Duration::ZERO
+            }]
+        );
+        assert!(!parse_timer_list(odd)[0].same_as(&parse_timer_list(odd)[0]));
     }
 
     #[test]
