@@ -6,7 +6,7 @@
 # outgrows its memory (-rss_limit_mb); the failing input is kept under target/fuzz-smoke/TARGET/.
 # Prints, per target, libFuzzer's final executions, exec/s and coverage (cov: edges, ft: features).
 #
-# `--build-only` builds the targets and stops (ci/test.sh builds them early, in the background).
+# `--build-only` builds the targets and stops.
 # WEDGE_FUZZ_SECONDS: seconds per target (default 20; at most 30, unless WEDGE_FUZZ_UNCAPPED=1,
 # which ci/fuzz.sh sets for long local runs). Targets to run may be named as arguments.
 # Without nightly, or without cargo-fuzz when it cannot be installed (offline), it says that it

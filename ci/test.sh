@@ -32,28 +32,37 @@ step env WEDGE_TEST_TRIALS="${WEDGE_TEST_TRIALS:-1}" cargo test --workspace --al
 # working; the full run is `cargo bench -p wedge-benches` (README).
 step cargo bench -p wedge-benches -- --test
 
-# The fuzz targets and the loom models need builds of their own (other flags, other target
-# directories): most of the CPU time of what follows. The gates below mostly wait on their
-# subjects, so those builds run meanwhile, at the lowest CPU and I/O priority so that the gates'
-# trials keep the machine; their own steps then find them built. In a session of its own, so
-# the exit trap can stop it (and all its compilers) if this script ends early.
-prebuild_log=target/prebuild.log
+# The fuzz smoke and the loom models need builds of their own (other flags, other target
+# directories) and are CPU-bound, while the gates below mostly wait on their subjects' timeouts.
+# So they run meanwhile, in the background, at the lowest CPU and I/O priority so that the
+# gates' trials keep the machine, and are joined after the gates (their output is shown then,
+# and their failure fails this script). In a session of their own, so the exit trap can stop
+# them (and all their compilers and fuzzers) if this script ends early.
+background_log=target/background.log
 setsid nice -n 19 ionice -c 3 timeout --kill-after=30 "$limit" bash -c '
-  ./ci/fuzz-smoke.sh --build-only &&
-  RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-    cargo test --release -p wedge-core --test "loom_*" --no-run' >"$prebuild_log" 2>&1 </dev/null &
-prebuild=$!
-trap 'kill -KILL -- "-$prebuild" 2>/dev/null || true' EXIT
-# Waits for the background builds; a failed one is shown, and the steps below build again
-# (and fail there, where the error belongs).
-join_prebuild() {
-  echo "== waiting for the background builds (log: $prebuild_log)" >&2
-  local start=$SECONDS
-  if ! wait "$prebuild"; then
-    echo "the background builds failed; the steps below build again:" >&2
-    tail -n 40 "$prebuild_log" >&2
-  fi
-  echo "== $(($SECONDS - start)) s: background builds" >&2
+  set -e
+  s=$SECONDS
+  # Every cargo-fuzz target builds and runs briefly from its corpus (skips, saying so, without
+  # nightly).
+  WEDGE_FUZZ_SECONDS="${WEDGE_FUZZ_SECONDS:-10}" ./ci/fuzz-smoke.sh
+  echo "== $((SECONDS - s)) s: fuzz smoke"
+  s=$SECONDS
+  # The loom models check the runtime'"'"'s own coordinator, supervisor loops and spawn lock, all in
+  # wedge-core (the only crate they build); every crate is compiled with --cfg loom, kept apart
+  # from the normal build.
+  RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
+    cargo test --release -p wedge-core --test "loom_*"
+  echo "== $((SECONDS - s)) s: loom models"' >"$background_log" 2>&1 </dev/null &
+background=$!
+trap 'kill -KILL -- "-$background" 2>/dev/null || true' EXIT
+# Waits for the background steps, shows what they printed, and fails if they failed.
+join_background() {
+  echo "== waiting for the fuzz smoke and the loom models (log: $background_log)" >&2
+  local start=$SECONDS status=0
+  wait "$background" || status=$?
+  cat "$background_log" >&2
+  echo "== $(($SECONDS - start)) s: waited for the background steps (status $status)" >&2
+  return "$status"
 }
 
 # The quick gate on deadlock freedom, exactly as a user's CI runs it: every fixed variant must
@@ -72,14 +81,7 @@ step ./target/release/wedge run --gate --trials 1 --out "$results-vm" \
   --cell variant=pre-fix --cell sandbox=none --cell kernel=6.1 --cell kernel=6.12 \
   scenarios/orphaned-filter-recv.toml
 step ./target/release/wedge run --gate --out "$results-vm-cpus" ci/vm-smoke
-join_prebuild
-# Every cargo-fuzz target builds and runs briefly from its corpus (skips, saying so, without nightly).
-step env WEDGE_FUZZ_SECONDS="${WEDGE_FUZZ_SECONDS:-10}" ./ci/fuzz-smoke.sh
-# The loom models check the runtime's own coordinator, supervisor loops and spawn lock, all in
-# wedge-core (the only crate they build); they need their own build (every crate compiled with
-# --cfg loom), kept apart from the normal one.
-step env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
-  cargo test --release -p wedge-core --test 'loom_*'
-# Curated mutations: each reverted fix must be caught by the checks named for it (one build of its
-# own in target/mutants, mutations chosen at run time; see the script).
+join_background
+# Curated mutations: each reverted fix must be caught by the checks named for it (the build above,
+# mutations chosen at run time; see the script).
 step ./ci/mutants.sh
