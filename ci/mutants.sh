@@ -43,6 +43,60 @@ for line in sys.stdin:
         print(m["target"]["name"] + "\t" + m["executable"] + "\t" + dir)
 ')
 
+# Each runtime test runs in a cgroup of its own (cgroup2), emptied with SIGKILL when it ends: a
+# mutated test killed at its limit does not get to stop the wedge-run children it started, which
+# would otherwise outlive this script (seen: a shell spinning in `wait`, one stopped on a pty).
+# Without a writable cgroup2 hierarchy, its session is killed instead.
+cg_root=""
+for d in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+  if [[ "$(stat -fc %T "$d" 2>/dev/null)" == cgroup2fs ]] && mkdir -p "$d/wedge-mutants-$$" 2>/dev/null; then
+    cg_root="$d/wedge-mutants-$$"
+    break
+  fi
+done
+checks_run=0
+
+# Kills every process of cgroup $1 and removes it (waiting up to 5 s for them to go).
+empty_cgroup() {
+  local cg="$1" end=$((SECONDS + 5)) pid
+  # (cgroup files always show size 0: read them.)
+  while [[ -n "$(cat "$cg/cgroup.procs" 2>/dev/null)" && $SECONDS -lt $end ]]; do
+    if [[ -f "$cg/cgroup.kill" ]]; then
+      echo 1 >"$cg/cgroup.kill"
+    else
+      while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$cg/cgroup.procs"
+    fi
+    sleep 0.05
+  done
+  rmdir "$cg" 2>/dev/null || echo "mutants: could not remove $cg (still in use)" >&2
+}
+cleanup_cgroups() {
+  [[ -n "$cg_root" && -d "$cg_root" ]] || return 0
+  local cg
+  for cg in "$cg_root"/*/; do [[ -d "$cg" ]] && empty_cgroup "${cg%/}"; done
+  rmdir "$cg_root" 2>/dev/null || true
+}
+trap cleanup_cgroups EXIT
+
+# Runs "$@" (a command) with everything it starts contained, and kills what is left afterwards.
+contained() {
+  local status=0
+  checks_run=$((checks_run + 1))
+  if [[ -n "$cg_root" ]]; then
+    local cg="$cg_root/check-$checks_run"
+    mkdir "$cg"
+    bash -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' contained "$cg" "$@" || status=$?
+    empty_cgroup "$cg"
+  else
+    local pid
+    setsid "$@" &
+    pid=$!
+    wait "$pid" || status=$?
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  return "$status"
+}
+
 # A check is "kind:arg:filters". test:T:NAMES runs runtime test T filtered to NAMES (exact names,
 # space-separated); scenario:FILE:CELLS runs `wedge run --gate` on FILE with --cell CELLS.
 run_check() {
@@ -53,8 +107,8 @@ run_check() {
       # shellcheck disable=SC2086
       [[ -n "${test_exe[$target]:-}" ]] || { echo "no test executable $target" >"$log"; return 1; }
       # Run where cargo test runs it: in its package's directory.
-      (cd "${test_dir[$target]}" && timeout --kill-after=10 "$test_limit" "${test_exe[$target]}" \
-        --exact --test-threads 2 $filters) >"$log" 2>&1
+      contained env -C "${test_dir[$target]}" timeout --kill-after=10 "$test_limit" \
+        "${test_exe[$target]}" --exact --test-threads 2 $filters >"$log" 2>&1
       ;;
     scenario)
       local cells=() c

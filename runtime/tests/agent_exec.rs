@@ -190,6 +190,44 @@ fn stdin_round_trips_and_closes() {
 }
 
 #[test]
+fn stdin_closed_at_the_start_refuses_stdin_calls() {
+    watchdog(60, async {
+        let agent = Agent::start(one_worker()).await;
+        let client = agent.client().await;
+        // `cat` sees EOF at once; the command then waits, so its stdin call meets a live exec.
+        let mut req = shell("cat; echo eof; exec sleep 30", &[]);
+        req.stdin_closed = true;
+        let mut events = client.clone().exec(req).await.expect("exec").into_inner();
+        let mut id = None;
+        while let Some(message) = events.message().await.expect("an event") {
+            match message.event {
+                Some(Event::Accepted(a)) => id = Some(a.id),
+                Some(Event::Output(o)) if o.data.starts_with(b"eof") => break,
+                Some(Event::Exited(s)) => panic!("exited before its output: {s:?}"),
+                _ => {}
+            }
+        }
+        let id = id.expect("accepted");
+        let err = client
+            .clone()
+            .stdin(StdinRequest {
+                id,
+                data: b"late".to_vec(),
+                close: true,
+            })
+            .await
+            .expect_err("stdin of an exec whose stdin was closed at the start");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("closed"), "{err:?}");
+        client
+            .clone()
+            .kill(KillRequest { id, signal: 0 })
+            .await
+            .expect("kill");
+    });
+}
+
+#[test]
 fn ten_megabytes_of_output_do_not_deadlock() {
     watchdog(60, async {
         let agent = Agent::start(one_worker()).await;

@@ -322,6 +322,8 @@ async fn exec_copies(args: ExecArgs) -> Result<ExitCode> {
         env: args.env.iter().cloned().collect(),
         cwd: args.cwd.clone().unwrap_or_default(),
         timeout_ms: args.timeout.unwrap_or(0),
+        // The client closes it at the start: `exec` sends no stdin.
+        stdin_closed: true,
     };
     let n = args.concurrency as usize;
     let started = Instant::now();

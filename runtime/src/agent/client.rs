@@ -64,13 +64,17 @@ pub async fn run(client: &Client, request: ExecRequest, stdin: Vec<u8>) -> Resul
 }
 
 /// Runs `request` like [`run`], handing each output chunk to `on_output` as it arrives instead of
-/// collecting it.
+/// collecting it. Empty `stdin` (or `request.stdin_closed`) asks the agent to close the command's
+/// stdin at its start, which saves the `Stdin` call; otherwise `stdin` is written once the
+/// command has started, then closed.
 pub async fn run_with(
     client: &Client,
-    request: ExecRequest,
+    mut request: ExecRequest,
     stdin: Vec<u8>,
     mut on_output: impl FnMut(OutputStream, &[u8]),
 ) -> Result<Outcome, Status> {
+    request.stdin_closed |= stdin.is_empty();
+    let send_stdin = !request.stdin_closed;
     let mut events = client.clone().exec(request).await?.into_inner();
     let mut outcome = Outcome::default();
     let mut writer = None;
@@ -80,9 +84,11 @@ pub async fn run_with(
             Some(Event::Accepted(accepted)) => outcome.id = accepted.id,
             Some(Event::Started(started)) => {
                 outcome.pid = Some(started.pid);
-                let (client, id, data) =
-                    (client.clone(), outcome.id, stdin.take().unwrap_or_default());
-                writer = Some(tokio::spawn(write_stdin(client, id, data)));
+                if send_stdin {
+                    let (client, id, data) =
+                        (client.clone(), outcome.id, stdin.take().unwrap_or_default());
+                    writer = Some(tokio::spawn(write_stdin(client, id, data)));
+                }
             }
             Some(Event::Output(output)) => {
                 let stream = OutputStream::try_from(output.stream).unwrap_or(OutputStream::Stdout);
@@ -105,17 +111,8 @@ pub async fn run_with(
 }
 
 async fn write_stdin(mut client: Client, id: u64, data: Vec<u8>) -> Result<(), Status> {
+    // Never empty: an exec without stdin data has its stdin closed at the start instead.
     let mut chunks = data.chunks(STDIN_CHUNK).peekable();
-    if chunks.peek().is_none() {
-        client
-            .stdin(StdinRequest {
-                id,
-                data: Vec::new(),
-                close: true,
-            })
-            .await?;
-        return Ok(());
-    }
     while let Some(chunk) = chunks.next() {
         let close = chunks.peek().is_none();
         client

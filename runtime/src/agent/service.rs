@@ -50,6 +50,8 @@ enum Process {
 struct Exec {
     process: Mutex<Process>,
     stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    /// The request said no stdin follows: the pipe is closed at the start.
+    stdin_closed: bool,
     /// `None` until the exec finished.
     status: watch::Sender<Option<ExitStatus>>,
 }
@@ -232,6 +234,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::ExecStream>, Status> {
         let request = request.into_inner();
         let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms));
+        let stdin_closed = request.stdin_closed;
         let mut spec = validate(request, &self.shared.state_root)?;
         check_cwd(&spec.cwd)?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -240,6 +243,7 @@ impl Agent for AgentService {
         let exec = Arc::new(Exec {
             process: Mutex::new(Process::Building(Arc::clone(&progress))),
             stdin: tokio::sync::Mutex::new(None),
+            stdin_closed,
             status: watch::channel(None).0,
         });
         self.shared.table.lock().execs.insert(id, Arc::clone(&exec));
@@ -509,7 +513,10 @@ async fn watch_command(exec: &Exec, built: Built, id: u64) -> Result<Watched, Ex
             });
         }
     };
-    *exec.stdin.lock().await = Some(stdin);
+    // Dropping the pipe's write end closes the command's stdin.
+    if !exec.stdin_closed {
+        *exec.stdin.lock().await = Some(stdin);
+    }
     Ok(Watched {
         pid,
         pidfd,
@@ -586,7 +593,12 @@ async fn reap_command(
     timed_out: bool,
     accepted: Instant,
 ) -> ExitStatus {
-    let waited = tokio::task::spawn_blocking(move || spawn::reap(&pidfd)).await;
+    // The pidfd was readable, so the command normally is a zombie by now: reap it here, and
+    // only wait on the blocking pool when it is not (a hop to another thread per exec otherwise).
+    let waited = match spawn::try_reap(&pidfd) {
+        Ok(Some(status)) => Ok(Ok(status)),
+        _ => tokio::task::spawn_blocking(move || spawn::reap(&pidfd)).await,
+    };
     let mut status = ExitStatus {
         id,
         timed_out,

@@ -260,6 +260,7 @@ pub fn request(program: &str, args: &[&str]) -> ExecRequest {
         env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
         cwd: String::new(),
         timeout_ms: 0,
+        stdin_closed: false,
     }
 }
 

@@ -18,6 +18,20 @@ pub fn reap(pidfd: &OwnedFd) -> nix::Result<nix::sys::wait::WaitStatus> {
     }
 }
 
+/// Reaps the process of `pidfd` if it has exited; `Ok(None)` if it has not. Never blocks.
+pub fn try_reap(pidfd: &OwnedFd) -> nix::Result<Option<nix::sys::wait::WaitStatus>> {
+    loop {
+        match waitid(
+            Id::PIDFd(pidfd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => return Ok(None),
+            other => return other.map(Some),
+        }
+    }
+}
+
 /// Kills a built command nobody waits for any more (its whole pid namespace) and reaps it. Blocking.
 pub fn discard(built: Built) {
     let _ = killpg(Pid::from_raw(built.pid), Signal::SIGKILL);

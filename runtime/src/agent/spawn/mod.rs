@@ -13,7 +13,7 @@ pub mod cleanup;
 pub mod progress;
 pub mod zygote;
 
-pub use cleanup::{discard, discard_failure, reap};
+pub use cleanup::{discard, discard_failure, reap, try_reap};
 pub use progress::BuildProgress;
 
 use super::build::cwd::SpawnLock;

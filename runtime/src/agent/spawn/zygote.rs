@@ -21,6 +21,7 @@ use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -181,41 +182,81 @@ fn zygote_main(socket: UnixStream) -> Result<()> {
     }
 }
 
-/// The agent side: hands jobs to the zygote one at a time and routes its replies.
+/// Requests the agent keeps queued in the zygote's socket beyond the one being built. With the
+/// next request already there, the zygote starts the next build as soon as it has answered,
+/// instead of idling until this thread has woken up, read the reply and written the next request:
+/// two cross-process wake-ups per build, on the path that bounds the agent's exec rate (the
+/// zygote builds one at a time). A job sent ahead whose exec is cancelled meanwhile is still
+/// built, and its processes are killed as soon as they exist ([`BuildProgress::record`]).
+const AHEAD: usize = 1;
+
+/// The agent side: hands jobs to the zygote in order and routes its replies to them.
 fn client_loop(socket: UnixStream, queue: mpsc::Receiver<Job>, zygote: Pid, alive: &AtomicBool) {
-    let mut broken: Option<String> = None;
-    for job in queue {
-        if let Some(why) = &broken {
-            let _ = job.reply.send(Err(gone(why)));
-            continue;
+    let mut sent: VecDeque<Job> = VecDeque::new();
+    let why = loop {
+        match send_jobs(&socket, &queue, &mut sent) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => break e.to_string(),
         }
+        let Some(job) = sent.front() else { continue };
+        match await_reply(&socket, job) {
+            Ok(result) => deliver(sent.pop_front().expect("the front job"), result),
+            Err(e) => break e.to_string(),
+        }
+    };
+    tracing::error!("the zygote process is gone: {why}");
+    alive.store(false, Ordering::SeqCst);
+    // Make sure it is gone (it may only have broken the protocol), and reap it.
+    let _ = nix::sys::signal::kill(zygote, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(zygote, None);
+    for job in sent.into_iter().chain(queue) {
+        let _ = job.reply.send(Err(gone(&why)));
+    }
+}
+
+/// Sends the zygote the queued jobs, up to [`AHEAD`] beyond the one in flight, waiting for one
+/// when none is; cancelled ones are answered at once. `Ok(false)`: the queue is closed and
+/// nothing is in flight.
+fn send_jobs(
+    socket: &UnixStream,
+    queue: &mpsc::Receiver<Job>,
+    sent: &mut VecDeque<Job>,
+) -> io::Result<bool> {
+    while sent.len() <= AHEAD {
+        let job = if sent.is_empty() {
+            match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return Ok(false),
+            }
+        } else {
+            match queue.try_recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         if job.progress.is_cancelled() {
             let _ = job.reply.send(Err(BuildError::Cancelled.into()));
             continue;
         }
-        let result = match run_job(&socket, &job) {
-            Ok(result) => result,
-            Err(e) => {
-                tracing::error!("the zygote process is gone: {e}");
-                alive.store(false, Ordering::SeqCst);
-                // Make sure it is gone (it may only have broken the protocol), and reap it.
-                let _ = nix::sys::signal::kill(zygote, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(zygote, None);
-                let why = e.to_string();
-                broken = Some(why.clone());
-                Err(gone(&why))
-            }
-        };
-        if let Err(Ok(orphaned)) = job.reply.send(result) {
-            // Nobody waits for this build any more: do not leak the command.
-            cleanup::discard(orphaned);
-        }
+        let body = serde_json::to_vec(&job.spec).map_err(io::Error::other);
+        // In flight from here: a failed send fails it with the others.
+        sent.push_back(job);
+        write_frame(socket, &body?, &[])?;
+    }
+    Ok(true)
+}
+
+/// Hands a build's result to its exec; one nobody waits for any more is discarded, so the command
+/// does not leak.
+fn deliver(job: Job, result: Result<Built, BuildFailure>) {
+    if let Err(Ok(orphaned)) = job.reply.send(result) {
+        cleanup::discard(orphaned);
     }
 }
 
-fn run_job(socket: &UnixStream, job: &Job) -> io::Result<Result<Built, BuildFailure>> {
-    let body = serde_json::to_vec(&job.spec).map_err(io::Error::other)?;
-    write_frame(socket, &body, &[])?;
+/// Reads the zygote's replies to `job` (the oldest in flight): its progress, then its result.
+fn await_reply(socket: &UnixStream, job: &Job) -> io::Result<Result<Built, BuildFailure>> {
     loop {
         let Some((body, mut fds)) = read_frame(socket)? else {
             return Err(io::Error::new(
