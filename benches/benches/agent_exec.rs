@@ -5,8 +5,8 @@
 //! ≥ 0.8× the direct builds' rate; each batch's time is kept so the summary lines give medians
 //! and the ratio of one run. Needs root (the builds clone into new namespaces).
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -19,9 +19,9 @@ use nix::sys::socket::{
 };
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
