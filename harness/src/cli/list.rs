@@ -3,20 +3,28 @@
 
 use std::path::PathBuf;
 
-use super::common::Failure;
+use super::common::{BackendArgs, Failure};
+use wedge::backend::Target;
 use wedge::cell::CellFilter;
 use wedge::runner::{PlanOptions, load_scenarios, plan};
 use wedge::trial::Engine;
 
-pub fn list(scenarios: &[PathBuf], filters: &[CellFilter]) -> Result<(), Failure> {
+pub fn list(
+    scenarios: &[PathBuf],
+    filters: &[CellFilter],
+    backend: &BackendArgs,
+) -> Result<(), Failure> {
     let loaded = load_scenarios(scenarios)?;
     let engine = Engine::new();
+    // Planned with the VM support `run` would have, so a cell `run` boots a VM for is shown as
+    // running there, not as skipped.
+    let vms = wedge::vm::support::HostVms::detect();
     let cells = plan(
         &engine,
         &loaded,
         &PlanOptions {
             filters: filters.to_vec(),
-            ..PlanOptions::default()
+            ..super::common::backend_options(backend, &vms)
         },
     )?;
     let mut current = String::new();
@@ -37,10 +45,13 @@ pub fn list(scenarios: &[PathBuf], filters: &[CellFilter]) -> Result<(), Failure
                 }
             );
         }
-        let skip = c
-            .skip
-            .as_ref()
-            .map_or_else(String::new, |w| format!("  [skipped here: {w}]"));
+        let skip = match (&c.skip, &c.target) {
+            (Some(why), _) => format!("  [skipped here: {why}]"),
+            (None, Target::Vm(vm)) => {
+                format!("  [in a VM: kernel {}, {} vCPUs]", vm.kernel.name, vm.cpus)
+            }
+            (None, Target::Host) => String::new(),
+        };
         println!(
             "  {:<40} expect {}{skip}",
             c.cell.id(),

@@ -76,6 +76,8 @@ enum Command {
         /// Only cells with AXIS=VALUE.
         #[arg(long = "cell", value_name = "AXIS=VALUE")]
         cells: Vec<CellFilter>,
+        #[command(flatten)]
+        backend: common::BackendArgs,
     },
     /// Re-run one trial exactly as recorded: same scenario, cell and seed.
     Replay {
@@ -177,7 +179,11 @@ pub fn main() -> ExitCode {
             backend,
             quiet,
         }),
-        Command::List { scenarios, cells } => list::list(&scenarios, &cells),
+        Command::List {
+            scenarios,
+            cells,
+            backend,
+        } => list::list(&scenarios, &cells, &backend),
         Command::Replay {
             scenario,
             cells,
