@@ -462,10 +462,12 @@ fn a_second_sigint_kills_the_sandbox_and_sigwinch_never_counts() {
             "{sandbox}: {}",
             subject.stderr.text()
         );
-        assert!(
-            subject.stderr.text().contains("repeated signal"),
-            "{sandbox}"
-        );
+        // The exit can be seen before the collector thread has read wedge-run's last line, so
+        // wait for the line (bounded) rather than read the pipe once.
+        wait_until("the repeated-signal notice", || {
+            subject.stderr.text().contains("repeated signal")
+        })
+        .unwrap_or_else(|e| panic!("{sandbox}: {e}\nstderr:\n{}", subject.stderr.text()));
         assert_eq!(
             count(&subject, "int"),
             1,
