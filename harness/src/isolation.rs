@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::cgroupfs;
+
 /// The environment variable that marks every process of a trial (used by the cgroup-less kind
 /// of tree and in diagnoses).
 pub const MARKER_VAR: &str = "WEDGE_TRIAL_ID";
@@ -106,7 +108,7 @@ fn remove_stale(parent: &Path) {
         for procs in ["cgroup.procs", "subject/cgroup.procs", "aux/cgroup.procs"] {
             if let Ok(trials) = fs::read_dir(&run) {
                 for t in trials.flatten().filter(|t| t.path().is_dir()) {
-                    for pid in read_procs(&t.path().join(procs)) {
+                    for pid in cgroupfs::read_procs(&t.path().join(procs)) {
                         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                 }
@@ -169,6 +171,16 @@ pub enum Part {
     Aux,
 }
 
+impl Part {
+    /// The other part.
+    pub fn other(self) -> Part {
+        match self {
+            Part::Subject => Part::Aux,
+            Part::Aux => Part::Subject,
+        }
+    }
+}
+
 /// A process wedge started through `wedge-init` ([`crate::pidns`]): the keeper (wedge's child)
 /// and, when a pid namespace could be made, the namespace's init. Both are wedge's, not the
 /// subject's: they are never listed as the trial's processes, only used to find and end them.
@@ -187,10 +199,19 @@ pub struct TrialTree {
     marker: String,
     roots: std::sync::Mutex<Vec<(i32, Part)>>,
     keepers: std::sync::Mutex<Vec<Keeper>>,
-    /// Cgroups outside the trial's own that its processes were seen in.
+    /// Cgroups (in any hierarchy) outside the trial's own that its processes were seen in.
     escaped: std::sync::Mutex<BTreeSet<PathBuf>>,
+    /// The trial's own cgroups besides `dir` (the v1 directories of its limits).
+    own_dirs: std::sync::Mutex<Vec<PathBuf>>,
+    /// When the trial's processes' cgroups were last read, and the pids read then.
+    sampled: std::sync::Mutex<(Option<Instant>, BTreeSet<i32>)>,
     created: std::time::SystemTime,
 }
+
+/// How often every process of a trial has its cgroups read (new processes are read at once):
+/// a runtime moves a process it made into the cgroups it made within milliseconds, and the
+/// process then stays there while it runs.
+const CGROUP_SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
 impl TrialTree {
     /// Creates the tree's cgroups (if its kind has them). `marker` must be unique per trial.
@@ -212,7 +233,9 @@ impl TrialTree {
             roots: std::sync::Mutex::new(Vec::new()),
             keepers: std::sync::Mutex::new(Vec::new()),
             escaped: std::sync::Mutex::new(BTreeSet::new()),
-            created: std::time::SystemTime::now(),
+            own_dirs: std::sync::Mutex::new(Vec::new()),
+            sampled: std::sync::Mutex::new((None, BTreeSet::new())),
+            created: coarse_now(),
         })
     }
 
@@ -250,32 +273,29 @@ impl TrialTree {
         lock(&self.keepers).push(Keeper { keeper, init, part });
     }
 
+    /// The trial's cgroups besides its own directory (the v1 directories of its limits): what
+    /// its processes are seen in there is no escape, and what they nest there is the trial's.
+    pub fn add_own_dirs(&self, dirs: &[PathBuf]) {
+        lock(&self.own_dirs).extend(dirs.iter().cloned());
+    }
+
     /// Every live (non-zombie) process of `part` (or of the whole tree with `None`): the members
     /// of its cgroups (nested ones included) and every descendant of its keepers and inits,
-    /// wherever it moved itself; never the keepers and inits themselves.
+    /// wherever it moved itself; never the keepers and inits themselves. A descendant of an init
+    /// (the trial's namespace is shared by both parts) that sits in the other part's cgroup
+    /// belongs to that part.
     pub fn pids(&self, part: Option<Part>) -> Vec<i32> {
         let mut pids = match &self.dir {
-            Some(dir) => {
-                let parts: &[&str] = match part {
-                    Some(Part::Subject) => &["subject"],
-                    Some(Part::Aux) => &["aux"],
-                    None => &["subject", "aux", ""],
-                };
-                let mut pids = Vec::new();
-                for p in parts {
-                    let sub = dir.join(p);
-                    if p.is_empty() {
-                        pids.extend(read_procs(&sub.join("cgroup.procs")));
-                    } else {
-                        for d in cgroup_subtree(&sub) {
-                            pids.extend(read_procs(&d.join("cgroup.procs")));
-                        }
-                    }
-                }
-                pids
-            }
+            Some(dir) => Self::cgroup_pids(dir, part),
             None => self.marked_pids(part),
         };
+        // What the trial's processes made elsewhere and moved into is the trial's too (which part
+        // moved there is not recorded: the subject's, since it is what a trial is about).
+        if part != Some(Part::Aux) {
+            for root in self.made_elsewhere().0 {
+                pids.extend(cgroupfs::members(&root));
+            }
+        }
         let keepers: Vec<Keeper> = lock(&self.keepers)
             .iter()
             .filter(|k| part.is_none_or(|want| want == k.part))
@@ -285,34 +305,90 @@ impl TrialTree {
             .iter()
             .flat_map(|k| std::iter::once(k.keeper).chain(k.init))
             .collect();
-        let tracked: BTreeSet<i32> = pids.iter().copied().collect();
-        for pid in descendants(&ours) {
-            if !tracked.contains(&pid) {
-                self.note_escape(pid);
-            }
-            pids.push(pid);
-        }
+        let other: BTreeSet<i32> = match (&self.dir, part) {
+            (Some(dir), Some(p)) => Self::cgroup_pids(dir, Some(p.other()))
+                .into_iter()
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        let all_ours: Vec<i32> = self.wedges_own();
+        pids.extend(
+            descendants(&ours)
+                .into_iter()
+                .filter(|pid| !other.contains(pid) && !all_ours.contains(pid)),
+        );
         pids.retain(|&pid| {
-            !ours.contains(&pid)
+            !all_ours.contains(&pid)
                 && crate::proc::stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
         });
         pids.sort_unstable();
         pids.dedup();
+        self.sample_cgroups(&pids, false);
         pids
     }
 
-    /// A process of the trial outside its cgroups: remember the cgroup it went to.
-    fn note_escape(&self, pid: i32) {
-        let (Some(dir), Some(root)) = (&self.dir, self.kind.hierarchy_root()) else {
-            return;
+    /// The members of the trial's cgroup subtree for `part` (the trial directory itself for
+    /// the whole tree).
+    fn cgroup_pids(dir: &Path, part: Option<Part>) -> Vec<i32> {
+        let parts: &[&str] = match part {
+            Some(Part::Subject) => &["subject"],
+            Some(Part::Aux) => &["aux"],
+            None => &["subject", "aux", ""],
         };
-        let v2 = matches!(self.kind, TreeKind::CgroupV2(_));
-        let Some(rel) = own_cgroup(pid, v2) else {
-            return;
+        let mut pids = Vec::new();
+        for p in parts {
+            let sub = dir.join(p);
+            if p.is_empty() {
+                pids.extend(cgroupfs::read_procs(&sub.join("cgroup.procs")));
+            } else {
+                pids.extend(cgroupfs::members(&sub));
+            }
+        }
+        pids
+    }
+
+    /// Every keeper and init of the trial: wedge's, never the trial's processes.
+    fn wedges_own(&self) -> Vec<i32> {
+        lock(&self.keepers)
+            .iter()
+            .flat_map(|k| std::iter::once(k.keeper).chain(k.init))
+            .collect()
+    }
+
+    /// Reads where `pids` are in every cgroup hierarchy (all of them every
+    /// [`CGROUP_SAMPLE_EVERY`], or with `all`; new ones always) and remembers each cgroup
+    /// outside the trial's own.
+    pub fn sample_cgroups(&self, pids: &[i32], all: bool) {
+        let now = Instant::now();
+        let to_read: Vec<i32> = {
+            let mut sampled = lock(&self.sampled);
+            let due = all || sampled.0.is_none_or(|t| now >= t + CGROUP_SAMPLE_EVERY);
+            let read: Vec<i32> = pids
+                .iter()
+                .copied()
+                .filter(|p| due || !sampled.1.contains(p))
+                .collect();
+            if due {
+                sampled.0 = Some(now);
+            }
+            sampled.1.extend(read.iter().copied());
+            read
         };
-        let path = root.join(rel.trim_start_matches('/'));
-        if !path.starts_with(dir) {
-            lock(&self.escaped).insert(path);
+        let own: Vec<PathBuf> = self
+            .dir
+            .iter()
+            .cloned()
+            .chain(lock(&self.own_dirs).iter().cloned())
+            .collect();
+        for pid in to_read {
+            for (h, path) in cgroupfs::cgroups_of(pid, cgroupfs::hierarchies()) {
+                let inside_own = own.iter().any(|o| path.starts_with(o));
+                // Where wedge started it (its own cgroup there) or above: not a move.
+                let at_start = h.own.starts_with(&path);
+                if !inside_own && !at_start {
+                    lock(&self.escaped).insert(path);
+                }
+            }
         }
     }
 
@@ -368,11 +444,17 @@ impl TrialTree {
                 let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
             }
         }
+        // A last look at where the processes are, then every cgroup the trial owns at once.
+        let before = self.pids(None);
+        self.sample_cgroups(&before, true);
         if let (TreeKind::CgroupV2(_), Some(dir)) = (&self.kind, &self.dir) {
             let kill_file = dir.join("cgroup.kill");
             if kill_file.exists() {
                 let _ = fs::write(&kill_file, "1");
             }
+        }
+        for root in self.made_elsewhere().0 {
+            cgroupfs::kill_members(&root);
         }
         let end = Instant::now() + timeout;
         loop {
@@ -393,56 +475,63 @@ impl TrialTree {
     /// Removes the tree's cgroups, those the subject made inside them too (deepest first); an
     /// error means something is still inside.
     pub fn remove(&self) -> io::Result<()> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        let end = Instant::now() + Duration::from_secs(2);
-        loop {
-            let mut all = cgroup_subtree(dir);
-            // Children before their parents: a cgroup with children cannot be removed.
-            all.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            let result = all.iter().try_for_each(fs::remove_dir);
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if !dir.exists() {
-                        return Ok(());
-                    }
-                }
-                // A just-killed task may still be leaving the cgroup (EBUSY).
-                Err(e) if Instant::now() >= end => return Err(e),
-                Err(_) => {}
-            }
-            std::thread::sleep(Duration::from_micros(200));
+        match &self.dir {
+            Some(dir) => cgroupfs::remove_tree(dir, Instant::now() + Duration::from_secs(2)),
+            None => Ok(()),
         }
     }
 
-    /// Cgroups outside the trial's own that its processes moved to and that the trial made
-    /// (created after it started): each is a leak, removed here once empty. Cgroups that existed
-    /// before are only reported. Call after [`TrialTree::kill_all`].
-    /// Returns `(leaks, notes)`.
-    pub fn remove_escaped(&self) -> (Vec<String>, Vec<String>) {
-        let escaped = std::mem::take(&mut *lock(&self.escaped));
-        let (mut leaks, mut notes) = (Vec::new(), Vec::new());
-        let own = self.dir.clone().unwrap_or_default();
+    /// The cgroups outside the trial's own that its processes were seen in, as two lists: the
+    /// topmost cgroups the trial made for them (in any hierarchy), and those that existed
+    /// before it (which are never the trial's to remove).
+    fn made_elsewhere(&self) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
+        let escaped: Vec<PathBuf> = lock(&self.escaped).iter().cloned().collect();
+        let own: Vec<PathBuf> = self
+            .dir
+            .iter()
+            .cloned()
+            .chain(lock(&self.own_dirs).iter().cloned())
+            .collect();
+        let mut made = BTreeSet::new();
+        let mut before = Vec::new();
         for path in escaped {
-            // An ancestor of the trial's own cgroup (the root, wedge's) is never the trial's.
-            let made_here = !own.starts_with(&path)
-                && fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t >= self.created);
-            if !made_here {
-                notes.push(format!(
+            match made_root(&path, &own, self.created) {
+                Some(root) => {
+                    made.insert(root);
+                }
+                None => before.push(path),
+            }
+        }
+        (made, before)
+    }
+
+    /// Cgroups outside the trial's own that its processes moved to and that the trial made:
+    /// each (the topmost one the trial made, with everything below it) is a leak, emptied and
+    /// removed here. Cgroups that existed before are only reported. Call after
+    /// [`TrialTree::kill_all`]. Returns `(leaks, notes)`.
+    pub fn remove_escaped(&self) -> (Vec<String>, Vec<String>) {
+        let (made, before) = self.made_elsewhere();
+        lock(&self.escaped).clear();
+        let notes = before
+            .iter()
+            .map(|path| {
+                format!(
                     "a process moved itself to cgroup {} (outside the trial's)",
                     path.display()
-                ));
+                )
+            })
+            .collect();
+        let mut leaks = Vec::new();
+        for root in made {
+            if !root.exists() {
                 continue;
             }
-            // Killed by kill_all, but a task may still be leaving it (EBUSY): as in remove().
-            let removed = remove_dir_once_empty(&path, Instant::now() + Duration::from_secs(2));
+            cgroupfs::kill_members(&root);
+            // Killed, but a task may still be leaving it (EBUSY): as in remove().
+            let removed = cgroupfs::remove_tree(&root, Instant::now() + Duration::from_secs(2));
             leaks.push(format!(
                 "cgroup {} made outside the trial's tree{}",
-                path.display(),
+                root.display(),
                 match removed {
                     Ok(()) => " (removed)".to_string(),
                     Err(e) => format!(" (not removable: {e})"),
@@ -476,61 +565,44 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl TreeKind {
-    /// The mount point of the hierarchy the trial cgroups live in.
-    fn hierarchy_root(&self) -> Option<PathBuf> {
-        let (fstype, option) = match self {
-            TreeKind::CgroupV2(_) => ("cgroup2", None),
-            TreeKind::CgroupV1(_) => ("cgroup", Some("pids")),
-            TreeKind::Subreaper => return None,
-        };
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-        mountinfo.lines().find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mut r = right.split(' ');
-            let fs_type = r.next()?;
-            let super_opts = r.nth(1).unwrap_or("");
-            let opt_ok = option.is_none_or(|o| super_opts.split(',').any(|x| x == o));
-            let root = left.split(' ').nth(3)?;
-            (fs_type == fstype && opt_ok && root == "/")
-                .then(|| PathBuf::from(left.split(' ').nth(4).unwrap_or("/")))
-        })
-    }
+/// The topmost cgroup above (or at) `path` that was made after `created`, below its hierarchy's
+/// root and never one of the trial's own cgroups or their ancestors: the cgroup the trial made
+/// that holds `path`. `None` when `path` existed before the trial.
+///
+/// A cgroup directory's modification time is its creation time (making a child does not change
+/// a parent's), stamped with the kernel's coarse clock, which is why `created` is read from that
+/// clock too ([`coarse_now`]): a cgroup made after it is never older.
+fn made_root(path: &Path, own: &[PathBuf], created: std::time::SystemTime) -> Option<PathBuf> {
+    let mount = cgroupfs::hierarchies()
+        .iter()
+        .map(|h| h.mount.as_path())
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.components().count())?;
+    let made = |p: &Path| {
+        fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= created)
+    };
+    path.ancestors()
+        .take_while(|a| *a != mount && a.starts_with(mount))
+        .filter(|a| !own.iter().any(|o| o.starts_with(a)))
+        .filter(|a| made(a))
+        .last()
+        .map(Path::to_path_buf)
 }
 
-/// `pid`'s cgroup path in the unified hierarchy (`v2`) or the v1 `pids` one, from
-/// `/proc/PID/cgroup`.
-fn own_cgroup(pid: i32, v2: bool) -> Option<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let _id = parts.next()?;
-        let controllers = parts.next()?;
-        let path = parts.next()?;
-        let wanted = if v2 {
-            controllers.is_empty()
-        } else {
-            controllers.split(',').any(|c| c == "pids")
-        };
-        wanted.then(|| path.to_string())
-    })
-}
-
-/// `dir` and every cgroup below it.
-fn cgroup_subtree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if let Ok(entries) = fs::read_dir(&out[i]) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    out.push(e.path());
-                }
-            }
-        }
-        i += 1;
+/// The wall clock as the kernel's coarse clock reads it (what cgroupfs stamps directories with).
+fn coarse_now() -> std::time::SystemTime {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into memory we own.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0;
+    if !ok {
+        return std::time::SystemTime::now();
     }
-    out
+    std::time::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Every descendant of `roots` (through every thread's `children`), however it detached
@@ -556,10 +628,4 @@ fn descendants(roots: &[i32]) -> Vec<i32> {
         }
     }
     found
-}
-
-fn read_procs(path: &Path) -> Vec<i32> {
-    fs::read_to_string(path)
-        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
 }

@@ -13,6 +13,7 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WEDGE_C
 
 pub mod backend;
 pub mod cell;
+pub mod cgroupfs;
 pub mod executor;
 pub mod gate;
 pub mod isolation;

@@ -12,7 +12,6 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -274,23 +273,27 @@ impl Applied {
         oom_kill_count(&fs::read_to_string(dir.join(file)).ok()?)
     }
 
-    /// Removes the per-trial v1 directories (call once the trial's processes are dead); each
-    /// that cannot be removed is a leak, returned as the record says it.
+    /// The per-trial v1 directories (the trial's own cgroups on hybrid hosts).
+    pub fn v1_dirs(&self) -> &[PathBuf] {
+        &self.v1_dirs
+    }
+
+    /// Removes the per-trial v1 directories with every cgroup a runtime nested in them, deepest
+    /// first (call once the trial's processes are dead; one still inside is killed, and is a
+    /// leak); each that cannot be removed is a leak, returned as the record says it.
     pub fn remove(&mut self) -> Vec<String> {
         let mut leaks = Vec::new();
         for dir in std::mem::take(&mut self.v1_dirs) {
+            for pid in crate::cgroupfs::kill_members(&dir) {
+                leaks.push(format!(
+                    "process {pid} was still in cgroup {} (killed)",
+                    dir.display()
+                ));
+            }
             // A just-killed task may still be leaving the cgroup (EBUSY) for a moment.
             let end = Instant::now() + Duration::from_secs(2);
-            loop {
-                match fs::remove_dir(&dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e) if Instant::now() >= end => {
-                        leaks.push(format!("cgroup {} not removable: {e}", dir.display()));
-                        break;
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
-                }
+            if let Err(e) = crate::cgroupfs::remove_tree(&dir, end) {
+                leaks.push(format!("cgroup {} not removable: {e}", dir.display()));
             }
         }
         leaks

@@ -23,9 +23,25 @@
 //! Killing the init (its pid is in the report) ends everything the trial started. Without the
 //! privilege to create a pid namespace, the keeper runs the subject as its direct child and
 //! reports no init: the trial's cgroup is then the only containment, as before.
+//!
+//! One namespace per trial: the keepers of the processes a trial starts after its subject
+//! (clients, teardown commands) are started with `--join INIT` and enter the namespace (and the
+//! mount namespace with its `/proc`) of the subject's init instead of making their own, so that
+//! a client sees the subject's processes and pids (`runc exec ID` finds the container
+//! `runc run ID` started). They report no init of their own. So that a namespace outlives its
+//! subject for the steps that come after it, wedge hands the first keeper a *lifeline*
+//! (`--lifeline`: the read end of a pipe on descriptor 4 whose write end wedge holds for the
+//! trial): the init stays while it is open, and ends once it is closed (at the trial's end, or
+//! when wedge dies) and no process is left.
+//!
+//! Without a pid namespace (`--no-pidns`, a scenario's `isolation = "cgroup"`: runtimes such as
+//! firejail refuse to sandbox when pid 1 is not the host's init) the keeper runs the subject in
+//! the host's namespaces and makes itself a child subreaper, so that what the subject orphans
+//! while it runs stays the keeper's descendant; the trial's cgroups are then the containment.
 
 use std::ffi::CString;
 use std::fmt;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
@@ -97,11 +113,57 @@ impl Report {
     }
 }
 
-/// The keeper's whole life (`wedge-init -- PROGRAM ARGS...`). Never returns.
+/// The descriptor on which the first keeper of a trial gets its lifeline (`--lifeline`).
+pub const LIFELINE_FD: RawFd = 4;
+
+/// Where the keeper runs its program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A new pid namespace with an init of its own (the default); with `lifeline`, the init also
+    /// stays while [`LIFELINE_FD`] is open.
+    NewNamespace { lifeline: bool },
+    /// The pid and mount namespaces of the init with this pid (in the keeper's namespace).
+    Join(i32),
+    /// The host's namespaces; the keeper is a child subreaper.
+    NoNamespace,
+}
+
+impl Mode {
+    /// The keeper's options before `--`.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Mode::NewNamespace { lifeline: false } => Vec::new(),
+            Mode::NewNamespace { lifeline: true } => vec!["--lifeline".to_string()],
+            Mode::Join(pid) => vec!["--join".to_string(), pid.to_string()],
+            Mode::NoNamespace => vec!["--no-pidns".to_string()],
+        }
+    }
+
+    /// Parses the options before `--`.
+    pub fn parse(options: &[String]) -> Result<Mode, String> {
+        match options {
+            [] => Ok(Mode::NewNamespace { lifeline: false }),
+            [o] if o == "--lifeline" => Ok(Mode::NewNamespace { lifeline: true }),
+            [o] if o == "--no-pidns" => Ok(Mode::NoNamespace),
+            [o, pid] if o == "--join" => match pid.parse::<i32>() {
+                Ok(p) if p > 0 => Ok(Mode::Join(p)),
+                _ => Err(format!("--join needs a pid, not {pid:?}")),
+            },
+            other => Err(format!("unknown options {other:?}")),
+        }
+    }
+}
+
+const USAGE: &str = "usage: wedge-init [--lifeline | --join PID | --no-pidns] -- PROGRAM [ARGS...]";
+
+/// The keeper's whole life (`wedge-init [OPTIONS] -- PROGRAM ARGS...`). Never returns.
 pub fn keeper_main(args: Vec<String>) -> ! {
-    let argv = match args.iter().position(|a| a == "--") {
-        Some(i) if i + 1 < args.len() => &args[i + 1..],
-        _ => die("usage: wedge-init -- PROGRAM [ARGS...]"),
+    let (mode, argv) = match args.iter().position(|a| a == "--") {
+        Some(i) if i + 1 < args.len() => match Mode::parse(&args[1..i]) {
+            Ok(mode) => (mode, &args[i + 1..]),
+            Err(e) => die(&format!("{e}; {USAGE}")),
+        },
+        _ => die(USAGE),
     };
     let argv: Vec<CString> = argv
         .iter()
@@ -110,8 +172,7 @@ pub fn keeper_main(args: Vec<String>) -> ! {
     // SAFETY: wedge hands descriptor 3 to the keeper and nothing else in this process owns it.
     let report = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
     let original = block_all_signals();
-    let init = start_init();
-    let own_proc = init.as_ref().is_some_and(|i| i.own_mounts);
+    let (init, own_proc) = enter(mode);
     let (subject, outcome) = start_subject(&argv, &original, own_proc);
     let message = match outcome {
         Ok(()) => Report::Started {
@@ -132,6 +193,54 @@ pub fn keeper_main(args: Vec<String>) -> ! {
         std::process::exit(127);
     }
     end_like(status)
+}
+
+/// Puts the keeper where its program will run; returns the init it made (if any) and whether
+/// the program must mount its namespace's `/proc`.
+fn enter(mode: Mode) -> (Option<Init>, bool) {
+    match mode {
+        Mode::NewNamespace { lifeline } => {
+            let lifeline = lifeline.then(|| {
+                // SAFETY: wedge hands descriptor 4 to a keeper started with --lifeline, and
+                // nothing else in this process owns it.
+                unsafe { OwnedFd::from_raw_fd(LIFELINE_FD) }
+            });
+            let init = start_init(lifeline);
+            let own_proc = init.as_ref().is_some_and(|i| i.own_mounts);
+            (init, own_proc)
+        }
+        Mode::Join(pid) => {
+            join(pid).unwrap_or_else(|e| die(&format!("joining the trial's namespace: {e}")));
+            (None, false)
+        }
+        Mode::NoNamespace => {
+            // What the subject orphans while it runs stays the keeper's (and so the trial's
+            // descendant); the keeper only waits for the subject, so they wait as zombies.
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) } < 0 {
+                die(&format!(
+                    "PR_SET_CHILD_SUBREAPER: {}",
+                    io::Error::last_os_error()
+                ));
+            }
+            (None, false)
+        }
+    }
+}
+
+/// Enters the pid namespace (for the children to come) and the mount namespace of `init`,
+/// keeping the working directory (entering a mount namespace resets it to the root).
+fn join(init: i32) -> io::Result<()> {
+    let cwd = std::env::current_dir()?;
+    let pid_ns = std::fs::File::open(format!("/proc/{init}/ns/pid"))?;
+    let mnt_ns = std::fs::File::open(format!("/proc/{init}/ns/mnt"))?;
+    nix::sched::setns(&pid_ns, CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+    // Only when the init has a mount namespace of its own (not the keeper's already).
+    let own = std::fs::read_link("/proc/self/ns/mnt")?;
+    if std::fs::read_link(format!("/proc/{init}/ns/mnt"))? != own {
+        nix::sched::setns(&mnt_ns, CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
+    }
+    std::env::set_current_dir(cwd)
 }
 
 /// The namespace's pid 1 as the keeper knows it: its pid, and the pipe whose closing tells it the
@@ -162,7 +271,7 @@ fn block_all_signals() -> SigSet {
 
 /// Creates the pid namespace (and a mount namespace for its `/proc`) and forks its init, or
 /// returns `None` without the privilege.
-fn start_init() -> Option<Init> {
+fn start_init(lifeline: Option<OwnedFd>) -> Option<Init> {
     if unshare(CloneFlags::CLONE_NEWPID).is_err() {
         return None;
     }
@@ -183,10 +292,12 @@ fn start_init() -> Option<Init> {
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(alive_write);
-            init_main(alive_read)
+            init_main(alive_read, lifeline)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(alive_read);
+            // Only the init holds the lifeline: the keeper ends with its subject.
+            drop(lifeline);
             Some(Init {
                 pid: child,
                 own_mounts,
@@ -197,9 +308,9 @@ fn start_init() -> Option<Init> {
     }
 }
 
-/// Pid 1: reaps every orphan of the namespace; exits once the keeper is gone and no process is
-/// left (its exit then ends nothing that still runs).
-fn init_main(alive: OwnedFd) -> ! {
+/// Pid 1: reaps every orphan of the namespace; exits once the keeper is gone, the lifeline (if
+/// any) is closed and no process is left (its exit then ends nothing that still runs).
+fn init_main(alive: OwnedFd, lifeline: Option<OwnedFd>) -> ! {
     // SAFETY: descriptor 3 is the keeper's report pipe; the init must not hold it open.
     unsafe { libc::close(REPORT_FD) };
     null_stdio();
@@ -207,28 +318,33 @@ fn init_main(alive: OwnedFd) -> ! {
     chld.add(Signal::SIGCHLD);
     let signals = SignalFd::with_flags(&chld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .unwrap_or_else(|_| std::process::exit(125));
-    let mut keeper_alive = true;
+    // The pipes whose closing the init waits for: the keeper's, and wedge's lifeline.
+    let mut open: Vec<OwnedFd> = std::iter::once(alive).chain(lifeline).collect();
     loop {
         let children_left = reap_all();
-        if !keeper_alive && !children_left {
+        if open.is_empty() && !children_left {
             std::process::exit(0);
         }
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if keeper_alive {
-            fds.push(PollFd::new(alive.as_fd(), PollFlags::POLLIN));
-        }
+        fds.extend(
+            open.iter()
+                .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN)),
+        );
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => std::process::exit(125),
         }
-        if keeper_alive
-            && fds
-                .get(1)
-                .and_then(|f| f.revents())
-                .is_some_and(|r| !r.is_empty())
-        {
-            keeper_alive = false;
-        }
+        // Nothing is ever written to these pipes: any event is their writer's end.
+        let closed: Vec<bool> = fds[1..]
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut i = 0;
+        open.retain(|_| {
+            i += 1;
+            !closed[i - 1]
+        });
         while let Ok(Some(_)) = signals.read_signal() {}
     }
 }

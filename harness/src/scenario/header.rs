@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::locate::{Locator, ScenarioError};
-use super::spec::{QuiescenceOf, ScenarioHeader};
+use super::spec::{Isolation, QuiescenceOf, ScenarioHeader};
 use crate::limits::{Limits, MIN_MEMORY_MAX, MIN_PIDS_MAX, parse_size};
 
 /// The validated header.
@@ -20,6 +20,7 @@ pub(crate) struct Header {
     pub quiescence_of: QuiescenceOf,
     pub linger: Duration,
     pub limits: Limits,
+    pub isolation: Isolation,
 }
 
 /// Applies the defaults of `[scenario]` (the name defaults to the file's stem) and checks it.
@@ -74,6 +75,7 @@ pub(crate) fn parse(
         quiescence,
         quiescence_of: header.quiescence_of.unwrap_or_default(),
         linger,
+        isolation: header.isolation.unwrap_or_default(),
     })
 }
 

@@ -27,7 +27,7 @@ pub use expect::{Expectation, KernelRequirement};
 pub use locate::{ScenarioError, line_col};
 pub use matrix::Axis;
 pub use placeholders::{BUILTIN_PLACEHOLDERS, interpolate, rand_bounds};
-pub use spec::{ExitSpec, Outcome, QuiescenceOf, StdinMode, Stream, Which};
+pub use spec::{ExitSpec, Isolation, Outcome, QuiescenceOf, StdinMode, Stream, Which};
 pub use steps::{Action, IoctlRequest, PlannedStep, Syscall, Target};
 pub use subject::{Program, Subject};
 
@@ -43,6 +43,8 @@ pub struct Scenario {
     /// Whose quiescence calls a hang (`[scenario] quiescence_of`).
     pub quiescence_of: QuiescenceOf,
     pub linger: Duration,
+    /// Where the trial's processes run (`[scenario] isolation`).
+    pub isolation: Isolation,
     /// `pids_max` and `memory_max`: the trial cgroup's limits.
     pub limits: crate::limits::Limits,
     pub subject: Subject,
@@ -107,6 +109,7 @@ impl Scenario {
             quiescence: header.quiescence,
             quiescence_of: header.quiescence_of,
             linger: header.linger,
+            isolation: header.isolation,
             limits: header.limits,
             subject,
             axes,

@@ -41,6 +41,8 @@ pub struct ScenarioHeader {
     pub quiescence_of: Option<QuiescenceOf>,
     /// How long processes may outlive the subject before they count as left behind (default 1000).
     pub linger_ms: Option<u64>,
+    /// How a trial's processes are contained (default `pid-namespace`).
+    pub isolation: Option<Isolation>,
     /// The trial cgroup's `pids.max` (default [`crate::limits::DEFAULT_PIDS_MAX`]).
     pub pids_max: Option<u64>,
     /// The trial cgroup's memory limit: bytes, or a string such as `"64M"` (default: none).
@@ -60,6 +62,31 @@ pub enum QuiescenceOf {
     /// scenarios whose spawned processes only wait on the subject: a subject that waits on one of
     /// them instead can be called hung while that one is still working.
     Subject,
+}
+
+/// The isolation domain of a trial: where every process it starts runs. Both keep the promise
+/// that nothing a trial starts survives it; they differ in what the subject sees.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// One pid namespace (and `/proc`) of the trial's own, whose pid 1 is wedge's init, for the
+    /// subject and every process the steps start: nothing can leave it, and killing its init
+    /// ends everything at once.
+    #[default]
+    PidNamespace,
+    /// The host's pid namespace, contained by the trial's cgroups and a subreaper, as a CI job
+    /// runs a runtime (for runtimes that refuse to run inside another sandbox, e.g. firejail).
+    Cgroup,
+}
+
+impl Isolation {
+    /// The name as scenarios spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::PidNamespace => "pid-namespace",
+            Isolation::Cgroup => "cgroup",
+        }
+    }
 }
 
 /// How the subject's standard input is connected.

@@ -1,7 +1,10 @@
 //! Starting processes inside the trial's tree: the subject (which starts the clock) and the
-//! processes `spawn` steps name. Each joins its part of the tree in the child, before exec, and
-//! runs under `wedge-init` ([`crate::pidns`]) in a pid namespace of its own, so nothing it starts
-//! can leave the tree: not by moving to another cgroup, not by `setsid` or double forks.
+//! processes `spawn` and `run` steps name. Each joins its part of the tree in the child, before
+//! exec, and runs under `wedge-init` ([`crate::pidns`]). With `isolation = "pid-namespace"` the
+//! first process makes the trial's pid namespace and every later one joins it, so nothing any of
+//! them starts can leave the trial (not by moving to another cgroup, not by `setsid` or double
+//! forks) and all of them see the same pids and `/proc`; with `isolation = "cgroup"` they run in
+//! the host's namespaces, contained by the trial's cgroups.
 
 use std::fs;
 use std::io::{self, Read};
@@ -16,7 +19,7 @@ use crate::isolation::{MARKER_VAR, Part};
 use crate::monitor::Monitor;
 use crate::output::{Capture, Source};
 use crate::pidns::{self, Report};
-use crate::scenario::StdinMode;
+use crate::scenario::{Isolation, StdinMode};
 use crate::subject::{self, Launch};
 
 /// A started process, and the subject's ends of its stdin (a pipe or a terminal).
@@ -61,11 +64,27 @@ impl Trial<'_> {
                 Some(p)
             }
         };
-        // Close-on-exec: only the copy the child moves to fd 3 reaches the keeper.
+        // Close-on-exec: only the copies the child moves to fds 3 and 4 reach the keeper.
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        self.in_child(&mut cmd, part, pty.is_some(), report_write.as_raw_fd());
+        let mode = self.keeper_mode();
+        let lifeline = match mode {
+            pidns::Mode::NewNamespace { lifeline: true } => {
+                Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+            }
+            _ => None,
+        };
+        cmd.args(mode.args())
+            .arg("--")
+            .arg(&launch.program)
+            .args(&launch.args);
+        let fds = (
+            report_write.as_raw_fd(),
+            lifeline.as_ref().map(|(read, _)| read.as_raw_fd()),
+        );
+        self.in_child(&mut cmd, part, pty.is_some(), fds);
         let spawned = crate::reaper::spawn_owned(&mut cmd);
         drop(report_write);
+        let lifeline = lifeline.map(|(_, write)| write);
         let mut child = spawned.map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -92,6 +111,9 @@ impl Trial<'_> {
             }
         };
         self.tree.add_keeper(keeper, init, part);
+        if let (Some(init), Some(lifeline)) = (init, lifeline) {
+            self.namespace = Some((init, lifeline));
+        }
         let streams = Arc::new(Capture::default());
         if let Some(out) = child.stdout.take() {
             streams.reader(out, Source::Stdout);
@@ -123,10 +145,19 @@ impl Trial<'_> {
         Ok((proc, stdin, master))
     }
 
-    /// The command line with the trial's environment, directory and output pipes.
+    /// How the next process's keeper runs it: in the host's namespaces (`isolation =
+    /// "cgroup"`), in the trial's namespace once there is one, else making it.
+    fn keeper_mode(&self) -> pidns::Mode {
+        match (self.spec.scenario.isolation, &self.namespace) {
+            (Isolation::Cgroup, _) => pidns::Mode::NoNamespace,
+            (Isolation::PidNamespace, Some((init, _))) => pidns::Mode::Join(*init),
+            (Isolation::PidNamespace, None) => pidns::Mode::NewNamespace { lifeline: true },
+        }
+    }
+
+    /// The command line (wedge-init, before its arguments) with the trial's environment, directory and output pipes.
     fn command(&self, launch: &Launch, part: Part) -> Command {
         let mut cmd = Command::new(&self.engine.init_program);
-        cmd.arg("--").arg(&launch.program).args(&launch.args);
         cmd.env("TMPDIR", &self.vars.tmp);
         cmd.env(MARKER_VAR, self.tree.marker());
         let part_name = if part == Part::Subject {
@@ -147,8 +178,8 @@ impl Trial<'_> {
 
     /// What the child does before exec: join the tree's cgroup, become a process group (or a
     /// session with the terminal), die with wedge, take its CPUs, and put the keeper's report
-    /// pipe on fd 3.
-    fn in_child(&self, cmd: &mut Command, part: Part, with_tty: bool, report: i32) {
+    /// pipe on fd 3 (and its lifeline, if any, on fd 4).
+    fn in_child(&self, cmd: &mut Command, part: Part, with_tty: bool, fds: (i32, Option<i32>)) {
         // The trial's own cgroup, then the v1 directories of its limits (hybrid hosts).
         let joins: Vec<std::ffi::CString> = self
             .tree
@@ -162,15 +193,7 @@ impl Trial<'_> {
         // dup2/fcntl) on memory prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                // dup2 onto itself would keep close-on-exec set; clear it instead.
-                let moved = if report == pidns::REPORT_FD {
-                    libc::fcntl(report, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(report, pidns::REPORT_FD)
-                };
-                if moved < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                place_fds(fds)?;
                 for path in &joins {
                     let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                     if fd < 0 {
@@ -207,6 +230,36 @@ impl Trial<'_> {
             });
         }
     }
+}
+
+/// In the forked child: the report pipe onto fd 3 and the lifeline onto fd 4, neither
+/// close-on-exec. Both are first moved above 9, so that neither can be overwritten by the
+/// other's `dup2` whatever numbers they had.
+fn place_fds((report, lifeline): (i32, Option<i32>)) -> std::io::Result<()> {
+    let wanted = [
+        Some((report, pidns::REPORT_FD)),
+        lifeline.map(|l| (l, pidns::LIFELINE_FD)),
+    ];
+    let mut high = [-1; 2];
+    for (slot, want) in high.iter_mut().zip(wanted) {
+        if let Some((fd, _)) = want {
+            // SAFETY: fcntl on a descriptor this process owns; async-signal-safe.
+            *slot = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+            if *slot < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    for (fd, want) in high.into_iter().zip(wanted) {
+        if let Some((_, target)) = want {
+            // SAFETY: dup2 onto a descriptor number this child reserves for the keeper; the
+            // copy it makes is not close-on-exec.
+            if unsafe { libc::dup2(fd, target) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The keeper's one-line report: it comes as soon as the subject's exec succeeded or failed; the

@@ -84,6 +84,7 @@ pub(crate) fn set_up<'a>(
         active_before,
         started_before,
         mounts_before,
+        namespace: None,
     })
 }
 
@@ -96,7 +97,10 @@ fn contain(
     let tree = TrialTree::create(&engine.tree_kind, marker)
         .map_err(|e| format!("cannot create the trial's cgroup: {e}"))?;
     match crate::limits::apply(&engine.limits, &spec.scenario.limits, tree.dir(), marker) {
-        Ok(limits) => Ok((tree, limits)),
+        Ok(limits) => {
+            tree.add_own_dirs(limits.v1_dirs());
+            Ok((tree, limits))
+        }
         Err(e) => {
             let _ = tree.remove();
             Err(format!("cannot limit the trial: {e}"))

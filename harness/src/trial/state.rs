@@ -74,6 +74,9 @@ pub(crate) struct Trial<'a> {
     pub active_before: usize,
     pub started_before: u64,
     pub mounts_before: BTreeSet<String>,
+    /// The trial's namespace (`isolation = "pid-namespace"`): the pid of its init, which every
+    /// process started after the first joins, and the write end of the lifeline that keeps it.
+    pub namespace: Option<(i32, OwnedFd)>,
 }
 
 impl Trial<'_> {

@@ -85,6 +85,8 @@ impl Trial<'_> {
         let ended_on_its_own = o.exit.is_some() && !matches!(o.end, StepsEnd::Hang(_));
         self.stdin = None;
         self.pty_master = None;
+        // The namespace's init may end once nothing is left in it (kill_all kills it anyway).
+        self.namespace = None;
         self.kill_and_reap(o);
         let (escaped, notes) = self.tree.remove_escaped();
         o.leaks.extend(escaped);
