@@ -85,6 +85,11 @@ fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
         if axis == "cpus" && s.parse::<usize>().map_or(true, |n| n == 0) {
             return Err(format!("axis \"cpus\": \"{s}\" is not a positive integer"));
         }
+        if axis == "isolation" && !["pid-namespace", "cgroup"].contains(&s.as_str()) {
+            return Err(format!(
+                "axis \"isolation\": \"{s}\" is not an isolation (expected \"pid-namespace\" or \"cgroup\")"
+            ));
+        }
         if !seen.insert(s.clone()) {
             return Err(format!("axis \"{axis}\": value \"{s}\" appears twice"));
         }

@@ -144,6 +144,16 @@ impl Scenario {
         self.expect.uses_probes()
     }
 
+    /// Where `cell`'s trials run their processes: its `isolation` axis, else `[scenario]
+    /// isolation` (axis values are checked at load).
+    pub fn isolation_of(&self, cell: &Cell) -> Isolation {
+        match cell.get("isolation") {
+            Some("cgroup") => Isolation::Cgroup,
+            Some(_) => Isolation::PidNamespace,
+            None => self.isolation,
+        }
+    }
+
     /// Whether step `index` runs in `cell` (its `only` matches).
     pub fn step_applies(&self, index: usize, cell: &Cell) -> bool {
         self.steps

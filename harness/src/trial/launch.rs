@@ -148,7 +148,10 @@ impl Trial<'_> {
     /// How the next process's keeper runs it: in the host's namespaces (`isolation =
     /// "cgroup"`), in the trial's namespace once there is one, else making it.
     fn keeper_mode(&self) -> pidns::Mode {
-        match (self.spec.scenario.isolation, &self.namespace) {
+        match (
+            self.spec.scenario.isolation_of(&self.spec.cell),
+            &self.namespace,
+        ) {
             (Isolation::Cgroup, _) => pidns::Mode::NoNamespace,
             (Isolation::PidNamespace, Some((init, _))) => pidns::Mode::Join(*init),
             (Isolation::PidNamespace, None) => pidns::Mode::NewNamespace { lifeline: true },

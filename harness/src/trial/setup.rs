@@ -34,8 +34,8 @@ pub(crate) fn set_up<'a>(
     let (tree, limits) = contain(engine, spec, marker).inspect_err(|_| {
         let _ = fs::remove_dir_all(&dir);
     })?;
-    let active_before = engine.active.fetch_add(1, Ordering::SeqCst);
-    let started_before = engine.started.fetch_add(1, Ordering::SeqCst);
+    let active_before = super::engine::ACTIVE_TRIALS.fetch_add(1, Ordering::SeqCst);
+    let started_before = super::engine::STARTED_TRIALS.fetch_add(1, Ordering::SeqCst);
     let mounts_before: BTreeSet<String> = crate::proc::mount_points().into_iter().collect();
     let mut vars = Vars {
         cell: spec.cell.clone(),

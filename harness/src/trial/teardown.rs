@@ -88,7 +88,7 @@ impl Trial<'_> {
         // The namespace's init may end once nothing is left in it (kill_all kills it anyway).
         self.namespace = None;
         self.kill_and_reap(o);
-        let (escaped, notes) = self.tree.remove_escaped();
+        let (escaped, notes) = self.tree.remove_escaped(!self.overlapped());
         o.leaks.extend(escaped);
         for n in notes {
             self.note(n);
@@ -123,7 +123,7 @@ impl Trial<'_> {
                 self.dir.display()
             ));
         }
-        self.engine.active.fetch_sub(1, Ordering::SeqCst);
+        super::engine::ACTIVE_TRIALS.fetch_sub(1, Ordering::SeqCst);
         tails
     }
 
@@ -173,13 +173,18 @@ impl Trial<'_> {
         tails
     }
 
+    /// Whether another trial ran while this one did (so a leftover outside this trial's own
+    /// places cannot be blamed on it by timing alone).
+    fn overlapped(&self) -> bool {
+        self.active_before > 0
+            || super::engine::STARTED_TRIALS.load(Ordering::SeqCst) != self.started_before + 1
+    }
+
     /// New mounts are leaks: those under the trial's directory always (and they are detached so
     /// it can be removed), others only when no other trial ran meanwhile to blame them on.
     fn check_mounts(&self, o: &mut Observed) {
-        let engine = self.engine;
         let mounts_after: BTreeSet<String> = crate::proc::mount_points().into_iter().collect();
-        let overlapped = self.active_before > 0
-            || engine.started.load(Ordering::SeqCst) != self.started_before + 1;
+        let overlapped = self.overlapped();
         let mut inside = Vec::new();
         for m in mounts_after.difference(&self.mounts_before) {
             let under_trial = Path::new(m).starts_with(&self.dir);
