@@ -51,6 +51,8 @@ pub struct Scenario {
     pub axes: Vec<Axis>,
     /// The steps, with `start` made explicit.
     pub steps: Vec<PlannedStep>,
+    /// `[[teardown]]`: run after the subject is stopped, before the leak checks.
+    pub teardown: Vec<PlannedStep>,
     expect: expect::Expectations,
 }
 
@@ -90,6 +92,7 @@ impl Scenario {
         let header = header::parse(&file.scenario, path, &loc)?;
         let axes = matrix::parse(file.matrix.as_ref(), &loc)?;
         let plan = steps::parse(&file.steps, &axes, &loc)?;
+        let teardown = steps::parse_teardown(&file.teardown, &axes, &loc)?;
         let subject = subject::parse(&file.subject, &loc)?;
         let expect = expect::parse(file.expect.as_ref(), &axes, &loc)?;
         let mut strings = vec![placeholders::Strings::Subject(
@@ -97,6 +100,7 @@ impl Scenario {
             subject.strings(),
         )];
         strings.extend(plan.strings);
+        strings.extend(teardown.strings);
         placeholders::check(&matrix::cells(&axes), &strings, &loc)?;
         drop(strings);
         Ok(Scenario {
@@ -114,6 +118,7 @@ impl Scenario {
             subject,
             axes,
             steps: plan.steps,
+            teardown: teardown.steps,
             expect,
         })
     }
@@ -152,6 +157,13 @@ impl Scenario {
             Some(_) => Isolation::PidNamespace,
             None => self.isolation,
         }
+    }
+
+    /// Whether teardown step `index` runs in `cell` (its `only` matches).
+    pub fn teardown_applies(&self, index: usize, cell: &Cell) -> bool {
+        self.teardown
+            .get(index)
+            .is_none_or(|step| matrix::cell_matches(cell, &step.only))
     }
 
     /// Whether step `index` runs in `cell` (its `only` matches).
@@ -444,5 +456,41 @@ diagnosis = "blocked in futex"
         );
         assert_eq!(parse_signal("2"), Some(nix::sys::signal::Signal::SIGINT));
         assert_eq!(parse_signal("BOGUS"), None);
+    }
+
+    #[test]
+    fn teardown_steps_and_isolation_are_read_and_checked() {
+        let base = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n";
+        let ok = format!(
+            "[scenario]\nisolation = \"cgroup\"\n{base}[[teardown]]\ndo = \"run\"\nargv = [\"runc\", \"delete\", \"-f\", \"c{{trial}}\"]\ntimeout_ms = 500\nexit = \"any\"\n"
+        );
+        let s = parse(&ok).unwrap();
+        assert_eq!(s.isolation, Isolation::Cgroup);
+        match &s.teardown[0].action {
+            Action::Run {
+                name,
+                timeout,
+                exit,
+                ..
+            } => {
+                assert_eq!(name, "runc");
+                assert_eq!(*timeout, Duration::from_millis(500));
+                assert_eq!(*exit, ExitSpec::Word("any".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = parse(&format!("{base}[[teardown]]\ndo = \"close-stdin\"\n")).unwrap_err();
+        assert_eq!((e.line, e.col), (4, 1), "{e}");
+        assert!(e.message.contains("a teardown step must be `run`"), "{e}");
+        let e = parse(&format!("{base}[[steps]]\ndo = \"run\"\nargv = []\n")).unwrap_err();
+        assert!(e.message.contains("`argv` is empty"), "{e}");
+        let e = parse(&format!("{base}[matrix]\nisolation = [\"vm\"]\n")).unwrap_err();
+        assert!(
+            e.message
+                .contains("expected \"pid-namespace\" or \"cgroup\""),
+            "{e}"
+        );
+        let e = parse(&format!("[scenario]\nisolation = \"none\"\n{base}")).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 }

@@ -17,6 +17,9 @@ pub struct ScenarioFile {
     pub matrix: Option<Spanned<toml::Table>>,
     #[serde(default)]
     pub steps: Vec<Spanned<Step>>,
+    /// Steps that run after the subject is stopped and before the leak checks, on every verdict.
+    #[serde(default)]
+    pub teardown: Vec<Spanned<Step>>,
     #[serde(default)]
     pub expect: Option<Spanned<ExpectSpec>>,
 }
@@ -307,6 +310,19 @@ pub enum Step {
         #[serde(default)]
         only: Only,
     },
+    /// Run a process inside the trial to its end: the step fails if it does not exit within
+    /// `timeout_ms` (default 10000) or exits otherwise than `exit` (default 0).
+    Run {
+        name: Option<String>,
+        argv: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+        timeout_ms: Option<u64>,
+        exit: Option<ExitSpec>,
+        #[serde(default)]
+        only: Only,
+    },
 }
 
 /// The subject's expected outcome.
@@ -374,7 +390,8 @@ impl Step {
             | Step::Write { only, .. }
             | Step::Sleep { only, .. }
             | Step::Failpoint { only, .. }
-            | Step::Spawn { only, .. } => only,
+            | Step::Spawn { only, .. }
+            | Step::Run { only, .. } => only,
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Observed {
     pub stderr: String,
     /// Processes the kernel's OOM killer ended at the trial's memory limit.
     pub oom_kills: u64,
+    /// `[[teardown]]` steps that failed or overran, with why.
+    pub teardown: Vec<String>,
 }
 
 /// The judge's decision.
@@ -103,6 +105,14 @@ pub fn judge(e: &Expectation, o: &Observed) -> Judgement {
         );
         verdict = Verdict::Fail;
     }
+    if !o.teardown.is_empty() && verdict != Verdict::Error {
+        reason = format!(
+            "teardown failed: {} (verdict was {}: {reason})",
+            o.teardown.join("; "),
+            verdict.as_str(),
+        );
+        verdict = Verdict::Fail;
+    }
     let met = match e.outcome {
         Outcome::Exit => verdict == Verdict::Pass,
         Outcome::Hang => {
@@ -113,7 +123,7 @@ pub fn judge(e: &Expectation, o: &Observed) -> Judgement {
                         .is_some_and(|d| d.summary.contains(want.as_str()))
                 })
         }
-        Outcome::Any => verdict != Verdict::Error && o.leaks.is_empty(),
+        Outcome::Any => verdict != Verdict::Error && o.leaks.is_empty() && o.teardown.is_empty(),
     };
     if e.outcome == Outcome::Hang && verdict == Verdict::Hang && !met {
         reason = format!(

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,9 @@ use super::wait::WaitEnd;
 use crate::isolation::Part;
 use crate::output::Capture;
 use crate::scenario::Stream;
+
+/// How long the subject may take to end after its SIGKILL before teardown steps run anyway.
+const STOP_BOUND: Duration = Duration::from_secs(5);
 
 /// What teardown adds to the record besides the observations.
 pub(crate) struct Tails {
@@ -78,6 +82,68 @@ impl Trial<'_> {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// The scenario's `[[teardown]]` steps (e.g. `runc delete -f ID`), after the subject is
+    /// stopped (SIGKILL to the subject's own process if it still runs; what it started stays
+    /// for the steps to clean up). A step that fails or overruns its bound is recorded in `o`
+    /// and the next one still runs; none can hang wedge (each `run` has its bound, and the
+    /// subject's end is awaited for at most [`STOP_BOUND`]).
+    pub fn run_teardown_steps(&mut self, o: &mut Observed) {
+        let scenario = self.spec.scenario;
+        if scenario.teardown.is_empty() {
+            return;
+        }
+        self.stop_subject();
+        for (index, step) in scenario.teardown.iter().enumerate() {
+            if !scenario.teardown_applies(index, &self.spec.cell) {
+                continue;
+            }
+            let (line, col) = step.at;
+            self.note(format!("teardown step {} (line {line}:{col})", index + 1));
+            if let Err(reason) = self.teardown_step(&step.action) {
+                let reason = format!("teardown step {} (line {line}:{col}): {reason}", index + 1);
+                self.note(reason.clone());
+                o.teardown.push(reason);
+            }
+        }
+    }
+
+    /// One teardown step (`run`, `sleep`, `signal` to named processes: checked at load).
+    fn teardown_step(&mut self, action: &crate::scenario::Action) -> Result<(), String> {
+        match self.step(action)? {
+            None | Some(WaitEnd::Met) => Ok(()),
+            Some(WaitEnd::Failed(reason) | WaitEnd::Error(reason)) => Err(reason),
+            Some(WaitEnd::Cancelled) => Err("cancelled".to_string()),
+            Some(WaitEnd::Hang(d)) => Err(format!("hang: {}", d.summary)),
+        }
+    }
+
+    /// Ends the subject's own process if it still runs, and waits (bounded) for its keeper.
+    fn stop_subject(&mut self) {
+        let Some(subject) = self.subject.as_mut() else {
+            return;
+        };
+        if subject.poll_exit().is_some() {
+            return;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(subject.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let end = Instant::now() + STOP_BOUND;
+        while subject.poll_exit().is_none() && Instant::now() < end {
+            if let Some(fd) = &subject.pidfd {
+                let mut fds = [nix::poll::PollFd::new(
+                    fd.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.note("teardown: the subject was stopped (SIGKILL)".to_string());
     }
 
     /// Kills and reaps the tree, collects the output into `o` and checks for leaks.
