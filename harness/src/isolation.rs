@@ -342,6 +342,7 @@ impl TrialTree {
         pids.sort_unstable();
         pids.dedup();
         self.sample_cgroups(&pids, false);
+        crate::leftovers::seen(&self.marker, &pids);
         pids
     }
 

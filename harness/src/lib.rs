@@ -17,6 +17,7 @@ pub mod cgroupfs;
 pub mod executor;
 pub mod gate;
 pub mod isolation;
+pub mod leftovers;
 pub mod limits;
 pub mod monitor;
 pub mod output;

@@ -178,3 +178,46 @@ fn cgroups_made_in_every_v1_hierarchy_are_the_trials() {
         assert!(left.is_empty(), "left: {left:?}");
     }
 }
+
+#[test]
+fn files_left_in_the_shared_places_are_each_trials_own_leaks() {
+    if !is_root() {
+        eprintln!("skipped: watching the shared places needs root");
+        return;
+    }
+    let before = "/tmp/wedge-preexisting-leftover";
+    std::fs::write(before, "there before\n").unwrap();
+    let records = run_unchecked("leaking/shared-places.toml", &[], None, LIMIT);
+    assert_eq!(records.len(), 3);
+    for r in records {
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        let seed = r.seed;
+        let mut want = vec![
+            format!("file /dev/shm/wedge-left-{seed} (removed)"),
+            format!("file /run/wedge-left-{seed} (removed)"),
+            format!("file /tmp/wedge-left-{seed} (removed)"),
+            format!("file /var/tmp/wedge-left-{seed} (removed)"),
+        ];
+        want.sort();
+        let mut got: Vec<String> = r
+            .leaks
+            .iter()
+            .filter(|l| l.starts_with("file "))
+            .cloned()
+            .collect();
+        got.sort();
+        // Exactly its own (three trials ran side by side), each topmost path once.
+        assert_eq!(got, want, "{r:?}");
+        for w in &want {
+            let path = w.split(' ').nth(1).unwrap();
+            assert!(!Path::new(path).exists(), "{path} is left");
+        }
+        let mut rest = r.clone();
+        rest.leaks.retain(|l| !l.starts_with("file "));
+        assert_nothing_left(&rest);
+    }
+    // Written to, not made, by the trials: still there.
+    let kept = std::fs::read_to_string(before).unwrap();
+    assert!(kept.starts_with("there before\n"), "{kept}");
+    std::fs::remove_file(before).unwrap();
+}

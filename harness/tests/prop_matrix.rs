@@ -256,6 +256,8 @@ impl Case {
             diagnosis: None,
             min_rate: None,
             allow_lingering: false,
+            allow_leftover_processes: Vec::new(),
+            allow_leftover_paths: Vec::new(),
         };
         self.expect.apply(&mut e);
         for when in &self.whens {

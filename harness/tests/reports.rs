@@ -26,6 +26,8 @@ fn expect_exit() -> Expectation {
         diagnosis: None,
         min_rate: None,
         allow_lingering: false,
+        allow_leftover_processes: Vec::new(),
+        allow_leftover_paths: Vec::new(),
     }
 }
 
@@ -40,6 +42,8 @@ fn expect_hang() -> Expectation {
         diagnosis: Some("supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV)".into()),
         min_rate: None,
         allow_lingering: false,
+        allow_leftover_processes: Vec::new(),
+        allow_leftover_paths: Vec::new(),
     }
 }
 

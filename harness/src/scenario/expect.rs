@@ -41,6 +41,12 @@ pub struct Expectation {
     pub min_rate: Option<f64>,
     #[serde(default)]
     pub allow_lingering: bool,
+    /// Processes allowed to outlive the subject (a comm, or a glob over the command line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_leftover_processes: Vec<String>,
+    /// Paths allowed to be left (globs, placeholders filled per trial).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_leftover_paths: Vec<String>,
 }
 
 impl Expectation {
@@ -165,13 +171,23 @@ pub(crate) fn parse(
         None => (0..0, ExpectSpec::default()),
     };
     let patterns = [&base.stdout, &base.stderr, &base.stderr_forbid];
-    check_fields(&base.exit, patterns, &base.min_rate).map_err(|m| loc.error(span, m))?;
+    check_fields(&base.exit, patterns, &base.min_rate).map_err(|m| loc.error(span.clone(), m))?;
+    check_globs(
+        base.allow_leftover_processes.as_ref(),
+        base.allow_leftover_paths.as_ref(),
+    )
+    .map_err(|m| loc.error(span, m))?;
     let mut whens = Vec::new();
     for w in &base.when {
         let at = |m| loc.error(w.span(), m);
         let spec = w.get_ref().clone();
         let patterns = [&spec.stdout, &spec.stderr, &spec.stderr_forbid];
         check_fields(&spec.exit, patterns, &spec.min_rate).map_err(at)?;
+        check_globs(
+            spec.allow_leftover_processes.as_ref(),
+            spec.allow_leftover_paths.as_ref(),
+        )
+        .map_err(at)?;
         let cell = cell_match(&spec.cell, axes, "when.cell").map_err(at)?;
         let kernel =
             match &spec.kernel {
@@ -221,6 +237,8 @@ impl Expectations {
             diagnosis: base.diagnosis.clone(),
             min_rate: base.min_rate,
             allow_lingering: base.allow_lingering.unwrap_or(false),
+            allow_leftover_processes: base.allow_leftover_processes.clone().unwrap_or_default(),
+            allow_leftover_paths: base.allow_leftover_paths.clone().unwrap_or_default(),
         };
         let probes_hold = |w: &When| {
             w.probes
@@ -267,5 +285,41 @@ fn apply(e: &mut Expectation, s: &WhenSpec) {
     }
     if let Some(l) = s.allow_lingering {
         e.allow_lingering = l;
+    }
+    if let Some(p) = &s.allow_leftover_processes {
+        e.allow_leftover_processes = p.clone();
+    }
+    if let Some(p) = &s.allow_leftover_paths {
+        e.allow_leftover_paths = p.clone();
+    }
+}
+
+/// Checks the globs of `allow_leftover_processes` and `allow_leftover_paths`.
+pub(crate) fn check_globs(
+    processes: Option<&Vec<String>>,
+    paths: Option<&Vec<String>>,
+) -> Result<(), String> {
+    for (key, list) in [
+        ("allow_leftover_processes", processes),
+        ("allow_leftover_paths", paths),
+    ] {
+        for g in list.into_iter().flatten() {
+            glob::Pattern::new(g).map_err(|e| format!("{key}: bad glob \"{g}\": {e}"))?;
+            if key == "allow_leftover_paths" && !g.starts_with('/') && !g.starts_with('{') {
+                return Err(format!(
+                    "{key}: \"{g}\" must be an absolute path (or start with a placeholder such as {{tmp}})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Expectation {
+    /// Whether a process left running (its comm and command line) is allowed to be.
+    pub fn allows_process(&self, comm: &str, cmdline: &str) -> bool {
+        self.allow_leftover_processes
+            .iter()
+            .any(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(comm) || p.matches(cmdline)))
     }
 }

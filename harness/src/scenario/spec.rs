@@ -352,6 +352,10 @@ pub struct ExpectSpec {
     pub diagnosis: Option<String>,
     pub min_rate: Option<f64>,
     pub allow_lingering: Option<bool>,
+    /// Processes that may outlive the subject: a comm or an argv glob each.
+    pub allow_leftover_processes: Option<Vec<String>>,
+    /// Leftover paths (globs, with placeholders) that do not fail the trial.
+    pub allow_leftover_paths: Option<Vec<String>>,
     #[serde(default)]
     pub when: Vec<Spanned<WhenSpec>>,
 }
@@ -377,6 +381,10 @@ pub struct WhenSpec {
     pub diagnosis: Option<String>,
     pub min_rate: Option<f64>,
     pub allow_lingering: Option<bool>,
+    /// Processes that may outlive the subject: a comm or an argv glob each.
+    pub allow_leftover_processes: Option<Vec<String>>,
+    /// Leftover paths (globs, with placeholders) that do not fail the trial.
+    pub allow_leftover_paths: Option<Vec<String>>,
 }
 
 impl Step {

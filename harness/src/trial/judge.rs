@@ -242,6 +242,8 @@ mod tests {
             diagnosis: None,
             min_rate: None,
             allow_lingering: false,
+            allow_leftover_processes: Vec::new(),
+            allow_leftover_paths: Vec::new(),
         }
     }
 

@@ -217,7 +217,7 @@ impl Trial<'_> {
         while streams.open_readers() > 0 && Instant::now() < settle {
             std::thread::sleep(Duration::from_millis(1));
         }
-        if exit_matches(exit, info.clone()) {
+        if exit_matches(exit, info) {
             Ok(())
         } else {
             Err(format!(

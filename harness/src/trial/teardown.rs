@@ -18,6 +18,24 @@ use crate::isolation::Part;
 use crate::output::Capture;
 use crate::scenario::Stream;
 
+/// `pid`'s command name, or empty once it is gone.
+fn comm(pid: i32) -> String {
+    crate::proc::stat(pid).map(|s| s.comm).unwrap_or_default()
+}
+
+/// `pid`'s command line, its arguments joined by spaces.
+fn cmdline(pid: i32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 /// How long the subject may take to end after its SIGKILL before teardown steps run anyway.
 const STOP_BOUND: Duration = Duration::from_secs(5);
 
@@ -64,15 +82,22 @@ impl Trial<'_> {
         o
     }
 
-    /// Anything of the subject's still alive after the linger grace was left behind.
+    /// Anything of the subject's still alive after the linger grace was left behind, but the
+    /// processes the expectation allows (`allow_leftover_processes`), which are only noted.
     fn linger(&mut self) -> Vec<String> {
         let grace_end = Instant::now() + self.spec.scenario.linger;
+        let e = &self.spec.expectation;
         loop {
             let left = self.tree.pids(Some(Part::Subject));
+            let (allowed, left): (Vec<i32>, Vec<i32>) = left.into_iter().partition(|&p| {
+                !e.allow_leftover_processes.is_empty() && e.allows_process(&comm(p), &cmdline(p))
+            });
             if left.is_empty() {
+                self.note_allowed(&allowed);
                 return Vec::new();
             }
             if Instant::now() >= grace_end {
+                self.note_allowed(&allowed);
                 let lingering: Vec<String> = left.iter().map(|&p| describe_pid(p)).collect();
                 self.note(format!(
                     "left running after the subject exited: {}",
@@ -82,6 +107,17 @@ impl Trial<'_> {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    fn note_allowed(&mut self, allowed: &[i32]) {
+        if allowed.is_empty() {
+            return;
+        }
+        let names: Vec<String> = allowed.iter().map(|&p| describe_pid(p)).collect();
+        self.note(format!(
+            "left running after the subject exited, as allowed (allow_leftover_processes): {}",
+            names.join(", ")
+        ));
     }
 
     /// The scenario's `[[teardown]]` steps (e.g. `runc delete -f ID`), after the subject is
@@ -175,14 +211,21 @@ impl Trial<'_> {
         }
         o.leaks.extend(self.limits.remove());
         self.check_mounts(o);
+        let allowed = self.allowed_paths();
         if ended_on_its_own
             && o.lingering.is_empty()
             && let Ok(entries) = fs::read_dir(&self.vars.tmp)
         {
             for e in entries.flatten() {
-                o.leaks.push(format!("temp file {}", e.path().display()));
+                let path = e.path();
+                if allowed.iter().any(|p| p.matches_path(&path)) {
+                    self.note(format!("temp file {} left, as allowed", path.display()));
+                } else {
+                    o.leaks.push(format!("temp file {}", path.display()));
+                }
             }
         }
+        self.check_shared_places(o, &allowed);
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             o.leaks.push(format!(
                 "trial directory {} not removable: {e}",
@@ -237,6 +280,55 @@ impl Trial<'_> {
             o.stderr = s.streams.text(Stream::Stderr);
         }
         tails
+    }
+
+    /// `allow_leftover_paths` with this trial's placeholders filled (a pattern that does not fill
+    /// or compile allows nothing, and is noted).
+    fn allowed_paths(&mut self) -> Vec<glob::Pattern> {
+        let mut out = Vec::new();
+        for g in self.spec.expectation.allow_leftover_paths.clone() {
+            match self
+                .vars
+                .fill(&g)
+                .and_then(|f| glob::Pattern::new(&f).map_err(|e| e.to_string()))
+            {
+                Ok(p) => out.push(p),
+                Err(e) => self.note(format!("allow_leftover_paths \"{g}\" allows nothing: {e}")),
+            }
+        }
+        out
+    }
+
+    /// What the trial's processes left in `/tmp`, `/var/tmp`, `/run` and `/dev/shm`
+    /// ([`crate::leftovers`]): removed, and a leak unless allowed.
+    fn check_shared_places(&mut self, o: &mut Observed, allowed: &[glob::Pattern]) {
+        let marker = self.tree.marker().to_string();
+        let Ok(watcher) = crate::leftovers::watcher() else {
+            crate::leftovers::trial_ended(&marker);
+            return;
+        };
+        if !watcher.sync() {
+            self.note("leftovers: the watcher did not catch up within 2 s".to_string());
+        }
+        let left = watcher.take(&marker);
+        crate::leftovers::trial_ended(&marker);
+        for path in &left.uncertain {
+            self.note(format!(
+                "{} appeared while this and other trials ran, and its creator exited before it could be read: not blamed on this trial, not removed",
+                path.display()
+            ));
+        }
+        for path in left.made {
+            let removed = match crate::leftovers::remove(&path) {
+                Ok(()) => "removed".to_string(),
+                Err(e) => format!("not removable: {e}"),
+            };
+            if allowed.iter().any(|p| p.matches_path(&path)) {
+                self.note(format!("left {} as allowed ({removed})", path.display()));
+            } else {
+                o.leaks.push(format!("file {} ({removed})", path.display()));
+            }
+        }
     }
 
     /// Whether another trial ran while this one did (so a leftover outside this trial's own
