@@ -579,3 +579,27 @@ fn teardown_steps_that_fail_or_overrun_fail_the_trial_and_the_rest_still_run() {
         assert_nothing_left(&r);
     }
 }
+
+#[test]
+fn a_spawned_clients_exit_and_output_are_in_the_record() {
+    let records = support::run_unchecked(
+        "leaking/client-fails.toml",
+        &[],
+        None,
+        Duration::from_secs(60),
+    );
+    let r = &records[0];
+    assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    let client = &r.spawned[0];
+    assert_eq!(client.name, "client");
+    assert_eq!(client.exit.map(|e| e.code), Some(Some(1)), "{client:?}");
+    assert_eq!(client.stdout_tail.trim(), "trying");
+    assert_eq!(client.stderr_tail.trim(), "container wf-1 is not running");
+    assert!(
+        r.reason
+            .ends_with("[spawned: client: exit 1, stderr: \"container wf-1 is not running\"]"),
+        "{}",
+        r.reason
+    );
+    assert_nothing_left(r);
+}

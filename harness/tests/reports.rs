@@ -144,6 +144,7 @@ fn record(
         log: vec![],
         stdout_tail: String::new(),
         stderr_tail: String::new(),
+        spawned: Vec::new(),
         host: Host {
             kernel: "6.18.44".into(),
             cpus: 2,

@@ -46,6 +46,8 @@ pub struct Observed {
     pub oom_kills: u64,
     /// `[[teardown]]` steps that failed or overran, with why.
     pub teardown: Vec<String>,
+    /// The processes the steps started, as they ended.
+    pub spawned: Vec<crate::record::Spawned>,
 }
 
 /// The judge's decision.

@@ -269,6 +269,16 @@ impl Trial<'_> {
             stdout: String::new(),
             stderr: String::new(),
         };
+        o.spawned = self
+            .aux
+            .iter()
+            .map(|p| crate::record::Spawned {
+                name: p.name.clone(),
+                exit: p.exit.map(|(status, _)| exit_info(status)),
+                stdout_tail: p.streams.tail(Stream::Stdout),
+                stderr_tail: p.streams.tail(Stream::Stderr),
+            })
+            .collect();
         if let Some(s) = &self.subject {
             tails.stdout = s.streams.tail(Stream::Stdout);
             tails.stderr = s.streams.tail(Stream::Stderr);
