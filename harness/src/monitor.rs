@@ -70,6 +70,7 @@
 //! The diagnosis names the wake source: `sleeping in read (timerfd fd 3 fires in 700 ms)`,
 //! `blocked in read (timerfd fd 3 is disarmed)`, or the alarm or POSIX timer that may fire.
 
+pub mod waitfor;
 pub mod wake;
 
 use std::collections::HashMap;
@@ -80,6 +81,7 @@ use serde::{Deserialize, Serialize};
 use crate::proc::syscall::{self, WaitBound};
 use crate::proc::wake as procwake;
 use crate::proc::{self as procfs, ProcessSample, SyscallState, ThreadSample};
+use waitfor::WaitGraph;
 use wake::{SignalView, Wake};
 
 /// The processes of a tree at one instant.
@@ -547,13 +549,29 @@ impl Monitor {
                 threads,
             });
         }
-        let summary = summarize(&processes);
+        let waits = wait_graph(snap, &processes);
+        let mut summary = summarize(&processes);
+        if let Some(g) = &waits {
+            summary = format!("{summary}; {}", g.text);
+        }
         Diagnosis {
             reason: reason.to_string(),
             summary,
             processes,
+            waits,
         }
     }
+}
+
+/// The wait-for graph of the tree in `snap` (`processes`: its diagnosis, in the same order).
+fn wait_graph(snap: &Snapshot, processes: &[ProcessDiag]) -> Option<WaitGraph> {
+    let mut obs = procfs::waitfor::observe(&snap.processes);
+    for (p, diag) in obs.processes.iter_mut().zip(processes) {
+        for (t, td) in p.threads.iter_mut().zip(&diag.threads) {
+            t.doing = td.doing();
+        }
+    }
+    waitfor::build(&obs)
 }
 
 fn wakes_by(external: &Option<External>, deadline: Instant) -> bool {
@@ -593,13 +611,17 @@ fn state_name(state: char) -> &'static str {
 }
 
 /// Why a trial is a hang, per process and thread.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Diagnosis {
     /// What ended the wait: `quiescent for N ms` or `deadline of N ms passed`.
     pub reason: String,
     /// One line, e.g. `wedge-run[12]: supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV), ...`.
     pub summary: String,
     pub processes: Vec<ProcessDiag>,
+    /// Who waits for whom at the verdict, and the cycle or chain (`waitfor`); its line ends
+    /// `summary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits: Option<WaitGraph>,
 }
 
 /// One process of a diagnosis.
