@@ -1,0 +1,181 @@
+//! wedge-subject's wait-for subjects: each hangs in one known shape, so the wait-for graph's
+//! edges and cycle are known exactly (engine_waitfor.rs). Every one holds its first resource
+//! before anyone asks for a second (barriers and pipes, never sleeps), so each hangs every time.
+
+use std::cell::UnsafeCell;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Barrier};
+
+use super::{fail, say};
+
+/// A glibc `pthread_mutex_t` shared between threads.
+struct PMutex(UnsafeCell<libc::pthread_mutex_t>);
+
+// SAFETY: a pthread mutex is made to be used from several threads at once; it is only touched
+// through pthread calls.
+unsafe impl Sync for PMutex {}
+
+impl PMutex {
+    /// A leaked mutex, priority-inheriting (`PTHREAD_PRIO_INHERIT`) when `pi`.
+    fn new(pi: bool) -> &'static PMutex {
+        let m: &'static PMutex = Box::leak(Box::new(PMutex(UnsafeCell::new(
+            libc::PTHREAD_MUTEX_INITIALIZER,
+        ))));
+        // SAFETY: initialising a fresh mutex with a valid, initialised attribute object.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            libc::pthread_mutexattr_init(&mut attr);
+            if pi {
+                libc::pthread_mutexattr_setprotocol(&mut attr, libc::PTHREAD_PRIO_INHERIT);
+            }
+            if libc::pthread_mutex_init(m.0.get(), &attr) != 0 {
+                fail("pthread_mutex_init");
+            }
+        }
+        m
+    }
+
+    fn lock(&self) {
+        // SAFETY: an initialised mutex that lives forever.
+        if unsafe { libc::pthread_mutex_lock(self.0.get()) } != 0 {
+            fail("pthread_mutex_lock");
+        }
+    }
+}
+
+/// Threads `names[i]` each lock mutex `i`, then (once all hold theirs) mutex `i + 1` around the
+/// ring: with two, an ABBA deadlock; with three, a three-thread cycle. The main thread joins the
+/// first.
+pub fn mutex_ring(names: &[&str], pi: bool) -> ! {
+    let mutexes: Vec<&'static PMutex> = names.iter().map(|_| PMutex::new(pi)).collect();
+    let barrier = Arc::new(Barrier::new(names.len()));
+    let mut threads = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let (first, second) = (mutexes[i], mutexes[(i + 1) % names.len()]);
+        let barrier = Arc::clone(&barrier);
+        let t = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                first.lock();
+                barrier.wait();
+                second.lock();
+            })
+            .unwrap_or_else(|_| fail("spawn"));
+        threads.push(t);
+    }
+    say("locking");
+    for t in threads {
+        let _ = t.join();
+    }
+    say("impossible: no deadlock");
+    std::process::exit(3);
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe().unwrap_or_else(|_| fail("pipe"))
+}
+
+fn write_byte(fd: &OwnedFd) {
+    // SAFETY: writing one byte from a live buffer.
+    if unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) } != 1 {
+        fail("write");
+    }
+}
+
+fn read_byte(fd: &OwnedFd) -> isize {
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a live buffer.
+    unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), 1) }
+}
+
+fn fork() -> libc::pid_t {
+    // SAFETY: the subject is single-threaded here; the child only makes plain syscalls.
+    match unsafe { libc::fork() } {
+        -1 => fail("fork"),
+        pid => pid,
+    }
+}
+
+/// An exclusive `flock` on `fd`, blocking.
+fn flock(fd: i32) {
+    // SAFETY: flock takes integers.
+    if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+        fail("flock");
+    }
+}
+
+/// Its own open file description of the file behind `fd` (flock locks belong to those).
+fn reopen(fd: i32) -> i32 {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+    // SAFETY: a valid path string.
+    match unsafe { libc::open(path.as_ptr(), libc::O_RDWR) } {
+        -1 => fail("open"),
+        fd => fd,
+    }
+}
+
+fn memfd(name: &std::ffi::CStr) -> i32 {
+    // SAFETY: a valid name; the fd is this process's.
+    match unsafe { libc::memfd_create(name.as_ptr(), 0) } {
+        -1 => fail("memfd_create"),
+        fd => fd,
+    }
+}
+
+/// Two processes, two files (memfds, so nothing is left in the trial's directory): the parent
+/// locks A, the child B, then each asks for the other's. `flock` has no deadlock detection.
+pub fn flock_abba() -> ! {
+    let (a, b) = (memfd(c"lock-a"), memfd(c"lock-b"));
+    let (child_holds, parent_holds) = (pipe(), pipe());
+    if fork() == 0 {
+        let (a, b) = (reopen(a), reopen(b));
+        flock(b);
+        write_byte(&child_holds.1);
+        read_byte(&parent_holds.0);
+        flock(a);
+        std::process::exit(3);
+    }
+    let (a, b) = (reopen(a), reopen(b));
+    flock(a);
+    read_byte(&child_holds.0);
+    write_byte(&parent_holds.1);
+    say("locking");
+    flock(b);
+    say("impossible: no deadlock");
+    std::process::exit(3);
+}
+
+/// Two processes, each reading the pipe only the other writes, with every other end closed.
+pub fn pipe_cycle() -> ! {
+    let (to_parent, to_child) = (pipe(), pipe());
+    if fork() == 0 {
+        drop(to_parent.0);
+        drop(to_child.1);
+        let n = read_byte(&to_child.0);
+        write_byte(&to_parent.1);
+        std::process::exit(if n == 1 { 0 } else { 3 });
+    }
+    drop(to_parent.1);
+    drop(to_child.0);
+    say("reading");
+    let n = read_byte(&to_parent.0);
+    write_byte(&to_child.1);
+    say(&format!("impossible: read returned {n}"));
+    std::process::exit(3);
+}
+
+/// The parent waits (without `WUNTRACED`) for a child that stops itself.
+pub fn stopped_child() -> ! {
+    let child = fork();
+    if child == 0 {
+        // SAFETY: raise takes an integer.
+        unsafe { libc::raise(libc::SIGSTOP) };
+        std::process::exit(0);
+    }
+    say("waiting");
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    say("impossible: the child ended");
+    std::process::exit(3);
+}
