@@ -748,12 +748,7 @@ fn main() {
         Some("pause-forever") => pause_forever(),
         Some("posix-timer") => posix_timer(true),
         Some("posix-timer-disarmed") => posix_timer(false),
-        Some("pthread-abba") => waits::mutex_ring(&["abba-a", "abba-b"], false),
-        Some("pthread-cycle3") => waits::mutex_ring(&["ring-0", "ring-1", "ring-2"], false),
-        Some("pi-abba") => waits::mutex_ring(&["pi-a", "pi-b"], true),
-        Some("flock-abba") => waits::flock_abba(),
-        Some("pipe-cycle") => waits::pipe_cycle(),
-        Some("stopped-child") => waits::stopped_child(),
+        Some(mode) if waits::MODES.contains(&mode) => waits::run(mode),
         Some("fork-bomb") => fork_bomb(number(args.get(1))),
         Some("close-fds") => match args.get(1).map(String::as_str) {
             Some("exit") => close_fds(false),
@@ -776,10 +771,7 @@ fn main() {
             _ => usage(),
         },
         Some("sleep") => {
-            let ms = args
-                .get(1)
-                .and_then(|m| m.parse::<u64>().ok())
-                .unwrap_or_else(|| usage());
+            let ms: u64 = number(args.get(1));
             say("sleeping");
             std::thread::sleep(Duration::from_millis(ms));
             say("awake");

@@ -361,7 +361,7 @@ fn refused_pi_owners(edges: &mut [WaitEdge]) {
             .filter(|e| matches!(e.resource, Resource::PiMutex { .. }))
             .filter_map(|e| depth(edges, e.waiter, to).map(|d| (d, e.waiter)))
             .collect();
-        heads.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        heads.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));
         edges[i].holder = match heads.as_slice() {
             [(d, h), rest @ ..] if rest.first().is_none_or(|r| r.0 < *d) => Some(*h),
             _ => None,
@@ -697,12 +697,13 @@ impl<'a> Text<'a> {
 
     fn line(&mut self, edges: &[WaitEdge], cycle: &[usize], chain: &[usize]) -> String {
         let mut parts = Vec::new();
+        let mut shown: BTreeSet<usize> = cycle.iter().copied().collect();
         if !cycle.is_empty() {
             parts.push(self.cycle(edges, cycle));
         } else if chain.iter().any(|&i| edges[i].holder.is_some()) {
             parts.push(self.chain(edges, chain));
+            shown.extend(chain);
         }
-        let shown: BTreeSet<usize> = cycle.iter().chain(chain).copied().collect();
         let rest = self.ownerless(edges, &shown);
         if !rest.is_empty() {
             parts.push(rest);
@@ -769,13 +770,15 @@ impl<'a> Text<'a> {
     /// What the party at the end of a chain does: a thread's phrase, or a process's threads'.
     fn doing(&self, party: Party) -> Option<String> {
         let p = self.process(party.pid)?;
-        let doing: Vec<&str> = p
+        let mut doing: Vec<&str> = p
             .threads
             .iter()
             .filter(|t| party.tid.is_none_or(|tid| tid == t.tid))
             .map(|t| t.doing.as_str())
             .filter(|d| !d.is_empty())
             .collect();
+        doing.sort_unstable();
+        doing.dedup();
         (!doing.is_empty()).then(|| doing.join(" and "))
     }
 
@@ -804,5 +807,211 @@ impl<'a> Text<'a> {
         } else {
             format!("waiting, owner not recorded: {}", groups.join("; "))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread(tid: i32, ns_tid: i32, blocked: Option<Blocked>) -> ThreadObs {
+        ThreadObs {
+            tid,
+            ns_tid: Some(ns_tid),
+            name: format!("t{tid}"),
+            main: false,
+            state: 'S',
+            doing: "blocked in pause".into(),
+            blocked,
+        }
+    }
+
+    fn process(pid: i32, threads: Vec<ThreadObs>) -> ProcObs {
+        ProcObs {
+            pid,
+            ppid: 1,
+            ns_pid: Some(2),
+            name: "abba".into(),
+            state: 'S',
+            threads,
+            pipes: Vec::new(),
+        }
+    }
+
+    fn plain(addr: u64, val: u32, words: Vec<i32>, private: bool) -> Option<Blocked> {
+        Some(Blocked::Futex {
+            addr,
+            kind: FutexWait::Plain,
+            private,
+            val,
+            words,
+            on_stack: false,
+        })
+    }
+
+    /// A locked, contended glibc normal mutex owned by namespace TID `owner`.
+    fn mutex(owner: i32) -> Vec<i32> {
+        vec![2, 0, owner, 1, 0]
+    }
+
+    #[test]
+    fn glibc_owners_are_trusted_only_in_a_mutex_shape() {
+        assert_eq!(glibc_owner(&mutex(7)), Some(7));
+        // A robust mutex's word is its owner's TID.
+        assert_eq!(
+            glibc_owner(&[7 | 0x4000_0000_u32 as i32, 0, 7, 1, 16]),
+            Some(7)
+        );
+        // Unlocked, no users, an unknown kind, too short (a bare Rust std Mutex word).
+        assert_eq!(glibc_owner(&[0, 0, 7, 1, 0]), None);
+        assert_eq!(glibc_owner(&[2, 0, 7, 0, 0]), None);
+        assert_eq!(glibc_owner(&[2, 0, 7, 1, 0x4000]), None);
+        assert_eq!(glibc_owner(&[2]), None);
+    }
+
+    #[test]
+    fn an_abba_on_glibc_mutexes_is_a_lock_order_cycle() {
+        let p = process(
+            10,
+            vec![
+                thread(10, 2, plain(0x100, 3, vec![3], false)),
+                thread(11, 3, plain(0x200, 2, mutex(4), true)),
+                thread(12, 4, plain(0x300, 2, mutex(3), true)),
+            ],
+        );
+        let g = build(&Observations {
+            processes: vec![p],
+            locks: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(g.edges[0].resource, Resource::ThreadExit);
+        assert_eq!(g.edges[0].holder, Some(Party::thread(10, 11)));
+        assert_eq!(g.cycle, vec![1, 2]);
+        assert_eq!(
+            g.text,
+            "lock-order cycle: abba[10] thread t11[11] holds mutex 0x300 and waits for mutex \
+             0x200 (held by thread t12[12]); thread t12[12] holds mutex 0x200 and waits for \
+             mutex 0x300 (held by thread t11[11])"
+        );
+    }
+
+    #[test]
+    fn small_tids_and_private_waits_are_not_joins() {
+        // Word 2 expected 2: a contended lock, even though TID 2 is a thread of the process.
+        let p = process(
+            10,
+            vec![
+                thread(10, 2, None),
+                thread(11, 3, plain(0x100, 2, vec![2], false)),
+                thread(12, 4, plain(0x200, 3, vec![3], true)),
+            ],
+        );
+        let g = build(&Observations {
+            processes: vec![p],
+            locks: Vec::new(),
+        })
+        .unwrap();
+        assert!(g.edges.iter().all(|e| e.holder.is_none()), "{g:?}");
+        assert_eq!(
+            g.text,
+            "waiting, owner not recorded: futex 0x100: abba[10] thread t11[11]; futex 0x200: \
+             thread t12[12]"
+        );
+    }
+
+    #[test]
+    fn a_parked_thread_is_refused_the_lock_its_pi_chain_leads_from() {
+        let parked = Some(Blocked::Futex {
+            addr: 0x7ff0,
+            kind: FutexWait::Plain,
+            private: true,
+            val: 0,
+            words: vec![0],
+            on_stack: true,
+        });
+        let pi = |addr, words| {
+            Some(Blocked::Futex {
+                addr,
+                kind: FutexWait::Pi,
+                private: true,
+                val: 0,
+                words,
+                on_stack: false,
+            })
+        };
+        // 11 waits for 12's PI lock, 12 for 13's, 13 was refused: its lock is 11's.
+        let p = process(
+            10,
+            vec![
+                thread(11, 3, pi(0x100, vec![4 | 0x8000_0000_u32 as i32])),
+                thread(12, 4, pi(0x200, vec![5])),
+                thread(13, 5, parked),
+            ],
+        );
+        let g = build(&Observations {
+            processes: vec![p],
+            locks: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(g.edges[2].resource, Resource::Parked);
+        assert_eq!(g.edges[2].holder, Some(Party::thread(10, 11)));
+        assert_eq!(g.cycle, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_reader_holding_the_write_end_itself_is_said_so() {
+        let mut p = process(10, vec![thread(10, 2, Some(Blocked::Read { fd: 3 }))]);
+        p.threads[0].main = true;
+        p.pipes = vec![
+            PipeEnd {
+                fd: 3,
+                inode: 77,
+                read: true,
+                write: false,
+            },
+            PipeEnd {
+                fd: 4,
+                inode: 77,
+                read: false,
+                write: true,
+            },
+        ];
+        let g = build(&Observations {
+            processes: vec![p],
+            locks: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(
+            g.text,
+            "pipe cycle: abba[10] thread main[10] reads pipe:[77] whose writer is its own process"
+        );
+    }
+
+    #[test]
+    fn a_process_with_a_free_thread_ends_a_chain() {
+        // 20 reads a pipe that only 30 writes; 30 has a thread that is not waiting on anything
+        // the graph follows, so it may still write: no cycle through it.
+        let end = |fd, read| PipeEnd {
+            fd,
+            inode: 5,
+            read,
+            write: !read,
+        };
+        let mut reader = process(20, vec![thread(20, 2, Some(Blocked::Read { fd: 3 }))]);
+        reader.pipes = vec![end(3, true)];
+        let mut writer = process(30, vec![thread(30, 2, None), thread(31, 3, None)]);
+        writer.pipes = vec![end(4, false)];
+        let g = build(&Observations {
+            processes: vec![reader, writer],
+            locks: Vec::new(),
+        })
+        .unwrap();
+        assert!(g.cycle.is_empty(), "{g:?}");
+        assert_eq!(g.chain, vec![0]);
+        assert_eq!(
+            g.text,
+            "wait chain: abba[20] thread t20[20] reads pipe:[5] whose writer is abba[30], which \
+             is blocked in pause"
+        );
     }
 }

@@ -8,6 +8,28 @@ use std::sync::{Arc, Barrier};
 
 use super::{fail, say};
 
+/// The modes this module runs.
+pub const MODES: [&str; 6] = [
+    "pthread-abba",
+    "pthread-cycle3",
+    "pi-abba",
+    "flock-abba",
+    "pipe-cycle",
+    "stopped-child",
+];
+
+/// Runs `mode`, one of [`MODES`].
+pub fn run(mode: &str) -> ! {
+    match mode {
+        "pthread-abba" => mutex_ring(&["abba-a", "abba-b"], false),
+        "pthread-cycle3" => mutex_ring(&["ring-0", "ring-1", "ring-2"], false),
+        "pi-abba" => mutex_ring(&["pi-a", "pi-b"], true),
+        "flock-abba" => flock_abba(),
+        "pipe-cycle" => pipe_cycle(),
+        _ => stopped_child(),
+    }
+}
+
 /// A glibc `pthread_mutex_t` shared between threads.
 struct PMutex(UnsafeCell<libc::pthread_mutex_t>);
 
