@@ -70,6 +70,7 @@
 //! The diagnosis names the wake source: `sleeping in read (timerfd fd 3 fires in 700 ms)`,
 //! `blocked in read (timerfd fd 3 is disarmed)`, or the alarm or POSIX timer that may fire.
 
+pub mod awake;
 pub mod waitfor;
 pub mod wake;
 
@@ -81,6 +82,7 @@ use serde::{Deserialize, Serialize};
 use crate::proc::syscall::{self, WaitBound};
 use crate::proc::wake as procwake;
 use crate::proc::{self as procfs, ProcessSample, SyscallState, ThreadSample};
+use awake::{Awake, HangClass, Seen};
 use waitfor::WaitGraph;
 use wake::{SignalView, Wake};
 
@@ -174,6 +176,8 @@ pub struct Monitor {
     /// Whether, since `still_since`, only system timers (whose owner is unknown) kept the tree
     /// from being quiescent.
     held_by_alarms_only: bool,
+    /// Every thread's wake-ups and CPU time, for a deadline verdict's diagnosis.
+    awake: Awake,
 }
 
 /// The system's `ITIMER_REAL` and POSIX timers followed through a tree's stillness: the only
@@ -281,6 +285,7 @@ impl Monitor {
             still_since: None,
             still_alarms: None,
             held_by_alarms_only: false,
+            awake: Awake::default(),
         }
     }
 
@@ -311,6 +316,14 @@ impl Monitor {
         for p in &snap.processes {
             let judged = decides(p.stat.pid);
             for t in &p.threads {
+                let running = t.state == 'R' || t.syscall == Some(SyscallState::Running);
+                self.awake.note(
+                    snap.taken,
+                    (p.stat.pid, t.tid),
+                    t.switches,
+                    t.cpu_ticks,
+                    running,
+                );
                 let key = (t.state, t.syscall.clone());
                 let id = (p.stat.pid, t.tid);
                 let track = match self.tracks.remove(&id) {
@@ -345,6 +358,8 @@ impl Monitor {
             by_alarms_only = woken == Some(true);
             all_quiet = woken.is_none();
         }
+        self.awake.retain(|id| tracks.contains_key(id));
+        self.note_sources(&tracks);
         self.tracks = tracks;
         self.fingerprint = fingerprint;
         self.last_sample = Some(snap.taken);
@@ -361,6 +376,21 @@ impl Monitor {
         };
         self.quiet_since = Some(since);
         Some(snap.taken.saturating_duration_since(since))
+    }
+
+    /// Remembers what could wake each thread (a timer it waits on, its own timeout), for a
+    /// deadline verdict's "what kept it awake".
+    fn note_sources(&mut self, tracks: &HashMap<(i32, i32), Track>) {
+        for (id, track) in tracks {
+            if let Some(e) = &track.external {
+                self.awake.note_source(*id, &e.text);
+            } else if track.wakes_at.is_some()
+                && let (_, Some(SyscallState::In { nr, args })) = &track.key
+            {
+                let call = syscall::call_name(*nr, args);
+                self.awake.note_source(*id, &format!("its timed {call}"));
+            }
+        }
     }
 
     /// Starts, keeps or ends the stillness (module doc) by this snapshot.
@@ -550,16 +580,56 @@ impl Monitor {
             });
         }
         let waits = wait_graph(snap, &processes);
+        let (awake, class) = self.awake_notes(snap.taken, &processes);
+        let class = match &waits {
+            Some(g) if !g.cycle.is_empty() => HangClass::Deadlock,
+            _ => class,
+        };
         let mut summary = summarize(&processes);
-        if let Some(g) = &waits {
-            summary = format!("{summary}; {}", g.text);
+        for line in waits.iter().map(|g| &g.text).chain(awake.iter().take(3)) {
+            summary = format!("{summary}; {line}");
         }
         Diagnosis {
             reason: reason.to_string(),
             summary,
             processes,
             waits,
+            class: Some(class),
+            awake,
         }
+    }
+
+    /// What kept the tree awake, when the verdict came at the deadline (never quiescent for
+    /// the window), and the class of the hang apart from a cycle.
+    fn awake_notes(&self, now: Instant, processes: &[ProcessDiag]) -> (Vec<String>, HangClass) {
+        if self.quiescent_for_window(now) {
+            return (Vec::new(), HangClass::Blocked);
+        }
+        let seen: Vec<Seen> = processes
+            .iter()
+            .flat_map(|p| {
+                p.threads.iter().map(move |t| Seen {
+                    pid: p.pid,
+                    tid: t.tid,
+                    who: format!("{}[{}] {}", p.name, p.pid, t.who()),
+                    source: match (&t.wake, &t.call) {
+                        (Some(w), _) => Some(w.clone()),
+                        (None, Some(call)) if t.wakes_in_ms.is_some() => {
+                            Some(format!("its timed {call}"))
+                        }
+                        _ => None,
+                    },
+                })
+            })
+            .collect();
+        // SAFETY: sysconf takes an integer.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let window = if self.window.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            self.window
+        };
+        self.awake.explain(&seen, now, window, ticks)
     }
 }
 
@@ -622,6 +692,15 @@ pub struct Diagnosis {
     /// `summary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waits: Option<WaitGraph>,
+    /// `deadlock` (a cycle), `blocked`, `spinning` or `stalled` (see `awake`); `None` in
+    /// records older than the classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<HangClass>,
+    /// At a deadline verdict: what kept the tree from being quiescent (`never quiescent: ...
+    /// woke every 1.0 s (...)`, `spinning: ... used 98 % of a CPU ...`); the first three end
+    /// `summary`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awake: Vec<String>,
 }
 
 /// One process of a diagnosis.
@@ -668,12 +747,16 @@ pub struct ThreadDiag {
 impl ThreadDiag {
     /// e.g. `supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV)`.
     pub fn phrase(&self) -> String {
-        let who = if self.main {
+        format!("{} {}", self.who(), self.doing())
+    }
+
+    /// `main thread` or `NAME thread`.
+    fn who(&self) -> String {
+        if self.main {
             "main thread".to_string()
         } else {
             format!("{} thread", self.name)
-        };
-        format!("{who} {}", self.doing())
+        }
     }
 
     fn doing(&self) -> String {

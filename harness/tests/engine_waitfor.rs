@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use support::{diagnosis, run};
+use wedge::monitor::awake::HangClass;
 use wedge::monitor::waitfor::{Party, Resource, WaitEdge, WaitGraph};
 use wedge::monitor::{Diagnosis, Snapshot};
 use wedge::record::{TrialRecord, Verdict};
@@ -255,4 +256,63 @@ fn building_the_graph_of_the_abba_subject_is_cheap() {
             times.len()
         );
     });
+}
+
+#[test]
+fn a_busy_loop_is_spinning_and_says_so() {
+    let records = run(
+        "awake.toml",
+        &["mode=busy"],
+        Some(2),
+        Duration::from_secs(60),
+    );
+    for r in &records {
+        let d = diagnosis(r);
+        assert!(d.reason.starts_with("deadline of 2000 ms"), "{}", d.reason);
+        assert_eq!(d.class, Some(HangClass::Spinning), "{:?}", d.awake);
+        let line = d.awake.first().map_or("", String::as_str);
+        assert!(
+            line.starts_with("spinning: wedge-subject[") && line.contains("main thread used"),
+            "{line}"
+        );
+        assert!(d.summary.ends_with(line), "{}", d.summary);
+    }
+}
+
+#[test]
+fn a_periodic_alarm_is_named_as_what_kept_the_tree_awake() {
+    let records = run(
+        "awake.toml",
+        &["mode=itimer-tick"],
+        Some(2),
+        Duration::from_secs(60),
+    );
+    for r in &records {
+        let d = diagnosis(r);
+        assert!(d.reason.starts_with("deadline of 2000 ms"), "{}", d.reason);
+        assert_eq!(d.class, Some(HangClass::Stalled), "{:?}", d.awake);
+        let line = d.awake.first().map_or("", String::as_str);
+        // Woken every 200 ms: measured between snapshots, so give or take a tick.
+        let ms: u64 = line
+            .split("woke every ")
+            .nth(1)
+            .and_then(|rest| rest.split(" ms").next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!((170..=230).contains(&ms), "{line}");
+        assert!(
+            line.contains("main thread woke") && line.ends_with("(ITIMER_REAL)"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_cycle_is_a_deadlock_and_a_quiescent_chain_is_blocked() {
+    let abba = trials("pthread-abba");
+    assert_eq!(diagnosis(&abba[0]).class, Some(HangClass::Deadlock));
+    let stopped = trials("stopped-child");
+    let d = diagnosis(&stopped[0]);
+    assert_eq!(d.class, Some(HangClass::Blocked));
+    assert!(d.awake.is_empty(), "{:?}", d.awake);
 }

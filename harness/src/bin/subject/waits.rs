@@ -9,13 +9,14 @@ use std::sync::{Arc, Barrier};
 use super::{fail, say};
 
 /// The modes this module runs.
-pub const MODES: [&str; 6] = [
+pub const MODES: [&str; 7] = [
     "pthread-abba",
     "pthread-cycle3",
     "pi-abba",
     "flock-abba",
     "pipe-cycle",
     "stopped-child",
+    "itimer-tick",
 ];
 
 /// Runs `mode`, one of [`MODES`].
@@ -26,7 +27,8 @@ pub fn run(mode: &str) -> ! {
         "pi-abba" => mutex_ring(&["pi-a", "pi-b"], true),
         "flock-abba" => flock_abba(),
         "pipe-cycle" => pipe_cycle(),
-        _ => stopped_child(),
+        "stopped-child" => stopped_child(),
+        _ => itimer_tick(),
     }
 }
 
@@ -200,4 +202,31 @@ pub fn stopped_child() -> ! {
     unsafe { libc::waitpid(child, &mut status, 0) };
     say("impossible: the child ended");
     std::process::exit(3);
+}
+
+extern "C" fn on_tick(_: libc::c_int) {}
+
+/// A periodic `ITIMER_REAL` (every 200 ms) with a handler that does nothing, and `pause()`
+/// forever: always woken, never progressing (the shape of a supervisor's 1 s tick).
+pub fn itimer_tick() -> ! {
+    let every = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    let timer = libc::itimerval {
+        it_interval: every,
+        it_value: every,
+    };
+    // SAFETY: an empty handler, and setitimer with a valid struct.
+    unsafe {
+        libc::signal(libc::SIGALRM, on_tick as *const () as libc::sighandler_t);
+        if libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) != 0 {
+            fail("setitimer");
+        }
+    }
+    say("ticking");
+    loop {
+        // SAFETY: pause has no arguments.
+        unsafe { libc::pause() };
+    }
 }
