@@ -26,6 +26,19 @@
 //!   `it_value`) or has expired unread. A set wedge cannot read counts as waking any moment. A
 //!   timerfd that nobody waits on wakes nobody: a futex deadlock beside a ticking timer is still
 //!   judged (the ticking thread itself is not quiescent while it keeps waking).
+//! - **io_uring**: a thread in `io_uring_enter(GETEVENTS)` has its own timeout only with
+//!   `IORING_ENTER_EXT_ARG` (the argument's `ts`, read from its memory; absolute ones as
+//!   boottime, never later than the truth). Completions wake it, and a request in flight may
+//!   complete at any moment and do anything on completion (write a pipe, wake a futex), so
+//!   while **any ring of the tree** may have one, no thread of the tree is quiescent. The
+//!   kernel counts no requests in flight; a ring's fdinfo (6.18: `SqHead`, `SqTail`,
+//!   `CachedSqHead`, `CqHead`, `CqTail`, `CachedCqTail`, `PollList`, `CqOverflowList`) shows
+//!   it idle only when every SQE written was consumed, every one consumed has posted its CQE,
+//!   every CQE was reaped, and no poll is armed nor CQE overflowed (`proc::wake::Ring::idle`);
+//!   anything else, or an fdinfo wedge cannot parse, counts as in flight. A request that posts
+//!   no CQE or several (`IOSQE_CQE_SKIP_SUCCESS`, multishot) keeps its ring "in flight" for
+//!   good: such a tree is judged at the deadline. A wait on an idle ring is a hang:
+//!   `blocked in io_uring_enter (io_uring fd 3 has nothing in flight)`.
 //! - **signals its process's timers can send** (to every interruptibly sleeping thread of that
 //!   process, since a caught signal interrupts any such wait and a default-fatal one ends the
 //!   process — neither is a hang):
@@ -74,7 +87,7 @@ pub mod awake;
 pub mod waitfor;
 pub mod wake;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -444,6 +457,7 @@ impl Monitor {
         let mut kernel: Option<Option<procwake::KernelTimers>> = None;
         let mut woken = false;
         let mut own = false;
+        let (objects, ring) = tree_fds(snap, decides);
         for p in snap.processes.iter().filter(|p| decides(p.stat.pid)) {
             let pid = p.stat.pid;
             let blocked: Vec<(&ThreadSample, u64, [u64; 6])> = p
@@ -458,13 +472,13 @@ impl Monitor {
             if blocked.is_empty() {
                 continue;
             }
-            let objects = procwake::fd_objects(pid);
+            let objects = objects.get(&pid).cloned().unwrap_or_default();
             let read = |addr: u64, len: usize| procfs::read_memory(pid, addr, len);
             let mut waited = 0;
             for &(t, nr, args) in &blocked {
                 let fds = wake::fd_wake(&procwake::wait_fds(nr, &args, &read), &objects);
                 waited |= fds.signals | procwake::sigwait_set(nr, &args, &read).unwrap_or(0);
-                let external = match (fds.wake, fds.note) {
+                let external = match (fds.wake.or_else(|| ring.clone()), fds.note) {
                     (Some(w), _) => Some(External::from_wake(w, snap.taken)),
                     (None, Some(note)) => Some(External {
                         at: None,
@@ -642,6 +656,25 @@ fn wait_graph(snap: &Snapshot, processes: &[ProcessDiag]) -> Option<WaitGraph> {
         }
     }
     waitfor::build(&obs)
+}
+
+/// The fd objects of each judged process, and a ring among them with requests in flight: one
+/// may complete at any moment and wake any thread of the tree (the monitor's module doc).
+fn tree_fds(
+    snap: &Snapshot,
+    decides: &dyn Fn(i32) -> bool,
+) -> (
+    HashMap<i32, BTreeMap<i32, procwake::FdObject>>,
+    Option<Wake>,
+) {
+    let objects: HashMap<i32, _> = snap
+        .processes
+        .iter()
+        .filter(|p| decides(p.stat.pid))
+        .map(|p| (p.stat.pid, procwake::fd_objects(p.stat.pid)))
+        .collect();
+    let ring = objects.values().find_map(wake::busy_ring);
+    (objects, ring)
 }
 
 fn wakes_by(external: &Option<External>, deadline: Instant) -> bool {

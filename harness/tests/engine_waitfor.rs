@@ -316,3 +316,28 @@ fn a_cycle_is_a_deadlock_and_a_quiescent_chain_is_blocked() {
     assert_eq!(d.class, Some(HangClass::Blocked));
     assert!(d.awake.is_empty(), "{:?}", d.awake);
 }
+
+#[test]
+fn an_io_uring_wait_with_a_request_in_flight_passes_and_an_empty_one_hangs() {
+    let records = run("uring.toml", &[], Some(2), Duration::from_secs(60));
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        match r.cell.get("mode").unwrap() {
+            "uring-timeout" => {
+                assert_eq!(r.verdict, Verdict::Pass, "{}: {r:?}", r.reason);
+                // Two 1.5 s timeouts waited out, ten windows, never cut short.
+                assert!(
+                    r.time_to_verdict_ms >= 2900.0,
+                    "{} ms",
+                    r.time_to_verdict_ms
+                );
+            }
+            _ => {
+                assert_eq!(r.verdict, Verdict::Hang, "{}", r.reason);
+                let d = diagnosis(r);
+                assert!(d.reason.starts_with("quiescent for 300 ms"), "{}", d.reason);
+            }
+        }
+        assert!(r.met, "{}", r.reason);
+    }
+}

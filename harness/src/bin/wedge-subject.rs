@@ -42,6 +42,9 @@
 //! wedge-subject pipe-cycle         parent and child each read the pipe only the other writes
 //! wedge-subject stopped-child      the parent waits for a child that stopped itself (SIGSTOP)
 //! wedge-subject itimer-tick        a 200 ms ITIMER_REAL with an empty handler, pause() forever
+//! wedge-subject uring-timeout      wait twice in io_uring_enter(GETEVENTS) for a 1.5 s
+//!                                  IORING_OP_TIMEOUT, then exit 0
+//! wedge-subject uring-empty        io_uring_enter(GETEVENTS) on a ring with nothing in flight
 //!
 //! Hostile subjects (engine_hostile.rs): each attacks wedge or its trial in one way.
 //! wedge-subject fork-bomb CAP       every process forks without end; at the first refused fork
@@ -81,7 +84,7 @@ fn say(text: &str) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wedge-subject exit [CODE] | stamp | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | pthread-abba | pthread-cycle3 | pi-abba | flock-abba | pipe-cycle | stopped-child | itimer-tick | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
+        "usage: wedge-subject exit [CODE] | stamp | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | pthread-abba | pthread-cycle3 | pi-abba | flock-abba | pipe-cycle | stopped-child | itimer-tick | uring-timeout | uring-empty | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
     );
     std::process::exit(2);
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use super::{fail, say};
 
 /// The modes this module runs.
-pub const MODES: [&str; 7] = [
+pub const MODES: [&str; 9] = [
     "pthread-abba",
     "pthread-cycle3",
     "pi-abba",
@@ -17,6 +17,8 @@ pub const MODES: [&str; 7] = [
     "pipe-cycle",
     "stopped-child",
     "itimer-tick",
+    "uring-timeout",
+    "uring-empty",
 ];
 
 /// Runs `mode`, one of [`MODES`].
@@ -28,6 +30,8 @@ pub fn run(mode: &str) -> ! {
         "flock-abba" => flock_abba(),
         "pipe-cycle" => pipe_cycle(),
         "stopped-child" => stopped_child(),
+        "uring-timeout" => uring_timeout(1500, 2),
+        "uring-empty" => uring_timeout(0, 1),
         _ => itimer_tick(),
     }
 }
@@ -229,4 +233,117 @@ pub fn itimer_tick() -> ! {
         // SAFETY: pause has no arguments.
         unsafe { libc::pause() };
     }
+}
+
+/// `struct io_uring_params` (x86_64), with the ring offsets the kernel fills in.
+#[repr(C)]
+#[derive(Default)]
+struct UringParams {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    /// `io_sqring_offsets`: head, tail, ring_mask, ring_entries, flags, dropped, array, resv1,
+    /// then a u64.
+    sq_off: [u32; 10],
+    /// `io_cqring_offsets`: head, tail, ring_mask, ring_entries, overflow, cqes, flags, resv1,
+    /// then a u64.
+    cq_off: [u32; 10],
+}
+
+const IORING_OP_TIMEOUT: u8 = 11;
+const IORING_ENTER_GETEVENTS: u32 = 1;
+const IORING_OFF_SQES: i64 = 0x1000_0000;
+const IORING_OFF_CQ_RING: i64 = 0x800_0000;
+
+fn map(fd: i32, len: usize, offset: i64) -> *mut u8 {
+    // SAFETY: mapping a ring region of the size the kernel reported.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd,
+            offset,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        fail("mmap ring");
+    }
+    p.cast()
+}
+
+/// An io_uring of 4 entries: submits `IORING_OP_TIMEOUT`s of `ms` (if any) and waits for each
+/// in `io_uring_enter(GETEVENTS)`, `times` times, then exits 0; with no timeout (`ms` = 0) it
+/// waits on an empty ring, forever.
+pub fn uring_timeout(ms: u64, times: u32) -> ! {
+    let mut params = UringParams::default();
+    // SAFETY: io_uring_setup fills the params struct it is given.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, &mut params) } as i32;
+    if fd < 0 {
+        fail("io_uring_setup");
+    }
+    let sq_len = params.sq_off[6] as usize + params.sq_entries as usize * 4;
+    let cq_len = params.cq_off[5] as usize + params.cq_entries as usize * 16;
+    let sq = map(fd, sq_len, 0);
+    let cq = map(fd, cq_len, IORING_OFF_CQ_RING);
+    let sqes = map(fd, params.sq_entries as usize * 64, IORING_OFF_SQES);
+    let at = |base: *mut u8, off: u32| -> &'static std::sync::atomic::AtomicU32 {
+        // SAFETY: an offset the kernel gave into a live, aligned shared mapping.
+        unsafe { &*(base.add(off as usize) as *const std::sync::atomic::AtomicU32) }
+    };
+    let (sq_tail, cq_head, cq_tail) = (
+        at(sq, params.sq_off[1]),
+        at(cq, params.cq_off[0]),
+        at(cq, params.cq_off[1]),
+    );
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    say("waiting");
+    for _ in 0..times.max(1) {
+        let submit = u32::from(ms > 0);
+        if ms > 0 {
+            let tail = sq_tail.load(std::sync::atomic::Ordering::Acquire);
+            let idx = tail & (params.sq_entries - 1);
+            // SAFETY: writing SQE `idx` (64 bytes) and its array slot, both inside the maps.
+            unsafe {
+                let sqe = sqes.add(idx as usize * 64);
+                std::ptr::write_bytes(sqe, 0, 64);
+                *sqe = IORING_OP_TIMEOUT;
+                *(sqe.add(16) as *mut u64) = &ts as *const libc::timespec as u64;
+                *(sqe.add(24) as *mut u32) = 1;
+                *(sq.add(params.sq_off[6] as usize + idx as usize * 4) as *mut u32) = idx;
+            }
+            sq_tail.store(tail + 1, std::sync::atomic::Ordering::Release);
+        }
+        // SAFETY: io_uring_enter on our ring, no argument struct.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                fd,
+                submit,
+                1u32,
+                IORING_ENTER_GETEVENTS,
+                0usize,
+                0usize,
+            )
+        };
+        if rc < 0 {
+            fail("io_uring_enter");
+        }
+        let head = cq_head.load(std::sync::atomic::Ordering::Acquire);
+        if cq_tail.load(std::sync::atomic::Ordering::Acquire) == head {
+            fail("no completion");
+        }
+        cq_head.store(head + 1, std::sync::atomic::Ordering::Release);
+    }
+    say("completed");
+    std::process::exit(0);
 }
