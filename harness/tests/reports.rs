@@ -90,6 +90,7 @@ fn diagnosis(pid: i32) -> Diagnosis {
         reason: "quiescent for 1000 ms".into(),
         summary: wedge::monitor::summarize(&processes),
         processes,
+        ..Diagnosis::default()
     }
 }
 

@@ -262,7 +262,7 @@ mod tests {
         Diagnosis {
             reason: "quiescent for 100 ms".into(),
             summary: summary.into(),
-            processes: Vec::new(),
+            ..Diagnosis::default()
         }
     }
 
