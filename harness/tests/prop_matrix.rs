@@ -58,6 +58,18 @@ fn toml_string(s: &str) -> String {
     out
 }
 
+/// An `exit` value as TOML: a code, a word, or a list of them.
+fn exit_toml(exit: &ExitSpec) -> String {
+    match exit {
+        ExitSpec::Code(c) => c.to_string(),
+        ExitSpec::Word(w) => toml_string(w),
+        ExitSpec::OneOf(list) => {
+            let items: Vec<String> = list.iter().map(exit_toml).collect();
+            format!("[{}]", items.join(", "))
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Axis {
     name: String,
@@ -73,6 +85,7 @@ struct Fields {
     stdout: Option<String>,
     stderr: Option<String>,
     diagnosis: Option<String>,
+    diagnosis_regex: Option<String>,
     /// As written (a TOML float).
     min_rate: Option<String>,
     allow_lingering: Option<bool>,
@@ -89,10 +102,8 @@ impl Fields {
             };
             out += &format!("outcome = \"{word}\"\n");
         }
-        match &self.exit {
-            Some(ExitSpec::Code(c)) => out += &format!("exit = {c}\n"),
-            Some(ExitSpec::Word(w)) => out += &format!("exit = {}\n", toml_string(w)),
-            None => {}
+        if let Some(exit) = &self.exit {
+            out += &format!("exit = {}\n", exit_toml(exit));
         }
         if let Some(ms) = self.within_ms {
             out += &format!("within_ms = {ms}\n");
@@ -101,6 +112,7 @@ impl Fields {
             ("stdout", &self.stdout),
             ("stderr", &self.stderr),
             ("diagnosis", &self.diagnosis),
+            ("diagnosis_regex", &self.diagnosis_regex),
         ] {
             if let Some(v) = value {
                 out += &format!("{key} = {}\n", toml_string(v));
@@ -134,6 +146,9 @@ impl Fields {
         }
         if let Some(d) = &self.diagnosis {
             e.diagnosis = Some(d.clone());
+        }
+        if let Some(r) = &self.diagnosis_regex {
+            e.diagnosis_regex = Some(r.clone());
         }
         if let Some(r) = &self.min_rate {
             e.min_rate = Some(r.parse().unwrap());
@@ -254,6 +269,7 @@ impl Case {
             stderr: None,
             stderr_forbid: None,
             diagnosis: None,
+            diagnosis_regex: None,
             min_rate: None,
             allow_lingering: false,
             allow_leftover_processes: Vec::new(),
@@ -316,12 +332,18 @@ fn fields() -> impl Strategy<Value = Fields> {
         Just(Outcome::Hang),
         Just(Outcome::Any),
     ]);
+    let single = || {
+        prop_oneof![
+            (0i32..=255).prop_map(ExitSpec::Code),
+            prop::sample::select(vec![
+                "success", "failure", "nonzero", "signal", "any", "KILL", "SIGTERM"
+            ])
+            .prop_map(|w| ExitSpec::Word(w.to_string())),
+        ]
+    };
     let exit = prop::option::of(prop_oneof![
-        (0i32..=255).prop_map(ExitSpec::Code),
-        prop::sample::select(vec![
-            "success", "failure", "nonzero", "signal", "any", "KILL", "SIGTERM"
-        ])
-        .prop_map(|w| ExitSpec::Word(w.to_string())),
+        3 => single(),
+        1 => prop::collection::vec(single(), 1..=3).prop_map(ExitSpec::OneOf),
     ]);
     let pattern = || prop::option::of("[a-z0-9 ]{0,8}");
     (
@@ -330,12 +352,32 @@ fn fields() -> impl Strategy<Value = Fields> {
         prop::option::of(0u64..100_000),
         pattern(),
         pattern(),
-        prop::option::of("[a-zA-Z() ]{0,12}"),
+        (
+            prop::option::of("[a-zA-Z() ]{0,12}"),
+            prop::option::of(
+                prop::sample::select(vec![
+                    "futex",
+                    r"^wedge-run\[\d+\]: ",
+                    r"2 × \w+ threads blocked in",
+                    "(read|recvfrom)$",
+                ])
+                .prop_map(str::to_string),
+            ),
+        ),
         prop::option::of((0u32..=100).prop_map(|r| format!("{}.{:02}", r / 100, r % 100))),
         prop::option::of(any::<bool>()),
     )
         .prop_map(
-            |(outcome, exit, within_ms, stdout, stderr, diagnosis, min_rate, allow_lingering)| {
+            |(
+                outcome,
+                exit,
+                within_ms,
+                stdout,
+                stderr,
+                (diagnosis, diagnosis_regex),
+                min_rate,
+                allow_lingering,
+            )| {
                 Fields {
                     outcome,
                     exit,
@@ -343,6 +385,7 @@ fn fields() -> impl Strategy<Value = Fields> {
                     stdout,
                     stderr,
                     diagnosis,
+                    diagnosis_regex,
                     min_rate,
                     allow_lingering,
                 }

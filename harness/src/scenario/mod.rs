@@ -427,6 +427,66 @@ diagnosis = "blocked in futex"
     }
 
     #[test]
+    fn exit_lists_and_diagnosis_regexes_load_and_bad_ones_are_located() {
+        let base =
+            "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[matrix]\nv = [\"a\", \"b\"]\n";
+        let s = parse(&format!(
+            "{base}[expect]\nexit = [0, \"failure\"]\ndiagnosis_regex = \"2 × \\\\w+ threads\"\n\
+             [[expect.when]]\ncell = {{ v = \"b\" }}\ndiagnosis_regex = \"^x\\\\[\"\n"
+        ))
+        .unwrap();
+        let a = s.expectation(&s.cells()[0], "6.18.0");
+        assert_eq!(
+            a.exit,
+            Some(ExitSpec::OneOf(vec![
+                ExitSpec::Code(0),
+                ExitSpec::Word("failure".into())
+            ]))
+        );
+        assert_eq!(a.diagnosis_regex.as_deref(), Some("2 × \\w+ threads"));
+        let b = s.expectation(&s.cells()[1], "6.18.0");
+        assert_eq!(b.diagnosis_regex.as_deref(), Some("^x\\["));
+        for (text, line, col, needle) in [
+            (
+                "[expect]\nexit = [0, 130, \"nope\"]\n",
+                7,
+                17,
+                "unknown exit status \"nope\"",
+            ),
+            ("[expect]\nexit = 300\n", 7, 8, "not in 0..=255"),
+            (
+                "[[expect.when]]\ncell = { v = \"a\" }\nexit = 1.5\n",
+                8,
+                8,
+                "an exit code",
+            ),
+            (
+                "[expect]\ndiagnosis_regex = \"(\"\n",
+                7,
+                19,
+                "bad `diagnosis_regex`",
+            ),
+            (
+                "[[expect.when]]\ncell = { v = \"a\" }\n\ndiagnosis_regex = \"[\"\n",
+                9,
+                19,
+                "bad `diagnosis_regex`",
+            ),
+            (
+                "[[steps]]\ndo = \"wait\"\nuntil = \"exited\"\nexit = [0, []]\n",
+                9,
+                1,
+                "cannot hold another list",
+            ),
+        ] {
+            let e = parse(&format!("{base}{text}")).unwrap_err();
+            assert!(e.message.contains(needle), "{text}: {e}");
+            assert!(!e.message.contains("untagged"), "{text}: {e}");
+            assert_eq!((e.line, e.col), (line, col), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn kernel_requirements() {
         let k = KernelRequirement::parse(">= 6.11").unwrap();
         assert!(k.holds("6.18.44-fc"));
