@@ -487,6 +487,30 @@ proptest! {
         prop_assert_eq!(loaded, written);
     }
 
+    /// A cell keeps each value's TOML type in JSON (an integer stays a number, a boolean a
+    /// boolean) and reads back as the same cell.
+    #[test]
+    fn cells_keep_their_value_types_in_json(case in case()) {
+        let text = case.toml();
+        let scenario = parse(&text);
+        for (cell, combination) in scenario.cells().iter().zip(case.combinations()) {
+            let json = serde_json::to_value(cell).unwrap();
+            for (axis, v) in case.axes.iter().zip(&combination) {
+                let expected = match &axis.values[*v] {
+                    Value::Str(s) => serde_json::json!(s),
+                    Value::Int(i) => serde_json::json!(i),
+                    Value::Bool(b) => serde_json::json!(b),
+                };
+                prop_assert_eq!(&json[axis.name.as_str()], &expected, "{}", text);
+            }
+            // Through text, as trials.jsonl holds it (a `Value` map would sort the axes).
+            let line = serde_json::to_string(cell).unwrap();
+            let back: Cell = serde_json::from_str(&line).unwrap();
+            prop_assert_eq!(&back, cell);
+            prop_assert_eq!(serde_json::to_string(&back).unwrap(), line);
+        }
+    }
+
     /// The same text gives the same cells in the same order and the same expectations.
     #[test]
     fn expansion_is_deterministic(case in case()) {

@@ -464,3 +464,31 @@ fn kernel_splats_from_a_vm_are_reported_even_when_every_trial_passed() {
         "{md}"
     );
 }
+
+/// The committed reports were written when every matrix value was a string (`"cpus": "1"`):
+/// they still read, their cells are the cells a typed matrix makes, and re-rendering them keeps
+/// writing what they hold.
+#[test]
+fn committed_summaries_with_string_values_still_read() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/vcpu/summary.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let s: wedge::stats::Summary = serde_json::from_str(&text).unwrap();
+    let cell = &s.cells[0].cell;
+    assert_eq!(cell.get("cpus"), Some("1"), "{cell}");
+    let filter: wedge::cell::CellFilter = "cpus=1".parse().unwrap();
+    assert!(cell.matches(&[filter]));
+    let mut typed = Cell::default();
+    for (axis, value) in cell.pairs() {
+        let kind = if value.parse::<i64>().is_ok() {
+            wedge::cell::ValueKind::Integer
+        } else {
+            wedge::cell::ValueKind::String
+        };
+        typed.push_typed(axis, value, kind);
+    }
+    assert_eq!(&typed, cell, "a typed cell is the same cell");
+    let json = serde_json::to_value(&typed).unwrap();
+    assert_eq!(json["cpus"], serde_json::json!(1), "{json}");
+    let again = serde_json::to_value(cell).unwrap();
+    assert_eq!(again["cpus"], serde_json::json!("1"), "{again}");
+}

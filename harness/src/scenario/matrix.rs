@@ -8,13 +8,16 @@ use serde::{Deserialize, Serialize};
 
 use super::locate::{Locator, ScenarioError};
 use super::placeholders::BUILTIN_PLACEHOLDERS;
-use crate::cell::Cell;
+use crate::cell::{Cell, ValueKind};
 
 /// A matrix axis: its name and values, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Axis {
     pub name: String,
     pub values: Vec<String>,
+    /// Each value's TOML type, parallel to `values` (a cell carries it into records).
+    #[serde(default)]
+    pub kinds: Vec<ValueKind>,
 }
 
 /// A validated selector: axis → the values it accepts (every cell when empty).
@@ -76,8 +79,9 @@ fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
     }
     let mut seen = BTreeSet::new();
     let mut strings = Vec::new();
+    let mut kinds = Vec::new();
     for v in list {
-        let Some(s) = axis_value_string(v) else {
+        let Some((s, kind)) = axis_value(v) else {
             return Err(format!(
                 "axis \"{axis}\": values must be strings, integers or booleans"
             ));
@@ -94,10 +98,12 @@ fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
             return Err(format!("axis \"{axis}\": value \"{s}\" appears twice"));
         }
         strings.push(s);
+        kinds.push(kind);
     }
     Ok(Axis {
         name: axis.to_string(),
         values: strings,
+        kinds,
     })
 }
 
@@ -107,9 +113,10 @@ pub(crate) fn cells(axes: &[Axis]) -> Vec<Cell> {
     for axis in axes {
         let mut next = Vec::with_capacity(cells.len() * axis.values.len());
         for cell in &cells {
-            for value in &axis.values {
+            for (i, value) in axis.values.iter().enumerate() {
                 let mut c = cell.clone();
-                c.push(&axis.name, value);
+                let kind = axis.kinds.get(i).copied().unwrap_or_default();
+                c.push_typed(&axis.name, value, kind);
                 next.push(c);
             }
         }
@@ -157,10 +164,15 @@ pub(crate) fn cell_matches(cell: &Cell, wanted: &CellMatch) -> bool {
 }
 
 fn axis_value_string(value: &toml::Value) -> Option<String> {
+    axis_value(value).map(|(text, _)| text)
+}
+
+/// A value as a cell carries it: its text and its TOML type.
+fn axis_value(value: &toml::Value) -> Option<(String, ValueKind)> {
     match value {
-        toml::Value::String(s) => Some(s.clone()),
-        toml::Value::Integer(i) => Some(i.to_string()),
-        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::String(s) => Some((s.clone(), ValueKind::String)),
+        toml::Value::Integer(i) => Some((i.to_string(), ValueKind::Integer)),
+        toml::Value::Boolean(b) => Some((b.to_string(), ValueKind::Boolean)),
         _ => None,
     }
 }
