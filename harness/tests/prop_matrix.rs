@@ -7,7 +7,10 @@
 //! - the same text gives the same cells, in the same order, and the same expectations;
 //! - a cell's expectation is `[expect]` with every matching `[[expect.when]]` applied in file order
 //!   (a `when` matches when each axis it names has one of the listed values and, with `kernel`, the
-//!   running kernel satisfies the comparison); the later override wins on each key it sets.
+//!   running kernel satisfies the comparison); the later override wins on each key it sets;
+//! - a table axis (`runtime = { bwrap = [...], ... }`) makes one cell per key, and each cell
+//!   splices that key's list where an argv says `{runtime...}`;
+//! - a cell writes each value with its TOML type in JSON and reads back as the same cell.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,7 +18,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use wedge::cell::Cell;
-use wedge::scenario::{ExitSpec, Expectation, Outcome, Scenario};
+use wedge::scenario::{ExitSpec, Expectation, Outcome, Scenario, splice};
 
 /// An axis value as written in the TOML file.
 #[derive(Debug, Clone)]
@@ -74,6 +77,28 @@ fn exit_toml(exit: &ExitSpec) -> String {
 struct Axis {
     name: String,
     values: Vec<Value>,
+    /// A table axis: each value (written as a key) with its argv list.
+    lists: Option<Vec<Vec<String>>>,
+}
+
+impl Axis {
+    /// The axis as a `[matrix]` line.
+    fn toml(&self) -> String {
+        let Some(lists) = &self.lists else {
+            let values: Vec<String> = self.values.iter().map(Value::toml).collect();
+            return format!("{} = [{}]", self.name, values.join(", "));
+        };
+        let entries: Vec<String> = self
+            .values
+            .iter()
+            .zip(lists)
+            .map(|(v, list)| {
+                let items: Vec<String> = list.iter().map(|i| toml_string(i)).collect();
+                format!("{} = [{}]", toml_string(&v.text()), items.join(", "))
+            })
+            .collect();
+        format!("{} = {{ {} }}", self.name, entries.join(", "))
+    }
 }
 
 /// The keys `[expect]` and `[[expect.when]]` share.
@@ -200,8 +225,8 @@ impl Case {
             "[scenario]\ntrials = 1\n\n[subject]\nkind = \"command\"\nargv = [\"true\"]\n\n[matrix]\n",
         );
         for axis in &self.axes {
-            let values: Vec<String> = axis.values.iter().map(Value::toml).collect();
-            out += &format!("{} = [{}]\n", axis.name, values.join(", "));
+            out += &axis.toml();
+            out.push('\n');
         }
         out += "\n[expect]\n";
         out += &self.expect.toml();
@@ -301,25 +326,32 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 /// 1 to 4 axes of 1 to 4 distinct values. Names are unique (an index suffix) but their prefixes are
-/// random, so file order differs from alphabetical order; no name is reserved or `cpus`.
+/// random, so file order differs from alphabetical order; no name is reserved or `cpus`. About a
+/// quarter are table axes (each value a key with an argv list).
 fn axes() -> impl Strategy<Value = Vec<Axis>> {
+    let list = prop::collection::vec("[a-z0-9 ./=-]{0,5}", 0..=3);
     prop::collection::vec(
-        ("[a-z][a-z_-]{0,4}", prop::collection::vec(value(), 1..=4)),
+        (
+            "[a-z][a-z_-]{0,4}",
+            prop::collection::vec((value(), list), 1..=4),
+            prop::bool::weighted(0.25),
+        ),
         1..=4,
     )
     .prop_map(|axes| {
         axes.into_iter()
             .enumerate()
-            .map(|(i, (prefix, values))| {
+            .map(|(i, (prefix, values, table))| {
                 // Values must be distinct as the cell sees them (`1` and `"1"` are the same).
                 let mut seen = BTreeSet::new();
-                let values = values
+                let (values, lists): (Vec<Value>, Vec<Vec<String>>) = values
                     .into_iter()
-                    .filter(|v| seen.insert(v.text()))
-                    .collect();
+                    .filter(|(v, _)| seen.insert(v.text()))
+                    .unzip();
                 Axis {
                     name: format!("{prefix}{i}"),
                     values,
+                    lists: table.then_some(lists),
                 }
             })
             .collect()
@@ -497,6 +529,8 @@ proptest! {
             let json = serde_json::to_value(cell).unwrap();
             for (axis, v) in case.axes.iter().zip(&combination) {
                 let expected = match &axis.values[*v] {
+                    // A table axis's values are its keys: strings.
+                    value if axis.lists.is_some() => serde_json::json!(value.text()),
                     Value::Str(s) => serde_json::json!(s),
                     Value::Int(i) => serde_json::json!(i),
                     Value::Bool(b) => serde_json::json!(b),
@@ -508,6 +542,37 @@ proptest! {
             let back: Cell = serde_json::from_str(&line).unwrap();
             prop_assert_eq!(&back, cell);
             prop_assert_eq!(serde_json::to_string(&back).unwrap(), line);
+        }
+    }
+
+    /// Every cell splices, for each table axis, the list of its value, and nothing for the
+    /// other axes; `{AXIS...}` in an argv is replaced by exactly that list.
+    #[test]
+    fn table_axes_splice_the_cells_list(case in case()) {
+        let text = case.toml();
+        let scenario = parse(&text);
+        for (cell, combination) in scenario.cells().iter().zip(case.combinations()) {
+            let splices = scenario.splices(cell);
+            let tables: Vec<(&Axis, &Vec<Vec<String>>, usize)> = case
+                .axes
+                .iter()
+                .zip(&combination)
+                .filter_map(|(a, v)| a.lists.as_ref().map(|l| (a, l, *v)))
+                .collect();
+            prop_assert_eq!(splices.len(), tables.len(), "{}", text);
+            for (axis, lists, v) in tables {
+                prop_assert_eq!(&splices[&axis.name], &lists[v], "{}", text);
+                let argv = vec![format!("{{{}...}}", axis.name), "tail".to_string()];
+                let spliced = splice(
+                    &argv,
+                    &|name| splices.get(name).cloned(),
+                    &|t| Ok(t.to_string()),
+                )
+                .unwrap();
+                let mut expected = lists[v].clone();
+                expected.push("tail".to_string());
+                prop_assert_eq!(spliced, expected);
+            }
         }
     }
 

@@ -37,7 +37,12 @@ pub(crate) fn refine_span(source: &str, span: Range<usize>, message: &str) -> Ra
     let Some(key) = key else {
         return span;
     };
-    // The reported span is the table (or nothing): search from its start onwards.
+    key_span(source, span, key)
+}
+
+/// Where `key = ...` is written in the table that starts at `span` (searching from its start
+/// onwards), else `span`.
+pub(crate) fn key_span(source: &str, span: Range<usize>, key: &str) -> Range<usize> {
     let end = source.len();
     let start = span.start.min(end);
     let mut offset = start;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::locate::{Locator, ScenarioError};
+use super::locate::{Locator, ScenarioError, key_span};
 use super::placeholders::BUILTIN_PLACEHOLDERS;
 use crate::cell::{Cell, ValueKind};
 
@@ -18,6 +18,18 @@ pub struct Axis {
     /// Each value's TOML type, parallel to `values` (a cell carries it into records).
     #[serde(default)]
     pub kinds: Vec<ValueKind>,
+    /// A table axis (`runtime = { bwrap = ["bwrap", "--"], ... }`): each value's argv list,
+    /// parallel to `values`, which an argv element `{AXIS...}` is replaced by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lists: Option<Vec<Vec<String>>>,
+}
+
+impl Axis {
+    /// The argv list of `value`, when this is a table axis.
+    pub fn list(&self, value: &str) -> Option<&[String]> {
+        let i = self.values.iter().position(|v| v == value)?;
+        self.lists.as_ref()?.get(i).map(Vec::as_slice)
+    }
 }
 
 /// A validated selector: axis → the values it accepts (every cell when empty).
@@ -40,7 +52,10 @@ pub(crate) fn parse(
     let axes: Vec<Axis> = matrix
         .get_ref()
         .iter()
-        .map(|(axis, values)| parse_axis(axis, values).map_err(|m| loc.error(span.clone(), m)))
+        .map(|(axis, values)| {
+            parse_axis(axis, values)
+                .map_err(|m| loc.error(key_span(loc.source, span.clone(), axis), m))
+        })
         .collect::<Result<_, _>>()?;
     let within = axes.iter().try_fold(1usize, |cells, axis| {
         cells
@@ -71,8 +86,14 @@ fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
     if BUILTIN_PLACEHOLDERS.contains(&axis) {
         return Err(format!("axis name \"{axis}\" is reserved"));
     }
+    if let Some(table) = values.as_table() {
+        return table_axis(axis, table);
+    }
     let Some(list) = values.as_array() else {
-        return Err(format!("axis \"{axis}\" must be an array of values"));
+        return Err(format!(
+            "axis \"{axis}\" must be an array of values, or a table of argv lists \
+             (`{axis} = {{ VALUE = [\"ARG\", ...], ... }}`)"
+        ));
     };
     if list.is_empty() {
         return Err(format!("axis \"{axis}\" has no values"));
@@ -86,14 +107,7 @@ fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
                 "axis \"{axis}\": values must be strings, integers or booleans"
             ));
         };
-        if axis == "cpus" && s.parse::<usize>().map_or(true, |n| n == 0) {
-            return Err(format!("axis \"cpus\": \"{s}\" is not a positive integer"));
-        }
-        if axis == "isolation" && !["pid-namespace", "cgroup"].contains(&s.as_str()) {
-            return Err(format!(
-                "axis \"isolation\": \"{s}\" is not an isolation (expected \"pid-namespace\" or \"cgroup\")"
-            ));
-        }
+        check_value(axis, &s)?;
         if !seen.insert(s.clone()) {
             return Err(format!("axis \"{axis}\": value \"{s}\" appears twice"));
         }
@@ -104,6 +118,54 @@ fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
         name: axis.to_string(),
         values: strings,
         kinds,
+        lists: None,
+    })
+}
+
+/// What the special axes require of a value.
+fn check_value(axis: &str, value: &str) -> Result<(), String> {
+    if axis == "cpus" && value.parse::<usize>().map_or(true, |n| n == 0) {
+        return Err(format!(
+            "axis \"cpus\": \"{value}\" is not a positive integer"
+        ));
+    }
+    if axis == "isolation" && !["pid-namespace", "cgroup"].contains(&value) {
+        return Err(format!(
+            "axis \"isolation\": \"{value}\" is not an isolation (expected \"pid-namespace\" or \"cgroup\")"
+        ));
+    }
+    Ok(())
+}
+
+/// A table axis: its keys are the values (strings), each with the argv list `{AXIS...}` splices.
+fn table_axis(axis: &str, table: &toml::Table) -> Result<Axis, String> {
+    if table.is_empty() {
+        return Err(format!("axis \"{axis}\" has no values"));
+    }
+    let mut values = Vec::new();
+    let mut lists = Vec::new();
+    for (value, list) in table {
+        check_value(axis, value)?;
+        let strings: Option<Vec<String>> = list.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect()
+        });
+        let Some(strings) = strings else {
+            return Err(format!(
+                "axis \"{axis}\": value \"{value}\" must be a list of strings (the argv \
+                 `{{{axis}...}}` splices), e.g. {value} = [\"{value}\", \"--\"]"
+            ));
+        };
+        values.push(value.clone());
+        lists.push(strings);
+    }
+    Ok(Axis {
+        name: axis.to_string(),
+        kinds: vec![ValueKind::String; values.len()],
+        values,
+        lists: Some(lists),
     })
 }
 

@@ -17,6 +17,7 @@ pub mod spec;
 mod steps;
 mod subject;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,7 +27,7 @@ pub use exit::{describe_exit_spec, parse_signal};
 pub use expect::{Expectation, KernelRequirement};
 pub use locate::{ScenarioError, line_col};
 pub use matrix::Axis;
-pub use placeholders::{BUILTIN_PLACEHOLDERS, interpolate, rand_bounds};
+pub use placeholders::{BUILTIN_PLACEHOLDERS, interpolate, rand_bounds, splice, splice_name};
 pub use spec::{ExitSpec, Isolation, Outcome, QuiescenceOf, StdinMode, Stream, Which};
 pub use steps::{Action, IoctlRequest, PlannedStep, Syscall, Target};
 pub use subject::{Program, Subject};
@@ -95,13 +96,28 @@ impl Scenario {
         let teardown = steps::parse_teardown(&file.teardown, &axes, &loc)?;
         let subject = subject::parse(&file.subject, &loc)?;
         let expect = expect::parse(file.expect.as_ref(), &axes, &loc)?;
-        let mut strings = vec![placeholders::Strings::Subject(
-            file.subject.span(),
-            subject.strings(),
-        )];
+        let mut strings = vec![placeholders::Strings {
+            span: file.subject.span(),
+            texts: subject.other_strings(),
+            argv: subject.argv_strings(),
+        }];
         strings.extend(plan.strings);
         strings.extend(teardown.strings);
-        placeholders::check(&matrix::cells(&axes), &strings, &loc)?;
+        if let Some(m) = &file.matrix {
+            // The strings of table axes' lists are filled too, and cannot splice themselves.
+            let texts = axes.iter().flat_map(|a| a.lists.iter().flatten().flatten());
+            strings.push(placeholders::Strings {
+                span: m.span(),
+                texts: texts.collect(),
+                argv: Vec::new(),
+            });
+        }
+        let list_axes: Vec<&str> = axes
+            .iter()
+            .filter(|a| a.lists.is_some())
+            .map(|a| a.name.as_str())
+            .collect();
+        placeholders::check(&matrix::cells(&axes), &strings, &list_axes, &loc)?;
         drop(strings);
         Ok(Scenario {
             name: header.name,
@@ -180,6 +196,17 @@ impl Scenario {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// The argv list of each table axis for `cell` (axis → the list `{AXIS...}` splices).
+    pub fn splices(&self, cell: &Cell) -> BTreeMap<String, Vec<String>> {
+        self.axes
+            .iter()
+            .filter_map(|a| {
+                let list = a.list(cell.get(&a.name)?)?;
+                Some((a.name.clone(), list.to_vec()))
+            })
+            .collect()
     }
 }
 
@@ -484,6 +511,148 @@ diagnosis = "blocked in futex"
             assert!(!e.message.contains("untagged"), "{text}: {e}");
             assert_eq!((e.line, e.col), (line, col), "{text}: {e}");
         }
+    }
+
+    const SPLICED: &str = r#"[matrix]
+runtime = { bwrap = ["bwrap", "--ro-bind", "/", "/", "--"], nsjail = ["nsjail", "-Q", "--chroot", "{tmp}", "--"], none = [] }
+cpus = [1, 2]
+[subject]
+kind = "command"
+argv = ["{runtime...}", "sh", "-c", "echo {runtime} {cpus}"]
+[[steps]]
+do = "spawn"
+name = "client"
+argv = ["{runtime...}", "true"]
+only = { runtime = ["bwrap", "none"] }
+[[expect.when]]
+cell = { runtime = "nsjail" }
+exit = "failure"
+"#;
+
+    #[test]
+    fn table_axes_are_cells_by_key_with_argv_lists() {
+        let s = parse(SPLICED).unwrap();
+        let ids: Vec<String> = s.cells().iter().map(Cell::id).collect();
+        assert_eq!(
+            ids,
+            [
+                "runtime=bwrap,cpus=1",
+                "runtime=bwrap,cpus=2",
+                "runtime=nsjail,cpus=1",
+                "runtime=nsjail,cpus=2",
+                "runtime=none,cpus=1",
+                "runtime=none,cpus=2"
+            ]
+        );
+        let nsjail = &s.cells()[2];
+        let splices = s.splices(nsjail);
+        assert_eq!(
+            splices["runtime"],
+            ["nsjail", "-Q", "--chroot", "{tmp}", "--"]
+        );
+        assert_eq!(splices.len(), 1, "only table axes splice");
+        assert_eq!(
+            s.expectation(nsjail, "6.18.0").exit,
+            Some(ExitSpec::Word("failure".into()))
+        );
+        assert!(!s.step_applies(1, nsjail) && s.step_applies(1, &s.cells()[4]));
+        let fill = |t: &str| Ok(t.replace("{tmp}", "/T"));
+        let argv: Vec<String> = ["{runtime...}", "x", "{runtime}..."]
+            .map(String::from)
+            .into();
+        let lists = |axis: &str| s.splices(nsjail).get(axis).cloned();
+        assert_eq!(
+            splice(&argv, &lists, &fill).unwrap(),
+            ["nsjail", "-Q", "--chroot", "/T", "--", "x", "{runtime}..."]
+        );
+        assert!(splice(&argv, &|_| None, &fill).is_err());
+        assert_eq!(splice_name("{runtime...}"), Some("runtime"));
+        for not in [
+            "{runtime}",
+            "x{runtime...}",
+            "{...}",
+            "{a{b...}",
+            "{runtime...}x",
+        ] {
+            assert_eq!(splice_name(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn bad_splices_are_located_errors() {
+        let cases = [
+            // Not a whole argv element.
+            (
+                SPLICED.replace("\"{runtime...}\", \"true\"", "\"x{runtime...}\", \"true\""),
+                10,
+                10,
+                "as a whole element",
+            ),
+            // Outside an argv.
+            (
+                SPLICED.replace(
+                    "exit = \"failure\"",
+                    "exit = 1\n[[steps]]\ndo = \"write\"\ndata = \"{runtime...}\"",
+                ),
+                17,
+                9,
+                "as a whole element",
+            ),
+            // A plain axis.
+            (
+                SPLICED.replace("\"{runtime...}\", \"sh\"", "\"{cpus...}\", \"sh\""),
+                6,
+                10,
+                "axis \"cpus\" is not a table of lists",
+            ),
+            // No such axis.
+            (
+                SPLICED.replace("\"{runtime...}\", \"true\"", "\"{rt...}\", \"true\""),
+                10,
+                10,
+                "no axis \"rt\"",
+            ),
+            // A list that splices itself.
+            (
+                SPLICED.replace("none = []", "none = [\"{runtime...}\"]"),
+                2,
+                124,
+                "as a whole element",
+            ),
+            // A list that is not a list of strings.
+            (
+                SPLICED.replace("none = []", "none = \"x\""),
+                2,
+                1,
+                "value \"none\" must be a list of strings",
+            ),
+            (
+                SPLICED.replace("none = []", "none = [1]"),
+                2,
+                1,
+                "value \"none\" must be a list of strings",
+            ),
+            (
+                SPLICED.replace("\"echo {runtime} {cpus}\"", "\"{nope}\""),
+                4,
+                1,
+                "unknown placeholder `{nope}`",
+            ),
+        ];
+        for (text, line, col, needle) in cases {
+            let e = parse(&text).unwrap_err();
+            assert!(e.message.contains(needle), "{text}\n{e}");
+            assert_eq!((e.line, e.col), (line, col), "{text}\n{e}");
+        }
+        let plain = "[subject]\nkind = \"command\"\nargv = [\"{x...}\"]\n";
+        let e = parse(plain).unwrap_err();
+        assert!(e.message.contains("no axis \"x\""), "{e}");
+        assert_eq!((e.line, e.col), (3, 10), "{e}");
+        let wedge_run = "[matrix]\nr = { a = [\"--drain-ms\", \"5\"] }\n[subject]\nkind = \"wedge-run\"\n\
+                         command = [\"true\"]\nargs = [\"{r...}\"]\npolicy = \"{r...}\"\n";
+        let e = parse(wedge_run).unwrap_err();
+        assert!(e.message.contains("as a whole element"), "{e}");
+        assert!(parse(&wedge_run.replace("policy = \"{r...}\"\n", "")).is_ok());
     }
 
     #[test]

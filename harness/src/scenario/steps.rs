@@ -172,8 +172,8 @@ pub(crate) fn parse<'a>(
         let only = cell_match(step.get_ref().only(), axes, "only").map_err(err)?;
         let action = action(step.get_ref(), &only, &mut seen).map_err(err)?;
         plan.steps.push(PlannedStep { action, at, only });
-        plan.strings
-            .push(Strings::Step(at, step_strings(step.get_ref())));
+        let (texts, argv) = step_strings(step.get_ref());
+        plan.strings.push(Strings { span, texts, argv });
     }
     if !seen.started {
         plan.steps
@@ -315,8 +315,8 @@ pub(crate) fn parse_teardown<'a>(
         let only = cell_match(step.get_ref().only(), axes, "only").map_err(err)?;
         let action = action(step.get_ref(), &only, &mut Seen::default()).map_err(err)?;
         plan.steps.push(PlannedStep { action, at, only });
-        plan.strings
-            .push(Strings::Step(at, step_strings(step.get_ref())));
+        let (texts, argv) = step_strings(step.get_ref());
+        plan.strings.push(Strings { span, texts, argv });
     }
     Ok(plan)
 }
@@ -470,9 +470,11 @@ fn blocked_in(
 }
 
 /// Every interpolated string of a step as written (checked even where its action ignores it,
-/// e.g. `process` of an output wait, so the files that load stay the same).
-fn step_strings(step: &Step) -> Vec<&String> {
+/// e.g. `process` of an output wait, so the files that load stay the same), and apart, the argv
+/// elements (where `{AXIS...}` splices a list).
+fn step_strings(step: &Step) -> (Vec<&String>, Vec<&String>) {
     let mut out = Vec::new();
+    let mut argv_out = Vec::new();
     match step {
         Step::Wait {
             process,
@@ -493,11 +495,11 @@ fn step_strings(step: &Step) -> Vec<&String> {
             out.push(action);
         }
         Step::Spawn { argv, env, cwd, .. } | Step::Run { argv, env, cwd, .. } => {
-            out.extend(argv);
+            argv_out.extend(argv);
             out.extend(env.values());
             out.extend(cwd);
         }
         Step::Start { .. } | Step::CloseStdin { .. } | Step::Sleep { .. } => {}
     }
-    out
+    (out, argv_out)
 }

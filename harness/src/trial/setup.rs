@@ -49,6 +49,7 @@ pub(crate) fn set_up<'a>(
         trial: spec.trial,
         scenario_dir: spec.scenario.dir(),
         bin_dir: engine.bin_dir.clone(),
+        splices: spec.scenario.splices(&spec.cell),
         rng: Vars::rng_for(spec.seed),
     };
     if let Some(explicit) = subject::explicit_socket(spec.scenario)
