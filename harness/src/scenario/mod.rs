@@ -189,13 +189,28 @@ impl Scenario {
             .is_none_or(|step| matrix::cell_matches(cell, &step.only))
     }
 
-    /// The directory the scenario file is in.
+    /// The directory the scenario file is in, absolute (`{scenario_dir}`: trials run in their
+    /// own directory, where a path relative to wedge's would name nothing).
     pub fn dir(&self) -> PathBuf {
-        self.file
+        let dir = self
+            .file
             .parent()
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."))
+            .unwrap_or_else(|| PathBuf::from("."));
+        let absolute = std::path::absolute(&dir).unwrap_or(dir);
+        // `a/./b` and `a/../b` as the reader expects them, without resolving symlinks.
+        let mut clean = PathBuf::new();
+        for part in absolute.components() {
+            match part {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                other => clean.push(other),
+            }
+        }
+        clean
     }
 
     /// The argv list of each table axis for `cell` (axis → the list `{AXIS...}` splices).
@@ -653,6 +668,27 @@ exit = "failure"
         let e = parse(wedge_run).unwrap_err();
         assert!(e.message.contains("as a whole element"), "{e}");
         assert!(parse(&wedge_run.replace("policy = \"{r...}\"\n", "")).is_ok());
+    }
+
+    #[test]
+    fn the_scenario_dir_is_absolute_even_for_a_relative_file() {
+        let text = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n";
+        let cwd = std::env::current_dir().unwrap();
+        for (file, dir) in [
+            ("dir/x.toml", cwd.join("dir")),
+            ("./dir/../other/x.toml", cwd.join("other")),
+            ("x.toml", cwd.clone()),
+            ("/abs/x.toml", PathBuf::from("/abs")),
+        ] {
+            let s = Scenario::parse(Path::new(file), text).unwrap();
+            assert_eq!(s.dir(), dir, "{file}");
+            assert!(s.dir().is_absolute(), "{file}");
+            assert_eq!(
+                s.file,
+                Path::new(file),
+                "the file stays as given (reports, replay)"
+            );
+        }
     }
 
     #[test]
