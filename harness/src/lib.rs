@@ -32,6 +32,7 @@ pub mod reporter;
 pub mod runner;
 pub mod scenario;
 pub mod stats;
+pub mod stdio;
 pub mod subject;
 pub mod suite;
 pub mod trial;
