@@ -659,6 +659,14 @@ exit = "failure"
             assert!(e.message.contains(needle), "{text}\n{e}");
             assert_eq!((e.line, e.col), (line, col), "{text}\n{e}");
         }
+        let teardown = format!(
+            "{SPLICED}[[teardown]]\ndo = \"run\"\nargv = [\"{{runtime...}}\", \"cleanup\"]\n"
+        );
+        assert!(parse(&teardown).is_ok(), "a run step's argv splices");
+        let e =
+            parse(&teardown.replace("\"{runtime...}\", \"cleanup\"", "\"{cpus...}\"")).unwrap_err();
+        assert!(e.message.contains("not a table of lists"), "{e}");
+        assert_eq!(e.line, 17, "{e}");
         let plain = "[subject]\nkind = \"command\"\nargv = [\"{x...}\"]\n";
         let e = parse(plain).unwrap_err();
         assert!(e.message.contains("no axis \"x\""), "{e}");

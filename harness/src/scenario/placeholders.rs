@@ -75,7 +75,7 @@ pub fn splice_name(text: &str) -> Option<&str> {
 
 /// `argv` with every element that is exactly `{AXIS...}` replaced by `lists(AXIS)` and every
 /// other element, and every string of a spliced list, filled by `fill`. The one splicing rule
-/// for every argv (the subject's `argv`, `command` and `args`, a `spawn` step's `argv`).
+/// for every argv (the subject's `argv`, `command` and `args`, the `argv` of `spawn` and `run` steps).
 pub fn splice(
     argv: &[String],
     lists: &dyn Fn(&str) -> Option<Vec<String>>,
@@ -181,7 +181,7 @@ fn fill_checked(text: &str, cell: &Cell) -> Result<(), (String, bool)> {
         Some(axis) => Err((
             format!(
                 "`{{{axis}...}}` in \"{text}\": a list can only be spliced as a whole element \
-                 of `argv`, `command`, `args` or a `spawn` step's `argv`"
+                 of `argv`, `command`, `args` or a `spawn` or `run` step's `argv`"
             ),
             true,
         )),
