@@ -366,6 +366,15 @@ impl TrialTree {
         pids
     }
 
+    /// The trial's own cgroups: its directory and the v1 directories of its limits.
+    fn own_cgroups(&self) -> Vec<PathBuf> {
+        self.dir
+            .iter()
+            .cloned()
+            .chain(lock(&self.own_dirs).iter().cloned())
+            .collect()
+    }
+
     /// Every keeper and init of the trial: wedge's, never the trial's processes.
     fn wedges_own(&self) -> Vec<i32> {
         lock(&self.keepers)
@@ -393,12 +402,7 @@ impl TrialTree {
             sampled.1.extend(read.iter().copied());
             read
         };
-        let own: Vec<PathBuf> = self
-            .dir
-            .iter()
-            .cloned()
-            .chain(lock(&self.own_dirs).iter().cloned())
-            .collect();
+        let own = self.own_cgroups();
         for pid in to_read {
             for (h, path) in cgroupfs::cgroups_of(pid, cgroupfs::hierarchies()) {
                 let inside_own = own.iter().any(|o| path.starts_with(o));
@@ -528,12 +532,7 @@ impl TrialTree {
     /// before it (which are never the trial's to remove).
     fn made_elsewhere(&self) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
         let escaped: Vec<PathBuf> = lock(&self.escaped).iter().cloned().collect();
-        let own: Vec<PathBuf> = self
-            .dir
-            .iter()
-            .cloned()
-            .chain(lock(&self.own_dirs).iter().cloned())
-            .collect();
+        let own = self.own_cgroups();
         let mut made = BTreeSet::new();
         let mut before = Vec::new();
         for path in escaped {
