@@ -270,12 +270,14 @@ fn run(step: &Step) -> Result<Action, String> {
     }
     let exit = exit.unwrap_or(ExitSpec::Code(0));
     validate_exit(&exit)?;
-    let name = name.unwrap_or_else(|| {
-        first
+    // A program spliced in from an axis (`{runtime...}`) is only known per cell.
+    let name = name.unwrap_or_else(|| match first.contains('{') {
+        true => "run".to_string(),
+        false => first
             .rsplit('/')
             .next()
             .unwrap_or(first.as_str())
-            .to_string()
+            .to_string(),
     });
     Ok(Action::Run {
         name,

@@ -142,13 +142,11 @@ impl Trial<'_> {
         env: &BTreeMap<String, String>,
         cwd: &Option<String>,
     ) -> Result<usize, String> {
-        let argv: Vec<String> = argv
-            .iter()
-            .map(|a| self.vars.fill(a))
-            .collect::<Result<_, _>>()?;
+        // Placeholders filled and `{AXIS...}` lists spliced in, as for the subject.
+        let (program, args) = subject::command_argv(&self.vars, argv)?;
         let launch = Launch {
-            program: subject::program(&argv[0], &self.vars)?,
-            args: argv[1..].to_vec(),
+            program,
+            args,
             env: env
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), self.vars.fill(v)?)))
