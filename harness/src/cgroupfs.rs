@@ -192,6 +192,11 @@ pub fn kill_members(dir: &Path) -> Vec<i32> {
     pids
 }
 
+/// How long removing a cgroup may wait for its just-killed tasks to leave it. They leave within
+/// milliseconds on an idle machine, but under load (two builds on two cores) a dying task has
+/// been seen to take over two seconds; this is a net, never a wait when nothing is busy.
+pub const REMOVE_BOUND: Duration = Duration::from_secs(10);
+
 /// Removes `dir` and every cgroup below it, children first, retrying until `end` while a
 /// just-killed task is still leaving one (`EBUSY`). Already gone is success.
 pub fn remove_tree(dir: &Path, end: Instant) -> io::Result<()> {

@@ -522,7 +522,7 @@ impl TrialTree {
     /// error means something is still inside.
     pub fn remove(&self) -> io::Result<()> {
         match &self.dir {
-            Some(dir) => cgroupfs::remove_tree(dir, Instant::now() + Duration::from_secs(2)),
+            Some(dir) => cgroupfs::remove_tree(dir, Instant::now() + cgroupfs::REMOVE_BOUND),
             None => Ok(()),
         }
     }
@@ -583,7 +583,7 @@ impl TrialTree {
             }
             cgroupfs::kill_members(&root);
             // Killed, but a task may still be leaving it (EBUSY): as in remove().
-            let removed = cgroupfs::remove_tree(&root, Instant::now() + Duration::from_secs(2));
+            let removed = cgroupfs::remove_tree(&root, Instant::now() + cgroupfs::REMOVE_BOUND);
             leaks.push(format!(
                 "cgroup {} made outside the trial's tree{}",
                 root.display(),

@@ -13,7 +13,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::isolation::{TreeKind, cgroup_dir, stale_run_dirs};
 
@@ -291,7 +291,7 @@ impl Applied {
                 ));
             }
             // A just-killed task may still be leaving the cgroup (EBUSY) for a moment.
-            let end = Instant::now() + Duration::from_secs(2);
+            let end = Instant::now() + crate::cgroupfs::REMOVE_BOUND;
             if let Err(e) = crate::cgroupfs::remove_tree(&dir, end) {
                 leaks.push(format!("cgroup {} not removable: {e}", dir.display()));
             }
