@@ -548,14 +548,17 @@ impl TrialTree {
 
     /// Cgroups outside the trial's own that its processes moved to and that the trial made:
     /// each (the topmost one the trial made, with everything below it) is a leak, emptied and
-    /// removed here; with `alone` (no other trial ran meanwhile), so is every cgroup made since
-    /// the trial began directly below a hierarchy's root or wedge's own cgroup, holding a trial
-    /// process or not (a runtime killed between its mkdir and its move). Cgroups that existed
-    /// before are only reported. Call after [`TrialTree::kill_all`]. Returns `(leaks, notes)`.
+    /// removed here. Cgroups that existed before are only reported. With `alone` (no other
+    /// trial of this wedge ran meanwhile), every cgroup made since the trial began directly
+    /// below a hierarchy's root or wedge's own cgroup that never held a trial process (a
+    /// runtime killed between its mkdir and its move) is noted, never blamed nor removed:
+    /// any other process on the machine (another wedge, a container engine, systemd) may have
+    /// made it. Call after [`TrialTree::kill_all`]. Returns `(leaks, notes)`.
     pub fn remove_escaped(&self, alone: bool) -> (Vec<String>, Vec<String>) {
         let (made, before) = self.made_elsewhere();
         lock(&self.escaped).clear();
         let mut leaks = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
         if alone {
             let own = self.dir.clone();
             let appeared: Vec<PathBuf> = top_cgroups()
@@ -566,17 +569,19 @@ impl TrialTree {
                         && !made.iter().any(|m| d.starts_with(m) || m.starts_with(d))
                 })
                 .collect();
-            leaks.extend(appeared.iter().map(|d| remove_unattributed(d)));
-        }
-        let notes = before
-            .iter()
-            .map(|path| {
+            notes.extend(appeared.iter().map(|d| {
                 format!(
-                    "a process moved itself to cgroup {} (outside the trial's)",
-                    path.display()
+                    "cgroup {} appeared while the trial ran, but no process of it was seen there: not blamed on it, not removed",
+                    d.display()
                 )
-            })
-            .collect();
+            }));
+        }
+        notes.extend(before.iter().map(|path| {
+            format!(
+                "a process moved itself to cgroup {} (outside the trial's)",
+                path.display()
+            )
+        }));
         for root in made {
             if !root.exists() {
                 continue;
@@ -644,24 +649,6 @@ fn made_root(path: &Path, own: &[PathBuf], created: std::time::SystemTime) -> Op
         .filter(|a| made(a))
         .last()
         .map(Path::to_path_buf)
-}
-
-/// A cgroup that appeared while the trial ran alone but never held one of its processes: the
-/// trial's by timing only, so it is removed only while empty (its processes, if any, are not
-/// known to be the trial's and are never killed).
-fn remove_unattributed(dir: &Path) -> String {
-    let removed = if cgroupfs::members(dir).is_empty() {
-        cgroupfs::remove_tree(dir, Instant::now()).map_or_else(
-            |e| format!(" (not removable: {e})"),
-            |()| " (removed)".to_string(),
-        )
-    } else {
-        " (not removed: it holds processes not known to be the trial's)".to_string()
-    };
-    format!(
-        "cgroup {} made while the trial ran (no other trial ran meanwhile){removed}",
-        dir.display()
-    )
 }
 
 /// The cgroups directly below each hierarchy's root and below wedge's own cgroup there, but

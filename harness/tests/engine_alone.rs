@@ -1,8 +1,10 @@
-//! A trial that runs alone in its process (this file holds one test, so no other trial of this
-//! process overlaps it) owns every cgroup that appeared meanwhile below a hierarchy's root, even
-//! one no process of it ever entered: a runtime killed between making its cgroups and moving
-//! into them. Those are its leaks, removed while empty. (With another trial running, timing
-//! alone blames nobody: engine_escapes.rs covers cgroups a trial's processes were seen in.)
+//! A cgroup that appears below a hierarchy's root while a trial runs, but never holds one of its
+//! processes (a runtime killed between making its cgroups and moving into them), is noted in the
+//! trial's log and never blamed on it nor removed: any other process on the machine (another
+//! wedge, a container engine, systemd) may have made it. Blaming it by timing alone failed
+//! unrelated trials while a runtime ran beside them. (Cgroups a trial's processes were seen in
+//! are its own: engine_escapes.rs.) This file holds one test, so no other trial of this process
+//! overlaps it.
 
 mod support;
 
@@ -19,7 +21,7 @@ fn is_root() -> bool {
 }
 
 #[test]
-fn empty_cgroups_made_while_a_trial_ran_alone_are_its_leaks() {
+fn empty_cgroups_made_while_a_trial_ran_are_noted_not_blamed() {
     if !is_root() {
         eprintln!("skipped: making cgroups needs root");
         return;
@@ -28,28 +30,24 @@ fn empty_cgroups_made_while_a_trial_ran_alone_are_its_leaks() {
         .iter()
         .map(|h| h.mount.display().to_string())
         .collect();
-    for r in run_unchecked("leaking/mkdir-only.toml", &[], None, LIMIT) {
-        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
-        for mount in &mounts {
-            let leak = r
-                .leaks
-                .iter()
-                .find(|l| l.contains(&format!("cgroup {mount}/mkdir-only-")))
-                .unwrap_or_else(|| panic!("no leak under {mount}: {:?}", r.leaks));
-            assert!(
-                leak.ends_with("(no other trial ran meanwhile) (removed)"),
-                "{leak}"
-            );
-        }
-        let mut rest = r.clone();
-        rest.leaks.retain(|l| !l.contains("/mkdir-only-"));
-        assert_nothing_left(&rest);
-    }
+    let records = run_unchecked("leaking/mkdir-only.toml", &[], None, LIMIT);
+    let r = &records[0];
+    let made = |mount: &str| format!("{mount}/mkdir-only-{}", r.seed);
+    // Removed here, by the test that made them (through its subject), before any assertion.
     for mount in &mounts {
-        let left = std::fs::read_dir(mount)
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("mkdir-only-"));
-        assert!(!left, "a mkdir-only- cgroup is left under {mount}");
+        let _ = std::fs::remove_dir(made(mount));
     }
+    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    for mount in &mounts {
+        let note = format!(
+            "cgroup {} appeared while the trial ran, but no process of it was seen there",
+            made(mount)
+        );
+        assert!(
+            r.log.iter().any(|l| l.contains(&note)),
+            "no note for {mount}: {:?}",
+            r.log
+        );
+    }
+    assert_nothing_left(r);
 }
