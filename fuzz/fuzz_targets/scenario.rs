@@ -37,6 +37,18 @@ fn check_every_cell(scenario: &Scenario) {
         let _ = scenario.expectation(cell, "6.1.0");
         let vars = vars_for(scenario, cell);
         let fill = |text: &String| {
+            // A whole-element `{AXIS...}` is spliced, not filled: its axis must give a list.
+            if let Some(axis) = text
+                .strip_prefix('{')
+                .and_then(|t| t.strip_suffix("...}"))
+                .filter(|_| !text.starts_with("{{"))
+            {
+                assert!(
+                    vars.splices.contains_key(axis),
+                    "cell {cell}: {text} loaded but its axis gives no list"
+                );
+                return text.clone();
+            }
             vars.fill(text)
                 .unwrap_or_else(|e| panic!("cell {cell}: a loaded scenario failed to fill: {e}"))
         };
@@ -47,13 +59,21 @@ fn check_every_cell(scenario: &Scenario) {
                 "a subject with no argv loaded"
             );
         }
+        for (index, step) in scenario.teardown.iter().enumerate() {
+            let _ = scenario.teardown_applies(index, cell);
+            for text in action_strings(&step.action) {
+                fill(text);
+            }
+        }
         for (index, step) in scenario.steps.iter().enumerate() {
             let _ = scenario.step_applies(index, cell);
             for text in action_strings(&step.action) {
                 fill(text);
             }
             match &step.action {
-                Action::Spawn { argv, .. } => assert!(!argv.is_empty(), "a spawn with no argv"),
+                Action::Spawn { argv, .. } | Action::Run { argv, .. } => {
+                    assert!(!argv.is_empty(), "a spawn or run with no argv")
+                }
                 Action::WaitOutput { pattern, .. } => drop(regex::Regex::new(&fill(pattern))),
                 _ => {}
             }
@@ -74,6 +94,7 @@ fn vars_for(scenario: &Scenario, cell: &Cell) -> Vars {
         scenario_dir: dir.clone(),
         bin_dir: dir,
         rng: Vars::rng_for(scenario.seed),
+        splices: scenario.splices(cell),
     }
 }
 
@@ -85,7 +106,7 @@ fn action_strings(action: &Action) -> Vec<&String> {
         Action::Start | Action::CloseStdin | Action::Sleep { .. } => {}
         Action::Failpoint { name, action, .. } => out.extend([name, action]),
         Action::Write { data } => out.push(data),
-        Action::Spawn { argv, env, cwd, .. } => {
+        Action::Spawn { argv, env, cwd, .. } | Action::Run { argv, env, cwd, .. } => {
             out.extend(argv);
             out.extend(env.values());
             out.extend(cwd);

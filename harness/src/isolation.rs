@@ -408,7 +408,16 @@ impl TrialTree {
                 let inside_own = own.iter().any(|o| path.starts_with(o));
                 // Where wedge started it (its own cgroup there) or above: not a move.
                 let at_start = h.own.starts_with(&path);
-                if !inside_own && !at_start {
+                // Inside another trial's cgroups (a runtime that copies the cgroup paths it runs
+                // in from one hierarchy into another, as systemd-nspawn does, can put a process
+                // there): never this trial's to remove.
+                let wedges = [&h.mount, &h.own].iter().any(|base| {
+                    path.strip_prefix(base)
+                        .ok()
+                        .and_then(|rest| rest.components().next())
+                        .is_some_and(|c| c.as_os_str().to_string_lossy().starts_with("wedge-"))
+                });
+                if !inside_own && !at_start && !wedges {
                     lock(&self.escaped).insert(path);
                 }
             }
@@ -554,7 +563,7 @@ impl TrialTree {
     /// runtime killed between its mkdir and its move) is noted, never blamed nor removed:
     /// any other process on the machine (another wedge, a container engine, systemd) may have
     /// made it. Call after [`TrialTree::kill_all`]. Returns `(leaks, notes)`.
-    pub fn remove_escaped(&self, alone: bool) -> (Vec<String>, Vec<String>) {
+    pub fn remove_escaped(&self, alone: bool) -> (Vec<(PathBuf, String)>, Vec<String>) {
         let (made, before) = self.made_elsewhere();
         lock(&self.escaped).clear();
         let mut leaks = Vec::new();
@@ -589,14 +598,15 @@ impl TrialTree {
             cgroupfs::kill_members(&root);
             // Killed, but a task may still be leaving it (EBUSY): as in remove().
             let removed = cgroupfs::remove_tree(&root, Instant::now() + cgroupfs::REMOVE_BOUND);
-            leaks.push(format!(
+            let message = format!(
                 "cgroup {} made outside the trial's tree{}",
                 root.display(),
                 match removed {
                     Ok(()) => " (removed)".to_string(),
                     Err(e) => format!(" (not removable: {e})"),
                 }
-            ));
+            );
+            leaks.push((root, message));
         }
         (leaks, notes)
     }
