@@ -106,6 +106,8 @@ if [ ! -x "$rootfs/bin/busybox" ] || ! cmp -s /bin/busybox "$rootfs/bin/busybox"
   ln -s usr/lib64 "$rootfs.new/lib64"
   echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs.new/etc/passwd"
   echo 'root:x:0:' >"$rootfs.new/etc/group"
+  # systemd-nspawn only accepts a directory with an os-release file as an OS tree.
+  printf 'ID=busybox\nNAME="wedge field busybox"\n' >"$rootfs.new/etc/os-release"
   rm -rf "$rootfs"
   mv "$rootfs.new" "$rootfs"
 fi
