@@ -186,10 +186,17 @@ if [ "$debian_only" -eq 0 ]; then
   fi
 fi
 
-# firejail makes persistent bind mounts under /run/firejail on its first sandbox, and crun its
-# state dir /run/crun: made here once, so that no trial is the first and they are not leftovers.
+# firejail makes persistent bind mounts under /run/firejail on its first sandbox, runc and crun
+# their state dirs, and util-linux's mount (field/bin/oci's crun path) /run/mount: made here once,
+# so that no trial is the first and they are not taken for its leftovers.
 timeout 30 firejail --quiet --noprofile -- true </dev/null >/dev/null 2>&1 || say "firejail's first run failed"
-mkdir -p /run/crun
+$sudo mkdir -p /run/crun /run/runc /run/mount
+# nsjail makes /run/user/nsjail.UID.root and .tmp (its mount points) on its first run, and reuses them.
+if [ -x "$cache/bin/nsjail" ]; then
+  timeout 30 "$cache/bin/nsjail" -Mo -Q --chroot / -t 0 -- /bin/true </dev/null >/dev/null 2>&1 ||
+    say "nsjail's first run failed"
+fi
+$sudo chmod 700 /run/crun /run/runc
 
 # --- Where each runtime is, and its version ---------------------------------------------------
 ver() { # NAME PATH VERSION-COMMAND...

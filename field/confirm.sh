@@ -71,7 +71,8 @@ start_bg() { # run the runtime in the background as its own process group
   wait_for "$work/out" ready 20 || echo "(no 'ready' after 20 s)"
 }
 finish_bg() { # SECONDS: wait for the background runtime, print its status and the time it took
-  local t0=$SECONDS i
+  local t0 i
+  t0=$(date +%s%N)
   for ((i = 0; i < $1 * 10; i++)); do kill -0 "$bg" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$bg" 2>/dev/null; then
     echo "result: still running after $1 s (pid $bg)"
@@ -79,7 +80,7 @@ finish_bg() { # SECONDS: wait for the background runtime, print its status and t
   fi
   local rc=0
   wait "$bg" || rc=$?
-  echo "result: exit status $rc after about $((SECONDS - t0)) s"
+  echo "result: exit status $rc after $((($(date +%s%N) - t0) / 1000000)) ms"
 }
 
 echo "runtime: $rt; question: $q"
@@ -87,9 +88,9 @@ t0=$(date +%s%N)
 case "$q" in
   exit0 | exit3 | linger)
     case "$q" in
-      exit0) cmd=(true) ;;
-      exit3) cmd=(sh -c 'exit 3') ;;
-      linger) cmd=(sh -c 'sleep 1000 & exit 0') ;;
+      exit0) cmd=(/bin/true) ;;
+      exit3) cmd=(/bin/sh -c 'exit 3') ;;
+      linger) cmd=(/bin/sh -c 'sleep 1000 & exit 0') ;;
     esac
     echo "command: timeout -s KILL 30 ${P[*]} ${cmd[*]}"
     rc=0
@@ -97,8 +98,8 @@ case "$q" in
     echo "result: exit status $rc after $((($(date +%s%N) - t0) / 1000000)) ms"
     ;;
   term | int | int2 | intgroup | kill | component)
-    echo "command: ${P[*]} sh -c 'echo ready; sleep 1000' &  (then signals)"
-    start_bg sh -c 'echo ready; sleep 1000'
+    echo "command: ${P[*]} /bin/sh -c 'echo ready; sleep 1000' &  (then signals)"
+    start_bg /bin/sh -c 'echo ready; sleep 1000'
     case "$q" in
       term) echo "signal: kill -TERM $bg"; kill -TERM "$bg" ;;
       int) echo "signal: kill -INT $bg"; kill -INT "$bg" ;;
@@ -123,8 +124,8 @@ case "$q" in
   exec)
     case "$rt" in
       runc | crun)
-        echo "command: ${P[*]} sh -c 'echo ready; read x' &  then 4 × field/bin/oci $rt exec $id sh -c 'echo exec \$i' concurrently"
-        start_bg sh -c 'echo ready; read x; echo done'
+        echo "command: ${P[*]} /bin/sh -c 'echo ready; read x' &  then 4 × field/bin/oci $rt exec $id sh -c 'echo exec \$i' concurrently"
+        start_bg /bin/sh -c 'echo ready; read x; echo done'
         for i in 1 2 3 4; do
           timeout 20 "$here/bin/oci" "$rt" exec "$id" sh -c "echo exec $i" >"$work/exec$i" 2>&1 &
         done
@@ -136,8 +137,8 @@ case "$q" in
         ;;
       firejail)
         P=(firejail --quiet --noprofile "--name=$id" --)
-        echo "command: ${P[*]} sh -c 'echo ready; sleep 1000' &  then 4 × firejail --join=$id sh -c 'echo exec \$i'"
-        start_bg sh -c 'echo ready; sleep 1000'
+        echo "command: ${P[*]} /bin/sh -c 'echo ready; sleep 1000' &  then 4 × firejail --join=$id sh -c 'echo exec \$i'"
+        start_bg /bin/sh -c 'echo ready; sleep 1000'
         for i in 1 2 3 4; do
           timeout 20 firejail --quiet "--join=$id" sh -c "echo exec $i" >"$work/exec$i" 2>&1 </dev/null &
         done
