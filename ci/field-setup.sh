@@ -196,6 +196,20 @@ if [ -x "$cache/bin/nsjail" ]; then
   timeout 30 "$cache/bin/nsjail" -Mo -Q --chroot / -t 0 -- /bin/true </dev/null >/dev/null 2>&1 ||
     say "nsjail's first run failed"
 fi
+# systemd-nspawn makes /run/systemd/nspawn/{locks,propagate} on its first run and reuses them.
+if [ -x "$cache/bin/systemd-nspawn" ]; then
+  warm="$(mktemp -d)"
+  (cd "$warm" && timeout 60 "$here/field/bin/nspawn" /bin/true </dev/null >/dev/null 2>&1) ||
+    say "systemd-nspawn's first run failed"
+  rm -rf "$warm"
+fi
+# codex makes /tmp/codex-daemon-UID (whatever TMPDIR says) on every run and reuses it.
+if [ -x "$cache/bin/codex" ]; then
+  warm="$(mktemp -d)"
+  (cd "$warm" && TMPDIR="$warm" timeout 60 "$here/field/bin/codex" sandbox -- /bin/true </dev/null >/dev/null 2>&1) ||
+    say "codex's first run failed"
+  rm -rf "$warm"
+fi
 $sudo chmod 700 /run/crun /run/runc
 
 # --- Where each runtime is, and its version ---------------------------------------------------

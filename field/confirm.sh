@@ -46,16 +46,22 @@ work="$(mktemp -d /tmp/wedge-field-confirm.XXXXXX)"
 mkdir "$work/tmp"
 cd "$work"
 export TMPDIR="$work/tmp"
+export WEDGE_FIELD_CONFIRM="$id"
 "$here/leftovers.sh" >"$work/before" 2>/dev/null || true
 pids() { "$here/leftovers.sh" 2>/dev/null | grep '^process' || true; }
 
-newest() { # COMM: the newest process with that comm
-  local best="" p
-  for p in /proc/[0-9]*; do
-    [ "$(cat "$p/comm" 2>/dev/null)" = "$1" ] || continue
-    best="${p#/proc/}"
+newest() { # COMM: the newest (last started) process with that comm among $bg's descendants
+  local tree="$bg" grew=1 pid ppid
+  while [ "$grew" = 1 ]; do
+    grew=0
+    while read -r pid ppid; do
+      if [[ " $tree " == *" $ppid "* ]] && [[ " $tree " != *" $pid "* ]]; then
+        tree="$tree $pid"
+        grew=1
+      fi
+    done < <(ps -e -o pid=,ppid=)
   done
-  echo "$best"
+  ps -o pid=,comm= --sort=start_time -p "${tree// /,}" | awk -v c="$1" '$2 == c {p = $1} END {print p}'
 }
 wait_for() { # FILE PATTERN SECONDS
   local i
@@ -66,7 +72,9 @@ wait_for() { # FILE PATTERN SECONDS
 # job of a non-interactive shell, does not start with SIGINT and SIGQUIT ignored.
 set -m
 start_bg() { # run the runtime in the background as its own process group
-  "${P[@]}" "$@" >"$work/out" 2>"$work/err" </dev/null &
+  local in=/dev/null
+  [ -p "$work/in" ] && in="$work/in"
+  "${P[@]}" "$@" >"$work/out" 2>"$work/err" <"$in" &
   bg=$!
   wait_for "$work/out" ready 20 || echo "(no 'ready' after 20 s)"
 }
@@ -125,6 +133,9 @@ case "$q" in
     case "$rt" in
       runc | crun)
         echo "command: ${P[*]} /bin/sh -c 'echo ready; read x' &  then 4 × field/bin/oci $rt exec $id sh -c 'echo exec \$i' concurrently"
+        # The container's stdin: a fifo this script holds open, so `read` waits for our line.
+        mkfifo "$work/in"
+        exec 4<>"$work/in"
         start_bg /bin/sh -c 'echo ready; read x; echo done'
         for i in 1 2 3 4; do
           timeout 20 "$here/bin/oci" "$rt" exec "$id" sh -c "echo exec $i" >"$work/exec$i" 2>&1 &
@@ -132,8 +143,9 @@ case "$q" in
         rcs=""
         for i in 1 2 3 4; do r=0; wait %$((i + 1)) || r=$?; rcs="$rcs $r"; done
         echo "execs: exit statuses$rcs; output: $(cat "$work"/exec? | tr '\n' ' ')"
-        # The container's stdin is /dev/null here, so `read` already returned: it ends by itself.
+        echo go >&4
         finish_bg 10
+        echo "container's output: $(tr '\n' ' ' <"$work/out")"
         ;;
       firejail)
         P=(firejail --quiet --noprofile "--name=$id" --)
@@ -170,10 +182,19 @@ fi
 
 # Clean up what this run made.
 case "$rt" in
-  runc | crun) timeout 20 "$here/bin/oci" "$rt" delete -f "$id" >/dev/null 2>&1 || true ;;
+  runc | crun) "$here/bin/oci-delete" "$rt" "$id" || true ;;
 esac
+# Only processes provably of this run: this run's marker in their environment, or its work dir
+# or container id in their argv (nsjail clears the environment; a process of someone else's
+# that merely has the same name is never touched).
 echo "$left" | sed -n 's/^process [^[]*\[\([0-9]*\)\].*/\1/p' | while read -r p; do
-  kill -KILL "$p" 2>/dev/null || true
+  [ -d "/proc/$p" ] || continue  # gone with the container's delete
+  if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "WEDGE_FIELD_CONFIRM=$id" ||
+    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -e "$work" -e "$id"; then
+    kill -KILL "$p" 2>/dev/null || true
+  else
+    echo "(not killed, not provably this run's: pid $p)"
+  fi
 done
 # Only files the runtimes are known to leave (others may be another user's, made meanwhile).
 echo "$left" | sed -n 's/^path \(\/tmp\/\(srt\|codex\|claude\|crun\|firejail\|nsjail\)[^/]*\)$/\1/p' |

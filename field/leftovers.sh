@@ -15,7 +15,7 @@ for p in /proc/[0-9]*; do
   [[ "$comm" =~ $procs ]] || continue
   # A zombie is already dead; its parent (or init, once orphaned) reaps it.
   [ "$(awk '/^State:/ {print $2}' "$p/status" 2>/dev/null)" != Z ] || continue
-  args="$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null | cut -c1-160)" || true
+  args="$(tr '\0\n\t' '   ' <"$p/cmdline" 2>/dev/null | cut -c1-160)" || true
   echo "process $comm[${p#/proc/}]: $args"
 done | sort
 
@@ -26,7 +26,7 @@ find /run -mindepth 1 -maxdepth 2 -printf "path %p\n" 2>/dev/null | sort
 
 find /sys/fs/cgroup -mindepth 1 -type d \
   \( -iname '*wedge*' -o -iname '*runc*' -o -iname '*crun*' -o -iname '*nspawn*' \
-  -o -iname '*machine*' -o -iname '*firejail*' -o -iname '*nsjail*' -o -iname '*field*' \) \
+  -o -iname '*machine*' -o -iname '*firejail*' -o -iname '*nsjail*' -o -iname '*field*' -o -name payload -o -name supervisor \) \
   -printf "cgroup %p\n" 2>/dev/null | sort
 
 awk '{print "mount " $5}' /proc/self/mountinfo | sort
