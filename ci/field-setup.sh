@@ -202,6 +202,20 @@ if [ -x "$cache/bin/systemd-nspawn" ]; then
   (cd "$warm" && timeout 60 "$here/field/bin/nspawn" /bin/true </dev/null >/dev/null 2>&1) ||
     say "systemd-nspawn's first run failed"
   rm -rf "$warm"
+  # --keep-unit leaves empty payload/ and supervisor/ cgroups in the caller's cgroup (in cgroup2
+  # and name=systemd): remove the warm-up's (rmdir only removes empty ones).
+  while IFS=: read -r _ ctrl path; do
+    case "$ctrl" in
+      "") dirs="/sys/fs/cgroup/unified$path /sys/fs/cgroup$path" ;;
+      name=systemd) dirs="/sys/fs/cgroup/systemd$path" ;;
+      *) continue ;;
+    esac
+    for d in $dirs; do
+      for sub in payload supervisor; do
+        [ -d "$d/$sub" ] && $sudo rmdir "$d/$sub" 2>/dev/null || true
+      done
+    done
+  done </proc/self/cgroup
 fi
 # codex makes /tmp/codex-daemon-UID (whatever TMPDIR says) on every run and reuses it.
 if [ -x "$cache/bin/codex" ]; then
