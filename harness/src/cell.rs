@@ -6,38 +6,94 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// One value per axis, in the scenario's axis order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cell(Vec<(String, String)>);
+/// The TOML type a matrix value was written with: records and summaries keep it (`"cpus": 2`,
+/// not `"cpus": "2"`), while matching (`--cell cpus=2`, `only`, `when.cell`) compares the text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValueKind {
+    #[default]
+    String,
+    Integer,
+    Boolean,
+}
+
+/// One value per axis, in the scenario's axis order, each as text with its TOML type. Two cells
+/// are equal when their texts are (a record written before types were kept, `"cpus": "2"`, is
+/// the same cell as `"cpus": 2`).
+#[derive(Debug, Clone, Default)]
+pub struct Cell {
+    pairs: Vec<(String, String)>,
+    /// Parallel to `pairs`.
+    kinds: Vec<ValueKind>,
+}
+
+impl PartialEq for Cell {
+    fn eq(&self, other: &Cell) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for Cell {}
+
+impl std::hash::Hash for Cell {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pairs.hash(state);
+    }
+}
+
+impl PartialOrd for Cell {
+    fn partial_cmp(&self, other: &Cell) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Cell {
+    fn cmp(&self, other: &Cell) -> std::cmp::Ordering {
+        self.pairs.cmp(&other.pairs)
+    }
+}
 
 impl Cell {
-    /// Builds a cell from `(axis, value)` pairs in order.
+    /// Builds a cell from `(axis, value)` pairs in order, every value a string.
     pub fn new(pairs: Vec<(String, String)>) -> Cell {
-        Cell(pairs)
+        let kinds = vec![ValueKind::String; pairs.len()];
+        Cell { pairs, kinds }
     }
 
     pub fn push(&mut self, axis: &str, value: &str) {
-        self.0.push((axis.to_string(), value.to_string()));
+        self.push_typed(axis, value, ValueKind::String);
+    }
+
+    /// Adds `axis = value`, written in the scenario as a `kind`.
+    pub fn push_typed(&mut self, axis: &str, value: &str, kind: ValueKind) {
+        self.pairs.push((axis.to_string(), value.to_string()));
+        self.kinds.push(kind);
+    }
+
+    /// The TOML type of `axis`'s value, if the cell has that axis.
+    pub fn kind(&self, axis: &str) -> Option<ValueKind> {
+        let i = self.pairs.iter().position(|(a, _)| a == axis)?;
+        Some(self.kinds.get(i).copied().unwrap_or_default())
     }
 
     /// The value of `axis`, if the cell has that axis.
     pub fn get(&self, axis: &str) -> Option<&str> {
-        self.0
+        self.pairs
             .iter()
             .find(|(a, _)| a == axis)
             .map(|(_, v)| v.as_str())
     }
 
     pub fn pairs(&self) -> &[(String, String)] {
-        &self.0
+        &self.pairs
     }
 
     /// `axis=value,axis=value` (or `-` for a scenario without a matrix).
     pub fn id(&self) -> String {
-        if self.0.is_empty() {
+        if self.pairs.is_empty() {
             return "-".to_string();
         }
-        self.0
+        self.pairs
             .iter()
             .map(|(a, v)| format!("{a}={v}"))
             .collect::<Vec<_>>()
@@ -46,7 +102,13 @@ impl Cell {
 
     /// The cell without `axis` (used to group rows of a table whose columns are that axis).
     pub fn without(&self, axis: &str) -> Cell {
-        Cell(self.0.iter().filter(|(a, _)| a != axis).cloned().collect())
+        let mut out = Cell::default();
+        for (i, (a, v)) in self.pairs.iter().enumerate() {
+            if a != axis {
+                out.push_typed(a, v, self.kinds.get(i).copied().unwrap_or_default());
+            }
+        }
+        out
     }
 
     /// Whether the cell matches every filter: for each axis named in the filters, one of the values
@@ -71,12 +133,27 @@ impl fmt::Display for Cell {
 
 impl Serialize for Cell {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (a, v) in &self.0 {
-            map.serialize_entry(a, v)?;
+        let mut map = serializer.serialize_map(Some(self.pairs.len()))?;
+        for (i, (a, v)) in self.pairs.iter().enumerate() {
+            let kind = self.kinds.get(i).copied().unwrap_or_default();
+            match (kind, v.parse::<i64>(), v.parse::<bool>()) {
+                (ValueKind::Integer, Ok(n), _) => map.serialize_entry(a, &n)?,
+                (ValueKind::Boolean, _, Ok(b)) => map.serialize_entry(a, &b)?,
+                _ => map.serialize_entry(a, v)?,
+            }
         }
         map.end()
     }
+}
+
+/// A value as a record holds it: a string (every record before types were kept), an integer
+/// or a boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RecordedValue {
+    Text(String),
+    Integer(i64),
+    Boolean(bool),
 }
 
 impl<'de> Deserialize<'de> for Cell {
@@ -85,14 +162,22 @@ impl<'de> Deserialize<'de> for Cell {
         impl<'de> Visitor<'de> for CellVisitor {
             type Value = Cell;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map of axis to value")
+                f.write_str("a map of axis to value (a string, integer or boolean)")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Cell, M::Error> {
-                let mut pairs = Vec::new();
-                while let Some((a, v)) = map.next_entry::<String, String>()? {
-                    pairs.push((a, v));
+                let mut cell = Cell::default();
+                while let Some((a, v)) = map.next_entry::<String, RecordedValue>()? {
+                    match v {
+                        RecordedValue::Text(s) => cell.push_typed(&a, &s, ValueKind::String),
+                        RecordedValue::Integer(n) => {
+                            cell.push_typed(&a, &n.to_string(), ValueKind::Integer);
+                        }
+                        RecordedValue::Boolean(b) => {
+                            cell.push_typed(&a, &b.to_string(), ValueKind::Boolean);
+                        }
+                    }
                 }
-                Ok(Cell(pairs))
+                Ok(cell)
             }
         }
         deserializer.deserialize_map(CellVisitor)
@@ -187,6 +272,36 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(json, r#"{"zeta":"1","alpha":"2"}"#);
         assert_eq!(serde_json::from_str::<Cell>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn json_keeps_value_types_and_reads_old_string_records() {
+        let mut c = Cell::default();
+        c.push_typed("strategy", "zygote", ValueKind::String);
+        c.push_typed("cpus", "2", ValueKind::Integer);
+        c.push_typed("pty", "true", ValueKind::Boolean);
+        c.push_typed("label", "2", ValueKind::String);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            json,
+            r#"{"strategy":"zygote","cpus":2,"pty":true,"label":"2"}"#
+        );
+        let back: Cell = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.kind("cpus"), Some(ValueKind::Integer));
+        assert_eq!(back.kind("pty"), Some(ValueKind::Boolean));
+        assert_eq!(back.kind("label"), Some(ValueKind::String));
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        // A record from before: every value a string. The same cell, and `--cell` matches.
+        let old: Cell =
+            serde_json::from_str(r#"{"strategy":"zygote","cpus":"2","pty":"true","label":"2"}"#)
+                .unwrap();
+        assert_eq!(old, c);
+        assert_eq!(old.kind("cpus"), Some(ValueKind::String));
+        let f = |s: &str| s.parse::<CellFilter>().unwrap();
+        assert!(back.matches(&[f("cpus=2"), f("pty=true")]));
+        assert!(old.matches(&[f("cpus=2")]));
+        assert_eq!(c.without("strategy").kind("cpus"), Some(ValueKind::Integer));
+        assert!(serde_json::from_str::<Cell>(r#"{"cpus":1.5}"#).is_err());
     }
 
     #[test]

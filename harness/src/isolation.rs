@@ -172,6 +172,14 @@ pub enum Part {
 }
 
 impl Part {
+    /// `subject` or `aux`, as `WEDGE_TRIAL_PART` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Subject => "subject",
+            Part::Aux => "aux",
+        }
+    }
+
     /// The other part.
     pub fn other(self) -> Part {
         match self {
@@ -203,6 +211,10 @@ pub struct TrialTree {
     escaped: std::sync::Mutex<BTreeSet<PathBuf>>,
     /// The trial's own cgroups besides `dir` (the v1 directories of its limits).
     own_dirs: std::sync::Mutex<Vec<PathBuf>>,
+    /// The cgroups directly below each hierarchy's root and wedge's own cgroup there when the
+    /// trial began (where runtimes make theirs): one made since that holds none of the trial's
+    /// processes is still the trial's when no other trial ran meanwhile.
+    top_before: BTreeSet<PathBuf>,
     /// When the trial's processes' cgroups were last read, and the pids read then.
     sampled: std::sync::Mutex<(Option<Instant>, BTreeSet<i32>)>,
     created: std::time::SystemTime,
@@ -234,6 +246,7 @@ impl TrialTree {
             keepers: std::sync::Mutex::new(Vec::new()),
             escaped: std::sync::Mutex::new(BTreeSet::new()),
             own_dirs: std::sync::Mutex::new(Vec::new()),
+            top_before: top_cgroups(),
             sampled: std::sync::Mutex::new((None, BTreeSet::new())),
             created: coarse_now(),
         })
@@ -312,6 +325,11 @@ impl TrialTree {
             _ => BTreeSet::new(),
         };
         let all_ours: Vec<i32> = self.wedges_own();
+        // Without a namespace, what a keeper's subject orphaned goes to wedge once the keeper
+        // has ended with its subject: wedge's own children that carry this trial's marker.
+        if keepers.iter().any(|k| k.init.is_none()) {
+            pids.extend(self.adopted(part));
+        }
         pids.extend(
             descendants(&ours)
                 .into_iter()
@@ -324,6 +342,7 @@ impl TrialTree {
         pids.sort_unstable();
         pids.dedup();
         self.sample_cgroups(&pids, false);
+        crate::leftovers::seen(&self.marker, &pids);
         pids
     }
 
@@ -390,6 +409,29 @@ impl TrialTree {
                 }
             }
         }
+    }
+
+    /// The children wedge adopted (it is a subreaper) that carry this trial's marker (and, with
+    /// `part`, that part's), with their descendants.
+    fn adopted(&self, part: Option<Part>) -> Vec<i32> {
+        let own = std::process::id() as i32;
+        let roots: Vec<i32> = descendants_one_level(own)
+            .into_iter()
+            .filter(|&pid| self.carries_marker(pid, part))
+            .collect();
+        let mut all = descendants(&roots);
+        all.extend(roots);
+        all
+    }
+
+    /// Whether `pid`'s environment holds this trial's marker (and `part`'s, if given).
+    fn carries_marker(&self, pid: i32, part: Option<Part>) -> bool {
+        let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+            return false;
+        };
+        let has = |n: &str| env.split(|&b| b == 0).any(|e| e == n.as_bytes());
+        has(&format!("{MARKER_VAR}={}", self.marker))
+            && part.is_none_or(|p| has(&format!("WEDGE_TRIAL_PART={}", p.name())))
     }
 
     /// Without cgroups: the roots, their descendants, and every process carrying the marker.
@@ -507,11 +549,26 @@ impl TrialTree {
 
     /// Cgroups outside the trial's own that its processes moved to and that the trial made:
     /// each (the topmost one the trial made, with everything below it) is a leak, emptied and
-    /// removed here. Cgroups that existed before are only reported. Call after
-    /// [`TrialTree::kill_all`]. Returns `(leaks, notes)`.
-    pub fn remove_escaped(&self) -> (Vec<String>, Vec<String>) {
+    /// removed here; with `alone` (no other trial ran meanwhile), so is every cgroup made since
+    /// the trial began directly below a hierarchy's root or wedge's own cgroup, holding a trial
+    /// process or not (a runtime killed between its mkdir and its move). Cgroups that existed
+    /// before are only reported. Call after [`TrialTree::kill_all`]. Returns `(leaks, notes)`.
+    pub fn remove_escaped(&self, alone: bool) -> (Vec<String>, Vec<String>) {
         let (made, before) = self.made_elsewhere();
         lock(&self.escaped).clear();
+        let mut leaks = Vec::new();
+        if alone {
+            let own = self.dir.clone();
+            let appeared: Vec<PathBuf> = top_cgroups()
+                .into_iter()
+                .filter(|d| {
+                    !self.top_before.contains(d)
+                        && own.as_ref().is_none_or(|o| !o.starts_with(d))
+                        && !made.iter().any(|m| d.starts_with(m) || m.starts_with(d))
+                })
+                .collect();
+            leaks.extend(appeared.iter().map(|d| remove_unattributed(d)));
+        }
         let notes = before
             .iter()
             .map(|path| {
@@ -521,7 +578,6 @@ impl TrialTree {
                 )
             })
             .collect();
-        let mut leaks = Vec::new();
         for root in made {
             if !root.exists() {
                 continue;
@@ -591,6 +647,45 @@ fn made_root(path: &Path, own: &[PathBuf], created: std::time::SystemTime) -> Op
         .map(Path::to_path_buf)
 }
 
+/// A cgroup that appeared while the trial ran alone but never held one of its processes: the
+/// trial's by timing only, so it is removed only while empty (its processes, if any, are not
+/// known to be the trial's and are never killed).
+fn remove_unattributed(dir: &Path) -> String {
+    let removed = if cgroupfs::members(dir).is_empty() {
+        cgroupfs::remove_tree(dir, Instant::now()).map_or_else(
+            |e| format!(" (not removable: {e})"),
+            |()| " (removed)".to_string(),
+        )
+    } else {
+        " (not removed: it holds processes not known to be the trial's)".to_string()
+    };
+    format!(
+        "cgroup {} made while the trial ran (no other trial ran meanwhile){removed}",
+        dir.display()
+    )
+}
+
+/// The cgroups directly below each hierarchy's root and below wedge's own cgroup there, but
+/// wedge's own run directories (`wedge-PID-N`, every trial's cgroups are inside them).
+fn top_cgroups() -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    for h in cgroupfs::hierarchies() {
+        for parent in [&h.mount, &h.own] {
+            let Ok(entries) = fs::read_dir(parent) else {
+                continue;
+            };
+            out.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with("wedge-"))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    out
+}
+
 /// The wall clock as the kernel's coarse clock reads it (what cgroupfs stamps directories with).
 fn coarse_now() -> std::time::SystemTime {
     let mut ts = libc::timespec {
@@ -603,6 +698,22 @@ fn coarse_now() -> std::time::SystemTime {
         return std::time::SystemTime::now();
     }
     std::time::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The children of `pid` (through every thread's `children`).
+fn descendants_one_level(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_ascii_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
 }
 
 /// Every descendant of `roots` (through every thread's `children`), however it detached

@@ -26,6 +26,19 @@
 //!   `it_value`) or has expired unread. A set wedge cannot read counts as waking any moment. A
 //!   timerfd that nobody waits on wakes nobody: a futex deadlock beside a ticking timer is still
 //!   judged (the ticking thread itself is not quiescent while it keeps waking).
+//! - **io_uring**: a thread in `io_uring_enter(GETEVENTS)` has its own timeout only with
+//!   `IORING_ENTER_EXT_ARG` (the argument's `ts`, read from its memory; absolute ones as
+//!   boottime, never later than the truth). Completions wake it, and a request in flight may
+//!   complete at any moment and do anything on completion (write a pipe, wake a futex), so
+//!   while **any ring of the tree** may have one, no thread of the tree is quiescent. The
+//!   kernel counts no requests in flight; a ring's fdinfo (6.18: `SqHead`, `SqTail`,
+//!   `CachedSqHead`, `CqHead`, `CqTail`, `CachedCqTail`, `PollList`, `CqOverflowList`) shows
+//!   it idle only when every SQE written was consumed, every one consumed has posted its CQE,
+//!   every CQE was reaped, and no poll is armed nor CQE overflowed (`proc::wake::Ring::idle`);
+//!   anything else, or an fdinfo wedge cannot parse, counts as in flight. A request that posts
+//!   no CQE or several (`IOSQE_CQE_SKIP_SUCCESS`, multishot) keeps its ring "in flight" for
+//!   good: such a tree is judged at the deadline. A wait on an idle ring is a hang:
+//!   `blocked in io_uring_enter (io_uring fd 3 has nothing in flight)`.
 //! - **signals its process's timers can send** (to every interruptibly sleeping thread of that
 //!   process, since a caught signal interrupts any such wait and a default-fatal one ends the
 //!   process — neither is a hang):
@@ -70,9 +83,11 @@
 //! The diagnosis names the wake source: `sleeping in read (timerfd fd 3 fires in 700 ms)`,
 //! `blocked in read (timerfd fd 3 is disarmed)`, or the alarm or POSIX timer that may fire.
 
+pub mod awake;
+pub mod waitfor;
 pub mod wake;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -80,6 +95,8 @@ use serde::{Deserialize, Serialize};
 use crate::proc::syscall::{self, WaitBound};
 use crate::proc::wake as procwake;
 use crate::proc::{self as procfs, ProcessSample, SyscallState, ThreadSample};
+use awake::{Awake, HangClass, Seen};
+use waitfor::WaitGraph;
 use wake::{SignalView, Wake};
 
 /// The processes of a tree at one instant.
@@ -172,6 +189,8 @@ pub struct Monitor {
     /// Whether, since `still_since`, only system timers (whose owner is unknown) kept the tree
     /// from being quiescent.
     held_by_alarms_only: bool,
+    /// Every thread's wake-ups and CPU time, for a deadline verdict's diagnosis.
+    awake: Awake,
 }
 
 /// The system's `ITIMER_REAL` and POSIX timers followed through a tree's stillness: the only
@@ -279,6 +298,7 @@ impl Monitor {
             still_since: None,
             still_alarms: None,
             held_by_alarms_only: false,
+            awake: Awake::default(),
         }
     }
 
@@ -309,6 +329,14 @@ impl Monitor {
         for p in &snap.processes {
             let judged = decides(p.stat.pid);
             for t in &p.threads {
+                let running = t.state == 'R' || t.syscall == Some(SyscallState::Running);
+                self.awake.note(
+                    snap.taken,
+                    (p.stat.pid, t.tid),
+                    t.switches,
+                    t.cpu_ticks,
+                    running,
+                );
                 let key = (t.state, t.syscall.clone());
                 let id = (p.stat.pid, t.tid);
                 let track = match self.tracks.remove(&id) {
@@ -343,6 +371,8 @@ impl Monitor {
             by_alarms_only = woken == Some(true);
             all_quiet = woken.is_none();
         }
+        self.awake.retain(|id| tracks.contains_key(id));
+        self.note_sources(&tracks);
         self.tracks = tracks;
         self.fingerprint = fingerprint;
         self.last_sample = Some(snap.taken);
@@ -359,6 +389,21 @@ impl Monitor {
         };
         self.quiet_since = Some(since);
         Some(snap.taken.saturating_duration_since(since))
+    }
+
+    /// Remembers what could wake each thread (a timer it waits on, its own timeout), for a
+    /// deadline verdict's "what kept it awake".
+    fn note_sources(&mut self, tracks: &HashMap<(i32, i32), Track>) {
+        for (id, track) in tracks {
+            if let Some(e) = &track.external {
+                self.awake.note_source(*id, &e.text);
+            } else if track.wakes_at.is_some()
+                && let (_, Some(SyscallState::In { nr, args })) = &track.key
+            {
+                let call = syscall::call_name(*nr, args);
+                self.awake.note_source(*id, &format!("its timed {call}"));
+            }
+        }
     }
 
     /// Starts, keeps or ends the stillness (module doc) by this snapshot.
@@ -412,6 +457,7 @@ impl Monitor {
         let mut kernel: Option<Option<procwake::KernelTimers>> = None;
         let mut woken = false;
         let mut own = false;
+        let (objects, ring) = tree_fds(snap, decides);
         for p in snap.processes.iter().filter(|p| decides(p.stat.pid)) {
             let pid = p.stat.pid;
             let blocked: Vec<(&ThreadSample, u64, [u64; 6])> = p
@@ -426,13 +472,13 @@ impl Monitor {
             if blocked.is_empty() {
                 continue;
             }
-            let objects = procwake::fd_objects(pid);
+            let objects = objects.get(&pid).cloned().unwrap_or_default();
             let read = |addr: u64, len: usize| procfs::read_memory(pid, addr, len);
             let mut waited = 0;
             for &(t, nr, args) in &blocked {
                 let fds = wake::fd_wake(&procwake::wait_fds(nr, &args, &read), &objects);
                 waited |= fds.signals | procwake::sigwait_set(nr, &args, &read).unwrap_or(0);
-                let external = match (fds.wake, fds.note) {
+                let external = match (fds.wake.or_else(|| ring.clone()), fds.note) {
                     (Some(w), _) => Some(External::from_wake(w, snap.taken)),
                     (None, Some(note)) => Some(External {
                         at: None,
@@ -547,13 +593,88 @@ impl Monitor {
                 threads,
             });
         }
-        let summary = summarize(&processes);
+        let waits = wait_graph(snap, &processes);
+        let (awake, class) = self.awake_notes(snap.taken, &processes);
+        let class = match &waits {
+            Some(g) if !g.cycle.is_empty() => HangClass::Deadlock,
+            _ => class,
+        };
+        let mut summary = summarize(&processes);
+        for line in waits.iter().map(|g| &g.text).chain(awake.iter().take(3)) {
+            summary = format!("{summary}; {line}");
+        }
         Diagnosis {
             reason: reason.to_string(),
             summary,
             processes,
+            waits,
+            class: Some(class),
+            awake,
         }
     }
+
+    /// What kept the tree awake, when the verdict came at the deadline (never quiescent for
+    /// the window), and the class of the hang apart from a cycle.
+    fn awake_notes(&self, now: Instant, processes: &[ProcessDiag]) -> (Vec<String>, HangClass) {
+        if self.quiescent_for_window(now) {
+            return (Vec::new(), HangClass::Blocked);
+        }
+        let seen: Vec<Seen> = processes
+            .iter()
+            .flat_map(|p| {
+                p.threads.iter().map(move |t| Seen {
+                    pid: p.pid,
+                    tid: t.tid,
+                    who: format!("{}[{}] {}", p.name, p.pid, t.who()),
+                    source: match (&t.wake, &t.call) {
+                        (Some(w), _) => Some(w.clone()),
+                        (None, Some(call)) if t.wakes_in_ms.is_some() => {
+                            Some(format!("its timed {call}"))
+                        }
+                        _ => None,
+                    },
+                })
+            })
+            .collect();
+        // SAFETY: sysconf takes an integer.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let window = if self.window.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            self.window
+        };
+        self.awake.explain(&seen, now, window, ticks)
+    }
+}
+
+/// The wait-for graph of the tree in `snap` (`processes`: its diagnosis, in the same order).
+fn wait_graph(snap: &Snapshot, processes: &[ProcessDiag]) -> Option<WaitGraph> {
+    let mut obs = procfs::waitfor::observe(&snap.processes);
+    for (p, diag) in obs.processes.iter_mut().zip(processes) {
+        for (t, td) in p.threads.iter_mut().zip(&diag.threads) {
+            t.doing = td.doing();
+        }
+    }
+    waitfor::build(&obs)
+}
+
+/// The fd objects of each judged process, and a ring among them with requests in flight: one
+/// may complete at any moment and wake any thread of the tree (the monitor's module doc).
+fn tree_fds(
+    snap: &Snapshot,
+    decides: &dyn Fn(i32) -> bool,
+) -> (
+    HashMap<i32, BTreeMap<i32, procwake::FdObject>>,
+    Option<Wake>,
+) {
+    let objects: HashMap<i32, _> = snap
+        .processes
+        .iter()
+        .filter(|p| decides(p.stat.pid))
+        .map(|p| (p.stat.pid, procwake::fd_objects(p.stat.pid)))
+        .collect();
+    let ring = objects.values().find_map(wake::busy_ring);
+    (objects, ring)
 }
 
 fn wakes_by(external: &Option<External>, deadline: Instant) -> bool {
@@ -593,13 +714,26 @@ fn state_name(state: char) -> &'static str {
 }
 
 /// Why a trial is a hang, per process and thread.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Diagnosis {
     /// What ended the wait: `quiescent for N ms` or `deadline of N ms passed`.
     pub reason: String,
     /// One line, e.g. `wedge-run[12]: supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV), ...`.
     pub summary: String,
     pub processes: Vec<ProcessDiag>,
+    /// Who waits for whom at the verdict, and the cycle or chain (`waitfor`); its line ends
+    /// `summary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits: Option<WaitGraph>,
+    /// `deadlock` (a cycle), `blocked`, `spinning` or `stalled` (see `awake`); `None` in
+    /// records older than the classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<HangClass>,
+    /// At a deadline verdict: what kept the tree from being quiescent (`never quiescent: ...
+    /// woke every 1.0 s (...)`, `spinning: ... used 98 % of a CPU ...`); the first three end
+    /// `summary`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub awake: Vec<String>,
 }
 
 /// One process of a diagnosis.
@@ -646,12 +780,16 @@ pub struct ThreadDiag {
 impl ThreadDiag {
     /// e.g. `supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV)`.
     pub fn phrase(&self) -> String {
-        let who = if self.main {
+        format!("{} {}", self.who(), self.doing())
+    }
+
+    /// `main thread` or `NAME thread`.
+    fn who(&self) -> String {
+        if self.main {
             "main thread".to_string()
         } else {
             format!("{} thread", self.name)
-        };
-        format!("{who} {}", self.doing())
+        }
     }
 
     fn doing(&self) -> String {

@@ -41,6 +41,42 @@ impl Verdict {
     }
 }
 
+/// A process a step started, as the record shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spawned {
+    pub name: String,
+    /// How it ended; `None` if wedge killed it at the end of the trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitInfo>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout_tail: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr_tail: String,
+}
+
+impl Spawned {
+    /// `client: exit 1, stderr: "…last line…"`, for failure lines.
+    pub fn summary(&self) -> String {
+        let how = match self.exit {
+            Some(ExitInfo { code: Some(c), .. }) => format!("exit {c}"),
+            Some(ExitInfo {
+                signal: Some(s), ..
+            }) => format!("signal {s}"),
+            _ => "killed at the end of the trial".to_string(),
+        };
+        let last = |t: &str| t.trim_end().lines().last().unwrap_or("").to_string();
+        let mut out = format!("{}: {how}", self.name);
+        for (stream, tail) in [("stderr", &self.stderr_tail), ("stdout", &self.stdout_tail)] {
+            let l = last(tail);
+            if !l.is_empty() {
+                out.push_str(&format!(", {stream}: {l:?}"));
+                break;
+            }
+        }
+        out
+    }
+}
+
 /// How the subject ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitInfo {
@@ -125,6 +161,10 @@ pub struct TrialRecord {
     pub stdout_tail: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr_tail: String,
+    /// The processes the steps started (clients, teardown commands): how each ended and the
+    /// tails of its output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spawned: Vec<Spawned>,
     pub host: Host,
     pub wedge_version: String,
     /// The shard of a `--shard I/N` run this trial was part of.

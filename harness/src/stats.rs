@@ -247,10 +247,14 @@ fn cell_stats(scenario: String, cell_id: String, rs: &[&TrialRecord]) -> CellSta
     }
 }
 
-/// Replaces `[1234]` pid markers so identical diagnoses from different trials group together.
+/// Replaces `[1234]` pid markers and long hex addresses so identical diagnoses from different
+/// trials group together.
 pub fn normalize_pids(summary: &str) -> String {
     let re = regex::Regex::new(r"\[\d+\]").expect("static regex");
-    re.replace_all(summary, "").into_owned()
+    // Addresses in a wait-for line (`mutex 0x55d0…`) move with ASLR from trial to trial.
+    let addr = regex::Regex::new(r"0x[0-9a-f]{5,}").expect("static regex");
+    let summary = re.replace_all(summary, "");
+    addr.replace_all(&summary, "0x…").into_owned()
 }
 
 fn compare_all(cells: &[CellStats]) -> Vec<Comparison> {
@@ -300,6 +304,18 @@ fn compare_all(cells: &[CellStats]) -> Vec<Comparison> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diagnoses_group_across_pids_and_addresses() {
+        assert_eq!(
+            normalize_pids(
+                "abba[12]: main thread blocked in futex; lock-order cycle: abba[12] thread \
+                 a[13] holds mutex 0x55d0c4ee90 and waits for mutex 0x55d0c4eec0"
+            ),
+            "abba: main thread blocked in futex; lock-order cycle: abba thread a holds mutex \
+             0x… and waits for mutex 0x…"
+        );
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-4

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::cell::Cell;
-use crate::scenario::{Program, Scenario, StdinMode, interpolate, rand_bounds};
+use crate::scenario::{Program, Scenario, StdinMode, interpolate, rand_bounds, splice};
 
 /// The directory of wedge's binaries (`wedge-run`, `wedge-agent`, `wedge-subject`): `$WEDGE_BIN_DIR`,
 /// else the directory of the running executable (its parent when that is cargo's `deps/`).
@@ -61,6 +61,8 @@ pub struct Vars {
     pub trial: u32,
     pub scenario_dir: PathBuf,
     pub bin_dir: PathBuf,
+    /// The argv list of each table axis for the cell (what `{AXIS...}` splices in).
+    pub splices: BTreeMap<String, Vec<String>>,
     /// Draws `{rand:A-B}` values; seeded from the trial's seed.
     pub rng: RefCell<ChaCha8Rng>,
 }
@@ -95,6 +97,14 @@ impl Vars {
     pub fn fill(&self, text: &str) -> Result<String, String> {
         interpolate(text, &|n| self.get(n))
     }
+
+    /// An argv with placeholders filled and each whole `{AXIS...}` element replaced by the
+    /// cell's list of that table axis (its strings filled too): for every argv wedge starts.
+    pub fn fill_argv(&self, argv: &[String]) -> Result<Vec<String>, String> {
+        splice(argv, &|axis| self.splices.get(axis).cloned(), &|t| {
+            self.fill(t)
+        })
+    }
 }
 
 /// A resolved command line.
@@ -124,8 +134,14 @@ impl Launch {
     }
 }
 
-fn fill_all(vars: &Vars, items: &[String]) -> Result<Vec<String>, String> {
-    items.iter().map(|s| vars.fill(s)).collect()
+/// The argv a `command` subject (or a `spawn` step) starts: `argv[0]` resolved, the rest its
+/// arguments, after filling and splicing.
+pub fn command_argv(vars: &Vars, argv: &[String]) -> Result<(PathBuf, Vec<String>), String> {
+    let argv = vars.fill_argv(argv)?;
+    let Some((first, rest)) = argv.split_first() else {
+        return Err("the argv is empty once `{AXIS...}` lists are spliced in".to_string());
+    };
+    Ok((program(first, vars)?, rest.to_vec()))
 }
 
 /// A subject's working directory with its placeholders filled in.
@@ -167,8 +183,8 @@ pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String
     let subject = &scenario.subject;
     let (program, args, failpoints_var) = match &subject.program {
         Program::Command { argv } => {
-            let argv = fill_all(vars, argv)?;
-            (program(&argv[0], vars)?, argv[1..].to_vec(), FAILPOINTS_VAR)
+            let (program, args) = command_argv(vars, argv)?;
+            (program, args, FAILPOINTS_VAR)
         }
         Program::WedgeRun { .. } => (
             program("wedge-run", vars)?,
@@ -221,9 +237,9 @@ fn wedge_run_args(program: &Program, vars: &Vars) -> Result<Vec<String>, String>
         a.push("--drain-ms".to_string());
         a.push(vars.fill(d)?);
     }
-    a.extend(fill_all(vars, args)?);
+    a.extend(vars.fill_argv(args)?);
     a.push("--".to_string());
-    a.extend(fill_all(vars, command)?);
+    a.extend(vars.fill_argv(command)?);
     Ok(a)
 }
 
@@ -251,7 +267,7 @@ fn wedge_agent_args(program: &Program, vars: &Vars) -> Result<Vec<String>, Strin
         a.push("--strategy".to_string());
         a.push(s);
     }
-    a.extend(fill_all(vars, args)?);
+    a.extend(vars.fill_argv(args)?);
     Ok(a)
 }
 
@@ -287,6 +303,7 @@ sandbox = ["none"]
             trial: 0,
             scenario_dir: dir.clone(),
             bin_dir: dir.clone(),
+            splices: s.splices(&s.cells()[1]),
             rng: Vars::rng_for(1),
         };
         let l = subject_launch(&s, &vars).unwrap();
@@ -308,6 +325,43 @@ sandbox = ["none"]
     }
 
     #[test]
+    fn table_axes_splice_their_lists_into_argv() {
+        let text = r#"
+[matrix]
+runtime = { sh = ["sh", "-c", "exec \"$0\" \"$@\"", "{seed}"], none = [] }
+[subject]
+kind = "command"
+argv = ["{runtime...}", "true", "{runtime}"]
+"#;
+        let s = Scenario::parse(Path::new("x.toml"), text).unwrap();
+        let vars_for = |cell: &Cell| Vars {
+            cell: cell.clone(),
+            tmp: "/t".into(),
+            work: "/w".into(),
+            socket: "/w/s".into(),
+            seed: 7,
+            trial: 0,
+            scenario_dir: "/s".into(),
+            bin_dir: "/nonexistent".into(),
+            splices: s.splices(cell),
+            rng: Vars::rng_for(7),
+        };
+        let cells = s.cells();
+        let l = subject_launch(&s, &vars_for(&cells[0])).unwrap();
+        assert!(l.program.ends_with("sh"), "{l:?}");
+        assert_eq!(l.args, ["-c", "exec \"$0\" \"$@\"", "7", "true", "sh"]);
+        let l = subject_launch(&s, &vars_for(&cells[1])).unwrap();
+        assert!(l.program.ends_with("true"), "{l:?}");
+        assert_eq!(l.args, ["none"]);
+        // The reusable form: any argv, e.g. a step's.
+        let argv: Vec<String> = vec!["{runtime...}".into(), "{trial}".into()];
+        assert_eq!(vars_for(&cells[1]).fill_argv(&argv).unwrap(), ["0"]);
+        let only: Vec<String> = vec!["{runtime...}".into()];
+        let e = command_argv(&vars_for(&cells[1]), &only).unwrap_err();
+        assert!(e.contains("argv is empty"), "{e}");
+    }
+
+    #[test]
     fn missing_program_is_named() {
         let vars = Vars {
             cell: Cell::default(),
@@ -318,6 +372,7 @@ sandbox = ["none"]
             trial: 3,
             scenario_dir: "/s".into(),
             bin_dir: "/nonexistent".into(),
+            splices: BTreeMap::new(),
             rng: Vars::rng_for(7),
         };
         let e = program("wedge-no-such-binary", &vars).unwrap_err();

@@ -480,3 +480,210 @@ fn kernels_list_shows_the_list_and_fetch_rejects_unknown_names() {
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains(&format!("{list}:1:1")), "{}", o.stderr);
 }
+
+/// A pipe whose reader is already gone: every write to it fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Stdio::from(writer)
+}
+
+/// Runs wedge with stdout (and, with `both`, stderr) a pipe nobody reads.
+fn run_closed(args: &[&str], both: bool) -> Out {
+    let mut c = wedge();
+    c.args(args).stdout(closed_pipe());
+    let child = if both {
+        c.stderr(closed_pipe()).spawn().unwrap()
+    } else {
+        c.stderr(Stdio::piped()).spawn().unwrap()
+    };
+    // `finish` reads both streams: give it empty ones for the closed pipes.
+    let mut child = child;
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "watchdog: wedge did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut stderr).unwrap();
+    }
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: String::new(),
+        stderr,
+    }
+}
+
+/// `wedge list | head -1` panicked with a broken-pipe backtrace. Every verb that prints now
+/// stops writing quietly and exits as it would have: 0, or 1 for a failed gate.
+#[test]
+fn every_verb_ends_quietly_when_its_output_is_closed() {
+    let t = TempDir::new("epipe");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let o = run_closed(&["list", &dir.display().to_string()], false);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    let o = run_closed(&["kernels", "list"], false);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    // A run whose progress and summary both go nowhere still runs and writes its results.
+    let out = t.path("res");
+    let file = scenario("exit.toml");
+    let args = [
+        "run", &file, "--trials", "1", "--cell", "cpus=1", "--out", &out,
+    ];
+    let o = run_closed(&args, true);
+    assert_eq!(o.code, 0);
+    assert_eq!(lines(&format!("{out}/trials.jsonl")), 2);
+    for args in [vec!["report", out.as_str()], vec!["gate", out.as_str()]] {
+        let o = run_closed(&args, false);
+        assert_eq!(o.code, 0, "{args:?}: {}", o.stderr);
+        assert!(!o.stderr.contains("panicked"), "{args:?}: {}", o.stderr);
+    }
+    // A failed gate stays a failure with its output closed.
+    let wrong = t.path("wrong.toml");
+    std::fs::write(
+        &wrong,
+        "[scenario]\ntrials = 1\n[subject]\nkind = \"command\"\nargv = [\"wedge-subject\", \"exit\", \"5\"]\n\
+         [expect]\nexit = 0\n",
+    )
+    .unwrap();
+    let failed = t.path("failed");
+    let o = run_closed(&["run", &wrong, "--out", &failed, "--gate", "-q"], false);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let o = run_closed(&["gate", &failed], false);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+}
+
+/// Without `--gate` a run reports how many cells missed and exits 0; it never says "gate".
+#[test]
+fn a_run_without_gate_reports_expectations_and_exits_0() {
+    let t = TempDir::new("nogate");
+    let file = t.path("wrong.toml");
+    std::fs::write(
+        &file,
+        "[scenario]\ntrials = 2\n[subject]\nkind = \"command\"\nargv = [\"wedge-subject\", \"exit\", \"{code}\"]\n\
+         [matrix]\ncode = [0, 5]\n[expect]\nexit = 0\n",
+    )
+    .unwrap();
+    let o = run(&["run", &file, "--out", &t.path("a"), "-q"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("expectations: 1 of 2 cells missed"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("wrong code=5: only 0/2 passed"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.to_lowercase().contains("gate:"), "{}", o.stdout);
+    let o = run(&[
+        "run",
+        &file,
+        "--cell",
+        "code=0",
+        "--out",
+        &t.path("b"),
+        "-q",
+    ]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(
+        o.stdout.trim(),
+        "expectations: all 1 cells met",
+        "{}",
+        o.stdout
+    );
+}
+
+/// `{scenario_dir}` is absolute even when the scenario's path is relative, so a program beside
+/// the scenario starts from the trial's own directory.
+#[test]
+fn scenario_dir_is_absolute_for_a_relative_scenario_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TempDir::new("scendir");
+    std::fs::create_dir_all(t.0.join("dir")).unwrap();
+    let prog = t.0.join("dir/prog");
+    std::fs::write(&prog, "#!/bin/sh\necho beside\n").unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        t.0.join("dir/x.toml"),
+        "[scenario]\ntrials = 1\n[subject]\nkind = \"command\"\nargv = [\"{scenario_dir}/prog\"]\n\
+         [expect]\nexit = 0\nstdout = \"beside\"\n",
+    )
+    .unwrap();
+    let child = wedge()
+        .args(["run", "dir/x.toml", "--out", "res", "--gate", "-q"])
+        .current_dir(&t.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = finish(child, Duration::from_secs(60));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let records = std::fs::read_to_string(t.0.join("res/trials.jsonl")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(records.lines().next().unwrap()).unwrap();
+    assert_eq!(r["verdict"], "pass", "{r}");
+    assert_eq!(
+        r["file"], "dir/x.toml",
+        "the file stays as given (replay lines)"
+    );
+}
+
+/// Matrix values keep their TOML type in trials.jsonl and summary.json; `--cell code=3`
+/// still selects the integer 3, and the results re-render.
+#[test]
+fn matrix_values_keep_their_types_in_results() {
+    let t = TempDir::new("types");
+    let out = t.path("res");
+    let file = scenario("per-axis-argv.toml");
+    let args = [
+        "run", &file, "--cell", "wrap=env", "--cell", "code=3", "--trials", "1",
+    ];
+    let o = run(&[&args[..], &["--out", &out, "--gate", "-q"]].concat());
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let line = std::fs::read_to_string(format!("{out}/trials.jsonl")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        r["cell"],
+        serde_json::json!({"wrap": "env", "code": 3}),
+        "{r}"
+    );
+    assert_eq!(r["stdout_tail"], "wrapped=env\n", "the list was spliced in");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{out}/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["cells"][0]["cell"]["code"], 3, "{summary}");
+    let o = run(&["report", &out]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = run(&["gate", &out]);
+    assert_eq!(o.code, 0, "{}", o.stdout);
+}
+
+/// A bad `exit` list is bad input at its value, saying what is accepted.
+#[test]
+fn a_bad_exit_list_is_located_and_says_what_is_accepted() {
+    let t = TempDir::new("badexit");
+    let file = t.path("x.toml");
+    std::fs::write(
+        &file,
+        "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[expect]\nexit = [0, \"sucess\"]\n",
+    )
+    .unwrap();
+    let o = run(&["list", &file]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("{file}:5:12: unknown exit status \"sucess\"")),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("or a list of these"), "{}", o.stderr);
+    assert!(!o.stderr.contains("untagged"), "{}", o.stderr);
+}

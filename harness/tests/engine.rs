@@ -541,3 +541,65 @@ exit = 0
     assert_eq!(clean.verdict, Verdict::Pass, "{clean:?}");
     assert!(clean.leaks.is_empty());
 }
+
+#[test]
+fn teardown_steps_that_fail_or_overrun_fail_the_trial_and_the_rest_still_run() {
+    let records = support::run_unchecked(
+        "leaking/teardown-fails.toml",
+        &[],
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(records.len(), 2);
+    for r in records {
+        let cell = r.cell.get("teardown").unwrap().to_string();
+        assert_eq!(r.verdict, Verdict::Fail, "{cell}: {r:?}");
+        assert!(!r.met, "{cell}: {r:?}");
+        assert!(
+            r.reason.starts_with("teardown failed: teardown step "),
+            "{cell}: {}",
+            r.reason
+        );
+        let expected = match cell.as_str() {
+            "fails" => "sh ended with exit 1 where exit 0 was expected; stderr: cannot delete",
+            _ => "sleep did not end within 300 ms",
+        };
+        assert!(r.reason.contains(expected), "{cell}: {}", r.reason);
+        assert!(
+            r.reason.contains("(verdict was pass: ended with exit 0)"),
+            "{}",
+            r.reason
+        );
+        // The step after the failed one ran.
+        assert!(
+            r.log.iter().any(|l| l.ends_with("after ended: exit 0")),
+            "{cell}: {:?}",
+            r.log
+        );
+        assert_nothing_left(&r);
+    }
+}
+
+#[test]
+fn a_spawned_clients_exit_and_output_are_in_the_record() {
+    let records = support::run_unchecked(
+        "leaking/client-fails.toml",
+        &[],
+        None,
+        Duration::from_secs(60),
+    );
+    let r = &records[0];
+    assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    let client = &r.spawned[0];
+    assert_eq!(client.name, "client");
+    assert_eq!(client.exit.map(|e| e.code), Some(Some(1)), "{client:?}");
+    assert_eq!(client.stdout_tail.trim(), "trying");
+    assert_eq!(client.stderr_tail.trim(), "container wf-1 is not running");
+    assert!(
+        r.reason
+            .ends_with("[spawned: client: exit 1, stderr: \"container wf-1 is not running\"]"),
+        "{}",
+        r.reason
+    );
+    assert_nothing_left(r);
+}

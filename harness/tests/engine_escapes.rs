@@ -104,3 +104,120 @@ fn new_pid_and_mount_namespaces_stay_in_the_trial() {
         assert!(listed, "{:?}", r.diagnosis);
     }
 }
+
+#[test]
+fn an_orphan_in_a_cgroup_of_its_own_is_found_without_a_namespace() {
+    if !is_root() {
+        eprintln!("skipped: moving between cgroups needs root");
+        return;
+    }
+    let records = run_unchecked("leaking/escape-orphan.toml", &[], None, LIMIT);
+    assert_eq!(records.len(), 4, "both isolations ran");
+    for r in records {
+        let isolation = r.cell.get("isolation").unwrap().to_string();
+        // The subject exited 0, but left its child running: a failed trial either way.
+        assert_eq!(r.verdict, Verdict::Fail, "{isolation}: {r:?}");
+        assert!(
+            r.lingering.iter().any(|p| p.contains("sleep")),
+            "{isolation}: the orphan is listed as left running: {r:?}"
+        );
+        let leak = r
+            .leaks
+            .iter()
+            .find(|l| l.contains("/orphan-"))
+            .unwrap_or_else(|| panic!("{isolation}: the cgroup is a leak: {r:?}"));
+        assert!(leak.ends_with("(removed)"), "{leak}");
+        let mut rest = r.clone();
+        rest.leaks.retain(|l| l != leak);
+        rest.lingering.clear();
+        assert_nothing_left(&rest);
+    }
+    assert_no_cgroups_left(&["orphan-"]);
+}
+
+#[test]
+fn cgroups_made_in_every_v1_hierarchy_are_the_trials() {
+    if !is_root() {
+        eprintln!("skipped: making cgroups needs root");
+        return;
+    }
+    let v1: Vec<String> = wedge::cgroupfs::hierarchies()
+        .iter()
+        .filter(|h| h.controllers.is_some())
+        .map(|h| h.mount.display().to_string())
+        .collect();
+    if v1.is_empty() {
+        eprintln!("skipped: this host mounts no cgroup v1 hierarchy");
+        return;
+    }
+    for r in run_unchecked("leaking/escape-v1.toml", &[], None, LIMIT) {
+        let isolation = r.cell.get("isolation").unwrap().to_string();
+        assert_eq!(r.verdict, Verdict::Fail, "{isolation}: {r:?}");
+        assert!(r.reason.contains("verdict was hang"), "{}", r.reason);
+        for mount in &v1 {
+            let leak = r
+                .leaks
+                .iter()
+                .find(|l| l.contains(&format!("cgroup {mount}/v1-escapee-")))
+                .unwrap_or_else(|| panic!("{isolation}: no leak under {mount}: {:?}", r.leaks));
+            // The topmost cgroup the trial made, with what is below it.
+            assert!(!leak.contains("/inner"), "{leak}");
+            assert!(leak.ends_with("(removed)"), "{leak}");
+        }
+        let mut rest = r.clone();
+        rest.leaks.retain(|l| !l.contains("/v1-escapee-"));
+        assert_nothing_left(&rest);
+    }
+    for mount in &v1 {
+        let left: Vec<_> = std::fs::read_dir(mount)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("v1-escapee-"))
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "left: {left:?}");
+    }
+}
+
+#[test]
+fn files_left_in_the_shared_places_are_each_trials_own_leaks() {
+    if !is_root() {
+        eprintln!("skipped: watching the shared places needs root");
+        return;
+    }
+    let before = "/tmp/wedge-preexisting-leftover";
+    std::fs::write(before, "there before\n").unwrap();
+    let records = run_unchecked("leaking/shared-places.toml", &[], None, LIMIT);
+    assert_eq!(records.len(), 3);
+    for r in records {
+        assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+        let seed = r.seed;
+        let mut want = vec![
+            format!("file /dev/shm/wedge-left-{seed} (removed)"),
+            format!("file /run/wedge-left-{seed} (removed)"),
+            format!("file /tmp/wedge-left-{seed} (removed)"),
+            format!("file /var/tmp/wedge-left-{seed} (removed)"),
+        ];
+        want.sort();
+        let mut got: Vec<String> = r
+            .leaks
+            .iter()
+            .filter(|l| l.starts_with("file "))
+            .cloned()
+            .collect();
+        got.sort();
+        // Exactly its own (three trials ran side by side), each topmost path once.
+        assert_eq!(got, want, "{r:?}");
+        for w in &want {
+            let path = w.split(' ').nth(1).unwrap();
+            assert!(!Path::new(path).exists(), "{path} is left");
+        }
+        let mut rest = r.clone();
+        rest.leaks.retain(|l| !l.starts_with("file "));
+        assert_nothing_left(&rest);
+    }
+    // Written to, not made, by the trials: still there.
+    let kept = std::fs::read_to_string(before).unwrap();
+    assert!(kept.starts_with("there before\n"), "{kept}");
+    std::fs::remove_file(before).unwrap();
+}

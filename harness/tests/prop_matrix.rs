@@ -7,7 +7,10 @@
 //! - the same text gives the same cells, in the same order, and the same expectations;
 //! - a cell's expectation is `[expect]` with every matching `[[expect.when]]` applied in file order
 //!   (a `when` matches when each axis it names has one of the listed values and, with `kernel`, the
-//!   running kernel satisfies the comparison); the later override wins on each key it sets.
+//!   running kernel satisfies the comparison); the later override wins on each key it sets;
+//! - a table axis (`runtime = { bwrap = [...], ... }`) makes one cell per key, and each cell
+//!   splices that key's list where an argv says `{runtime...}`;
+//! - a cell writes each value with its TOML type in JSON and reads back as the same cell.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,7 +18,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use wedge::cell::Cell;
-use wedge::scenario::{ExitSpec, Expectation, Outcome, Scenario};
+use wedge::scenario::{ExitSpec, Expectation, Outcome, Scenario, splice};
 
 /// An axis value as written in the TOML file.
 #[derive(Debug, Clone)]
@@ -58,10 +61,44 @@ fn toml_string(s: &str) -> String {
     out
 }
 
+/// An `exit` value as TOML: a code, a word, or a list of them.
+fn exit_toml(exit: &ExitSpec) -> String {
+    match exit {
+        ExitSpec::Code(c) => c.to_string(),
+        ExitSpec::Word(w) => toml_string(w),
+        ExitSpec::OneOf(list) => {
+            let items: Vec<String> = list.iter().map(exit_toml).collect();
+            format!("[{}]", items.join(", "))
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Axis {
     name: String,
     values: Vec<Value>,
+    /// A table axis: each value (written as a key) with its argv list.
+    lists: Option<Vec<Vec<String>>>,
+}
+
+impl Axis {
+    /// The axis as a `[matrix]` line.
+    fn toml(&self) -> String {
+        let Some(lists) = &self.lists else {
+            let values: Vec<String> = self.values.iter().map(Value::toml).collect();
+            return format!("{} = [{}]", self.name, values.join(", "));
+        };
+        let entries: Vec<String> = self
+            .values
+            .iter()
+            .zip(lists)
+            .map(|(v, list)| {
+                let items: Vec<String> = list.iter().map(|i| toml_string(i)).collect();
+                format!("{} = [{}]", toml_string(&v.text()), items.join(", "))
+            })
+            .collect();
+        format!("{} = {{ {} }}", self.name, entries.join(", "))
+    }
 }
 
 /// The keys `[expect]` and `[[expect.when]]` share.
@@ -73,6 +110,7 @@ struct Fields {
     stdout: Option<String>,
     stderr: Option<String>,
     diagnosis: Option<String>,
+    diagnosis_regex: Option<String>,
     /// As written (a TOML float).
     min_rate: Option<String>,
     allow_lingering: Option<bool>,
@@ -89,10 +127,8 @@ impl Fields {
             };
             out += &format!("outcome = \"{word}\"\n");
         }
-        match &self.exit {
-            Some(ExitSpec::Code(c)) => out += &format!("exit = {c}\n"),
-            Some(ExitSpec::Word(w)) => out += &format!("exit = {}\n", toml_string(w)),
-            None => {}
+        if let Some(exit) = &self.exit {
+            out += &format!("exit = {}\n", exit_toml(exit));
         }
         if let Some(ms) = self.within_ms {
             out += &format!("within_ms = {ms}\n");
@@ -101,6 +137,7 @@ impl Fields {
             ("stdout", &self.stdout),
             ("stderr", &self.stderr),
             ("diagnosis", &self.diagnosis),
+            ("diagnosis_regex", &self.diagnosis_regex),
         ] {
             if let Some(v) = value {
                 out += &format!("{key} = {}\n", toml_string(v));
@@ -134,6 +171,9 @@ impl Fields {
         }
         if let Some(d) = &self.diagnosis {
             e.diagnosis = Some(d.clone());
+        }
+        if let Some(r) = &self.diagnosis_regex {
+            e.diagnosis_regex = Some(r.clone());
         }
         if let Some(r) = &self.min_rate {
             e.min_rate = Some(r.parse().unwrap());
@@ -185,8 +225,8 @@ impl Case {
             "[scenario]\ntrials = 1\n\n[subject]\nkind = \"command\"\nargv = [\"true\"]\n\n[matrix]\n",
         );
         for axis in &self.axes {
-            let values: Vec<String> = axis.values.iter().map(Value::toml).collect();
-            out += &format!("{} = [{}]\n", axis.name, values.join(", "));
+            out += &axis.toml();
+            out.push('\n');
         }
         out += "\n[expect]\n";
         out += &self.expect.toml();
@@ -254,8 +294,11 @@ impl Case {
             stderr: None,
             stderr_forbid: None,
             diagnosis: None,
+            diagnosis_regex: None,
             min_rate: None,
             allow_lingering: false,
+            allow_leftover_processes: Vec::new(),
+            allow_leftover_paths: Vec::new(),
         };
         self.expect.apply(&mut e);
         for when in &self.whens {
@@ -283,25 +326,32 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 /// 1 to 4 axes of 1 to 4 distinct values. Names are unique (an index suffix) but their prefixes are
-/// random, so file order differs from alphabetical order; no name is reserved or `cpus`.
+/// random, so file order differs from alphabetical order; no name is reserved or `cpus`. About a
+/// quarter are table axes (each value a key with an argv list).
 fn axes() -> impl Strategy<Value = Vec<Axis>> {
+    let list = prop::collection::vec("[a-z0-9 ./=-]{0,5}", 0..=3);
     prop::collection::vec(
-        ("[a-z][a-z_-]{0,4}", prop::collection::vec(value(), 1..=4)),
+        (
+            "[a-z][a-z_-]{0,4}",
+            prop::collection::vec((value(), list), 1..=4),
+            prop::bool::weighted(0.25),
+        ),
         1..=4,
     )
     .prop_map(|axes| {
         axes.into_iter()
             .enumerate()
-            .map(|(i, (prefix, values))| {
+            .map(|(i, (prefix, values, table))| {
                 // Values must be distinct as the cell sees them (`1` and `"1"` are the same).
                 let mut seen = BTreeSet::new();
-                let values = values
+                let (values, lists): (Vec<Value>, Vec<Vec<String>>) = values
                     .into_iter()
-                    .filter(|v| seen.insert(v.text()))
-                    .collect();
+                    .filter(|(v, _)| seen.insert(v.text()))
+                    .unzip();
                 Axis {
                     name: format!("{prefix}{i}"),
                     values,
+                    lists: table.then_some(lists),
                 }
             })
             .collect()
@@ -314,12 +364,18 @@ fn fields() -> impl Strategy<Value = Fields> {
         Just(Outcome::Hang),
         Just(Outcome::Any),
     ]);
+    let single = || {
+        prop_oneof![
+            (0i32..=255).prop_map(ExitSpec::Code),
+            prop::sample::select(vec![
+                "success", "failure", "nonzero", "signal", "any", "KILL", "SIGTERM"
+            ])
+            .prop_map(|w| ExitSpec::Word(w.to_string())),
+        ]
+    };
     let exit = prop::option::of(prop_oneof![
-        (0i32..=255).prop_map(ExitSpec::Code),
-        prop::sample::select(vec![
-            "success", "failure", "nonzero", "signal", "any", "KILL", "SIGTERM"
-        ])
-        .prop_map(|w| ExitSpec::Word(w.to_string())),
+        3 => single(),
+        1 => prop::collection::vec(single(), 1..=3).prop_map(ExitSpec::OneOf),
     ]);
     let pattern = || prop::option::of("[a-z0-9 ]{0,8}");
     (
@@ -328,12 +384,32 @@ fn fields() -> impl Strategy<Value = Fields> {
         prop::option::of(0u64..100_000),
         pattern(),
         pattern(),
-        prop::option::of("[a-zA-Z() ]{0,12}"),
+        (
+            prop::option::of("[a-zA-Z() ]{0,12}"),
+            prop::option::of(
+                prop::sample::select(vec![
+                    "futex",
+                    r"^wedge-run\[\d+\]: ",
+                    r"2 × \w+ threads blocked in",
+                    "(read|recvfrom)$",
+                ])
+                .prop_map(str::to_string),
+            ),
+        ),
         prop::option::of((0u32..=100).prop_map(|r| format!("{}.{:02}", r / 100, r % 100))),
         prop::option::of(any::<bool>()),
     )
         .prop_map(
-            |(outcome, exit, within_ms, stdout, stderr, diagnosis, min_rate, allow_lingering)| {
+            |(
+                outcome,
+                exit,
+                within_ms,
+                stdout,
+                stderr,
+                (diagnosis, diagnosis_regex),
+                min_rate,
+                allow_lingering,
+            )| {
                 Fields {
                     outcome,
                     exit,
@@ -341,6 +417,7 @@ fn fields() -> impl Strategy<Value = Fields> {
                     stdout,
                     stderr,
                     diagnosis,
+                    diagnosis_regex,
                     min_rate,
                     allow_lingering,
                 }
@@ -440,6 +517,63 @@ proptest! {
             .map(|a| (a.name.clone(), a.values.iter().map(Value::text).collect()))
             .collect();
         prop_assert_eq!(loaded, written);
+    }
+
+    /// A cell keeps each value's TOML type in JSON (an integer stays a number, a boolean a
+    /// boolean) and reads back as the same cell.
+    #[test]
+    fn cells_keep_their_value_types_in_json(case in case()) {
+        let text = case.toml();
+        let scenario = parse(&text);
+        for (cell, combination) in scenario.cells().iter().zip(case.combinations()) {
+            let json = serde_json::to_value(cell).unwrap();
+            for (axis, v) in case.axes.iter().zip(&combination) {
+                let expected = match &axis.values[*v] {
+                    // A table axis's values are its keys: strings.
+                    value if axis.lists.is_some() => serde_json::json!(value.text()),
+                    Value::Str(s) => serde_json::json!(s),
+                    Value::Int(i) => serde_json::json!(i),
+                    Value::Bool(b) => serde_json::json!(b),
+                };
+                prop_assert_eq!(&json[axis.name.as_str()], &expected, "{}", text);
+            }
+            // Through text, as trials.jsonl holds it (a `Value` map would sort the axes).
+            let line = serde_json::to_string(cell).unwrap();
+            let back: Cell = serde_json::from_str(&line).unwrap();
+            prop_assert_eq!(&back, cell);
+            prop_assert_eq!(serde_json::to_string(&back).unwrap(), line);
+        }
+    }
+
+    /// Every cell splices, for each table axis, the list of its value, and nothing for the
+    /// other axes; `{AXIS...}` in an argv is replaced by exactly that list.
+    #[test]
+    fn table_axes_splice_the_cells_list(case in case()) {
+        let text = case.toml();
+        let scenario = parse(&text);
+        for (cell, combination) in scenario.cells().iter().zip(case.combinations()) {
+            let splices = scenario.splices(cell);
+            let tables: Vec<(&Axis, &Vec<Vec<String>>, usize)> = case
+                .axes
+                .iter()
+                .zip(&combination)
+                .filter_map(|(a, v)| a.lists.as_ref().map(|l| (a, l, *v)))
+                .collect();
+            prop_assert_eq!(splices.len(), tables.len(), "{}", text);
+            for (axis, lists, v) in tables {
+                prop_assert_eq!(&splices[&axis.name], &lists[v], "{}", text);
+                let argv = vec![format!("{{{}...}}", axis.name), "tail".to_string()];
+                let spliced = splice(
+                    &argv,
+                    &|name| splices.get(name).cloned(),
+                    &|t| Ok(t.to_string()),
+                )
+                .unwrap();
+                let mut expected = lists[v].clone();
+                expected.push("tail".to_string());
+                prop_assert_eq!(spliced, expected);
+            }
+        }
     }
 
     /// The same text gives the same cells in the same order and the same expectations.

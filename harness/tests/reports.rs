@@ -24,8 +24,11 @@ fn expect_exit() -> Expectation {
         stderr: None,
         stderr_forbid: None,
         diagnosis: None,
+        diagnosis_regex: None,
         min_rate: None,
         allow_lingering: false,
+        allow_leftover_processes: Vec::new(),
+        allow_leftover_paths: Vec::new(),
     }
 }
 
@@ -38,8 +41,11 @@ fn expect_hang() -> Expectation {
         stderr: None,
         stderr_forbid: None,
         diagnosis: Some("supervisor thread blocked in ioctl(SECCOMP_IOCTL_NOTIF_RECV)".into()),
+        diagnosis_regex: None,
         min_rate: None,
         allow_lingering: false,
+        allow_leftover_processes: Vec::new(),
+        allow_leftover_paths: Vec::new(),
     }
 }
 
@@ -86,6 +92,7 @@ fn diagnosis(pid: i32) -> Diagnosis {
         reason: "quiescent for 1000 ms".into(),
         summary: wedge::monitor::summarize(&processes),
         processes,
+        ..Diagnosis::default()
     }
 }
 
@@ -140,6 +147,7 @@ fn record(
         log: vec![],
         stdout_tail: String::new(),
         stderr_tail: String::new(),
+        spawned: Vec::new(),
         host: Host {
             kernel: "6.18.44".into(),
             cpus: 2,
@@ -455,4 +463,32 @@ fn kernel_splats_from_a_vm_are_reported_even_when_every_trial_passed() {
         md.contains(&format!("⚠ kernel splat in its VM: {splat}")),
         "{md}"
     );
+}
+
+/// The committed reports were written when every matrix value was a string (`"cpus": "1"`):
+/// they still read, their cells are the cells a typed matrix makes, and re-rendering them keeps
+/// writing what they hold.
+#[test]
+fn committed_summaries_with_string_values_still_read() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/vcpu/summary.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let s: wedge::stats::Summary = serde_json::from_str(&text).unwrap();
+    let cell = &s.cells[0].cell;
+    assert_eq!(cell.get("cpus"), Some("1"), "{cell}");
+    let filter: wedge::cell::CellFilter = "cpus=1".parse().unwrap();
+    assert!(cell.matches(&[filter]));
+    let mut typed = Cell::default();
+    for (axis, value) in cell.pairs() {
+        let kind = if value.parse::<i64>().is_ok() {
+            wedge::cell::ValueKind::Integer
+        } else {
+            wedge::cell::ValueKind::String
+        };
+        typed.push_typed(axis, value, kind);
+    }
+    assert_eq!(&typed, cell, "a typed cell is the same cell");
+    let json = serde_json::to_value(&typed).unwrap();
+    assert_eq!(json["cpus"], serde_json::json!(1), "{json}");
+    let again = serde_json::to_value(cell).unwrap();
+    assert_eq!(again["cpus"], serde_json::json!("1"), "{again}");
 }

@@ -33,6 +33,19 @@
 //! wedge-subject posix-timer-disarmed
 //!                                  the same handler and timer, never armed, pause() forever
 //!
+//! Wait-for subjects (engine_waitfor.rs, `subject/waits.rs`): each hangs in one known shape.
+//! wedge-subject pthread-abba       threads abba-a, abba-b lock two glibc pthread mutexes in
+//!                                  opposite orders; main joins abba-a
+//! wedge-subject pthread-cycle3     threads ring-0..2 each hold mutex i and want mutex i+1 mod 3
+//! wedge-subject pi-abba            pthread-abba with PTHREAD_PRIO_INHERIT mutexes (pi-a, pi-b)
+//! wedge-subject flock-abba         parent and child flock two memfds in opposite orders
+//! wedge-subject pipe-cycle         parent and child each read the pipe only the other writes
+//! wedge-subject stopped-child      the parent waits for a child that stopped itself (SIGSTOP)
+//! wedge-subject itimer-tick        a 200 ms ITIMER_REAL with an empty handler, pause() forever
+//! wedge-subject uring-timeout      wait twice in io_uring_enter(GETEVENTS) for a 1.5 s
+//!                                  IORING_OP_TIMEOUT, then exit 0
+//! wedge-subject uring-empty        io_uring_enter(GETEVENTS) on a ring with nothing in flight
+//!
 //! Hostile subjects (engine_hostile.rs): each attacks wedge or its trial in one way.
 //! wedge-subject fork-bomb CAP       every process forks without end; at the first refused fork
 //!                                  print "refused at N" (N: the bomb's processes, exact), then
@@ -55,6 +68,9 @@
 //!                                  print "sent to PID: RC", then exit 0 after 300 ms
 //! ```
 
+#[path = "subject/waits.rs"]
+mod waits;
+
 use std::io::{BufRead, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -68,7 +84,7 @@ fn say(text: &str) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wedge-subject exit [CODE] | stamp | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
+        "usage: wedge-subject exit [CODE] | stamp | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | pthread-abba | pthread-cycle3 | pi-abba | flock-abba | pipe-cycle | stopped-child | itimer-tick | uring-timeout | uring-empty | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
     );
     std::process::exit(2);
 }
@@ -736,6 +752,7 @@ fn main() {
         Some("pause-forever") => pause_forever(),
         Some("posix-timer") => posix_timer(true),
         Some("posix-timer-disarmed") => posix_timer(false),
+        Some(mode) if waits::MODES.contains(&mode) => waits::run(mode),
         Some("fork-bomb") => fork_bomb(number(args.get(1))),
         Some("close-fds") => match args.get(1).map(String::as_str) {
             Some("exit") => close_fds(false),
@@ -758,10 +775,7 @@ fn main() {
             _ => usage(),
         },
         Some("sleep") => {
-            let ms = args
-                .get(1)
-                .and_then(|m| m.parse::<u64>().ok())
-                .unwrap_or_else(|| usage());
+            let ms: u64 = number(args.get(1));
             say("sleeping");
             std::thread::sleep(Duration::from_millis(ms));
             say("awake");

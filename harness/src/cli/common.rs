@@ -39,14 +39,47 @@ pub fn install_interrupt(engine: &Engine) {
 /// Prints the gate's verdict and every cell that misses its expectation.
 pub fn print_gate(failures: &[wedge::gate::GateFailure]) {
     if failures.is_empty() {
-        println!("gate: pass — every cell meets its expectation");
+        wedge::outln!("gate: pass — every cell meets its expectation");
     } else {
-        println!(
+        wedge::outln!(
             "gate: FAIL — {} cells miss their expectation:",
             failures.len()
         );
         for f in failures {
-            println!("  {} {}: {}", f.scenario, f.cell, f.reason);
+            wedge::outln!("  {} {}: {}", f.scenario, f.cell, f.reason);
+        }
+    }
+}
+
+/// What a run without `--gate` says: how many cells missed their expectations (each listed
+/// with why), and the cells this host skipped. It never says "gate": none was asked for.
+pub fn print_expectations(summary: &wedge::stats::Summary) {
+    let misses = wedge::gate::evaluate(summary);
+    let skipped: Vec<_> = summary
+        .cells
+        .iter()
+        .filter(|c| c.skipped.is_some())
+        .collect();
+    let judged = summary.cells.len() - skipped.len();
+    if misses.is_empty() {
+        wedge::outln!("expectations: all {judged} cells met");
+    } else {
+        wedge::outln!(
+            "expectations: {} of {judged} cells missed (--gate exits 1 on this):",
+            misses.len()
+        );
+        for f in &misses {
+            wedge::outln!("  {} {}: {}", f.scenario, f.cell, f.reason);
+        }
+    }
+    if !skipped.is_empty() {
+        wedge::outln!(
+            "expectations: {} cells skipped (this host cannot run them):",
+            skipped.len()
+        );
+        for c in skipped {
+            let why = c.skipped.as_deref().unwrap_or_default();
+            wedge::outln!("  {} {}: {why}", c.scenario, c.cell_id);
         }
     }
 }

@@ -29,9 +29,9 @@ pub fn kernels(verb: KernelsVerb) -> Result<(), Failure> {
         KernelsVerb::Fetch { names } => {
             let chosen = choose(&list, &names)?;
             for k in chosen {
-                eprintln!("fetching {} ({})", k.name, k.package);
+                wedge::errln!("fetching {} ({})", k.name, k.package);
                 let img = fetch(k, &cache).map_err(|e| Failure::Io(e.to_string()))?;
-                println!("{} {} {}", k.name, img.release, img.path.display());
+                wedge::outln!("{} {} {}", k.name, img.release, img.path.display());
             }
             Ok(())
         }
@@ -66,14 +66,21 @@ fn fact(v: Option<bool>) -> &'static str {
 }
 
 fn print_list(list: &[KnownKernel], cache: &std::path::Path) {
-    println!(
+    wedge::outln!(
         "{:<8} {:<28} {:<10} {:<7} {:<6} {:<7} {:<6} {:<7} ia32",
-        "name", "release", "version", "cached", "notif", "userns", "pidns", "cgroup"
+        "name",
+        "release",
+        "version",
+        "cached",
+        "notif",
+        "userns",
+        "pidns",
+        "cgroup"
     );
     for k in list {
         let img = cached(k, cache);
         let f = img.as_ref().and_then(|i| i.config).unwrap_or_default();
-        println!(
+        wedge::outln!(
             "{:<8} {:<28} {:<10} {:<7} {:<6} {:<7} {:<6} {:<7} {}",
             k.name,
             k.release,
@@ -86,5 +93,5 @@ fn print_list(list: &[KnownKernel], cache: &std::path::Path) {
             fact(f.ia32),
         );
     }
-    println!("cache: {}", cache.join("kernels").display());
+    wedge::outln!("cache: {}", cache.join("kernels").display());
 }

@@ -31,7 +31,7 @@ pub fn list(
     for c in &cells {
         if c.scenario.name != current {
             current = c.scenario.name.clone();
-            println!(
+            wedge::outln!(
                 "{} ({}, {} trials, deadline {} ms, quiescence {} ms){}",
                 c.scenario.name,
                 c.scenario.file.display(),
@@ -52,7 +52,7 @@ pub fn list(
             }
             (None, Target::Host) => String::new(),
         };
-        println!(
+        wedge::outln!(
             "  {:<40} expect {}{skip}",
             c.cell.id(),
             c.expectation.describe()

@@ -52,6 +52,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Exit 1 when a cell misses its expectation (or was skipped, or a shard is missing).
+        /// Without it the run reports how many cells missed and exits 0.
         #[arg(long)]
         gate: bool,
         /// With --gate: cells this host cannot run (listed either way) do not fail the gate.
@@ -211,15 +212,20 @@ pub fn main() -> ExitCode {
             run_one,
         }),
     };
+    exit_code(result)
+}
+
+/// The exit code of a verb's outcome, after saying why it failed.
+fn exit_code(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Gate) => ExitCode::from(1),
         Err(Failure::Input(m)) => {
-            eprintln!("wedge: {m}");
+            wedge::errln!("wedge: {m}");
             ExitCode::from(2)
         }
         Err(Failure::Io(m)) => {
-            eprintln!("wedge: {m}");
+            wedge::errln!("wedge: {m}");
             ExitCode::from(1)
         }
         Err(Failure::Interrupted) => ExitCode::from(130),

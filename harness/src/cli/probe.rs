@@ -41,9 +41,9 @@ pub fn probe(args: ProbeArgs) -> Result<(), Failure> {
     let report = probe_where(args.backend.backend, &wants, &vms)?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Failure::Io(e.to_string()))?;
-        println!("{text}");
+        wedge::outln!("{text}");
     } else {
-        print!("{}", render_table(&report));
+        wedge::out!("{}", render_table(&report));
     }
     if args.compare {
         let known = KnownReports::builtin().map_err(Failure::Io)?;
@@ -55,8 +55,8 @@ pub fn probe(args: ProbeArgs) -> Result<(), Failure> {
             .filter(|k| k.kernel != report.kernel || k.release != report.release)
             .collect();
         match compare::compare(&report, &others) {
-            Some(c) => print!("\n{}", compare::render(&report, &c)),
-            None => println!("\nno known kernel to compare with"),
+            Some(c) => wedge::out!("\n{}", compare::render(&report, &c)),
+            None => wedge::outln!("\nno known kernel to compare with"),
         }
     }
     Ok(())
@@ -72,7 +72,7 @@ fn probe_where(backend: Backend, wants: &Wants, vms: &HostVms) -> Result<ProbeRe
             let settings = vms
                 .settings()
                 .ok_or_else(|| Failure::Input(vms.unavailable().unwrap_or_default()))?;
-            eprintln!(
+            wedge::errln!(
                 "wedge: probing kernel {} in a VM ({} vCPUs, {})",
                 t.kernel.name,
                 t.cpus,
@@ -109,7 +109,7 @@ fn probe_host(host: &wedge::record::Host) -> ProbeReport {
 fn write_reports(dir: &Path, vms: &HostVms) -> Result<(), Failure> {
     let list = wedge::vm::kernels::load_list(&wedge::vm::kernels::default_list_path())
         .map_err(|e| Failure::Input(e.to_string()))?;
-    eprintln!("wedge: probing the host");
+    wedge::errln!("wedge: probing the host");
     let mut kernels = vec![probe_host(&host())];
     for k in &list {
         let wants = Wants {
@@ -132,8 +132,8 @@ fn write_reports(dir: &Path, vms: &HostVms) -> Result<(), Failure> {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))?;
     }
-    print!("{}", behaviour_table(&known));
-    eprintln!(
+    wedge::out!("{}", behaviour_table(&known));
+    wedge::errln!(
         "wedge: wrote {0}/kernels.json and {0}/kernels.md",
         dir.display()
     );

@@ -78,18 +78,18 @@ pub fn replay(
 }
 
 fn print_record(r: &TrialRecord) {
-    println!("{} {} seed {}", r.scenario, r.cell.id(), r.seed);
-    println!("verdict: {} ({})", r.verdict.as_str(), r.reason);
-    println!(
+    wedge::outln!("{} {} seed {}", r.scenario, r.cell.id(), r.seed);
+    wedge::outln!("verdict: {} ({})", r.verdict.as_str(), r.reason);
+    wedge::outln!(
         "expectation: {} — {}",
         r.expectation.describe(),
         if r.met { "met" } else { "MISSED" }
     );
-    println!("time to verdict: {:.1} ms", r.time_to_verdict_ms);
+    wedge::outln!("time to verdict: {:.1} ms", r.time_to_verdict_ms);
     if let Some(d) = &r.diagnosis {
-        println!("diagnosis ({}):", d.reason);
+        wedge::outln!("diagnosis ({}):", d.reason);
         for p in &d.processes {
-            println!(
+            wedge::outln!(
                 "  {}[{}] ppid {} {} — {}",
                 p.name,
                 p.pid,
@@ -98,7 +98,7 @@ fn print_record(r: &TrialRecord) {
                 p.cmdline.join(" ")
             );
             for t in &p.threads {
-                println!(
+                wedge::outln!(
                     "    {}[{}] {}{}{} (for {} ms)",
                     t.name,
                     t.tid,
@@ -112,27 +112,27 @@ fn print_record(r: &TrialRecord) {
                     t.for_ms
                 );
                 for frame in t.kernel_stack.iter().take(8) {
-                    println!("        {frame}");
+                    wedge::outln!("        {frame}");
                 }
             }
         }
     }
     for l in &r.leaks {
-        println!("leak: {l}");
+        wedge::outln!("leak: {l}");
     }
     for l in &r.lingering {
-        println!("lingering: {l}");
+        wedge::outln!("lingering: {l}");
     }
     if !r.log.is_empty() {
-        println!("log:");
+        wedge::outln!("log:");
         for l in &r.log {
-            println!("  {l}");
+            wedge::outln!("  {l}");
         }
     }
     if !r.stdout_tail.is_empty() {
-        println!("stdout:\n{}", r.stdout_tail);
+        wedge::outln!("stdout:\n{}", r.stdout_tail);
     }
     if !r.stderr_tail.is_empty() {
-        println!("stderr:\n{}", r.stderr_tail);
+        wedge::outln!("stderr:\n{}", r.stderr_tail);
     }
 }

@@ -39,7 +39,7 @@ pub fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> Result<(), Failure> {
     }
     let summary = wedge::stats::summarize(&records);
     wedge::report::write_all(&target, &summary).map_err(|e| Failure::Io(e.to_string()))?;
-    println!(
+    wedge::outln!(
         "wrote {} (from {} trials)",
         target.join("summary.md").display(),
         records.len()

@@ -1,12 +1,13 @@
 //! `wedge run`: plan the cells, run them, write `trials.jsonl` as trials finish and the
-//! reports at the end (also when interrupted), print the gate, and exit 1 on a failed gate with
-//! `--gate`.
+//! reports at the end (also when interrupted). With `--gate`, print the gate and exit 1 when it
+//! fails; without, print how many cells missed their expectations and exit 0 (a measurement,
+//! as `cargo bench` is; `--gate` is the `cargo test` of it).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
-use super::common::{Failure, install_interrupt, print_gate};
+use super::common::{Failure, install_interrupt, print_expectations, print_gate};
 use wedge::cell::{CellFilter, Shard};
 use wedge::record::JsonlWriter;
 use wedge::runner::{PlanOptions, default_jobs, execute_with, load_scenarios, plan};
@@ -71,7 +72,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     install_interrupt(&engine);
     let jobs = args.jobs.unwrap_or_else(|| default_jobs(&engine));
     if !args.quiet {
-        eprintln!(
+        wedge::errln!(
             "wedge: {} cells of {} scenarios, {} jobs, isolation {}, {}, results in {}",
             cells.len(),
             loaded.len(),
@@ -94,30 +95,47 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let summary = wedge::stats::summarize(&records);
     wedge::report::write_all(&out, &summary)
         .map_err(|e| Failure::Io(format!("writing reports in {}: {e}", out.display())))?;
-    let failures = wedge::gate::gate(&summary, &records, args.policy);
     if !args.quiet {
-        eprintln!(
+        wedge::errln!(
             "wedge: wrote {}/summary.md (and summary.json, junit.xml, index.html)",
             out.display()
         );
     }
     if interrupted {
-        // An interrupted run proves nothing either way: never a gate verdict.
-        let planned: u64 = cells.iter().map(|c| u64::from(c.trials)).sum();
-        let ran = records
-            .iter()
-            .filter(|r| r.verdict != wedge::record::Verdict::Skipped)
-            .count();
-        println!(
-            "gate: none — the run was interrupted after {ran} of {planned} planned trials; \
-             finished trials are kept in {}",
-            jsonl.display()
-        );
+        print_interrupted(&cells, &records, args.gate, &jsonl);
         return Err(Failure::Interrupted);
     }
-    print_gate(&failures);
-    if args.gate && !failures.is_empty() {
-        return Err(Failure::Gate);
+    if !args.gate {
+        // Without --gate a run measures: it reports what missed and exits 0.
+        print_expectations(&summary);
+        return Ok(());
     }
-    Ok(())
+    let failures = wedge::gate::gate(&summary, &records, args.policy);
+    print_gate(&failures);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Gate)
+    }
+}
+
+/// What an interrupted run says: how far it got, and never a verdict (it proves nothing either
+/// way); "gate" only when a gate was asked for.
+fn print_interrupted(
+    cells: &[wedge::runner::PlannedCell],
+    records: &[wedge::record::TrialRecord],
+    gate: bool,
+    jsonl: &std::path::Path,
+) {
+    let planned: u64 = cells.iter().map(|c| u64::from(c.trials)).sum();
+    let ran = records
+        .iter()
+        .filter(|r| r.verdict != wedge::record::Verdict::Skipped)
+        .count();
+    let what = if gate { "gate" } else { "expectations" };
+    wedge::outln!(
+        "{what}: none — the run was interrupted after {ran} of {planned} planned trials; \
+         finished trials are kept in {}",
+        jsonl.display()
+    );
 }

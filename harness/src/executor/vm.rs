@@ -443,31 +443,48 @@ fn guest_plan(cells: &[PlannedCell], group: &Group) -> (GuestPlan, Vec<(String, 
     (plan, files)
 }
 
-/// Programs a scenario's text names as `argv[0]` or `command[0]` (placeholders and wedge's own
-/// binaries left out: those are always in the guest).
+/// Programs a scenario's text names as `argv[0]` or `command[0]`, or as the first element of a
+/// table axis's argv lists (`runtime = { bwrap = ["bwrap", ...] }`, spliced by `{runtime...}`)
+/// (placeholders and wedge's own binaries left out: those are always in the guest).
 pub fn programs_named(scenario_text: &str) -> Vec<String> {
     let Ok(value) = scenario_text.parse::<toml::Table>() else {
         return Vec::new();
     };
     let mut out = Vec::new();
+    let lists = value
+        .get("matrix")
+        .and_then(toml::Value::as_table)
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(toml::Value::as_table)
+        .flat_map(|axis| axis.values());
+    for list in lists {
+        add_first(list, &mut out);
+    }
     collect_programs(&toml::Value::Table(value), &mut out);
     out
+}
+
+/// The first string of `list`, when it names a program the guest needs and is not listed yet.
+fn add_first(list: &toml::Value, out: &mut Vec<String>) {
+    if let Some(first) = list
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|f| f.as_str())
+        && !first.contains('{')
+        && !GUEST_BINARIES.contains(&first)
+        && !out.iter().any(|o| o == first)
+    {
+        out.push(first.to_string());
+    }
 }
 
 fn collect_programs(v: &toml::Value, out: &mut Vec<String>) {
     match v {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                if (k == "argv" || k == "command")
-                    && let Some(first) = v
-                        .as_array()
-                        .and_then(|a| a.first())
-                        .and_then(|f| f.as_str())
-                    && !first.contains('{')
-                    && !GUEST_BINARIES.contains(&first)
-                    && !out.iter().any(|o| o == first)
-                {
-                    out.push(first.to_string());
+                if k == "argv" || k == "command" {
+                    add_first(v, out);
                 }
                 collect_programs(v, out);
             }
@@ -595,6 +612,19 @@ argv = ["{bin_dir}/x"]
 "#;
         assert_eq!(programs_named(text), ["sh", "/usr/bin/stress-ng"]);
         assert!(programs_named("not toml [").is_empty());
+    }
+
+    #[test]
+    fn programs_are_found_first_in_table_axes_lists() {
+        let text = r#"
+[matrix]
+runtime = { bwrap = ["bwrap", "--"], nsjail = ["nsjail", "-Mo", "--"], none = [], own = ["{bin_dir}/x"] }
+cpus = [1, 2]
+[subject]
+kind = "command"
+argv = ["{runtime...}", "sh", "-c", "echo hi"]
+"#;
+        assert_eq!(programs_named(text), ["bwrap", "nsjail"]);
     }
 
     fn boot_with(lines: &[&str]) -> Boot {

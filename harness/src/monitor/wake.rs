@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::proc::wake::{FdObject, KernelTimers, PosixTimer, SignalMasks, WaitFds};
+use crate::proc::wake::{FdObject, KernelTimers, PosixTimer, Ring, SignalMasks, WaitFds};
 
 /// Deepest chain of epoll sets inside epoll sets wedge follows (the kernel allows 5).
 const MAX_EPOLL_DEPTH: usize = 5;
@@ -115,10 +115,45 @@ pub fn fd_wake(fds: &WaitFds, objects: &BTreeMap<i32, FdObject>) -> FdWait {
                 out.wake = Wake::sooner(out.wake.take(), Some(Wake { after: None, why }));
             }
             Some(FdObject::Signal(mask)) => out.signals |= mask,
+            Some(FdObject::Ring(r)) => match ring_wake(fd, r.as_ref()) {
+                Ok(wake) => out.wake = Wake::sooner(out.wake.take(), Some(wake)),
+                Err(note) => {
+                    out.note.get_or_insert(note);
+                }
+            },
             None => {}
         }
     }
     out
+}
+
+/// What io_uring fd `fd` can do to a thread: `Ok`, wake it any moment (requests in flight, or
+/// an fdinfo wedge cannot read), `Err` a note that it cannot (nothing in flight). A request in
+/// flight may complete at any moment and do anything (wake a futex, write a pipe), so one in any
+/// ring of the tree keeps every thread of it from being quiescent ([`busy_ring`]).
+pub fn ring_wake(fd: i32, ring: Option<&Ring>) -> Result<Wake, String> {
+    match ring {
+        Some(r) if r.idle() => Err(format!("io_uring fd {fd} has nothing in flight")),
+        Some(r) => Ok(Wake {
+            after: None,
+            why: format!(
+                "io_uring fd {fd} has requests in flight ({} submitted, {} completed)",
+                r.cached_sq_head, r.cached_cq_tail
+            ),
+        }),
+        None => Ok(Wake {
+            after: None,
+            why: format!("io_uring fd {fd} may have requests in flight (fdinfo unreadable)"),
+        }),
+    }
+}
+
+/// The first io_uring among `objects` that may have requests in flight, as a wake.
+pub fn busy_ring(objects: &BTreeMap<i32, FdObject>) -> Option<Wake> {
+    objects.iter().find_map(|(&fd, o)| match o {
+        FdObject::Ring(r) => ring_wake(fd, r.as_ref()).ok(),
+        _ => None,
+    })
 }
 
 /// Whether a signal's default action ends the process: SIGCHLD, SIGCONT, SIGURG and SIGWINCH are

@@ -162,7 +162,7 @@ pub fn run_one(id: &str) -> bool {
         evidence: o.evidence,
         ms: started.elapsed().as_secs_f64() * 1000.0,
     };
-    println!(
+    crate::outln!(
         "{}",
         serde_json::to_string(&r).unwrap_or_else(|_| "{}".into())
     );

@@ -1,9 +1,10 @@
 //! Reading processes and threads from `/proc`: state, CPU time, context switches, the syscall a
 //! thread is in, wchan, kernel stack, pending signals, the target's memory (for timeouts), and the
-//! timers that can wake a process (`wake`).
+//! timers that can wake a process (`wake`), and what the wait-for graph is built from (`waitfor`).
 
 pub mod syscall;
 mod syscall_table;
+pub mod waitfor;
 pub mod wake;
 
 use std::fs;

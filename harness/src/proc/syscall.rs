@@ -320,8 +320,7 @@ pub fn wait_bound(
         }
         "rt_sigtimedwait" => relative_ptr(args[2]),
         "semtimedop" => relative_ptr(args[3]),
-        "io_getevents" | "io_pgetevents" => relative_ptr(args[4]),
-        "recvmmsg" => relative_ptr(args[4]),
+        "io_getevents" | "io_pgetevents" | "recvmmsg" => relative_ptr(args[4]),
         "mq_timedreceive" | "mq_timedsend" => absolute_ptr(args[4], Clock::Realtime),
         "futex" => {
             let cmd = args[1] & FUTEX_CMD_MASK & 0xffff_ffff;
@@ -337,9 +336,51 @@ pub fn wait_bound(
                 _ => WaitBound::Indefinite,
             }
         }
+        "io_uring_enter" => uring_bound(args, read_mem),
         "futex_waitv" => absolute_ptr(args[3], Clock::from_id(args[4])),
         "futex_wait" => absolute_ptr(args[4], Clock::from_id(args[5])),
         _ => WaitBound::Indefinite,
+    }
+}
+
+/// `io_uring_enter`'s own timeout: with `IORING_ENTER_EXT_ARG`, the `ts` of its
+/// `io_uring_getevents_arg` (`sigmask` u64, `sigmask_sz` u32, `min_wait_usec` u32, `ts` u64),
+/// relative, or absolute with `IORING_ENTER_ABS_TIMER` on the ring's clock (monotonic unless one
+/// was registered), taken as boottime: never later than the truth. An argument in a registered
+/// region (`IORING_ENTER_EXT_ARG_REG`) is not read: unknown.
+fn uring_bound(args: &[u64; 6], read_mem: &dyn Fn(u64, usize) -> Option<Vec<u8>>) -> WaitBound {
+    const EXT_ARG: u64 = 1 << 3;
+    const ABS_TIMER: u64 = 1 << 5;
+    const EXT_ARG_REG: u64 = 1 << 6;
+    let flags = args[3];
+    if flags & EXT_ARG == 0 {
+        return WaitBound::Indefinite;
+    }
+    if flags & EXT_ARG_REG != 0 {
+        return WaitBound::Unknown;
+    }
+    let ts =
+        read_mem(args[4], 24).and_then(|b| Some(u64::from_ne_bytes(b[16..24].try_into().ok()?)));
+    let Some(ts) = ts else {
+        return WaitBound::Unknown;
+    };
+    if ts == 0 {
+        return WaitBound::Indefinite;
+    }
+    let Some(at) = read_mem(ts, 16).and_then(|b| {
+        let sec = i64::from_ne_bytes(b[0..8].try_into().ok()?);
+        let nsec = i64::from_ne_bytes(b[8..16].try_into().ok()?);
+        Some(Duration::new(
+            sec.max(0) as u64,
+            nsec.clamp(0, 999_999_999) as u32,
+        ))
+    }) else {
+        return WaitBound::Unknown;
+    };
+    if flags & ABS_TIMER != 0 {
+        WaitBound::Absolute(Clock::Boottime, at)
+    } else {
+        WaitBound::Relative(at)
     }
 }
 
@@ -466,6 +507,36 @@ mod tests {
         assert_eq!(
             wait_bound(futex, &[0, 9 | 128, 0, 0x1000, 0, 0], &mem),
             WaitBound::Absolute(Clock::Monotonic, Duration::from_millis(2500))
+        );
+        let uring = number("io_uring_enter").unwrap();
+        let mem_arg = move |addr: u64, len: usize| -> Option<Vec<u8>> {
+            match addr {
+                // io_uring_getevents_arg: ts at offset 16 points at 0x1000.
+                0x3000 => Some(
+                    [0u8; 16]
+                        .iter()
+                        .chain(&0x1000u64.to_ne_bytes())
+                        .copied()
+                        .collect(),
+                ),
+                _ => mem(addr, len),
+            }
+        };
+        assert_eq!(
+            wait_bound(uring, &[3, 0, 1, 1, 0, 0], &mem_arg),
+            WaitBound::Indefinite
+        );
+        assert_eq!(
+            wait_bound(uring, &[3, 0, 1, 1 | 8, 0x3000, 24], &mem_arg),
+            WaitBound::Relative(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            wait_bound(uring, &[3, 0, 1, 1 | 8 | 32, 0x3000, 24], &mem_arg),
+            WaitBound::Absolute(Clock::Boottime, Duration::from_millis(2500))
+        );
+        assert_eq!(
+            wait_bound(uring, &[3, 0, 1, 1 | 8, 0x4000, 24], &mem_arg),
+            WaitBound::Unknown
         );
         let poll = number("poll").unwrap();
         assert_eq!(

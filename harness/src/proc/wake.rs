@@ -56,6 +56,74 @@ pub enum FdObject {
     Epoll(Vec<i32>),
     /// A signalfd: the signals it reads (bit `n - 1` for signal `n`).
     Signal(u64),
+    /// An io_uring instance; `None`: its fdinfo did not parse.
+    Ring(Option<Ring>),
+}
+
+/// An io_uring's counters as its fdinfo shows them (6.18: `SqHead`, `SqTail`, `CachedSqHead`,
+/// `CqHead`, `CqTail`, `CachedCqTail`, then `PollList:` and `CqOverflowList:` each followed by
+/// one indented line per entry). No field counts requests in flight; see [`Ring::idle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ring {
+    pub sq_head: u32,
+    pub sq_tail: u32,
+    /// SQEs the kernel has consumed (submitted) since the ring was made.
+    pub cached_sq_head: u32,
+    pub cq_head: u32,
+    pub cq_tail: u32,
+    /// CQEs the kernel has posted since the ring was made.
+    pub cached_cq_tail: u32,
+    /// Entries listed under `PollList:` (armed polls) and `CqOverflowList:`.
+    pub polls: usize,
+    pub overflow: usize,
+}
+
+impl Ring {
+    /// Whether nothing can complete on this ring: every SQE written was consumed, every SQE
+    /// consumed has posted its CQE, every CQE posted was reaped, no poll is armed and nothing
+    /// overflowed. One request posting no CQE (`IOSQE_CQE_SKIP_SUCCESS`) keeps a ring from ever
+    /// looking idle, and a multishot one posting several makes the counts differ too: both are
+    /// "in flight", the sound side.
+    pub fn idle(&self) -> bool {
+        self.sq_tail == self.cached_sq_head
+            && self.sq_head == self.cached_sq_head
+            && self.cached_sq_head == self.cached_cq_tail
+            && self.cq_tail == self.cached_cq_tail
+            && self.cq_head == self.cq_tail
+            && self.polls == 0
+            && self.overflow == 0
+    }
+}
+
+/// Parses an io_uring's fdinfo; `None` if a counter is missing.
+pub fn parse_ring(fdinfo: &str) -> Option<Ring> {
+    let num = |key: &str| -> Option<u32> {
+        fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    // The indented lines after a `Key:` header line, up to the next unindented one.
+    let listed = |key: &str| {
+        fdinfo
+            .lines()
+            .skip_while(|l| !l.starts_with(key))
+            .skip(1)
+            .take_while(|l| l.starts_with([' ', '\t']))
+            .count()
+    };
+    Some(Ring {
+        sq_head: num("SqHead")?,
+        sq_tail: num("SqTail")?,
+        cached_sq_head: num("CachedSqHead")?,
+        cq_head: num("CqHead")?,
+        cq_tail: num("CqTail")?,
+        cached_cq_tail: num("CachedCqTail")?,
+        polls: listed("PollList:"),
+        overflow: listed("CqOverflowList:"),
+    })
 }
 
 /// A POSIX timer as `/proc/PID/timers` shows it.
@@ -303,7 +371,7 @@ pub fn wait_fds(
     match syscall::name(nr) {
         Some(
             "read" | "readv" | "pread64" | "preadv" | "preadv2" | "epoll_wait" | "epoll_pwait"
-            | "epoll_pwait2",
+            | "epoll_pwait2" | "io_uring_enter",
         ) => WaitFds::Fds(vec![fd]),
         Some("poll" | "ppoll") => {
             let nfds = args[1];
@@ -353,7 +421,7 @@ pub fn sigwait_set(
     Some(u64::from_ne_bytes(bytes.try_into().ok()?))
 }
 
-/// The timerfds, epoll sets and signalfds process `pid` holds, by fd.
+/// The timerfds, epoll sets, signalfds and io_urings process `pid` holds, by fd.
 pub fn fd_objects(pid: i32) -> BTreeMap<i32, FdObject> {
     let mut out = BTreeMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -377,6 +445,7 @@ pub fn fd_objects(pid: i32) -> BTreeMap<i32, FdObject> {
             "anon_inode:[signalfd]" => info()
                 .and_then(|i| parse_signalfd(&i))
                 .map(FdObject::Signal),
+            "anon_inode:[io_uring]" => Some(FdObject::Ring(info().and_then(|i| parse_ring(&i)))),
             _ => None,
         };
         if let Some(object) = object {
@@ -408,6 +477,25 @@ pub fn kernel_timers() -> Option<Vec<SystemTimer>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_io_uring_fdinfo() {
+        let busy = "pos:\t0\nflags:\t02000002\nSqMask:\t0x3\nSqHead:\t1\nSqTail:\t1\n\
+                    CachedSqHead:\t1\nCqMask:\t0x7\nCqHead:\t0\nCqTail:\t0\nCachedCqTail:\t0\n\
+                    SQEs:\t0\nCQEs:\t0\nSqThread:\t-1\nPollList:\nCqOverflowList:\nNAPI:\tdisabled\n";
+        let r = parse_ring(busy).unwrap();
+        assert_eq!((r.cached_sq_head, r.cached_cq_tail, r.polls), (1, 0, 0));
+        assert!(!r.idle());
+        let done = busy
+            .replace("CqTail:\t0", "CqTail:\t1")
+            .replace("CqHead:\t0", "CqHead:\t1")
+            .replace("CachedCqTail:\t0", "CachedCqTail:\t1");
+        assert!(parse_ring(&done).unwrap().idle());
+        let polled = done.replace("PollList:\n", "PollList:\n  op=6, task_works=0\n");
+        assert_eq!(parse_ring(&polled).unwrap().polls, 1);
+        assert!(!parse_ring(&polled).unwrap().idle());
+        assert_eq!(parse_ring("SqHead:\t1\n"), None);
+    }
 
     #[test]
     fn parses_timerfd_fdinfo() {

@@ -59,7 +59,7 @@ impl Progress {
         let line = cell_line(scenario, cell, records);
         match self.bar() {
             Some(bar) => bar.println(line),
-            None if !self.quiet => eprintln!("{line}"),
+            None if !self.quiet => crate::errln!("{line}"),
             None => {}
         }
     }

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use super::exit::validate_exit;
+use super::exit::{describe_exit_spec, validate_exit};
 use super::locate::{Locator, ScenarioError};
 use super::matrix::{Axis, CellMatch, cell_match, cell_matches};
 use super::spec::{ExitSpec, ExpectSpec, Outcome, WhenSpec};
@@ -35,12 +35,21 @@ pub struct Expectation {
     pub stderr_forbid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
+    /// A regex the hang diagnosis's summary must match (besides containing `diagnosis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis_regex: Option<String>,
     /// Gate threshold on the Wilson lower bound of the rate of trials meeting the expectation;
     /// `None`: every trial must meet it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_rate: Option<f64>,
     #[serde(default)]
     pub allow_lingering: bool,
+    /// Processes allowed to outlive the subject (a comm, or a glob over the command line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_leftover_processes: Vec<String>,
+    /// Paths allowed to be left (globs, placeholders filled per trial).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_leftover_paths: Vec<String>,
 }
 
 impl Expectation {
@@ -49,11 +58,11 @@ impl Expectation {
         let mut parts = Vec::new();
         match self.outcome {
             Outcome::Exit => {
-                parts.push(match &self.exit {
-                    Some(ExitSpec::Code(c)) => format!("exit {c}"),
-                    Some(ExitSpec::Word(w)) => format!("exit {w}"),
-                    None => "exit".to_string(),
-                });
+                parts.push(
+                    self.exit
+                        .as_ref()
+                        .map_or_else(|| "exit".to_string(), describe_exit_spec),
+                );
                 if let Some(ms) = self.within_ms {
                     parts.push(format!("within {ms} ms"));
                 }
@@ -71,6 +80,9 @@ impl Expectation {
                 parts.push("hang".to_string());
                 if let Some(d) = &self.diagnosis {
                     parts.push(format!("diagnosed \"{d}\""));
+                }
+                if let Some(r) = &self.diagnosis_regex {
+                    parts.push(format!("diagnosis ~ /{r}/"));
                 }
             }
             Outcome::Any => parts.push("any (measured only)".to_string()),
@@ -124,6 +136,8 @@ struct When {
     kernel: Option<KernelRequirement>,
     /// (probe id, value): every one must hold.
     probes: Vec<(String, String)>,
+    /// `diagnosis_regex`, checked.
+    diagnosis_regex: Option<String>,
     spec: WhenSpec,
 }
 
@@ -131,6 +145,8 @@ struct When {
 #[derive(Debug, Clone)]
 pub(crate) struct Expectations {
     base: ExpectSpec,
+    /// The base `diagnosis_regex`, checked.
+    base_regex: Option<String>,
     whens: Vec<When>,
 }
 
@@ -154,6 +170,19 @@ fn check_fields(
     Ok(())
 }
 
+/// Compiles `diagnosis_regex`, a bad one located at its value.
+fn check_diagnosis_regex(
+    regex: &Option<toml::Spanned<String>>,
+    loc: &Locator<'_>,
+) -> Result<Option<String>, ScenarioError> {
+    let Some(r) = regex else {
+        return Ok(None);
+    };
+    regex::Regex::new(r.get_ref())
+        .map_err(|e| loc.error(r.span(), format!("bad `diagnosis_regex`: {e}")))?;
+    Ok(Some(r.get_ref().clone()))
+}
+
 /// Checks `[expect]` and its overrides against the axes.
 pub(crate) fn parse(
     expect: Option<&toml::Spanned<ExpectSpec>>,
@@ -165,13 +194,25 @@ pub(crate) fn parse(
         None => (0..0, ExpectSpec::default()),
     };
     let patterns = [&base.stdout, &base.stderr, &base.stderr_forbid];
-    check_fields(&base.exit, patterns, &base.min_rate).map_err(|m| loc.error(span, m))?;
+    check_fields(&base.exit, patterns, &base.min_rate).map_err(|m| loc.error(span.clone(), m))?;
+    check_globs(
+        base.allow_leftover_processes.as_ref(),
+        base.allow_leftover_paths.as_ref(),
+    )
+    .map_err(|m| loc.error(span, m))?;
+    let base_regex = check_diagnosis_regex(&base.diagnosis_regex, loc)?;
     let mut whens = Vec::new();
     for w in &base.when {
         let at = |m| loc.error(w.span(), m);
         let spec = w.get_ref().clone();
         let patterns = [&spec.stdout, &spec.stderr, &spec.stderr_forbid];
         check_fields(&spec.exit, patterns, &spec.min_rate).map_err(at)?;
+        check_globs(
+            spec.allow_leftover_processes.as_ref(),
+            spec.allow_leftover_paths.as_ref(),
+        )
+        .map_err(at)?;
+        let diagnosis_regex = check_diagnosis_regex(&spec.diagnosis_regex, loc)?;
         let cell = cell_match(&spec.cell, axes, "when.cell").map_err(at)?;
         let kernel =
             match &spec.kernel {
@@ -189,6 +230,7 @@ pub(crate) fn parse(
             cell,
             kernel,
             probes,
+            diagnosis_regex,
             spec,
         });
     }
@@ -197,6 +239,7 @@ pub(crate) fn parse(
             when: Vec::new(),
             ..base
         },
+        base_regex,
         whens,
     })
 }
@@ -219,8 +262,11 @@ impl Expectations {
             stderr: base.stderr.clone(),
             stderr_forbid: base.stderr_forbid.clone(),
             diagnosis: base.diagnosis.clone(),
+            diagnosis_regex: self.base_regex.clone(),
             min_rate: base.min_rate,
             allow_lingering: base.allow_lingering.unwrap_or(false),
+            allow_leftover_processes: base.allow_leftover_processes.clone().unwrap_or_default(),
+            allow_leftover_paths: base.allow_leftover_paths.clone().unwrap_or_default(),
         };
         let probes_hold = |w: &When| {
             w.probes
@@ -234,6 +280,9 @@ impl Expectations {
         };
         for w in self.whens.iter().filter(applies) {
             apply(&mut e, &w.spec);
+            if w.diagnosis_regex.is_some() {
+                e.diagnosis_regex = w.diagnosis_regex.clone();
+            }
         }
         e
     }
@@ -267,5 +316,41 @@ fn apply(e: &mut Expectation, s: &WhenSpec) {
     }
     if let Some(l) = s.allow_lingering {
         e.allow_lingering = l;
+    }
+    if let Some(p) = &s.allow_leftover_processes {
+        e.allow_leftover_processes = p.clone();
+    }
+    if let Some(p) = &s.allow_leftover_paths {
+        e.allow_leftover_paths = p.clone();
+    }
+}
+
+/// Checks the globs of `allow_leftover_processes` and `allow_leftover_paths`.
+pub(crate) fn check_globs(
+    processes: Option<&Vec<String>>,
+    paths: Option<&Vec<String>>,
+) -> Result<(), String> {
+    for (key, list) in [
+        ("allow_leftover_processes", processes),
+        ("allow_leftover_paths", paths),
+    ] {
+        for g in list.into_iter().flatten() {
+            glob::Pattern::new(g).map_err(|e| format!("{key}: bad glob \"{g}\": {e}"))?;
+            if key == "allow_leftover_paths" && !g.starts_with('/') && !g.starts_with('{') {
+                return Err(format!(
+                    "{key}: \"{g}\" must be an absolute path (or start with a placeholder such as {{tmp}})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Expectation {
+    /// Whether a process left running (its comm and command line) is allowed to be.
+    pub fn allows_process(&self, comm: &str, cmdline: &str) -> bool {
+        self.allow_leftover_processes
+            .iter()
+            .any(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(comm) || p.matches(cmdline)))
     }
 }

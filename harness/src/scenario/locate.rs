@@ -26,14 +26,23 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 
 /// Tagged tables (`[subject]`, `[[steps]]`) are parsed as a whole, so the TOML parser locates
 /// an unknown key at its table; find the key's own line inside that table.
+/// Likewise a bad `exit` of a step (its value is read through the step's tag, which loses the
+/// value's own position): found by its message, when the error points at a table header.
 pub(crate) fn refine_span(source: &str, span: Range<usize>, message: &str) -> Range<usize> {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
+    let key = match message.strip_prefix("unknown field `") {
+        Some(rest) => rest.split('`').next(),
+        None if message.contains(super::exit::ACCEPTED) && at_header(source, &span) => Some("exit"),
+        None => None,
+    };
+    let Some(key) = key else {
         return span;
     };
-    let Some(key) = rest.split('`').next() else {
-        return span;
-    };
-    // The reported span is the table (or nothing): search from its start onwards.
+    key_span(source, span, key)
+}
+
+/// Where `key = ...` is written in the table that starts at `span` (searching from its start
+/// onwards), else `span`.
+pub(crate) fn key_span(source: &str, span: Range<usize>, key: &str) -> Range<usize> {
     let end = source.len();
     let start = span.start.min(end);
     let mut offset = start;
@@ -48,6 +57,13 @@ pub(crate) fn refine_span(source: &str, span: Range<usize>, message: &str) -> Ra
         offset += line.len();
     }
     span
+}
+
+/// Whether `span` starts a table header (`[subject]`, `[[steps]]`) rather than a value.
+fn at_header(source: &str, span: &Range<usize>) -> bool {
+    let start = span.start.min(source.len());
+    let line_start = source[..start].rfind('\n').map_or(0, |nl| nl + 1);
+    source[line_start..start].trim().is_empty() && source[start..].starts_with('[')
 }
 
 /// Turns messages about parts of one file into located errors.

@@ -6,15 +6,30 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::locate::{Locator, ScenarioError};
+use super::locate::{Locator, ScenarioError, key_span};
 use super::placeholders::BUILTIN_PLACEHOLDERS;
-use crate::cell::Cell;
+use crate::cell::{Cell, ValueKind};
 
 /// A matrix axis: its name and values, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Axis {
     pub name: String,
     pub values: Vec<String>,
+    /// Each value's TOML type, parallel to `values` (a cell carries it into records).
+    #[serde(default)]
+    pub kinds: Vec<ValueKind>,
+    /// A table axis (`runtime = { bwrap = ["bwrap", "--"], ... }`): each value's argv list,
+    /// parallel to `values`, which an argv element `{AXIS...}` is replaced by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lists: Option<Vec<Vec<String>>>,
+}
+
+impl Axis {
+    /// The argv list of `value`, when this is a table axis.
+    pub fn list(&self, value: &str) -> Option<&[String]> {
+        let i = self.values.iter().position(|v| v == value)?;
+        self.lists.as_ref()?.get(i).map(Vec::as_slice)
+    }
 }
 
 /// A validated selector: axis → the values it accepts (every cell when empty).
@@ -37,7 +52,10 @@ pub(crate) fn parse(
     let axes: Vec<Axis> = matrix
         .get_ref()
         .iter()
-        .map(|(axis, values)| parse_axis(axis, values).map_err(|m| loc.error(span.clone(), m)))
+        .map(|(axis, values)| {
+            parse_axis(axis, values)
+                .map_err(|m| loc.error(key_span(loc.source, span.clone(), axis), m))
+        })
         .collect::<Result<_, _>>()?;
     let within = axes.iter().try_fold(1usize, |cells, axis| {
         cells
@@ -68,31 +86,86 @@ fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
     if BUILTIN_PLACEHOLDERS.contains(&axis) {
         return Err(format!("axis name \"{axis}\" is reserved"));
     }
+    if let Some(table) = values.as_table() {
+        return table_axis(axis, table);
+    }
     let Some(list) = values.as_array() else {
-        return Err(format!("axis \"{axis}\" must be an array of values"));
+        return Err(format!(
+            "axis \"{axis}\" must be an array of values, or a table of argv lists \
+             (`{axis} = {{ VALUE = [\"ARG\", ...], ... }}`)"
+        ));
     };
     if list.is_empty() {
         return Err(format!("axis \"{axis}\" has no values"));
     }
     let mut seen = BTreeSet::new();
     let mut strings = Vec::new();
+    let mut kinds = Vec::new();
     for v in list {
-        let Some(s) = axis_value_string(v) else {
+        let Some((s, kind)) = axis_value(v) else {
             return Err(format!(
                 "axis \"{axis}\": values must be strings, integers or booleans"
             ));
         };
-        if axis == "cpus" && s.parse::<usize>().map_or(true, |n| n == 0) {
-            return Err(format!("axis \"cpus\": \"{s}\" is not a positive integer"));
-        }
+        check_value(axis, &s)?;
         if !seen.insert(s.clone()) {
             return Err(format!("axis \"{axis}\": value \"{s}\" appears twice"));
         }
         strings.push(s);
+        kinds.push(kind);
     }
     Ok(Axis {
         name: axis.to_string(),
         values: strings,
+        kinds,
+        lists: None,
+    })
+}
+
+/// What the special axes require of a value.
+fn check_value(axis: &str, value: &str) -> Result<(), String> {
+    if axis == "cpus" && value.parse::<usize>().map_or(true, |n| n == 0) {
+        return Err(format!(
+            "axis \"cpus\": \"{value}\" is not a positive integer"
+        ));
+    }
+    if axis == "isolation" && !["pid-namespace", "cgroup"].contains(&value) {
+        return Err(format!(
+            "axis \"isolation\": \"{value}\" is not an isolation (expected \"pid-namespace\" or \"cgroup\")"
+        ));
+    }
+    Ok(())
+}
+
+/// A table axis: its keys are the values (strings), each with the argv list `{AXIS...}` splices.
+fn table_axis(axis: &str, table: &toml::Table) -> Result<Axis, String> {
+    if table.is_empty() {
+        return Err(format!("axis \"{axis}\" has no values"));
+    }
+    let mut values = Vec::new();
+    let mut lists = Vec::new();
+    for (value, list) in table {
+        check_value(axis, value)?;
+        let strings: Option<Vec<String>> = list.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect()
+        });
+        let Some(strings) = strings else {
+            return Err(format!(
+                "axis \"{axis}\": value \"{value}\" must be a list of strings (the argv \
+                 `{{{axis}...}}` splices), e.g. {value} = [\"{value}\", \"--\"]"
+            ));
+        };
+        values.push(value.clone());
+        lists.push(strings);
+    }
+    Ok(Axis {
+        name: axis.to_string(),
+        kinds: vec![ValueKind::String; values.len()],
+        values,
+        lists: Some(lists),
     })
 }
 
@@ -102,9 +175,10 @@ pub(crate) fn cells(axes: &[Axis]) -> Vec<Cell> {
     for axis in axes {
         let mut next = Vec::with_capacity(cells.len() * axis.values.len());
         for cell in &cells {
-            for value in &axis.values {
+            for (i, value) in axis.values.iter().enumerate() {
                 let mut c = cell.clone();
-                c.push(&axis.name, value);
+                let kind = axis.kinds.get(i).copied().unwrap_or_default();
+                c.push_typed(&axis.name, value, kind);
                 next.push(c);
             }
         }
@@ -152,10 +226,15 @@ pub(crate) fn cell_matches(cell: &Cell, wanted: &CellMatch) -> bool {
 }
 
 fn axis_value_string(value: &toml::Value) -> Option<String> {
+    axis_value(value).map(|(text, _)| text)
+}
+
+/// A value as a cell carries it: its text and its TOML type.
+fn axis_value(value: &toml::Value) -> Option<(String, ValueKind)> {
     match value {
-        toml::Value::String(s) => Some(s.clone()),
-        toml::Value::Integer(i) => Some(i.to_string()),
-        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::String(s) => Some((s.clone(), ValueKind::String)),
+        toml::Value::Integer(i) => Some((i.to_string(), ValueKind::Integer)),
+        toml::Value::Boolean(b) => Some((b.to_string(), ValueKind::Boolean)),
         _ => None,
     }
 }

@@ -17,6 +17,7 @@ pub mod spec;
 mod steps;
 mod subject;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,7 +27,7 @@ pub use exit::{describe_exit_spec, parse_signal};
 pub use expect::{Expectation, KernelRequirement};
 pub use locate::{ScenarioError, line_col};
 pub use matrix::Axis;
-pub use placeholders::{BUILTIN_PLACEHOLDERS, interpolate, rand_bounds};
+pub use placeholders::{BUILTIN_PLACEHOLDERS, interpolate, rand_bounds, splice, splice_name};
 pub use spec::{ExitSpec, Isolation, Outcome, QuiescenceOf, StdinMode, Stream, Which};
 pub use steps::{Action, IoctlRequest, PlannedStep, Syscall, Target};
 pub use subject::{Program, Subject};
@@ -51,6 +52,8 @@ pub struct Scenario {
     pub axes: Vec<Axis>,
     /// The steps, with `start` made explicit.
     pub steps: Vec<PlannedStep>,
+    /// `[[teardown]]`: run after the subject is stopped, before the leak checks.
+    pub teardown: Vec<PlannedStep>,
     expect: expect::Expectations,
 }
 
@@ -90,14 +93,31 @@ impl Scenario {
         let header = header::parse(&file.scenario, path, &loc)?;
         let axes = matrix::parse(file.matrix.as_ref(), &loc)?;
         let plan = steps::parse(&file.steps, &axes, &loc)?;
+        let teardown = steps::parse_teardown(&file.teardown, &axes, &loc)?;
         let subject = subject::parse(&file.subject, &loc)?;
         let expect = expect::parse(file.expect.as_ref(), &axes, &loc)?;
-        let mut strings = vec![placeholders::Strings::Subject(
-            file.subject.span(),
-            subject.strings(),
-        )];
+        let mut strings = vec![placeholders::Strings {
+            span: file.subject.span(),
+            texts: subject.other_strings(),
+            argv: subject.argv_strings(),
+        }];
         strings.extend(plan.strings);
-        placeholders::check(&matrix::cells(&axes), &strings, &loc)?;
+        strings.extend(teardown.strings);
+        if let Some(m) = &file.matrix {
+            // The strings of table axes' lists are filled too, and cannot splice themselves.
+            let texts = axes.iter().flat_map(|a| a.lists.iter().flatten().flatten());
+            strings.push(placeholders::Strings {
+                span: m.span(),
+                texts: texts.collect(),
+                argv: Vec::new(),
+            });
+        }
+        let list_axes: Vec<&str> = axes
+            .iter()
+            .filter(|a| a.lists.is_some())
+            .map(|a| a.name.as_str())
+            .collect();
+        placeholders::check(&matrix::cells(&axes), &strings, &list_axes, &loc)?;
         drop(strings);
         Ok(Scenario {
             name: header.name,
@@ -114,6 +134,7 @@ impl Scenario {
             subject,
             axes,
             steps: plan.steps,
+            teardown: teardown.steps,
             expect,
         })
     }
@@ -144,6 +165,23 @@ impl Scenario {
         self.expect.uses_probes()
     }
 
+    /// Where `cell`'s trials run their processes: its `isolation` axis, else `[scenario]
+    /// isolation` (axis values are checked at load).
+    pub fn isolation_of(&self, cell: &Cell) -> Isolation {
+        match cell.get("isolation") {
+            Some("cgroup") => Isolation::Cgroup,
+            Some(_) => Isolation::PidNamespace,
+            None => self.isolation,
+        }
+    }
+
+    /// Whether teardown step `index` runs in `cell` (its `only` matches).
+    pub fn teardown_applies(&self, index: usize, cell: &Cell) -> bool {
+        self.teardown
+            .get(index)
+            .is_none_or(|step| matrix::cell_matches(cell, &step.only))
+    }
+
     /// Whether step `index` runs in `cell` (its `only` matches).
     pub fn step_applies(&self, index: usize, cell: &Cell) -> bool {
         self.steps
@@ -151,13 +189,39 @@ impl Scenario {
             .is_none_or(|step| matrix::cell_matches(cell, &step.only))
     }
 
-    /// The directory the scenario file is in.
+    /// The directory the scenario file is in, absolute (`{scenario_dir}`: trials run in their
+    /// own directory, where a path relative to wedge's would name nothing).
     pub fn dir(&self) -> PathBuf {
-        self.file
+        let dir = self
+            .file
             .parent()
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."))
+            .unwrap_or_else(|| PathBuf::from("."));
+        let absolute = std::path::absolute(&dir).unwrap_or(dir);
+        // `a/./b` and `a/../b` as the reader expects them, without resolving symlinks.
+        let mut clean = PathBuf::new();
+        for part in absolute.components() {
+            match part {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                other => clean.push(other),
+            }
+        }
+        clean
+    }
+
+    /// The argv list of each table axis for `cell` (axis → the list `{AXIS...}` splices).
+    pub fn splices(&self, cell: &Cell) -> BTreeMap<String, Vec<String>> {
+        self.axes
+            .iter()
+            .filter_map(|a| {
+                let list = a.list(cell.get(&a.name)?)?;
+                Some((a.name.clone(), list.to_vec()))
+            })
+            .collect()
     }
 }
 
@@ -405,6 +469,237 @@ diagnosis = "blocked in futex"
     }
 
     #[test]
+    fn exit_lists_and_diagnosis_regexes_load_and_bad_ones_are_located() {
+        let base =
+            "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[matrix]\nv = [\"a\", \"b\"]\n";
+        let s = parse(&format!(
+            "{base}[expect]\nexit = [0, \"failure\"]\ndiagnosis_regex = \"2 × \\\\w+ threads\"\n\
+             [[expect.when]]\ncell = {{ v = \"b\" }}\ndiagnosis_regex = \"^x\\\\[\"\n"
+        ))
+        .unwrap();
+        let a = s.expectation(&s.cells()[0], "6.18.0");
+        assert_eq!(
+            a.exit,
+            Some(ExitSpec::OneOf(vec![
+                ExitSpec::Code(0),
+                ExitSpec::Word("failure".into())
+            ]))
+        );
+        assert_eq!(a.diagnosis_regex.as_deref(), Some("2 × \\w+ threads"));
+        let b = s.expectation(&s.cells()[1], "6.18.0");
+        assert_eq!(b.diagnosis_regex.as_deref(), Some("^x\\["));
+        for (text, line, col, needle) in [
+            (
+                "[expect]\nexit = [0, 130, \"nope\"]\n",
+                7,
+                17,
+                "unknown exit status \"nope\"",
+            ),
+            ("[expect]\nexit = 300\n", 7, 8, "not in 0..=255"),
+            (
+                "[[expect.when]]\ncell = { v = \"a\" }\nexit = 1.5\n",
+                8,
+                8,
+                "an exit code",
+            ),
+            (
+                "[expect]\ndiagnosis_regex = \"(\"\n",
+                7,
+                19,
+                "bad `diagnosis_regex`",
+            ),
+            (
+                "[[expect.when]]\ncell = { v = \"a\" }\n\ndiagnosis_regex = \"[\"\n",
+                9,
+                19,
+                "bad `diagnosis_regex`",
+            ),
+            (
+                "[[steps]]\ndo = \"wait\"\nuntil = \"exited\"\nexit = [0, []]\n",
+                9,
+                1,
+                "cannot hold another list",
+            ),
+        ] {
+            let e = parse(&format!("{base}{text}")).unwrap_err();
+            assert!(e.message.contains(needle), "{text}: {e}");
+            assert!(!e.message.contains("untagged"), "{text}: {e}");
+            assert_eq!((e.line, e.col), (line, col), "{text}: {e}");
+        }
+    }
+
+    const SPLICED: &str = r#"[matrix]
+runtime = { bwrap = ["bwrap", "--ro-bind", "/", "/", "--"], nsjail = ["nsjail", "-Q", "--chroot", "{tmp}", "--"], none = [] }
+cpus = [1, 2]
+[subject]
+kind = "command"
+argv = ["{runtime...}", "sh", "-c", "echo {runtime} {cpus}"]
+[[steps]]
+do = "spawn"
+name = "client"
+argv = ["{runtime...}", "true"]
+only = { runtime = ["bwrap", "none"] }
+[[expect.when]]
+cell = { runtime = "nsjail" }
+exit = "failure"
+"#;
+
+    #[test]
+    fn table_axes_are_cells_by_key_with_argv_lists() {
+        let s = parse(SPLICED).unwrap();
+        let ids: Vec<String> = s.cells().iter().map(Cell::id).collect();
+        assert_eq!(
+            ids,
+            [
+                "runtime=bwrap,cpus=1",
+                "runtime=bwrap,cpus=2",
+                "runtime=nsjail,cpus=1",
+                "runtime=nsjail,cpus=2",
+                "runtime=none,cpus=1",
+                "runtime=none,cpus=2"
+            ]
+        );
+        let nsjail = &s.cells()[2];
+        let splices = s.splices(nsjail);
+        assert_eq!(
+            splices["runtime"],
+            ["nsjail", "-Q", "--chroot", "{tmp}", "--"]
+        );
+        assert_eq!(splices.len(), 1, "only table axes splice");
+        assert_eq!(
+            s.expectation(nsjail, "6.18.0").exit,
+            Some(ExitSpec::Word("failure".into()))
+        );
+        assert!(!s.step_applies(1, nsjail) && s.step_applies(1, &s.cells()[4]));
+        let fill = |t: &str| Ok(t.replace("{tmp}", "/T"));
+        let argv: Vec<String> = ["{runtime...}", "x", "{runtime}..."]
+            .map(String::from)
+            .into();
+        let lists = |axis: &str| s.splices(nsjail).get(axis).cloned();
+        assert_eq!(
+            splice(&argv, &lists, &fill).unwrap(),
+            ["nsjail", "-Q", "--chroot", "/T", "--", "x", "{runtime}..."]
+        );
+        assert!(splice(&argv, &|_| None, &fill).is_err());
+        assert_eq!(splice_name("{runtime...}"), Some("runtime"));
+        for not in [
+            "{runtime}",
+            "x{runtime...}",
+            "{...}",
+            "{a{b...}",
+            "{runtime...}x",
+        ] {
+            assert_eq!(splice_name(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn bad_splices_are_located_errors() {
+        let cases = [
+            // Not a whole argv element.
+            (
+                SPLICED.replace("\"{runtime...}\", \"true\"", "\"x{runtime...}\", \"true\""),
+                10,
+                10,
+                "as a whole element",
+            ),
+            // Outside an argv.
+            (
+                SPLICED.replace(
+                    "exit = \"failure\"",
+                    "exit = 1\n[[steps]]\ndo = \"write\"\ndata = \"{runtime...}\"",
+                ),
+                17,
+                9,
+                "as a whole element",
+            ),
+            // A plain axis.
+            (
+                SPLICED.replace("\"{runtime...}\", \"sh\"", "\"{cpus...}\", \"sh\""),
+                6,
+                10,
+                "axis \"cpus\" is not a table of lists",
+            ),
+            // No such axis.
+            (
+                SPLICED.replace("\"{runtime...}\", \"true\"", "\"{rt...}\", \"true\""),
+                10,
+                10,
+                "no axis \"rt\"",
+            ),
+            // A list that splices itself.
+            (
+                SPLICED.replace("none = []", "none = [\"{runtime...}\"]"),
+                2,
+                124,
+                "as a whole element",
+            ),
+            // A list that is not a list of strings.
+            (
+                SPLICED.replace("none = []", "none = \"x\""),
+                2,
+                1,
+                "value \"none\" must be a list of strings",
+            ),
+            (
+                SPLICED.replace("none = []", "none = [1]"),
+                2,
+                1,
+                "value \"none\" must be a list of strings",
+            ),
+            (
+                SPLICED.replace("\"echo {runtime} {cpus}\"", "\"{nope}\""),
+                4,
+                1,
+                "unknown placeholder `{nope}`",
+            ),
+        ];
+        for (text, line, col, needle) in cases {
+            let e = parse(&text).unwrap_err();
+            assert!(e.message.contains(needle), "{text}\n{e}");
+            assert_eq!((e.line, e.col), (line, col), "{text}\n{e}");
+        }
+        let teardown = format!(
+            "{SPLICED}[[teardown]]\ndo = \"run\"\nargv = [\"{{runtime...}}\", \"cleanup\"]\n"
+        );
+        assert!(parse(&teardown).is_ok(), "a run step's argv splices");
+        let e =
+            parse(&teardown.replace("\"{runtime...}\", \"cleanup\"", "\"{cpus...}\"")).unwrap_err();
+        assert!(e.message.contains("not a table of lists"), "{e}");
+        assert_eq!(e.line, 17, "{e}");
+        let plain = "[subject]\nkind = \"command\"\nargv = [\"{x...}\"]\n";
+        let e = parse(plain).unwrap_err();
+        assert!(e.message.contains("no axis \"x\""), "{e}");
+        assert_eq!((e.line, e.col), (3, 10), "{e}");
+        let wedge_run = "[matrix]\nr = { a = [\"--drain-ms\", \"5\"] }\n[subject]\nkind = \"wedge-run\"\n\
+                         command = [\"true\"]\nargs = [\"{r...}\"]\npolicy = \"{r...}\"\n";
+        let e = parse(wedge_run).unwrap_err();
+        assert!(e.message.contains("as a whole element"), "{e}");
+        assert!(parse(&wedge_run.replace("policy = \"{r...}\"\n", "")).is_ok());
+    }
+
+    #[test]
+    fn the_scenario_dir_is_absolute_even_for_a_relative_file() {
+        let text = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n";
+        let cwd = std::env::current_dir().unwrap();
+        for (file, dir) in [
+            ("dir/x.toml", cwd.join("dir")),
+            ("./dir/../other/x.toml", cwd.join("other")),
+            ("x.toml", cwd.clone()),
+            ("/abs/x.toml", PathBuf::from("/abs")),
+        ] {
+            let s = Scenario::parse(Path::new(file), text).unwrap();
+            assert_eq!(s.dir(), dir, "{file}");
+            assert!(s.dir().is_absolute(), "{file}");
+            assert_eq!(
+                s.file,
+                Path::new(file),
+                "the file stays as given (reports, replay)"
+            );
+        }
+    }
+
+    #[test]
     fn kernel_requirements() {
         let k = KernelRequirement::parse(">= 6.11").unwrap();
         assert!(k.holds("6.18.44-fc"));
@@ -434,5 +729,41 @@ diagnosis = "blocked in futex"
         );
         assert_eq!(parse_signal("2"), Some(nix::sys::signal::Signal::SIGINT));
         assert_eq!(parse_signal("BOGUS"), None);
+    }
+
+    #[test]
+    fn teardown_steps_and_isolation_are_read_and_checked() {
+        let base = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n";
+        let ok = format!(
+            "[scenario]\nisolation = \"cgroup\"\n{base}[[teardown]]\ndo = \"run\"\nargv = [\"runc\", \"delete\", \"-f\", \"c{{trial}}\"]\ntimeout_ms = 500\nexit = \"any\"\n"
+        );
+        let s = parse(&ok).unwrap();
+        assert_eq!(s.isolation, Isolation::Cgroup);
+        match &s.teardown[0].action {
+            Action::Run {
+                name,
+                timeout,
+                exit,
+                ..
+            } => {
+                assert_eq!(name, "runc");
+                assert_eq!(*timeout, Duration::from_millis(500));
+                assert_eq!(*exit, ExitSpec::Word("any".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = parse(&format!("{base}[[teardown]]\ndo = \"close-stdin\"\n")).unwrap_err();
+        assert_eq!((e.line, e.col), (4, 1), "{e}");
+        assert!(e.message.contains("a teardown step must be `run`"), "{e}");
+        let e = parse(&format!("{base}[[steps]]\ndo = \"run\"\nargv = []\n")).unwrap_err();
+        assert!(e.message.contains("`argv` is empty"), "{e}");
+        let e = parse(&format!("{base}[matrix]\nisolation = [\"vm\"]\n")).unwrap_err();
+        assert!(
+            e.message
+                .contains("expected \"pid-namespace\" or \"cgroup\""),
+            "{e}"
+        );
+        let e = parse(&format!("[scenario]\nisolation = \"none\"\n{base}")).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 }

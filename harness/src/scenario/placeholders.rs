@@ -66,42 +66,136 @@ pub fn interpolate(text: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<
     Ok(out)
 }
 
-/// The interpolated strings of one part of the file, and where that part is.
-pub(crate) enum Strings<'a> {
-    /// The subject's strings, located at its table.
-    Subject(Range<usize>, Vec<&'a String>),
-    /// A step's strings, located at its `line:col`.
-    Step((usize, usize), Vec<&'a String>),
+/// `NAME` when `text` is exactly `{NAME...}`: an argv element that a table axis's list replaces.
+pub fn splice_name(text: &str) -> Option<&str> {
+    let name = text.strip_prefix('{')?.strip_suffix("...}")?;
+    let plain = !name.is_empty() && !name.contains(['{', '}']);
+    plain.then_some(name)
 }
 
-/// Checks that every placeholder of `parts` resolves in every cell.
+/// `argv` with every element that is exactly `{AXIS...}` replaced by `lists(AXIS)` and every
+/// other element, and every string of a spliced list, filled by `fill`. The one splicing rule
+/// for every argv (the subject's `argv`, `command` and `args`, the `argv` of `spawn` and `run` steps).
+pub fn splice(
+    argv: &[String],
+    lists: &dyn Fn(&str) -> Option<Vec<String>>,
+    fill: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(argv.len());
+    for element in argv {
+        match splice_name(element) {
+            Some(axis) => {
+                let list = lists(axis).ok_or_else(|| {
+                    format!("`{{{axis}...}}`: axis \"{axis}\" is not a table of argv lists")
+                })?;
+                for item in &list {
+                    out.push(fill(item)?);
+                }
+            }
+            None => out.push(fill(element)?),
+        }
+    }
+    Ok(out)
+}
+
+/// The interpolated strings of one part of the file, and where that part is.
+pub(crate) struct Strings<'a> {
+    /// The part's table (the subject, a step, the matrix): errors point into it.
+    pub span: Range<usize>,
+    /// Strings with placeholders.
+    pub texts: Vec<&'a String>,
+    /// Argv elements: placeholders, or as a whole `{AXIS...}` to splice a table axis's list.
+    pub argv: Vec<&'a String>,
+}
+
+/// Names of the table axes (whose values are argv lists), for the check.
+pub(crate) type ListAxes<'a> = &'a [&'a str];
+
+/// Checks that every placeholder of `parts` resolves in every cell, and that every `{AXIS...}`
+/// is a whole argv element naming a table axis.
 pub(crate) fn check(
     cells: &[Cell],
     parts: &[Strings<'_>],
+    list_axes: ListAxes<'_>,
     loc: &Locator<'_>,
 ) -> Result<(), ScenarioError> {
-    for cell in cells {
-        let vars = |name: &str| {
-            if let Some(v) = cell.get(name) {
-                Some(v.to_string())
-            } else {
-                (BUILTIN_PLACEHOLDERS.contains(&name) || rand_bounds(name).is_some())
-                    .then(String::new)
+    for part in parts {
+        for text in &part.argv {
+            if let Some(axis) = splice_name(text) {
+                check_splice(axis, cells, list_axes)
+                    .map_err(|m| loc.error(text_span(loc.source, &part.span, text), m))?;
             }
-        };
-        let fill_all = |texts: &[&String]| {
-            texts
-                .iter()
-                .try_for_each(|text| interpolate(text, &vars).map(drop))
-        };
+        }
+    }
+    for cell in cells {
         for part in parts {
-            match part {
-                Strings::Subject(span, texts) => {
-                    fill_all(texts).map_err(|m| loc.error(span.clone(), m))?;
-                }
-                Strings::Step(at, texts) => fill_all(texts).map_err(|m| loc.at(*at, m))?,
+            let plain = part.argv.iter().filter(|t| splice_name(t).is_none());
+            for text in part.texts.iter().chain(plain) {
+                fill_checked(text, cell).map_err(|(m, exact)| match exact {
+                    true => loc.error(text_span(loc.source, &part.span, text), m),
+                    false => loc.error(part.span.clone(), m),
+                })?;
             }
         }
     }
     Ok(())
+}
+
+/// `{AXIS...}` as a whole argv element: AXIS must be a table axis.
+fn check_splice(axis: &str, cells: &[Cell], list_axes: ListAxes<'_>) -> Result<(), String> {
+    if list_axes.contains(&axis) {
+        return Ok(());
+    }
+    let is_axis = cells.first().is_some_and(|c| c.get(axis).is_some());
+    if is_axis {
+        Err(format!(
+            "`{{{axis}...}}` splices a list, but axis \"{axis}\" is not a table of lists; \
+             write `{axis} = {{ VALUE = [\"ARG\", ...], ... }}` in [matrix]"
+        ))
+    } else {
+        Err(format!(
+            "`{{{axis}...}}`: no axis \"{axis}\" in [matrix] (a table axis, \
+             `{axis} = {{ VALUE = [\"ARG\", ...] }}`, can be spliced into an argv)"
+        ))
+    }
+}
+
+/// Fills `text` in `cell` with placeholder values of the right shape; the error says whether it
+/// is about a `{AXIS...}` (located at the text itself) or not (located at the part).
+fn fill_checked(text: &str, cell: &Cell) -> Result<(), (String, bool)> {
+    let spliced = std::cell::RefCell::new(None);
+    let vars = |name: &str| {
+        if let Some(axis) = name.strip_suffix("...") {
+            spliced.borrow_mut().get_or_insert_with(|| axis.to_string());
+            return Some(String::new());
+        }
+        if let Some(v) = cell.get(name) {
+            Some(v.to_string())
+        } else {
+            (BUILTIN_PLACEHOLDERS.contains(&name) || rand_bounds(name).is_some()).then(String::new)
+        }
+    };
+    interpolate(text, &vars).map_err(|m| (m, false))?;
+    match spliced.into_inner() {
+        None => Ok(()),
+        Some(axis) => Err((
+            format!(
+                "`{{{axis}...}}` in \"{text}\": a list can only be spliced as a whole element \
+                 of `argv`, `command`, `args` or a `spawn` or `run` step's `argv`"
+            ),
+            true,
+        )),
+    }
+}
+
+/// Where `text` is written inside `span` (its first occurrence), else the span itself.
+fn text_span(source: &str, span: &Range<usize>, text: &str) -> Range<usize> {
+    let start = span.start.min(source.len());
+    let end = span.end.clamp(start, source.len());
+    let within = source[start..end].find(text).map(|i| start + i);
+    let after = || source[start..].find(text).map(|i| start + i);
+    match within.or_else(after) {
+        Some(at) => at..at + text.len(),
+        None => span.clone(),
+    }
 }

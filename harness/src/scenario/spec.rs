@@ -17,6 +17,9 @@ pub struct ScenarioFile {
     pub matrix: Option<Spanned<toml::Table>>,
     #[serde(default)]
     pub steps: Vec<Spanned<Step>>,
+    /// Steps that run after the subject is stopped and before the leak checks, on every verdict.
+    #[serde(default)]
+    pub teardown: Vec<Spanned<Step>>,
     #[serde(default)]
     pub expect: Option<Spanned<ExpectSpec>>,
 }
@@ -199,15 +202,26 @@ pub enum Stream {
     Any,
 }
 
-/// An exit status as written in a scenario: a code, or a word.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+/// An exit status as written in a scenario: a code, a word, or a list of them. Deserializing
+/// checks the value (a code in 0..=255, a known word or signal name, a flat non-empty list), so
+/// a bad one is refused where it is written, saying what is accepted.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum ExitSpec {
     /// Exactly this exit code.
     Code(i32),
-    /// `"success"` (0), `"failure"`/`"nonzero"` (exited with a code ≠ 0), `"signal"` (killed by
-    /// any signal), a signal name such as `"KILL"`/`"SIGKILL"` (killed by it), or `"any"`.
+    /// `"success"` (0), `"failure"` (did not succeed: a code ≠ 0 or killed by a signal),
+    /// `"nonzero"` (exited with a code ≠ 0), `"signal"` (killed by any signal), a signal name
+    /// such as `"KILL"`/`"SIGKILL"` (killed by it), or `"any"`.
     Word(String),
+    /// Any one of these (`exit = [0, 130]`); never empty, never nested.
+    OneOf(Vec<ExitSpec>),
+}
+
+impl<'de> Deserialize<'de> for ExitSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ExitSpec, D::Error> {
+        deserializer.deserialize_any(super::exit::ExitVisitor { in_list: false })
+    }
 }
 
 /// `only = { AXIS = VALUE | [VALUES] }`: the cells a step runs in (every cell when empty).
@@ -307,6 +321,19 @@ pub enum Step {
         #[serde(default)]
         only: Only,
     },
+    /// Run a process inside the trial to its end: the step fails if it does not exit within
+    /// `timeout_ms` (default 10000) or exits otherwise than `exit` (default 0).
+    Run {
+        name: Option<String>,
+        argv: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+        timeout_ms: Option<u64>,
+        exit: Option<ExitSpec>,
+        #[serde(default)]
+        only: Only,
+    },
 }
 
 /// The subject's expected outcome.
@@ -334,8 +361,14 @@ pub struct ExpectSpec {
     /// A pattern that must NOT occur in stderr (e.g. a fix's "drain expired" marker).
     pub stderr_forbid: Option<String>,
     pub diagnosis: Option<String>,
+    /// A regex the hang diagnosis must match (located, so a bad one is reported at its key).
+    pub diagnosis_regex: Option<Spanned<String>>,
     pub min_rate: Option<f64>,
     pub allow_lingering: Option<bool>,
+    /// Processes that may outlive the subject: a comm or an argv glob each.
+    pub allow_leftover_processes: Option<Vec<String>>,
+    /// Leftover paths (globs, with placeholders) that do not fail the trial.
+    pub allow_leftover_paths: Option<Vec<String>>,
     #[serde(default)]
     pub when: Vec<Spanned<WhenSpec>>,
 }
@@ -359,8 +392,14 @@ pub struct WhenSpec {
     /// A pattern that must NOT occur in stderr (e.g. a fix's "drain expired" marker).
     pub stderr_forbid: Option<String>,
     pub diagnosis: Option<String>,
+    /// A regex the hang diagnosis must match.
+    pub diagnosis_regex: Option<Spanned<String>>,
     pub min_rate: Option<f64>,
     pub allow_lingering: Option<bool>,
+    /// Processes that may outlive the subject: a comm or an argv glob each.
+    pub allow_leftover_processes: Option<Vec<String>>,
+    /// Leftover paths (globs, with placeholders) that do not fail the trial.
+    pub allow_leftover_paths: Option<Vec<String>>,
 }
 
 impl Step {
@@ -374,7 +413,8 @@ impl Step {
             | Step::Write { only, .. }
             | Step::Sleep { only, .. }
             | Step::Failpoint { only, .. }
-            | Step::Spawn { only, .. } => only,
+            | Step::Spawn { only, .. }
+            | Step::Run { only, .. } => only,
         }
     }
 }

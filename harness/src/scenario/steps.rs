@@ -52,6 +52,15 @@ pub enum Action {
         env: BTreeMap<String, String>,
         cwd: Option<String>,
     },
+    /// Run a process inside the trial to its end, within `timeout`, expecting `exit`.
+    Run {
+        name: String,
+        argv: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+        timeout: Duration,
+        exit: ExitSpec,
+    },
     /// Wait until a thread (of `process`, named `thread`) is blocked in one of `syscalls`.
     WaitBlocked {
         process: Option<String>,
@@ -163,8 +172,8 @@ pub(crate) fn parse<'a>(
         let only = cell_match(step.get_ref().only(), axes, "only").map_err(err)?;
         let action = action(step.get_ref(), &only, &mut seen).map_err(err)?;
         plan.steps.push(PlannedStep { action, at, only });
-        plan.strings
-            .push(Strings::Step(at, step_strings(step.get_ref())));
+        let (texts, argv) = step_strings(step.get_ref());
+        plan.strings.push(Strings { span, texts, argv });
     }
     if !seen.started {
         plan.steps
@@ -229,10 +238,87 @@ fn action(step: &Step, only: &CellMatch, seen: &mut Seen) -> Result<Action, Stri
                 cwd,
             })
         }
+        Step::Run { .. } => run(step),
         Step::Write { data, .. } => Ok(Action::Write { data }),
         Step::CloseStdin { .. } => Ok(Action::CloseStdin),
         Step::Sleep { ms, jitter_ms, .. } => Ok(Action::Sleep { ms, jitter_ms }),
     }
+}
+
+/// The default bound of a `run` step.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `run` step: a non-empty argv, a positive bound, a valid exit.
+fn run(step: &Step) -> Result<Action, String> {
+    let Step::Run {
+        name,
+        argv,
+        env,
+        cwd,
+        timeout_ms,
+        exit,
+        ..
+    } = step.clone()
+    else {
+        unreachable!("run() is only called for run steps")
+    };
+    let Some(first) = argv.first() else {
+        return Err("`argv` is empty".into());
+    };
+    if timeout_ms == Some(0) {
+        return Err("timeout_ms must be positive".into());
+    }
+    let exit = exit.unwrap_or(ExitSpec::Code(0));
+    validate_exit(&exit)?;
+    let name = name.unwrap_or_else(|| {
+        first
+            .rsplit('/')
+            .next()
+            .unwrap_or(first.as_str())
+            .to_string()
+    });
+    Ok(Action::Run {
+        name,
+        argv,
+        env,
+        cwd,
+        timeout: timeout_ms.map_or(RUN_TIMEOUT, Duration::from_millis),
+        exit,
+    })
+}
+
+/// The steps of `[[teardown]]`: they run once the subject is stopped, so only steps that need
+/// no running subject are allowed (`run`, `signal` to named processes, `sleep`).
+pub(crate) fn parse_teardown<'a>(
+    steps: &'a [toml::Spanned<Step>],
+    axes: &[Axis],
+    loc: &Locator<'_>,
+) -> Result<Plan<'a>, ScenarioError> {
+    let mut plan = Plan {
+        steps: Vec::new(),
+        strings: Vec::new(),
+    };
+    for step in steps {
+        let span = step.span();
+        let at = line_col(loc.source, span.start);
+        let err = |m: String| loc.error(span.clone(), m);
+        let allowed = match step.get_ref() {
+            Step::Run { .. } | Step::Sleep { .. } => true,
+            Step::Signal { to, .. } => *to == SignalTarget::Process,
+            _ => false,
+        };
+        if !allowed {
+            return Err(err(
+                "a teardown step must be `run`, `sleep` or `signal` with `to = \"process\"` (the subject is stopped by then)".into(),
+            ));
+        }
+        let only = cell_match(step.get_ref().only(), axes, "only").map_err(err)?;
+        let action = action(step.get_ref(), &only, &mut Seen::default()).map_err(err)?;
+        plan.steps.push(PlannedStep { action, at, only });
+        let (texts, argv) = step_strings(step.get_ref());
+        plan.strings.push(Strings { span, texts, argv });
+    }
+    Ok(plan)
 }
 
 /// A `signal` step, its signal parsed and its target checked.
@@ -384,9 +470,11 @@ fn blocked_in(
 }
 
 /// Every interpolated string of a step as written (checked even where its action ignores it,
-/// e.g. `process` of an output wait, so the files that load stay the same).
-fn step_strings(step: &Step) -> Vec<&String> {
+/// e.g. `process` of an output wait, so the files that load stay the same), and apart, the argv
+/// elements (where `{AXIS...}` splices a list).
+fn step_strings(step: &Step) -> (Vec<&String>, Vec<&String>) {
     let mut out = Vec::new();
+    let mut argv_out = Vec::new();
     match step {
         Step::Wait {
             process,
@@ -406,12 +494,12 @@ fn step_strings(step: &Step) -> Vec<&String> {
             out.push(name);
             out.push(action);
         }
-        Step::Spawn { argv, env, cwd, .. } => {
-            out.extend(argv);
+        Step::Spawn { argv, env, cwd, .. } | Step::Run { argv, env, cwd, .. } => {
+            argv_out.extend(argv);
             out.extend(env.values());
             out.extend(cwd);
         }
         Step::Start { .. } | Step::CloseStdin { .. } | Step::Sleep { .. } => {}
     }
-    out
+    (out, argv_out)
 }

@@ -43,30 +43,39 @@ pub enum Program {
 impl Subject {
     /// Every interpolated string, in file order.
     pub fn strings(&self) -> Vec<&String> {
+        let mut out = self.argv_strings();
+        out.extend(self.other_strings());
+        out
+    }
+
+    /// The argv elements (`argv`, `command`, `args`): placeholders, or a whole `{AXIS...}`
+    /// that a table axis's list replaces.
+    pub fn argv_strings(&self) -> Vec<&String> {
+        match &self.program {
+            Program::Command { argv } => argv.iter().collect(),
+            Program::WedgeRun { command, args, .. } => command.iter().chain(args).collect(),
+            Program::WedgeAgent { args, .. } => args.iter().collect(),
+        }
+    }
+
+    /// Every other interpolated string: flags, environment values, the directory.
+    pub fn other_strings(&self) -> Vec<&String> {
         let mut out = Vec::new();
         match &self.program {
-            Program::Command { argv } => out.extend(argv),
+            Program::Command { .. } => {}
             Program::WedgeRun {
-                command,
                 policy,
                 sandbox,
                 variant,
                 drain_ms,
-                args,
-            } => {
-                out.extend(command);
-                out.extend([policy, sandbox, variant, drain_ms].into_iter().flatten());
-                out.extend(args);
-            }
+                ..
+            } => out.extend([policy, sandbox, variant, drain_ms].into_iter().flatten()),
             Program::WedgeAgent {
                 socket,
                 workers,
                 strategy,
-                args,
-            } => {
-                out.extend([socket, workers, strategy].into_iter().flatten());
-                out.extend(args);
-            }
+                ..
+            } => out.extend([socket, workers, strategy].into_iter().flatten()),
         }
         out.extend(self.env.values());
         out.extend(&self.cwd);

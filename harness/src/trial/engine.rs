@@ -29,11 +29,13 @@ pub struct Engine {
     /// Set on SIGINT: running trials stop and are not recorded.
     pub cancel: Arc<AtomicBool>,
     pub(crate) temp_root: PathBuf,
-    /// Trials running now, and trials started so far: a trial that overlapped no other one can
-    /// blame every new mount on itself.
-    pub(crate) active: AtomicUsize,
-    pub(crate) started: AtomicU64,
 }
+
+/// Trials running now, and trials started so far, in this process (every engine of it: tests
+/// build several): a trial that overlapped no other one can blame every new mount and cgroup
+/// on itself.
+pub(crate) static ACTIVE_TRIALS: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static STARTED_TRIALS: AtomicU64 = AtomicU64::new(0);
 
 impl Engine {
     /// Detects the kind of process tree and makes wedge a subreaper.
@@ -60,8 +62,6 @@ impl Engine {
             init_program: crate::subject::own_dir().join(crate::pidns::INIT_PROGRAM),
             cancel: Arc::new(AtomicBool::new(false)),
             temp_root: std::env::temp_dir(),
-            active: AtomicUsize::new(0),
-            started: AtomicU64::new(0),
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct Observed {
     pub stderr: String,
     /// Processes the kernel's OOM killer ended at the trial's memory limit.
     pub oom_kills: u64,
+    /// `[[teardown]]` steps that failed or overran, with why.
+    pub teardown: Vec<String>,
+    /// The processes the steps started, as they ended.
+    pub spawned: Vec<crate::record::Spawned>,
 }
 
 /// The judge's decision.
@@ -103,23 +107,21 @@ pub fn judge(e: &Expectation, o: &Observed) -> Judgement {
         );
         verdict = Verdict::Fail;
     }
+    if !o.teardown.is_empty() && verdict != Verdict::Error {
+        reason = format!(
+            "teardown failed: {} (verdict was {}: {reason})",
+            o.teardown.join("; "),
+            verdict.as_str(),
+        );
+        verdict = Verdict::Fail;
+    }
     let met = match e.outcome {
         Outcome::Exit => verdict == Verdict::Pass,
-        Outcome::Hang => {
-            verdict == Verdict::Hang
-                && e.diagnosis.as_ref().is_none_or(|want| {
-                    diagnosis
-                        .as_ref()
-                        .is_some_and(|d| d.summary.contains(want.as_str()))
-                })
-        }
-        Outcome::Any => verdict != Verdict::Error && o.leaks.is_empty(),
+        Outcome::Hang => verdict == Verdict::Hang && diagnosis_meets(e, diagnosis.as_ref()),
+        Outcome::Any => verdict != Verdict::Error && o.leaks.is_empty() && o.teardown.is_empty(),
     };
     if e.outcome == Outcome::Hang && verdict == Verdict::Hang && !met {
-        reason = format!(
-            "{reason} — expected a diagnosis containing \"{}\"",
-            e.diagnosis.clone().unwrap_or_default()
-        );
+        reason = format!("{reason} — expected a diagnosis {}", wanted_diagnosis(e));
     }
     Judgement {
         verdict,
@@ -127,6 +129,37 @@ pub fn judge(e: &Expectation, o: &Observed) -> Judgement {
         reason,
         diagnosis,
     }
+}
+
+/// Whether a hang's diagnosis is the one `e` asks for: its summary contains `diagnosis` and
+/// matches `diagnosis_regex` (each when given).
+fn diagnosis_meets(e: &Expectation, diagnosis: Option<&Diagnosis>) -> bool {
+    let summary = diagnosis.map(|d| d.summary.as_str());
+    let contains = e
+        .diagnosis
+        .as_ref()
+        .is_none_or(|want| summary.is_some_and(|s| s.contains(want.as_str())));
+    // The pattern compiled when the scenario loaded.
+    let matches = e.diagnosis_regex.as_ref().is_none_or(|p| {
+        regex::Regex::new(p).is_ok_and(|re| summary.is_some_and(|s| re.is_match(s)))
+    });
+    contains && matches
+}
+
+/// `containing "X"`, `matching /R/`, or both: what a hang expectation asks of the diagnosis.
+fn wanted_diagnosis(e: &Expectation) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = &e.diagnosis {
+        parts.push(format!("containing \"{d}\""));
+    }
+    if let Some(r) = &e.diagnosis_regex {
+        parts.push(format!("matching /{r}/"));
+    }
+    if parts.is_empty() {
+        // `met` is only false for a hang when a diagnosis was asked for.
+        parts.push("of any kind".to_string());
+    }
+    parts.join(" and ")
 }
 
 /// The subject exited and no step failed: its output, signal, status and timing decide.
@@ -210,10 +243,13 @@ pub fn exit_matches(spec: &ExitSpec, exit: ExitInfo) -> bool {
         ExitSpec::Word(w) => match w.as_str() {
             "any" => true,
             "success" => exit.code == Some(0),
-            "failure" | "nonzero" => exit.code.is_some_and(|c| c != 0),
+            // Did not succeed: a non-zero code, or killed by a signal.
+            "failure" => exit.code.is_some_and(|c| c != 0) || exit.signal.is_some(),
+            "nonzero" => exit.code.is_some_and(|c| c != 0),
             "signal" => exit.signal.is_some(),
             name => parse_signal(name).is_some_and(|s| exit.signal == Some(s as i32)),
         },
+        ExitSpec::OneOf(list) => list.iter().any(|one| exit_matches(one, exit)),
     }
 }
 
@@ -230,8 +266,11 @@ mod tests {
             stderr: None,
             stderr_forbid: None,
             diagnosis: None,
+            diagnosis_regex: None,
             min_rate: None,
             allow_lingering: false,
+            allow_leftover_processes: Vec::new(),
+            allow_leftover_paths: Vec::new(),
         }
     }
 
@@ -248,7 +287,7 @@ mod tests {
         Diagnosis {
             reason: "quiescent for 100 ms".into(),
             summary: summary.into(),
-            processes: Vec::new(),
+            ..Diagnosis::default()
         }
     }
 
@@ -330,6 +369,83 @@ mod tests {
                 .ends_with("expected a diagnosis containing \"NOTIF_RECV\"")
         );
         assert!(!judge(&expect(Outcome::Exit), &o).met);
+    }
+
+    #[test]
+    fn failure_means_did_not_succeed_and_nonzero_means_a_code() {
+        let word = |w: &str| ExitSpec::Word(w.into());
+        let code = |c| ExitInfo {
+            code: Some(c),
+            signal: None,
+        };
+        let killed = |s| ExitInfo {
+            code: None,
+            signal: Some(s),
+        };
+        assert!(exit_matches(&word("failure"), code(1)));
+        assert!(exit_matches(&word("failure"), killed(9)));
+        assert!(!exit_matches(&word("failure"), code(0)));
+        assert!(exit_matches(&word("nonzero"), code(2)));
+        assert!(!exit_matches(&word("nonzero"), killed(9)));
+        // A signal nobody sent is no crash when the expectation is "failure".
+        let mut e = expect(Outcome::Exit);
+        e.exit = Some(word("failure"));
+        let j = judge(&e, &exited(None, Some(11)));
+        assert_eq!((j.verdict, j.met), (Verdict::Pass, true), "{}", j.reason);
+        e.exit = Some(word("nonzero"));
+        assert_eq!(judge(&e, &exited(None, Some(11))).verdict, Verdict::Crash);
+    }
+
+    #[test]
+    fn a_list_of_exits_accepts_any_of_them() {
+        let mut e = expect(Outcome::Exit);
+        e.exit = Some(ExitSpec::OneOf(vec![
+            ExitSpec::Code(0),
+            ExitSpec::Code(130),
+            ExitSpec::Word("TERM".into()),
+        ]));
+        assert_eq!(judge(&e, &exited(Some(130), None)).verdict, Verdict::Pass);
+        assert_eq!(judge(&e, &exited(None, Some(15))).verdict, Verdict::Pass);
+        let j = judge(&e, &exited(Some(1), None));
+        assert_eq!(j.verdict, Verdict::Fail);
+        assert_eq!(
+            j.reason,
+            "ended with exit 1, expected exit 0 or 130 or TERM"
+        );
+    }
+
+    #[test]
+    fn a_diagnosis_regex_must_match_the_summary() {
+        let mut e = expect(Outcome::Hang);
+        e.diagnosis_regex = Some(r"abba\[\d+\]: 2 × abba threads blocked in futex".into());
+        let hang = |summary: &str| Observed {
+            subject_started: true,
+            end: StepsEnd::Hang(diagnosis(summary)),
+            ..Observed::default()
+        };
+        let o = hang("abba[41]: 2 × abba threads blocked in futex(FUTEX_WAIT_PRIVATE)");
+        assert!(judge(&e, &o).met);
+        let j = judge(
+            &e,
+            &hang("abba[41]: main thread blocked in futex(FUTEX_WAIT)"),
+        );
+        assert!(!j.met);
+        assert!(
+            j.reason.ends_with(
+                r"expected a diagnosis matching /abba\[\d+\]: 2 × abba threads blocked in futex/"
+            ),
+            "{}",
+            j.reason
+        );
+        // Both keys: both must hold.
+        e.diagnosis = Some("main thread".into());
+        let j = judge(&e, &o);
+        assert!(!j.met);
+        assert!(
+            j.reason.contains("containing \"main thread\" and matching"),
+            "{}",
+            j.reason
+        );
     }
 
     #[test]

@@ -49,21 +49,7 @@ impl Trial<'_> {
     /// Starts `launch` in `part` of the tree, capturing its output.
     pub fn spawn(&mut self, name: &str, launch: &Launch, part: Part) -> std::io::Result<Started> {
         let mut cmd = self.command(launch, part);
-        let pty = match launch.stdin {
-            StdinMode::Pipe => {
-                cmd.stdin(Stdio::piped());
-                None
-            }
-            StdinMode::Null => {
-                cmd.stdin(Stdio::null());
-                None
-            }
-            StdinMode::Pty => {
-                let p = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
-                cmd.stdin(Stdio::from(p.slave.try_clone()?));
-                Some(p)
-            }
-        };
+        let pty = connect_stdin(&mut cmd, launch.stdin)?;
         // Close-on-exec: only the copies the child moves to fds 3 and 4 reach the keeper.
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mode = self.keeper_mode();
@@ -96,41 +82,12 @@ impl Trial<'_> {
         })?;
         let keeper = child.id() as i32;
         self.tree.add_root(keeper, part);
-        let (pid, init) = match read_report(report_read) {
-            Ok(Report::Started { subject, init }) => (subject, init),
-            Ok(Report::Failed { errno }) => {
-                let _ = child.wait();
-                crate::reaper::disown(keeper);
-                return Err(io::Error::from_raw_os_error(errno));
-            }
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                crate::reaper::disown(keeper);
-                return Err(e);
-            }
-        };
+        let (pid, init) = started(&mut child, keeper, report_read)?;
         self.tree.add_keeper(keeper, init, part);
         if let (Some(init), Some(lifeline)) = (init, lifeline) {
             self.namespace = Some((init, lifeline));
         }
-        let streams = Arc::new(Capture::default());
-        if let Some(out) = child.stdout.take() {
-            streams.reader(out, Source::Stdout);
-        }
-        if let Some(err) = child.stderr.take() {
-            streams.reader(err, Source::Stderr);
-        }
-        let stdin = child.stdin.take();
-        let master = match pty {
-            Some(p) => {
-                drop(p.slave);
-                let master = fs::File::from(p.master);
-                streams.reader(master.try_clone()?, Source::Tty);
-                Some(master)
-            }
-            None => None,
-        };
+        let (streams, stdin, master) = capture(&mut child, pty)?;
         // The keeper ends when, and as, the subject ends: its pidfd is the exit event.
         let pidfd = wedge_sys::pidfd_open(keeper).ok();
         let proc = Proc {
@@ -148,7 +105,10 @@ impl Trial<'_> {
     /// How the next process's keeper runs it: in the host's namespaces (`isolation =
     /// "cgroup"`), in the trial's namespace once there is one, else making it.
     fn keeper_mode(&self) -> pidns::Mode {
-        match (self.spec.scenario.isolation, &self.namespace) {
+        match (
+            self.spec.scenario.isolation_of(&self.spec.cell),
+            &self.namespace,
+        ) {
             (Isolation::Cgroup, _) => pidns::Mode::NoNamespace,
             (Isolation::PidNamespace, Some((init, _))) => pidns::Mode::Join(*init),
             (Isolation::PidNamespace, None) => pidns::Mode::NewNamespace { lifeline: true },
@@ -230,6 +190,76 @@ impl Trial<'_> {
             });
         }
     }
+}
+
+/// Connects the new process's standard input as `mode` asks; the pty, if it is one.
+fn connect_stdin(
+    cmd: &mut Command,
+    mode: StdinMode,
+) -> io::Result<Option<nix::pty::OpenptyResult>> {
+    Ok(match mode {
+        StdinMode::Pipe => {
+            cmd.stdin(Stdio::piped());
+            None
+        }
+        StdinMode::Null => {
+            cmd.stdin(Stdio::null());
+            None
+        }
+        StdinMode::Pty => {
+            let p = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+            cmd.stdin(Stdio::from(p.slave.try_clone()?));
+            Some(p)
+        }
+    })
+}
+
+/// The keeper's report: the program's pid and the namespace's init; on a failed exec or a
+/// keeper that never reported, the keeper is reaped and the error returned.
+fn started(
+    child: &mut std::process::Child,
+    keeper: i32,
+    report: OwnedFd,
+) -> io::Result<(i32, Option<i32>)> {
+    match read_report(report) {
+        Ok(Report::Started { subject, init }) => Ok((subject, init)),
+        Ok(Report::Failed { errno }) => {
+            let _ = child.wait();
+            crate::reaper::disown(keeper);
+            Err(io::Error::from_raw_os_error(errno))
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            crate::reaper::disown(keeper);
+            Err(e)
+        }
+    }
+}
+
+/// Starts reading the new process's output (and its pty); its stdin pipe and pty master.
+fn capture(
+    child: &mut std::process::Child,
+    pty: Option<nix::pty::OpenptyResult>,
+) -> io::Result<(Arc<Capture>, Option<ChildStdin>, Option<fs::File>)> {
+    let streams = Arc::new(Capture::default());
+    if let Some(out) = child.stdout.take() {
+        streams.reader(out, Source::Stdout);
+    }
+    if let Some(err) = child.stderr.take() {
+        streams.reader(err, Source::Stderr);
+    }
+    let stdin = child.stdin.take();
+    let master = match pty {
+        Some(p) => {
+            drop(p.slave);
+            let master = fs::File::from(p.master);
+            streams.reader(master.try_clone()?, Source::Tty);
+            Some(master)
+        }
+        None => None,
+    };
+    Ok((streams, stdin, master))
 }
 
 /// In the forked child: the report pipe onto fd 3 and the lifeline onto fd 4, neither

@@ -69,6 +69,7 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
     let cancelled = matches!(end, WaitEnd::Cancelled);
     let mut observed = trial.settle(end);
     tracing::debug!(trial = %marker, "verdict after {:?}", t0.elapsed());
+    trial.run_teardown_steps(&mut observed);
     let tails = trial.tear_down(&mut observed);
     tracing::debug!(trial = %marker, "cleaned up after {:?}", t0.elapsed());
     if cancelled {

@@ -39,6 +39,20 @@ impl<'a> Head<'a> {
     }
 }
 
+/// A missed expectation's reason, with how each process the steps started ended when one did
+/// not end well (a client's own error is often the clue).
+fn with_spawned(reason: String, met: bool, spawned: &[crate::record::Spawned]) -> String {
+    let bad: Vec<String> = spawned
+        .iter()
+        .filter(|s| s.exit.is_none_or(|e| e.code != Some(0)))
+        .map(crate::record::Spawned::summary)
+        .collect();
+    if met || bad.is_empty() {
+        return reason;
+    }
+    format!("{reason} [spawned: {}]", bad.join("; "))
+}
+
 /// The time now, as records show it.
 fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
@@ -63,7 +77,7 @@ pub(crate) fn assemble(
         trial_id: head.trial_id,
         verdict: judged.verdict,
         met: judged.met,
-        reason: judged.reason,
+        reason: with_spawned(judged.reason, judged.met, &observed.spawned),
         expectation: head.expectation,
         exit: observed.exit,
         time_to_verdict_ms: observed.time_to_verdict_ms,
@@ -75,6 +89,7 @@ pub(crate) fn assemble(
         log,
         stdout_tail: tails.0,
         stderr_tail: tails.1,
+        spawned: observed.spawned,
         host: engine.host.clone(),
         wedge_version: crate::VERSION.to_string(),
         shard: None,

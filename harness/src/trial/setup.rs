@@ -34,8 +34,11 @@ pub(crate) fn set_up<'a>(
     let (tree, limits) = contain(engine, spec, marker).inspect_err(|_| {
         let _ = fs::remove_dir_all(&dir);
     })?;
-    let active_before = engine.active.fetch_add(1, Ordering::SeqCst);
-    let started_before = engine.started.fetch_add(1, Ordering::SeqCst);
+    // Heard from before the subject starts: what its processes make in the shared places.
+    crate::leftovers::trial_began(marker);
+    let watching = crate::leftovers::watcher().err();
+    let active_before = super::engine::ACTIVE_TRIALS.fetch_add(1, Ordering::SeqCst);
+    let started_before = super::engine::STARTED_TRIALS.fetch_add(1, Ordering::SeqCst);
     let mounts_before: BTreeSet<String> = crate::proc::mount_points().into_iter().collect();
     let mut vars = Vars {
         cell: spec.cell.clone(),
@@ -46,6 +49,7 @@ pub(crate) fn set_up<'a>(
         trial: spec.trial,
         scenario_dir: spec.scenario.dir(),
         bin_dir: engine.bin_dir.clone(),
+        splices: spec.scenario.splices(&spec.cell),
         rng: Vars::rng_for(spec.seed),
     };
     if let Some(explicit) = subject::explicit_socket(spec.scenario)
@@ -59,6 +63,12 @@ pub(crate) fn set_up<'a>(
         .notes
         .iter()
         .map(|n| format!("{:9.1} ms  limit: {n}", 0.0))
+        .chain(watching.map(|why| {
+            format!(
+                "{:9.1} ms  leftovers outside the trial's own places are not seen: {why}",
+                0.0
+            )
+        }))
         .collect();
     Ok(Trial {
         limits,

@@ -2,7 +2,9 @@
 //! for this trial. A step that fails ends the script with the step's position in the reason;
 //! after the last step the trial waits for the subject to exit.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,6 +23,30 @@ use crate::scenario::{
     Action, ExitSpec, IoctlRequest, StdinMode, Syscall, Target, Which, describe_exit_spec,
 };
 use crate::subject::{self, Launch};
+
+/// `; stderr: …` with the last line of a process's output, for a failure reason.
+fn output_of(p: &super::state::Proc) -> String {
+    let err = p.streams.tail(crate::scenario::Stream::Stderr);
+    let out = p.streams.tail(crate::scenario::Stream::Stdout);
+    let last = |t: &str| t.trim_end().lines().last().unwrap_or("").to_string();
+    match (last(&err), last(&out)) {
+        (e, _) if !e.is_empty() => format!("; stderr: {e}"),
+        (_, o) if !o.is_empty() => format!("; stdout: {o}"),
+        _ => String::new(),
+    }
+}
+
+/// `exit 3`, `signal KILL`: how a process ended, for the log and reasons.
+fn describe_exit(info: &crate::record::ExitInfo) -> String {
+    match (info.code, info.signal) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => match Signal::try_from(s) {
+            Ok(sig) => format!("signal {}", sig.as_str().trim_start_matches("SIG")),
+            Err(_) => format!("signal {s}"),
+        },
+        (None, None) => "an unknown status".to_string(),
+    }
+}
 
 /// What a step that does not end the script returns; `Some` ends a wait.
 type StepResult = Result<Option<WaitEnd>, String>;
@@ -58,7 +84,7 @@ impl Trial<'_> {
         }
     }
 
-    fn step(&mut self, action: &Action) -> StepResult {
+    pub(super) fn step(&mut self, action: &Action) -> StepResult {
         match action {
             Action::Start => Ok(None),
             Action::Failpoint {
@@ -81,28 +107,19 @@ impl Trial<'_> {
                 env,
                 cwd,
             } => {
-                let argv: Vec<String> = argv
-                    .iter()
-                    .map(|a| self.vars.fill(a))
-                    .collect::<Result<_, _>>()?;
-                let launch = Launch {
-                    program: subject::program(&argv[0], &self.vars)?,
-                    args: argv[1..].to_vec(),
-                    env: env
-                        .iter()
-                        .map(|(k, v)| Ok((k.clone(), self.vars.fill(v)?)))
-                        .collect::<Result<_, String>>()?,
-                    cwd: subject::fill_cwd(&self.vars, cwd)?,
-                    stdin: StdinMode::Null,
-                    // Failpoints go to the subject only.
-                    failpoints_var: subject::FAILPOINTS_VAR,
-                };
-                self.note(format!("spawn {name}: {}", launch.display()));
-                let proc = self
-                    .spawn(name, &launch, Part::Aux)
-                    .map_err(|e| format!("spawning {name}: {e}"))?;
-                self.aux.push(proc.0);
-                self.monitor.activity(Instant::now());
+                self.start_aux(name, argv, env, cwd)?;
+                Ok(None)
+            }
+            Action::Run {
+                name,
+                argv,
+                env,
+                cwd,
+                timeout,
+                exit,
+            } => {
+                let index = self.start_aux(name, argv, env, cwd)?;
+                self.run_to_end(index, *timeout, exit)?;
                 Ok(None)
             }
             Action::Signal {
@@ -113,6 +130,102 @@ impl Trial<'_> {
                 jitter_ms,
             } => self.signal(*signal, target, *count, *interval_ms, *jitter_ms),
             wait => self.wait_step(wait),
+        }
+    }
+
+    /// Starts a process of the steps (`spawn`, `run`) in the trial's aux part; its index in
+    /// `aux`.
+    fn start_aux(
+        &mut self,
+        name: &str,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        cwd: &Option<String>,
+    ) -> Result<usize, String> {
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| self.vars.fill(a))
+            .collect::<Result<_, _>>()?;
+        let launch = Launch {
+            program: subject::program(&argv[0], &self.vars)?,
+            args: argv[1..].to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.vars.fill(v)?)))
+                .collect::<Result<_, String>>()?,
+            cwd: subject::fill_cwd(&self.vars, cwd)?,
+            stdin: StdinMode::Null,
+            // Failpoints go to the subject only.
+            failpoints_var: subject::FAILPOINTS_VAR,
+        };
+        self.note(format!("spawn {name}: {}", launch.display()));
+        let proc = self
+            .spawn(name, &launch, Part::Aux)
+            .map_err(|e| format!("spawning {name}: {e}"))?;
+        self.aux.push(proc.0);
+        self.monitor.activity(Instant::now());
+        Ok(self.aux.len() - 1)
+    }
+
+    /// Waits (on its pidfd, up to `timeout`) for the process `aux[index]` to end, and checks
+    /// its exit. A process that overruns is killed (its keeper, so its exit is known) and the
+    /// step fails; its output tails go into the reason either way.
+    fn run_to_end(
+        &mut self,
+        index: usize,
+        timeout: Duration,
+        exit: &ExitSpec,
+    ) -> Result<(), String> {
+        let end = Instant::now() + timeout;
+        let status = loop {
+            let p = &mut self.aux[index];
+            if let Some((status, _)) = p.poll_exit() {
+                break Some(status);
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            match &p.pidfd {
+                Some(fd) => {
+                    let mut fds = [nix::poll::PollFd::new(
+                        fd.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(1))),
+            }
+        };
+        let p = &mut self.aux[index];
+        let name = p.name.clone();
+        let Some(status) = status else {
+            let _ = p.child.kill();
+            return Err(format!(
+                "{name} did not end within {} ms{}",
+                timeout.as_millis(),
+                output_of(p)
+            ));
+        };
+        let info = exit_info(status);
+        self.note(format!("{name} ended: {}", describe_exit(&info)));
+        // Its output is read by other threads: let them reach the pipes' end (bounded, since a
+        // child it left may hold them open) before a failure quotes it.
+        let streams = std::sync::Arc::clone(&self.aux[index].streams);
+        let settle = Instant::now() + Duration::from_millis(500);
+        while streams.open_readers() > 0 && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if exit_matches(exit, info) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name} ended with {} where {} was expected{}",
+                describe_exit(&info),
+                describe_exit_spec(exit),
+                output_of(&self.aux[index])
+            ))
         }
     }
 

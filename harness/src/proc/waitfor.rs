@@ -1,0 +1,318 @@
+//! Reading what the wait-for graph (`monitor::waitfor`) is built from: the wait each blocked
+//! thread is in (decoded from its syscall, with the futex words it waits on read from its
+//! memory), each thread's TID in its own pid namespace (`NSpid`, what lock words record), the
+//! pipes each process holds (`/proc/PID/fd` links and `fdinfo` flags) and `/proc/locks`.
+//!
+//! Everything here only reads and parses; the graph's rules are in `monitor::waitfor`. What
+//! cannot be read is left out (an unreadable futex word gives no owner, a vanished process no
+//! fds): the graph then has fewer edges, never wrong ones.
+
+use std::fs;
+
+use super::{ProcessSample, SyscallState, read_memory, syscall};
+use crate::monitor::waitfor::{
+    Blocked, FileLock, FutexWait, Observations, PipeEnd, ProcObs, ThreadObs,
+};
+
+const FUTEX_PRIVATE_FLAG: u64 = 128;
+const FUTEX_CMD_MASK: u64 = !(FUTEX_PRIVATE_FLAG | 256);
+/// `fcntl` commands that wait for a lock: `F_SETLKW`, `F_OFD_SETLKW`.
+const FCNTL_WAITS: [u64; 2] = [7, 38];
+/// How far above its stack pointer a futex word counts as a local of the waiting call.
+const STACK_FRAMES: u64 = 64 * 1024;
+/// Most `futex_waitv` entries the kernel accepts.
+const FUTEX_WAITV_MAX: u64 = 128;
+
+/// The observations of the processes in `samples`, with each thread's `doing` left empty.
+pub fn observe(samples: &[ProcessSample]) -> Observations {
+    let mut processes: Vec<ProcObs> = samples.iter().map(observe_process).collect();
+    let waits = |processes: &[ProcObs], f: fn(&Blocked) -> bool| {
+        processes
+            .iter()
+            .flat_map(|p| &p.threads)
+            .any(|t| t.blocked.as_ref().is_some_and(f))
+    };
+    // Only waits that need them make the fds and /proc/locks worth reading.
+    if waits(&processes, |b| {
+        matches!(b, Blocked::Read { .. } | Blocked::Write { .. })
+    }) {
+        for p in &mut processes {
+            p.pipes = pipe_ends(p.pid);
+        }
+    }
+    let locks = if waits(&processes, |b| matches!(b, Blocked::FileLock)) {
+        fs::read_to_string("/proc/locks")
+            .map(|t| parse_locks(&t))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    Observations { processes, locks }
+}
+
+fn observe_process(p: &ProcessSample) -> ProcObs {
+    let pid = p.stat.pid;
+    let threads = p
+        .threads
+        .iter()
+        .map(|t| ThreadObs {
+            tid: t.tid,
+            ns_tid: ns_pid(&format!("/proc/{pid}/task/{}/status", t.tid)),
+            name: t.comm.clone(),
+            main: t.tid == pid,
+            state: t.state,
+            doing: String::new(),
+            blocked: match (&t.syscall, t.state) {
+                (Some(SyscallState::In { nr, args }), 'S' | 'D') => blocked(pid, t.tid, *nr, args),
+                _ => None,
+            },
+        })
+        .collect();
+    ProcObs {
+        pid,
+        ppid: p.stat.ppid,
+        ns_pid: ns_pid(&format!("/proc/{pid}/status")),
+        name: p.stat.comm.clone(),
+        state: p.stat.state,
+        threads,
+        pipes: Vec::new(),
+    }
+}
+
+/// The innermost pid of a `status` file's `NSpid:` line.
+fn ns_pid(status_path: &str) -> Option<i32> {
+    parse_ns_pid(&fs::read_to_string(status_path).ok()?)
+}
+
+/// The last (innermost namespace's) pid of `NSpid:`.
+pub fn parse_ns_pid(status: &str) -> Option<i32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_ascii_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// The wait a thread of `pid` blocked in syscall `nr` is in, as far as the graph follows it.
+fn blocked(pid: i32, tid: i32, nr: u64, args: &[u64; 6]) -> Option<Blocked> {
+    let fd = args[0] as i64 as i32;
+    match syscall::name(nr)? {
+        "futex" => {
+            let kind = match args[1] & FUTEX_CMD_MASK & 0xffff_ffff {
+                0 | 9 => FutexWait::Plain,
+                6 | 13 => FutexWait::Pi,
+                11 => FutexWait::RequeuePi,
+                _ => return None,
+            };
+            let private = args[1] & FUTEX_PRIVATE_FLAG != 0;
+            let mut f = futex(pid, args[0], kind, private, args[2] as u32);
+            if let Blocked::Futex { on_stack, addr, .. } = &mut f {
+                *on_stack = stack_pointer(pid, tid)
+                    .is_some_and(|sp| *addr >= sp && *addr - sp < STACK_FRAMES);
+            }
+            Some(f)
+        }
+        // futex2's FUTEX2_PRIVATE is 128 too.
+        "futex_wait" => Some(futex(
+            pid,
+            args[0],
+            FutexWait::Plain,
+            args[3] & FUTEX_PRIVATE_FLAG != 0,
+            args[1] as u32,
+        )),
+        "futex_waitv" => {
+            let n = args[1].min(FUTEX_WAITV_MAX) as usize;
+            let bytes = read_memory(pid, args[0], n * 24)?;
+            Some(Blocked::Futexes(waitv_addrs(&bytes)))
+        }
+        "read" | "readv" | "pread64" | "preadv" | "preadv2" => Some(Blocked::Read { fd }),
+        "write" | "writev" | "pwrite64" | "pwritev" | "pwritev2" => Some(Blocked::Write { fd }),
+        "wait4" => Some(Blocked::Children((fd > 0).then_some(fd))),
+        // waitid(P_PID = 1, id, ...); P_ALL, P_PGID and P_PIDFD: any child.
+        "waitid" => Some(Blocked::Children(
+            (args[0] == 1).then_some(args[1] as i64 as i32),
+        )),
+        "flock" => Some(Blocked::FileLock),
+        "fcntl" if FCNTL_WAITS.contains(&args[1]) => Some(Blocked::FileLock),
+        _ => None,
+    }
+}
+
+/// A futex wait with the five `int`s at `addr` (a glibc mutex's `__data`), or as many as can be
+/// read (the word alone at the end of a mapping).
+fn futex(pid: i32, addr: u64, kind: FutexWait, private: bool, val: u32) -> Blocked {
+    let words = read_memory(pid, addr, 20)
+        .or_else(|| read_memory(pid, addr, 4))
+        .map(|b| {
+            b.chunks_exact(4)
+                .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        })
+        .unwrap_or_default();
+    Blocked::Futex {
+        addr,
+        kind,
+        private,
+        val,
+        words,
+        on_stack: false,
+    }
+}
+
+/// The stack pointer of a thread blocked in a syscall (the next to last field of `syscall`).
+fn stack_pointer(pid: i32, tid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let fields: Vec<&str> = text.split_ascii_whitespace().collect();
+    let sp = fields.get(7)?;
+    u64::from_str_radix(sp.strip_prefix("0x")?, 16).ok()
+}
+
+/// The `uaddr` of each `struct futex_waitv` (u64 val, u64 uaddr, u32 flags, u32 reserved).
+pub fn waitv_addrs(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(24)
+        .map(|c| u64::from_ne_bytes(c[8..16].try_into().unwrap_or_default()))
+        .collect()
+}
+
+/// The pipe fds of process `pid` with the access of each.
+pub fn pipe_ends(pid: i32) -> Vec<PipeEnd> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Some(inode) = fs::read_link(entry.path())
+            .ok()
+            .and_then(|l| parse_pipe_link(&l.to_string_lossy()))
+        else {
+            continue;
+        };
+        let Some(flags) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+            .ok()
+            .and_then(|i| parse_fdinfo_flags(&i))
+        else {
+            continue;
+        };
+        let access = flags & libc::O_ACCMODE as u32;
+        out.push(PipeEnd {
+            fd,
+            inode,
+            read: access != libc::O_WRONLY as u32,
+            write: access != libc::O_RDONLY as u32,
+        });
+    }
+    out.sort_by_key(|e| e.fd);
+    out
+}
+
+/// The inode of a `pipe:[N]` fd link.
+pub fn parse_pipe_link(link: &str) -> Option<u64> {
+    link.strip_prefix("pipe:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The `flags:` (octal) of an fdinfo.
+pub fn parse_fdinfo_flags(fdinfo: &str) -> Option<u32> {
+    let octal = fdinfo.lines().find_map(|l| l.strip_prefix("flags:"))?;
+    u32::from_str_radix(octal.trim(), 8).ok()
+}
+
+/// Parses `/proc/locks`: `N: CLASS MODE ACCESS PID MAJ:MIN:INODE START END` per lock, each
+/// followed by the locks blocked behind it as `N: -> ...` (deeper ones indented further: a
+/// blocked lock can itself block others).
+pub fn parse_locks(text: &str) -> Vec<FileLock> {
+    let mut out: Vec<FileLock> = Vec::new();
+    // Blocked entries (at any depth) wait for the lock their tree starts at: its holder is who
+    // they wait for.
+    let mut held: Option<usize> = None;
+    for line in text.lines() {
+        let Some((_, rest)) = line.split_once(':') else {
+            continue;
+        };
+        // `N: ` then, for a blocked entry, `->` padded on the left by its depth less one.
+        let rest = rest.strip_prefix(' ').unwrap_or(rest);
+        let (blocked, fields) = match rest.split_once("->") {
+            Some((pad, fields)) if pad.bytes().all(|b| b == b' ') => (true, fields),
+            _ => (false, rest),
+        };
+        let f: Vec<&str> = fields.split_ascii_whitespace().collect();
+        let (Some(class), Some(pid), Some(file)) = (f.first(), f.get(3), f.get(4)) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        if !blocked {
+            out.push(FileLock {
+                class: class.to_string(),
+                file: file.to_string(),
+                holder: pid,
+                blocked: Vec::new(),
+            });
+            held = Some(out.len() - 1);
+        } else if let Some(i) = held {
+            out[i].blocked.push(pid);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_locks_with_their_waiters() {
+        let text = "1: FLOCK  ADVISORY  WRITE 10727 fe:00:5374059 0 EOF\n\
+                    2: FLOCK  ADVISORY  WRITE 1875 fe:00:5308999 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 10686 fe:00:5308999 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 10690 fe:00:5308999 0 EOF\n\
+                    3: POSIX  ADVISORY  WRITE 7 00:2e:99 0 EOF\n\
+                    3: -> POSIX  ADVISORY  WRITE 8 00:2e:99 0 EOF\n\
+                    3:  -> POSIX  ADVISORY  WRITE 9 00:2e:99 0 EOF\n\
+                    garbage\n";
+        let locks = parse_locks(text);
+        assert_eq!(locks.len(), 3);
+        assert_eq!(locks[0].holder, 10727);
+        assert!(locks[0].blocked.is_empty());
+        assert_eq!(locks[1].class, "FLOCK");
+        assert_eq!(locks[1].file, "fe:00:5308999");
+        assert_eq!(locks[1].blocked, vec![10686, 10690]);
+        // 9 is blocked behind 8's request, which waits on 7's lock: both wait for that lock.
+        assert_eq!(locks[2].blocked, vec![8, 9]);
+    }
+
+    #[test]
+    fn parses_ns_pids_pipes_and_flags() {
+        assert_eq!(parse_ns_pid("Name:\tx\nNSpid:\t12345\t7\n"), Some(7));
+        assert_eq!(parse_ns_pid("NSpid:\t42\n"), Some(42));
+        assert_eq!(parse_ns_pid("Name:\tx\n"), None);
+        assert_eq!(parse_pipe_link("pipe:[4711]"), Some(4711));
+        assert_eq!(parse_pipe_link("socket:[4711]"), None);
+        assert_eq!(
+            parse_fdinfo_flags("pos:\t0\nflags:\t0100001\nmnt_id:\t15\n"),
+            Some(0o100001)
+        );
+        let mut waitv = vec![0u8; 48];
+        waitv[8..16].copy_from_slice(&0x1000u64.to_ne_bytes());
+        waitv[32..40].copy_from_slice(&0x2000u64.to_ne_bytes());
+        assert_eq!(waitv_addrs(&waitv), vec![0x1000, 0x2000]);
+    }
+
+    #[test]
+    fn observes_its_own_pipe_ends() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        use std::os::fd::AsRawFd;
+        let ends = pipe_ends(std::process::id() as i32);
+        let find = |fd: i32| ends.iter().find(|e| e.fd == fd).copied().unwrap();
+        let (re, we) = (find(r.as_raw_fd()), find(w.as_raw_fd()));
+        assert_eq!(re.inode, we.inode);
+        assert!(re.read && !re.write);
+        assert!(we.write && !we.read);
+    }
+}
