@@ -16,7 +16,7 @@ runtimes=(bwrap firejail nsjail srt codex runc crun nspawn)
 # Columns: "scenario|other-axis-values" in the order the files ask them.
 cols="$(jq -r '.cells[] | "\(.scenario)|\(.cell | to_entries | map(select(.key != "runtime" and .key != "kernel")) | map(.value|tostring) | join(","))"' "$summary" |
   awk '!seen[$0]++')"
-order="exit linger signals kill-runtime component-killed deadlock exec"
+order="sandboxed exit linger signals kill-runtime component-killed deadlock exec"
 cols="$(for s in $order; do echo "$cols" | grep "^$s|" || true; done)"
 
 printf '| runtime |'
