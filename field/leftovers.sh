@@ -5,9 +5,19 @@
 #   field/leftovers.sh >before; ...; field/leftovers.sh >after; diff before after
 #
 # Items: processes of the runtimes and of the field's commands (comm and argv), entries in /tmp,
-# /var/tmp, /run (two levels), /dev/shm, cgroup directories under every hierarchy that mention a
-# runtime or wedge, and mount points. Only reads; never changes anything.
+# /var/tmp, /run (two levels), /dev/shm, every cgroup directory of every hierarchy, and mount
+# points. Only reads; never changes anything.
+#
+#   field/leftovers.sh --settled   the items present in two snapshots 3 s apart: what stays, not
+#                                  what another job on the machine made and removes meanwhile
 set -euo pipefail
+
+if [ "${1:-}" = --settled ]; then
+  first="$("$0")"
+  sleep 3
+  "$0" | awk 'NR == FNR { seen[$0]; next } $0 in seen' <(printf '%s\n' "$first") -
+  exit 0
+fi
 
 procs='^(bwrap|firejail|nsjail|srt|node|socat|codex|codex-linux-sa|runc|crun|systemd-nspawn|conmon|sleep|busybox|wedge|wedge-.*|abba|locker-.*)$'
 for p in /proc/[0-9]*; do
@@ -24,9 +34,13 @@ for d in /tmp /var/tmp /dev/shm; do
 done | grep -v -E '^path /tmp/(bash_jobs\.|bash_tool_)' | sort
 find /run -mindepth 1 -maxdepth 2 -printf "path %p\n" 2>/dev/null | sort
 
-find /sys/fs/cgroup -mindepth 1 -type d \
-  \( -iname '*wedge*' -o -iname '*runc*' -o -iname '*crun*' -o -iname '*nspawn*' \
-  -o -iname '*machine*' -o -iname '*firejail*' -o -iname '*nsjail*' -o -iname '*field*' -o -name payload -o -name supervisor \) \
-  -printf "cgroup %p\n" 2>/dev/null | sort
+# Every cgroup directory of every hierarchy (cgroup2 and each v1 one, named ones included): a
+# runtime names its cgroups as it likes (runc: the container ID, at each hierarchy's root). The
+# only ones left out are the per-command cgroups of this machine's own process launcher
+# (memory/process_api/<32 hex>, one per shell command, not the field's); what a runtime nests
+# inside one of them is kept, with the launcher's part written HASH.
+find /sys/fs/cgroup -mindepth 1 -type d -printf "%p\n" 2>/dev/null |
+  sed -E 's#^(/sys/fs/cgroup/memory/process_api/)[0-9a-f]{32}#\1HASH#' |
+  grep -vx '/sys/fs/cgroup/memory/process_api/HASH' | sed 's/^/cgroup /' | sort -u
 
 awk '{print "mount " $5}' /proc/self/mountinfo | sort
