@@ -6,8 +6,15 @@
 #   ci/field.sh [OUT_DIR] [wedge run options...]     e.g. ci/field.sh /tmp/field --trials 3
 #
 # OUT_DIR (default wedge-results/field-<UTC time>) gets wedge's reports (summary.md, summary.json,
-# trials.jsonl, junit.xml, index.html), versions.txt (the runtimes' versions), and
-# leftovers-before.txt / leftovers-after.txt / leftovers.diff (field/leftovers.sh around the run).
+# trials.jsonl, junit.xml, index.html), report.md (field/report.sh: the runtime x question
+# table), versions.txt (the runtimes' versions), and leftovers-before.txt / leftovers-after.txt /
+# leftovers.diff (field/leftovers.sh around the run; after: --settled).
+#
+# WEDGE is the wedge binary (default ./target/release/wedge, with wedge-init etc. beside it).
+# Trials run one at a time (WEDGE_FIELD_JOBS, default 1): with two at once wedge blames one
+# nspawn trial for the other's cgroups (reports/field/README.md), and one at a time every
+# leftover outside a trial's own places is attributed by timing alone. 5 trials a cell (the
+# scenarios' own) take about 12 minutes on 2 cores.
 #
 # Cells that miss their expectation are findings about the runtimes, not failures of this script
 # (reports/field/README.md explains each): it exits 0 when wedge ran (whatever the cells said) and
@@ -25,19 +32,22 @@ cp "${WEDGE_FIELD_CACHE:-$HOME/.cache/wedge/field}/versions.txt" "$out/versions.
 cat "$out/versions.txt"
 
 wedge="${WEDGE:-./target/release/wedge}"
+jobs="${WEDGE_FIELD_JOBS:-1}"
 [ -x "$wedge" ] || { echo "ci/field.sh: no $wedge: cargo build --release --workspace --all-features --bins" >&2; exit 2; }
 
 field/leftovers.sh >"$out/leftovers-before.txt"
 rc=0
-timeout 3600 "$wedge" run --backend host field/ --out "$out" "$@" </dev/null || rc=$?
-# Stragglers get a moment (a runtime's reaper, a lazy unmount) before the second snapshot.
+timeout 3600 "$wedge" run --backend host field/ --jobs "$jobs" --out "$out" "$@" </dev/null || rc=$?
+# Stragglers get a moment (a runtime's reaper, a lazy unmount) before the second snapshot, which
+# keeps only what is still there 3 s later (not another job's passing files and processes).
 sleep 2
-field/leftovers.sh >"$out/leftovers-after.txt"
+field/leftovers.sh --settled >"$out/leftovers-after.txt"
 # Lines only in the second snapshot; a process whose comm matched may be someone else's (another
 # user's sleep): the diff names them, the reader judges.
 diff "$out/leftovers-before.txt" "$out/leftovers-after.txt" | grep '^>' >"$out/leftovers.diff" || true
 
-echo "ci/field.sh: results in $out (summary.md); wedge exited $rc"
+[ ! -s "$out/summary.json" ] || timeout 120 field/report.sh "$out" >"$out/report.md" || true
+echo "ci/field.sh: results in $out (summary.md, report.md); wedge exited $rc"
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 1 ]; then
   exit "$rc"
 fi
