@@ -8,7 +8,7 @@
 # OUT_DIR (default wedge-results/field-<UTC time>) gets wedge's reports (summary.md, summary.json,
 # trials.jsonl, junit.xml, index.html), report.md (field/report.sh: the runtime x question
 # table), versions.txt (the runtimes' versions), and leftovers-before.txt / leftovers-after.txt /
-# leftovers.diff (field/leftovers.sh around the run; after: --settled).
+# leftovers.diff (field/leftovers.sh around the run; after: --settled --since START).
 #
 # WEDGE is the wedge binary (default ./target/release/wedge, with wedge-init etc. beside it).
 # Trials run one at a time (WEDGE_FIELD_JOBS, default 1): with two at once wedge blames one
@@ -35,15 +35,16 @@ wedge="${WEDGE:-./target/release/wedge}"
 jobs="${WEDGE_FIELD_JOBS:-1}"
 [ -x "$wedge" ] || { echo "ci/field.sh: no $wedge: cargo build --release --workspace --all-features --bins" >&2; exit 2; }
 
+since="$(date +%s)"
 field/leftovers.sh >"$out/leftovers-before.txt"
 rc=0
 timeout 3600 "$wedge" run --backend host field/ --jobs "$jobs" --out "$out" "$@" </dev/null || rc=$?
 # Stragglers get a moment (a runtime's reaper, a lazy unmount) before the second snapshot, which
 # keeps only what is still there 3 s later (not another job's passing files and processes).
 sleep 2
-field/leftovers.sh --settled >"$out/leftovers-after.txt"
-# Lines only in the second snapshot; a process whose comm matched may be someone else's (another
-# user's sleep): the diff names them, the reader judges.
+field/leftovers.sh --settled --since "$since" >"$out/leftovers-after.txt"
+# Lines only in the second snapshot. Processes that are the work of an older process (a shell's
+# `sleep` elsewhere on the machine) are left out by --since; anything else the diff names.
 diff "$out/leftovers-before.txt" "$out/leftovers-after.txt" | grep '^>' >"$out/leftovers.diff" || true
 
 [ ! -s "$out/summary.json" ] || timeout 120 field/report.sh "$out" >"$out/report.md" || true

@@ -10,14 +10,45 @@
 #
 #   field/leftovers.sh --settled   the items present in two snapshots 3 s apart: what stays, not
 #                                  what another job on the machine made and removes meanwhile
+#   field/leftovers.sh --since T   leave out processes that are some older process's work: one
+#                                  with an ancestor (below pid 1) started before epoch second T,
+#                                  such as a shell's `sleep 60` elsewhere on the machine. What a
+#                                  run started after T and left is orphaned: every ancestor of it
+#                                  below pid 1 started after T too.
 set -euo pipefail
 
-if [ "${1:-}" = --settled ]; then
-  first="$("$0")"
+settled=0
+since=""
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --settled) settled=1 ;;
+    --since) since="${2:?--since EPOCH}"; shift ;;
+    *) echo "field/leftovers.sh: unknown argument $1 (--settled, --since EPOCH)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$settled" -eq 1 ]; then
+  first="$("$0" ${since:+--since "$since"})"
   sleep 3
-  "$0" | awk 'NR == FNR { seen[$0]; next } $0 in seen' <(printf '%s\n' "$first") -
+  "$0" ${since:+--since "$since"} |
+    awk 'NR == FNR { seen[$0]; next } $0 in seen' <(printf '%s\n' "$first") -
   exit 0
 fi
+
+# older PID: whether PID has an ancestor below pid 1 (itself excluded) started before $since.
+btime="$(awk '/^btime/ {print $2}' /proc/stat)"
+hz="$(getconf CLK_TCK)"
+older() {
+  local pid="$1" ppid start
+  while :; do
+    ppid="$(awk '{sub(/.*\) /, ""); print $2}' "/proc/$pid/stat" 2>/dev/null)" || return 1
+    [ -n "$ppid" ] && [ "$ppid" -gt 1 ] || return 1
+    start="$(awk '{sub(/.*\) /, ""); print $20}' "/proc/$ppid/stat" 2>/dev/null)" || return 1
+    [ -n "$start" ] || return 1
+    if [ $((btime + start / hz)) -lt "$since" ]; then return 0; fi
+    pid="$ppid"
+  done
+}
 
 procs='^(bwrap|firejail|nsjail|srt|node|socat|codex|codex-linux-sa|runc|crun|systemd-nspawn|conmon|sleep|busybox|wedge|wedge-.*|abba|locker-.*)$'
 for p in /proc/[0-9]*; do
@@ -25,6 +56,7 @@ for p in /proc/[0-9]*; do
   [[ "$comm" =~ $procs ]] || continue
   # A zombie is already dead; its parent (or init, once orphaned) reaps it.
   [ "$(awk '/^State:/ {print $2}' "$p/status" 2>/dev/null)" != Z ] || continue
+  if [ -n "$since" ] && older "${p#/proc/}"; then continue; fi
   args="$(tr '\0\n\t' '   ' <"$p/cmdline" 2>/dev/null | cut -c1-160)" || true
   echo "process $comm[${p#/proc/}]: $args"
 done | sort
