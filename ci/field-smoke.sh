@@ -46,12 +46,13 @@ fi
 since="$(date +%s)"
 field/leftovers.sh >"$out/leftovers-before.txt"
 rc=0
-timeout 900 "$wedge" run --backend host field/ --trials 2 --jobs 1 -q --out "$out" \
+timeout 900 sh -c 'echo $$ >"$0"; exec "$@"' "$out/wedge.pid" "$wedge" run --backend host field/ --trials 2 --jobs 1 -q --out "$out" \
   --cell runtime=bwrap --cell runtime=firejail --cell runtime=runc --cell runtime=crun \
   </dev/null >"$out/wedge.log" 2>&1 || rc=$?
 sleep 2
 field/leftovers.sh --settled --since "$since" >"$out/leftovers-after.txt"
-diff "$out/leftovers-before.txt" "$out/leftovers-after.txt" | grep '^>' >"$out/leftovers.diff" || true
+field/leftovers-diff.sh "$out/leftovers-before.txt" "$out/leftovers-after.txt" "$(cat "$out/wedge.pid" 2>/dev/null || echo 0)" \
+  >"$out/leftovers.diff" 2>"$out/leftovers-elsewhere.txt"
 
 if [ "$rc" -ne 0 ] || [ ! -s "$out/summary.json" ]; then
   cat "$out/wedge.log" >&2

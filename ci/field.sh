@@ -8,7 +8,8 @@
 # OUT_DIR (default wedge-results/field-<UTC time>) gets wedge's reports (summary.md, summary.json,
 # trials.jsonl, junit.xml, index.html), report.md (field/report.sh: the runtime x question
 # table), versions.txt (the runtimes' versions), and leftovers-before.txt / leftovers-after.txt /
-# leftovers.diff (field/leftovers.sh around the run; after: --settled --since START).
+# leftovers.diff (field/leftovers.sh around the run, judged by field/leftovers-diff.sh;
+# leftovers-elsewhere.txt: what other jobs on the machine made meanwhile).
 #
 # WEDGE is the wedge binary (default ./target/release/wedge, with wedge-init etc. beside it).
 # Trials run one at a time (WEDGE_FIELD_JOBS, default 1): with two at once wedge blames one
@@ -38,14 +39,15 @@ jobs="${WEDGE_FIELD_JOBS:-1}"
 since="$(date +%s)"
 field/leftovers.sh >"$out/leftovers-before.txt"
 rc=0
-timeout 3600 "$wedge" run --backend host field/ --jobs "$jobs" --out "$out" "$@" </dev/null || rc=$?
+timeout 3600 sh -c 'echo $$ >"$0"; exec "$@"' "$out/wedge.pid" "$wedge" run --backend host field/ --jobs "$jobs" --out "$out" "$@" </dev/null || rc=$?
 # Stragglers get a moment (a runtime's reaper, a lazy unmount) before the second snapshot, which
 # keeps only what is still there 3 s later (not another job's passing files and processes).
 sleep 2
 field/leftovers.sh --settled --since "$since" >"$out/leftovers-after.txt"
-# Lines only in the second snapshot. Processes that are the work of an older process (a shell's
-# `sleep` elsewhere on the machine) are left out by --since; anything else the diff names.
-diff "$out/leftovers-before.txt" "$out/leftovers-after.txt" | grep '^>' >"$out/leftovers.diff" || true
+# New items that are the run's to answer for (field/leftovers-diff.sh); other new files and
+# cgroups on a shared machine go to leftovers-elsewhere.txt, for the reader.
+field/leftovers-diff.sh "$out/leftovers-before.txt" "$out/leftovers-after.txt" "$(cat "$out/wedge.pid" 2>/dev/null || echo 0)" \
+  >"$out/leftovers.diff" 2>"$out/leftovers-elsewhere.txt"
 
 [ ! -s "$out/summary.json" ] || timeout 120 field/report.sh "$out" >"$out/report.md" || true
 echo "ci/field.sh: results in $out (summary.md, report.md); wedge exited $rc"
