@@ -5,7 +5,8 @@
 # Prints markdown: one table with a row per runtime and a column per question (a scenario, and
 # its other axis value when it has one: exit code, signal), each cell the verdict mark, trials
 # that met the expectation / trials, and the median time to verdict; then, for every cell that
-# missed, the verdicts seen and the first missing trial's reason, leftovers and diagnosis.
+# missed, the verdicts seen and the first missing trial's reason, leftovers and diagnosis. Seeds
+# are 64-bit: they are read as strings (jq's numbers are doubles and would round them).
 set -euo pipefail
 dir="${1:?usage: field/report.sh RESULTS_DIR}"
 summary="$dir/summary.json"
@@ -53,4 +54,4 @@ jq -r -s '
     + (if ($t.leaks // []) | length > 0 then "; leaked: \($t.leaks | join("; "))" else "" end)
     + (if $t.diagnosis then "; diagnosis: \($t.diagnosis.summary // $t.diagnosis | tostring)" else "" end)
     + " (replay: seed \($t.seed))"
-' "$trials" | cut -c1-1200
+' <(sed -E 's/"seed":([0-9]+)/"seed":"\1"/' "$trials") | cut -c1-1200
