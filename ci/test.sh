@@ -81,6 +81,10 @@ step ./target/release/wedge run --gate --trials 1 --out "$results-vm" \
   --cell variant=pre-fix --cell sandbox=none --cell kernel=6.1 --cell kernel=6.12 \
   scenarios/orphaned-filter-recv.toml
 step ./target/release/wedge run --gate --out "$results-vm-cpus" ci/vm-smoke
+# The field smoke: every question of field/ against the runtimes that come from Debian
+# (bubblewrap, firejail, runc, crun), each cell against its recorded finding
+# (field/smoke-expected.txt); the npm/PyPI runtimes are ci/field.sh's longer run.
+step env WEDGE=./target/release/wedge ./ci/field-smoke.sh
 join_background
 # Curated mutations: each reverted fix must be caught by the checks named for it (the build above,
 # mutations chosen at run time; see the script).
