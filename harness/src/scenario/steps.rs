@@ -141,6 +141,27 @@ struct Seen {
     spawned: BTreeSet<String>,
 }
 
+impl<'a> Plan<'a> {
+    /// Checks one step (its `only`, its action) and adds it, with its strings.
+    fn push(
+        &mut self,
+        step: &'a toml::Spanned<Step>,
+        axes: &[Axis],
+        loc: &Locator<'_>,
+        seen: &mut Seen,
+    ) -> Result<(), ScenarioError> {
+        let span = step.span();
+        let at = line_col(loc.source, span.start);
+        let err = |m: String| loc.error(span.clone(), m);
+        let only = cell_match(step.get_ref().only(), axes, "only").map_err(err)?;
+        let action = action(step.get_ref(), &only, seen).map_err(err)?;
+        self.steps.push(PlannedStep { action, at, only });
+        let (texts, argv) = step_strings(step.get_ref());
+        self.strings.push(Strings { span, texts, argv });
+        Ok(())
+    }
+}
+
 /// Checks every step and turns the script into a plan with an explicit start.
 pub(crate) fn parse<'a>(
     steps: &'a [toml::Spanned<Step>],
@@ -158,9 +179,7 @@ pub(crate) fn parse<'a>(
         only: BTreeMap::new(),
     };
     for step in steps {
-        let span = step.span();
-        let at = line_col(loc.source, span.start);
-        let err = |m: String| loc.error(span.clone(), m);
+        let at = line_col(loc.source, step.span().start);
         let needs_start = !matches!(
             step.get_ref(),
             Step::Failpoint { .. } | Step::Sleep { .. } | Step::Start { .. }
@@ -169,11 +188,7 @@ pub(crate) fn parse<'a>(
             plan.steps.push(start(at));
             seen.started = true;
         }
-        let only = cell_match(step.get_ref().only(), axes, "only").map_err(err)?;
-        let action = action(step.get_ref(), &only, &mut seen).map_err(err)?;
-        plan.steps.push(PlannedStep { action, at, only });
-        let (texts, argv) = step_strings(step.get_ref());
-        plan.strings.push(Strings { span, texts, argv });
+        plan.push(step, axes, loc, &mut seen)?;
     }
     if !seen.started {
         plan.steps
@@ -301,9 +316,7 @@ pub(crate) fn parse_teardown<'a>(
         strings: Vec::new(),
     };
     for step in steps {
-        let span = step.span();
-        let at = line_col(loc.source, span.start);
-        let err = |m: String| loc.error(span.clone(), m);
+        let err = |m: String| loc.error(step.span(), m);
         let allowed = match step.get_ref() {
             Step::Run { .. } | Step::Sleep { .. } => true,
             Step::Signal { to, .. } => *to == SignalTarget::Process,
@@ -314,11 +327,8 @@ pub(crate) fn parse_teardown<'a>(
                 "a teardown step must be `run`, `sleep` or `signal` with `to = \"process\"` (the subject is stopped by then)".into(),
             ));
         }
-        let only = cell_match(step.get_ref().only(), axes, "only").map_err(err)?;
-        let action = action(step.get_ref(), &only, &mut Seen::default()).map_err(err)?;
-        plan.steps.push(PlannedStep { action, at, only });
-        let (texts, argv) = step_strings(step.get_ref());
-        plan.strings.push(Strings { span, texts, argv });
+        // Teardown steps are independent: none names a process another one waits for.
+        plan.push(step, axes, loc, &mut Seen::default())?;
     }
     Ok(plan)
 }
