@@ -15,7 +15,8 @@ pub fn write_all(dir: &Path, summary: &Summary) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(summary).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("summary.json"), json + "\n")?;
     std::fs::write(dir.join("summary.md"), markdown::render(summary))?;
-    std::fs::write(dir.join("junit.xml"), junit::render(summary))?;
+    let junit = junit::render(summary).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("junit.xml"), junit)?;
     std::fs::write(dir.join("index.html"), html::render(summary))?;
     Ok(())
 }
