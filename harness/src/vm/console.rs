@@ -99,9 +99,10 @@ pub struct Done {
 
 /// FNV-1a, 64 bits: enough to tell a torn line from an intact one.
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    use std::hash::Hasher as _;
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 /// The line (with its newline) that carries `payload` as a `kind` frame. A payload holding a
