@@ -15,6 +15,14 @@
 //! of JSON (serde never writes a raw newline), `length` its size in bytes, `checksum` its FNV-1a
 //! 64 in hex. The guest writes each frame with one `write` from one thread; the kernel may still
 //! print in between, which the checksum catches.
+//!
+//! Why no crate: the channel is a console the kernel writes its own lines into, so a frame must
+//! be printable text that survives being interleaved with, or broken by, kernel output, and be
+//! found again in a stream of arbitrary bytes. Byte-stuffing framings (`cobs`, SLIP as in
+//! `pamoja-serial`) assume the line is theirs alone and binary, and line or length codecs
+//! (`tokio-util`'s `LinesCodec`, `LengthDelimitedCodec`) have no way to tell a torn line from an
+//! intact one. What is left is a marker, a length and a checksum in a line of text, small enough
+//! to check by eye; only the checksum is a crate's (`fnv`).
 
 use serde::{Deserialize, Serialize};
 
