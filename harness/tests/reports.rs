@@ -255,7 +255,7 @@ fn summary_json() {
 #[test]
 fn junit_xml() {
     let s = wedge::stats::summarize(&records());
-    insta::assert_snapshot!("junit_xml", wedge::report::junit::render(&s));
+    insta::assert_snapshot!("junit_xml", wedge::report::junit::render(&s).unwrap());
 }
 
 #[test]
