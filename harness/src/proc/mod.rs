@@ -3,7 +3,6 @@
 //! timers that can wake a process (`wake`), and what the wait-for graph is built from (`waitfor`).
 
 pub mod syscall;
-mod syscall_table;
 pub mod waitfor;
 pub mod wake;
 

@@ -25,6 +25,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::time::Duration;
 
+use syscalls::x86_64::Sysno;
+
 use super::syscall;
 
 /// Most fds wedge reads from a poll or select set; a larger set counts as unreadable.
@@ -368,12 +370,19 @@ pub fn wait_fds(
     read_mem: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
 ) -> WaitFds {
     let fd = args[0] as i64 as i32;
-    match syscall::name(nr) {
+    match syscall::sysno(nr) {
         Some(
-            "read" | "readv" | "pread64" | "preadv" | "preadv2" | "epoll_wait" | "epoll_pwait"
-            | "epoll_pwait2" | "io_uring_enter",
+            Sysno::read
+            | Sysno::readv
+            | Sysno::pread64
+            | Sysno::preadv
+            | Sysno::preadv2
+            | Sysno::epoll_wait
+            | Sysno::epoll_pwait
+            | Sysno::epoll_pwait2
+            | Sysno::io_uring_enter,
         ) => WaitFds::Fds(vec![fd]),
-        Some("poll" | "ppoll") => {
+        Some(Sysno::poll | Sysno::ppoll) => {
             let nfds = args[1];
             if nfds == 0 {
                 return WaitFds::Fds(Vec::new());
@@ -384,7 +393,7 @@ pub fn wait_fds(
             read_mem(args[0], nfds as usize * 8)
                 .map_or(WaitFds::Unreadable, |b| WaitFds::Fds(pollfd_members(&b)))
         }
-        Some("select" | "pselect6") => {
+        Some(Sysno::select | Sysno::pselect6) => {
             let nfds = args[0];
             if nfds > MAX_WAIT_FDS {
                 return WaitFds::Unreadable;
@@ -414,7 +423,7 @@ pub fn sigwait_set(
     args: &[u64; 6],
     read_mem: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
 ) -> Option<u64> {
-    if syscall::name(nr) != Some("rt_sigtimedwait") {
+    if syscall::sysno(nr) != Some(Sysno::rt_sigtimedwait) {
         return None;
     }
     let bytes = read_mem(args[0], 8)?;
