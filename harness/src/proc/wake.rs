@@ -7,6 +7,12 @@
 //! `monitor::wake`, which needs no kernel. Each parser is total: malformed text gives `None` or an
 //! empty list, and the caller treats "could not see" conservatively.
 //!
+//! The parsers are by hand: the `procfs` crate reads none of the timerfd, epoll, signalfd or
+//! io_uring fdinfo, `/proc/PID/timers` or `/proc/timer_list`. It does read `status`, but the
+//! signal masks are read on the monitor's sampling path, where its `Status` (every line parsed
+//! into a map) costs about 40 µs a parse against 3 µs for the two lines wedge needs (release
+//! build, measured on a loaded 2-core machine).
+//!
 //! What this kernel (6.18) shows, checked with a small C program:
 //! - a timerfd's fdinfo has `clockid`, `ticks`, `settime flags`, `it_value: (sec, nsec)` (the
 //!   time left to the next expiry, relative, even for `TFD_TIMER_ABSTIME`) and `it_interval`; a
