@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::proc::syscall;
-use crate::proc::{self as procfs, SyscallState};
+use crate::proc::{self, SyscallState};
 
 use super::awake::Seen;
 use super::diagnosis::{Diagnosis, HangClass, ProcessDiag, ThreadDiag, summarize};
@@ -51,8 +51,8 @@ impl Monitor {
                     state: state_name(t.state).to_string(),
                     call,
                     detail,
-                    wchan: procfs::wchan(p.stat.pid, t.tid),
-                    kernel_stack: procfs::kernel_stack(p.stat.pid, t.tid),
+                    wchan: proc::wchan(p.stat.pid, t.tid),
+                    kernel_stack: proc::kernel_stack(p.stat.pid, t.tid),
                     for_ms,
                     wakes_in_ms,
                     wake,
@@ -63,7 +63,7 @@ impl Monitor {
                 pid: p.stat.pid,
                 ppid: p.stat.ppid,
                 name: p.stat.comm.clone(),
-                cmdline: procfs::cmdline(p.stat.pid),
+                cmdline: proc::cmdline(p.stat.pid),
                 state: state_name(p.stat.state).to_string(),
                 threads,
             });
@@ -124,7 +124,7 @@ impl Monitor {
 
 /// The wait-for graph of the tree in `snap` (`processes`: its diagnosis, in the same order).
 fn wait_graph(snap: &Snapshot, processes: &[ProcessDiag]) -> Option<WaitGraph> {
-    let mut obs = procfs::waitfor::observe(&snap.processes);
+    let mut obs = proc::waitfor::observe(&snap.processes);
     for (p, diag) in obs.processes.iter_mut().zip(processes) {
         for (t, td) in p.threads.iter_mut().zip(&diag.threads) {
             t.doing = td.doing();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::proc::syscall::{self, WaitBound};
 use crate::proc::wake as procwake;
-use crate::proc::{self as procfs, SyscallState, ThreadSample};
+use crate::proc::{self, SyscallState, ThreadSample};
 
 use super::awake::Awake;
 use super::snapshot::Snapshot;
@@ -224,14 +224,14 @@ impl Monitor {
     fn wakes_at(
         &self,
         pid: i32,
-        t: &procfs::ThreadSample,
+        t: &ThreadSample,
         earliest_start: Instant,
         now: Instant,
     ) -> Option<Instant> {
         let Some(SyscallState::In { nr, args }) = &t.syscall else {
             return None;
         };
-        let read = |addr: u64, len: usize| procfs::read_memory(pid, addr, len);
+        let read = |addr: u64, len: usize| proc::read_memory(pid, addr, len);
         match syscall::wait_bound(*nr, args, &read) {
             WaitBound::Indefinite => None,
             WaitBound::Relative(d) => Some(earliest_start + d),
@@ -270,7 +270,7 @@ impl Monitor {
                 continue;
             }
             let objects = objects.get(&pid).cloned().unwrap_or_default();
-            let read = |addr: u64, len: usize| procfs::read_memory(pid, addr, len);
+            let read = |addr: u64, len: usize| proc::read_memory(pid, addr, len);
             let mut waited = 0;
             for &(t, nr, args) in &blocked {
                 let fds = wake::fd_wake(&procwake::wait_fds(nr, &args, &read), &objects);

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::proc::{self as procfs, ProcessSample};
+use crate::proc::{self, ProcessSample};
 
 /// The processes of a tree at one instant.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ impl Snapshot {
             taken: Instant::now(),
             processes: pids
                 .iter()
-                .filter_map(|&pid| procfs::read_process(pid))
+                .filter_map(|&pid| proc::read_process(pid))
                 .collect(),
         }
     }
