@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::cell::Cell;
-use crate::monitor::Diagnosis;
+use crate::monitor::diagnosis::Diagnosis;
 use crate::scenario::Expectation;
 
 /// What happened in a trial.
