@@ -40,6 +40,7 @@ fn kind(r: &Resource) -> &'static str {
         Resource::ThreadExit => "thread-exit",
         Resource::FileLock { .. } => "file-lock",
         Resource::Pipe { .. } => "pipe",
+        Resource::Socket { .. } => "socket",
         Resource::Child => "child",
         Resource::Continue => "continue",
         Resource::Parked => "parked",
@@ -196,6 +197,60 @@ fn two_processes_reading_each_others_pipes_are_a_pipe_cycle() {
         assert_eq!(edges(d, g), cycle.iter().cloned().collect());
         assert_eq!(path(d, g, &g.cycle), cycle);
         assert!(g.text.starts_with("pipe cycle: "), "{}", g.text);
+    }
+}
+
+#[test]
+fn two_processes_waiting_on_each_others_socket_peers_are_a_socket_cycle() {
+    for r in trials("socket-cycle") {
+        let (d, g) = graph(&r);
+        let cycle = vec![
+            e("parent:main", "socket", "child"),
+            e("child:main", "socket", "parent"),
+        ];
+        assert_eq!(edges(d, g), cycle.iter().cloned().collect());
+        assert_eq!(path(d, g, &g.cycle), cycle);
+        // Each reads its end; the peer is the other end of the same pair.
+        let (mut ends, mut peers) = (BTreeSet::new(), BTreeSet::new());
+        for e in &g.edges {
+            let Resource::Socket { inode, peer, read } = e.resource else {
+                panic!("{e:?}");
+            };
+            assert!(read && inode != peer, "{e:?}");
+            ends.insert(inode);
+            peers.insert(peer);
+        }
+        assert_eq!(ends.len(), 2);
+        assert!(ends.is_disjoint(&peers), "{}", g.text);
+        let role = |r: &str| {
+            let pid = d.processes.iter().map(|p| p.pid);
+            let pid = pid
+                .clone()
+                .find(|&p| label(d, Party::process(p)) == r)
+                .unwrap();
+            d.processes.iter().find(|p| p.pid == pid).unwrap()
+        };
+        let (parent, child) = (role("parent"), role("child"));
+        let [a, b] = [&g.edges[g.cycle[0]], &g.edges[g.cycle[1]]].map(|e| match e.resource {
+            Resource::Socket { inode, peer, .. } => (inode, peer),
+            _ => unreachable!(),
+        });
+        assert_eq!(
+            g.text,
+            format!(
+                "socket cycle: {pn}[{pp}] thread main[{pp}] reads socket:[{}] whose peer \
+                 socket:[{}] is held by {cn}[{cp}]; thread main[{cp}] reads socket:[{}] whose \
+                 peer socket:[{}] is held by {pn}[{pp}]",
+                a.0,
+                a.1,
+                b.0,
+                b.1,
+                pn = parent.name,
+                pp = parent.pid,
+                cn = child.name,
+                cp = child.pid,
+            )
+        );
     }
 }
 

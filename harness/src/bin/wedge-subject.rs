@@ -40,6 +40,8 @@
 //! wedge-subject pi-abba            pthread-abba with PTHREAD_PRIO_INHERIT mutexes (pi-a, pi-b)
 //! wedge-subject flock-abba         parent and child flock two memfds in opposite orders
 //! wedge-subject pipe-cycle         parent and child each read the pipe only the other writes
+//! wedge-subject socket-cycle       parent (recv) and child (read) each wait on a unix
+//!                                  socketpair end whose peer only the other holds
 //! wedge-subject stopped-child      the parent waits for a child that stopped itself (SIGSTOP)
 //! wedge-subject itimer-tick        a 200 ms ITIMER_REAL with an empty handler, pause() forever
 //! wedge-subject uring-timeout      wait twice in io_uring_enter(GETEVENTS) for a 1.5 s

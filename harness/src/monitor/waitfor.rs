@@ -43,6 +43,11 @@
 //! - **pipes**: a thread blocked reading a pipe waits for every other process of the tree that
 //!   holds its write end (a writer blocked on a full pipe: its read end). The reader's own
 //!   process holding a write end is noted and is an edge too (it never sees end of file).
+//! - **unix sockets** (stream and seqpacket): a thread blocked reading one (`read`, `recvfrom`,
+//!   `recvmsg`...) waits for every process of the tree that holds its peer (the other end, found
+//!   by sock_diag), its own process included; a writer blocked on a full socket likewise. A
+//!   datagram socket has no one peer (anyone may send to it): no edge. An end passed in flight
+//!   (`SCM_RIGHTS`) or held outside the tree is not seen: fewer edges.
 //! - **children**: a thread in `wait4`/`waitid` waits for the children it names (all of them for
 //!   `-1`, a process group or `P_ALL`).
 //! - **stopped processes** wait for a `SIGCONT`: an edge without a holder, since any process may
@@ -98,6 +103,8 @@ pub enum Resource {
     FileLock { class: String, file: String },
     /// Data in a pipe (`read`) or room in it (a writer).
     Pipe { inode: u64, read: bool },
+    /// Data from a unix stream socket's peer (`read`), or room in the peer (a writer).
+    Socket { inode: u64, peer: u64, read: bool },
     /// A child's exit (`wait4`, `waitid`).
     Child,
     /// A stopped process waits for `SIGCONT`.
@@ -127,6 +134,7 @@ impl Resource {
             Resource::ThreadExit => "a thread's exit".to_string(),
             Resource::FileLock { class, file } => format!("{class} lock on {file}"),
             Resource::Pipe { inode, .. } => format!("pipe:[{inode}]"),
+            Resource::Socket { inode, .. } => format!("socket:[{inode}]"),
             Resource::Child => "a child".to_string(),
             Resource::Continue => "SIGCONT".to_string(),
             Resource::Parked => "a PI mutex (refused as a deadlock)".to_string(),
@@ -164,6 +172,8 @@ pub struct WaitGraph {
 pub struct Observations {
     pub processes: Vec<ProcObs>,
     pub locks: Vec<FileLock>,
+    /// The peer of each unix stream socket a thread waits on, by inode.
+    pub peers: BTreeMap<u64, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -177,6 +187,14 @@ pub struct ProcObs {
     pub threads: Vec<ThreadObs>,
     /// Its pipe fds.
     pub pipes: Vec<PipeEnd>,
+    /// Its socket fds.
+    pub sockets: Vec<SocketEnd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketEnd {
+    pub fd: i32,
+    pub inode: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,8 +335,14 @@ fn edges(obs: &Observations) -> Vec<WaitEdge> {
                             .map(|&addr| edge(Resource::Futex { addr }, None)),
                     );
                 }
-                Some(Blocked::Read { fd }) => out.extend(pipe_edges(obs, p, waiter, *fd, true)),
-                Some(Blocked::Write { fd }) => out.extend(pipe_edges(obs, p, waiter, *fd, false)),
+                Some(Blocked::Read { fd }) => {
+                    out.extend(pipe_edges(obs, p, waiter, *fd, true));
+                    out.extend(socket_edges(obs, p, waiter, *fd, true));
+                }
+                Some(Blocked::Write { fd }) => {
+                    out.extend(pipe_edges(obs, p, waiter, *fd, false));
+                    out.extend(socket_edges(obs, p, waiter, *fd, false));
+                }
                 Some(Blocked::Children(which)) => {
                     out.extend(children(obs, p, *which).map(|c| edge(Resource::Child, Some(c))))
                 }
@@ -454,6 +478,26 @@ fn pipe_edges<'a>(
                 inode: end.inode,
                 read,
             },
+            holder: Some(Party::process(q.pid)),
+        })
+    })
+}
+
+/// A reader (or writer) of a unix stream socket waits for every process holding its peer.
+fn socket_edges<'a>(
+    obs: &'a Observations,
+    p: &ProcObs,
+    waiter: Party,
+    fd: i32,
+    read: bool,
+) -> impl Iterator<Item = WaitEdge> + 'a {
+    let inode = p.sockets.iter().find(|s| s.fd == fd).map(|s| s.inode);
+    let peer = inode.and_then(|i| Some((i, *obs.peers.get(&i)?)));
+    obs.processes.iter().filter_map(move |q| {
+        let (inode, peer) = peer?;
+        q.sockets.iter().any(|s| s.inode == peer).then(|| WaitEdge {
+            waiter,
+            resource: Resource::Socket { inode, peer, read },
             holder: Some(Party::process(q.pid)),
         })
     })
@@ -690,6 +734,10 @@ impl<'a> Text<'a> {
             (Resource::Pipe { read: false, .. }, Some(h)) => {
                 format!("writes {res} whose reader is {h}")
             }
+            (Resource::Socket { peer, read, .. }, Some(h)) => {
+                let verb = if *read { "reads" } else { "writes" };
+                format!("{verb} {res} whose peer socket:[{peer}] is held by {h}")
+            }
             (_, Some(h)) => format!("waits for {res} (held by {h})"),
             (_, None) => format!("waits for {res} (owner not recorded)"),
         }
@@ -726,6 +774,7 @@ impl<'a> Text<'a> {
                 }
                 Resource::FileLock { .. } => "file-lock",
                 Resource::Pipe { .. } => "pipe",
+                Resource::Socket { .. } => "socket",
                 _ => "wait",
             })
             .collect();
@@ -835,6 +884,7 @@ mod tests {
             state: 'S',
             threads,
             pipes: Vec::new(),
+            sockets: Vec::new(),
         }
     }
 
@@ -882,6 +932,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![p],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert_eq!(g.edges[0].resource, Resource::ThreadExit);
@@ -909,6 +960,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![p],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert!(g.edges.iter().all(|e| e.holder.is_none()), "{g:?}");
@@ -951,6 +1003,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![p],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert_eq!(g.edges[2].resource, Resource::Parked);
@@ -979,6 +1032,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![p],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert_eq!(
@@ -1004,6 +1058,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![reader, writer],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert!(g.cycle.is_empty(), "{g:?}");
@@ -1012,6 +1067,32 @@ mod tests {
             g.text,
             "wait chain: abba[20] thread t20[20] reads pipe:[5] whose writer is abba[30], which \
              is blocked in pause"
+        );
+    }
+
+    #[test]
+    fn two_processes_reading_each_others_socket_peers_are_a_socket_cycle() {
+        let sock = |fd, inode| SocketEnd { fd, inode };
+        let mut a = process(20, vec![thread(20, 2, Some(Blocked::Read { fd: 3 }))]);
+        a.sockets = vec![sock(3, 100), sock(4, 201)];
+        let mut b = process(30, vec![thread(30, 2, Some(Blocked::Read { fd: 5 }))]);
+        b.sockets = vec![sock(5, 200), sock(6, 101)];
+        // A datagram socket (no peer known) gives no edge.
+        let mut c = process(40, vec![thread(40, 2, Some(Blocked::Read { fd: 7 }))]);
+        c.sockets = vec![sock(7, 300)];
+        let g = build(&Observations {
+            processes: vec![a, b, c],
+            locks: Vec::new(),
+            peers: BTreeMap::from([(100, 101), (200, 201)]),
+        })
+        .unwrap();
+        assert_eq!(g.edges.len(), 2, "{g:?}");
+        assert_eq!(g.cycle, vec![0, 1]);
+        assert_eq!(
+            g.text,
+            "socket cycle: abba[20] thread t20[20] reads socket:[100] whose peer socket:[101] is \
+             held by abba[30]; thread t30[30] reads socket:[200] whose peer socket:[201] is held \
+             by abba[20]"
         );
     }
 }

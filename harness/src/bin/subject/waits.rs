@@ -9,12 +9,13 @@ use std::sync::{Arc, Barrier};
 use super::{fail, say};
 
 /// The modes this module runs.
-pub const MODES: [&str; 9] = [
+pub const MODES: [&str; 10] = [
     "pthread-abba",
     "pthread-cycle3",
     "pi-abba",
     "flock-abba",
     "pipe-cycle",
+    "socket-cycle",
     "stopped-child",
     "itimer-tick",
     "uring-timeout",
@@ -29,6 +30,7 @@ pub fn run(mode: &str) -> ! {
         "pi-abba" => mutex_ring(&["pi-a", "pi-b"], true),
         "flock-abba" => flock_abba(),
         "pipe-cycle" => pipe_cycle(),
+        "socket-cycle" => socket_cycle(),
         "stopped-child" => stopped_child(),
         "uring-timeout" => uring_timeout(1500, 2),
         "uring-empty" => uring_timeout(0, 1),
@@ -189,6 +191,38 @@ pub fn pipe_cycle() -> ! {
     let n = read_byte(&to_parent.0);
     write_byte(&to_child.1);
     say(&format!("impossible: read returned {n}"));
+    std::process::exit(3);
+}
+
+fn socketpair() -> (OwnedFd, OwnedFd) {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+    nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::empty(),
+    )
+    .unwrap_or_else(|_| fail("socketpair"))
+}
+
+/// Two processes and two socketpairs: the parent keeps one end of each, the child the other;
+/// the parent `recv`s on its end of the first, the child `read`s its end of the second, and
+/// neither ever writes.
+pub fn socket_cycle() -> ! {
+    let (first, second) = (socketpair(), socketpair());
+    if fork() == 0 {
+        drop(first.0);
+        drop(second.1);
+        let n = read_byte(&second.0);
+        std::process::exit(if n == 1 { 0 } else { 3 });
+    }
+    drop(first.1);
+    drop(second.0);
+    say("receiving");
+    let mut b = [0u8; 1];
+    // SAFETY: receiving one byte into a live buffer.
+    let n = unsafe { libc::recv(first.0.as_raw_fd(), b.as_mut_ptr().cast(), 1, 0) };
+    say(&format!("impossible: recv returned {n}"));
     std::process::exit(3);
 }
 
