@@ -41,6 +41,7 @@ fn kind(r: &Resource) -> &'static str {
         Resource::FileLock { .. } => "file-lock",
         Resource::Pipe { .. } => "pipe",
         Resource::Socket { .. } => "socket",
+        Resource::Semaphore { .. } => "semaphore",
         Resource::Child => "child",
         Resource::Continue => "continue",
         Resource::Parked => "parked",
@@ -245,6 +246,41 @@ fn two_processes_waiting_on_each_others_socket_peers_are_a_socket_cycle() {
                 a.1,
                 b.0,
                 b.1,
+                pn = parent.name,
+                pp = parent.pid,
+                cn = child.name,
+                cp = child.pid,
+            )
+        );
+    }
+}
+
+#[test]
+fn semaphore_waiters_are_grouped_by_set_with_what_is_visible() {
+    for r in trials("sysv-sem") {
+        let (d, g) = graph(&r);
+        assert_eq!(
+            edges(d, g),
+            BTreeSet::from([
+                e("parent:main", "semaphore", "-"),
+                e("child:main", "semaphore", "-"),
+            ])
+        );
+        assert!(g.cycle.is_empty());
+        let proc_of = |r: &str| {
+            d.processes
+                .iter()
+                .find(|p| label(d, Party::process(p.pid)) == r)
+                .unwrap()
+        };
+        let (parent, child) = (proc_of("parent"), proc_of("child"));
+        // A fresh IPC namespace's first set is 0.
+        assert_eq!(
+            g.text,
+            format!(
+                "SysV semaphore set 0 (key 0x00000000), no owner recorded: {pn}[{pp}] thread \
+                 main[{pp}] on semaphore 1 (value 0, last changed by {pn}[{pp}]), {cn}[{cp}] \
+                 thread main[{cp}] on semaphore 0 (value 0, never changed)",
                 pn = parent.name,
                 pp = parent.pid,
                 cn = child.name,

@@ -42,6 +42,9 @@
 //! wedge-subject pipe-cycle         parent and child each read the pipe only the other writes
 //! wedge-subject socket-cycle       parent (recv) and child (read) each wait on a unix
 //!                                  socketpair end whose peer only the other holds
+//! wedge-subject sysv-sem          in an IPC namespace of its own, the parent waits in
+//!                                  semtimedop for semaphore 1 of a set (after changing it last)
+//!                                  and its child in semop for semaphore 0; nobody posts either
 //! wedge-subject stopped-child      the parent waits for a child that stopped itself (SIGSTOP)
 //! wedge-subject itimer-tick        a 200 ms ITIMER_REAL with an empty handler, pause() forever
 //! wedge-subject uring-timeout      wait twice in io_uring_enter(GETEVENTS) for a 1.5 s

@@ -48,6 +48,11 @@
 //!   by sock_diag), its own process included; a writer blocked on a full socket likewise. A
 //!   datagram socket has no one peer (anyone may send to it): no edge. An end passed in flight
 //!   (`SCM_RIGHTS`) or held outside the tree is not seen: fewer edges.
+//! - **SysV semaphores** (`semop`, `semtimedop`): a semaphore records no owner, so each
+//!   semaphore a thread waits on is an edge without a holder, grouped by set in the line, with
+//!   what is visible of it: the set's key, the semaphore's value and the last process that
+//!   changed it (which may be the one expected to post it again, or not: it is said, not
+//!   followed).
 //! - **children**: a thread in `wait4`/`waitid` waits for the children it names (all of them for
 //!   `-1`, a process group or `P_ALL`).
 //! - **stopped processes** wait for a `SIGCONT`: an edge without a holder, since any process may
@@ -105,6 +110,19 @@ pub enum Resource {
     Pipe { inode: u64, read: bool },
     /// Data from a unix stream socket's peer (`read`), or room in the peer (a writer).
     Socket { inode: u64, peer: u64, read: bool },
+    /// A SysV semaphore (`semop`): set `set` of the IPC namespace with inode `ns`, semaphore
+    /// `num`; its value and the pid (wedge's) of the last process that changed it, when read.
+    Semaphore {
+        set: i32,
+        ns: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<i32>,
+        num: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_pid: Option<i32>,
+    },
     /// A child's exit (`wait4`, `waitid`).
     Child,
     /// A stopped process waits for `SIGCONT`.
@@ -135,6 +153,7 @@ impl Resource {
             Resource::FileLock { class, file } => format!("{class} lock on {file}"),
             Resource::Pipe { inode, .. } => format!("pipe:[{inode}]"),
             Resource::Socket { inode, .. } => format!("socket:[{inode}]"),
+            Resource::Semaphore { set, num, .. } => format!("semaphore {num} of SysV set {set}"),
             Resource::Child => "a child".to_string(),
             Resource::Continue => "SIGCONT".to_string(),
             Resource::Parked => "a PI mutex (refused as a deadlock)".to_string(),
@@ -245,6 +264,24 @@ pub enum Blocked {
     Children(Option<i32>),
     /// `flock`, `fcntl(F_SETLKW)`, `fcntl(F_OFD_SETLKW)`.
     FileLock,
+    /// `semop`/`semtimedop` on set `set` (`ns`: its IPC namespace's inode, `key`: its key, when
+    /// read), waiting on the semaphores of `ops`.
+    Semaphore {
+        set: i32,
+        ns: u64,
+        key: Option<i32>,
+        ops: Vec<SemWait>,
+    },
+}
+
+/// One semaphore a `semop` waits on: a decrement (`op` < 0) or a wait for zero, with its value
+/// and last changer (`semctl(GETPID)`; 0 when none has) when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemWait {
+    pub num: u16,
+    pub op: i16,
+    pub value: Option<i32>,
+    pub last_pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,6 +384,17 @@ fn edges(obs: &Observations) -> Vec<WaitEdge> {
                     out.extend(children(obs, p, *which).map(|c| edge(Resource::Child, Some(c))))
                 }
                 Some(Blocked::FileLock) => out.extend(lock_edges(obs, p, waiter)),
+                Some(Blocked::Semaphore { set, ns, key, ops }) => out.extend(ops.iter().map(|w| {
+                    let resource = Resource::Semaphore {
+                        set: *set,
+                        ns: *ns,
+                        key: *key,
+                        num: w.num,
+                        value: w.value,
+                        last_pid: w.last_pid,
+                    };
+                    edge(resource, None)
+                })),
             }
         }
     }
@@ -756,6 +804,7 @@ impl<'a> Text<'a> {
         if !rest.is_empty() {
             parts.push(rest);
         }
+        parts.extend(self.semaphores(edges, &shown));
         if parts.is_empty()
             && let Some(i) = chain.first()
         {
@@ -829,6 +878,54 @@ impl<'a> Text<'a> {
         doing.sort_unstable();
         doing.dedup();
         (!doing.is_empty()).then(|| doing.join(" and "))
+    }
+
+    /// The semaphore waits not in the cycle or chain, one part per set: `SysV semaphore set 3
+    /// (key 0x…), no owner recorded: abba[10] thread main[10] on semaphore 0 (value 0, last
+    /// changed by abba[11])`.
+    fn semaphores(&mut self, edges: &[WaitEdge], shown: &BTreeSet<usize>) -> Vec<String> {
+        let mut by_set: BTreeMap<(u64, i32), Vec<&WaitEdge>> = BTreeMap::new();
+        for (i, e) in edges.iter().enumerate() {
+            if let (Resource::Semaphore { set, ns, .. }, false) = (&e.resource, shown.contains(&i))
+            {
+                by_set.entry((*ns, *set)).or_default().push(e);
+            }
+        }
+        let mut out = Vec::new();
+        for ((_, set), waits) in by_set {
+            let mut parts = Vec::new();
+            let mut key = None;
+            for e in waits {
+                let Resource::Semaphore {
+                    key: k,
+                    num,
+                    value,
+                    last_pid,
+                    ..
+                } = e.resource
+                else {
+                    continue;
+                };
+                key = key.or(k);
+                let who = self.who(e.waiter);
+                let value = value.map_or("value unknown".to_string(), |v| format!("value {v}"));
+                let last = match last_pid {
+                    None => "last changer unknown".to_string(),
+                    Some(0) => "never changed".to_string(),
+                    Some(pid) if self.process(pid).is_some() => {
+                        format!("last changed by {}", self.who(Party::process(pid)))
+                    }
+                    Some(pid) => format!("last changed by pid {pid}, outside the tree"),
+                };
+                parts.push(format!("{who} on semaphore {num} ({value}, {last})"));
+            }
+            let key = key.map_or(String::new(), |k| format!(" (key {:#010x})", k as u32));
+            out.push(format!(
+                "SysV semaphore set {set}{key}, no owner recorded: {}",
+                parts.join(", ")
+            ));
+        }
+        out
     }
 
     /// The ownerless futexes not in the cycle or chain, grouped by address.

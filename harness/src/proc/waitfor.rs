@@ -15,6 +15,12 @@
 //! time, in the network namespace of the asking socket: so a waiter in another network
 //! namespace is looked up from a short-lived thread that joined its namespace (`setns` changes
 //! only the calling thread's). No process is spawned.
+//!
+//! A SysV semaphore records no owner. What is visible of a set a thread waits on (`semop`,
+//! `semtimedop`): its key and size (`/proc/sysvipc/sem`), and per semaphore waited on its value
+//! and the last process that changed it (`semctl(GETPID)`, a pid in wedge's own pid namespace).
+//! Both exist only inside the set's IPC namespace: they are read from a thread that joined the
+//! waiter's. Not visible anywhere: who will `semop` it next, or who "holds" a count.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -23,7 +29,7 @@ use std::os::unix::fs::MetadataExt;
 
 use super::{ProcessSample, SyscallState, read_memory, syscall};
 use crate::monitor::waitfor::{
-    Blocked, FileLock, FutexWait, Observations, PipeEnd, ProcObs, SocketEnd, ThreadObs,
+    Blocked, FileLock, FutexWait, Observations, PipeEnd, ProcObs, SemWait, SocketEnd, ThreadObs,
 };
 
 const FUTEX_PRIVATE_FLAG: u64 = 128;
@@ -34,6 +40,8 @@ const FCNTL_WAITS: [u64; 2] = [7, 38];
 const STACK_FRAMES: u64 = 64 * 1024;
 /// Most `futex_waitv` entries the kernel accepts.
 const FUTEX_WAITV_MAX: u64 = 128;
+/// Most `struct sembuf`s of one `semop` read (the kernel's `SEMOPM` default is 500).
+const SEMOPS_MAX: u64 = 64;
 
 /// The observations of the processes in `samples`, with each thread's `doing` left empty.
 pub fn observe(samples: &[ProcessSample]) -> Observations {
@@ -53,6 +61,11 @@ pub fn observe(samples: &[ProcessSample]) -> Observations {
             (p.pipes, p.sockets) = fd_ends(p.pid);
         }
         peers = socket_peers(&processes);
+    }
+    if waits(&processes, |b| matches!(b, Blocked::Semaphore { .. })) {
+        for p in &mut processes {
+            semaphores(p);
+        }
     }
     let locks = if waits(&processes, |b| matches!(b, Blocked::FileLock)) {
         fs::read_to_string("/proc/locks")
@@ -155,6 +168,16 @@ fn blocked(pid: i32, tid: i32, nr: u64, args: &[u64; 6]) -> Option<Blocked> {
         "waitid" => Some(Blocked::Children(
             (args[0] == 1).then_some(args[1] as i64 as i32),
         )),
+        "semop" | "semtimedop" => {
+            let n = args[2].min(SEMOPS_MAX) as usize;
+            let ops = read_memory(pid, args[1], n * 6).map_or_else(Vec::new, |b| sem_waits(&b));
+            Some(Blocked::Semaphore {
+                set: args[0] as i32,
+                ns: 0,
+                key: None,
+                ops,
+            })
+        }
         "flock" => Some(Blocked::FileLock),
         "fcntl" if FCNTL_WAITS.contains(&args[1]) => Some(Blocked::FileLock),
         _ => None,
@@ -180,6 +203,72 @@ fn futex(pid: i32, addr: u64, kind: FutexWait, private: bool, val: u32) -> Block
         words,
         on_stack: false,
     }
+}
+
+/// The semaphores a `semop`'s `struct sembuf`s (u16 num, i16 op, i16 flags) can wait on: a
+/// decrement or a wait for zero, without `IPC_NOWAIT`.
+pub fn sem_waits(bytes: &[u8]) -> Vec<SemWait> {
+    let mut out: Vec<SemWait> = Vec::new();
+    for c in bytes.chunks_exact(6) {
+        let num = u16::from_ne_bytes([c[0], c[1]]);
+        let op = i16::from_ne_bytes([c[2], c[3]]);
+        let flags = i16::from_ne_bytes([c[4], c[5]]);
+        if op <= 0 && i32::from(flags) & libc::IPC_NOWAIT == 0 && !out.iter().any(|w| w.num == num)
+        {
+            out.push(SemWait {
+                num,
+                op,
+                value: None,
+                last_pid: None,
+            });
+        }
+    }
+    out
+}
+
+/// Fills in what is visible of the sets `p`'s threads wait on, from inside its IPC namespace.
+fn semaphores(p: &mut ProcObs) {
+    let Ok(ns) = fs::metadata(format!("/proc/{}/ns/ipc", p.pid)) else {
+        return;
+    };
+    let threads = &mut p.threads;
+    in_namespace(p.pid, "ipc", libc::CLONE_NEWIPC, move || {
+        let table = fs::read_to_string("/proc/sysvipc/sem").unwrap_or_default();
+        for t in threads.iter_mut() {
+            let Some(Blocked::Semaphore {
+                set,
+                ns: at,
+                key,
+                ops,
+            }) = &mut t.blocked
+            else {
+                continue;
+            };
+            *at = ns.ino();
+            *key = parse_sem_key(&table, *set);
+            for w in ops.iter_mut() {
+                let num = libc::c_int::from(w.num);
+                // SAFETY: semctl with GETVAL and GETPID takes no pointer argument.
+                let (value, pid) = unsafe {
+                    (
+                        libc::semctl(*set, num, libc::GETVAL),
+                        libc::semctl(*set, num, libc::GETPID),
+                    )
+                };
+                w.value = (value >= 0).then_some(value);
+                // 0: no semop has changed it since the set was made.
+                w.last_pid = (pid >= 0).then_some(pid);
+            }
+        }
+    });
+}
+
+/// The key of set `id` in `/proc/sysvipc/sem` (`key semid perms nsems uid gid ...`).
+pub fn parse_sem_key(table: &str, id: i32) -> Option<i32> {
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_ascii_whitespace().collect();
+        (f.get(1)?.parse::<i32>().ok()? == id).then(|| f.first()?.parse().ok())?
+    })
 }
 
 /// The stack pointer of a thread blocked in a syscall (the next to last field of `syscall`).
@@ -519,5 +608,29 @@ mod tests {
         }
         assert_eq!(parse_socket_link("socket:[4711]"), Some(4711));
         assert_eq!(parse_socket_link("pipe:[4711]"), None);
+    }
+
+    #[test]
+    fn parses_semaphore_waits_and_set_keys() {
+        let op = |num: u16, op: i16, flags: i16| {
+            [num.to_ne_bytes(), op.to_ne_bytes(), flags.to_ne_bytes()].concat()
+        };
+        let bytes = [
+            op(0, -1, 0),
+            op(1, 1, 0),
+            op(2, 0, 0),
+            op(3, -1, libc::IPC_NOWAIT as i16),
+            op(0, -2, 0),
+        ]
+        .concat();
+        let waits: Vec<(u16, i16)> = sem_waits(&bytes).iter().map(|w| (w.num, w.op)).collect();
+        // A post and an IPC_NOWAIT never wait; semaphore 0 once.
+        assert_eq!(waits, vec![(0, -1), (2, 0)]);
+        let table = "       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n\
+                     \x20        0          0   600          2     0     0     0     0 1764950000 1764950000\n\
+                     \x20  1234567      32769   644          1     0     0     0     0          0 1764950000\n";
+        assert_eq!(parse_sem_key(table, 0), Some(0));
+        assert_eq!(parse_sem_key(table, 32769), Some(1_234_567));
+        assert_eq!(parse_sem_key(table, 5), None);
     }
 }

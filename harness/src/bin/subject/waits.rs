@@ -9,13 +9,14 @@ use std::sync::{Arc, Barrier};
 use super::{fail, say};
 
 /// The modes this module runs.
-pub const MODES: [&str; 10] = [
+pub const MODES: [&str; 11] = [
     "pthread-abba",
     "pthread-cycle3",
     "pi-abba",
     "flock-abba",
     "pipe-cycle",
     "socket-cycle",
+    "sysv-sem",
     "stopped-child",
     "itimer-tick",
     "uring-timeout",
@@ -31,6 +32,7 @@ pub fn run(mode: &str) -> ! {
         "flock-abba" => flock_abba(),
         "pipe-cycle" => pipe_cycle(),
         "socket-cycle" => socket_cycle(),
+        "sysv-sem" => sysv_sem(),
         "stopped-child" => stopped_child(),
         "uring-timeout" => uring_timeout(1500, 2),
         "uring-empty" => uring_timeout(0, 1),
@@ -223,6 +225,58 @@ pub fn socket_cycle() -> ! {
     // SAFETY: receiving one byte into a live buffer.
     let n = unsafe { libc::recv(first.0.as_raw_fd(), b.as_mut_ptr().cast(), 1, 0) };
     say(&format!("impossible: recv returned {n}"));
+    std::process::exit(3);
+}
+
+/// `semop` on set `set`: one operation `op` on semaphore `num`; `timed` through `semtimedop`
+/// with no timeout (what glibc's `semop` may also be).
+fn semop(set: i32, num: u16, op: i16, timed: bool) {
+    let mut buf = libc::sembuf {
+        sem_num: num,
+        sem_op: op,
+        sem_flg: 0,
+    };
+    // SAFETY: one live sembuf; a null timeout waits without limit.
+    let rc = unsafe {
+        if timed {
+            libc::syscall(
+                libc::SYS_semtimedop,
+                set,
+                &mut buf as *mut libc::sembuf,
+                1usize,
+                std::ptr::null::<libc::timespec>(),
+            ) as i32
+        } else {
+            libc::semop(set, &mut buf, 1)
+        }
+    };
+    if rc != 0 {
+        fail("semop");
+    }
+}
+
+/// In an IPC namespace of its own (its set dies with it, nothing left on the host), a set of
+/// two semaphores, both 0. The parent posts and takes semaphore 1 (so it is the last to have
+/// changed it), forks a child that waits to take semaphore 0 (`semop`), then waits to take
+/// semaphore 1 (`semtimedop`, no timeout). Nobody ever posts either.
+pub fn sysv_sem() -> ! {
+    if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC).is_err() {
+        fail("unshare(CLONE_NEWIPC)");
+    }
+    // SAFETY: semget takes integers.
+    let set = unsafe { libc::semget(libc::IPC_PRIVATE, 2, libc::IPC_CREAT | 0o600) };
+    if set < 0 {
+        fail("semget");
+    }
+    semop(set, 1, 1, false);
+    semop(set, 1, -1, false);
+    if fork() == 0 {
+        semop(set, 0, -1, false);
+        std::process::exit(3);
+    }
+    say("waiting");
+    semop(set, 1, -1, true);
+    say("impossible: semop returned");
     std::process::exit(3);
 }
 
