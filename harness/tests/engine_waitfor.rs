@@ -37,6 +37,8 @@ fn kind(r: &Resource) -> &'static str {
         Resource::Mutex { .. } => "mutex",
         Resource::PiMutex { .. } => "pi-mutex",
         Resource::Futex { .. } => "futex",
+        Resource::OwnerGone { .. } => "owner-gone",
+        Resource::Stranded { .. } => "stranded",
         Resource::ThreadExit => "thread-exit",
         Resource::FileLock { .. } => "file-lock",
         Resource::Pipe { .. } => "pipe",
@@ -285,6 +287,51 @@ fn semaphore_waiters_are_grouped_by_set_with_what_is_visible() {
                 pp = parent.pid,
                 cn = child.name,
                 cp = child.pid,
+            )
+        );
+    }
+}
+
+#[test]
+fn a_mutex_locked_across_fork_names_the_owner_the_child_does_not_have() {
+    for r in trials("fork-locked") {
+        let (d, g) = graph(&r);
+        let chain = vec![
+            e("parent:main", "child", "child"),
+            e("child:main", "owner-gone", "-"),
+        ];
+        assert_eq!(edges(d, g), chain.iter().cloned().collect());
+        assert!(g.cycle.is_empty());
+        assert_eq!(path(d, g, &g.chain), chain);
+        let gone = &g.edges[g.chain[1]];
+        let Resource::OwnerGone {
+            addr,
+            owner,
+            held_in: Some(held_in),
+        } = gone.resource
+        else {
+            panic!("{gone:?}");
+        };
+        assert_eq!(label(d, held_in), "parent:holder");
+        let proc_of = |r: &str| {
+            d.processes
+                .iter()
+                .find(|p| label(d, Party::process(p.pid)) == r)
+                .unwrap()
+        };
+        let (parent, child) = (proc_of("parent"), proc_of("child"));
+        assert_eq!(
+            g.text,
+            format!(
+                "wait chain: {pn}[{pp}] thread main[{pp}] waits for its child {cn}[{cp}], which \
+                 waits for mutex {addr:#x}, whose owner tid {owner} recorded in the lock word \
+                 does not exist in this process (lock inherited across fork from thread \
+                 holder[{ht}])",
+                pn = parent.name,
+                pp = parent.pid,
+                cn = child.name,
+                cp = child.pid,
+                ht = held_in.tid.unwrap(),
             )
         );
     }

@@ -102,6 +102,18 @@ pub enum Resource {
     PiMutex { addr: u64 },
     /// A futex whose owner is not recorded (a Rust std `Mutex`, a condition variable).
     Futex { addr: u64 },
+    /// A glibc `pthread_mutex_t` whose `__owner` (`owner`, a TID of the waiter's pid namespace)
+    /// is no thread of the waiter's process: the owner exited holding it, or the lock was
+    /// inherited across fork, then from `held_in`, the thread of the parent with that TID.
+    OwnerGone {
+        addr: u64,
+        owner: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_in: Option<Party>,
+    },
+    /// A private futex whose owner is not recorded, waited on by the only thread of a process
+    /// that shares its memory with no other process: no thread is left that could wake it.
+    Stranded { addr: u64 },
     /// A thread's exit (`pthread_join`).
     ThreadExit,
     /// A lock of `/proc/locks`: `class` is `FLOCK`, `POSIX` or `OFDLCK`, `file` is `dev:inode`.
@@ -139,6 +151,7 @@ impl Resource {
             self,
             Resource::Mutex { .. }
                 | Resource::PiMutex { .. }
+                | Resource::OwnerGone { .. }
                 | Resource::FileLock { .. }
                 | Resource::Parked
         )
@@ -148,7 +161,8 @@ impl Resource {
         match self {
             Resource::Mutex { addr } => format!("mutex {addr:#x}"),
             Resource::PiMutex { addr } => format!("PI mutex {addr:#x}"),
-            Resource::Futex { addr } => format!("futex {addr:#x}"),
+            Resource::Futex { addr } | Resource::Stranded { addr } => format!("futex {addr:#x}"),
+            Resource::OwnerGone { addr, .. } => format!("mutex {addr:#x}"),
             Resource::ThreadExit => "a thread's exit".to_string(),
             Resource::FileLock { class, file } => format!("{class} lock on {file}"),
             Resource::Pipe { inode, .. } => format!("pipe:[{inode}]"),
@@ -208,6 +222,9 @@ pub struct ProcObs {
     pub pipes: Vec<PipeEnd>,
     /// Its socket fds.
     pub sockets: Vec<SocketEnd>,
+    /// Whether another process of the tree shares its memory (`CLONE_VM`), when looked at (a
+    /// single-threaded process in a private futex wait); `None`: not known.
+    pub shares_memory: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,6 +322,8 @@ const FUTEX_TID_MASK: i32 = 0x3fff_ffff;
 /// Every `__kind` bit glibc 2.36 sets: the type (0..=3), robust 16, PI 32, PP 64, pshared 128,
 /// elision 256 and 512.
 const KNOWN_KIND_BITS: i32 = 3 | 16 | 32 | 64 | 128 | 256 | 512;
+/// The `__kind` bit of a process-shared glibc mutex.
+const PTHREAD_MUTEX_PSHARED: i32 = 128;
 
 /// The graph of `obs`; `None` when no thread waits on anything it follows.
 pub fn build(obs: &Observations) -> Option<WaitGraph> {
@@ -348,22 +367,10 @@ fn edges(obs: &Observations) -> Vec<WaitEdge> {
             };
             match &t.blocked {
                 None => {}
-                Some(Blocked::Futex {
-                    addr,
-                    kind,
-                    private,
-                    val,
-                    words,
-                    on_stack,
-                }) => {
-                    let parked = *on_stack && *val == 0 && words.first() == Some(&0);
-                    let (resource, holder) = if parked && *kind == FutexWait::Plain {
-                        (Resource::Parked, None)
-                    } else {
-                        let join = !*private && *kind == FutexWait::Plain;
-                        futex_edge(p, t, *addr, *kind, join, *val, words)
-                    };
-                    out.push(edge(resource, holder));
+                Some(Blocked::Futex { .. }) => {
+                    if let Some((resource, holder)) = futex_edge(obs, p, t) {
+                        out.push(edge(resource, holder));
+                    }
                 }
                 Some(Blocked::Futexes(addrs)) => {
                     out.extend(
@@ -454,24 +461,36 @@ fn by_ns_tid(p: &ProcObs, ns_tid: i32) -> Option<&ThreadObs> {
     p.threads.iter().find(|t| t.ns_tid == Some(ns_tid))
 }
 
-fn futex_edge(
-    p: &ProcObs,
-    t: &ThreadObs,
-    addr: u64,
-    kind: FutexWait,
-    may_join: bool,
-    val: u32,
-    words: &[i32],
-) -> (Resource, Option<Party>) {
+/// The edge of thread `t` of `p`, blocked in a futex wait.
+fn futex_edge(obs: &Observations, p: &ProcObs, t: &ThreadObs) -> Option<(Resource, Option<Party>)> {
+    let Some(Blocked::Futex {
+        addr,
+        kind,
+        private,
+        val,
+        ref words,
+        on_stack,
+    }) = t.blocked
+    else {
+        return None;
+    };
     let holder = |tid: i32| by_ns_tid(p, tid).map(|h| Party::thread(p.pid, h.tid));
-    let ownerless = (Resource::Futex { addr }, None);
-    match kind {
+    let ownerless = if private && p.threads.len() == 1 && p.shares_memory == Some(false) {
+        (Resource::Stranded { addr }, None)
+    } else {
+        (Resource::Futex { addr }, None)
+    };
+    Some(match kind {
         FutexWait::RequeuePi => ownerless,
         FutexWait::Pi => {
             let owner = words.first().map(|w| w & FUTEX_TID_MASK);
             (Resource::PiMutex { addr }, owner.and_then(holder))
         }
+        FutexWait::Plain if on_stack && val == 0 && words.first() == Some(&0) => {
+            (Resource::Parked, None)
+        }
         FutexWait::Plain => {
+            let may_join = !private;
             let word = words.first().copied();
             // pthread_join: the word is the joined thread's TID until the kernel clears it, and
             // the wait is shared (the kernel's wake at exit is). 1 and 2 are also every lock's
@@ -484,15 +503,41 @@ fn futex_edge(
                 && t.ns_tid != Some(w)
                 && let Some(h) = holder(w)
             {
-                return (Resource::ThreadExit, Some(h));
+                return Some((Resource::ThreadExit, Some(h)));
             }
             // A mutex its own waiter holds (relocking a normal mutex) is a cycle of one.
-            match glibc_owner(words).and_then(holder) {
-                Some(h) => (Resource::Mutex { addr }, Some(h)),
+            match glibc_owner(words) {
+                Some(o) => match holder(o) {
+                    Some(h) => (Resource::Mutex { addr }, Some(h)),
+                    None if words[4] & PTHREAD_MUTEX_PSHARED == 0 => {
+                        let held_in = parent_thread(obs, p, o);
+                        (
+                            Resource::OwnerGone {
+                                addr,
+                                owner: o,
+                                held_in,
+                            },
+                            None,
+                        )
+                    }
+                    // A process-shared mutex may be held by another process: not looked up.
+                    None => ownerless,
+                },
                 None => ownerless,
             }
         }
+    })
+}
+
+/// The thread of `p`'s parent whose TID (in its pid namespace) is `ns_tid`: the owner of a lock
+/// `p` inherited when it was forked. Only when `p` shares its parent's pid namespace (a child
+/// made in a new one is its pid 1 there, and its parent's TIDs mean nothing in it).
+fn parent_thread(obs: &Observations, p: &ProcObs, ns_tid: i32) -> Option<Party> {
+    if p.ns_pid == Some(1) {
+        return None;
     }
+    let parent = obs.processes.iter().find(|q| q.pid == p.ppid)?;
+    by_ns_tid(parent, ns_tid).map(|t| Party::thread(parent.pid, t.tid))
 }
 
 /// The `__owner` of a glibc `pthread_mutex_t` whose `__data` is `words`, if it has that shape.
@@ -786,6 +831,23 @@ impl<'a> Text<'a> {
                 let verb = if *read { "reads" } else { "writes" };
                 format!("{verb} {res} whose peer socket:[{peer}] is held by {h}")
             }
+            (Resource::OwnerGone { owner, held_in, .. }, None) => {
+                let why = match held_in {
+                    Some(t) => format!("lock inherited across fork from {}", self.who(*t)),
+                    None => {
+                        "its owner exited holding it, or it was inherited across fork".to_string()
+                    }
+                };
+                format!(
+                    "waits for {res}, whose owner tid {owner} recorded in the lock word does not \
+                     exist in this process ({why})"
+                )
+            }
+            (Resource::Stranded { .. }, None) => format!(
+                "waits for {res} (owner not recorded) that no thread is left to wake: it is \
+                 the only thread of its process, which shares its memory with no other (a lock \
+                 held by another thread when it was forked, or one it holds itself)"
+            ),
             (_, Some(h)) => format!("waits for {res} (held by {h})"),
             (_, None) => format!("waits for {res} (owner not recorded)"),
         }
@@ -805,6 +867,16 @@ impl<'a> Text<'a> {
             parts.push(rest);
         }
         parts.extend(self.semaphores(edges, &shown));
+        for (i, e) in edges.iter().enumerate() {
+            let lone = matches!(
+                e.resource,
+                Resource::OwnerGone { .. } | Resource::Stranded { .. }
+            );
+            if lone && !shown.contains(&i) {
+                let who = self.who(e.waiter);
+                parts.push(format!("{who} {}", self.wait(e)));
+            }
+        }
         if parts.is_empty()
             && let Some(i) = chain.first()
         {
@@ -982,6 +1054,7 @@ mod tests {
             threads,
             pipes: Vec::new(),
             sockets: Vec::new(),
+            shares_memory: None,
         }
     }
 
@@ -1190,6 +1263,54 @@ mod tests {
             "socket cycle: abba[20] thread t20[20] reads socket:[100] whose peer socket:[101] is \
              held by abba[30]; thread t30[30] reads socket:[200] whose peer socket:[201] is held \
              by abba[20]"
+        );
+    }
+
+    #[test]
+    fn a_lone_thread_on_a_private_futex_is_stranded_and_a_gone_owner_is_named() {
+        let waits = |p: &mut ProcObs, shares: Option<bool>| {
+            p.threads[0].main = true;
+            p.shares_memory = shares;
+        };
+        // Alone, sharing memory with no one: stranded. Unknown or shared: plain ownerless.
+        let mut alone = process(20, vec![thread(20, 2, plain(0x10, 2, vec![2], true))]);
+        waits(&mut alone, Some(false));
+        let mut shared = process(30, vec![thread(30, 2, plain(0x10, 2, vec![2], true))]);
+        waits(&mut shared, Some(true));
+        // A glibc mutex owned by TID 9, which the process does not have (and no parent seen).
+        let mut gone = process(40, vec![thread(40, 2, plain(0x20, 2, mutex(9), true))]);
+        waits(&mut gone, Some(false));
+        let g = build(&Observations {
+            processes: vec![alone, shared, gone],
+            ..Observations::default()
+        })
+        .unwrap();
+        let kinds: Vec<&Resource> = g.edges.iter().map(|e| &e.resource).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                &Resource::Stranded { addr: 0x10 },
+                &Resource::Futex { addr: 0x10 },
+                &Resource::OwnerGone {
+                    addr: 0x20,
+                    owner: 9,
+                    held_in: None
+                },
+            ]
+        );
+        assert!(
+            g.text.ends_with(
+                "abba[40] thread main[40] waits for mutex 0x20, whose owner tid 9 recorded in \
+                 the lock word does not exist in this process (its owner exited holding it, or \
+                 it was inherited across fork)"
+            ),
+            "{}",
+            g.text
+        );
+        assert!(
+            g.text.contains("that no thread is left to wake"),
+            "{}",
+            g.text
         );
     }
 }

@@ -62,6 +62,15 @@ pub fn observe(samples: &[ProcessSample]) -> Observations {
         }
         peers = socket_peers(&processes);
     }
+    for i in 0..processes.len() {
+        if let [t] = processes[i].threads.as_slice()
+            && let Some(Blocked::Futex { private: true, .. }) = t.blocked
+        {
+            let pid = processes[i].pid;
+            let others = processes.iter().map(|q| q.pid).filter(|&q| q != pid);
+            processes[i].shares_memory = shares_memory(pid, others);
+        }
+    }
     if waits(&processes, |b| matches!(b, Blocked::Semaphore { .. })) {
         for p in &mut processes {
             semaphores(p);
@@ -108,6 +117,7 @@ fn observe_process(p: &ProcessSample) -> ProcObs {
         threads,
         pipes: Vec::new(),
         sockets: Vec::new(),
+        shares_memory: None,
     }
 }
 
@@ -203,6 +213,23 @@ fn futex(pid: i32, addr: u64, kind: FutexWait, private: bool, val: u32) -> Block
         words,
         on_stack: false,
     }
+}
+
+/// Whether process `pid` shares its memory (`CLONE_VM`) with any of `others`, by `kcmp`;
+/// `None` when a comparison fails (no `kcmp` in this kernel, a process gone).
+fn shares_memory(pid: i32, others: impl Iterator<Item = i32>) -> Option<bool> {
+    const KCMP_VM: libc::c_long = 1;
+    let mut shares = false;
+    for other in others {
+        // SAFETY: kcmp takes integers only.
+        let rc = unsafe { libc::syscall(libc::SYS_kcmp, pid, other, KCMP_VM, 0, 0) };
+        match rc {
+            0 => shares = true,
+            1 | 2 => {}
+            _ => return None,
+        }
+    }
+    Some(shares)
 }
 
 /// The semaphores a `semop`'s `struct sembuf`s (u16 num, i16 op, i16 flags) can wait on: a

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use super::{fail, say};
 
 /// The modes this module runs.
-pub const MODES: [&str; 11] = [
+pub const MODES: [&str; 12] = [
     "pthread-abba",
     "pthread-cycle3",
     "pi-abba",
@@ -17,6 +17,7 @@ pub const MODES: [&str; 11] = [
     "pipe-cycle",
     "socket-cycle",
     "sysv-sem",
+    "fork-locked",
     "stopped-child",
     "itimer-tick",
     "uring-timeout",
@@ -33,6 +34,7 @@ pub fn run(mode: &str) -> ! {
         "pipe-cycle" => pipe_cycle(),
         "socket-cycle" => socket_cycle(),
         "sysv-sem" => sysv_sem(),
+        "fork-locked" => fork_locked(),
         "stopped-child" => stopped_child(),
         "uring-timeout" => uring_timeout(1500, 2),
         "uring-empty" => uring_timeout(0, 1),
@@ -277,6 +279,44 @@ pub fn sysv_sem() -> ! {
     say("waiting");
     semop(set, 1, -1, true);
     say("impossible: semop returned");
+    std::process::exit(3);
+}
+
+/// A thread (`holder`) locks a glibc mutex and pauses for good; the main thread then forks, and
+/// the child locks the same mutex: its copy stays locked by a thread it does not have. The
+/// parent waits for the child.
+pub fn fork_locked() -> ! {
+    let mutex = PMutex::new(false);
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("holder".to_string())
+        .spawn(move || {
+            mutex.lock();
+            let _ = locked_tx.send(());
+            loop {
+                // SAFETY: pause has no arguments.
+                unsafe { libc::pause() };
+            }
+        })
+        .unwrap_or_else(|_| fail("spawn"));
+    if locked_rx.recv().is_err() {
+        fail("holder");
+    }
+    // SAFETY: the child only locks the mutex (a futex wait) and exits.
+    let child = match unsafe { libc::fork() } {
+        -1 => fail("fork"),
+        pid => pid,
+    };
+    if child == 0 {
+        mutex.lock();
+        // SAFETY: _exit takes an integer; no destructors in a forked copy.
+        unsafe { libc::_exit(3) };
+    }
+    say("waiting");
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    say("impossible: the child ended");
     std::process::exit(3);
 }
 
