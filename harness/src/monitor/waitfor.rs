@@ -33,6 +33,14 @@
 //!   chain the kernel refused: the head of the longest chain of PI waits ending at the parked
 //!   thread (the lock's owner), none when two chains tie or none leads there.
 //! - **`futex_waitv`**: one ownerless edge per word.
+//! - **locks no thread can release**: a glibc mutex whose `__owner` is no thread of the
+//!   waiter's process (and not process-shared) has no holder; the line says that the owner's
+//!   TID does not exist there, and names the parent's thread with that TID when there is one
+//!   (the lock was inherited across fork). A private futex with no recorded owner, waited on by
+//!   the only thread of a process that shares its memory (`kcmp(KCMP_VM)`) with no other
+//!   process of the tree, has no other thread that could ever wake it (a private futex is woken
+//!   only from its own memory): the line says so. Only the thread's own signal handlers could
+//!   still release it, which is said too.
 //! - TIDs in lock words are the ones of the process's own pid namespace (`NSpid`), mapped back
 //!   to wedge's; only threads of the waiter's own process are looked up (a process-shared mutex
 //!   owned by another process has no holder here).
@@ -112,7 +120,7 @@ pub enum Resource {
         held_in: Option<Party>,
     },
     /// A private futex whose owner is not recorded, waited on by the only thread of a process
-    /// that shares its memory with no other process: no thread is left that could wake it.
+    /// that shares its memory with no other process: no other thread can wake it.
     Stranded { addr: u64 },
     /// A thread's exit (`pthread_join`).
     ThreadExit,
@@ -844,9 +852,10 @@ impl<'a> Text<'a> {
                 )
             }
             (Resource::Stranded { .. }, None) => format!(
-                "waits for {res} (owner not recorded) that no thread is left to wake: it is \
-                 the only thread of its process, which shares its memory with no other (a lock \
-                 held by another thread when it was forked, or one it holds itself)"
+                "waits for {res} (owner not recorded) that no other thread can wake: it is the \
+                 only thread of its process, which shares its memory with no other (a lock held \
+                 by another thread when it was forked, or one it holds itself; only a signal \
+                 handler of its own could release it)"
             ),
             (_, Some(h)) => format!("waits for {res} (held by {h})"),
             (_, None) => format!("waits for {res} (owner not recorded)"),
@@ -1308,7 +1317,7 @@ mod tests {
             g.text
         );
         assert!(
-            g.text.contains("that no thread is left to wake"),
+            g.text.contains("that no other thread can wake"),
             "{}",
             g.text
         );
