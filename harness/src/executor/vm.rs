@@ -13,7 +13,7 @@
 //!   and reaped ([`crate::vm::qemu::Vm`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::{Executor, TrialSink};
 use crate::backend::{Target, VmTarget};
 use crate::plan::{PlannedCell, PlannedTrial};
-use crate::record::{TrialRecord, Verdict};
+use crate::record::{TrialRecord, Verdict, VmRun};
 use crate::trial::{Engine, skipped_record};
 use crate::vm::console::{self, Decoder, Frame, FrameKind, Item};
 use crate::vm::guest::{GuestCell, GuestPlan, PLAN_PATH, scenario_path};
@@ -106,7 +106,7 @@ impl Executor for VmExecutor<'_> {
 
 /// What came back from one boot.
 #[derive(Debug, Default)]
-pub(crate) struct Boot {
+pub struct Boot {
     /// From QEMU's start to the guest's greeting.
     hello_ms: Option<f64>,
     guest_kernel: Option<String>,
@@ -120,9 +120,6 @@ pub(crate) struct Boot {
     pub(crate) cut: Option<String>,
 }
 
-/// How a record's log names a kernel splat its boot showed (the reports collect these).
-pub const SPLAT_LOG_PREFIX: &str = "vm: kernel splat: ";
-
 /// Enough for a panic's whole trace and what came before it.
 const KEEP_LINES: usize = 80;
 
@@ -135,6 +132,35 @@ impl Boot {
             self.last_lines.pop_front();
         }
         self.last_lines.push_back(line);
+    }
+
+    /// Takes console `items` from a guest whose QEMU started at `started`; true when one was a
+    /// frame (the guest is alive). `on_frame` gets every frame but the greeting, kernel messages
+    /// and the end, which go into the boot.
+    pub fn take_all(
+        &mut self,
+        items: Vec<Item>,
+        started: Instant,
+        on_frame: &mut dyn FnMut(&Frame, &Boot),
+    ) -> bool {
+        let mut framed = false;
+        for item in items {
+            framed |= take(item, started, self, on_frame);
+        }
+        framed
+    }
+
+    /// The boot's facts for a record of `target` run under `accel`.
+    pub fn vm_run(&self, target: &VmTarget, accel: Accel) -> VmRun {
+        VmRun {
+            kernel: target.kernel.name.clone(),
+            release: self.guest_kernel.clone(),
+            cpus: target.cpus,
+            accel: accel.name().to_string(),
+            hello_ms: self.hello_ms,
+            time_scale: target.time_scale,
+            splats: self.splats.clone(),
+        }
     }
 
     /// The last console lines, as log lines of a record.
@@ -172,6 +198,7 @@ impl VmExecutor<'_> {
             r.log
                 .extend(boot.splats.iter().map(|s| format!("vm: kernel splat: {s}")));
             r.log.extend(boot.tail());
+            r.vm = Some(boot.vm_run(&group.target, self.settings.accel));
             sink.finished(&t, r);
         }
     }
@@ -242,32 +269,47 @@ impl VmExecutor<'_> {
         boot: &Boot,
         sink: &dyn TrialSink,
     ) {
-        let Ok(mut record) = serde_json::from_str::<TrialRecord>(payload) else {
+        let Ok(record) = serde_json::from_str::<TrialRecord>(payload) else {
             return; // an intact frame of an unreadable record: its trial stays pending.
         };
         let key = (record.scenario.clone(), record.cell_index, record.trial);
         let Some(t) = pending.remove(&key) else {
             return;
         };
-        let c = &cells[t.cell];
-        record.file = c.scenario.file.display().to_string();
-        record.host.accel = Some(self.settings.accel.name().into());
-        record.log.push(format!(
-            "vm: kernel {} ({}), {} vCPUs, {}, guest up after {:.0} ms, time bounds ×{}",
-            group.target.kernel.name,
-            boot.guest_kernel.as_deref().unwrap_or("?"),
-            group.target.cpus,
-            self.settings.accel.name(),
-            boot.hello_ms.unwrap_or(0.0),
-            group.target.time_scale
-        ));
-        for s in &boot.splats {
-            record
-                .log
-                .push(format!("vm: kernel splat during this boot: {s}"));
-        }
+        let file = &cells[t.cell].scenario.file;
+        let record = delivered(record, file, boot, &group.target, self.settings.accel);
         sink.finished(&t, record);
     }
+}
+
+/// A record the guest sent for a trial of `target`, as the host hands it on: the host's path of
+/// its scenario `file`, how the guest ran, and what the boot showed up to it (kernel splats
+/// included, whatever the verdict).
+pub fn delivered(
+    mut record: TrialRecord,
+    file: &Path,
+    boot: &Boot,
+    target: &VmTarget,
+    accel: Accel,
+) -> TrialRecord {
+    record.file = file.display().to_string();
+    record.host.accel = Some(accel.name().into());
+    record.log.push(format!(
+        "vm: kernel {} ({}), {} vCPUs, {}, guest up after {:.0} ms, time bounds ×{}",
+        target.kernel.name,
+        boot.guest_kernel.as_deref().unwrap_or("?"),
+        target.cpus,
+        accel.name(),
+        boot.hello_ms.unwrap_or(0.0),
+        target.time_scale
+    ));
+    for s in &boot.splats {
+        record
+            .log
+            .push(format!("vm: kernel splat during this boot: {s}"));
+    }
+    record.vm = Some(boot.vm_run(target, accel));
+    record
 }
 
 /// Boots `target` from `initrd` and reads its console until the guest is done, dies, misses a
@@ -329,10 +371,8 @@ fn watch(
             }
             ConsoleRead::Closed => break,
         };
-        for item in decoder.feed(&bytes) {
-            if take(item, vm, boot, on_frame) {
-                deadline = Instant::now() + budgets.silence;
-            }
+        if boot.take_all(decoder.feed(&bytes), vm.started, on_frame) {
+            deadline = Instant::now() + budgets.silence;
         }
     }
     if let Some(Item::Line(l)) = decoder.finish() {
@@ -341,7 +381,12 @@ fn watch(
 }
 
 /// Handles one console item; true when it was a frame (the guest is alive).
-fn take(item: Item, vm: &Vm, boot: &mut Boot, on_frame: &mut dyn FnMut(&Frame, &Boot)) -> bool {
+fn take(
+    item: Item,
+    started: Instant,
+    boot: &mut Boot,
+    on_frame: &mut dyn FnMut(&Frame, &Boot),
+) -> bool {
     let frame = match item {
         Item::Line(line) => {
             boot.line(line);
@@ -351,7 +396,7 @@ fn take(item: Item, vm: &Vm, boot: &mut Boot, on_frame: &mut dyn FnMut(&Frame, &
     };
     match frame.kind {
         FrameKind::Hello => {
-            boot.hello_ms = Some(vm.started.elapsed().as_secs_f64() * 1000.0);
+            boot.hello_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
             boot.guest_kernel = serde_json::from_str::<console::Hello>(&frame.payload)
                 .ok()
                 .map(|h| h.kernel);
