@@ -203,7 +203,10 @@ fn cell_stats(scenario: String, cell_id: String, rs: &[&TrialRecord]) -> CellSta
         .collect();
     misses.truncate(5);
     let mut kernel_splats: Vec<String> = Vec::new();
-    let splats = run.iter().filter_map(|r| r.vm.as_ref()).flat_map(|vm| &vm.splats);
+    let splats = run
+        .iter()
+        .filter_map(|r| r.vm.as_ref())
+        .flat_map(|vm| &vm.splats);
     for splat in splats {
         if kernel_splats.len() < 5 && !kernel_splats.contains(splat) {
             kernel_splats.push(splat.clone());

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use wedge::backend::{BootKernel, VmTarget};
-use wedge::executor::vm::{Boot, delivered};
+use wedge::executor::vm::delivered;
 use wedge::record::{TrialRecord, Verdict};
 use wedge::scenario::Scenario;
+use wedge::vm::boot::Boot;
 use wedge::vm::console::{Decoder, FrameKind, encode};
 use wedge::vm::qemu::Accel;
 

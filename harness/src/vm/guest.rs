@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::console::{self, FrameKind};
+use super::wire::{GuestPlan, PLAN_PATH};
 use crate::backend::Target;
 use crate::executor::host::HostExecutor;
 use crate::executor::{Executor, TrialSink};
@@ -26,54 +27,8 @@ use crate::plan::{PlannedCell, PlannedTrial};
 use crate::probe::run::{SuiteOptions, run_suite};
 use crate::probe::{ProbeReport, ProbeValues};
 use crate::record::TrialRecord;
-use crate::scenario::{Expectation, Scenario};
+use crate::scenario::Scenario;
 use crate::trial::Engine;
-
-/// Where the host puts the plan in the image.
-pub const PLAN_PATH: &str = "/wedge/plan.json";
-/// Where the host puts the scenario files in the image.
-pub const SCENARIO_DIR: &str = "/wedge/scenarios";
-
-/// What one boot runs: packed by the host, read by the guest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GuestPlan {
-    /// Run the probe suite before any trial and send its report as a `probes` frame.
-    #[serde(default)]
-    pub probe: bool,
-    /// The kernel's upstream version as the host knows it (kernels.toml): what `kernel = ...`
-    /// overrides compare when the guest re-resolves an expectation. Empty: the guest's release.
-    #[serde(default)]
-    pub kernel_version: String,
-    /// Trials run at once inside the guest.
-    pub jobs: usize,
-    /// The factor scenario deadlines are scaled by here (an emulated guest is slower).
-    #[serde(default = "one")]
-    pub time_scale: u32,
-    /// Guest paths of the scenario files, indexed by [`GuestCell::scenario`].
-    pub scenarios: Vec<String>,
-    pub cells: Vec<GuestCell>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// One cell's trials in a boot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GuestCell {
-    pub scenario: usize,
-    pub cell_index: usize,
-    /// As the host planned it (for the guest's kernel).
-    pub expectation: Expectation,
-    /// `(trial, seed)` pairs.
-    pub trials: Vec<(u32, u64)>,
-    /// Pin each trial to this many CPUs (the cell's `cpus`), as on the host.
-    pub cpus: Option<usize>,
-    /// The scenario keys expectations on probes: the host's `expectation` is provisional, and
-    /// the guest re-resolves it with its own probe values (the record carries the one used).
-    #[serde(default)]
-    pub resolve_with_probes: bool,
-}
 
 /// Whether this process is a wedge guest's init: pid 1 with a plan in its root.
 pub fn is_guest() -> bool {
@@ -170,8 +125,8 @@ fn load_plan(
 ) -> Result<(Vec<PlannedCell>, Vec<PlannedTrial>), String> {
     let mut scenarios = Vec::new();
     for f in &plan.scenarios {
-        let mut s = Scenario::load(Path::new(f)).map_err(|e| e.to_string())?;
-        s.deadline *= plan.time_scale.max(1);
+        let mut s = Scenario::load(Path::new(&f.path)).map_err(|e| e.to_string())?;
+        s.deadline = std::time::Duration::from_millis(f.deadline_ms);
         scenarios.push(Arc::new(s));
     }
     let mut cells = Vec::new();
@@ -180,15 +135,13 @@ fn load_plan(
         let s = scenarios
             .get(gc.scenario)
             .ok_or_else(|| format!("plan cell {i} names scenario {}", gc.scenario))?;
-        let cell = s
-            .cells()
-            .into_iter()
-            .nth(gc.cell_index)
-            .ok_or_else(|| format!("{} has no cell {}", s.name, gc.cell_index))?;
+        let cell = gc.cell.clone();
         let expectation = if gc.resolve_with_probes {
             // As the host plans a VM cell: time bounds scaled as the deadline is.
             let mut e = s.expectation_with(&cell, version, probes);
-            e.within_ms = e.within_ms.map(|ms| ms * u64::from(plan.time_scale.max(1)));
+            e.within_ms = e
+                .within_ms
+                .map(|ms| crate::plan::time_scaled_ms(ms, plan.time_scale));
             e
         } else {
             gc.expectation.clone()
@@ -205,10 +158,10 @@ fn load_plan(
             target: Target::Host,
             cpus: gc.cpus,
         });
-        trials.extend(gc.trials.iter().map(|&(trial, seed)| PlannedTrial {
+        trials.extend(gc.trials.iter().map(|t| PlannedTrial {
             cell: i,
-            trial,
-            seed,
+            trial: t.trial,
+            seed: t.seed,
         }));
     }
     Ok((cells, trials))
@@ -424,19 +377,10 @@ fn power_off(code: u8) -> ! {
     std::process::exit(i32::from(code) + 100)
 }
 
-/// The guest path of the `index`-th scenario file: `SCENARIO_DIR/<index>/<file name>`.
-pub fn scenario_path(index: usize, file: &Path) -> PathBuf {
-    // The file name stays: a scenario's name defaults to its file's stem.
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "scenario.toml".into());
-    Path::new(SCENARIO_DIR).join(index.to_string()).join(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::wire::{GuestCell, GuestScenario, GuestTrial};
 
     #[test]
     fn kmsg_records_give_level_and_first_line() {
@@ -466,9 +410,10 @@ mod tests {
         let provisional = s.expectation(&s.cells()[0], "6.1.192");
         let cell = |resolve_with_probes| GuestCell {
             scenario: 0,
+            cell: s.cells()[0].clone(),
             cell_index: 0,
             expectation: provisional.clone(),
-            trials: vec![(0, 7)],
+            trials: vec![GuestTrial { trial: 0, seed: 7 }],
             cpus: None,
             resolve_with_probes,
         };
@@ -477,7 +422,10 @@ mod tests {
             kernel_version: "6.1.192".into(),
             time_scale: 3,
             jobs: 1,
-            scenarios: vec![file.display().to_string()],
+            scenarios: vec![GuestScenario {
+                path: file.display().to_string(),
+                deadline_ms: 30_000,
+            }],
             cells: vec![cell(true), cell(false)],
         };
         let mut blocks = ProbeValues::new();
@@ -489,19 +437,8 @@ mod tests {
         // Not asked to re-resolve: the host's expectation stands.
         assert_eq!(cells[1].expectation, provisional);
         assert_eq!(trials.len(), 2);
-        // A plan from before probes existed still reads.
-        let old: GuestPlan =
-            serde_json::from_str(r#"{"jobs":1,"scenarios":[],"cells":[]}"#).unwrap();
-        assert!(!old.probe && old.kernel_version.is_empty());
+        // The deadline is the host's, scaled by the host: the guest does not scale it again.
+        assert_eq!(cells[0].scenario.deadline.as_millis(), 30_000);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn scenario_paths_are_unique_per_index() {
-        let a = scenario_path(0, Path::new("/r/scenarios/a.toml"));
-        let b = scenario_path(1, Path::new("/other/a.toml"));
-        assert_ne!(a, b);
-        assert!(a.starts_with(SCENARIO_DIR));
-        assert_eq!(a.file_stem().unwrap(), "a");
     }
 }

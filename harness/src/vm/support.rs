@@ -7,10 +7,26 @@
 
 use std::path::{Path, PathBuf};
 
+use super::guest_image::GUEST_BINARIES;
 use super::kernels::{self, KnownKernel};
 use super::qemu::{Accel, find_qemu};
 use crate::backend::{BootKernel, VmSupport};
-use crate::executor::vm::{GUEST_BINARIES, VmSettings};
+
+/// How this machine boots guests.
+#[derive(Debug, Clone)]
+pub struct VmSettings {
+    pub qemu: PathBuf,
+    pub accel: Accel,
+    /// The static wedge binaries (see `ci/build-static.sh`).
+    pub guest_bins: PathBuf,
+    /// Where images are cached.
+    pub cache: PathBuf,
+    pub memory_mb: u32,
+    /// Overrides of the budgets (`WEDGE_VM_BOOT_BUDGET_MS`, `WEDGE_VM_SILENCE_BUDGET_MS`): how
+    /// long a guest may take to greet, and to send its next frame.
+    pub boot_budget: Option<std::time::Duration>,
+    pub silence_budget: Option<std::time::Duration>,
+}
 
 /// This machine's VM support.
 #[derive(Debug, Clone)]
