@@ -33,3 +33,43 @@ pub enum ProbeVmError {
     #[error("{reason}\n{tail}")]
     Boot { reason: String, tail: String },
 }
+
+/// Why a guest's `/init` could not run its plan (sent to the host in a `fatal` frame).
+#[derive(Debug, Error)]
+pub enum GuestError {
+    #[error("{path}: {0}", path = super::wire::PLAN_PATH)]
+    PlanRead(#[source] std::io::Error),
+    #[error("{path}: {0}", path = super::wire::PLAN_PATH)]
+    PlanParse(#[source] serde_json::Error),
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    #[error("plan cell {cell} names scenario {scenario}")]
+    NoScenario { cell: usize, scenario: usize },
+    /// Setting up the guest's system: what was being done, and the error.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+}
+
+impl GuestError {
+    /// For `map_err`: an I/O error while doing `what`.
+    pub fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> GuestError {
+        let what = what.to_string();
+        move |source| GuestError::Io { what, source }
+    }
+
+    /// For `map_err`: a failed system call while doing `what`.
+    pub fn sys(what: impl std::fmt::Display) -> impl FnOnce(nix::errno::Errno) -> GuestError {
+        let what = what.to_string();
+        move |source| GuestError::Sys { what, source }
+    }
+}
