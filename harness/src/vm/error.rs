@@ -73,3 +73,37 @@ impl GuestError {
         move |source| GuestError::Sys { what, source }
     }
 }
+
+/// Why bytes are not a bzImage whose version wedge can read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BzImageError {
+    #[error("no \"HdrS\" setup header at 0x202")]
+    NoHeader,
+    #[error("too short for a setup header")]
+    Short,
+    #[error("the setup header has no kernel_version string")]
+    NoVersionString,
+    #[error("kernel_version at {0:#x} is past the end")]
+    PastTheEnd(usize),
+    #[error("kernel_version at {0:#x} is not NUL-terminated")]
+    Unterminated(usize),
+    #[error("kernel_version at {0:#x} is not UTF-8")]
+    NotUtf8(usize),
+    #[error("no version in {0:?}")]
+    NoVersion(String),
+}
+
+/// What this machine lacks to boot guests.
+#[derive(Debug, Clone, Error)]
+pub enum SupportError {
+    #[error(
+        "no static guest build of wedge ({} is missing): run ci/build-static.sh, or set \
+         WEDGE_GUEST_BIN_DIR",
+        missing.display()
+    )]
+    NoGuestBuild { missing: PathBuf },
+    #[error(transparent)]
+    KernelList(std::sync::Arc<super::kernels::KernelError>),
+    #[error("the kernel list is empty")]
+    EmptyKernelList,
+}

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::error::SupportError;
 use super::guest_image::GUEST_BINARIES;
 use super::kernels::{self, KnownKernel};
 use super::qemu::{Accel, find_qemu};
@@ -32,15 +33,15 @@ pub struct VmSettings {
 #[derive(Debug, Clone)]
 pub struct HostVms {
     qemu: Option<PathBuf>,
-    guest_bins: Result<PathBuf, String>,
-    list: Result<Vec<KnownKernel>, String>,
+    guest_bins: Result<PathBuf, SupportError>,
+    list: Result<Vec<KnownKernel>, SupportError>,
     cache: PathBuf,
 }
 
 /// Where the static guest build is: `$WEDGE_GUEST_BIN_DIR`, else cargo's
 /// `x86_64-unknown-linux-gnu/<profile>` beside the directory wedge runs from (what
 /// `ci/build-static.sh` writes), checked to hold every guest binary.
-pub fn guest_bin_dir() -> Result<PathBuf, String> {
+pub fn guest_bin_dir() -> Result<PathBuf, SupportError> {
     let dir = match std::env::var_os("WEDGE_GUEST_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
@@ -57,11 +58,9 @@ pub fn guest_bin_dir() -> Result<PathBuf, String> {
     };
     match GUEST_BINARIES.iter().find(|b| !dir.join(b).is_file()) {
         None => Ok(dir),
-        Some(missing) => Err(format!(
-            "no static guest build of wedge ({} is missing): run ci/build-static.sh, or set \
-             WEDGE_GUEST_BIN_DIR",
-            dir.join(missing).display()
-        )),
+        Some(missing) => Err(SupportError::NoGuestBuild {
+            missing: dir.join(missing),
+        }),
     }
 }
 
@@ -72,7 +71,8 @@ impl HostVms {
         HostVms {
             qemu: find_qemu(),
             guest_bins: guest_bin_dir(),
-            list: kernels::load_list(&list_path).map_err(|e| e.to_string()),
+            list: kernels::load_list(&list_path)
+                .map_err(|e| SupportError::KernelList(std::sync::Arc::new(e))),
             cache: super::image::cache_dir(),
         }
     }
@@ -101,7 +101,7 @@ impl VmSupport for HostVms {
                 "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
             );
         }
-        self.guest_bins.as_ref().err().cloned()
+        self.guest_bins.as_ref().err().map(ToString::to_string)
     }
 
     fn kernel(&self, name: &str) -> Result<BootKernel, String> {
@@ -127,10 +127,11 @@ impl VmSupport for HostVms {
     }
 
     fn default_kernel(&self) -> Result<BootKernel, String> {
-        let list = self.list.as_ref().map_err(Clone::clone)?;
+        // The trait (crate::backend) speaks in strings: this is where the typed errors end.
+        let list = self.list.as_ref().map_err(ToString::to_string)?;
         let first = list
             .first()
-            .ok_or_else(|| "the kernel list is empty".to_string())?;
+            .ok_or_else(|| SupportError::EmptyKernelList.to_string())?;
         self.kernel(&first.name)
     }
 }
