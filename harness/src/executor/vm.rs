@@ -27,10 +27,9 @@ use crate::record::{TrialRecord, Verdict};
 use crate::trial::{Engine, skipped_record};
 use crate::vm::boot::{Boot, BootConfig, Budgets, boot_and_watch, unfinished_reason};
 use crate::vm::console::{Frame, FrameKind};
-pub use crate::vm::guest_image::GUEST_BINARIES;
 use crate::vm::guest_image::guest_image;
 use crate::vm::qemu::Accel;
-pub use crate::vm::support::VmSettings;
+pub use crate::vm::support::{GUEST_BINARIES, VmSettings};
 use crate::vm::wire::PackedPlan;
 
 /// Runs VM cells, `jobs` VMs at a time.

@@ -93,6 +93,30 @@ pub enum BzImageError {
     NoVersion(String),
 }
 
+/// Why a kernel cannot be listed, fetched or read.
+#[derive(Debug, Error)]
+pub enum KernelError {
+    #[error("{path}:{line}:{col}: {message}")]
+    List {
+        path: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("kernel {name}: {message}")]
+    Fetch { name: String, message: String },
+    #[error("kernel {name} is not fetched: run `wedge kernels fetch {name}`")]
+    NotFetched { name: String },
+    #[error("{path}: not a bzImage: {source}")]
+    NotBzImage {
+        path: String,
+        #[source]
+        source: BzImageError,
+    },
+}
+
 /// What this machine lacks to boot guests.
 #[derive(Debug, Clone, Error)]
 pub enum SupportError {
@@ -103,7 +127,7 @@ pub enum SupportError {
     )]
     NoGuestBuild { missing: PathBuf },
     #[error(transparent)]
-    KernelList(std::sync::Arc<super::kernels::KernelError>),
+    KernelList(std::sync::Arc<KernelError>),
     #[error("the kernel list is empty")]
     EmptyKernelList,
 }

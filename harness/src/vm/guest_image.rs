@@ -11,18 +11,9 @@ use std::path::PathBuf;
 
 use super::error::GuestImageError;
 use super::image::{ImageSpec, build_image};
-use super::support::VmSettings;
+use super::support::{GUEST_BINARIES, VmSettings};
 use super::wire::{PLAN_PATH, PackedPlan};
 use crate::scenario::{Action, Program, Scenario};
-
-/// The wedge binaries every guest holds; the first becomes `/init`.
-pub const GUEST_BINARIES: [&str; 5] = [
-    "wedge",
-    "wedge-init",
-    "wedge-subject",
-    "wedge-run",
-    "wedge-agent",
-];
 
 /// Programs every guest holds when the host has them: what shell-level scenarios reach for.
 const BASE_PROGRAMS: &[&str] = &[

@@ -11,10 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub use super::error::BzImageError;
+pub use super::error::{BzImageError, KernelError};
 
 use serde::Deserialize;
-use thiserror::Error;
 
 use crate::scenario::line_col;
 
@@ -61,29 +60,6 @@ pub struct KernelConfigFacts {
     pub cgroup2: Option<bool>,
     /// `CONFIG_IA32_EMULATION`: the i386 syscall ABI a filter must check `arch` against.
     pub ia32: Option<bool>,
-}
-
-#[derive(Debug, Error)]
-pub enum KernelError {
-    #[error("{path}:{line}:{col}: {message}")]
-    List {
-        path: String,
-        line: usize,
-        col: usize,
-        message: String,
-    },
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
-    #[error("kernel {name}: {message}")]
-    Fetch { name: String, message: String },
-    #[error("kernel {name} is not fetched: run `wedge kernels fetch {name}`")]
-    NotFetched { name: String },
-    #[error("{path}: not a bzImage: {source}")]
-    NotBzImage {
-        path: String,
-        #[source]
-        source: BzImageError,
-    },
 }
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> KernelError {

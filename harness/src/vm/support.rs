@@ -8,10 +8,18 @@
 use std::path::{Path, PathBuf};
 
 use super::error::SupportError;
-use super::guest_image::GUEST_BINARIES;
 use super::kernels::{self, KnownKernel};
 use super::qemu::{Accel, find_qemu};
 use crate::backend::{BootKernel, VmSupport};
+
+/// The wedge binaries every guest holds; the first becomes `/init`.
+pub const GUEST_BINARIES: [&str; 5] = [
+    "wedge",
+    "wedge-init",
+    "wedge-subject",
+    "wedge-run",
+    "wedge-agent",
+];
 
 /// How this machine boots guests.
 #[derive(Debug, Clone)]
