@@ -209,12 +209,13 @@ fn cell_stats(scenario: String, cell_id: String, rs: &[&TrialRecord]) -> CellSta
         .collect();
     misses.truncate(5);
     let mut kernel_splats: Vec<String> = Vec::new();
-    for line in run.iter().flat_map(|r| &r.log) {
-        if let Some(splat) = line.strip_prefix(crate::executor::vm::SPLAT_LOG_PREFIX)
-            && kernel_splats.len() < 5
-            && !kernel_splats.iter().any(|s| s == splat)
-        {
-            kernel_splats.push(splat.to_string());
+    let splats = run
+        .iter()
+        .filter_map(|r| r.vm.as_ref())
+        .flat_map(|vm| &vm.splats);
+    for splat in splats {
+        if kernel_splats.len() < 5 && !kernel_splats.contains(splat) {
+            kernel_splats.push(splat.clone());
         }
     }
     let rate = |k: u64| {

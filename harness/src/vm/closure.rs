@@ -235,15 +235,12 @@ fn ldd(program: &str, path: &Path) -> Result<Vec<PathBuf>, ClosureError> {
             err.trim()
         )));
     }
-    parse_ldd(&text).map_err(|library| ClosureError::MissingLibrary {
-        program: program.to_owned(),
-        library,
-    })
+    parse_ldd(program, &text)
 }
 
-/// Paths from `ldd` output; `Err(name)` for a library it could not find. Lines without a path
-/// (the vDSO) are skipped.
-fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
+/// Paths from `ldd` output about `program`; an error naming a library it could not find.
+/// Lines without a path (the vDSO) are skipped.
+fn parse_ldd(program: &str, text: &str) -> Result<Vec<PathBuf>, ClosureError> {
     let mut libs = Vec::new();
     for line in text.lines().map(str::trim) {
         let (name, found) = match line.split_once(" => ") {
@@ -251,7 +248,10 @@ fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
             None => (line, line),
         };
         if found.starts_with("not found") {
-            return Err(name.to_owned());
+            return Err(ClosureError::MissingLibrary {
+                program: program.to_owned(),
+                library: name.to_owned(),
+            });
         }
         let path = found.split(" (0x").next().unwrap_or("").trim();
         if path.starts_with('/') {
@@ -444,16 +444,19 @@ mod tests {
     fn ldd_output_gives_paths_and_missing_libraries() {
         let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x7f)\n\t/lib64/ld-linux-x86-64.so.2 (0x7f)\n";
         assert_eq!(
-            parse_ldd(text).unwrap(),
+            parse_ldd("p", text).unwrap(),
             [
                 PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
                 PathBuf::from("/lib64/ld-linux-x86-64.so.2")
             ]
         );
         assert_eq!(
-            parse_ldd("\tlibfoo.so.1 => not found\n"),
-            Err("libfoo.so.1".into())
+            parse_ldd("p", "\tlibfoo.so.1 => not found\n"),
+            Err(ClosureError::MissingLibrary {
+                program: "p".into(),
+                library: "libfoo.so.1".into()
+            })
         );
-        assert_eq!(parse_ldd("\tstatically linked\n"), Ok(vec![]));
+        assert_eq!(parse_ldd("p", "\tstatically linked\n"), Ok(vec![]));
     }
 }
