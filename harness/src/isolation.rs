@@ -11,6 +11,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use wedge_core::sync::Mutex;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -205,18 +206,18 @@ pub struct TrialTree {
     kind: TreeKind,
     dir: Option<PathBuf>,
     marker: String,
-    roots: std::sync::Mutex<Vec<(i32, Part)>>,
-    keepers: std::sync::Mutex<Vec<Keeper>>,
+    roots: Mutex<Vec<(i32, Part)>>,
+    keepers: Mutex<Vec<Keeper>>,
     /// Cgroups (in any hierarchy) outside the trial's own that its processes were seen in.
-    escaped: std::sync::Mutex<BTreeSet<PathBuf>>,
+    escaped: Mutex<BTreeSet<PathBuf>>,
     /// The trial's own cgroups besides `dir` (the v1 directories of its limits).
-    own_dirs: std::sync::Mutex<Vec<PathBuf>>,
+    own_dirs: Mutex<Vec<PathBuf>>,
     /// The cgroups directly below each hierarchy's root and wedge's own cgroup there when the
     /// trial began (where runtimes make theirs): one made since that holds none of the trial's
     /// processes is still the trial's when no other trial ran meanwhile.
     top_before: BTreeSet<PathBuf>,
     /// When the trial's processes' cgroups were last read, and the pids read then.
-    sampled: std::sync::Mutex<(Option<Instant>, BTreeSet<i32>)>,
+    sampled: Mutex<(Option<Instant>, BTreeSet<i32>)>,
     created: std::time::SystemTime,
 }
 
@@ -242,12 +243,12 @@ impl TrialTree {
             kind: kind.clone(),
             dir,
             marker: marker.to_string(),
-            roots: std::sync::Mutex::new(Vec::new()),
-            keepers: std::sync::Mutex::new(Vec::new()),
-            escaped: std::sync::Mutex::new(BTreeSet::new()),
-            own_dirs: std::sync::Mutex::new(Vec::new()),
+            roots: Mutex::new(Vec::new()),
+            keepers: Mutex::new(Vec::new()),
+            escaped: Mutex::new(BTreeSet::new()),
+            own_dirs: Mutex::new(Vec::new()),
             top_before: top_cgroups(),
-            sampled: std::sync::Mutex::new((None, BTreeSet::new())),
+            sampled: Mutex::new((None, BTreeSet::new())),
             created: coarse_now(),
         })
     }
@@ -275,21 +276,18 @@ impl TrialTree {
 
     /// Records a process wedge started directly in `part`.
     pub fn add_root(&self, pid: i32, part: Part) {
-        self.roots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((pid, part));
+        self.roots.lock().push((pid, part));
     }
 
     /// Records the keeper of a process wedge started in `part`, and its namespace's init.
     pub fn add_keeper(&self, keeper: i32, init: Option<i32>, part: Part) {
-        lock(&self.keepers).push(Keeper { keeper, init, part });
+        self.keepers.lock().push(Keeper { keeper, init, part });
     }
 
     /// The trial's cgroups besides its own directory (the v1 directories of its limits): what
     /// its processes are seen in there is no escape, and what they nest there is the trial's.
     pub fn add_own_dirs(&self, dirs: &[PathBuf]) {
-        lock(&self.own_dirs).extend(dirs.iter().cloned());
+        self.own_dirs.lock().extend(dirs.iter().cloned());
     }
 
     /// Every live (non-zombie) process of `part` (or of the whole tree with `None`): the members
@@ -309,7 +307,9 @@ impl TrialTree {
                 pids.extend(cgroupfs::members(&root));
             }
         }
-        let keepers: Vec<Keeper> = lock(&self.keepers)
+        let keepers: Vec<Keeper> = self
+            .keepers
+            .lock()
             .iter()
             .filter(|k| part.is_none_or(|want| want == k.part))
             .copied()
@@ -371,13 +371,14 @@ impl TrialTree {
         self.dir
             .iter()
             .cloned()
-            .chain(lock(&self.own_dirs).iter().cloned())
+            .chain(self.own_dirs.lock().iter().cloned())
             .collect()
     }
 
     /// Every keeper and init of the trial: wedge's, never the trial's processes.
     fn wedges_own(&self) -> Vec<i32> {
-        lock(&self.keepers)
+        self.keepers
+            .lock()
             .iter()
             .flat_map(|k| std::iter::once(k.keeper).chain(k.init))
             .collect()
@@ -389,7 +390,7 @@ impl TrialTree {
     pub fn sample_cgroups(&self, pids: &[i32], all: bool) {
         let now = Instant::now();
         let to_read: Vec<i32> = {
-            let mut sampled = lock(&self.sampled);
+            let mut sampled = self.sampled.lock();
             let due = all || sampled.0.is_none_or(|t| now >= t + CGROUP_SAMPLE_EVERY);
             let read: Vec<i32> = pids
                 .iter()
@@ -418,7 +419,7 @@ impl TrialTree {
                         .is_some_and(|c| c.as_os_str().to_string_lossy().starts_with("wedge-"))
                 });
                 if !inside_own && !at_start && !wedges {
-                    lock(&self.escaped).insert(path);
+                    self.escaped.lock().insert(path);
                 }
             }
         }
@@ -452,7 +453,6 @@ impl TrialTree {
         let roots: Vec<i32> = self
             .roots
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(_, p)| part.is_none_or(|want| want == *p))
             .map(|(pid, _)| *pid)
@@ -494,7 +494,7 @@ impl TrialTree {
     /// the processes still alive after that.
     pub fn kill_all(&self, timeout: Duration) -> Vec<i32> {
         // An init's death ends its whole namespace, escaped processes included.
-        for k in lock(&self.keepers).iter() {
+        for k in self.keepers.lock().iter() {
             if let Some(init) = k.init {
                 let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
             }
@@ -540,7 +540,7 @@ impl TrialTree {
     /// topmost cgroups the trial made for them (in any hierarchy), and those that existed
     /// before it (which are never the trial's to remove).
     fn made_elsewhere(&self) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
-        let escaped: Vec<PathBuf> = lock(&self.escaped).iter().cloned().collect();
+        let escaped: Vec<PathBuf> = self.escaped.lock().iter().cloned().collect();
         let own = self.own_cgroups();
         let mut made = BTreeSet::new();
         let mut before = Vec::new();
@@ -565,7 +565,7 @@ impl TrialTree {
     /// made it. Call after [`TrialTree::kill_all`]. Returns `(leaks, notes)`.
     pub fn remove_escaped(&self, alone: bool) -> (Vec<(PathBuf, String)>, Vec<String>) {
         let (made, before) = self.made_elsewhere();
-        lock(&self.escaped).clear();
+        self.escaped.lock().clear();
         let mut leaks = Vec::new();
         let mut notes: Vec<String> = Vec::new();
         if alone {
@@ -628,11 +628,6 @@ fn remove_dir_once_empty(dir: &Path, end: Instant) -> io::Result<()> {
             result => return result,
         }
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere while holding these leaves plain data behind: still valid.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The topmost cgroup above (or at) `path` that was made after `created`, below its hierarchy's

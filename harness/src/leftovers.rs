@@ -33,7 +33,8 @@ use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+use wedge_core::sync::{Condvar, Mutex};
 
 /// The shared places watched.
 pub const ROOTS: [&str; 4] = ["/tmp", "/var/tmp", "/run", "/dev/shm"];
@@ -64,7 +65,7 @@ pub struct Watcher {
     created: Mutex<Vec<Created>>,
     /// The highest sync mark the watcher has read (see [`Watcher::sync`]).
     synced: Mutex<u64>,
-    seen_sync: std::sync::Condvar,
+    seen_sync: Condvar,
 }
 
 /// The name prefix of the files [`Watcher::sync`] makes.
@@ -84,7 +85,7 @@ const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// Notes that `pids` are processes of the trial `marker` (called as the engine lists them).
 pub fn seen(marker: &str, pids: &[i32]) {
     let now = std::time::Instant::now();
-    let mut seen = lock(&SEEN);
+    let mut seen = SEEN.lock();
     let map = seen.get_or_insert_with(HashMap::new);
     if map.len() > 100_000 {
         map.retain(|_, (_, at)| now.duration_since(*at) < SEEN_FOR);
@@ -101,19 +102,19 @@ pub fn seen(marker: &str, pids: &[i32]) {
 
 /// The trial `pid` was seen in lately, if any.
 fn seen_in(pid: i32) -> Option<String> {
-    let seen = lock(&SEEN);
+    let seen = SEEN.lock();
     let (marker, at) = seen.as_ref()?.get(&pid)?;
     (at.elapsed() < SEEN_FOR).then(|| marker.clone())
 }
 
 /// Marks a trial as running (call before its first process starts).
 pub fn trial_began(marker: &str) {
-    lock(&RUNNING).insert(marker.to_string());
+    RUNNING.lock().insert(marker.to_string());
 }
 
 /// Marks a trial as ended.
 pub fn trial_ended(marker: &str) {
-    lock(&RUNNING).remove(marker);
+    RUNNING.lock().remove(marker);
 }
 
 /// The process's watcher, started on first use; `Err` with the reason when fanotify cannot
@@ -126,7 +127,7 @@ pub fn watcher() -> Result<&'static Watcher, &'static str> {
             let w: &'static Watcher = Box::leak(Box::new(Watcher {
                 created: Mutex::new(Vec::new()),
                 synced: Mutex::new(0),
-                seen_sync: std::sync::Condvar::new(),
+                seen_sync: Condvar::new(),
             }));
             std::thread::Builder::new()
                 .name("wedge-leftovers".into())
@@ -144,8 +145,8 @@ impl Watcher {
     /// directories made while it ran (its creator unknown) that hold one of them, which can
     /// only be its own too.
     pub fn take(&self, marker: &str) -> Left {
-        let mut created = lock(&self.created);
-        let running = lock(&RUNNING).clone();
+        let mut created = self.created.lock();
+        let running = RUNNING.lock().clone();
         let (mut mine, mut unknown) = (Vec::new(), Vec::new());
         created.retain(|c| match &c.marker {
             Some(m) if m == marker => {
@@ -190,29 +191,25 @@ impl Watcher {
         }
         let _ = fs::remove_file(&path);
         let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let mut synced = lock(&self.synced);
+        let mut synced = self.synced.lock();
         while *synced < n {
             let left = end.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return false;
             }
-            synced = self
-                .seen_sync
-                .wait_timeout(synced, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            synced = self.seen_sync.wait_timeout(synced, left).0;
         }
         true
     }
 
     fn synced_to(&self, n: u64) {
-        let mut synced = lock(&self.synced);
+        let mut synced = self.synced.lock();
         *synced = (*synced).max(n);
         self.seen_sync.notify_all();
     }
 
     fn record(&self, path: PathBuf, marker: Option<String>, candidates: BTreeSet<String>) {
-        lock(&self.created).push(Created {
+        self.created.lock().push(Created {
             path,
             marker,
             candidates,
@@ -394,7 +391,7 @@ impl Watch {
 /// is nobody's for sure: the path is kept with the running trials as candidates, for
 /// [`Watcher::take`] to claim when it holds a path of theirs.
 fn attribute(pid: i32) -> Option<(Option<String>, BTreeSet<String>)> {
-    let running = lock(&RUNNING).clone();
+    let running = RUNNING.lock().clone();
     if running.is_empty() {
         return None;
     }
@@ -500,11 +497,6 @@ fn fsid_of(file: &fs::File) -> Option<[i32; 2]> {
     let id: libc::fsid_t = st.filesystem_id();
     // SAFETY: fsid_t is two i32s.
     Some(unsafe { std::mem::transmute::<libc::fsid_t, [i32; 2]>(id) })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain data: still valid after a panic elsewhere.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

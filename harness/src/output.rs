@@ -5,8 +5,9 @@
 //! record's tail says so with a [`truncation_marker`].
 
 use std::io::Read;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use wedge_core::sync::Mutex;
 
 use crate::scenario::Stream;
 
@@ -42,7 +43,7 @@ pub fn truncation_marker(stream: &str, dropped: usize) -> String {
 }
 
 fn lossy(m: &Mutex<Vec<u8>>) -> String {
-    String::from_utf8_lossy(&m.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    String::from_utf8_lossy(&m.lock()).into_owned()
 }
 
 /// The last `TAIL` bytes of `text` (on a character boundary), marked with `…` when cut.
@@ -73,7 +74,7 @@ impl Capture {
                             Source::Stderr => (&me.stderr, 1),
                             Source::Tty => (&me.tty, 2),
                         };
-                        let mut t = target.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut t = target.lock();
                         let kept = n.min(CAP.saturating_sub(t.len()));
                         t.extend_from_slice(&buf[..kept]);
                         me.dropped[i].fetch_add(n - kept, Ordering::SeqCst);

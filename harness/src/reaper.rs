@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::process::{Child, Command};
-use std::sync::{Mutex, RwLock};
+use wedge_core::sync::{Mutex, RwLock};
 
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
@@ -18,11 +18,10 @@ static OWNED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 /// Spawns `cmd` and records the child as owned (its trial waits for it), atomically with respect
 /// to [`reap_orphans`].
 pub fn spawn_owned(cmd: &mut Command) -> io::Result<Child> {
-    let _guard = SPAWNING.read().unwrap_or_else(|e| e.into_inner());
+    let _guard = SPAWNING.read();
     let child = cmd.spawn()?;
     OWNED
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .get_or_insert_with(HashSet::new)
         .insert(child.id() as i32);
     Ok(child)
@@ -30,7 +29,7 @@ pub fn spawn_owned(cmd: &mut Command) -> io::Result<Child> {
 
 /// Forgets an owned child after its trial waited for it.
 pub fn disown(pid: i32) {
-    if let Some(set) = OWNED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+    if let Some(set) = OWNED.lock().as_mut() {
         set.remove(&pid);
     }
 }
@@ -50,13 +49,9 @@ fn children() -> Option<Vec<i32>> {
 
 /// Reaps every zombie child of wedge that no trial owns; returns their pids.
 pub fn reap_orphans() -> Vec<i32> {
-    let _guard = SPAWNING.write().unwrap_or_else(|e| e.into_inner());
+    let _guard = SPAWNING.write();
     let me = std::process::id() as i32;
-    let owned = OWNED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .unwrap_or_default();
+    let owned = OWNED.lock().clone().unwrap_or_default();
     let mut reaped = Vec::new();
     for pid in children().unwrap_or_else(crate::proc::all_pids) {
         if owned.contains(&pid) {

@@ -3,8 +3,8 @@
 //! progress) as [`Event`]s. The run returns every record, in plan order, whichever executor ran
 //! them and in whatever order they finished.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use wedge_core::sync::Mutex;
 
 use crate::executor::{Executor, Executors, TrialSink};
 pub use crate::plan::{PlanOptions, PlannedCell, PlannedTrial, plan, plan_one};
@@ -88,20 +88,11 @@ pub fn run(
     }
     executor.run(cells, trials, &collector);
     collector.tell(&Event::Finished);
-    if let Some(e) = collector
-        .error
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-    {
+    if let Some(e) = collector.error.into_inner() {
         return Err(e);
     }
     let mut records = skipped;
-    records.extend(
-        collector
-            .records
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
+    records.extend(collector.records.into_inner());
     records.sort_by(|a, b| {
         (&a.scenario, a.cell_index, a.trial).cmp(&(&b.scenario, b.cell_index, b.trial))
     });
@@ -146,10 +137,7 @@ impl Collector<'_> {
     fn tell(&self, event: &Event<'_>) {
         for reporter in self.reporters {
             if let Err(e) = reporter.report(event) {
-                self.error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert(e);
+                self.error.lock().get_or_insert(e);
                 self.cancel.store(true, Ordering::SeqCst);
             }
         }
@@ -161,9 +149,9 @@ impl TrialSink for Collector<'_> {
         let c = &self.cells[trial.cell];
         record.shard = c.shard;
         self.tell(&Event::TrialFinished(&record));
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut records = self.records.lock();
         records.push(record);
-        let mut remaining = self.remaining.lock().unwrap_or_else(|e| e.into_inner());
+        let mut remaining = self.remaining.lock();
         remaining[trial.cell] -= 1;
         if remaining[trial.cell] == 0 {
             let done: Vec<TrialRecord> = records
@@ -224,7 +212,7 @@ mod tests {
                 }
                 Event::Finished => "finished".to_string(),
             };
-            self.0.lock().unwrap().push(line);
+            self.0.lock().push(line);
             Ok(())
         }
     }
@@ -253,7 +241,7 @@ mod tests {
         assert_eq!(order, expected);
         let seeds: Vec<u64> = cells[0].planned_trials(0).map(|t| t.seed).collect();
         assert_eq!(seeds, [records[0].seed, records[1].seed]);
-        let log = log.0.into_inner().unwrap();
+        let log = log.0.into_inner();
         assert_eq!(
             log,
             [

@@ -81,8 +81,9 @@ mod waits;
 
 use std::io::{BufRead, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
+use wedge_core::sync::Mutex;
 
 fn say(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -106,11 +107,11 @@ fn deadlock() -> ! {
             std::thread::Builder::new()
                 .name(name.to_string())
                 .spawn(move || {
-                    let mut g1 = first.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut g1 = first.lock();
                     // Both threads hold their first lock before either asks for its second: a
                     // deadlock every time, no timing involved.
                     barrier.wait();
-                    let mut g2 = second.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut g2 = second.lock();
                     *g1 += 1;
                     *g2 += 1;
                 })

@@ -3,7 +3,7 @@
 //! and print everything the record holds.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use wedge_core::sync::Mutex;
 
 use super::common::{Failure, install_interrupt};
 use wedge::cell::CellFilter;
@@ -17,7 +17,7 @@ struct One(Mutex<Option<TrialRecord>>);
 
 impl TrialSink for One {
     fn finished(&self, _: &PlannedTrial, record: TrialRecord) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+        *self.0.lock() = Some(record);
     }
 }
 
@@ -45,7 +45,7 @@ pub fn replay(
     let one = One(Mutex::new(None));
     let executors = Executors::new(&engine, 1, vms.settings());
     executors.run(std::slice::from_ref(&cell), vec![trial], &one);
-    let Some(record) = one.0.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+    let Some(record) = one.0.into_inner() else {
         return Err(Failure::Interrupted);
     };
     print_record(&record);

@@ -4,8 +4,8 @@
 //! as `cargo bench` is; `--gate` is the `cargo test` of it).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use wedge_core::sync::Mutex;
 
 use super::common::{Failure, install_interrupt, print_expectations, print_gate};
 use wedge::cell::{CellFilter, Shard};

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Condvar, Mutex};
+use wedge_core::sync::{Condvar, Mutex};
 
 use super::{Executor, TrialSink};
 use crate::cell::Cell;
@@ -61,7 +61,7 @@ pub fn run_here(
     let jobs = jobs.clamp(1, trials.len().max(1));
     let queue = Mutex::new(VecDeque::from(trials));
     let pool = CpuPool::new(host_cpus());
-    let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+    let next = || queue.lock().pop_front();
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| {
@@ -114,19 +114,16 @@ impl CpuPool {
 
     /// Takes the `k` lowest free CPUs, waiting until that many are free.
     fn take(&self, k: usize) -> Vec<usize> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = self.free.lock();
         while free.len() < k {
-            free = self.changed.wait(free).unwrap_or_else(|e| e.into_inner());
+            free = self.changed.wait(free);
         }
         free.sort_unstable();
         free.drain(..k).collect()
     }
 
     fn give(&self, cpus: Vec<usize>) {
-        self.free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(cpus);
+        self.free.lock().extend(cpus);
         self.changed.notify_all();
     }
 }

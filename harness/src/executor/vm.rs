@@ -17,8 +17,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use wedge_core::sync::Mutex;
 
 use super::{Executor, TrialSink};
 use crate::backend::{Target, VmTarget};
@@ -59,7 +59,7 @@ impl Executor for VmExecutor<'_> {
                 .map(|(target, trials)| Group { target, trials })
                 .collect(),
         );
-        let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+        let next = || queue.lock().pop_front();
         std::thread::scope(|scope| {
             for _ in 0..self.jobs.max(1) {
                 // Each VM's thread boots it and lives until it is reaped (PDEATHSIG is per

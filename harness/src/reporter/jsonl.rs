@@ -1,6 +1,6 @@
 //! The `trials.jsonl` reporter: every record, skipped cells included, appended as it arrives.
 
-use std::sync::Mutex;
+use wedge_core::sync::Mutex;
 
 use super::{Event, Reporter};
 use crate::record::JsonlWriter;
@@ -13,11 +13,7 @@ pub struct JsonlReporter<'a> {
 impl Reporter for JsonlReporter<'_> {
     fn report(&self, event: &Event<'_>) -> std::io::Result<()> {
         match event {
-            Event::Skipped(r) | Event::TrialFinished(r) => self
-                .writer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .append(r),
+            Event::Skipped(r) | Event::TrialFinished(r) => self.writer.lock().append(r),
             _ => Ok(()),
         }
     }

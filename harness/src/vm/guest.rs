@@ -13,8 +13,8 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use wedge_core::sync::Mutex;
 
 use serde::Serialize;
 
@@ -86,7 +86,7 @@ fn run() -> Result<(), GuestError> {
         unpacked.trials(&plan),
         &sink,
     );
-    let trials = *sink.sent.lock().unwrap_or_else(|e| e.into_inner());
+    let trials = *sink.sent.lock();
     engine.cancel.store(true, Ordering::SeqCst);
     send(FrameKind::Done, &to_json(&console::Done { trials }));
     Ok(())
@@ -201,7 +201,7 @@ struct Streamer {
 impl TrialSink for Streamer {
     fn finished(&self, _trial: &PlannedTrial, record: TrialRecord) {
         send(FrameKind::Record, &to_json(&record));
-        *self.sent.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *self.sent.lock() += 1;
     }
 }
 
@@ -209,7 +209,7 @@ impl TrialSink for Streamer {
 fn send(kind: FrameKind, payload: &str) {
     static CONSOLE: Mutex<()> = Mutex::new(());
     let frame = console::encode(kind, payload);
-    let _one_at_a_time = CONSOLE.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = CONSOLE.lock();
     let mut rest = frame.as_bytes();
     while !rest.is_empty() {
         match nix::unistd::write(std::io::stdout(), rest) {

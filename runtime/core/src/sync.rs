@@ -5,30 +5,35 @@
 //! This file is the only one that knows the difference (as tokio's `src/loom/` is): callers see
 //! one API whichever is underneath.
 //!
-//! [`Mutex`] and [`Condvar`] are poison-free: `lock` returns the guard itself. Every mutex of the
-//! runtime guards state that stays consistent between statements (a table, a flag, a queue, a
-//! `()` token), and no code holding one of them leaves it half-updated across a call that could
-//! panic, so a panic in another holder leaves nothing a later holder could misread. Recovering the
-//! guard is therefore sound, and it is what every caller did by hand before (`unwrap_or_else(|p|
-//! p.into_inner())`). A panic still propagates in the thread that panicked.
+//! [`Mutex`], [`RwLock`] and [`Condvar`] are poison-free: `lock` returns the guard itself. Every
+//! lock of the runtime (and of the harness, which uses these too) guards state that stays
+//! consistent between statements (a table, a flag, a queue, a `()` token), and no code holding one
+//! of them leaves it half-updated across a call that could panic, so a panic in another holder
+//! leaves nothing a later holder could misread. Recovering the guard is therefore sound, and it is
+//! what every caller did by hand before (`unwrap_or_else(|p| p.into_inner())`). A panic still
+//! propagates in the thread that panicked.
+//!
+//! The harness is never built under `--cfg loom` (the models build wedge-core alone), so its
+//! locks are always std's; were it built so, its `static` locks would fail to compile (loom's have
+//! no `const` constructor) rather than run outside a model.
 
 #[cfg(not(loom))]
 mod imp {
     pub use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-    pub use std::sync::{Arc, MutexGuard};
+    pub use std::sync::{Arc, MutexGuard, RwLockReadGuard, RwLockWriteGuard};
     pub use std::thread;
     pub use std::time::Instant;
 
-    pub(super) use std::sync::{Condvar as RawCondvar, Mutex as RawMutex};
+    pub(super) use std::sync::{Condvar as RawCondvar, Mutex as RawMutex, RwLock as RawRwLock};
 }
 
 #[cfg(loom)]
 mod imp {
     pub use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-    pub use loom::sync::{Arc, MutexGuard};
+    pub use loom::sync::{Arc, MutexGuard, RwLockReadGuard, RwLockWriteGuard};
     pub use loom::thread;
 
-    pub(super) use loom::sync::{Condvar as RawCondvar, Mutex as RawMutex};
+    pub(super) use loom::sync::{Condvar as RawCondvar, Mutex as RawMutex, RwLock as RawRwLock};
 
     use std::time::Duration;
 
@@ -81,7 +86,10 @@ mod imp {
 
 #[cfg(loom)]
 pub use imp::clock;
-pub use imp::{Arc, AtomicBool, AtomicU64, AtomicUsize, Instant, MutexGuard, Ordering, thread};
+pub use imp::{
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Instant, MutexGuard, Ordering, RwLockReadGuard,
+    RwLockWriteGuard, thread,
+};
 
 use std::time::Duration;
 
@@ -127,6 +135,47 @@ impl<T: ?Sized> Mutex<T> {
     /// Blocks until the lock is free, then takes it.
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// A reader-writer lock, as poison-free as [`Mutex`] (see the module docs): many readers or one
+/// writer at a time.
+pub struct RwLock<T>(imp::RawRwLock<T>);
+
+impl<T: Default> Default for RwLock<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T> std::fmt::Debug for RwLock<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the value, for the reason given at Mutex's Debug.
+        f.debug_struct("RwLock").finish_non_exhaustive()
+    }
+}
+
+impl<T> RwLock<T> {
+    /// A new, unlocked lock holding `value`. `const` in normal builds, so it can be a `static`.
+    #[cfg(not(loom))]
+    pub const fn new(value: T) -> Self {
+        Self(imp::RawRwLock::new(value))
+    }
+
+    /// A new, unlocked lock holding `value` (loom's lock cannot be built in a constant).
+    #[cfg(loom)]
+    pub fn new(value: T) -> Self {
+        Self(imp::RawRwLock::new(value))
+    }
+
+    /// Blocks until no writer holds the lock, then takes a shared hold on it.
+    pub fn read(&self) -> RwLockReadGuard<'_, T> {
+        self.0.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Blocks until nobody holds the lock, then takes it alone.
+    pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+        self.0.write().unwrap_or_else(|poison| poison.into_inner())
     }
 }
 
