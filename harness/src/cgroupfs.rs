@@ -1,7 +1,7 @@
 //! Every cgroup hierarchy the host mounts, read as files: cgroup2 and each cgroup v1 hierarchy,
 //! named ones (`name=systemd`) included. A trial's processes may create cgroups in any of them
 //! (runc makes one per v1 controller, systemd-nspawn a `name=systemd` tree); the trial's tree
-//! ([`crate::isolation`]) uses these helpers to find where its processes went, to empty what
+//! (`isolation.rs`, which this module must not depend on) uses these helpers to find where its processes went, to empty what
 //! they made and to remove it deepest first.
 //!
 //! Hand-written rather than `procfs`' cgroup readers: besides `/proc/PID/cgroup` lines this

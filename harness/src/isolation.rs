@@ -17,10 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::cgroupfs;
-
-/// The environment variable that marks every process of a trial (used by the cgroup-less kind
-/// of tree and in diagnoses).
-pub const MARKER_VAR: &str = "WEDGE_TRIAL_ID";
+use crate::marker::{MARKER_VAR, PART_VAR};
 
 /// The kind of process tree trials get on this machine (how they are isolated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,7 +442,7 @@ impl TrialTree {
         };
         let has = |n: &str| env.split(|&b| b == 0).any(|e| e == n.as_bytes());
         has(&format!("{MARKER_VAR}={}", self.marker))
-            && part.is_none_or(|p| has(&format!("WEDGE_TRIAL_PART={}", p.name())))
+            && part.is_none_or(|p| has(&format!("{PART_VAR}={}", p.name())))
     }
 
     /// Without cgroups: the roots, their descendants, and every process carrying the marker.
@@ -458,10 +455,7 @@ impl TrialTree {
             .map(|(pid, _)| *pid)
             .collect();
         let needle = format!("{MARKER_VAR}={}", self.marker);
-        let part_needle = part.map(|p| match p {
-            Part::Subject => "WEDGE_TRIAL_PART=subject".to_string(),
-            Part::Aux => "WEDGE_TRIAL_PART=aux".to_string(),
-        });
+        let part_needle = part.map(|p| format!("{PART_VAR}={}", p.name()));
         let all: Vec<(i32, i32)> = crate::proc::all_pids()
             .into_iter()
             .filter_map(|pid| crate::proc::stat(pid).map(|s| (pid, s.ppid)))

@@ -403,7 +403,7 @@ fn attribute(pid: i32) -> Option<(Option<String>, BTreeSet<String>)> {
         let known = seen_in(pid).filter(|m| running.contains(m));
         return Some((known, running));
     };
-    let needle = format!("{}=", crate::isolation::MARKER_VAR);
+    let needle = format!("{}=", crate::marker::MARKER_VAR);
     let marker = env
         .split(|&b| b == 0)
         .find_map(|e| e.strip_prefix(needle.as_bytes()))

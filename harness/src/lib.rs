@@ -19,6 +19,7 @@ pub mod gate;
 pub mod isolation;
 pub mod leftovers;
 pub mod limits;
+pub mod marker;
 pub mod monitor;
 pub mod output;
 pub mod pidns;

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::state::{Proc, Trial};
-use crate::isolation::{MARKER_VAR, Part};
+use crate::isolation::Part;
+use crate::marker::{MARKER_VAR, PART_VAR};
 use crate::monitor::Monitor;
 use crate::output::{Capture, Source};
 use crate::pidns::{self, Report};
@@ -120,12 +121,7 @@ impl Trial<'_> {
         let mut cmd = Command::new(&self.engine.init_program);
         cmd.env("TMPDIR", &self.vars.tmp);
         cmd.env(MARKER_VAR, self.tree.marker());
-        let part_name = if part == Part::Subject {
-            "subject"
-        } else {
-            "aux"
-        };
-        cmd.env("WEDGE_TRIAL_PART", part_name);
+        cmd.env(PART_VAR, part.name());
         cmd.env("WEDGE_SEED", self.spec.seed.to_string());
         if part == Part::Subject && !self.failpoints.is_empty() {
             cmd.env(launch.failpoints_var, self.failpoints.join(";"));
