@@ -7,53 +7,190 @@
 //! the host's namespaces, contained by the trial's cgroups.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::state::{Proc, Trial};
+use super::state::{Context, Log, Proc};
 use crate::isolation::Part;
 use crate::marker::{MARKER_VAR, PART_VAR};
-use crate::monitor::Monitor;
 use crate::output::{Capture, Source};
 use crate::pidns::{self, Report};
 use crate::scenario::{Isolation, StdinMode};
 use crate::subject::{self, Launch};
 
-/// A started process, and the subject's ends of its stdin (a pipe or a terminal).
-pub(crate) type Started = (Proc, Option<ChildStdin>, Option<fs::File>);
+/// The processes wedge started in the trial, and the subject's ends of its stdin (a pipe or a
+/// terminal) and of the trial's pid namespace. Owned by the steps, then handed to teardown.
+#[derive(Default)]
+pub(crate) struct Procs {
+    subject: Option<Proc>,
+    /// The subject's process group (its keeper leads it).
+    subject_pgid: Option<i32>,
+    stdin: Option<ChildStdin>,
+    pty_master: Option<fs::File>,
+    /// The processes of `spawn` and `run` steps, in the order they started.
+    aux: Vec<Proc>,
+    /// The trial's namespace (`isolation = "pid-namespace"`): the pid of its init, which every
+    /// process started after the first joins, and the write end of the lifeline that keeps it.
+    namespace: Option<(i32, OwnedFd)>,
+}
 
-impl Trial<'_> {
-    /// Starts the subject; the deadline and the watchdog run from this moment.
-    pub fn start_subject(&mut self) -> Result<(), String> {
-        let launch = subject::subject_launch(self.spec.scenario, &self.vars)?;
-        self.note(format!("start {}", launch.display()));
+/// How a process is started: its part of the tree, and the failpoints (for the subject).
+struct Start<'a> {
+    name: &'a str,
+    part: Part,
+    failpoints: &'a [String],
+}
+
+impl Procs {
+    /// Starts the subject; returns the instant the deadline and the watchdog run from.
+    pub fn start_subject(
+        &mut self,
+        cx: &Context<'_>,
+        failpoints: &[String],
+        log: &mut Log,
+    ) -> Result<Instant, String> {
+        let launch = subject::subject_launch(cx.scenario(), cx.ground().vars())?;
+        log.note(format!("start {}", launch.display()));
         // Time runs from just before the fork: the subject may run before spawn() returns.
         let start = Instant::now();
+        let how = Start {
+            name: "subject",
+            part: Part::Subject,
+            failpoints,
+        };
         let (proc, stdin, master) = self
-            .spawn("subject", &launch, Part::Subject)
+            .spawn(cx, &launch, how)
             .map_err(|e| format!("starting {}: {e}", launch.program.display()))?;
         // The keeper leads the subject's process group (the subject runs in it).
-        self.subject_pgid = Some(proc.keeper);
+        self.subject_pgid = Some(proc.keeper());
         self.stdin = stdin;
         self.pty_master = master;
-        self.start = start;
-        self.deadline = self.start + self.spec.scenario.deadline;
-        self.monitor = Monitor::new(self.start, self.deadline, self.spec.scenario.quiescence);
         self.subject = Some(proc);
-        Ok(())
+        Ok(start)
     }
 
-    /// Starts `launch` in `part` of the tree, capturing its output.
-    pub fn spawn(&mut self, name: &str, launch: &Launch, part: Part) -> std::io::Result<Started> {
-        let mut cmd = self.command(launch, part);
+    /// Starts a process of the steps in the trial's aux part; its index among them.
+    pub fn start_aux(
+        &mut self,
+        cx: &Context<'_>,
+        name: &str,
+        launch: &Launch,
+    ) -> io::Result<usize> {
+        let how = Start {
+            name,
+            part: Part::Aux,
+            failpoints: &[],
+        };
+        let (proc, _, _) = self.spawn(cx, launch, how)?;
+        self.aux.push(proc);
+        Ok(self.aux.len() - 1)
+    }
+
+    pub fn subject(&self) -> Option<&Proc> {
+        self.subject.as_ref()
+    }
+
+    pub fn subject_mut(&mut self) -> Option<&mut Proc> {
+        self.subject.as_mut()
+    }
+
+    pub fn subject_pgid(&self) -> Option<i32> {
+        self.subject_pgid
+    }
+
+    /// The processes of the steps, in the order they started.
+    pub fn aux(&self) -> &[Proc] {
+        &self.aux
+    }
+
+    pub fn aux_mut(&mut self, index: usize) -> &mut Proc {
+        &mut self.aux[index]
+    }
+
+    /// The first process of the steps called `name`.
+    pub fn aux_named(&mut self, name: &str) -> Option<&mut Proc> {
+        self.aux.iter_mut().find(|p| p.name() == name)
+    }
+
+    /// Every process wedge started, the subject first.
+    pub fn all(&self) -> impl Iterator<Item = &Proc> {
+        self.subject.iter().chain(self.aux.iter())
+    }
+
+    pub fn all_mut(&mut self) -> impl Iterator<Item = &mut Proc> {
+        self.subject.iter_mut().chain(self.aux.iter_mut())
+    }
+
+    /// Writes `data` to the subject's stdin (its pipe, or its terminal); `None` when it has none.
+    pub fn write_stdin(&mut self, data: &[u8]) -> Option<io::Result<()>> {
+        Some(match (&mut self.stdin, &mut self.pty_master) {
+            (Some(pipe), _) => pipe.write_all(data).and_then(|()| pipe.flush()),
+            (None, Some(master)) => master.write_all(data),
+            (None, None) => return None,
+        })
+    }
+
+    /// Ends the subject's input: EOF on its terminal, or its pipe closed.
+    pub fn close_stdin(&mut self) -> Result<(), String> {
+        if let Some(master) = &mut self.pty_master {
+            // End of file on a terminal: VEOF at the start of a line.
+            master
+                .write_all(b"\n\x04")
+                .map_err(|e| format!("sending EOF to the terminal: {e}"))
+        } else if self.stdin.take().is_none() {
+            Err("stdin is already closed (or not a pipe)".to_string())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Ends the subject's own process if it still runs, and waits (bounded by `STOP_BOUND`)
+    /// for its keeper; whether it had to be killed.
+    pub fn stop_subject(&mut self) -> bool {
+        let Some(subject) = self.subject.as_mut() else {
+            return false;
+        };
+        if subject.poll_exit().is_some() {
+            return false;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(subject.pid()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let end = Instant::now() + STOP_BOUND;
+        while subject.poll_exit().is_none() && Instant::now() < end {
+            if let Some(fd) = subject.pidfd() {
+                let mut fds = [nix::poll::PollFd::new(
+                    fd.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        true
+    }
+
+    /// Closes the subject's input ends and lets go of the namespace's lifeline (its init may end
+    /// once nothing is left in it): the first thing teardown does.
+    pub fn let_go(&mut self) {
+        self.stdin = None;
+        self.pty_master = None;
+        self.namespace = None;
+    }
+
+    /// Starts `launch` as `how` says, capturing its output.
+    fn spawn(&mut self, cx: &Context<'_>, launch: &Launch, how: Start<'_>) -> io::Result<Started> {
+        let mut cmd = command(cx, launch, &how);
         let pty = connect_stdin(&mut cmd, launch.stdin)?;
         // Close-on-exec: only the copies the child moves to fds 3 and 4 reach the keeper.
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let mode = self.keeper_mode();
+        let mode = self.keeper_mode(cx);
         let lifeline = match mode {
             pidns::Mode::NewNamespace { lifeline: true } => {
                 Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
@@ -68,7 +205,7 @@ impl Trial<'_> {
             report_write.as_raw_fd(),
             lifeline.as_ref().map(|(read, _)| read.as_raw_fd()),
         );
-        self.in_child(&mut cmd, part, pty.is_some(), fds);
+        in_child(cx, &mut cmd, how.part, pty.is_some(), fds);
         let spawned = crate::reaper::spawn_owned(&mut cmd);
         drop(report_write);
         let lifeline = lifeline.map(|(_, write)| write);
@@ -77,114 +214,113 @@ impl Trial<'_> {
                 e.kind(),
                 format!(
                     "{} (wedge's keeper): {e}",
-                    self.engine.init_program.display()
+                    cx.engine().init_program.display()
                 ),
             )
         })?;
         let keeper = child.id() as i32;
-        self.tree.add_root(keeper, part);
+        cx.tree().add_root(keeper, how.part);
         let (pid, init) = started(&mut child, keeper, report_read)?;
-        self.tree.add_keeper(keeper, init, part);
+        cx.tree().add_keeper(keeper, init, how.part);
         if let (Some(init), Some(lifeline)) = (init, lifeline) {
             self.namespace = Some((init, lifeline));
         }
         let (streams, stdin, master) = capture(&mut child, pty)?;
-        // The keeper ends when, and as, the subject ends: its pidfd is the exit event.
-        let pidfd = wedge_sys::pidfd_open(keeper).ok();
-        let proc = Proc {
-            name: name.to_string(),
-            pid,
-            keeper,
-            child,
-            pidfd,
-            exit: None,
-            streams,
-        };
-        Ok((proc, stdin, master))
+        Ok((Proc::new(how.name, pid, child, streams), stdin, master))
     }
 
     /// How the next process's keeper runs it: in the host's namespaces (`isolation =
     /// "cgroup"`), in the trial's namespace once there is one, else making it.
-    fn keeper_mode(&self) -> pidns::Mode {
-        match (
-            self.spec.scenario.isolation_of(&self.spec.cell),
-            &self.namespace,
-        ) {
+    fn keeper_mode(&self, cx: &Context<'_>) -> pidns::Mode {
+        match (cx.scenario().isolation_of(&cx.spec().cell), &self.namespace) {
             (Isolation::Cgroup, _) => pidns::Mode::NoNamespace,
             (Isolation::PidNamespace, Some((init, _))) => pidns::Mode::Join(*init),
             (Isolation::PidNamespace, None) => pidns::Mode::NewNamespace { lifeline: true },
         }
     }
+}
 
-    /// The command line (wedge-init, before its arguments) with the trial's environment, directory and output pipes.
-    fn command(&self, launch: &Launch, part: Part) -> Command {
-        let mut cmd = Command::new(&self.engine.init_program);
-        cmd.env("TMPDIR", &self.vars.tmp);
-        cmd.env(MARKER_VAR, self.tree.marker());
-        cmd.env(PART_VAR, part.name());
-        cmd.env("WEDGE_SEED", self.spec.seed.to_string());
-        if part == Part::Subject && !self.failpoints.is_empty() {
-            cmd.env(launch.failpoints_var, self.failpoints.join(";"));
-        }
-        cmd.envs(&launch.env);
-        cmd.current_dir(launch.cwd.clone().unwrap_or_else(|| self.vars.work.clone()));
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd
+/// How long the subject may take to end after its SIGKILL before teardown steps run anyway.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+/// A started process, and the subject's ends of its stdin (a pipe or a terminal).
+type Started = (Proc, Option<ChildStdin>, Option<fs::File>);
+
+/// The command line (wedge-init, before its arguments) with the trial's environment, directory
+/// and output pipes.
+fn command(cx: &Context<'_>, launch: &Launch, how: &Start<'_>) -> Command {
+    let vars = cx.ground().vars();
+    let mut cmd = Command::new(&cx.engine().init_program);
+    cmd.env("TMPDIR", &vars.tmp);
+    cmd.env(MARKER_VAR, cx.tree().marker());
+    cmd.env(PART_VAR, how.part.name());
+    cmd.env("WEDGE_SEED", cx.spec().seed.to_string());
+    if how.part == Part::Subject && !how.failpoints.is_empty() {
+        cmd.env(launch.failpoints_var, how.failpoints.join(";"));
     }
+    cmd.envs(&launch.env);
+    cmd.current_dir(launch.cwd.clone().unwrap_or_else(|| vars.work.clone()));
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
 
-    /// What the child does before exec: join the tree's cgroup, become a process group (or a
-    /// session with the terminal), die with wedge, take its CPUs, and put the keeper's report
-    /// pipe on fd 3 (and its lifeline, if any, on fd 4).
-    fn in_child(&self, cmd: &mut Command, part: Part, with_tty: bool, fds: (i32, Option<i32>)) {
-        // The trial's own cgroup, then the v1 directories of its limits (hybrid hosts).
-        let joins: Vec<std::ffi::CString> = self
-            .tree
-            .join_file(part)
-            .into_iter()
-            .chain(self.limits.join_files())
-            .collect();
-        let cpus = self.spec.cpus.clone();
-        // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-        // system calls (open/write/close, setpgid/setsid, ioctl, prctl, sched_setaffinity,
-        // dup2/fcntl) on memory prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                place_fds(fds)?;
-                for path in &joins {
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                    let err = std::io::Error::last_os_error();
-                    libc::close(fd);
-                    if !ok {
-                        return Err(err);
-                    }
-                }
-                if with_tty {
-                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::setpgid(0, 0) < 0 {
+/// What the child does before exec: join the tree's cgroup, become a process group (or a
+/// session with the terminal), die with wedge, take its CPUs, and put the keeper's report
+/// pipe on fd 3 (and its lifeline, if any, on fd 4).
+fn in_child(
+    cx: &Context<'_>,
+    cmd: &mut Command,
+    part: Part,
+    with_tty: bool,
+    fds: (i32, Option<i32>),
+) {
+    // The trial's own cgroup, then the v1 directories of its limits (hybrid hosts).
+    let joins: Vec<std::ffi::CString> = cx
+        .tree()
+        .join_file(part)
+        .into_iter()
+        .chain(cx.ground().limits().join_files())
+        .collect();
+    let cpus = cx.spec().cpus.clone();
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (open/write/close, setpgid/setsid, ioctl, prctl, sched_setaffinity,
+    // dup2/fcntl) on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            place_fds(fds)?;
+            for path in &joins {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if !ok {
+                    return Err(err);
+                }
+            }
+            if with_tty {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if let Some(cpus) = &cpus {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    for &c in cpus {
-                        libc::CPU_SET(c, &mut set);
-                    }
-                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) < 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
+            } else if libc::setpgid(0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(cpus) = &cpus {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                for &c in cpus {
+                    libc::CPU_SET(c, &mut set);
                 }
-                Ok(())
-            });
-        }
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }
 

@@ -3,13 +3,16 @@
 //! when the run is cancelled, in nothing; it never leaves a process, cgroup or file behind
 //! that it could remove.
 //!
-//! A trial reads as its phases, one module each:
-//! [`setup`] (directory, process tree, placeholder values) →
-//! [`steps`] (the planned actions, started by [`launch`]) →
-//! [`wait`] (each wait runs under the watchdog: quiescence, deadline) →
-//! [`teardown`] (settle the exit, kill, reap, collect output, check leaks) →
+//! A trial reads as its phases, one module each, and each hands the next a value:
+//! [`setup`] (directory, process tree, placeholder values: the `Ground`, and the log) →
+//! [`steps`] (the planned actions, their processes started by [`launch`], each wait under the
+//! watchdog of [`wait`]; then how the script ended, as the judge's `Observed`, and the
+//! `[[teardown]]` steps; hands on its processes and log) →
+//! [`teardown`] (kill, reap, collect output, check leaks, take the `Ground` apart) →
 //! [`judge`] (a pure function of the observations) → [`record`] (the one place a
-//! [`TrialRecord`] is assembled). [`engine`] holds what all trials of a run share.
+//! [`TrialRecord`] is assembled). [`state`] holds what the phases share read-only (the
+//! `Context`) and the values they hand on (the log, a process); [`engine`] what all trials of
+//! a run share.
 
 mod engine;
 pub mod judge;
@@ -29,6 +32,9 @@ pub use judge::exit_matches;
 pub use record::skipped_record;
 
 use crate::record::TrialRecord;
+use state::Context;
+use steps::Steps;
+use teardown::Teardown;
 use wait::WaitEnd;
 
 static TRIAL_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -46,8 +52,8 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
         spec.seed % 0x1_0000
     );
     let head = record::Head::of(spec, marker.clone());
-    let mut trial = match setup::set_up(engine, spec, &marker) {
-        Ok(t) => t,
+    let (ground, log) = match setup::set_up(engine, spec, &marker) {
+        Ok(set) => set,
         Err(reason) => {
             let judged = judge::Judgement::error(reason);
             let tails = (String::new(), String::new());
@@ -64,25 +70,26 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
     };
     let t0 = Instant::now();
     tracing::debug!(trial = %marker, "set up in {:?}", t0.duration_since(begin));
-    let end = trial.run_steps();
+    let mut steps = Steps::new(Context::new(engine, spec, &ground), log);
+    let end = steps.run();
     tracing::debug!(trial = %marker, "steps done after {:?}", t0.elapsed());
     let cancelled = matches!(end, WaitEnd::Cancelled);
-    let mut observed = trial.settle(end);
+    let mut observed = steps.settle(end);
     tracing::debug!(trial = %marker, "verdict after {:?}", t0.elapsed());
-    trial.run_teardown_steps(&mut observed);
-    let tails = trial.tear_down(&mut observed);
+    observed.teardown = steps.run_teardown_steps();
+    let (procs, log) = steps.finish();
+    let (observed, tails, log) = Teardown::new(spec, ground, procs, log).run(observed);
     tracing::debug!(trial = %marker, "cleaned up after {:?}", t0.elapsed());
     if cancelled {
         return None;
     }
     let judged = judge::judge(&spec.expectation, &observed);
-    let log = std::mem::take(&mut trial.log);
     Some(record::assemble(
         engine,
         head,
         judged,
         observed,
         (tails.stdout, tails.stderr),
-        log,
+        log.into_lines(),
     ))
 }

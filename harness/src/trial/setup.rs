@@ -3,25 +3,73 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-
 use super::engine::{Engine, TrialSpec};
-use super::state::Trial;
+use super::state::Log;
 use crate::isolation::TrialTree;
-use crate::monitor::Monitor;
+use crate::limits::Applied;
 use crate::subject::{self, Vars};
 
-/// Creates the trial's directory and tree; `marker` names both and must be unique.
-pub(crate) fn set_up<'a>(
-    engine: &'a Engine,
-    spec: &'a TrialSpec<'a>,
+/// What setup prepares and teardown takes apart: the trial's directory, its placeholder values,
+/// its process tree with its limits, and the facts its leak checks compare against.
+pub(crate) struct Ground {
+    /// The trial's directory (`tmp/` and `work/` inside), removed at teardown.
+    dir: PathBuf,
+    vars: Vars,
+    tree: TrialTree,
+    /// Its `pids.max` and memory limit (v1 directories its processes join, on hybrid hosts).
+    limits: Applied,
+    /// Trials running when this one began, and trials begun before it (of this process).
+    active_before: usize,
+    started_before: u64,
+    mounts_before: BTreeSet<String>,
+}
+
+impl Ground {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn vars(&self) -> &Vars {
+        &self.vars
+    }
+
+    pub fn tree(&self) -> &TrialTree {
+        &self.tree
+    }
+
+    pub fn limits(&self) -> &Applied {
+        &self.limits
+    }
+
+    /// Removes the limits' own cgroups; what could not be removed, as leaks.
+    pub fn remove_limits(&mut self) -> Vec<String> {
+        self.limits.remove()
+    }
+
+    /// The mount points there were when the trial began.
+    pub fn mounts_before(&self) -> &BTreeSet<String> {
+        &self.mounts_before
+    }
+
+    /// Whether another trial ran while this one did (so a leftover outside this trial's own
+    /// places cannot be blamed on it by timing alone).
+    pub fn overlapped(&self) -> bool {
+        self.active_before > 0
+            || super::engine::STARTED_TRIALS.load(Ordering::SeqCst) != self.started_before + 1
+    }
+}
+
+/// Creates the trial's directory and tree; `marker` names both and must be unique. The log
+/// opens with setup's notes and counts from now.
+pub(crate) fn set_up(
+    engine: &Engine,
+    spec: &TrialSpec<'_>,
     marker: &str,
-) -> Result<Trial<'a>, String> {
+) -> Result<(Ground, Log), String> {
     let dir = engine.temp_root.join(format!("wedge-trial-{marker}"));
     let tmp = dir.join("tmp");
     let work = dir.join("work");
@@ -40,6 +88,30 @@ pub(crate) fn set_up<'a>(
     let active_before = super::engine::ACTIVE_TRIALS.fetch_add(1, Ordering::SeqCst);
     let started_before = super::engine::STARTED_TRIALS.fetch_add(1, Ordering::SeqCst);
     let mounts_before: BTreeSet<String> = crate::proc::mount_points().into_iter().collect();
+    let vars = vars(engine, spec, tmp, work);
+    let notes =
+        limits
+            .notes
+            .iter()
+            .map(|n| format!("limit: {n}"))
+            .chain(watching.map(|why| {
+                format!("leftovers outside the trial's own places are not seen: {why}")
+            }));
+    let log = Log::new(Instant::now(), notes.collect::<Vec<_>>());
+    let ground = Ground {
+        dir,
+        vars,
+        tree,
+        limits,
+        active_before,
+        started_before,
+        mounts_before,
+    };
+    Ok((ground, log))
+}
+
+/// The trial's placeholder values.
+fn vars(engine: &Engine, spec: &TrialSpec<'_>, tmp: PathBuf, work: PathBuf) -> Vars {
     let mut vars = Vars {
         cell: spec.cell.clone(),
         socket: work.join("agent.sock"),
@@ -57,45 +129,7 @@ pub(crate) fn set_up<'a>(
     {
         vars.socket = PathBuf::from(path);
     }
-    let now = Instant::now();
-    let deadline = now + spec.scenario.deadline;
-    let log = limits
-        .notes
-        .iter()
-        .map(|n| format!("{:9.1} ms  limit: {n}", 0.0))
-        .chain(watching.map(|why| {
-            format!(
-                "{:9.1} ms  leftovers outside the trial's own places are not seen: {why}",
-                0.0
-            )
-        }))
-        .collect();
-    Ok(Trial {
-        limits,
-        engine,
-        spec,
-        dir,
-        vars,
-        tree,
-        rng: ChaCha8Rng::seed_from_u64(spec.seed),
-        start: now,
-        deadline,
-        monitor: Monitor::new(now, deadline, spec.scenario.quiescence),
-        subject: None,
-        subject_pgid: None,
-        stdin: None,
-        pty_master: None,
-        aux: Vec::new(),
-        failpoints: Vec::new(),
-        sent_to_subject: BTreeSet::new(),
-        log,
-        last_output: 0,
-        verdict_at: None,
-        active_before,
-        started_before,
-        mounts_before,
-        namespace: None,
-    })
+    vars
 }
 
 /// The trial's process tree and its limits; on an error, neither is left.
@@ -103,7 +137,7 @@ fn contain(
     engine: &Engine,
     spec: &TrialSpec<'_>,
     marker: &str,
-) -> Result<(TrialTree, crate::limits::Applied), String> {
+) -> Result<(TrialTree, Applied), String> {
     let tree = TrialTree::create(&engine.tree_kind, marker)
         .map_err(|e| format!("cannot create the trial's cgroup: {e}"))?;
     match crate::limits::apply(&engine.limits, &spec.scenario.limits, tree.dir(), marker) {

@@ -1,37 +1,155 @@
-//! The state of one running trial: its tree, the processes wedge started in it, the watchdog,
-//! and the log. Each phase (setup, steps, wait, teardown) works on this one struct.
+//! What the phases of one trial share, none of it a bag they all mutate: the read-only
+//! [`Context`] (the engine, the trial's spec and the [`Ground`] setup prepared), the [`Log`] that
+//! is handed from phase to phase, and the [`Proc`] handle of each process wedge started.
 
-use std::collections::BTreeSet;
-use std::fs;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ExitStatus};
+use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand_chacha::ChaCha8Rng;
-
 use super::engine::{Engine, TrialSpec};
+use super::setup::Ground;
 use crate::isolation::TrialTree;
-use crate::limits::Applied;
-use crate::monitor::Monitor;
 use crate::output::Capture;
-use crate::subject::Vars;
+use crate::scenario::Scenario;
+
+/// What a running trial reads and never changes: copied freely between the phases' values.
+#[derive(Clone, Copy)]
+pub(crate) struct Context<'a> {
+    engine: &'a Engine,
+    spec: &'a TrialSpec<'a>,
+    ground: &'a Ground,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(engine: &'a Engine, spec: &'a TrialSpec<'a>, ground: &'a Ground) -> Self {
+        Context {
+            engine,
+            spec,
+            ground,
+        }
+    }
+
+    pub fn engine(&self) -> &'a Engine {
+        self.engine
+    }
+
+    pub fn spec(&self) -> &'a TrialSpec<'a> {
+        self.spec
+    }
+
+    pub fn scenario(&self) -> &'a Scenario {
+        self.spec.scenario
+    }
+
+    pub fn ground(&self) -> &'a Ground {
+        self.ground
+    }
+
+    pub fn tree(&self) -> &'a TrialTree {
+        self.ground.tree()
+    }
+
+    /// Whether the run was cancelled (SIGINT): every wait and pause ends at once.
+    pub fn cancelled(&self) -> bool {
+        self.engine.cancel.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The trial's log: lines stamped with the time since the trial's start (the subject's start
+/// once it runs, which moves the stamps' origin).
+pub(crate) struct Log {
+    start: Instant,
+    lines: Vec<String>,
+}
+
+impl Log {
+    /// A log whose stamps count from `start`, opening with `notes` (stamped 0).
+    pub fn new(start: Instant, notes: impl IntoIterator<Item = String>) -> Log {
+        let lines = notes
+            .into_iter()
+            .map(|n| format!("{:9.1} ms  {n}", 0.0))
+            .collect();
+        Log { start, lines }
+    }
+
+    /// Appends a line, stamped with the time since the start.
+    pub fn note(&mut self, text: impl Into<String>) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.lines.push(format!("{ms:9.1} ms  {}", text.into()));
+    }
+
+    /// When the trial started (the subject, once it runs): the origin of stamps and deadline.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Moves the origin to `start` (when the subject starts).
+    pub fn restart(&mut self, start: Instant) {
+        self.start = start;
+    }
+
+    pub fn into_lines(self) -> Vec<String> {
+        self.lines
+    }
+}
 
 /// A process wedge started in the trial.
 pub(crate) struct Proc {
-    pub name: String,
+    name: String,
     /// The program's own pid.
-    pub pid: i32,
+    pid: i32,
     /// The `wedge-init` keeper it runs under: wedge's child, which ends as the program ends.
-    pub keeper: i32,
-    pub child: Child,
-    pub pidfd: Option<OwnedFd>,
-    pub exit: Option<(ExitStatus, Instant)>,
-    pub streams: Arc<Capture>,
+    keeper: i32,
+    child: Child,
+    pidfd: Option<OwnedFd>,
+    exit: Option<(ExitStatus, Instant)>,
+    streams: Arc<Capture>,
 }
 
 impl Proc {
+    /// A process just started: the program's `pid` running under `keeper`, wedge's `child`.
+    pub fn new(name: &str, pid: i32, keeper: Child, streams: Arc<Capture>) -> Proc {
+        let keeper_pid = keeper.id() as i32;
+        // The keeper ends when, and as, the program ends: its pidfd is the exit event.
+        let pidfd = wedge_sys::pidfd_open(keeper_pid).ok();
+        Proc {
+            name: name.to_string(),
+            pid,
+            keeper: keeper_pid,
+            child: keeper,
+            pidfd,
+            exit: None,
+            streams,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn keeper(&self) -> i32 {
+        self.keeper
+    }
+
+    /// The keeper's pidfd (readable once it ended), when the kernel has pidfds.
+    pub fn pidfd(&self) -> Option<&OwnedFd> {
+        self.pidfd.as_ref()
+    }
+
+    pub fn streams(&self) -> &Arc<Capture> {
+        &self.streams
+    }
+
+    /// The exit, if it was seen.
+    pub fn exit(&self) -> Option<(ExitStatus, Instant)> {
+        self.exit
+    }
+
     /// The exit, once the process has ended (reaped here, so the reaper forgets it).
     pub fn poll_exit(&mut self) -> Option<(ExitStatus, Instant)> {
         if self.exit.is_none()
@@ -42,53 +160,26 @@ impl Proc {
         }
         self.exit
     }
-}
 
-/// One running trial.
-pub(crate) struct Trial<'a> {
-    pub engine: &'a Engine,
-    pub spec: &'a TrialSpec<'a>,
-    /// The trial's directory (`tmp/` and `work/` inside), removed at teardown.
-    pub dir: PathBuf,
-    pub vars: Vars,
-    pub tree: TrialTree,
-    /// Its `pids.max` and memory limit (v1 directories its processes join, on hybrid hosts).
-    pub limits: Applied,
-    pub rng: ChaCha8Rng,
-    /// When the subject started (or the trial, before that); the deadline runs from it.
-    pub start: Instant,
-    pub deadline: Instant,
-    pub monitor: Monitor,
-    pub subject: Option<Proc>,
-    pub subject_pgid: Option<i32>,
-    pub stdin: Option<ChildStdin>,
-    pub pty_master: Option<fs::File>,
-    pub aux: Vec<Proc>,
-    pub failpoints: Vec<String>,
-    /// Signals a step sent to the subject (a death by one of them is no crash).
-    pub sent_to_subject: BTreeSet<i32>,
-    pub log: Vec<String>,
-    pub last_output: usize,
-    pub verdict_at: Option<Instant>,
-    /// Taken at setup, for the leak checks of teardown.
-    pub active_before: usize,
-    pub started_before: u64,
-    pub mounts_before: BTreeSet<String>,
-    /// The trial's namespace (`isolation = "pid-namespace"`): the pid of its init, which every
-    /// process started after the first joins, and the write end of the lifeline that keeps it.
-    pub namespace: Option<(i32, OwnedFd)>,
-}
-
-impl Trial<'_> {
-    /// Appends a line to the trial's log, stamped with the time since the subject started.
-    pub fn note(&mut self, text: impl Into<String>) {
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        self.log.push(format!("{ms:9.1} ms  {}", text.into()));
+    /// SIGKILL to the keeper (so the exit is known soon).
+    pub fn kill_keeper(&mut self) {
+        let _ = self.child.kill();
     }
 
-    /// Every process wedge started, the subject first.
-    pub fn procs(&self) -> impl Iterator<Item = &Proc> {
-        self.subject.iter().chain(self.aux.iter())
+    /// At teardown, after the tree was killed: waits for the keeper when nothing survived
+    /// (else only kills and polls it, so a survivor cannot block), then forgets it.
+    pub fn reap(&mut self, none_survived: bool) {
+        if self.exit.is_none() {
+            if none_survived {
+                if let Ok(status) = self.child.wait() {
+                    self.exit = Some((status, Instant::now()));
+                }
+            } else {
+                let _ = self.child.kill();
+                let _ = self.child.try_wait();
+            }
+        }
+        crate::reaper::disown(self.keeper);
     }
 }
 

@@ -1,33 +1,35 @@
 //! Running the steps: each planned [`Action`] of the cell, in order, with placeholders filled
 //! for this trial. A step that fails ends the script with the step's position in the reason;
-//! after the last step the trial waits for the subject to exit.
+//! after the last step the trial waits for the subject to exit. [`Steps`] owns what changes
+//! meanwhile (the processes, the watchdog, the log, the seeded choices); it settles how the
+//! script ended into the [`Observed`] the judge reads, runs the `[[teardown]]` steps, and hands
+//! its processes and log on to teardown.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
-use super::judge::{exit_info, exit_matches};
-use super::state::{Trial, describe_pid};
-use super::wait::{Cond, WaitEnd};
-use crate::isolation::Part;
+use super::judge::{Observed, StepsEnd, exit_info, exit_matches};
+use super::launch::Procs;
+use super::state::{Context, Log, Proc, describe_pid};
+use super::wait::{Cond, WaitEnd, Waiting, Watch};
 use crate::monitor::Snapshot;
 use crate::proc::Pending;
 use crate::scenario::{
     Action, ExitSpec, IoctlRequest, StdinMode, Syscall, Target, Which, describe_exit_spec,
 };
-use crate::subject::{self, Launch};
+use crate::subject::{self, Launch, Vars};
 
 /// `; stderr: …` with the last line of a process's output, for a failure reason.
-fn output_of(p: &super::state::Proc) -> String {
-    let err = p.streams.tail(crate::scenario::Stream::Stderr);
-    let out = p.streams.tail(crate::scenario::Stream::Stdout);
+fn output_of(p: &Proc) -> String {
+    let err = p.streams().tail(crate::scenario::Stream::Stderr);
+    let out = p.streams().tail(crate::scenario::Stream::Stdout);
     let last = |t: &str| t.trim_end().lines().last().unwrap_or("").to_string();
     match (last(&err), last(&out)) {
         (e, _) if !e.is_empty() => format!("; stderr: {e}"),
@@ -51,17 +53,54 @@ fn describe_exit(info: &crate::record::ExitInfo) -> String {
 /// What a step that does not end the script returns; `Some` ends a wait.
 type StepResult = Result<Option<WaitEnd>, String>;
 
-impl Trial<'_> {
+/// The steps phase: what it owns while the cell's steps run (and, after the verdict, the
+/// `[[teardown]]` steps), and hands to teardown when done.
+pub(crate) struct Steps<'a> {
+    cx: Context<'a>,
+    log: Log,
+    /// Draws the seeded choices of the steps (jitter, failpoint probabilities).
+    rng: ChaCha8Rng,
+    procs: Procs,
+    watch: Watch,
+    /// Failpoints the steps enabled, for the subject.
+    failpoints: Vec<String>,
+    /// Signals a step sent to the subject (a death by one of them is no crash).
+    sent_to_subject: BTreeSet<i32>,
+}
+
+impl<'a> Steps<'a> {
+    /// The steps of the trial `cx`, with the log setup began; the clock runs from its start.
+    pub fn new(cx: Context<'a>, log: Log) -> Steps<'a> {
+        Steps {
+            rng: ChaCha8Rng::seed_from_u64(cx.spec().seed),
+            watch: Watch::new(log.start(), cx.scenario()),
+            cx,
+            log,
+            procs: Procs::default(),
+            failpoints: Vec::new(),
+            sent_to_subject: BTreeSet::new(),
+        }
+    }
+
+    /// The processes and the log, for teardown.
+    pub fn finish(self) -> (Procs, Log) {
+        (self.procs, self.log)
+    }
+
+    fn vars(&self) -> &'a Vars {
+        self.cx.ground().vars()
+    }
+
     /// Runs the cell's steps, then waits for the subject to exit.
-    pub fn run_steps(&mut self) -> WaitEnd {
-        let scenario = self.spec.scenario;
+    pub fn run(&mut self) -> WaitEnd {
+        let scenario = self.cx.scenario();
         for (index, step) in scenario.steps.iter().enumerate() {
-            if self.engine.cancel.load(Ordering::SeqCst) {
+            if self.cx.cancelled() {
                 return WaitEnd::Cancelled;
             }
             let (line, col) = step.at;
             let at = format!("step {} (line {line}:{col})", index + 1);
-            if !scenario.step_applies(index, &self.spec.cell) {
+            if !scenario.step_applies(index, &self.cx.spec().cell) {
                 continue;
             }
             if step.action == Action::Start
@@ -77,14 +116,112 @@ impl Trial<'_> {
                 Ok(Some(end)) => return end,
             }
         }
-        if self.subject.is_some() {
+        if self.procs.subject().is_some() {
             self.wait_for(&Cond::SubjectExited, None)
         } else {
             WaitEnd::Failed("the subject never started".to_string())
         }
     }
 
-    pub(super) fn step(&mut self, action: &Action) -> StepResult {
+    /// Starts the subject; the log's stamps, the deadline and the watchdog run from then.
+    fn start_subject(&mut self) -> Result<(), String> {
+        let start = self
+            .procs
+            .start_subject(&self.cx, &self.failpoints, &mut self.log)?;
+        self.log.restart(start);
+        self.watch.restart(start, self.cx.scenario());
+        Ok(())
+    }
+
+    /// Waits (under the watchdog) until `cond` holds or the wait ends otherwise.
+    fn wait_for(&mut self, cond: &Cond, timeout: Option<Duration>) -> WaitEnd {
+        let waiting = Waiting {
+            cx: &self.cx,
+            procs: &mut self.procs,
+            log: &mut self.log,
+        };
+        self.watch.wait_for(waiting, cond, timeout)
+    }
+
+    /// How the script ended, the subject's exit and what it left running.
+    pub fn settle(&mut self, end: WaitEnd) -> Observed {
+        let end = match end {
+            WaitEnd::Met => StepsEnd::Completed,
+            WaitEnd::Cancelled => StepsEnd::Error("cancelled".to_string()),
+            WaitEnd::Failed(reason) => {
+                self.watch.verdict(Instant::now(), true);
+                StepsEnd::Failed(reason)
+            }
+            WaitEnd::Error(reason) => StepsEnd::Error(reason),
+            WaitEnd::Hang(diag) => StepsEnd::Hang(diag),
+        };
+        let mut o = Observed {
+            subject_started: self.procs.subject().is_some(),
+            sent_to_subject: self.sent_to_subject.clone(),
+            ..Observed::default()
+        };
+        let Some(subject) = self.procs.subject_mut() else {
+            o.end = end;
+            return o;
+        };
+        if let Some((status, at)) = subject.poll_exit() {
+            o.exit = Some(exit_info(status));
+            if end == StepsEnd::Completed {
+                self.watch.verdict(at, false);
+            }
+            o.lingering = super::teardown::lingering(&self.cx, &mut self.log);
+        }
+        o.end = end;
+        let at = self.watch.verdict_at().unwrap_or_else(Instant::now);
+        o.time_to_verdict_ms =
+            (at.saturating_duration_since(self.log.start()).as_secs_f64() * 1000.0 * 1000.0)
+                .round()
+                / 1000.0;
+        o
+    }
+
+    /// The scenario's `[[teardown]]` steps (e.g. `runc delete -f ID`), after the subject is
+    /// stopped (SIGKILL to the subject's own process if it still runs; what it started stays
+    /// for the steps to clean up); the failures, with why. A step that fails or overruns its
+    /// bound does not stop the next one; none can hang wedge (each `run` has its bound, and the
+    /// subject's end is awaited for a bounded time).
+    pub fn run_teardown_steps(&mut self) -> Vec<String> {
+        let scenario = self.cx.scenario();
+        let mut failed = Vec::new();
+        if scenario.teardown.is_empty() {
+            return failed;
+        }
+        if self.procs.stop_subject() {
+            self.log
+                .note("teardown: the subject was stopped (SIGKILL)".to_string());
+        }
+        for (index, step) in scenario.teardown.iter().enumerate() {
+            if !scenario.teardown_applies(index, &self.cx.spec().cell) {
+                continue;
+            }
+            let (line, col) = step.at;
+            self.log
+                .note(format!("teardown step {} (line {line}:{col})", index + 1));
+            if let Err(reason) = self.teardown_step(&step.action) {
+                let reason = format!("teardown step {} (line {line}:{col}): {reason}", index + 1);
+                self.log.note(reason.clone());
+                failed.push(reason);
+            }
+        }
+        failed
+    }
+
+    /// One teardown step (`run`, `sleep`, `signal` to named processes: checked at load).
+    fn teardown_step(&mut self, action: &Action) -> Result<(), String> {
+        match self.step(action)? {
+            None | Some(WaitEnd::Met) => Ok(()),
+            Some(WaitEnd::Failed(reason) | WaitEnd::Error(reason)) => Err(reason),
+            Some(WaitEnd::Cancelled) => Err("cancelled".to_string()),
+            Some(WaitEnd::Hang(d)) => Err(format!("hang: {}", d.summary)),
+        }
+    }
+
+    fn step(&mut self, action: &Action) -> StepResult {
         match action {
             Action::Start => Ok(None),
             Action::Failpoint {
@@ -94,9 +231,9 @@ impl Trial<'_> {
             } => self.failpoint(name, action, *probability),
             Action::Sleep { ms, jitter_ms } => {
                 let jitter = jitter_ms.map_or(0, |j| self.rng.random_range(0..=j));
-                self.note(format!("sleep {} ms", ms + jitter));
+                self.log.note(format!("sleep {} ms", ms + jitter));
                 self.sleep(Duration::from_millis(ms + jitter));
-                self.monitor.activity(Instant::now());
+                self.watch.activity(Instant::now());
                 Ok(None)
             }
             Action::Write { data } => self.write_stdin(data),
@@ -143,26 +280,26 @@ impl Trial<'_> {
         cwd: &Option<String>,
     ) -> Result<usize, String> {
         // Placeholders filled and `{AXIS...}` lists spliced in, as for the subject.
-        let (program, args) = subject::command_argv(&self.vars, argv)?;
+        let (program, args) = subject::command_argv(self.vars(), argv)?;
         let launch = Launch {
             program,
             args,
             env: env
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), self.vars.fill(v)?)))
+                .map(|(k, v)| Ok((k.clone(), self.vars().fill(v)?)))
                 .collect::<Result<_, String>>()?,
-            cwd: subject::fill_cwd(&self.vars, cwd)?,
+            cwd: subject::fill_cwd(self.vars(), cwd)?,
             stdin: StdinMode::Null,
             // Failpoints go to the subject only.
             failpoints_var: subject::FAILPOINTS_VAR,
         };
-        self.note(format!("spawn {name}: {}", launch.display()));
-        let proc = self
-            .spawn(name, &launch, Part::Aux)
+        self.log.note(format!("spawn {name}: {}", launch.display()));
+        let index = self
+            .procs
+            .start_aux(&self.cx, name, &launch)
             .map_err(|e| format!("spawning {name}: {e}"))?;
-        self.aux.push(proc.0);
-        self.monitor.activity(Instant::now());
-        Ok(self.aux.len() - 1)
+        self.watch.activity(Instant::now());
+        Ok(index)
     }
 
     /// Waits (on its pidfd, up to `timeout`) for the process `aux[index]` to end, and checks
@@ -176,7 +313,7 @@ impl Trial<'_> {
     ) -> Result<(), String> {
         let end = Instant::now() + timeout;
         let status = loop {
-            let p = &mut self.aux[index];
+            let p = self.procs.aux_mut(index);
             if let Some((status, _)) = p.poll_exit() {
                 break Some(status);
             }
@@ -184,7 +321,7 @@ impl Trial<'_> {
             if left.is_zero() {
                 break None;
             }
-            match &p.pidfd {
+            match p.pidfd() {
                 Some(fd) => {
                     let mut fds = [nix::poll::PollFd::new(
                         fd.as_fd(),
@@ -196,10 +333,10 @@ impl Trial<'_> {
                 None => std::thread::sleep(left.min(Duration::from_millis(1))),
             }
         };
-        let p = &mut self.aux[index];
-        let name = p.name.clone();
+        let p = self.procs.aux_mut(index);
+        let name = p.name().to_string();
         let Some(status) = status else {
-            let _ = p.child.kill();
+            p.kill_keeper();
             return Err(format!(
                 "{name} did not end within {} ms{}",
                 timeout.as_millis(),
@@ -207,10 +344,11 @@ impl Trial<'_> {
             ));
         };
         let info = exit_info(status);
-        self.note(format!("{name} ended: {}", describe_exit(&info)));
+        self.log
+            .note(format!("{name} ended: {}", describe_exit(&info)));
         // Its output is read by other threads: let them reach the pipes' end (bounded, since a
         // child it left may hold them open) before a failure quotes it.
-        let streams = std::sync::Arc::clone(&self.aux[index].streams);
+        let streams = std::sync::Arc::clone(self.procs.aux()[index].streams());
         let settle = Instant::now() + Duration::from_millis(500);
         while streams.open_readers() > 0 && Instant::now() < settle {
             std::thread::sleep(Duration::from_millis(1));
@@ -222,19 +360,19 @@ impl Trial<'_> {
                 "{name} ended with {} where {} was expected{}",
                 describe_exit(&info),
                 describe_exit_spec(exit),
-                output_of(&self.aux[index])
+                output_of(&self.procs.aux()[index])
             ))
         }
     }
 
     fn failpoint(&mut self, name: &str, action: &str, probability: Option<f64>) -> StepResult {
-        let name = self.vars.fill(name)?;
-        let action = self.vars.fill(action)?;
+        let name = self.vars().fill(name)?;
+        let action = self.vars().fill(action)?;
         let on = probability.is_none_or(|p| self.rng.random_bool(p));
         if on {
             self.failpoints.push(format!("{name}={action}"));
         }
-        self.note(format!(
+        self.log.note(format!(
             "failpoint {name}={action}: {}",
             if on {
                 "enabled"
@@ -246,37 +384,29 @@ impl Trial<'_> {
     }
 
     fn write_stdin(&mut self, data: &str) -> StepResult {
-        let data = self.vars.fill(data)?;
-        self.note(format!("write {} bytes to stdin", data.len()));
-        let result = match (&mut self.stdin, &mut self.pty_master) {
-            (Some(pipe), _) => pipe.write_all(data.as_bytes()).and_then(|()| pipe.flush()),
-            (None, Some(master)) => master.write_all(data.as_bytes()),
-            (None, None) => return Err("stdin is closed (or not a pipe)".to_string()),
+        let data = self.vars().fill(data)?;
+        self.log
+            .note(format!("write {} bytes to stdin", data.len()));
+        let Some(result) = self.procs.write_stdin(data.as_bytes()) else {
+            return Err("stdin is closed (or not a pipe)".to_string());
         };
-        self.monitor.activity(Instant::now());
+        self.watch.activity(Instant::now());
         result
             .map(|()| None)
             .map_err(|e| format!("writing to stdin: {e}"))
     }
 
     fn close_stdin(&mut self) -> StepResult {
-        self.note("close stdin");
-        if let Some(master) = &mut self.pty_master {
-            // End of file on a terminal: VEOF at the start of a line.
-            master
-                .write_all(b"\n\x04")
-                .map_err(|e| format!("sending EOF to the terminal: {e}"))?;
-        } else if self.stdin.take().is_none() {
-            return Err("stdin is already closed (or not a pipe)".to_string());
-        }
-        self.monitor.activity(Instant::now());
+        self.log.note("close stdin");
+        self.procs.close_stdin()?;
+        self.watch.activity(Instant::now());
         Ok(None)
     }
 
     /// A wait action: its condition with placeholders filled, the wait, and an exit check.
     fn wait_step(&mut self, action: &Action) -> StepResult {
         let (cond, timeout, exit) = self.condition(action)?;
-        self.note(format!("wait for {}", cond.describe()));
+        self.log.note(format!("wait for {}", cond.describe()));
         let end = self.wait_for(&cond, timeout);
         if let (WaitEnd::Met, Some(spec)) = (&end, exit)
             && let Some(failed) = self.check_exit(&cond, spec)
@@ -284,17 +414,17 @@ impl Trial<'_> {
             return Ok(Some(failed));
         }
         if matches!(end, WaitEnd::Met) {
-            self.note("  condition holds");
+            self.log.note("  condition holds");
         }
         Ok(Some(end))
     }
 
     /// The condition of a wait action, its timeout and its exit expectation.
-    fn condition<'a>(
+    fn condition<'s>(
         &self,
-        action: &'a Action,
-    ) -> Result<(Cond, Option<Duration>, Option<&'a ExitSpec>), String> {
-        let fill = |text: &Option<String>| text.as_ref().map(|t| self.vars.fill(t)).transpose();
+        action: &'s Action,
+    ) -> Result<(Cond, Option<Duration>, Option<&'s ExitSpec>), String> {
+        let fill = |text: &Option<String>| text.as_ref().map(|t| self.vars().fill(t)).transpose();
         Ok(match action {
             Action::WaitBlocked {
                 process,
@@ -320,14 +450,14 @@ impl Trial<'_> {
                 (cond, *timeout, None)
             }
             Action::WaitProcess { process, timeout } => {
-                (Cond::Process(self.vars.fill(process)?), *timeout, None)
+                (Cond::Process(self.vars().fill(process)?), *timeout, None)
             }
             Action::WaitOutput {
                 pattern,
                 stream,
                 timeout,
             } => {
-                let p = self.vars.fill(pattern)?;
+                let p = self.vars().fill(pattern)?;
                 let re = regex::Regex::new(&p).map_err(|e| e.to_string())?;
                 (Cond::Output(re, *stream), *timeout, None)
             }
@@ -343,7 +473,7 @@ impl Trial<'_> {
                 (cond, *timeout, exit.as_ref())
             }
             Action::WaitPath { path, timeout } => (
-                Cond::Path(PathBuf::from(self.vars.fill(path)?)),
+                Cond::Path(PathBuf::from(self.vars().fill(path)?)),
                 *timeout,
                 None,
             ),
@@ -356,12 +486,13 @@ impl Trial<'_> {
         let (who, status) = match cond {
             Cond::AuxExited(name) => (
                 name.as_str(),
-                self.aux
+                self.procs
+                    .aux()
                     .iter()
-                    .find(|p| &p.name == name)
-                    .and_then(|p| p.exit),
+                    .find(|p| p.name() == name)
+                    .and_then(Proc::exit),
             ),
-            _ => ("the subject", self.subject.as_ref().and_then(|p| p.exit)),
+            _ => ("the subject", self.procs.subject().and_then(Proc::exit)),
         };
         let info = exit_info(status?.0);
         (!exit_matches(spec, info)).then(|| {
@@ -382,7 +513,7 @@ impl Trial<'_> {
     ) -> StepResult {
         let target = match target {
             Target::Process { name, which } => Target::Process {
-                name: self.vars.fill(name)?,
+                name: self.vars().fill(name)?,
                 which: *which,
             },
             other => other.clone(),
@@ -397,14 +528,14 @@ impl Trial<'_> {
             }
             self.send_signal(sig, &target)?;
         }
-        self.monitor.activity(Instant::now());
+        self.watch.activity(Instant::now());
         Ok(None)
     }
 
     /// A user-requested pause (the `sleep` step, signal intervals), cut short by cancellation.
     fn sleep(&self, d: Duration) {
         let end = Instant::now() + d;
-        while !self.engine.cancel.load(Ordering::SeqCst) {
+        while !self.cx.cancelled() {
             let now = Instant::now();
             if now >= end {
                 break;
@@ -415,19 +546,20 @@ impl Trial<'_> {
 
     fn send_signal(&mut self, sig: Signal, target: &Target) -> Result<(), String> {
         let subject_pid = self
-            .subject
-            .as_ref()
-            .map(|p| p.pid)
+            .procs
+            .subject()
+            .map(Proc::pid)
             .ok_or("the subject is not running")?;
         let targets: Vec<i32> = match target {
             Target::Subject => vec![subject_pid],
             Target::Group => {
-                let pgid = self.subject_pgid.unwrap_or(subject_pid);
-                self.note(format!("send {sig} to process group {pgid}"));
+                let pgid = self.procs.subject_pgid().unwrap_or(subject_pid);
+                self.log.note(format!("send {sig} to process group {pgid}"));
                 match killpg(Pid::from_raw(pgid), sig) {
                     Err(nix::errno::Errno::ESRCH) => {
                         // Everyone in the group has exited: what a zombie subject used to absorb.
-                        self.note(format!("  the group is gone; {sig} reaches nobody"));
+                        self.log
+                            .note(format!("  the group is gone; {sig} reaches nobody"));
                         return Ok(());
                     }
                     r => r.map_err(|e| format!("killpg({pgid}, {sig}): {e}"))?,
@@ -439,7 +571,8 @@ impl Trial<'_> {
             Target::Process { name, which } => self.named(name, *which)?,
         };
         for pid in targets {
-            self.note(format!("send {sig} to {}", describe_pid(pid)));
+            self.log
+                .note(format!("send {sig} to {}", describe_pid(pid)));
             if pid == subject_pid {
                 self.sent_to_subject.insert(sig as i32);
             }
@@ -447,7 +580,8 @@ impl Trial<'_> {
                 // The subject already exited and its keeper reaped it at once; a signal to an
                 // exited subject reaches nobody, as it did when wedge held its zombie.
                 Err(nix::errno::Errno::ESRCH) if pid == subject_pid => {
-                    self.note(format!("  {pid} has exited; {sig} reaches nobody"));
+                    self.log
+                        .note(format!("  {pid} has exited; {sig} reaches nobody"));
                     continue;
                 }
                 r => r.map_err(|e| format!("kill({pid}, {sig}): {e}"))?,
@@ -459,7 +593,7 @@ impl Trial<'_> {
 
     /// The trial's processes called `name`, oldest first, narrowed by `which`.
     fn named(&self, name: &str, which: Which) -> Result<Vec<i32>, String> {
-        let snap = Snapshot::take(&self.tree.pids(None));
+        let snap = Snapshot::take(&self.cx.tree().pids(None));
         let mut found: Vec<(u64, i32)> = snap
             .named(name)
             .map(|p| (p.stat.start_ticks, p.stat.pid))
@@ -481,22 +615,24 @@ impl Trial<'_> {
         if sig == Signal::SIGKILL {
             return;
         }
-        let end = self.deadline;
+        let end = self.watch.deadline();
         loop {
             match crate::proc::signal_pending(pid, sig as i32) {
                 Pending::Delivered | Pending::Gone => return,
                 Pending::Blocked => {
-                    self.note(format!(
+                    self.log.note(format!(
                         "  {sig} stays pending: every thread of {pid} blocks it"
                     ));
                     return;
                 }
                 Pending::Stopped => {
-                    self.note(format!("  {sig} stays pending: {pid} is stopped"));
+                    self.log
+                        .note(format!("  {sig} stays pending: {pid} is stopped"));
                     return;
                 }
                 Pending::Pending if Instant::now() >= end => {
-                    self.note(format!("  {sig} still pending in {pid} at the deadline"));
+                    self.log
+                        .note(format!("  {sig} still pending in {pid} at the deadline"));
                     return;
                 }
                 Pending::Pending => std::thread::sleep(Duration::from_micros(200)),

@@ -5,15 +5,15 @@
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::judge::exit_info;
-use super::state::{Proc, Trial};
+use super::launch::Procs;
+use super::state::{Context, Log, Proc};
 use crate::isolation::Part;
-use crate::monitor::{Diagnosis, Snapshot, comm_matches};
+use crate::monitor::{Diagnosis, Monitor, Snapshot, comm_matches};
 use crate::proc::SyscallState;
-use crate::scenario::{QuiescenceOf, Stream};
+use crate::scenario::{QuiescenceOf, Scenario, Stream};
 
 /// x86_64 `ioctl`.
 const IOCTL: u64 = 16;
@@ -89,50 +89,90 @@ impl Cond {
     }
 }
 
-impl Trial<'_> {
-    fn cond_holds(&mut self, cond: &Cond, snap: &Snapshot) -> bool {
-        match cond {
-            Cond::Blocked { .. } => cond.blocked_in(snap),
-            Cond::Process(name) => snap.named(name).next().is_some(),
-            Cond::Output(re, stream) => self
-                .subject
-                .as_ref()
-                .is_some_and(|s| re.is_match(&s.streams.text(*stream))),
-            Cond::SubjectExited => self
-                .subject
-                .as_mut()
-                .is_some_and(|s| s.poll_exit().is_some()),
-            Cond::AuxExited(name) => self
-                .aux
-                .iter_mut()
-                .find(|p| &p.name == name)
-                .is_some_and(|p| p.poll_exit().is_some()),
-            Cond::Path(p) => p.exists(),
+/// The watchdog of the steps: the deadline, the monitor that sees quiescence, and when the
+/// verdict fell.
+pub(crate) struct Watch {
+    deadline: Instant,
+    monitor: Monitor,
+    /// The trial's output total when last looked at (new output is activity).
+    last_output: usize,
+    verdict_at: Option<Instant>,
+}
+
+/// What a wait looks at besides the watchdog: the trial, its processes and its log.
+pub(crate) struct Waiting<'w, 'a> {
+    pub cx: &'w Context<'a>,
+    pub procs: &'w mut Procs,
+    pub log: &'w mut Log,
+}
+
+impl Watch {
+    /// A watchdog whose deadline and quiescence window run from `start`.
+    pub fn new(start: Instant, scenario: &Scenario) -> Watch {
+        let deadline = start + scenario.deadline;
+        Watch {
+            deadline,
+            monitor: Monitor::new(start, deadline, scenario.quiescence),
+            last_output: 0,
+            verdict_at: None,
+        }
+    }
+
+    /// Runs the deadline and the quiescence window from `start` instead (when the subject
+    /// starts).
+    pub fn restart(&mut self, start: Instant, scenario: &Scenario) {
+        self.deadline = start + scenario.deadline;
+        self.monitor = Monitor::new(start, self.deadline, scenario.quiescence);
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The trial did something at `now` (a step acted, output came).
+    pub fn activity(&mut self, now: Instant) {
+        self.monitor.activity(now);
+    }
+
+    /// When the verdict fell, if it did.
+    pub fn verdict_at(&self) -> Option<Instant> {
+        self.verdict_at
+    }
+
+    /// The verdict fell at `at` (unless `keep_earlier` and it had fallen before).
+    pub fn verdict(&mut self, at: Instant, keep_earlier: bool) {
+        if !(keep_earlier && self.verdict_at.is_some()) {
+            self.verdict_at = Some(at);
         }
     }
 
     /// Waits until `cond` holds; the tree's quiescence, the deadline, the subject's exit (for
     /// conditions it cannot meet once gone) and `timeout` end the wait otherwise.
-    pub fn wait_for(&mut self, cond: &Cond, timeout: Option<Duration>) -> WaitEnd {
+    pub fn wait_for(
+        &mut self,
+        mut w: Waiting<'_, '_>,
+        cond: &Cond,
+        timeout: Option<Duration>,
+    ) -> WaitEnd {
         let step_end = timeout.map(|t| Instant::now() + t);
-        let window = self.spec.scenario.quiescence;
+        let window = w.cx.scenario().quiescence;
         let tick = (window / 20).clamp(Duration::from_millis(2), Duration::from_millis(10));
         loop {
-            if self.engine.cancel.load(Ordering::SeqCst) {
+            if w.cx.cancelled() {
                 return WaitEnd::Cancelled;
             }
-            let subject_exit = self.subject.as_mut().and_then(Proc::poll_exit);
-            let snap = Snapshot::take(&self.tree.pids(None));
-            if self.cond_holds(cond, &snap) {
+            let subject_exit = w.procs.subject_mut().and_then(Proc::poll_exit);
+            let snap = Snapshot::take(&w.cx.tree().pids(None));
+            if cond_holds(w.procs, cond, &snap) {
                 return WaitEnd::Met;
             }
             // Judge quiescence at the instant the snapshot was taken, so the diagnosis's
             // durations are never shorter than the window.
             let now = snap.taken;
-            if let Some(end) = self.subject_gone(cond, subject_exit, now) {
+            if let Some(end) = subject_gone(w.procs, cond, subject_exit, now) {
                 return end;
             }
-            if let Some(end) = self.watchdog(&snap, now) {
+            if let Some(end) = self.watchdog(&mut w, &snap, now) {
                 return end;
             }
             if let Some(end) = step_end
@@ -144,43 +184,26 @@ impl Trial<'_> {
                     cond.describe()
                 ));
             }
-            self.tick(tick.min(self.deadline.saturating_duration_since(now)));
+            tick_on(
+                w.procs,
+                tick.min(self.deadline.saturating_duration_since(now)),
+            );
         }
-    }
-
-    /// The end of a wait the subject's exit makes unreachable (every condition but another
-    /// process's exit or a file), once its output is in.
-    fn subject_gone(
-        &self,
-        cond: &Cond,
-        subject_exit: Option<(std::process::ExitStatus, Instant)>,
-        now: Instant,
-    ) -> Option<WaitEnd> {
-        let (status, at) = subject_exit?;
-        if matches!(cond, Cond::AuxExited(_) | Cond::Path(_)) {
-            return None;
-        }
-        // Output may still be in flight: check once more when the pipes are drained.
-        let drained = self
-            .subject
-            .as_ref()
-            .is_none_or(|s| s.streams.open_readers() == 0);
-        (drained || now.saturating_duration_since(at) > Duration::from_millis(200)).then(|| {
-            WaitEnd::Failed(format!(
-                "the subject ended ({}) before {}",
-                exit_info(status),
-                cond.describe()
-            ))
-        })
     }
 
     /// Feeds the monitor and calls a hang on quiescence for the window or at the deadline.
-    fn watchdog(&mut self, snap: &Snapshot, now: Instant) -> Option<WaitEnd> {
-        let judged = self.judged_pids();
+    fn watchdog(
+        &mut self,
+        w: &mut Waiting<'_, '_>,
+        snap: &Snapshot,
+        now: Instant,
+    ) -> Option<WaitEnd> {
+        let scenario = w.cx.scenario();
+        let judged = judged_pids(w.cx);
         let output = match &judged {
             // Only the subject's output is its activity: a client's timeout message is not.
-            Some(_) => self.subject.iter().map(|p| p.streams.total()).sum(),
-            None => self.procs().map(|p| p.streams.total()).sum(),
+            Some(_) => w.procs.subject().iter().map(|p| p.streams().total()).sum(),
+            None => w.procs.all().map(|p| p.streams().total()).sum(),
         };
         if output != self.last_output {
             self.last_output = output;
@@ -192,51 +215,82 @@ impl Trial<'_> {
         };
         // Reached with the subject gone only for conditions other processes can still meet.
         let reason = if self.monitor.quiescent_for_window(now) {
-            format!(
-                "quiescent for {} ms",
-                self.spec.scenario.quiescence.as_millis()
-            )
+            format!("quiescent for {} ms", scenario.quiescence.as_millis())
         } else if now >= self.deadline {
-            format!(
-                "deadline of {} ms passed",
-                self.spec.scenario.deadline.as_millis()
-            )
+            format!("deadline of {} ms passed", scenario.deadline.as_millis())
         } else {
             return None;
         };
         self.verdict_at = Some(now);
-        self.note(format!("hang: {reason}"));
+        w.log.note(format!("hang: {reason}"));
         Some(WaitEnd::Hang(self.monitor.diagnose(snap, &reason)))
     }
+}
 
-    /// The processes whose quiescence decides (`quiescence_of = "subject"`: the subject's tree);
-    /// `None`: every process of the trial.
-    fn judged_pids(&self) -> Option<BTreeSet<i32>> {
-        match self.spec.scenario.quiescence_of {
-            QuiescenceOf::Trial => None,
-            QuiescenceOf::Subject => {
-                Some(self.tree.pids(Some(Part::Subject)).into_iter().collect())
-            }
-        }
+fn cond_holds(procs: &mut Procs, cond: &Cond, snap: &Snapshot) -> bool {
+    match cond {
+        Cond::Blocked { .. } => cond.blocked_in(snap),
+        Cond::Process(name) => snap.named(name).next().is_some(),
+        Cond::Output(re, stream) => procs
+            .subject()
+            .is_some_and(|s| re.is_match(&s.streams().text(*stream))),
+        Cond::SubjectExited => procs.subject_mut().is_some_and(|s| s.poll_exit().is_some()),
+        Cond::AuxExited(name) => procs
+            .aux_named(name)
+            .is_some_and(|p| p.poll_exit().is_some()),
+        Cond::Path(p) => p.exists(),
     }
+}
 
-    /// Sleeps `wait`, waking at once if the subject exits.
-    fn tick(&self, wait: Duration) {
-        let pidfd = self
-            .subject
-            .as_ref()
-            .filter(|s| s.exit.is_none())
-            .and_then(|s| s.pidfd.as_ref());
-        match pidfd {
-            Some(fd) => {
-                let mut fds = [nix::poll::PollFd::new(
-                    fd.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                )];
-                let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
-            }
-            None => std::thread::sleep(wait),
+/// The end of a wait the subject's exit makes unreachable (every condition but another
+/// process's exit or a file), once its output is in.
+fn subject_gone(
+    procs: &Procs,
+    cond: &Cond,
+    subject_exit: Option<(std::process::ExitStatus, Instant)>,
+    now: Instant,
+) -> Option<WaitEnd> {
+    let (status, at) = subject_exit?;
+    if matches!(cond, Cond::AuxExited(_) | Cond::Path(_)) {
+        return None;
+    }
+    // Output may still be in flight: check once more when the pipes are drained.
+    let drained = procs
+        .subject()
+        .is_none_or(|s| s.streams().open_readers() == 0);
+    (drained || now.saturating_duration_since(at) > Duration::from_millis(200)).then(|| {
+        WaitEnd::Failed(format!(
+            "the subject ended ({}) before {}",
+            exit_info(status),
+            cond.describe()
+        ))
+    })
+}
+
+/// The processes whose quiescence decides (`quiescence_of = "subject"`: the subject's tree);
+/// `None`: every process of the trial.
+fn judged_pids(cx: &Context<'_>) -> Option<BTreeSet<i32>> {
+    match cx.scenario().quiescence_of {
+        QuiescenceOf::Trial => None,
+        QuiescenceOf::Subject => Some(cx.tree().pids(Some(Part::Subject)).into_iter().collect()),
+    }
+}
+
+/// Sleeps `wait`, waking at once if the subject exits.
+fn tick_on(procs: &Procs, wait: Duration) {
+    let pidfd = procs
+        .subject()
+        .filter(|s| s.exit().is_none())
+        .and_then(Proc::pidfd);
+    match pidfd {
+        Some(fd) => {
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
         }
+        None => std::thread::sleep(wait),
     }
 }
