@@ -117,10 +117,25 @@ pub fn trial_ended(marker: &str) {
     RUNNING.lock().remove(marker);
 }
 
+/// Why the leftover watch cannot run on this machine.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("fanotify_init: {0}")]
+    Init(#[source] std::io::Error),
+    #[error("fanotify cannot watch {roots}: {source}")]
+    Unwatchable {
+        roots: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the watcher thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 /// The process's watcher, started on first use; `Err` with the reason when fanotify cannot
 /// watch here.
-pub fn watcher() -> Result<&'static Watcher, &'static str> {
-    static WATCHER: OnceLock<Result<&'static Watcher, String>> = OnceLock::new();
+pub fn watcher() -> Result<&'static Watcher, &'static WatchError> {
+    static WATCHER: OnceLock<Result<&'static Watcher, WatchError>> = OnceLock::new();
     WATCHER
         .get_or_init(|| {
             let watch = Watch::open()?;
@@ -132,12 +147,11 @@ pub fn watcher() -> Result<&'static Watcher, &'static str> {
             std::thread::Builder::new()
                 .name("wedge-leftovers".into())
                 .spawn(move || watch.run(w))
-                .map_err(|e| format!("cannot start the watcher thread: {e}"))?;
+                .map_err(WatchError::Thread)?;
             Ok(w)
         })
         .as_ref()
         .map(|w| *w)
-        .map_err(String::as_str)
 }
 
 impl Watcher {
@@ -251,7 +265,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn open() -> Result<Watch, String> {
+    fn open() -> Result<Watch, WatchError> {
         // SAFETY: fanotify_init with constant flags; the result is checked.
         let raw = unsafe {
             libc::fanotify_init(
@@ -263,10 +277,7 @@ impl Watch {
             )
         };
         if raw < 0 {
-            return Err(format!(
-                "fanotify_init: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(WatchError::Init(std::io::Error::last_os_error()));
         }
         // SAFETY: fanotify_init returned a new descriptor this function owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -298,11 +309,10 @@ impl Watch {
             }
         }
         if watched == 0 {
-            return Err(format!(
-                "fanotify cannot watch {}: {}",
-                ROOTS.join(", "),
-                std::io::Error::last_os_error()
-            ));
+            return Err(WatchError::Unwatchable {
+                roots: ROOTS.join(", "),
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(Watch {
             fd,

@@ -12,10 +12,43 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::isolation::{TreeKind, cgroup_dir, stale_run_dirs};
+
+/// Why a limit a trial needs could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("the trial has no cgroup")]
+    NoTrialCgroup,
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// This machine has no controller for it, and why.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("cannot set {} to {value}: {source}", file.display())]
+    Set {
+        file: PathBuf,
+        value: u64,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a `memory_max` text is not a size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("\"{0}\" is not a size (bytes, or a number with K, M or G)")]
+    NotASize(String),
+    #[error("\"{0}\" is too large")]
+    TooLarge(String),
+}
 
 /// `pids.max` of a trial whose scenario names none: far above what a test subject starts, far
 /// below what starves a host.
@@ -186,7 +219,7 @@ pub fn apply(
     limits: &Limits,
     trial_dir: Option<&Path>,
     marker: &str,
-) -> Result<Applied, String> {
+) -> Result<Applied, LimitError> {
     let mut applied = Applied::default();
     let wanted = [
         (
@@ -219,7 +252,11 @@ pub fn apply(
         let file = dir.join(c.limit_file(v2));
         if let Err(e) = fs::write(&file, value.to_string()) {
             let _ = applied.remove();
-            return Err(format!("cannot set {} to {value}: {e}", file.display()));
+            return Err(LimitError::Set {
+                file,
+                value,
+                source: e,
+            });
         }
         applied.notes.push(format!("{} = {value}", file.display()));
         if c == Controller::Memory {
@@ -237,17 +274,18 @@ enum Place {
     Made(PathBuf),
 }
 
-fn place(home: &Home, trial_dir: Option<&Path>, marker: &str) -> Result<Place, String> {
+fn place(home: &Home, trial_dir: Option<&Path>, marker: &str) -> Result<Place, LimitError> {
     match (home, trial_dir) {
         (Home::TrialCgroup { v2 }, Some(d)) => Ok(Place::Trial(d.to_path_buf(), *v2)),
-        (Home::TrialCgroup { .. }, None) => Err("the trial has no cgroup".to_string()),
+        (Home::TrialCgroup { .. }, None) => Err(LimitError::NoTrialCgroup),
         (Home::V1(parent), _) => {
             let dir = parent.join(format!("wedge-{marker}"));
-            fs::create_dir(&dir)
-                .map(|()| Place::Made(dir.clone()))
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+            match fs::create_dir(&dir) {
+                Ok(()) => Ok(Place::Made(dir)),
+                Err(source) => Err(LimitError::CreateDir { dir, source }),
+            }
         }
-        (Home::Unavailable(why), _) => Err(why.clone()),
+        (Home::Unavailable(why), _) => Err(LimitError::Unavailable(why.clone())),
     }
 }
 
@@ -326,7 +364,7 @@ pub fn oom_kill_count(text: &str) -> Option<u64> {
 }
 
 /// A memory size: bytes, or a number with a binary suffix `K`, `M`, `G` (e.g. `"64M"`).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let t = text.trim();
     let (digits, shift) = match t.char_indices().last() {
         Some((i, 'K' | 'k')) => (&t[..i], 10),
@@ -336,9 +374,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     };
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("\"{text}\" is not a size (bytes, or a number with K, M or G)"))?;
+        .map_err(|_| SizeError::NotASize(text.to_string()))?;
     n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("\"{text}\" is too large"))
+        .ok_or_else(|| SizeError::TooLarge(text.to_string()))
 }
 
 #[cfg(test)]
@@ -357,6 +395,7 @@ mod tests {
         assert!(
             parse_size("99999999999999G")
                 .unwrap_err()
+                .to_string()
                 .contains("too large")
         );
     }
@@ -441,6 +480,6 @@ mod tests {
             "m",
         )
         .unwrap_err();
-        assert_eq!(e, "no memory");
+        assert_eq!(e.to_string(), "no memory");
     }
 }

@@ -140,18 +140,27 @@ impl Mode {
     }
 
     /// Parses the options before `--`.
-    pub fn parse(options: &[String]) -> Result<Mode, String> {
+    pub fn parse(options: &[String]) -> Result<Mode, ModeError> {
         match options {
             [] => Ok(Mode::NewNamespace { lifeline: false }),
             [o] if o == "--lifeline" => Ok(Mode::NewNamespace { lifeline: true }),
             [o] if o == "--no-pidns" => Ok(Mode::NoNamespace),
             [o, pid] if o == "--join" => match pid.parse::<i32>() {
                 Ok(p) if p > 0 => Ok(Mode::Join(p)),
-                _ => Err(format!("--join needs a pid, not {pid:?}")),
+                _ => Err(ModeError::JoinWithoutPid(pid.clone())),
             },
-            other => Err(format!("unknown options {other:?}")),
+            other => Err(ModeError::Unknown(other.to_vec())),
         }
     }
+}
+
+/// Why the keeper's options do not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModeError {
+    #[error("--join needs a pid, not {0:?}")]
+    JoinWithoutPid(String),
+    #[error("unknown options {0:?}")]
+    Unknown(Vec<String>),
 }
 
 const USAGE: &str = "usage: wedge-init [--lifeline | --join PID | --no-pidns] -- PROGRAM [ARGS...]";

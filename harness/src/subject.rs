@@ -12,6 +12,18 @@ use rand_chacha::ChaCha8Rng;
 use crate::cell::Cell;
 use crate::scenario::{Program, Scenario, StdinMode, interpolate, rand_bounds, splice};
 
+/// Why a command line could not be made for this cell and trial.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// Placeholders or `{AXIS...}` lists that did not fill (the scenario layer says why).
+    #[error("{0}")]
+    Placeholder(String),
+    #[error("the argv is empty once `{{AXIS...}}` lists are spliced in")]
+    EmptyArgv,
+    #[error("program \"{name}\" not found in {} (set WEDGE_BIN_DIR) or PATH", bin_dir.display())]
+    NotFound { name: String, bin_dir: PathBuf },
+}
+
 /// The directory of wedge's binaries (`wedge-run`, `wedge-agent`, `wedge-subject`): `$WEDGE_BIN_DIR`,
 /// else the directory of the running executable (its parent when that is cargo's `deps/`).
 pub fn bin_dir() -> PathBuf {
@@ -94,16 +106,17 @@ impl Vars {
     }
 
     /// Interpolates `{placeholders}` (validated when the scenario was loaded).
-    pub fn fill(&self, text: &str) -> Result<String, String> {
-        interpolate(text, &|n| self.get(n))
+    pub fn fill(&self, text: &str) -> Result<String, SubjectError> {
+        interpolate(text, &|n| self.get(n)).map_err(SubjectError::Placeholder)
     }
 
     /// An argv with placeholders filled and each whole `{AXIS...}` element replaced by the
     /// cell's list of that table axis (its strings filled too): for every argv wedge starts.
-    pub fn fill_argv(&self, argv: &[String]) -> Result<Vec<String>, String> {
+    pub fn fill_argv(&self, argv: &[String]) -> Result<Vec<String>, SubjectError> {
         splice(argv, &|axis| self.splices.get(axis).cloned(), &|t| {
-            self.fill(t)
+            interpolate(t, &|n| self.get(n))
         })
+        .map_err(SubjectError::Placeholder)
     }
 }
 
@@ -136,16 +149,16 @@ impl Launch {
 
 /// The argv a `command` subject (or a `spawn` step) starts: `argv[0]` resolved, the rest its
 /// arguments, after filling and splicing.
-pub fn command_argv(vars: &Vars, argv: &[String]) -> Result<(PathBuf, Vec<String>), String> {
+pub fn command_argv(vars: &Vars, argv: &[String]) -> Result<(PathBuf, Vec<String>), SubjectError> {
     let argv = vars.fill_argv(argv)?;
     let Some((first, rest)) = argv.split_first() else {
-        return Err("the argv is empty once `{AXIS...}` lists are spliced in".to_string());
+        return Err(SubjectError::EmptyArgv);
     };
     Ok((program(first, vars)?, rest.to_vec()))
 }
 
 /// A subject's working directory with its placeholders filled in.
-pub fn fill_cwd(vars: &Vars, cwd: &Option<String>) -> Result<Option<PathBuf>, String> {
+pub fn fill_cwd(vars: &Vars, cwd: &Option<String>) -> Result<Option<PathBuf>, SubjectError> {
     cwd.as_ref()
         .map(|c| vars.fill(c).map(PathBuf::from))
         .transpose()
@@ -154,14 +167,14 @@ pub fn fill_cwd(vars: &Vars, cwd: &Option<String>) -> Result<Option<PathBuf>, St
 fn fill_env(
     vars: &Vars,
     env: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, SubjectError> {
     env.iter()
         .map(|(k, v)| Ok((k.clone(), vars.fill(v)?)))
         .collect()
 }
 
 /// An optional flag: the given value, else the cell's value of `axis`.
-fn flag(vars: &Vars, given: &Option<String>, axis: &str) -> Result<Option<String>, String> {
+fn flag(vars: &Vars, given: &Option<String>, axis: &str) -> Result<Option<String>, SubjectError> {
     match given {
         Some(v) => vars.fill(v).map(Some),
         None => Ok(vars.cell.get(axis).map(str::to_string)),
@@ -169,17 +182,15 @@ fn flag(vars: &Vars, given: &Option<String>, axis: &str) -> Result<Option<String
 }
 
 /// A program from a scenario, resolved or an error naming what is missing.
-pub fn program(name: &str, vars: &Vars) -> Result<PathBuf, String> {
-    resolve_program(name, &vars.bin_dir).ok_or_else(|| {
-        format!(
-            "program \"{name}\" not found in {} (set WEDGE_BIN_DIR) or PATH",
-            vars.bin_dir.display()
-        )
+pub fn program(name: &str, vars: &Vars) -> Result<PathBuf, SubjectError> {
+    resolve_program(name, &vars.bin_dir).ok_or_else(|| SubjectError::NotFound {
+        name: name.to_string(),
+        bin_dir: vars.bin_dir.clone(),
     })
 }
 
 /// The subject's command line in this cell.
-pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String> {
+pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, SubjectError> {
     let subject = &scenario.subject;
     let (program, args, failpoints_var) = match &subject.program {
         Program::Command { argv } => {
@@ -208,7 +219,7 @@ pub fn subject_launch(scenario: &Scenario, vars: &Vars) -> Result<Launch, String
 }
 
 /// `[--policy P] [--sandbox S] [--variant V] [--drain-ms MS] ARGS -- COMMAND...`.
-fn wedge_run_args(program: &Program, vars: &Vars) -> Result<Vec<String>, String> {
+fn wedge_run_args(program: &Program, vars: &Vars) -> Result<Vec<String>, SubjectError> {
     let Program::WedgeRun {
         command,
         policy,
@@ -244,7 +255,7 @@ fn wedge_run_args(program: &Program, vars: &Vars) -> Result<Vec<String>, String>
 }
 
 /// `serve --socket PATH [--workers N] [--strategy S] ARGS`.
-fn wedge_agent_args(program: &Program, vars: &Vars) -> Result<Vec<String>, String> {
+fn wedge_agent_args(program: &Program, vars: &Vars) -> Result<Vec<String>, SubjectError> {
     let Program::WedgeAgent {
         socket,
         workers,
@@ -358,7 +369,7 @@ argv = ["{runtime...}", "true", "{runtime}"]
         assert_eq!(vars_for(&cells[1]).fill_argv(&argv).unwrap(), ["0"]);
         let only: Vec<String> = vec!["{runtime...}".into()];
         let e = command_argv(&vars_for(&cells[1]), &only).unwrap_err();
-        assert!(e.contains("argv is empty"), "{e}");
+        assert!(e.to_string().contains("argv is empty"), "{e}");
     }
 
     #[test]
@@ -376,7 +387,7 @@ argv = ["{runtime...}", "true", "{runtime}"]
             rng: Vars::rng_for(7),
         };
         let e = program("wedge-no-such-binary", &vars).unwrap_err();
-        assert!(e.contains("wedge-no-such-binary"), "{e}");
+        assert!(e.to_string().contains("wedge-no-such-binary"), "{e}");
         assert_eq!(vars.fill("{seed}-{trial}-{tmp}").unwrap(), "7-3-/t");
         let drawn: u64 = vars.fill("{rand:10-20}").unwrap().parse().unwrap();
         assert!((10..=20).contains(&drawn));

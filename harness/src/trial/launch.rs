@@ -14,6 +14,7 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::{StartError, StepError};
 use super::state::{Context, Log, Proc};
 use crate::isolation::Part;
 use crate::marker::{MARKER_VAR, PART_VAR};
@@ -52,7 +53,7 @@ impl Procs {
         cx: &Context<'_>,
         failpoints: &[String],
         log: &mut Log,
-    ) -> Result<Instant, String> {
+    ) -> Result<Instant, StartError> {
         let launch = subject::subject_launch(cx.scenario(), cx.ground().vars())?;
         log.note(format!("start {}", launch.display()));
         // Time runs from just before the fork: the subject may run before spawn() returns.
@@ -62,9 +63,12 @@ impl Procs {
             part: Part::Subject,
             failpoints,
         };
-        let (proc, stdin, master) = self
-            .spawn(cx, &launch, how)
-            .map_err(|e| format!("starting {}: {e}", launch.program.display()))?;
+        let (proc, stdin, master) =
+            self.spawn(cx, &launch, how)
+                .map_err(|source| StartError::Spawn {
+                    program: launch.program.clone(),
+                    source,
+                })?;
         // The keeper leads the subject's process group (the subject runs in it).
         self.subject_pgid = Some(proc.keeper());
         self.stdin = stdin;
@@ -135,14 +139,12 @@ impl Procs {
     }
 
     /// Ends the subject's input: EOF on its terminal, or its pipe closed.
-    pub fn close_stdin(&mut self) -> Result<(), String> {
+    pub fn close_stdin(&mut self) -> Result<(), StepError> {
         if let Some(master) = &mut self.pty_master {
             // End of file on a terminal: VEOF at the start of a line.
-            master
-                .write_all(b"\n\x04")
-                .map_err(|e| format!("sending EOF to the terminal: {e}"))
+            master.write_all(b"\n\x04").map_err(StepError::Eof)
         } else if self.stdin.take().is_none() {
-            Err("stdin is already closed (or not a pipe)".to_string())
+            Err(StepError::StdinClosed)
         } else {
             Ok(())
         }

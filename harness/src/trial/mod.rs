@@ -15,6 +15,7 @@
 //! a run share.
 
 mod engine;
+mod error;
 pub mod judge;
 mod launch;
 mod record;
@@ -55,7 +56,7 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
     let (ground, log) = match setup::set_up(engine, spec, &marker) {
         Ok(set) => set,
         Err(reason) => {
-            let judged = judge::Judgement::error(reason);
+            let judged = judge::Judgement::error(reason.to_string());
             let tails = (String::new(), String::new());
             let observed = judge::Observed::default();
             return Some(record::assemble(

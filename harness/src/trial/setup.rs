@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::engine::{Engine, TrialSpec};
+use super::error::SetupError;
 use super::state::Log;
 use crate::isolation::TrialTree;
 use crate::limits::Applied;
@@ -69,15 +70,12 @@ pub(crate) fn set_up(
     engine: &Engine,
     spec: &TrialSpec<'_>,
     marker: &str,
-) -> Result<(Ground, Log), String> {
+) -> Result<(Ground, Log), SetupError> {
     let dir = engine.temp_root.join(format!("wedge-trial-{marker}"));
     let tmp = dir.join("tmp");
     let work = dir.join("work");
-    if let Err(e) = fs::create_dir_all(&tmp).and_then(|()| fs::create_dir_all(&work)) {
-        return Err(format!(
-            "cannot create the trial directory {}: {e}",
-            dir.display()
-        ));
+    if let Err(source) = fs::create_dir_all(&tmp).and_then(|()| fs::create_dir_all(&work)) {
+        return Err(SetupError::Dir { dir, source });
     }
     let (tree, limits) = contain(engine, spec, marker).inspect_err(|_| {
         let _ = fs::remove_dir_all(&dir);
@@ -137,9 +135,8 @@ fn contain(
     engine: &Engine,
     spec: &TrialSpec<'_>,
     marker: &str,
-) -> Result<(TrialTree, Applied), String> {
-    let tree = TrialTree::create(&engine.tree_kind, marker)
-        .map_err(|e| format!("cannot create the trial's cgroup: {e}"))?;
+) -> Result<(TrialTree, Applied), SetupError> {
+    let tree = TrialTree::create(&engine.tree_kind, marker).map_err(SetupError::Tree)?;
     match crate::limits::apply(&engine.limits, &spec.scenario.limits, tree.dir(), marker) {
         Ok(limits) => {
             tree.add_own_dirs(limits.v1_dirs());
@@ -147,7 +144,7 @@ fn contain(
         }
         Err(e) => {
             let _ = tree.remove();
-            Err(format!("cannot limit the trial: {e}"))
+            Err(SetupError::Limit(e))
         }
     }
 }

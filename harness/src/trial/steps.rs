@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::error::{StartError, StepError};
 use super::judge::{Observed, StepsEnd, exit_info, exit_matches};
 use super::launch::Procs;
 use super::state::{Context, Log, Proc, describe_pid};
@@ -24,7 +25,7 @@ use crate::proc::Pending;
 use crate::scenario::{
     Action, ExitSpec, IoctlRequest, StdinMode, Syscall, Target, Which, describe_exit_spec,
 };
-use crate::subject::{self, Launch, Vars};
+use crate::subject::{self, Launch, SubjectError, Vars};
 
 /// `; stderr: …` with the last line of a process's output, for a failure reason.
 fn output_of(p: &Proc) -> String {
@@ -51,7 +52,7 @@ fn describe_exit(info: &crate::record::ExitInfo) -> String {
 }
 
 /// What a step that does not end the script returns; `Some` ends a wait.
-type StepResult = Result<Option<WaitEnd>, String>;
+type StepResult = Result<Option<WaitEnd>, StepError>;
 
 /// The steps phase: what it owns while the cell's steps run (and, after the verdict, the
 /// `[[teardown]]` steps), and hands to teardown when done.
@@ -104,15 +105,16 @@ impl<'a> Steps<'a> {
                 continue;
             }
             if step.action == Action::Start
-                && let Err(reason) = self.start_subject()
+                && let Err(e) = self.start_subject()
             {
-                return WaitEnd::Error(reason);
+                return WaitEnd::Error(e.to_string());
             }
             match self.step(&step.action) {
                 Ok(None | Some(WaitEnd::Met)) => {}
-                Ok(Some(WaitEnd::Failed(reason))) | Err(reason) => {
+                Ok(Some(WaitEnd::Failed(reason))) => {
                     return WaitEnd::Failed(format!("{at}: {reason}"));
                 }
+                Err(e) => return WaitEnd::Failed(format!("{at}: {e}")),
                 Ok(Some(end)) => return end,
             }
         }
@@ -124,7 +126,7 @@ impl<'a> Steps<'a> {
     }
 
     /// Starts the subject; the log's stamps, the deadline and the watchdog run from then.
-    fn start_subject(&mut self) -> Result<(), String> {
+    fn start_subject(&mut self) -> Result<(), StartError> {
         let start = self
             .procs
             .start_subject(&self.cx, &self.failpoints, &mut self.log)?;
@@ -212,12 +214,12 @@ impl<'a> Steps<'a> {
     }
 
     /// One teardown step (`run`, `sleep`, `signal` to named processes: checked at load).
-    fn teardown_step(&mut self, action: &Action) -> Result<(), String> {
+    fn teardown_step(&mut self, action: &Action) -> Result<(), StepError> {
         match self.step(action)? {
             None | Some(WaitEnd::Met) => Ok(()),
-            Some(WaitEnd::Failed(reason) | WaitEnd::Error(reason)) => Err(reason),
-            Some(WaitEnd::Cancelled) => Err("cancelled".to_string()),
-            Some(WaitEnd::Hang(d)) => Err(format!("hang: {}", d.summary)),
+            Some(WaitEnd::Failed(reason) | WaitEnd::Error(reason)) => Err(StepError::Ended(reason)),
+            Some(WaitEnd::Cancelled) => Err(StepError::Cancelled),
+            Some(WaitEnd::Hang(d)) => Err(StepError::Hang(d.summary)),
         }
     }
 
@@ -278,7 +280,7 @@ impl<'a> Steps<'a> {
         argv: &[String],
         env: &BTreeMap<String, String>,
         cwd: &Option<String>,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, StepError> {
         // Placeholders filled and `{AXIS...}` lists spliced in, as for the subject.
         let (program, args) = subject::command_argv(self.vars(), argv)?;
         let launch = Launch {
@@ -287,7 +289,7 @@ impl<'a> Steps<'a> {
             env: env
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), self.vars().fill(v)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, SubjectError>>()?,
             cwd: subject::fill_cwd(self.vars(), cwd)?,
             stdin: StdinMode::Null,
             // Failpoints go to the subject only.
@@ -297,7 +299,10 @@ impl<'a> Steps<'a> {
         let index = self
             .procs
             .start_aux(&self.cx, name, &launch)
-            .map_err(|e| format!("spawning {name}: {e}"))?;
+            .map_err(|source| StepError::Spawn {
+                name: name.to_string(),
+                source,
+            })?;
         self.watch.activity(Instant::now());
         Ok(index)
     }
@@ -310,7 +315,7 @@ impl<'a> Steps<'a> {
         index: usize,
         timeout: Duration,
         exit: &ExitSpec,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let end = Instant::now() + timeout;
         let status = loop {
             let p = self.procs.aux_mut(index);
@@ -337,11 +342,11 @@ impl<'a> Steps<'a> {
         let name = p.name().to_string();
         let Some(status) = status else {
             p.kill_keeper();
-            return Err(format!(
-                "{name} did not end within {} ms{}",
-                timeout.as_millis(),
-                output_of(p)
-            ));
+            return Err(StepError::Overran {
+                output: output_of(p),
+                name,
+                timeout_ms: timeout.as_millis(),
+            });
         };
         let info = exit_info(status);
         self.log
@@ -356,12 +361,12 @@ impl<'a> Steps<'a> {
         if exit_matches(exit, info) {
             Ok(())
         } else {
-            Err(format!(
-                "{name} ended with {} where {} was expected{}",
-                describe_exit(&info),
-                describe_exit_spec(exit),
-                output_of(&self.procs.aux()[index])
-            ))
+            Err(StepError::Exit {
+                name,
+                got: describe_exit(&info),
+                wanted: describe_exit_spec(exit),
+                output: output_of(&self.procs.aux()[index]),
+            })
         }
     }
 
@@ -388,12 +393,10 @@ impl<'a> Steps<'a> {
         self.log
             .note(format!("write {} bytes to stdin", data.len()));
         let Some(result) = self.procs.write_stdin(data.as_bytes()) else {
-            return Err("stdin is closed (or not a pipe)".to_string());
+            return Err(StepError::NoStdin);
         };
         self.watch.activity(Instant::now());
-        result
-            .map(|()| None)
-            .map_err(|e| format!("writing to stdin: {e}"))
+        result.map(|()| None).map_err(StepError::Write)
     }
 
     fn close_stdin(&mut self) -> StepResult {
@@ -423,7 +426,7 @@ impl<'a> Steps<'a> {
     fn condition<'s>(
         &self,
         action: &'s Action,
-    ) -> Result<(Cond, Option<Duration>, Option<&'s ExitSpec>), String> {
+    ) -> Result<(Cond, Option<Duration>, Option<&'s ExitSpec>), StepError> {
         let fill = |text: &Option<String>| text.as_ref().map(|t| self.vars().fill(t)).transpose();
         Ok(match action {
             Action::WaitBlocked {
@@ -458,7 +461,7 @@ impl<'a> Steps<'a> {
                 timeout,
             } => {
                 let p = self.vars().fill(pattern)?;
-                let re = regex::Regex::new(&p).map_err(|e| e.to_string())?;
+                let re = regex::Regex::new(&p)?;
                 (Cond::Output(re, *stream), *timeout, None)
             }
             Action::WaitExit {
@@ -544,12 +547,12 @@ impl<'a> Steps<'a> {
         }
     }
 
-    fn send_signal(&mut self, sig: Signal, target: &Target) -> Result<(), String> {
+    fn send_signal(&mut self, sig: Signal, target: &Target) -> Result<(), StepError> {
         let subject_pid = self
             .procs
             .subject()
             .map(Proc::pid)
-            .ok_or("the subject is not running")?;
+            .ok_or(StepError::NotRunning)?;
         let targets: Vec<i32> = match target {
             Target::Subject => vec![subject_pid],
             Target::Group => {
@@ -562,7 +565,11 @@ impl<'a> Steps<'a> {
                             .note(format!("  the group is gone; {sig} reaches nobody"));
                         return Ok(());
                     }
-                    r => r.map_err(|e| format!("killpg({pgid}, {sig}): {e}"))?,
+                    r => r.map_err(|source| StepError::Killpg {
+                        pgid,
+                        signal: sig,
+                        source,
+                    })?,
                 }
                 self.sent_to_subject.insert(sig as i32);
                 self.await_delivery(subject_pid, sig);
@@ -584,7 +591,11 @@ impl<'a> Steps<'a> {
                         .note(format!("  {pid} has exited; {sig} reaches nobody"));
                     continue;
                 }
-                r => r.map_err(|e| format!("kill({pid}, {sig}): {e}"))?,
+                r => r.map_err(|source| StepError::Kill {
+                    pid,
+                    signal: sig,
+                    source,
+                })?,
             }
             self.await_delivery(pid, sig);
         }
@@ -592,7 +603,7 @@ impl<'a> Steps<'a> {
     }
 
     /// The trial's processes called `name`, oldest first, narrowed by `which`.
-    fn named(&self, name: &str, which: Which) -> Result<Vec<i32>, String> {
+    fn named(&self, name: &str, which: Which) -> Result<Vec<i32>, StepError> {
         let snap = Snapshot::take(&self.cx.tree().pids(None));
         let mut found: Vec<(u64, i32)> = snap
             .named(name)
@@ -600,7 +611,7 @@ impl<'a> Steps<'a> {
             .collect();
         found.sort_unstable();
         if found.is_empty() {
-            return Err(format!("no process named {name} in the trial"));
+            return Err(StepError::NoProcess(name.to_string()));
         }
         Ok(match which {
             Which::Oldest => vec![found[0].1],

@@ -225,17 +225,19 @@ impl<'a> Teardown<'a> {
     fn allowed_paths(&mut self) -> Vec<glob::Pattern> {
         let mut out = Vec::new();
         for g in self.spec.expectation.allow_leftover_paths.clone() {
-            match self
-                .ground
-                .vars()
-                .fill(&g)
-                .and_then(|f| glob::Pattern::new(&f).map_err(|e| e.to_string()))
-            {
-                Ok(p) => out.push(p),
-                Err(e) => self
-                    .log
-                    .note(format!("allow_leftover_paths \"{g}\" allows nothing: {e}")),
-            }
+            let why = match self.ground.vars().fill(&g) {
+                Err(e) => e.to_string(),
+                Ok(filled) => match glob::Pattern::new(&filled) {
+                    Ok(p) => {
+                        out.push(p);
+                        continue;
+                    }
+                    Err(e) => e.to_string(),
+                },
+            };
+            self.log.note(format!(
+                "allow_leftover_paths \"{g}\" allows nothing: {why}"
+            ));
         }
         out
     }
