@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{StartError, StepError};
-use super::state::{Context, Log, Proc};
+use super::log::Log;
+use super::state::{Context, Proc};
 use crate::isolation::Part;
 use crate::marker::{MARKER_VAR, PART_VAR};
 use crate::output::{Capture, Source};

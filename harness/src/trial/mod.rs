@@ -11,13 +11,14 @@
 //! [`teardown`] (kill, reap, collect output, check leaks, take the `Ground` apart) →
 //! [`judge`] (a pure function of the observations) → [`record`] (the one place a
 //! [`TrialRecord`] is assembled). [`state`] holds what the phases share read-only (the
-//! `Context`) and the values they hand on (the log, a process); [`engine`] what all trials of
-//! a run share.
+//! `Context`) and a started process's handle, [`log`] the log they hand on; [`engine`] what all
+//! trials of a run share.
 
 mod engine;
 mod error;
 pub mod judge;
 mod launch;
+mod log;
 mod record;
 mod setup;
 mod state;

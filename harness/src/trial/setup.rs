@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::engine::{Engine, TrialSpec};
 use super::error::SetupError;
-use super::state::Log;
+use super::log::Log;
 use crate::isolation::TrialTree;
 use crate::limits::Applied;
 use crate::subject::{self, Vars};

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::judge::exit_info;
 use super::launch::Procs;
-use super::state::{Context, Log, Proc};
+use super::log::Log;
+use super::state::{Context, Proc};
 use crate::isolation::Part;
 use crate::monitor::{Diagnosis, Monitor, Snapshot, comm_matches};
 use crate::proc::SyscallState;
