@@ -4,7 +4,8 @@
 //! first process makes the trial's pid namespace and every later one joins it, so nothing any of
 //! them starts can leave the trial (not by moving to another cgroup, not by `setsid` or double
 //! forks) and all of them see the same pids and `/proc`; with `isolation = "cgroup"` they run in
-//! the host's namespaces, contained by the trial's cgroups.
+//! the host's namespaces, contained by the trial's cgroups. [`Procs`] holds what was started (and
+//! the subject's stdin ends and the namespace's lifeline) for the steps, then for teardown.
 
 use std::fs;
 use std::io::{self, Read, Write};

@@ -1,7 +1,8 @@
-//! Ending a trial: settle how the script ended (the subject's exit, what it left running, the
-//! time to the verdict), then kill and reap the whole tree, collect the output, and check that
-//! nothing was left behind (processes, the cgroup, mounts, temp files, the trial directory).
-//! Everything found goes into the observations the judge reads.
+//! Ending a trial: [`Teardown`] takes the `Ground` setup made and the processes and log the
+//! steps handed on, kills and reaps the whole tree, collects the output, and checks that nothing
+//! was left behind (processes, the cgroup, mounts, temp files, the trial directory). Everything
+//! found completes the observations the judge reads. Also here: what the subject left running
+//! when it exited ([`lingering`]), which the steps ask when they settle the script's end.
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -1,6 +1,8 @@
 //! Waiting with the watchdog: a step's condition is polled against snapshots of the tree until
 //! it holds, or the tree is quiescent for the window (a hang, diagnosed), or the deadline
 //! passes (a hang), or the subject's exit makes it unreachable, or the step's own timeout ends.
+//! [`Watch`] is the watchdog's own state (deadline, monitor, when the verdict fell), which the
+//! steps own; a wait borrows the trial's processes and log for its duration ([`Waiting`]).
 
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
