@@ -62,7 +62,7 @@ fn plan_vm(text: &str, vms: &HostVms) -> (Vec<PlannedCell>, TempDir) {
     let s = Scenario::load(&file).unwrap();
     let engine = support::engine();
     plan(
-        &engine,
+        &wedge::host_facts::of_engine(&engine),
         &[Arc::new(s)],
         &PlanOptions {
             backend: Backend::Vm,
