@@ -20,7 +20,7 @@ use crate::cell::{Cell, CellFilter, Shard};
 use crate::limit_spec::Enforcement;
 use crate::probe::ProbeValues;
 use crate::record::Host;
-use crate::scenario::{Expectation, Scenario};
+use crate::scenario::{Expectation, ExpectationOf, Scenario};
 use crate::suite::InputError;
 use crate::trial::trial_seed;
 
@@ -128,6 +128,23 @@ fn planning_probes(target: &Target, facts: &HostFacts) -> Option<ProbeValues> {
     }
 }
 
+/// The expectation `of` a cell on a machine whose probes gave `probes` (`None`: not probed, so
+/// no override keyed on probes applies), its time bounds scaled by `time_scale` (a guest's: an
+/// emulated one is slower by it; 1 on the host). The one resolution every planner uses, the
+/// host's and a guest's re-resolving with its own probes, so the two never disagree.
+pub fn resolve(
+    of: &ExpectationOf<'_>,
+    time_scale: u32,
+    probes: Option<&ProbeValues>,
+) -> Expectation {
+    let mut expectation = of.with(probes);
+    // Time bounds are host times.
+    expectation.within_ms = expectation
+        .within_ms
+        .map(|ms| ms * u64::from(time_scale.max(1)));
+    expectation
+}
+
 /// Cell `cell_index` of `s` as planned on this host.
 fn plan_cell(
     facts: &HostFacts,
@@ -148,14 +165,16 @@ fn plan_cell(
     let values = (s.uses_probes() && skip.is_none())
         .then(|| planning_probes(&target, facts))
         .flatten();
+    let time_scale = match &target {
+        Target::Host => 1,
+        Target::Vm(vm) => vm.time_scale,
+    };
     let version = target.kernel_version(&facts.host);
-    let mut expectation = s.expectation_with(&cell, version, values.as_ref());
-    if let Target::Vm(vm) = &target {
-        // Time bounds are host times; an emulated guest is slower by its scale.
-        expectation.within_ms = expectation
-            .within_ms
-            .map(|ms| ms * u64::from(vm.time_scale));
-    }
+    let expectation = resolve(
+        &s.expectation_of(&cell, version),
+        time_scale,
+        values.as_ref(),
+    );
     let mut trials = options.trials.unwrap_or(s.trials);
     if expectation.min_rate.is_some() {
         // A rate needs trials to mean anything (see gate::MIN_RATE_TRIALS).
@@ -262,5 +281,24 @@ pub fn plan_one(
                 ids.join("  ")
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_applies_probes_then_scales_time_bounds() {
+        let text = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[expect]\nwithin_ms = 100\n\
+                    [[expect.when]]\nprobe = { recv_after_users_exit = \"blocks\" }\nwithin_ms = 200\n";
+        let s = Scenario::parse(std::path::Path::new("r.toml"), text).unwrap();
+        let cell = &s.cells()[0];
+        let of = s.expectation_of(cell, "6.18.0");
+        assert_eq!(resolve(&of, 1, None).within_ms, Some(100));
+        let blocks = ProbeValues::from([("recv_after_users_exit".into(), "blocks".into())]);
+        assert_eq!(resolve(&of, 1, Some(&blocks)).within_ms, Some(200));
+        assert_eq!(resolve(&of, 4, Some(&blocks)).within_ms, Some(800));
+        assert_eq!(resolve(&of, 3, None).within_ms, Some(300));
     }
 }

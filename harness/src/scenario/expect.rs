@@ -288,6 +288,31 @@ impl Expectations {
     }
 }
 
+/// One cell's expectation on one kernel, before the probes of the machine it runs on are known:
+/// what `crate::plan::resolve` resolves.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectationOf<'a> {
+    expect: &'a Expectations,
+    cell: &'a Cell,
+    kernel: &'a str,
+}
+
+impl<'a> ExpectationOf<'a> {
+    pub(crate) fn new(expect: &'a Expectations, cell: &'a Cell, kernel: &'a str) -> Self {
+        ExpectationOf {
+            expect,
+            cell,
+            kernel,
+        }
+    }
+
+    /// The expectation where the probes gave `probes` (`None`: not probed), time bounds as
+    /// written.
+    pub fn with(&self, probes: Option<&ProbeValues>) -> Expectation {
+        self.expect.resolve(self.cell, self.kernel, probes)
+    }
+}
+
 /// Overrides the fields `when` sets.
 fn apply(e: &mut Expectation, s: &WhenSpec) {
     if let Some(o) = s.outcome {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::cell::Cell;
 pub use exit::{describe_exit_spec, parse_signal};
-pub use expect::{Expectation, KernelRequirement};
+pub use expect::{Expectation, ExpectationOf, KernelRequirement};
 pub use locate::{ScenarioError, line_col};
 pub use matrix::Axis;
 pub use placeholders::{BUILTIN_PLACEHOLDERS, interpolate, rand_bounds, splice, splice_name};
@@ -148,6 +148,12 @@ impl Scenario {
     /// override keyed on probes applies).
     pub fn expectation(&self, cell: &Cell, kernel: &str) -> Expectation {
         self.expect.resolve(cell, kernel, None)
+    }
+
+    /// The expectation of `cell` on a kernel with release `kernel`, to resolve with the probes
+    /// of the machine it runs on (`crate::plan::resolve`).
+    pub fn expectation_of<'a>(&'a self, cell: &'a Cell, kernel: &'a str) -> ExpectationOf<'a> {
+        ExpectationOf::new(&self.expect, cell, kernel)
     }
 
     /// The expectation of `cell` on a kernel with release `kernel` whose probes gave `probes`.
