@@ -272,6 +272,12 @@ fn listing_creates_no_cgroup_and_starts_no_process() {
                 dir.display()
             );
             assert!(
+                c.stale.is_dir(),
+                "wedge list {} removed {}",
+                dir.display(),
+                c.stale.display()
+            );
+            assert!(
                 !c.watch.saw_changes(),
                 "wedge list {} made or removed a cgroup in {}",
                 dir.display(),
