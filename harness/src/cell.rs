@@ -1,4 +1,5 @@
-//! A cell of a scenario's matrix: one value per axis, in axis order; `--cell` filters; shards.
+//! A cell of a scenario's matrix: one value per axis, in axis order; `--cell` filters; shards;
+//! each trial's seed and the CPUs a cell asks for. Layer: model (plain data, no I/O).
 
 use std::fmt;
 
@@ -237,6 +238,25 @@ impl std::str::FromStr for Shard {
         }
         Ok(Shard { index, count })
     }
+}
+
+/// The seed of trial `trial` of `cell` in `scenario` with base seed `base`.
+pub fn trial_seed(base: u64, scenario: &str, cell: &Cell, trial: u32) -> u64 {
+    // FNV-1a over the identity, mixed with splitmix64.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in scenario.bytes().chain([0]).chain(cell.id().bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = base ^ h ^ (u64::from(trial)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Pins for a cell: `Some(k)` CPUs when the cell has a `cpus` axis.
+pub fn cpus_wanted(cell: &Cell) -> Option<usize> {
+    cell.get("cpus").and_then(|c| c.parse().ok())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Layer: model. The resource limits a scenario may set (`[scenario] pids_max`, `memory_max`),
 //! their bounds, and which of them a machine can enforce ([`Enforcement`]): plain data, so
 //! scenarios and planning read them without the code that applies limits to cgroups
-//! ([`crate::limits`]).
+//! (the engine's `limits` module).
 //!
 //! Guarantee: a limit a scenario sets is never dropped silently: [`Enforcement::refuses`] names
 //! the first set limit no controller of the machine enforces, and the cell is skipped with it.

@@ -16,13 +16,13 @@
 use std::sync::Arc;
 
 use crate::backend::{Backend, Target, VmHandle, Wants, choose};
+use crate::cell::trial_seed;
 use crate::cell::{Cell, CellFilter, Shard};
 use crate::limit_spec::Enforcement;
-use crate::probe::ProbeValues;
+use crate::probe_ids::ProbeValues;
 use crate::record::Host;
-use crate::scenario::{Expectation, ExpectationOf, Scenario};
+use crate::scenario::{Expectation, ExpectationOf, MIN_RATE_TRIALS, Scenario};
 use crate::suite::InputError;
-use crate::trial::trial_seed;
 
 /// What planning knows about this machine, gathered by the caller before planning.
 #[derive(Debug, Clone)]
@@ -99,7 +99,7 @@ pub fn wants(cell: &Cell, options: &PlanOptions) -> Wants {
             .get("kernel")
             .map(str::to_string)
             .or_else(|| options.kernel.clone()),
-        cpus: crate::trial::cpus_wanted(cell).or(options.cpus),
+        cpus: crate::cell::cpus_wanted(cell).or(options.cpus),
     }
 }
 
@@ -177,8 +177,8 @@ fn plan_cell(
     );
     let mut trials = options.trials.unwrap_or(s.trials);
     if expectation.min_rate.is_some() {
-        // A rate needs trials to mean anything (see gate::MIN_RATE_TRIALS).
-        trials = trials.max(crate::gate::MIN_RATE_TRIALS);
+        // A rate needs trials to mean anything (see MIN_RATE_TRIALS).
+        trials = trials.max(MIN_RATE_TRIALS);
     }
     PlannedCell {
         expectation,

@@ -8,8 +8,29 @@
 use std::fmt;
 
 use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
-use super::spec::ExitSpec;
+/// An exit status as written in a scenario: a code, a word, or a list of them. Deserializing
+/// checks the value (a code in 0..=255, a known word or signal name, a flat non-empty list), so
+/// a bad one is refused where it is written, saying what is accepted.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ExitSpec {
+    /// Exactly this exit code.
+    Code(i32),
+    /// `"success"` (0), `"failure"` (did not succeed: a code ≠ 0 or killed by a signal),
+    /// `"nonzero"` (exited with a code ≠ 0), `"signal"` (killed by any signal), a signal name
+    /// such as `"KILL"`/`"SIGKILL"` (killed by it), or `"any"`.
+    Word(String),
+    /// Any one of these (`exit = [0, 130]`); never empty, never nested.
+    OneOf(Vec<ExitSpec>),
+}
+
+impl<'de> Deserialize<'de> for ExitSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ExitSpec, D::Error> {
+        deserializer.deserialize_any(ExitVisitor { in_list: false })
+    }
+}
 
 /// What an `exit` key accepts, for error messages.
 pub const ACCEPTED: &str = "an exit code 0..=255, \"success\", \"failure\" (a non-zero code \

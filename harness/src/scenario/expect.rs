@@ -15,7 +15,12 @@ use super::locate::{Locator, ScenarioError};
 use super::matrix::{Axis, CellMatch, cell_match, cell_matches};
 use super::spec::{ExitSpec, ExpectSpec, Outcome, WhenSpec};
 use crate::cell::Cell;
-use crate::probe::ProbeValues;
+use crate::probe_ids::ProbeValues;
+
+/// The fewest trials a rate gate (`min_rate`) runs: with fewer, the interval is so wide that a
+/// regression losing half the trials still clears any useful threshold. The planner raises a
+/// rate-gated cell to this count, and the gate fails a cell that has fewer.
+pub const MIN_RATE_TRIALS: u32 = 20;
 
 /// The expectation of one cell, with every override applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,13 +115,13 @@ impl KernelRequirement {
         if !["<", "<=", ">", ">=", "==", "="].contains(&op.as_str()) {
             return None;
         }
-        let version = crate::proc::parse_kernel_version(&text[op_len..])?;
+        let version = parse_kernel_version(&text[op_len..])?;
         Some(KernelRequirement { op, version })
     }
 
     /// Whether kernel `release` satisfies the requirement.
     pub fn holds(&self, release: &str) -> bool {
-        let Some(v) = crate::proc::parse_kernel_version(release) else {
+        let Some(v) = parse_kernel_version(release) else {
             return false;
         };
         match self.op.as_str() {
@@ -127,6 +132,18 @@ impl KernelRequirement {
             _ => v == self.version,
         }
     }
+}
+
+/// Parses the leading `major.minor[.patch]` of a kernel release.
+pub fn parse_kernel_version(release: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
 }
 
 /// A validated override.
@@ -223,7 +240,7 @@ pub(crate) fn parse(
             };
         let mut probes = Vec::new();
         for (id, value) in &spec.probe {
-            crate::probe::check_token(id, value).map_err(|m| at(format!("when.probe: {m}")))?;
+            crate::probe_ids::check_token(id, value).map_err(|m| at(format!("when.probe: {m}")))?;
             probes.push((id.clone(), value.clone()));
         }
         whens.push(When {
@@ -289,7 +306,7 @@ impl Expectations {
 }
 
 /// One cell's expectation on one kernel, before the probes of the machine it runs on are known:
-/// what `crate::plan::resolve` resolves.
+/// what `plan::resolve` resolves.
 #[derive(Debug, Clone, Copy)]
 pub struct ExpectationOf<'a> {
     expect: &'a Expectations,

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use crate::cell::Cell;
 pub use exit::{describe_exit_spec, parse_signal};
-pub use expect::{Expectation, ExpectationOf, KernelRequirement};
+pub use expect::{
+    Expectation, ExpectationOf, KernelRequirement, MIN_RATE_TRIALS, parse_kernel_version,
+};
 pub use locate::{ScenarioError, line_col};
 pub use matrix::Axis;
 pub use placeholders::{BUILTIN_PLACEHOLDERS, interpolate, rand_bounds, splice, splice_name};
@@ -47,7 +49,7 @@ pub struct Scenario {
     /// Where the trial's processes run (`[scenario] isolation`).
     pub isolation: Isolation,
     /// `pids_max` and `memory_max`: the trial cgroup's limits.
-    pub limits: crate::limits::Limits,
+    pub limits: crate::limit_spec::Limits,
     pub subject: Subject,
     pub axes: Vec<Axis>,
     /// The steps, with `start` made explicit.
@@ -151,7 +153,7 @@ impl Scenario {
     }
 
     /// The expectation of `cell` on a kernel with release `kernel`, to resolve with the probes
-    /// of the machine it runs on (`crate::plan::resolve`).
+    /// of the machine it runs on (`plan::resolve`).
     pub fn expectation_of<'a>(&'a self, cell: &'a Cell, kernel: &'a str) -> ExpectationOf<'a> {
         ExpectationOf::new(&self.expect, cell, kernel)
     }
@@ -161,7 +163,7 @@ impl Scenario {
         &self,
         cell: &Cell,
         kernel: &str,
-        probes: Option<&crate::probe::ProbeValues>,
+        probes: Option<&crate::probe_ids::ProbeValues>,
     ) -> Expectation {
         self.expect.resolve(cell, kernel, probes)
     }
@@ -415,7 +417,7 @@ diagnosis = "blocked in futex"
         assert_eq!(s.limits.memory_max, Some(8 << 20));
         assert_eq!(
             parse(base).unwrap().limits,
-            crate::limits::Limits::default()
+            crate::limit_spec::Limits::default()
         );
         for (text, line, needle) in [
             (
@@ -443,7 +445,7 @@ diagnosis = "blocked in futex"
         assert!(s.uses_probes());
         let b = &s.cells()[1];
         let probes = |v: &str| {
-            let mut p = crate::probe::ProbeValues::new();
+            let mut p = crate::probe_ids::ProbeValues::new();
             p.insert("recv_after_users_exit".into(), v.into());
             p
         };

@@ -461,7 +461,7 @@ fn blocked_in(
     }
     let mut syscalls = Vec::new();
     for name in &names {
-        let Some(nr) = crate::proc::syscall::number(name) else {
+        let Some(nr) = crate::syscall_names::number(name) else {
             return Err(format!("unknown syscall \"{name}\""));
         };
         syscalls.push(Syscall {
@@ -475,7 +475,7 @@ fn blocked_in(
     if !names.contains(&"ioctl") {
         return Err("`request` only applies to `syscall = \"ioctl\"`".into());
     }
-    let Some(values) = crate::proc::syscall::ioctl_request_values(&req) else {
+    let Some(values) = crate::syscall_names::ioctl_request_values(&req) else {
         return Err(format!("unknown ioctl request \"{req}\""));
     };
     Ok((syscalls, Some(IoctlRequest { name: req, values })))
