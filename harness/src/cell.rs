@@ -192,15 +192,28 @@ pub struct CellFilter {
     pub value: String,
 }
 
+/// A `--cell` or `--shard` value that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CellArgError {
+    #[error("\"{0}\" is not AXIS=VALUE")]
+    NotAFilter(String),
+    #[error("\"{0}\" is not I/N")]
+    NotAShard(String),
+    #[error("\"{0}\" is not a number")]
+    NotANumber(String),
+    #[error("shard {0}: need 1 <= I <= N")]
+    OutOfRange(String),
+}
+
 impl std::str::FromStr for CellFilter {
-    type Err = String;
-    fn from_str(s: &str) -> Result<CellFilter, String> {
+    type Err = CellArgError;
+    fn from_str(s: &str) -> Result<CellFilter, CellArgError> {
         match s.split_once('=') {
             Some((a, v)) if !a.is_empty() && !v.is_empty() => Ok(CellFilter {
                 axis: a.trim().to_string(),
                 value: v.trim().to_string(),
             }),
-            _ => Err(format!("\"{s}\" is not AXIS=VALUE")),
+            _ => Err(CellArgError::NotAFilter(s.to_string())),
         }
     }
 }
@@ -220,21 +233,19 @@ impl Shard {
 }
 
 impl std::str::FromStr for Shard {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Shard, String> {
+    type Err = CellArgError;
+    fn from_str(s: &str) -> Result<Shard, CellArgError> {
         let (i, n) = s
             .split_once('/')
-            .ok_or_else(|| format!("\"{s}\" is not I/N"))?;
-        let index: usize = i
-            .trim()
-            .parse()
-            .map_err(|_| format!("\"{i}\" is not a number"))?;
-        let count: usize = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("\"{n}\" is not a number"))?;
+            .ok_or_else(|| CellArgError::NotAShard(s.to_string()))?;
+        let number = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| CellArgError::NotANumber(t.to_string()))
+        };
+        let (index, count) = (number(i)?, number(n)?);
         if count == 0 || index == 0 || index > count {
-            return Err(format!("shard {s}: need 1 <= I <= N"));
+            return Err(CellArgError::OutOfRange(s.to_string()));
         }
         Ok(Shard { index, count })
     }

@@ -95,15 +95,16 @@ impl Vars {
 
     /// Interpolates `{placeholders}` (validated when the scenario was loaded).
     pub fn fill(&self, text: &str) -> Result<String, String> {
-        interpolate(text, &|n| self.get(n))
+        interpolate(text, &|n| self.get(n)).map_err(|e| e.to_string())
     }
 
     /// An argv with placeholders filled and each whole `{AXIS...}` element replaced by the
     /// cell's list of that table axis (its strings filled too): for every argv wedge starts.
     pub fn fill_argv(&self, argv: &[String]) -> Result<Vec<String>, String> {
         splice(argv, &|axis| self.splices.get(axis).cloned(), &|t| {
-            self.fill(t)
+            interpolate(t, &|n| self.get(n))
         })
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -46,7 +46,7 @@ pub fn probe(args: ProbeArgs) -> Result<(), Failure> {
         wedge::out!("{}", render_table(&report));
     }
     if args.compare {
-        let known = KnownReports::builtin().map_err(Failure::Io)?;
+        let known = KnownReports::builtin().map_err(|e| Failure::Io(e.to_string()))?;
         // Comparing a known kernel with its own report says nothing: leave that out (a bzImage
         // given by path is named by its path, so it is compared with every known kernel).
         let others: Vec<ProbeReport> = known

@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ExpectError;
 use super::exit::{describe_exit_spec, validate_exit};
 use super::locate::{Locator, ScenarioError};
 use super::matrix::{Axis, CellMatch, cell_match, cell_matches};
@@ -172,17 +173,17 @@ fn check_fields(
     exit: &Option<ExitSpec>,
     patterns: [&Option<String>; 3],
     min_rate: &Option<f64>,
-) -> Result<(), String> {
+) -> Result<(), ExpectError> {
     if let Some(e) = exit {
         validate_exit(e)?;
     }
     for p in patterns.into_iter().flatten() {
-        regex::Regex::new(p).map_err(|e| format!("bad pattern: {e}"))?;
+        regex::Regex::new(p).map_err(ExpectError::Pattern)?;
     }
     if let Some(r) = min_rate
         && !(0.0..=1.0).contains(r)
     {
-        return Err(format!("min_rate {r} is not in [0, 1]"));
+        return Err(ExpectError::MinRate(*r));
     }
     Ok(())
 }
@@ -211,24 +212,25 @@ pub(crate) fn parse(
         None => (0..0, ExpectSpec::default()),
     };
     let patterns = [&base.stdout, &base.stderr, &base.stderr_forbid];
-    check_fields(&base.exit, patterns, &base.min_rate).map_err(|m| loc.error(span.clone(), m))?;
+    check_fields(&base.exit, patterns, &base.min_rate)
+        .map_err(|e| loc.error(span.clone(), e.to_string()))?;
     check_globs(
         base.allow_leftover_processes.as_ref(),
         base.allow_leftover_paths.as_ref(),
     )
-    .map_err(|m| loc.error(span, m))?;
+    .map_err(|e| loc.error(span, e.to_string()))?;
     let base_regex = check_diagnosis_regex(&base.diagnosis_regex, loc)?;
     let mut whens = Vec::new();
     for w in &base.when {
-        let at = |m| loc.error(w.span(), m);
+        let at = |m: String| loc.error(w.span(), m);
         let spec = w.get_ref().clone();
         let patterns = [&spec.stdout, &spec.stderr, &spec.stderr_forbid];
-        check_fields(&spec.exit, patterns, &spec.min_rate).map_err(at)?;
+        check_fields(&spec.exit, patterns, &spec.min_rate).map_err(|e| at(e.to_string()))?;
         check_globs(
             spec.allow_leftover_processes.as_ref(),
             spec.allow_leftover_paths.as_ref(),
         )
-        .map_err(at)?;
+        .map_err(|e| at(e.to_string()))?;
         let diagnosis_regex = check_diagnosis_regex(&spec.diagnosis_regex, loc)?;
         let cell = cell_match(&spec.cell, axes, "when.cell").map_err(at)?;
         let kernel =
@@ -371,17 +373,22 @@ fn apply(e: &mut Expectation, s: &WhenSpec) {
 pub(crate) fn check_globs(
     processes: Option<&Vec<String>>,
     paths: Option<&Vec<String>>,
-) -> Result<(), String> {
+) -> Result<(), ExpectError> {
     for (key, list) in [
         ("allow_leftover_processes", processes),
         ("allow_leftover_paths", paths),
     ] {
         for g in list.into_iter().flatten() {
-            glob::Pattern::new(g).map_err(|e| format!("{key}: bad glob \"{g}\": {e}"))?;
+            glob::Pattern::new(g).map_err(|source| ExpectError::Glob {
+                key,
+                glob: g.clone(),
+                source,
+            })?;
             if key == "allow_leftover_paths" && !g.starts_with('/') && !g.starts_with('{') {
-                return Err(format!(
-                    "{key}: \"{g}\" must be an absolute path (or start with a placeholder such as {{tmp}})"
-                ));
+                return Err(ExpectError::RelativePath {
+                    key,
+                    glob: g.clone(),
+                });
             }
         }
     }

@@ -7,6 +7,7 @@
 //! [`placeholders`] (`{name}` interpolation, checked in every cell). [`spec`] is the file format
 //! as serde reads it; nothing outside this module executes it.
 
+mod error;
 mod exit;
 mod expect;
 mod header;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cell::Cell;
+pub use error::{ExitError, ExpectError, PlaceholderError};
 pub use exit::{describe_exit_spec, parse_signal};
 pub use expect::{
     Expectation, ExpectationOf, KernelRequirement, MIN_RATE_TRIALS, parse_kernel_version,

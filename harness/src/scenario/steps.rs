@@ -284,7 +284,7 @@ fn run(step: &Step) -> Result<Action, String> {
         return Err("timeout_ms must be positive".into());
     }
     let exit = exit.unwrap_or(ExitSpec::Code(0));
-    validate_exit(&exit)?;
+    validate_exit(&exit).map_err(|e| e.to_string())?;
     // A program spliced in from an axis (`{runtime...}`) is only known per cell.
     let name = name.unwrap_or_else(|| match first.contains('{') {
         true => "run".to_string(),
@@ -434,7 +434,7 @@ fn wait(step: &Step, seen: &Seen) -> Result<Action, String> {
         if until != Until::Exited {
             return Err("`exit` only applies to `until = \"exited\"`".into());
         }
-        validate_exit(e)?;
+        validate_exit(e).map_err(|e| e.to_string())?;
     }
     if until == Until::Exited
         && let Some(p) = &process
