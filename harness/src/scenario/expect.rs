@@ -232,7 +232,7 @@ pub(crate) fn parse(
         )
         .map_err(|e| at(e.to_string()))?;
         let diagnosis_regex = check_diagnosis_regex(&spec.diagnosis_regex, loc)?;
-        let cell = cell_match(&spec.cell, axes, "when.cell").map_err(at)?;
+        let cell = cell_match(&spec.cell, axes, "when.cell").map_err(|e| at(e.to_string()))?;
         let kernel =
             match &spec.kernel {
                 None => None,

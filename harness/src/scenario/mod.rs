@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cell::Cell;
-pub use error::{ExitError, ExpectError, PlaceholderError};
+pub use error::{ExitError, ExpectError, MatrixError, PlaceholderError, StepError};
 pub use exit::{describe_exit_spec, parse_signal};
 pub use expect::{
     Expectation, ExpectationOf, KernelRequirement, MIN_RATE_TRIALS, parse_kernel_version,
