@@ -155,7 +155,7 @@ fn plan_cell(
     let wants = wants(&cell, options);
     let (target, skip) = match choose(options.backend, &wants, &facts.host, &*options.vm.0) {
         Ok(target) => (target, None),
-        Err(why) => (Target::Host, Some(why)),
+        Err(why) => (Target::Host, Some(why.to_string())),
     };
     // A limit the scenario sets is never dropped: without its controller the cell cannot run.
     let skip = skip.or_else(|| match target {

@@ -149,7 +149,7 @@ fn vm_missing(vms: &wedge::vm::support::HostVms) -> Option<String> {
     }
     for k in ["6.1", "6.12"] {
         if let Err(why) = vms.kernel(k) {
-            return Some(why);
+            return Some(why.to_string());
         }
     }
     None

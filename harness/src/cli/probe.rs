@@ -65,7 +65,7 @@ pub fn probe(args: ProbeArgs) -> Result<(), Failure> {
 /// Probes where `backend` puts a cell that wants `wants`.
 fn probe_where(backend: Backend, wants: &Wants, vms: &HostVms) -> Result<ProbeReport, Failure> {
     let host = host();
-    let target = choose(backend, wants, &host, vms).map_err(Failure::Input)?;
+    let target = choose(backend, wants, &host, vms).map_err(|e| Failure::Input(e.to_string()))?;
     match target {
         Target::Host => Ok(probe_host(&host)),
         Target::Vm(t) => {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::kernels::{self, KnownKernel};
 use super::qemu::{Accel, find_qemu};
-use crate::backend::{BootKernel, VmSupport};
+use crate::backend::{BootKernel, VmError, VmSupport};
 use crate::executor::vm::{GUEST_BINARIES, VmSettings};
 
 /// This machine's VM support.
@@ -88,7 +88,7 @@ impl VmSupport for HostVms {
         self.guest_bins.as_ref().err().cloned()
     }
 
-    fn kernel(&self, name: &str) -> Result<BootKernel, String> {
+    fn kernel(&self, name: &str) -> Result<BootKernel, VmError> {
         let list = self.list.as_deref().unwrap_or(&[]);
         match kernels::resolve(name, list, &self.cache) {
             Ok(k) => Ok(BootKernel {
@@ -97,12 +97,12 @@ impl VmSupport for HostVms {
                 release: k.release,
                 version: k.version,
             }),
-            Err(e) => Err(match &self.list {
+            Err(e) => Err(VmError(match &self.list {
                 Err(list_error) if !Path::new(name).exists() => {
                     format!("{e} (and the kernel list is unreadable: {list_error})")
                 }
                 _ => e.to_string(),
-            }),
+            })),
         }
     }
 
@@ -110,11 +110,11 @@ impl VmSupport for HostVms {
         Accel::detect().slowdown()
     }
 
-    fn default_kernel(&self) -> Result<BootKernel, String> {
-        let list = self.list.as_ref().map_err(Clone::clone)?;
+    fn default_kernel(&self) -> Result<BootKernel, VmError> {
+        let list = self.list.as_ref().map_err(|e| VmError(e.clone()))?;
         let first = list
             .first()
-            .ok_or_else(|| "the kernel list is empty".to_string())?;
+            .ok_or_else(|| VmError::from("the kernel list is empty"))?;
         self.kernel(&first.name)
     }
 }
