@@ -76,12 +76,15 @@ impl TreeKind {
     }
 }
 
+/// A directory a run cgroup may be made in, with the kind of tree a cgroup there makes.
+type RunParent = (fn(PathBuf) -> TreeKind, PathBuf);
+
 /// Where a run cgroup may be made, best first, as `WEDGE_ISOLATION` allows: wedge's cgroup2
 /// directory, then its directory in the v1 `pids` hierarchy; each with the kind it makes.
-fn run_parents() -> Vec<(fn(PathBuf) -> TreeKind, PathBuf)> {
+fn run_parents() -> Vec<RunParent> {
     let forced = std::env::var("WEDGE_ISOLATION").ok();
     let want = |n: &str| forced.as_deref().is_none_or(|f| f == n);
-    let mut parents: Vec<(fn(PathBuf) -> TreeKind, PathBuf)> = Vec::new();
+    let mut parents: Vec<RunParent> = Vec::new();
     if want("cgroup2")
         && let Some(parent) = cgroup_dir("cgroup2", None)
     {
