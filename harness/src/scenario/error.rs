@@ -1,8 +1,11 @@
 //! What can be wrong in a scenario before it is located in its file: each check returns one of
-//! these, and the loader turns it into a [`super::ScenarioError`] at `file:line:col` (the texts
+//! these, and the loader turns it into a `ScenarioError` at `file:line:col` (the texts
 //! are the messages users and tests see, so they are part of the format).
 
-use super::exit::ACCEPTED;
+/// What an `exit` key accepts, for error messages.
+pub const ACCEPTED: &str = "an exit code 0..=255, \"success\", \"failure\" (a non-zero code \
+     or a signal), \"nonzero\", \"signal\", \"any\", a signal name such as \"KILL\", or a list \
+     of these such as [0, 130]";
 
 /// An `exit` value that is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

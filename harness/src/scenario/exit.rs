@@ -10,6 +10,7 @@ use std::fmt;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+pub use super::error::ACCEPTED;
 use super::error::ExitError;
 
 /// An exit status as written in a scenario: a code, a word, or a list of them. Deserializing
@@ -33,11 +34,6 @@ impl<'de> Deserialize<'de> for ExitSpec {
         deserializer.deserialize_any(ExitVisitor { in_list: false })
     }
 }
-
-/// What an `exit` key accepts, for error messages.
-pub const ACCEPTED: &str = "an exit code 0..=255, \"success\", \"failure\" (a non-zero code \
-     or a signal), \"nonzero\", \"signal\", \"any\", a signal name such as \"KILL\", or a list \
-     of these such as [0, 130]";
 
 /// The exit words besides signal names.
 const WORDS: &[&str] = &["success", "failure", "nonzero", "signal", "any"];
