@@ -253,12 +253,14 @@ impl std::str::FromStr for Shard {
 
 /// The seed of trial `trial` of `cell` in `scenario` with base seed `base`.
 pub fn trial_seed(base: u64, scenario: &str, cell: &Cell, trial: u32) -> u64 {
-    // FNV-1a over the identity, mixed with splitmix64.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in scenario.bytes().chain([0]).chain(cell.id().bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    use std::hash::Hasher as _;
+    // FNV-1a over the identity (scenario, NUL, cell id), mixed with splitmix64. `write` is plain
+    // FNV-1a over the bytes; `Hash::hash` would add a length or terminator of its own.
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(scenario.as_bytes());
+    fnv.write(&[0]);
+    fnv.write(cell.id().as_bytes());
+    let h = fnv.finish();
     let mut z = base ^ h ^ (u64::from(trial)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

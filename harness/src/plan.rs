@@ -141,7 +141,7 @@ pub fn resolve(
     // Time bounds are host times.
     expectation.within_ms = expectation
         .within_ms
-        .map(|ms| ms * u64::from(time_scale.max(1)));
+        .map(|ms| time_scaled_ms(ms, time_scale));
     expectation
 }
 
@@ -282,6 +282,19 @@ pub fn plan_one(
             )))
         }
     }
+}
+
+/// A host time bound as it holds in a guest that runs `time_scale` times slower than the host
+/// (1 on the host and under KVM): the one place host bounds become guest bounds (deadlines,
+/// `within_ms`, VM budgets).
+pub fn time_scaled(bound: std::time::Duration, time_scale: u32) -> std::time::Duration {
+    bound.saturating_mul(time_scale.max(1))
+}
+
+/// [`time_scaled`] for a bound in milliseconds (`within_ms`).
+pub fn time_scaled_ms(ms: u64, time_scale: u32) -> u64 {
+    let scaled = time_scaled(std::time::Duration::from_millis(ms), time_scale);
+    u64::try_from(scaled.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::cell::Cell;
-use crate::monitor::Diagnosis;
+use crate::monitor::diagnosis::Diagnosis;
 use crate::scenario::Expectation;
 
 /// What happened in a trial.
@@ -170,6 +170,33 @@ pub struct TrialRecord {
     /// The shard of a `--shard I/N` run this trial was part of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardMark>,
+    /// The boot of a trial that ran (or was to run) in a VM; none for a host trial and in
+    /// records written before VM facts were typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmRun>,
+}
+
+/// What a VM trial's boot showed, as facts rather than log lines: the reports read kernel splats
+/// from here, whatever the trial's verdict.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct VmRun {
+    /// The kernel as the plan named it (a name from `kernels.toml`, or a bzImage path).
+    pub kernel: String,
+    /// `uname -r` in the guest, once it greeted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// The guest's vCPUs.
+    pub cpus: usize,
+    /// How the guest's code ran: `kvm` or `tcg`.
+    pub accel: String,
+    /// From QEMU's start to the guest's greeting; none when it never greeted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello_ms: Option<f64>,
+    /// The factor the trial's time bounds were scaled by in this guest.
+    pub time_scale: u32,
+    /// Kernel splats the console showed during the boot, up to this record, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splats: Vec<String>,
 }
 
 /// Which slice of a sharded plan a record came from, so that merged results can tell when a

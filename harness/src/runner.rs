@@ -6,9 +6,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::executor::host::HostExecutor;
-use crate::executor::vm::{VmExecutor, VmSettings};
-use crate::executor::{Executor, Split, TrialSink};
+use crate::executor::{Executor, Executors, TrialSink};
 pub use crate::plan::{PlanOptions, PlannedCell, PlannedTrial, plan, plan_one};
 use crate::record::{JsonlWriter, TrialRecord};
 use crate::reporter::jsonl::JsonlReporter;
@@ -16,6 +14,7 @@ use crate::reporter::progress::Progress;
 use crate::reporter::{Event, Reporter};
 pub use crate::suite::{InputError, default_suite_dir, load_scenarios, toml_files};
 use crate::trial::{Engine, skipped_record};
+use crate::vm::support::VmSettings;
 
 /// The default `--jobs`: as many as the host has CPUs, so trials do not compete for CPU time
 /// (which could change timing-sensitive verdicts); the CPU pool keeps pinned trials apart.
@@ -52,17 +51,7 @@ pub fn execute_with(
         reporters.push(j);
     }
     reporters.push(&progress);
-    let host = HostExecutor { engine, jobs };
-    let vms = vm.map(|settings| VmExecutor {
-        engine,
-        jobs,
-        settings,
-    });
-    let split = Split {
-        host: &host,
-        vm: vms.as_ref().map(|v| v as &dyn Executor),
-    };
-    run(engine, &split, cells, &reporters)
+    run(engine, &Executors::new(engine, jobs, vm), cells, &reporters)
 }
 
 /// Runs `cells` on `executor`, telling `reporters` as it goes.

@@ -37,9 +37,13 @@ fn kind(r: &Resource) -> &'static str {
         Resource::Mutex { .. } => "mutex",
         Resource::PiMutex { .. } => "pi-mutex",
         Resource::Futex { .. } => "futex",
+        Resource::OwnerGone { .. } => "owner-gone",
+        Resource::Stranded { .. } => "stranded",
         Resource::ThreadExit => "thread-exit",
         Resource::FileLock { .. } => "file-lock",
         Resource::Pipe { .. } => "pipe",
+        Resource::Socket { .. } => "socket",
+        Resource::Semaphore { .. } => "semaphore",
         Resource::Child => "child",
         Resource::Continue => "continue",
         Resource::Parked => "parked",
@@ -196,6 +200,140 @@ fn two_processes_reading_each_others_pipes_are_a_pipe_cycle() {
         assert_eq!(edges(d, g), cycle.iter().cloned().collect());
         assert_eq!(path(d, g, &g.cycle), cycle);
         assert!(g.text.starts_with("pipe cycle: "), "{}", g.text);
+    }
+}
+
+#[test]
+fn two_processes_waiting_on_each_others_socket_peers_are_a_socket_cycle() {
+    for r in trials("socket-cycle") {
+        let (d, g) = graph(&r);
+        let cycle = vec![
+            e("parent:main", "socket", "child"),
+            e("child:main", "socket", "parent"),
+        ];
+        assert_eq!(edges(d, g), cycle.iter().cloned().collect());
+        assert_eq!(path(d, g, &g.cycle), cycle);
+        // Each reads its end; the peer is the other end of the same pair.
+        let (mut ends, mut peers) = (BTreeSet::new(), BTreeSet::new());
+        for e in &g.edges {
+            let Resource::Socket { inode, peer, read } = e.resource else {
+                panic!("{e:?}");
+            };
+            assert!(read && inode != peer, "{e:?}");
+            ends.insert(inode);
+            peers.insert(peer);
+        }
+        assert_eq!(ends.len(), 2);
+        assert!(ends.is_disjoint(&peers), "{}", g.text);
+        let role = |r: &str| {
+            let pid = d.processes.iter().map(|p| p.pid);
+            let pid = pid
+                .clone()
+                .find(|&p| label(d, Party::process(p)) == r)
+                .unwrap();
+            d.processes.iter().find(|p| p.pid == pid).unwrap()
+        };
+        let (parent, child) = (role("parent"), role("child"));
+        let [a, b] = [&g.edges[g.cycle[0]], &g.edges[g.cycle[1]]].map(|e| match e.resource {
+            Resource::Socket { inode, peer, .. } => (inode, peer),
+            _ => unreachable!(),
+        });
+        assert_eq!(
+            g.text,
+            format!(
+                "socket cycle: {pn}[{pp}] thread main[{pp}] reads socket:[{}] whose peer \
+                 socket:[{}] is held by {cn}[{cp}]; thread main[{cp}] reads socket:[{}] whose \
+                 peer socket:[{}] is held by {pn}[{pp}]",
+                a.0,
+                a.1,
+                b.0,
+                b.1,
+                pn = parent.name,
+                pp = parent.pid,
+                cn = child.name,
+                cp = child.pid,
+            )
+        );
+    }
+}
+
+#[test]
+fn semaphore_waiters_are_grouped_by_set_with_what_is_visible() {
+    for r in trials("sysv-sem") {
+        let (d, g) = graph(&r);
+        assert_eq!(
+            edges(d, g),
+            BTreeSet::from([
+                e("parent:main", "semaphore", "-"),
+                e("child:main", "semaphore", "-"),
+            ])
+        );
+        assert!(g.cycle.is_empty());
+        let proc_of = |r: &str| {
+            d.processes
+                .iter()
+                .find(|p| label(d, Party::process(p.pid)) == r)
+                .unwrap()
+        };
+        let (parent, child) = (proc_of("parent"), proc_of("child"));
+        // A fresh IPC namespace's first set is 0.
+        assert_eq!(
+            g.text,
+            format!(
+                "SysV semaphore set 0 (key 0x00000000), no owner recorded: {pn}[{pp}] thread \
+                 main[{pp}] on semaphore 1 (value 0, last changed by {pn}[{pp}]), {cn}[{cp}] \
+                 thread main[{cp}] on semaphore 0 (value 0, never changed)",
+                pn = parent.name,
+                pp = parent.pid,
+                cn = child.name,
+                cp = child.pid,
+            )
+        );
+    }
+}
+
+#[test]
+fn a_mutex_locked_across_fork_names_the_owner_the_child_does_not_have() {
+    for r in trials("fork-locked") {
+        let (d, g) = graph(&r);
+        let chain = vec![
+            e("parent:main", "child", "child"),
+            e("child:main", "owner-gone", "-"),
+        ];
+        assert_eq!(edges(d, g), chain.iter().cloned().collect());
+        assert!(g.cycle.is_empty());
+        assert_eq!(path(d, g, &g.chain), chain);
+        let gone = &g.edges[g.chain[1]];
+        let Resource::OwnerGone {
+            addr,
+            owner,
+            held_in: Some(held_in),
+        } = gone.resource
+        else {
+            panic!("{gone:?}");
+        };
+        assert_eq!(label(d, held_in), "parent:holder");
+        let proc_of = |r: &str| {
+            d.processes
+                .iter()
+                .find(|p| label(d, Party::process(p.pid)) == r)
+                .unwrap()
+        };
+        let (parent, child) = (proc_of("parent"), proc_of("child"));
+        assert_eq!(
+            g.text,
+            format!(
+                "wait chain: {pn}[{pp}] thread main[{pp}] waits for its child {cn}[{cp}], which \
+                 waits for mutex {addr:#x}, whose owner tid {owner} recorded in the lock word \
+                 does not exist in this process (lock inherited across fork from thread \
+                 holder[{ht}])",
+                pn = parent.name,
+                pp = parent.pid,
+                cn = child.name,
+                cp = child.pid,
+                ht = held_in.tid.unwrap(),
+            )
+        );
     }
 }
 

@@ -157,6 +157,7 @@ fn record(
         },
         wedge_version: "0.1.0".into(),
         shard: None,
+        vm: None,
     }
 }
 
@@ -255,7 +256,7 @@ fn summary_json() {
 #[test]
 fn junit_xml() {
     let s = wedge::stats::summarize(&records());
-    insta::assert_snapshot!("junit_xml", wedge::report::junit::render(&s));
+    insta::assert_snapshot!("junit_xml", wedge::report::junit::render(&s).unwrap());
 }
 
 #[test]
@@ -444,8 +445,10 @@ fn kernel_splats_from_a_vm_are_reported_even_when_every_trial_passed() {
     let mut rs = records();
     let splat = "WARNING: WARNING: CPU: 1 PID: 77 at kernel/sched/core.c:123";
     for r in rs.iter_mut().filter(|r| r.met) {
-        r.log
-            .push(format!("{}{splat}", wedge::executor::vm::SPLAT_LOG_PREFIX));
+        r.vm = Some(wedge::record::VmRun {
+            splats: vec![splat.to_string()],
+            ..Default::default()
+        });
     }
     let s = wedge::stats::summarize(&rs);
     let with: Vec<_> = s

@@ -11,6 +11,12 @@
 //! - [`clone3`]: a fork that bypasses libc (no atfork handlers);
 //! - [`close_fds_except`]: `close_range` around the descriptors to keep;
 //! - [`become_child_subreaper`] and [`die_with_parent`]: the two `prctl`s.
+//!
+//! Beside the calls, [`binfmt`] reads what the kernel's exec reads from a file's first bytes (the
+//! `#!` line, an ELF file's `PT_INTERP`): pure functions over bytes, no system call, shared by the
+//! exec supervisor and the harness so that both decide as the kernel does.
+
+pub mod binfmt;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -40,6 +40,14 @@
 //! wedge-subject pi-abba            pthread-abba with PTHREAD_PRIO_INHERIT mutexes (pi-a, pi-b)
 //! wedge-subject flock-abba         parent and child flock two memfds in opposite orders
 //! wedge-subject pipe-cycle         parent and child each read the pipe only the other writes
+//! wedge-subject socket-cycle       parent (recv) and child (read) each wait on a unix
+//!                                  socketpair end whose peer only the other holds
+//! wedge-subject sysv-sem          in an IPC namespace of its own, the parent waits in
+//!                                  semtimedop for semaphore 1 of a set (after changing it last)
+//!                                  and its child in semop for semaphore 0; nobody posts either
+//! wedge-subject fork-locked       thread holder locks a pthread mutex and pauses; main forks, the
+//!                                  child locks the mutex (held by a thread it does not have), the
+//!                                  parent waits for the child
 //! wedge-subject stopped-child      the parent waits for a child that stopped itself (SIGSTOP)
 //! wedge-subject itimer-tick        a 200 ms ITIMER_REAL with an empty handler, pause() forever
 //! wedge-subject uring-timeout      wait twice in io_uring_enter(GETEVENTS) for a 1.5 s

@@ -79,7 +79,7 @@ fn probe_where(backend: Backend, wants: &Wants, vms: &HostVms) -> Result<ProbeRe
                 settings.accel.name()
             );
             wedge::vm::probe::probe_in_vm(&t, &settings, &AtomicBool::new(false))
-                .map_err(Failure::Io)
+                .map_err(|e| Failure::Io(e.to_string()))
         }
     }
 }

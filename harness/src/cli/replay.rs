@@ -7,9 +7,7 @@ use std::sync::Mutex;
 
 use super::common::{Failure, install_interrupt};
 use wedge::cell::CellFilter;
-use wedge::executor::host::HostExecutor;
-use wedge::executor::vm::VmExecutor;
-use wedge::executor::{Executor, Split, TrialSink};
+use wedge::executor::{Executor, Executors, TrialSink};
 use wedge::record::{JsonlWriter, TrialRecord};
 use wedge::runner::{PlannedTrial, load_scenarios, plan_one};
 use wedge::trial::Engine;
@@ -49,20 +47,8 @@ pub fn replay(
         seed,
     };
     let one = One(Mutex::new(None));
-    let host = HostExecutor {
-        engine: &engine,
-        jobs: 1,
-    };
-    let vm = vms.settings().map(|settings| VmExecutor {
-        engine: &engine,
-        jobs: 1,
-        settings,
-    });
-    let split = Split {
-        host: &host,
-        vm: vm.as_ref().map(|v| v as &dyn Executor),
-    };
-    split.run(std::slice::from_ref(&cell), vec![trial], &one);
+    let executors = Executors::new(&engine, 1, vms.settings());
+    executors.run(std::slice::from_ref(&cell), vec![trial], &one);
     let Some(record) = one.0.into_inner().unwrap_or_else(|e| e.into_inner()) else {
         return Err(Failure::Interrupted);
     };

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex};
 
 use super::{Executor, TrialSink};
+use crate::cell::Cell;
 use crate::plan::{PlannedCell, PlannedTrial};
+use crate::scenario::{Expectation, Scenario};
 use crate::trial::{Engine, TrialSpec, host_cpus, run_trial};
 
 /// Runs trials on this machine with `jobs` workers.
@@ -18,45 +20,81 @@ pub struct HostExecutor<'a> {
 
 impl Executor for HostExecutor<'_> {
     fn run(&self, cells: &[PlannedCell], trials: Vec<PlannedTrial>, sink: &dyn TrialSink) {
-        let engine = self.engine;
-        let jobs = self.jobs.clamp(1, trials.len().max(1));
-        let queue = Mutex::new(VecDeque::from(trials));
-        let pool = CpuPool::new(host_cpus());
-        let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-        std::thread::scope(|scope| {
-            for _ in 0..jobs {
-                scope.spawn(|| {
-                    while !engine.cancel.load(Ordering::SeqCst) {
-                        let Some(planned) = next() else {
-                            return;
-                        };
-                        let c = &cells[planned.cell];
-                        let want = c.cpus;
-                        // A pinned trial holds its CPUs; unpinned trials only count against --jobs.
-                        let taken = match want {
-                            Some(k) => pool.take(k.min(engine.host.cpus.max(1))),
-                            None => Vec::new(),
-                        };
-                        let spec = TrialSpec {
-                            scenario: &c.scenario,
-                            cell: c.cell.clone(),
-                            cell_index: c.cell_index,
-                            trial: planned.trial,
-                            seed: planned.seed,
-                            expectation: c.expectation.clone(),
-                            cpus: want.map(|_| taken.clone()),
-                        };
-                        let record = run_trial(engine, &spec);
-                        pool.give(taken);
-                        let Some(record) = record else {
-                            return;
-                        };
-                        sink.finished(&planned, record);
-                    }
-                });
-            }
-        });
+        let cells: Vec<HostCell<'_>> = cells.iter().map(HostCell::from).collect();
+        run_here(self.engine, self.jobs, &cells, trials, sink);
     }
+}
+
+/// What the engine needs of a cell to run its trials here, whoever planned it: the host's
+/// planner ([`PlannedCell`]), or a guest's `/init` from the plan the host packed for it.
+#[derive(Debug, Clone, Copy)]
+pub struct HostCell<'a> {
+    pub scenario: &'a Scenario,
+    pub cell: &'a Cell,
+    pub cell_index: usize,
+    pub expectation: &'a Expectation,
+    /// CPUs each trial is pinned to, if the cell asks for a number.
+    pub cpus: Option<usize>,
+}
+
+impl<'a> From<&'a PlannedCell> for HostCell<'a> {
+    fn from(c: &'a PlannedCell) -> HostCell<'a> {
+        HostCell {
+            scenario: &c.scenario,
+            cell: &c.cell,
+            cell_index: c.cell_index,
+            expectation: &c.expectation,
+            cpus: c.cpus,
+        }
+    }
+}
+
+/// Runs `trials` (each naming its cell in `cells`) on this machine with `jobs` workers, handing
+/// every finished record to `sink`; returns once all have run or the run is cancelled.
+pub fn run_here(
+    engine: &Engine,
+    jobs: usize,
+    cells: &[HostCell<'_>],
+    trials: Vec<PlannedTrial>,
+    sink: &dyn TrialSink,
+) {
+    let jobs = jobs.clamp(1, trials.len().max(1));
+    let queue = Mutex::new(VecDeque::from(trials));
+    let pool = CpuPool::new(host_cpus());
+    let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while !engine.cancel.load(Ordering::SeqCst) {
+                    let Some(planned) = next() else {
+                        return;
+                    };
+                    let c = &cells[planned.cell];
+                    let want = c.cpus;
+                    // A pinned trial holds its CPUs; unpinned trials only count against --jobs.
+                    let taken = match want {
+                        Some(k) => pool.take(k.min(engine.host.cpus.max(1))),
+                        None => Vec::new(),
+                    };
+                    let spec = TrialSpec {
+                        scenario: c.scenario,
+                        cell: c.cell.clone(),
+                        cell_index: c.cell_index,
+                        trial: planned.trial,
+                        seed: planned.seed,
+                        expectation: c.expectation.clone(),
+                        cpus: want.map(|_| taken.clone()),
+                    };
+                    let record = run_trial(engine, &spec);
+                    pool.give(taken);
+                    let Some(record) = record else {
+                        return;
+                    };
+                    sink.finished(&planned, record);
+                }
+            });
+        }
+    });
 }
 
 /// A pool of the host's CPUs: a pinned trial takes as many as it may use, so parallel trials

@@ -6,13 +6,16 @@
 //! [`host::HostExecutor`] runs trials on this machine, `--jobs` at a time, pinned trials holding
 //! their CPUs. [`vm::VmExecutor`] boots a VM per (kernel, vCPUs) group, runs the same engine
 //! inside the guest and streams the same records back through the same sink. [`Split`] hands
-//! each trial to the one its cell's planned target names.
+//! each trial to the one its cell's planned target names; [`Executors`] builds the pair for
+//! `wedge run` and `wedge replay` alike.
 
 pub mod host;
 pub mod vm;
 
 use crate::plan::{PlannedCell, PlannedTrial};
 use crate::record::TrialRecord;
+use crate::trial::Engine;
+use crate::vm::support::VmSettings;
 
 /// Receives each finished trial's record. Called from the executor's workers, in finishing
 /// order.
@@ -46,5 +49,36 @@ impl Executor for Split<'_> {
         if let (Some(executor), false) = (self.vm, vm.is_empty()) {
             executor.run(cells, vm, sink);
         }
+    }
+}
+
+/// The executors of a run: the host's, and the VM's when this machine can boot guests (`vm`
+/// settings given); each trial goes to the one its cell's planned target names.
+pub struct Executors<'a> {
+    host: host::HostExecutor<'a>,
+    vm: Option<vm::VmExecutor<'a>>,
+}
+
+impl<'a> Executors<'a> {
+    /// `jobs` trials at once on the host, `jobs` VMs at once.
+    pub fn new(engine: &'a Engine, jobs: usize, vm: Option<VmSettings>) -> Executors<'a> {
+        Executors {
+            host: host::HostExecutor { engine, jobs },
+            vm: vm.map(|settings| vm::VmExecutor {
+                engine,
+                jobs,
+                settings,
+            }),
+        }
+    }
+}
+
+impl Executor for Executors<'_> {
+    fn run(&self, cells: &[PlannedCell], trials: Vec<PlannedTrial>, sink: &dyn TrialSink) {
+        let split = Split {
+            host: &self.host,
+            vm: self.vm.as_ref().map(|v| v as &dyn Executor),
+        };
+        split.run(cells, trials, sink);
     }
 }

@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+// Stored in records, so it lives with the other diagnosis types; re-exported here, where the
+// classes are decided.
+pub use super::diagnosis::HangClass;
 
 /// A thread using at least this share of a CPU over the last window is spinning.
 const SPINNING: f64 = 0.5;
@@ -22,20 +24,6 @@ const SPINNING: f64 = 0.5;
 const KEPT: usize = 256;
 /// Threads followed at most (a fork bomb's thousands would cost memory for nothing).
 const THREADS: usize = 256;
-
-/// What kind of hang a verdict is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HangClass {
-    /// A cycle of waits (the wait-for graph's).
-    Deadlock,
-    /// Waits on something that will not come, without a cycle.
-    Blocked,
-    /// CPU used, no progress.
-    Spinning,
-    /// Woke, used little CPU, made no observable progress.
-    Stalled,
-}
 
 /// One thread's counters as seen by a snapshot.
 #[derive(Debug, Clone, Copy)]

@@ -33,6 +33,14 @@
 //!   chain the kernel refused: the head of the longest chain of PI waits ending at the parked
 //!   thread (the lock's owner), none when two chains tie or none leads there.
 //! - **`futex_waitv`**: one ownerless edge per word.
+//! - **locks no thread can release**: a glibc mutex whose `__owner` is no thread of the
+//!   waiter's process (and not process-shared) has no holder; the line says that the owner's
+//!   TID does not exist there, and names the parent's thread with that TID when there is one
+//!   (the lock was inherited across fork). A private futex with no recorded owner, waited on by
+//!   the only thread of a process that shares its memory (`kcmp(KCMP_VM)`) with no other
+//!   process of the tree, has no other thread that could ever wake it (a private futex is woken
+//!   only from its own memory): the line says so. Only the thread's own signal handlers could
+//!   still release it, which is said too.
 //! - TIDs in lock words are the ones of the process's own pid namespace (`NSpid`), mapped back
 //!   to wedge's; only threads of the waiter's own process are looked up (a process-shared mutex
 //!   owned by another process has no holder here).
@@ -43,6 +51,16 @@
 //! - **pipes**: a thread blocked reading a pipe waits for every other process of the tree that
 //!   holds its write end (a writer blocked on a full pipe: its read end). The reader's own
 //!   process holding a write end is noted and is an edge too (it never sees end of file).
+//! - **unix sockets** (stream and seqpacket): a thread blocked reading one (`read`, `recvfrom`,
+//!   `recvmsg`...) waits for every process of the tree that holds its peer (the other end, found
+//!   by sock_diag), its own process included; a writer blocked on a full socket likewise. A
+//!   datagram socket has no one peer (anyone may send to it): no edge. An end passed in flight
+//!   (`SCM_RIGHTS`) or held outside the tree is not seen: fewer edges.
+//! - **SysV semaphores** (`semop`, `semtimedop`): a semaphore records no owner, so each
+//!   semaphore a thread waits on is an edge without a holder, grouped by set in the line, with
+//!   what is visible of it: the set's key, the semaphore's value and the last process that
+//!   changed it (which may be the one expected to post it again, or not: it is said, not
+//!   followed).
 //! - **children**: a thread in `wait4`/`waitid` waits for the children it names (all of them for
 //!   `-1`, a process group or `P_ALL`).
 //! - **stopped processes** wait for a `SIGCONT`: an edge without a holder, since any process may
@@ -92,12 +110,39 @@ pub enum Resource {
     PiMutex { addr: u64 },
     /// A futex whose owner is not recorded (a Rust std `Mutex`, a condition variable).
     Futex { addr: u64 },
+    /// A glibc `pthread_mutex_t` whose `__owner` (`owner`, a TID of the waiter's pid namespace)
+    /// is no thread of the waiter's process: the owner exited holding it, or the lock was
+    /// inherited across fork, then from `held_in`, the thread of the parent with that TID.
+    OwnerGone {
+        addr: u64,
+        owner: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_in: Option<Party>,
+    },
+    /// A private futex whose owner is not recorded, waited on by the only thread of a process
+    /// that shares its memory with no other process: no other thread can wake it.
+    Stranded { addr: u64 },
     /// A thread's exit (`pthread_join`).
     ThreadExit,
     /// A lock of `/proc/locks`: `class` is `FLOCK`, `POSIX` or `OFDLCK`, `file` is `dev:inode`.
     FileLock { class: String, file: String },
     /// Data in a pipe (`read`) or room in it (a writer).
     Pipe { inode: u64, read: bool },
+    /// Data from a unix stream socket's peer (`read`), or room in the peer (a writer).
+    Socket { inode: u64, peer: u64, read: bool },
+    /// A SysV semaphore (`semop`): set `set` of the IPC namespace with inode `ns`, semaphore
+    /// `num`; its value and the pid (wedge's) of the last process that changed it, when read.
+    Semaphore {
+        set: i32,
+        ns: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<i32>,
+        num: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_pid: Option<i32>,
+    },
     /// A child's exit (`wait4`, `waitid`).
     Child,
     /// A stopped process waits for `SIGCONT`.
@@ -114,6 +159,7 @@ impl Resource {
             self,
             Resource::Mutex { .. }
                 | Resource::PiMutex { .. }
+                | Resource::OwnerGone { .. }
                 | Resource::FileLock { .. }
                 | Resource::Parked
         )
@@ -123,10 +169,13 @@ impl Resource {
         match self {
             Resource::Mutex { addr } => format!("mutex {addr:#x}"),
             Resource::PiMutex { addr } => format!("PI mutex {addr:#x}"),
-            Resource::Futex { addr } => format!("futex {addr:#x}"),
+            Resource::Futex { addr } | Resource::Stranded { addr } => format!("futex {addr:#x}"),
+            Resource::OwnerGone { addr, .. } => format!("mutex {addr:#x}"),
             Resource::ThreadExit => "a thread's exit".to_string(),
             Resource::FileLock { class, file } => format!("{class} lock on {file}"),
             Resource::Pipe { inode, .. } => format!("pipe:[{inode}]"),
+            Resource::Socket { inode, .. } => format!("socket:[{inode}]"),
+            Resource::Semaphore { set, num, .. } => format!("semaphore {num} of SysV set {set}"),
             Resource::Child => "a child".to_string(),
             Resource::Continue => "SIGCONT".to_string(),
             Resource::Parked => "a PI mutex (refused as a deadlock)".to_string(),
@@ -164,6 +213,8 @@ pub struct WaitGraph {
 pub struct Observations {
     pub processes: Vec<ProcObs>,
     pub locks: Vec<FileLock>,
+    /// The peer of each unix stream socket a thread waits on, by inode.
+    pub peers: BTreeMap<u64, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -177,6 +228,17 @@ pub struct ProcObs {
     pub threads: Vec<ThreadObs>,
     /// Its pipe fds.
     pub pipes: Vec<PipeEnd>,
+    /// Its socket fds.
+    pub sockets: Vec<SocketEnd>,
+    /// Whether another process of the tree shares its memory (`CLONE_VM`), when looked at (a
+    /// single-threaded process in a private futex wait); `None`: not known.
+    pub shares_memory: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketEnd {
+    pub fd: i32,
+    pub inode: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +289,24 @@ pub enum Blocked {
     Children(Option<i32>),
     /// `flock`, `fcntl(F_SETLKW)`, `fcntl(F_OFD_SETLKW)`.
     FileLock,
+    /// `semop`/`semtimedop` on set `set` (`ns`: its IPC namespace's inode, `key`: its key, when
+    /// read), waiting on the semaphores of `ops`.
+    Semaphore {
+        set: i32,
+        ns: u64,
+        key: Option<i32>,
+        ops: Vec<SemWait>,
+    },
+}
+
+/// One semaphore a `semop` waits on: a decrement (`op` < 0) or a wait for zero, with its value
+/// and last changer (`semctl(GETPID)`; 0 when none has) when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemWait {
+    pub num: u16,
+    pub op: i16,
+    pub value: Option<i32>,
+    pub last_pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +330,8 @@ const FUTEX_TID_MASK: i32 = 0x3fff_ffff;
 /// Every `__kind` bit glibc 2.36 sets: the type (0..=3), robust 16, PI 32, PP 64, pshared 128,
 /// elision 256 and 512.
 const KNOWN_KIND_BITS: i32 = 3 | 16 | 32 | 64 | 128 | 256 | 512;
+/// The `__kind` bit of a process-shared glibc mutex.
+const PTHREAD_MUTEX_PSHARED: i32 = 128;
 
 /// The graph of `obs`; `None` when no thread waits on anything it follows.
 pub fn build(obs: &Observations) -> Option<WaitGraph> {
@@ -293,22 +375,10 @@ fn edges(obs: &Observations) -> Vec<WaitEdge> {
             };
             match &t.blocked {
                 None => {}
-                Some(Blocked::Futex {
-                    addr,
-                    kind,
-                    private,
-                    val,
-                    words,
-                    on_stack,
-                }) => {
-                    let parked = *on_stack && *val == 0 && words.first() == Some(&0);
-                    let (resource, holder) = if parked && *kind == FutexWait::Plain {
-                        (Resource::Parked, None)
-                    } else {
-                        let join = !*private && *kind == FutexWait::Plain;
-                        futex_edge(p, t, *addr, *kind, join, *val, words)
-                    };
-                    out.push(edge(resource, holder));
+                Some(Blocked::Futex { .. }) => {
+                    if let Some((resource, holder)) = futex_edge(obs, p, t) {
+                        out.push(edge(resource, holder));
+                    }
                 }
                 Some(Blocked::Futexes(addrs)) => {
                     out.extend(
@@ -317,12 +387,29 @@ fn edges(obs: &Observations) -> Vec<WaitEdge> {
                             .map(|&addr| edge(Resource::Futex { addr }, None)),
                     );
                 }
-                Some(Blocked::Read { fd }) => out.extend(pipe_edges(obs, p, waiter, *fd, true)),
-                Some(Blocked::Write { fd }) => out.extend(pipe_edges(obs, p, waiter, *fd, false)),
+                Some(Blocked::Read { fd }) => {
+                    out.extend(pipe_edges(obs, p, waiter, *fd, true));
+                    out.extend(socket_edges(obs, p, waiter, *fd, true));
+                }
+                Some(Blocked::Write { fd }) => {
+                    out.extend(pipe_edges(obs, p, waiter, *fd, false));
+                    out.extend(socket_edges(obs, p, waiter, *fd, false));
+                }
                 Some(Blocked::Children(which)) => {
                     out.extend(children(obs, p, *which).map(|c| edge(Resource::Child, Some(c))))
                 }
                 Some(Blocked::FileLock) => out.extend(lock_edges(obs, p, waiter)),
+                Some(Blocked::Semaphore { set, ns, key, ops }) => out.extend(ops.iter().map(|w| {
+                    let resource = Resource::Semaphore {
+                        set: *set,
+                        ns: *ns,
+                        key: *key,
+                        num: w.num,
+                        value: w.value,
+                        last_pid: w.last_pid,
+                    };
+                    edge(resource, None)
+                })),
             }
         }
     }
@@ -382,24 +469,36 @@ fn by_ns_tid(p: &ProcObs, ns_tid: i32) -> Option<&ThreadObs> {
     p.threads.iter().find(|t| t.ns_tid == Some(ns_tid))
 }
 
-fn futex_edge(
-    p: &ProcObs,
-    t: &ThreadObs,
-    addr: u64,
-    kind: FutexWait,
-    may_join: bool,
-    val: u32,
-    words: &[i32],
-) -> (Resource, Option<Party>) {
+/// The edge of thread `t` of `p`, blocked in a futex wait.
+fn futex_edge(obs: &Observations, p: &ProcObs, t: &ThreadObs) -> Option<(Resource, Option<Party>)> {
+    let Some(Blocked::Futex {
+        addr,
+        kind,
+        private,
+        val,
+        ref words,
+        on_stack,
+    }) = t.blocked
+    else {
+        return None;
+    };
     let holder = |tid: i32| by_ns_tid(p, tid).map(|h| Party::thread(p.pid, h.tid));
-    let ownerless = (Resource::Futex { addr }, None);
-    match kind {
+    let ownerless = if private && p.threads.len() == 1 && p.shares_memory == Some(false) {
+        (Resource::Stranded { addr }, None)
+    } else {
+        (Resource::Futex { addr }, None)
+    };
+    Some(match kind {
         FutexWait::RequeuePi => ownerless,
         FutexWait::Pi => {
             let owner = words.first().map(|w| w & FUTEX_TID_MASK);
             (Resource::PiMutex { addr }, owner.and_then(holder))
         }
+        FutexWait::Plain if on_stack && val == 0 && words.first() == Some(&0) => {
+            (Resource::Parked, None)
+        }
         FutexWait::Plain => {
+            let may_join = !private;
             let word = words.first().copied();
             // pthread_join: the word is the joined thread's TID until the kernel clears it, and
             // the wait is shared (the kernel's wake at exit is). 1 and 2 are also every lock's
@@ -412,15 +511,41 @@ fn futex_edge(
                 && t.ns_tid != Some(w)
                 && let Some(h) = holder(w)
             {
-                return (Resource::ThreadExit, Some(h));
+                return Some((Resource::ThreadExit, Some(h)));
             }
             // A mutex its own waiter holds (relocking a normal mutex) is a cycle of one.
-            match glibc_owner(words).and_then(holder) {
-                Some(h) => (Resource::Mutex { addr }, Some(h)),
+            match glibc_owner(words) {
+                Some(o) => match holder(o) {
+                    Some(h) => (Resource::Mutex { addr }, Some(h)),
+                    None if words[4] & PTHREAD_MUTEX_PSHARED == 0 => {
+                        let held_in = parent_thread(obs, p, o);
+                        (
+                            Resource::OwnerGone {
+                                addr,
+                                owner: o,
+                                held_in,
+                            },
+                            None,
+                        )
+                    }
+                    // A process-shared mutex may be held by another process: not looked up.
+                    None => ownerless,
+                },
                 None => ownerless,
             }
         }
+    })
+}
+
+/// The thread of `p`'s parent whose TID (in its pid namespace) is `ns_tid`: the owner of a lock
+/// `p` inherited when it was forked. Only when `p` shares its parent's pid namespace (a child
+/// made in a new one is its pid 1 there, and its parent's TIDs mean nothing in it).
+fn parent_thread(obs: &Observations, p: &ProcObs, ns_tid: i32) -> Option<Party> {
+    if p.ns_pid == Some(1) {
+        return None;
     }
+    let parent = obs.processes.iter().find(|q| q.pid == p.ppid)?;
+    by_ns_tid(parent, ns_tid).map(|t| Party::thread(parent.pid, t.tid))
 }
 
 /// The `__owner` of a glibc `pthread_mutex_t` whose `__data` is `words`, if it has that shape.
@@ -454,6 +579,26 @@ fn pipe_edges<'a>(
                 inode: end.inode,
                 read,
             },
+            holder: Some(Party::process(q.pid)),
+        })
+    })
+}
+
+/// A reader (or writer) of a unix stream socket waits for every process holding its peer.
+fn socket_edges<'a>(
+    obs: &'a Observations,
+    p: &ProcObs,
+    waiter: Party,
+    fd: i32,
+    read: bool,
+) -> impl Iterator<Item = WaitEdge> + 'a {
+    let inode = p.sockets.iter().find(|s| s.fd == fd).map(|s| s.inode);
+    let peer = inode.and_then(|i| Some((i, *obs.peers.get(&i)?)));
+    obs.processes.iter().filter_map(move |q| {
+        let (inode, peer) = peer?;
+        q.sockets.iter().any(|s| s.inode == peer).then(|| WaitEdge {
+            waiter,
+            resource: Resource::Socket { inode, peer, read },
             holder: Some(Party::process(q.pid)),
         })
     })
@@ -690,6 +835,28 @@ impl<'a> Text<'a> {
             (Resource::Pipe { read: false, .. }, Some(h)) => {
                 format!("writes {res} whose reader is {h}")
             }
+            (Resource::Socket { peer, read, .. }, Some(h)) => {
+                let verb = if *read { "reads" } else { "writes" };
+                format!("{verb} {res} whose peer socket:[{peer}] is held by {h}")
+            }
+            (Resource::OwnerGone { owner, held_in, .. }, None) => {
+                let why = match held_in {
+                    Some(t) => format!("lock inherited across fork from {}", self.who(*t)),
+                    None => {
+                        "its owner exited holding it, or it was inherited across fork".to_string()
+                    }
+                };
+                format!(
+                    "waits for {res}, whose owner tid {owner} recorded in the lock word does not \
+                     exist in this process ({why})"
+                )
+            }
+            (Resource::Stranded { .. }, None) => format!(
+                "waits for {res} (owner not recorded) that no other thread can wake: it is the \
+                 only thread of its process, which shares its memory with no other (a lock held \
+                 by another thread when it was forked, or one it holds itself; only a signal \
+                 handler of its own could release it)"
+            ),
             (_, Some(h)) => format!("waits for {res} (held by {h})"),
             (_, None) => format!("waits for {res} (owner not recorded)"),
         }
@@ -707,6 +874,17 @@ impl<'a> Text<'a> {
         let rest = self.ownerless(edges, &shown);
         if !rest.is_empty() {
             parts.push(rest);
+        }
+        parts.extend(self.semaphores(edges, &shown));
+        for (i, e) in edges.iter().enumerate() {
+            let lone = matches!(
+                e.resource,
+                Resource::OwnerGone { .. } | Resource::Stranded { .. }
+            );
+            if lone && !shown.contains(&i) {
+                let who = self.who(e.waiter);
+                parts.push(format!("{who} {}", self.wait(e)));
+            }
         }
         if parts.is_empty()
             && let Some(i) = chain.first()
@@ -726,6 +904,7 @@ impl<'a> Text<'a> {
                 }
                 Resource::FileLock { .. } => "file-lock",
                 Resource::Pipe { .. } => "pipe",
+                Resource::Socket { .. } => "socket",
                 _ => "wait",
             })
             .collect();
@@ -782,6 +961,54 @@ impl<'a> Text<'a> {
         (!doing.is_empty()).then(|| doing.join(" and "))
     }
 
+    /// The semaphore waits not in the cycle or chain, one part per set: `SysV semaphore set 3
+    /// (key 0x…), no owner recorded: abba[10] thread main[10] on semaphore 0 (value 0, last
+    /// changed by abba[11])`.
+    fn semaphores(&mut self, edges: &[WaitEdge], shown: &BTreeSet<usize>) -> Vec<String> {
+        let mut by_set: BTreeMap<(u64, i32), Vec<&WaitEdge>> = BTreeMap::new();
+        for (i, e) in edges.iter().enumerate() {
+            if let (Resource::Semaphore { set, ns, .. }, false) = (&e.resource, shown.contains(&i))
+            {
+                by_set.entry((*ns, *set)).or_default().push(e);
+            }
+        }
+        let mut out = Vec::new();
+        for ((_, set), waits) in by_set {
+            let mut parts = Vec::new();
+            let mut key = None;
+            for e in waits {
+                let Resource::Semaphore {
+                    key: k,
+                    num,
+                    value,
+                    last_pid,
+                    ..
+                } = e.resource
+                else {
+                    continue;
+                };
+                key = key.or(k);
+                let who = self.who(e.waiter);
+                let value = value.map_or("value unknown".to_string(), |v| format!("value {v}"));
+                let last = match last_pid {
+                    None => "last changer unknown".to_string(),
+                    Some(0) => "never changed".to_string(),
+                    Some(pid) if self.process(pid).is_some() => {
+                        format!("last changed by {}", self.who(Party::process(pid)))
+                    }
+                    Some(pid) => format!("last changed by pid {pid}, outside the tree"),
+                };
+                parts.push(format!("{who} on semaphore {num} ({value}, {last})"));
+            }
+            let key = key.map_or(String::new(), |k| format!(" (key {:#010x})", k as u32));
+            out.push(format!(
+                "SysV semaphore set {set}{key}, no owner recorded: {}",
+                parts.join(", ")
+            ));
+        }
+        out
+    }
+
     /// The ownerless futexes not in the cycle or chain, grouped by address.
     fn ownerless(&mut self, edges: &[WaitEdge], shown: &BTreeSet<usize>) -> String {
         let mut by_addr: BTreeMap<(i32, u64), Vec<Party>> = BTreeMap::new();
@@ -835,6 +1062,8 @@ mod tests {
             state: 'S',
             threads,
             pipes: Vec::new(),
+            sockets: Vec::new(),
+            shares_memory: None,
         }
     }
 
@@ -882,6 +1111,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![p],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert_eq!(g.edges[0].resource, Resource::ThreadExit);
@@ -909,6 +1139,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![p],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert!(g.edges.iter().all(|e| e.holder.is_none()), "{g:?}");
@@ -951,6 +1182,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![p],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert_eq!(g.edges[2].resource, Resource::Parked);
@@ -979,6 +1211,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![p],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert_eq!(
@@ -1004,6 +1237,7 @@ mod tests {
         let g = build(&Observations {
             processes: vec![reader, writer],
             locks: Vec::new(),
+            peers: BTreeMap::new(),
         })
         .unwrap();
         assert!(g.cycle.is_empty(), "{g:?}");
@@ -1012,6 +1246,80 @@ mod tests {
             g.text,
             "wait chain: abba[20] thread t20[20] reads pipe:[5] whose writer is abba[30], which \
              is blocked in pause"
+        );
+    }
+
+    #[test]
+    fn two_processes_reading_each_others_socket_peers_are_a_socket_cycle() {
+        let sock = |fd, inode| SocketEnd { fd, inode };
+        let mut a = process(20, vec![thread(20, 2, Some(Blocked::Read { fd: 3 }))]);
+        a.sockets = vec![sock(3, 100), sock(4, 201)];
+        let mut b = process(30, vec![thread(30, 2, Some(Blocked::Read { fd: 5 }))]);
+        b.sockets = vec![sock(5, 200), sock(6, 101)];
+        // A datagram socket (no peer known) gives no edge.
+        let mut c = process(40, vec![thread(40, 2, Some(Blocked::Read { fd: 7 }))]);
+        c.sockets = vec![sock(7, 300)];
+        let g = build(&Observations {
+            processes: vec![a, b, c],
+            locks: Vec::new(),
+            peers: BTreeMap::from([(100, 101), (200, 201)]),
+        })
+        .unwrap();
+        assert_eq!(g.edges.len(), 2, "{g:?}");
+        assert_eq!(g.cycle, vec![0, 1]);
+        assert_eq!(
+            g.text,
+            "socket cycle: abba[20] thread t20[20] reads socket:[100] whose peer socket:[101] is \
+             held by abba[30]; thread t30[30] reads socket:[200] whose peer socket:[201] is held \
+             by abba[20]"
+        );
+    }
+
+    #[test]
+    fn a_lone_thread_on_a_private_futex_is_stranded_and_a_gone_owner_is_named() {
+        let waits = |p: &mut ProcObs, shares: Option<bool>| {
+            p.threads[0].main = true;
+            p.shares_memory = shares;
+        };
+        // Alone, sharing memory with no one: stranded. Unknown or shared: plain ownerless.
+        let mut alone = process(20, vec![thread(20, 2, plain(0x10, 2, vec![2], true))]);
+        waits(&mut alone, Some(false));
+        let mut shared = process(30, vec![thread(30, 2, plain(0x10, 2, vec![2], true))]);
+        waits(&mut shared, Some(true));
+        // A glibc mutex owned by TID 9, which the process does not have (and no parent seen).
+        let mut gone = process(40, vec![thread(40, 2, plain(0x20, 2, mutex(9), true))]);
+        waits(&mut gone, Some(false));
+        let g = build(&Observations {
+            processes: vec![alone, shared, gone],
+            ..Observations::default()
+        })
+        .unwrap();
+        let kinds: Vec<&Resource> = g.edges.iter().map(|e| &e.resource).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                &Resource::Stranded { addr: 0x10 },
+                &Resource::Futex { addr: 0x10 },
+                &Resource::OwnerGone {
+                    addr: 0x20,
+                    owner: 9,
+                    held_in: None
+                },
+            ]
+        );
+        assert!(
+            g.text.ends_with(
+                "abba[40] thread main[40] waits for mutex 0x20, whose owner tid 9 recorded in \
+                 the lock word does not exist in this process (its owner exited holding it, or \
+                 it was inherited across fork)"
+            ),
+            "{}",
+            g.text
+        );
+        assert!(
+            g.text.contains("that no other thread can wake"),
+            "{}",
+            g.text
         );
     }
 }

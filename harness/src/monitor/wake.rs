@@ -116,8 +116,8 @@ pub fn fd_wake(fds: &WaitFds, objects: &BTreeMap<i32, FdObject>) -> FdWait {
             }
             Some(FdObject::Signal(mask)) => out.signals |= mask,
             Some(FdObject::Ring(r)) => match ring_wake(fd, r.as_ref()) {
-                Ok(wake) => out.wake = Wake::sooner(out.wake.take(), Some(wake)),
-                Err(note) => {
+                RingWake::Wakes(wake) => out.wake = Wake::sooner(out.wake.take(), Some(wake)),
+                RingWake::Idle(note) => {
                     out.note.get_or_insert(note);
                 }
             },
@@ -127,21 +127,29 @@ pub fn fd_wake(fds: &WaitFds, objects: &BTreeMap<i32, FdObject>) -> FdWait {
     out
 }
 
-/// What io_uring fd `fd` can do to a thread: `Ok`, wake it any moment (requests in flight, or
-/// an fdinfo wedge cannot read), `Err` a note that it cannot (nothing in flight). A request in
-/// flight may complete at any moment and do anything (wake a futex, write a pipe), so one in any
-/// ring of the tree keeps every thread of it from being quiescent ([`busy_ring`]).
-pub fn ring_wake(fd: i32, ring: Option<&Ring>) -> Result<Wake, String> {
+/// What an io_uring can do to a thread that waits on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RingWake {
+    /// Wake it any moment: requests in flight, or an fdinfo wedge cannot read.
+    Wakes(Wake),
+    /// Nothing: nothing in flight; the note says so in the diagnosis.
+    Idle(String),
+}
+
+/// What io_uring fd `fd` can do to a thread. A request in flight may complete at any moment and
+/// do anything (wake a futex, write a pipe), so one in any ring of the tree keeps every thread of
+/// it from being quiescent ([`busy_ring`]).
+pub fn ring_wake(fd: i32, ring: Option<&Ring>) -> RingWake {
     match ring {
-        Some(r) if r.idle() => Err(format!("io_uring fd {fd} has nothing in flight")),
-        Some(r) => Ok(Wake {
+        Some(r) if r.idle() => RingWake::Idle(format!("io_uring fd {fd} has nothing in flight")),
+        Some(r) => RingWake::Wakes(Wake {
             after: None,
             why: format!(
                 "io_uring fd {fd} has requests in flight ({} submitted, {} completed)",
                 r.cached_sq_head, r.cached_cq_tail
             ),
         }),
-        None => Ok(Wake {
+        None => RingWake::Wakes(Wake {
             after: None,
             why: format!("io_uring fd {fd} may have requests in flight (fdinfo unreadable)"),
         }),
@@ -151,7 +159,10 @@ pub fn ring_wake(fd: i32, ring: Option<&Ring>) -> Result<Wake, String> {
 /// The first io_uring among `objects` that may have requests in flight, as a wake.
 pub fn busy_ring(objects: &BTreeMap<i32, FdObject>) -> Option<Wake> {
     objects.iter().find_map(|(&fd, o)| match o {
-        FdObject::Ring(r) => ring_wake(fd, r.as_ref()).ok(),
+        FdObject::Ring(r) => match ring_wake(fd, r.as_ref()) {
+            RingWake::Wakes(wake) => Some(wake),
+            RingWake::Idle(_) => None,
+        },
         _ => None,
     })
 }

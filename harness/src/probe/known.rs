@@ -8,7 +8,7 @@
 //! - The rendering is a pure function of the reports: the behaviour table ([`behaviour_table`])
 //!   holds values only (no times), so it changes exactly when a kernel's behaviour does; a
 //!   snapshot test over it makes such a change a reviewed diff.
-//! - Each report is checked against what `shared/notes/kernel-facts.md` records ([`FACTS`]):
+//! - Each report is checked against what `docs/kernel-facts.md` records ([`FACTS`]):
 //!   the rendering says where they agree and where the probe disagrees (the probe wins).
 
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,7 @@ impl KnownReports {
     }
 }
 
-/// What kernel-facts.md says a probe gives on a kernel: (probe, kernel, value, the fact).
+/// What `docs/kernel-facts.md` says a probe gives on a kernel: (probe, kernel, value, the fact).
 pub const FACTS: &[(&str, &str, &str, &str)] = &[
     (
         "user_notif",

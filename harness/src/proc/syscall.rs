@@ -1,10 +1,17 @@
 //! Decoding `/proc/<pid>/task/<tid>/syscall` on x86_64: syscall names, seccomp ioctl request names,
 //! futex operations, and how long a blocked call can sleep (its timeout, read from the target's memory).
+//!
+//! Syscall numbers and names are the `syscalls` crate's x86_64 table (`Sysno`, generated from
+//! the kernel's own), whatever the build target: `/proc` shows an x86_64 thread's numbers.
+//! Futex operations are libc's `FUTEX_*`; the few ioctl requests and io_uring flags libc lacks
+//! are written out here.
 
 use std::time::Duration;
 
+use syscalls::x86_64::Sysno;
+
 pub use crate::syscall_names::{
-    SECCOMP_IOCTLS, ioctl_request_name, ioctl_request_values, name, number, parse_number,
+    SECCOMP_IOCTLS, ioctl_request_name, ioctl_request_values, name, number, parse_number, sysno,
 };
 
 /// What `/proc/<pid>/task/<tid>/syscall` says about a thread.
@@ -39,31 +46,38 @@ impl SyscallState {
     }
 }
 
-const FUTEX_PRIVATE_FLAG: u64 = 128;
-const FUTEX_CLOCK_REALTIME: u64 = 256;
-const FUTEX_CMD_MASK: u64 = !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+const FUTEX_PRIVATE_FLAG: u64 = libc::FUTEX_PRIVATE_FLAG as u64;
+const FUTEX_CLOCK_REALTIME: u64 = libc::FUTEX_CLOCK_REALTIME as u64;
 
-const FUTEX_OPS: &[&str] = &[
-    "FUTEX_WAIT",
-    "FUTEX_WAKE",
-    "FUTEX_FD",
-    "FUTEX_REQUEUE",
-    "FUTEX_CMP_REQUEUE",
-    "FUTEX_WAKE_OP",
-    "FUTEX_LOCK_PI",
-    "FUTEX_UNLOCK_PI",
-    "FUTEX_TRYLOCK_PI",
-    "FUTEX_WAIT_BITSET",
-    "FUTEX_WAKE_BITSET",
-    "FUTEX_WAIT_REQUEUE_PI",
-    "FUTEX_CMP_REQUEUE_PI",
-    "FUTEX_LOCK_PI2",
-];
+/// The futex command of operation `op`: its low 32 bits without the private and clock flags.
+fn futex_cmd(op: u64) -> i32 {
+    (op as u32 as i32) & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME)
+}
+
+fn futex_cmd_name(cmd: i32) -> Option<&'static str> {
+    Some(match cmd {
+        libc::FUTEX_WAIT => "FUTEX_WAIT",
+        libc::FUTEX_WAKE => "FUTEX_WAKE",
+        libc::FUTEX_FD => "FUTEX_FD",
+        libc::FUTEX_REQUEUE => "FUTEX_REQUEUE",
+        libc::FUTEX_CMP_REQUEUE => "FUTEX_CMP_REQUEUE",
+        libc::FUTEX_WAKE_OP => "FUTEX_WAKE_OP",
+        libc::FUTEX_LOCK_PI => "FUTEX_LOCK_PI",
+        libc::FUTEX_UNLOCK_PI => "FUTEX_UNLOCK_PI",
+        libc::FUTEX_TRYLOCK_PI => "FUTEX_TRYLOCK_PI",
+        libc::FUTEX_WAIT_BITSET => "FUTEX_WAIT_BITSET",
+        libc::FUTEX_WAKE_BITSET => "FUTEX_WAKE_BITSET",
+        libc::FUTEX_WAIT_REQUEUE_PI => "FUTEX_WAIT_REQUEUE_PI",
+        libc::FUTEX_CMP_REQUEUE_PI => "FUTEX_CMP_REQUEUE_PI",
+        libc::FUTEX_LOCK_PI2 => "FUTEX_LOCK_PI2",
+        _ => return None,
+    })
+}
 
 fn futex_op_name(op: u64) -> String {
-    let cmd = op & FUTEX_CMD_MASK & 0xffff_ffff;
-    let mut name = match FUTEX_OPS.get(cmd as usize) {
-        Some(n) => (*n).to_string(),
+    let cmd = futex_cmd(op);
+    let mut name = match futex_cmd_name(cmd) {
+        Some(n) => n.to_string(),
         None => format!("FUTEX_OP_{cmd:#x}"),
     };
     if op & FUTEX_PRIVATE_FLAG != 0 {
@@ -78,59 +92,78 @@ fn futex_op_name(op: u64) -> String {
 /// A short name for a blocked call: the syscall name, with the ioctl request or futex operation,
 /// e.g. `ioctl(SECCOMP_IOCTL_NOTIF_RECV)`, `futex(FUTEX_WAIT_PRIVATE)`, `read`.
 pub fn call_name(nr: u64, args: &[u64; 6]) -> String {
-    let name = name(nr).map_or_else(|| format!("syscall_{nr}"), str::to_string);
-    match name.as_str() {
-        "ioctl" => match ioctl_request_name(args[1]) {
+    let Some(call) = sysno(nr) else {
+        return format!("syscall_{nr}");
+    };
+    match call {
+        Sysno::ioctl => match ioctl_request_name(args[1]) {
             Some(req) => format!("ioctl({req})"),
             None => format!("ioctl({:#x})", args[1]),
         },
-        "futex" => format!("futex({})", futex_op_name(args[1])),
-        "fcntl" => match args[1] {
-            7 => "fcntl(F_SETLKW)".to_string(),
-            38 => "fcntl(F_OFD_SETLKW)".to_string(),
-            cmd => format!("fcntl({cmd})"),
+        Sysno::futex => format!("futex({})", futex_op_name(args[1])),
+        Sysno::fcntl => match i32::try_from(args[1]) {
+            Ok(libc::F_SETLKW) => "fcntl(F_SETLKW)".to_string(),
+            Ok(libc::F_OFD_SETLKW) => "fcntl(F_OFD_SETLKW)".to_string(),
+            _ => format!("fcntl({})", args[1]),
         },
-        _ => name,
+        _ => call.name().to_string(),
     }
 }
 
 /// The call with its most telling arguments, e.g. `ioctl(fd 5, SECCOMP_IOCTL_NOTIF_RECV)`,
 /// `read(fd 3, 4096 bytes)`, `wait4(pid -1)`.
 pub fn call_detail(nr: u64, args: &[u64; 6]) -> String {
-    let Some(name) = name(nr) else {
+    let Some(call) = sysno(nr) else {
         return format!(
             "syscall_{nr}({:#x}, {:#x}, {:#x})",
             args[0], args[1], args[2]
         );
     };
+    let name = call.name();
     let fd = args[0] as i64 as i32;
-    match name {
-        "ioctl" => {
+    match call {
+        Sysno::ioctl => {
             let req = ioctl_request_name(args[1])
                 .map_or_else(|| format!("{:#x}", args[1]), str::to_string);
             format!("ioctl(fd {fd}, {req})")
         }
-        "futex" => format!(
+        Sysno::futex => format!(
             "futex({:#x}, {}, {})",
             args[0],
             futex_op_name(args[1]),
             args[2] as i64 as i32
         ),
-        "read" | "write" | "pread64" | "pwrite64" | "recvfrom" | "sendto" => {
-            format!("{name}(fd {fd}, {} bytes)", args[2])
-        }
-        "readv" | "writev" | "recvmsg" | "sendmsg" | "accept" | "accept4" | "connect" | "flock"
-        | "fsync" | "fdatasync" | "epoll_wait" | "epoll_pwait" | "epoll_pwait2" | "close" => {
-            format!("{name}(fd {fd})")
-        }
-        "poll" | "ppoll" => format!("{name}({} fds)", args[1]),
-        "wait4" => format!("wait4(pid {})", args[0] as i64 as i32),
-        "waitid" => format!("waitid(idtype {}, id {})", args[0], args[1] as i64 as i32),
-        "fcntl" => format!("{}(fd {fd})", call_name(nr, args).trim_end_matches(')')),
-        "openat" => format!("openat(dirfd {fd})"),
-        "clone" | "clone3" | "execve" | "exit_group" | "pause" | "rt_sigsuspend" => {
-            format!("{name}()")
-        }
+        Sysno::read
+        | Sysno::write
+        | Sysno::pread64
+        | Sysno::pwrite64
+        | Sysno::recvfrom
+        | Sysno::sendto => format!("{name}(fd {fd}, {} bytes)", args[2]),
+        Sysno::readv
+        | Sysno::writev
+        | Sysno::recvmsg
+        | Sysno::sendmsg
+        | Sysno::accept
+        | Sysno::accept4
+        | Sysno::connect
+        | Sysno::flock
+        | Sysno::fsync
+        | Sysno::fdatasync
+        | Sysno::epoll_wait
+        | Sysno::epoll_pwait
+        | Sysno::epoll_pwait2
+        | Sysno::close => format!("{name}(fd {fd})"),
+        Sysno::poll | Sysno::ppoll => format!("{name}({} fds)", args[1]),
+        Sysno::wait4 => format!("wait4(pid {})", args[0] as i64 as i32),
+        Sysno::waitid => format!("waitid(idtype {}, id {})", args[0], args[1] as i64 as i32),
+        Sysno::fcntl => format!("{}(fd {fd})", call_name(nr, args).trim_end_matches(')')),
+        Sysno::openat => format!("openat(dirfd {fd})"),
+        Sysno::clone
+        | Sysno::clone3
+        | Sysno::execve
+        | Sysno::exit_group
+        | Sysno::pause
+        | Sysno::rt_sigsuspend => format!("{name}()"),
         _ => format!("{name}({:#x}, {:#x}, {:#x})", args[0], args[1], args[2]),
     }
 }
@@ -179,98 +212,119 @@ pub enum WaitBound {
     Unknown,
 }
 
+/// Reads `len` bytes at an address of the blocked thread's memory (`None`: unreadable).
+type ReadMem<'a> = &'a dyn Fn(u64, usize) -> Option<Vec<u8>>;
+
 /// The timeout of blocked call `nr` with `args`, reading pointed-to timespecs with `read_mem`.
-pub fn wait_bound(
-    nr: u64,
-    args: &[u64; 6],
-    read_mem: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
-) -> WaitBound {
-    let Some(name) = name(nr) else {
+pub fn wait_bound(nr: u64, args: &[u64; 6], read_mem: ReadMem<'_>) -> WaitBound {
+    let Some(call) = sysno(nr) else {
         return WaitBound::Indefinite;
     };
-    let timespec = |addr: u64| -> Option<Duration> {
-        let bytes = read_mem(addr, 16)?;
+    let t = Timeouts(read_mem);
+    match call {
+        Sysno::nanosleep => t.required(args[0]),
+        Sysno::clock_nanosleep if args[1] & libc::TIMER_ABSTIME as u64 != 0 => {
+            t.absolute(args[2], Clock::from_id(args[0]))
+        }
+        Sysno::clock_nanosleep => t.required(args[2]),
+        Sysno::poll => millis(args[2]),
+        Sysno::epoll_wait | Sysno::epoll_pwait => millis(args[3]),
+        Sysno::ppoll | Sysno::rt_sigtimedwait => t.relative(args[2]),
+        Sysno::epoll_pwait2 | Sysno::semtimedop => t.relative(args[3]),
+        Sysno::pselect6 | Sysno::io_getevents | Sysno::io_pgetevents | Sysno::recvmmsg => {
+            t.relative(args[4])
+        }
+        Sysno::select => t.relative_timeval(args[4]),
+        Sysno::mq_timedreceive | Sysno::mq_timedsend => t.absolute(args[4], Clock::Realtime),
+        Sysno::futex => futex_bound(args[1], args[3], &t),
+        Sysno::io_uring_enter => uring_bound(args, &t),
+        Sysno::futex_waitv => t.absolute(args[3], Clock::from_id(args[4])),
+        Sysno::futex_wait => t.absolute(args[4], Clock::from_id(args[5])),
+        _ => WaitBound::Indefinite,
+    }
+}
+
+/// A futex operation's own timeout: `FUTEX_WAIT`'s is relative, the bitset, requeue-PI and
+/// `LOCK_PI2` waits' absolute on the clock the op names, `FUTEX_LOCK_PI`'s absolute realtime.
+fn futex_bound(op: u64, timeout: u64, t: &Timeouts<'_>) -> WaitBound {
+    let clock = if op & FUTEX_CLOCK_REALTIME != 0 {
+        Clock::Realtime
+    } else {
+        Clock::Monotonic
+    };
+    match futex_cmd(op) {
+        libc::FUTEX_WAIT => t.relative(timeout),
+        libc::FUTEX_WAIT_BITSET | libc::FUTEX_WAIT_REQUEUE_PI | libc::FUTEX_LOCK_PI2 => {
+            t.absolute(timeout, clock)
+        }
+        libc::FUTEX_LOCK_PI => t.absolute(timeout, Clock::Realtime),
+        _ => WaitBound::Indefinite,
+    }
+}
+
+/// A timeout in milliseconds as `poll` and `epoll_wait` take it: negative waits forever.
+fn millis(ms: u64) -> WaitBound {
+    let ms = ms as i64 as i32;
+    if ms < 0 {
+        WaitBound::Indefinite
+    } else {
+        WaitBound::Relative(Duration::from_millis(ms as u64))
+    }
+}
+
+/// Reads the timeouts a blocked call points at.
+struct Timeouts<'a>(ReadMem<'a>);
+
+impl Timeouts<'_> {
+    /// A `struct timespec` (negative fields clamp to zero).
+    fn timespec(&self, addr: u64) -> Option<Duration> {
+        let bytes = (self.0)(addr, 16)?;
         let sec = i64::from_ne_bytes(bytes[0..8].try_into().ok()?);
         let nsec = i64::from_ne_bytes(bytes[8..16].try_into().ok()?);
         Some(Duration::new(
             sec.max(0) as u64,
             nsec.clamp(0, 999_999_999) as u32,
         ))
-    };
-    let timeval = |addr: u64| -> Option<Duration> {
-        let bytes = read_mem(addr, 16)?;
-        let sec = i64::from_ne_bytes(bytes[0..8].try_into().ok()?);
-        let usec = i64::from_ne_bytes(bytes[8..16].try_into().ok()?);
-        Some(Duration::new(
-            sec.max(0) as u64,
-            (usec.clamp(0, 999_999) * 1000) as u32,
-        ))
-    };
-    let relative_ptr = |addr: u64| {
+    }
+
+    /// A relative timespec that must be there (`nanosleep`): unreadable, even at 0, is unknown.
+    fn required(&self, addr: u64) -> WaitBound {
+        self.timespec(addr)
+            .map_or(WaitBound::Unknown, WaitBound::Relative)
+    }
+
+    /// A relative timespec; a null pointer waits forever.
+    fn relative(&self, addr: u64) -> WaitBound {
         if addr == 0 {
-            WaitBound::Indefinite
-        } else {
-            timespec(addr).map_or(WaitBound::Unknown, WaitBound::Relative)
+            return WaitBound::Indefinite;
         }
-    };
-    let absolute_ptr = |addr: u64, clock: Clock| {
+        self.required(addr)
+    }
+
+    /// An absolute timespec on `clock`; a null pointer waits forever.
+    fn absolute(&self, addr: u64, clock: Clock) -> WaitBound {
         if addr == 0 {
-            WaitBound::Indefinite
-        } else {
-            timespec(addr).map_or(WaitBound::Unknown, |at| WaitBound::Absolute(clock, at))
+            return WaitBound::Indefinite;
         }
-    };
-    let millis = |ms: u64| {
-        let ms = ms as i64 as i32;
-        if ms < 0 {
-            WaitBound::Indefinite
-        } else {
-            WaitBound::Relative(Duration::from_millis(ms as u64))
+        self.timespec(addr)
+            .map_or(WaitBound::Unknown, |at| WaitBound::Absolute(clock, at))
+    }
+
+    /// A relative `struct timeval` (`select`); a null pointer waits forever.
+    fn relative_timeval(&self, addr: u64) -> WaitBound {
+        if addr == 0 {
+            return WaitBound::Indefinite;
         }
-    };
-    match name {
-        "nanosleep" => timespec(args[0]).map_or(WaitBound::Unknown, WaitBound::Relative),
-        "clock_nanosleep" => {
-            if args[1] & libc::TIMER_ABSTIME as u64 != 0 {
-                absolute_ptr(args[2], Clock::from_id(args[0]))
-            } else {
-                timespec(args[2]).map_or(WaitBound::Unknown, WaitBound::Relative)
-            }
-        }
-        "poll" => millis(args[2]),
-        "epoll_wait" | "epoll_pwait" => millis(args[3]),
-        "ppoll" => relative_ptr(args[2]),
-        "epoll_pwait2" => relative_ptr(args[3]),
-        "pselect6" => relative_ptr(args[4]),
-        "select" => {
-            if args[4] == 0 {
-                WaitBound::Indefinite
-            } else {
-                timeval(args[4]).map_or(WaitBound::Unknown, WaitBound::Relative)
-            }
-        }
-        "rt_sigtimedwait" => relative_ptr(args[2]),
-        "semtimedop" => relative_ptr(args[3]),
-        "io_getevents" | "io_pgetevents" | "recvmmsg" => relative_ptr(args[4]),
-        "mq_timedreceive" | "mq_timedsend" => absolute_ptr(args[4], Clock::Realtime),
-        "futex" => {
-            let cmd = args[1] & FUTEX_CMD_MASK & 0xffff_ffff;
-            let clock = if args[1] & FUTEX_CLOCK_REALTIME != 0 {
-                Clock::Realtime
-            } else {
-                Clock::Monotonic
-            };
-            match cmd {
-                0 => relative_ptr(args[3]),
-                9 | 11 | 13 => absolute_ptr(args[3], clock),
-                6 => absolute_ptr(args[3], Clock::Realtime),
-                _ => WaitBound::Indefinite,
-            }
-        }
-        "io_uring_enter" => uring_bound(args, read_mem),
-        "futex_waitv" => absolute_ptr(args[3], Clock::from_id(args[4])),
-        "futex_wait" => absolute_ptr(args[4], Clock::from_id(args[5])),
-        _ => WaitBound::Indefinite,
+        let timeval = || -> Option<Duration> {
+            let bytes = (self.0)(addr, 16)?;
+            let sec = i64::from_ne_bytes(bytes[0..8].try_into().ok()?);
+            let usec = i64::from_ne_bytes(bytes[8..16].try_into().ok()?);
+            Some(Duration::new(
+                sec.max(0) as u64,
+                (usec.clamp(0, 999_999) * 1000) as u32,
+            ))
+        };
+        timeval().map_or(WaitBound::Unknown, WaitBound::Relative)
     }
 }
 
@@ -278,8 +332,8 @@ pub fn wait_bound(
 /// `io_uring_getevents_arg` (`sigmask` u64, `sigmask_sz` u32, `min_wait_usec` u32, `ts` u64),
 /// relative, or absolute with `IORING_ENTER_ABS_TIMER` on the ring's clock (monotonic unless one
 /// was registered), taken as boottime: never later than the truth. An argument in a registered
-/// region (`IORING_ENTER_EXT_ARG_REG`) is not read: unknown.
-fn uring_bound(args: &[u64; 6], read_mem: &dyn Fn(u64, usize) -> Option<Vec<u8>>) -> WaitBound {
+/// region (`IORING_ENTER_EXT_ARG_REG`) is not read: unknown. (libc has no `IORING_ENTER_*`.)
+fn uring_bound(args: &[u64; 6], t: &Timeouts<'_>) -> WaitBound {
     const EXT_ARG: u64 = 1 << 3;
     const ABS_TIMER: u64 = 1 << 5;
     const EXT_ARG_REG: u64 = 1 << 6;
@@ -290,22 +344,14 @@ fn uring_bound(args: &[u64; 6], read_mem: &dyn Fn(u64, usize) -> Option<Vec<u8>>
     if flags & EXT_ARG_REG != 0 {
         return WaitBound::Unknown;
     }
-    let ts =
-        read_mem(args[4], 24).and_then(|b| Some(u64::from_ne_bytes(b[16..24].try_into().ok()?)));
+    let ts = (t.0)(args[4], 24).and_then(|b| Some(u64::from_ne_bytes(b[16..24].try_into().ok()?)));
     let Some(ts) = ts else {
         return WaitBound::Unknown;
     };
     if ts == 0 {
         return WaitBound::Indefinite;
     }
-    let Some(at) = read_mem(ts, 16).and_then(|b| {
-        let sec = i64::from_ne_bytes(b[0..8].try_into().ok()?);
-        let nsec = i64::from_ne_bytes(b[8..16].try_into().ok()?);
-        Some(Duration::new(
-            sec.max(0) as u64,
-            nsec.clamp(0, 999_999_999) as u32,
-        ))
-    }) else {
+    let Some(at) = t.timespec(ts) else {
         return WaitBound::Unknown;
     };
     if flags & ABS_TIMER != 0 {

@@ -7,6 +7,12 @@
 //! `monitor::wake`, which needs no kernel. Each parser is total: malformed text gives `None` or an
 //! empty list, and the caller treats "could not see" conservatively.
 //!
+//! The parsers are by hand: the `procfs` crate reads none of the timerfd, epoll, signalfd or
+//! io_uring fdinfo, `/proc/PID/timers` or `/proc/timer_list`. It does read `status`, but the
+//! signal masks are read on the monitor's sampling path, where its `Status` (every line parsed
+//! into a map) costs about 40 µs a parse against 3 µs for the two lines wedge needs (release
+//! build, measured on a loaded 2-core machine).
+//!
 //! What this kernel (6.18) shows, checked with a small C program:
 //! - a timerfd's fdinfo has `clockid`, `ticks`, `settime flags`, `it_value: (sec, nsec)` (the
 //!   time left to the next expiry, relative, even for `TFD_TIMER_ABSTIME`) and `it_interval`; a
@@ -24,6 +30,8 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::time::Duration;
+
+use syscalls::x86_64::Sysno;
 
 use super::syscall;
 
@@ -368,12 +376,19 @@ pub fn wait_fds(
     read_mem: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
 ) -> WaitFds {
     let fd = args[0] as i64 as i32;
-    match syscall::name(nr) {
+    match syscall::sysno(nr) {
         Some(
-            "read" | "readv" | "pread64" | "preadv" | "preadv2" | "epoll_wait" | "epoll_pwait"
-            | "epoll_pwait2" | "io_uring_enter",
+            Sysno::read
+            | Sysno::readv
+            | Sysno::pread64
+            | Sysno::preadv
+            | Sysno::preadv2
+            | Sysno::epoll_wait
+            | Sysno::epoll_pwait
+            | Sysno::epoll_pwait2
+            | Sysno::io_uring_enter,
         ) => WaitFds::Fds(vec![fd]),
-        Some("poll" | "ppoll") => {
+        Some(Sysno::poll | Sysno::ppoll) => {
             let nfds = args[1];
             if nfds == 0 {
                 return WaitFds::Fds(Vec::new());
@@ -384,7 +399,7 @@ pub fn wait_fds(
             read_mem(args[0], nfds as usize * 8)
                 .map_or(WaitFds::Unreadable, |b| WaitFds::Fds(pollfd_members(&b)))
         }
-        Some("select" | "pselect6") => {
+        Some(Sysno::select | Sysno::pselect6) => {
             let nfds = args[0];
             if nfds > MAX_WAIT_FDS {
                 return WaitFds::Unreadable;
@@ -414,7 +429,7 @@ pub fn sigwait_set(
     args: &[u64; 6],
     read_mem: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
 ) -> Option<u64> {
-    if syscall::name(nr) != Some("rt_sigtimedwait") {
+    if syscall::sysno(nr) != Some(Sysno::rt_sigtimedwait) {
         return None;
     }
     let bytes = read_mem(args[0], 8)?;

@@ -5,7 +5,6 @@
 use std::fmt::Write;
 
 use super::format::{Table, cell_text, ms, pct, table};
-use super::junit::escape;
 use crate::gate::GateFailure;
 use crate::stats::{CellStats, Summary};
 
@@ -306,4 +305,22 @@ fn time_chart(cells: &[&CellStats]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// Escapes text for HTML attributes and content; control characters other than whitespace are
+/// dropped (a subject's output may hold any byte).
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -1,105 +1,104 @@
 //! `junit.xml`: one test suite per scenario, one test case per cell; a cell that misses its
 //! expectation is a failure, a cell that cannot run here is skipped.
+//!
+//! This module only maps a [`Summary`] onto `quick-junit`'s model; the XML itself (escaping,
+//! control characters, the element and attribute names CI systems read) is the crate's, the
+//! same writer nextest uses, so the file reads in every CI system that reads nextest's.
 
 use std::fmt::Write;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, SerializeError, TestCase, TestCaseStatus, TestSuite};
 
 use super::format::pct;
-use crate::stats::Summary;
+use crate::gate::GateFailure;
+use crate::stats::{CellStats, Summary};
 
-/// Escapes text for XML attributes and content.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
-            c => out.push(c),
-        }
+/// Renders `junit.xml`. Serialising into memory does no I/O; an error here would be the XML
+/// writer's own.
+pub fn render(summary: &Summary) -> Result<String, SerializeError> {
+    let failures = crate::gate::evaluate(summary);
+    let mut report = Report::new("wedge");
+    for scenario in summary.scenarios() {
+        report.add_test_suite(suite(summary, scenario, &failures));
     }
-    out
+    report.to_string()
 }
 
-/// Renders `junit.xml`.
-pub fn render(summary: &Summary) -> String {
-    let failures = crate::gate::evaluate(summary);
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"wedge\" tests=\"{}\" failures=\"{}\">",
-        summary.cells.len(),
-        failures.len()
-    );
-    for scenario in summary.scenarios() {
-        let cells: Vec<_> = summary
-            .cells
+/// The suite of one scenario; its time is the sum of its cells' trial times.
+fn suite(summary: &Summary, scenario: &str, failures: &[GateFailure]) -> TestSuite {
+    let cells: Vec<&CellStats> = summary
+        .cells
+        .iter()
+        .filter(|c| c.scenario == scenario)
+        .collect();
+    let mut suite = TestSuite::new(scenario);
+    suite.set_time(seconds(cells.iter().map(|c| total_ms(c)).sum()));
+    for c in cells {
+        let failure = failures
             .iter()
-            .filter(|c| c.scenario == scenario)
-            .collect();
-        let fails = failures.iter().filter(|f| f.scenario == scenario).count();
-        let skipped = cells.iter().filter(|c| c.skipped.is_some()).count();
-        let time: f64 = cells
-            .iter()
-            .map(|c| c.times_ms.iter().sum::<f64>())
-            .sum::<f64>()
-            / 1000.0;
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{fails}\" skipped=\"{skipped}\" time=\"{time:.3}\">",
-            escape(scenario),
-            cells.len()
-        );
-        for c in cells {
-            let time = c.times_ms.iter().sum::<f64>() / 1000.0;
-            let _ = writeln!(
-                out,
-                "    <testcase classname=\"wedge.{}\" name=\"{}\" time=\"{time:.3}\">",
-                escape(scenario),
-                escape(&c.cell_id)
-            );
-            if let Some(why) = &c.skipped {
-                let _ = writeln!(out, "      <skipped message=\"{}\"/>", escape(why));
-            } else if let Some(f) = failures
-                .iter()
-                .find(|f| f.scenario == c.scenario && f.cell == c.cell_id)
-            {
-                let _ = writeln!(
-                    out,
-                    "      <failure message=\"{}\" type=\"expectation\">{}</failure>",
-                    escape(&f.reason),
-                    escape(&format!(
-                        "expected: {}\n{}",
-                        c.expectation.describe(),
-                        f.reason
-                    ))
-                );
-            }
-            let mut text = format!(
-                "expected: {}\ntrials {}: pass {}, fail {}, hang {}, crash {}, error {}; {} {}/{} (95% CI {}–{})",
-                c.expectation.describe(),
-                c.trials,
-                c.passes,
-                c.fails,
-                c.hangs,
-                c.crashes,
-                c.errors,
-                c.rate_word(),
-                c.met,
-                c.trials,
-                pct(c.met_interval.0),
-                pct(c.met_interval.1)
-            );
-            if let Some((d, n)) = &c.top_diagnosis {
-                let _ = write!(text, "\nhang diagnosis ({n} trials): {d}");
-            }
-            let _ = writeln!(out, "      <system-out>{}</system-out>", escape(&text));
-            let _ = writeln!(out, "    </testcase>");
-        }
-        let _ = writeln!(out, "  </testsuite>");
+            .find(|f| f.scenario == c.scenario && f.cell == c.cell_id);
+        suite.add_test_case(case(c, failure));
     }
-    out.push_str("</testsuites>\n");
-    out
+    suite
+}
+
+/// The case of one cell: skipped when it cannot run here, failed when the gate's check of it
+/// failed; its output is the cell's counts and interval in words.
+fn case(c: &CellStats, failure: Option<&GateFailure>) -> TestCase {
+    let status = if let Some(why) = &c.skipped {
+        let mut status = TestCaseStatus::skipped();
+        status.set_message(why.as_str());
+        status
+    } else if let Some(f) = failure {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        status
+            .set_message(f.reason.as_str())
+            .set_type("expectation")
+            .set_description(format!(
+                "expected: {}\n{}",
+                c.expectation.describe(),
+                f.reason
+            ));
+        status
+    } else {
+        TestCaseStatus::success()
+    };
+    let mut case = TestCase::new(c.cell_id.as_str(), status);
+    case.set_classname(format!("wedge.{}", c.scenario))
+        .set_time(seconds(total_ms(c)))
+        .set_system_out(system_out(c));
+    case
+}
+
+/// The cell in words: its expectation, its counts, and its hang diagnosis if it has one.
+fn system_out(c: &CellStats) -> String {
+    let mut text = format!(
+        "expected: {}\ntrials {}: pass {}, fail {}, hang {}, crash {}, error {}; {} {}/{} (95% CI {}–{})",
+        c.expectation.describe(),
+        c.trials,
+        c.passes,
+        c.fails,
+        c.hangs,
+        c.crashes,
+        c.errors,
+        c.rate_word(),
+        c.met,
+        c.trials,
+        pct(c.met_interval.0),
+        pct(c.met_interval.1)
+    );
+    if let Some((d, n)) = &c.top_diagnosis {
+        let _ = write!(text, "\nhang diagnosis ({n} trials): {d}");
+    }
+    text
+}
+
+fn total_ms(c: &CellStats) -> f64 {
+    c.times_ms.iter().sum()
+}
+
+/// Milliseconds as a duration; a cell without trials (whose sum is `-0.0`) takes no time.
+fn seconds(ms: f64) -> Duration {
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::ZERO)
 }

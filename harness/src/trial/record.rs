@@ -93,6 +93,7 @@ pub(crate) fn assemble(
         host: engine.host.clone(),
         wedge_version: crate::VERSION.to_string(),
         shard: None,
+        vm: None,
     }
 }
 

@@ -8,13 +8,15 @@
 //!
 //! Libraries come from `ldd` (the loader's own search: RUNPATH, ld.so.cache, default dirs),
 //! run only on ELF files that name an interpreter; whether one does is read from the ELF
-//! program headers here, so a static binary is never handed to `ldd`.
+//! program headers here, so a static binary is never handed to `ldd`. The `#!` line and the ELF
+//! headers are read by `wedge_sys::binfmt`, the reader the exec supervisor decides with too.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use thiserror::Error;
+use wedge_sys::binfmt::parse_shebang;
 
 /// One path the guest needs. `symlink` is the link's target (as stored on the host) when the
 /// host path is a symlink; otherwise `source` is the regular file to copy.
@@ -194,71 +196,22 @@ fn guest_path(p: &Path) -> String {
     p.to_string_lossy().trim_start_matches('/').to_owned()
 }
 
-/// The interpreter and its optional argument of a `#!` line (as the kernel splits it).
+/// The interpreter and its optional argument of a `#!` line, split as the kernel splits it. A
+/// relative interpreter names no file here (the kernel finds it from the caller's cwd, unknown
+/// when packing), so such a script brings only itself.
 fn shebang(bytes: &[u8]) -> Option<Vec<String>> {
-    let rest = bytes.strip_prefix(b"#!")?;
-    let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-    let line = String::from_utf8_lossy(&rest[..end]);
-    let line = line.trim();
-    let (interp, arg) = match line.split_once([' ', '\t']) {
-        Some((i, a)) => (i, a.trim()),
-        None => (line, ""),
-    };
-    if !interp.starts_with('/') {
-        return None; // not something the kernel would run
-    }
-    let mut out = vec![interp.to_owned()];
-    if !arg.is_empty() {
-        out.push(arg.to_owned());
-    }
-    Some(out)
-}
-
-fn le(bytes: &[u8], at: usize, len: usize) -> Option<u64> {
-    let field = bytes.get(at..at.checked_add(len)?)?;
+    let line = parse_shebang(bytes).filter(|l| l.interpreter.starts_with('/'))?;
     Some(
-        field
-            .iter()
-            .rev()
-            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+        std::iter::once(line.interpreter)
+            .chain(line.argument)
+            .collect(),
     )
 }
 
-/// The PT_INTERP path of a little-endian ELF file (32- or 64-bit), if it has one.
+/// The PT_INTERP path of a little-endian ELF file (32- or 64-bit), if it has one; a file whose
+/// headers cannot be read names none (and is only copied, never handed to `ldd`).
 fn elf_interpreter(bytes: &[u8]) -> Option<String> {
-    if bytes.get(..4) != Some(b"\x7fELF") || bytes.get(5) != Some(&1) {
-        return None;
-    }
-    let wide = *bytes.get(4)? == 2;
-    let (phoff, phentsize, phnum) = if wide {
-        (
-            le(bytes, 0x20, 8)?,
-            le(bytes, 0x36, 2)?,
-            le(bytes, 0x38, 2)?,
-        )
-    } else {
-        (
-            le(bytes, 0x1C, 4)?,
-            le(bytes, 0x2A, 2)?,
-            le(bytes, 0x2C, 2)?,
-        )
-    };
-    const PT_INTERP: u64 = 3;
-    (0..phnum).find_map(|i| {
-        let ph = usize::try_from(phoff.checked_add(i.checked_mul(phentsize)?)?).ok()?;
-        if le(bytes, ph, 4)? != PT_INTERP {
-            return None;
-        }
-        let (off, size) = if wide {
-            (le(bytes, ph + 8, 8)?, le(bytes, ph + 32, 8)?)
-        } else {
-            (le(bytes, ph + 4, 4)?, le(bytes, ph + 16, 4)?)
-        };
-        let start = usize::try_from(off).ok()?;
-        let raw = bytes.get(start..start.checked_add(usize::try_from(size).ok()?)?)?;
-        let raw = raw.split(|&b| b == 0).next()?;
-        Some(String::from_utf8_lossy(raw).into_owned())
-    })
+    wedge_sys::binfmt::elf_interpreter(bytes).ok().flatten()
 }
 
 /// The libraries (and loader) `ldd` says `path` loads, as the absolute paths it prints.
@@ -282,15 +235,12 @@ fn ldd(program: &str, path: &Path) -> Result<Vec<PathBuf>, ClosureError> {
             err.trim()
         )));
     }
-    parse_ldd(&text).map_err(|library| ClosureError::MissingLibrary {
-        program: program.to_owned(),
-        library,
-    })
+    parse_ldd(program, &text)
 }
 
-/// Paths from `ldd` output; `Err(name)` for a library it could not find. Lines without a path
-/// (the vDSO) are skipped.
-fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
+/// Paths from `ldd` output about `program`; an error naming a library it could not find.
+/// Lines without a path (the vDSO) are skipped.
+fn parse_ldd(program: &str, text: &str) -> Result<Vec<PathBuf>, ClosureError> {
     let mut libs = Vec::new();
     for line in text.lines().map(str::trim) {
         let (name, found) = match line.split_once(" => ") {
@@ -298,7 +248,10 @@ fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
             None => (line, line),
         };
         if found.starts_with("not found") {
-            return Err(name.to_owned());
+            return Err(ClosureError::MissingLibrary {
+                program: program.to_owned(),
+                library: name.to_owned(),
+            });
         }
         let path = found.split(" (0x").next().unwrap_or("").trim();
         if path.starts_with('/') {
@@ -491,16 +444,19 @@ mod tests {
     fn ldd_output_gives_paths_and_missing_libraries() {
         let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x7f)\n\t/lib64/ld-linux-x86-64.so.2 (0x7f)\n";
         assert_eq!(
-            parse_ldd(text).unwrap(),
+            parse_ldd("p", text).unwrap(),
             [
                 PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
                 PathBuf::from("/lib64/ld-linux-x86-64.so.2")
             ]
         );
         assert_eq!(
-            parse_ldd("\tlibfoo.so.1 => not found\n"),
-            Err("libfoo.so.1".into())
+            parse_ldd("p", "\tlibfoo.so.1 => not found\n"),
+            Err(ClosureError::MissingLibrary {
+                program: "p".into(),
+                library: "libfoo.so.1".into()
+            })
         );
-        assert_eq!(parse_ldd("\tstatically linked\n"), Ok(vec![]));
+        assert_eq!(parse_ldd("p", "\tstatically linked\n"), Ok(vec![]));
     }
 }

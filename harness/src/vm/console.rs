@@ -15,6 +15,14 @@
 //! of JSON (serde never writes a raw newline), `length` its size in bytes, `checksum` its FNV-1a
 //! 64 in hex. The guest writes each frame with one `write` from one thread; the kernel may still
 //! print in between, which the checksum catches.
+//!
+//! Why no crate: the channel is a console the kernel writes its own lines into, so a frame must
+//! be printable text that survives being interleaved with, or broken by, kernel output, and be
+//! found again in a stream of arbitrary bytes. Byte-stuffing framings (`cobs`, SLIP as in
+//! `pamoja-serial`) assume the line is theirs alone and binary, and line or length codecs
+//! (`tokio-util`'s `LinesCodec`, `LengthDelimitedCodec`) have no way to tell a torn line from an
+//! intact one. What is left is a marker, a length and a checksum in a line of text, small enough
+//! to check by eye; only the checksum is a crate's (`fnv`).
 
 use serde::{Deserialize, Serialize};
 
@@ -99,9 +107,10 @@ pub struct Done {
 
 /// FNV-1a, 64 bits: enough to tell a torn line from an intact one.
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    use std::hash::Hasher as _;
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 /// The line (with its newline) that carries `payload` as a `kind` frame. A payload holding a

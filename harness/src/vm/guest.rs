@@ -13,67 +13,22 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::console::{self, FrameKind};
-use crate::backend::Target;
-use crate::executor::host::HostExecutor;
-use crate::executor::{Executor, TrialSink};
-use crate::plan::{PlannedCell, PlannedTrial};
+use super::error::GuestError;
+use super::wire::{GuestPlan, PLAN_PATH};
+use crate::executor::TrialSink;
+use crate::executor::host::{HostCell, run_here};
+use crate::plan::{PlannedTrial, time_scaled_ms};
 use crate::probe::run::{SuiteOptions, run_suite};
 use crate::probe::{ProbeReport, ProbeValues};
 use crate::record::TrialRecord;
 use crate::scenario::{Expectation, Scenario};
 use crate::trial::Engine;
-
-/// Where the host puts the plan in the image.
-pub const PLAN_PATH: &str = "/wedge/plan.json";
-/// Where the host puts the scenario files in the image.
-pub const SCENARIO_DIR: &str = "/wedge/scenarios";
-
-/// What one boot runs: packed by the host, read by the guest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GuestPlan {
-    /// Run the probe suite before any trial and send its report as a `probes` frame.
-    #[serde(default)]
-    pub probe: bool,
-    /// The kernel's upstream version as the host knows it (kernels.toml): what `kernel = ...`
-    /// overrides compare when the guest re-resolves an expectation. Empty: the guest's release.
-    #[serde(default)]
-    pub kernel_version: String,
-    /// Trials run at once inside the guest.
-    pub jobs: usize,
-    /// The factor scenario deadlines are scaled by here (an emulated guest is slower).
-    #[serde(default = "one")]
-    pub time_scale: u32,
-    /// Guest paths of the scenario files, indexed by [`GuestCell::scenario`].
-    pub scenarios: Vec<String>,
-    pub cells: Vec<GuestCell>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// One cell's trials in a boot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GuestCell {
-    pub scenario: usize,
-    pub cell_index: usize,
-    /// As the host planned it (for the guest's kernel).
-    pub expectation: Expectation,
-    /// `(trial, seed)` pairs.
-    pub trials: Vec<(u32, u64)>,
-    /// Pin each trial to this many CPUs (the cell's `cpus`), as on the host.
-    pub cpus: Option<usize>,
-    /// The scenario keys expectations on probes: the host's `expectation` is provisional, and
-    /// the guest re-resolves it with its own probe values (the record carries the one used).
-    #[serde(default)]
-    pub resolve_with_probes: bool,
-}
 
 /// Whether this process is a wedge guest's init: pid 1 with a plan in its root.
 pub fn is_guest() -> bool {
@@ -87,7 +42,7 @@ pub fn main() -> ! {
         Err(e) => {
             send(
                 FrameKind::Fatal,
-                &serde_json::json!({ "error": e }).to_string(),
+                &serde_json::json!({ "error": e.to_string() }).to_string(),
             );
             1
         }
@@ -95,13 +50,12 @@ pub fn main() -> ! {
     power_off(code)
 }
 
-fn run() -> Result<(), String> {
+fn run() -> Result<(), GuestError> {
     leave_rootfs()?;
     mount_system()?;
     forward_kernel_log();
-    let plan: GuestPlan = std::fs::read_to_string(PLAN_PATH)
-        .map_err(|e| format!("{PLAN_PATH}: {e}"))
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{PLAN_PATH}: {e}")))?;
+    let text = std::fs::read_to_string(PLAN_PATH).map_err(GuestError::PlanRead)?;
+    let plan: GuestPlan = serde_json::from_str(&text).map_err(GuestError::PlanParse)?;
     let mut engine = Engine::new();
     // `/init` is a copy of wedge at the root; its siblings live in /bin.
     engine.bin_dir = PathBuf::from("/bin");
@@ -120,15 +74,18 @@ fn run() -> Result<(), String> {
     } else {
         plan.kernel_version.clone()
     };
-    let (cells, trials) = load_plan(&plan, &version, probes.as_ref())?;
+    let unpacked = Unpacked::new(&plan, &version, probes.as_ref())?;
     let sink = Streamer {
         sent: Mutex::new(0),
     };
-    let executor = HostExecutor {
-        engine: &engine,
-        jobs: plan.jobs.max(1),
-    };
-    executor.run(&cells, trials, &sink);
+    let cells = unpacked.cells(&plan);
+    run_here(
+        &engine,
+        plan.jobs.max(1),
+        &cells,
+        unpacked.trials(&plan),
+        &sink,
+    );
     let trials = *sink.sent.lock().unwrap_or_else(|e| e.into_inner());
     engine.cancel.store(true, Ordering::SeqCst);
     send(FrameKind::Done, &to_json(&console::Done { trials }));
@@ -161,57 +118,75 @@ fn probe_if_asked(plan: &GuestPlan, engine: &Engine) -> Option<ProbeValues> {
     Some(report.values())
 }
 
-/// The plan's cells as the executor wants them, each scenario loaded from the image, and the
-/// expectations keyed on probes re-resolved with this guest's `probes`.
-fn load_plan(
-    plan: &GuestPlan,
-    version: &str,
-    probes: Option<&ProbeValues>,
-) -> Result<(Vec<PlannedCell>, Vec<PlannedTrial>), String> {
-    let mut scenarios = Vec::new();
-    for f in &plan.scenarios {
-        let mut s = Scenario::load(Path::new(f)).map_err(|e| e.to_string())?;
-        s.deadline *= plan.time_scale.max(1);
-        scenarios.push(Arc::new(s));
+/// The host's plan as this guest runs it: each scenario loaded from the image (for its steps)
+/// with the deadline the host scaled, and each cell's expectation: the host's, or, for a cell
+/// the host marked as keyed on probes, resolved with this guest's `probes` (the one thing the
+/// host could not know) and scaled as the host scales bounds.
+struct Unpacked {
+    scenarios: Vec<Scenario>,
+    /// Parallel to the plan's cells.
+    expectations: Vec<Expectation>,
+}
+
+impl Unpacked {
+    fn new(
+        plan: &GuestPlan,
+        version: &str,
+        probes: Option<&ProbeValues>,
+    ) -> Result<Unpacked, GuestError> {
+        let mut scenarios = Vec::new();
+        for f in &plan.scenarios {
+            let mut s = Scenario::load(Path::new(&f.path))?;
+            s.deadline = std::time::Duration::from_millis(f.deadline_ms);
+            scenarios.push(s);
+        }
+        let mut expectations = Vec::new();
+        for (i, gc) in plan.cells.iter().enumerate() {
+            let s = scenarios.get(gc.scenario).ok_or(GuestError::NoScenario {
+                cell: i,
+                scenario: gc.scenario,
+            })?;
+            expectations.push(if gc.resolve_with_probes {
+                let mut e = s.expectation_with(&gc.cell, version, probes);
+                e.within_ms = e.within_ms.map(|ms| time_scaled_ms(ms, plan.time_scale));
+                e
+            } else {
+                gc.expectation.clone()
+            });
+        }
+        Ok(Unpacked {
+            scenarios,
+            expectations,
+        })
     }
-    let mut cells = Vec::new();
-    let mut trials = Vec::new();
-    for (i, gc) in plan.cells.iter().enumerate() {
-        let s = scenarios
-            .get(gc.scenario)
-            .ok_or_else(|| format!("plan cell {i} names scenario {}", gc.scenario))?;
-        let cell = s
-            .cells()
-            .into_iter()
-            .nth(gc.cell_index)
-            .ok_or_else(|| format!("{} has no cell {}", s.name, gc.cell_index))?;
-        let expectation = if gc.resolve_with_probes {
-            // As the host plans a VM cell: time bounds scaled as the deadline is.
-            let mut e = s.expectation_with(&cell, version, probes);
-            e.within_ms = e.within_ms.map(|ms| ms * u64::from(plan.time_scale.max(1)));
-            e
-        } else {
-            gc.expectation.clone()
-        };
-        cells.push(PlannedCell {
-            scenario: Arc::clone(s),
-            cell,
-            cell_index: gc.cell_index,
-            expectation,
-            trials: gc.trials.len() as u32,
-            base_seed: 0,
-            skip: None,
-            shard: None,
-            target: Target::Host,
-            cpus: gc.cpus,
-        });
-        trials.extend(gc.trials.iter().map(|&(trial, seed)| PlannedTrial {
-            cell: i,
-            trial,
-            seed,
-        }));
+
+    /// The plan's cells as the host engine runs them.
+    fn cells<'a>(&'a self, plan: &'a GuestPlan) -> Vec<HostCell<'a>> {
+        let cells = plan.cells.iter().zip(&self.expectations);
+        cells
+            .map(|(gc, expectation)| HostCell {
+                scenario: &self.scenarios[gc.scenario],
+                cell: &gc.cell,
+                cell_index: gc.cell_index,
+                expectation,
+                cpus: gc.cpus,
+            })
+            .collect()
     }
-    Ok((cells, trials))
+
+    /// Every trial of the plan, each naming its cell's position.
+    fn trials(&self, plan: &GuestPlan) -> Vec<PlannedTrial> {
+        let cells = plan.cells.iter().enumerate();
+        cells
+            .flat_map(|(i, gc)| {
+                gc.trials.iter().map(move |t| PlannedTrial {
+                    cell: i,
+                    trial: t.trial,
+                    seed: t.seed,
+                })
+            })
+            .collect()
+    }
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -248,10 +223,10 @@ fn send(kind: FrameKind, payload: &str) {
 /// Moves the guest's files from the initramfs to a tmpfs and makes that the root, as
 /// `switch_root` does. `pivot_root` cannot leave the initial rootfs (EINVAL), and bubblewrap and
 /// every container runtime pivot into their sandbox's root; on a tmpfs mounted over `/` they can.
-fn leave_rootfs() -> Result<(), String> {
+fn leave_rootfs() -> Result<(), GuestError> {
     use nix::mount::{MsFlags, mount};
     let new = Path::new("/newroot");
-    std::fs::create_dir_all(new).map_err(|e| format!("mkdir /newroot: {e}"))?;
+    std::fs::create_dir_all(new).map_err(GuestError::io("mkdir /newroot"))?;
     mount(
         Some("tmpfs"),
         new,
@@ -259,49 +234,47 @@ fn leave_rootfs() -> Result<(), String> {
         MsFlags::empty(),
         Some("mode=0755"),
     )
-    .map_err(|e| format!("mount tmpfs on /newroot: {e}"))?;
+    .map_err(GuestError::sys("mount tmpfs on /newroot"))?;
     copy_tree(Path::new("/"), new)?;
-    std::env::set_current_dir(new).map_err(|e| format!("chdir /newroot: {e}"))?;
+    std::env::set_current_dir(new).map_err(GuestError::io("chdir /newroot"))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .map_err(|e| format!("move /newroot to /: {e}"))?;
-    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+        .map_err(GuestError::sys("move /newroot to /"))?;
+    nix::unistd::chroot(".").map_err(GuestError::sys("chroot"))?;
+    std::env::set_current_dir("/").map_err(GuestError::io("chdir /"))
 }
 
 /// Copies the tree at `from` into `to` (files with their modes, directories, symlinks; not device
 /// nodes), leaving out `to` itself.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
-    let entries = std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?;
+fn copy_tree(from: &Path, to: &Path) -> Result<(), GuestError> {
+    let entries = std::fs::read_dir(from).map_err(GuestError::io(from.display()))?;
     for entry in entries.flatten() {
         let src = entry.path();
         if src == Path::new("/newroot") {
             continue;
         }
         let dst = to.join(entry.file_name());
-        let meta = entry
-            .metadata()
-            .map_err(|e| format!("{}: {e}", src.display()))?;
+        let meta = entry.metadata().map_err(GuestError::io(src.display()))?;
         let copied = if meta.is_symlink() {
             std::fs::read_link(&src).and_then(|t| std::os::unix::fs::symlink(t, &dst))
         } else if meta.is_dir() {
             std::fs::create_dir(&dst)
                 .and_then(|()| std::fs::set_permissions(&dst, meta.permissions()))
-                .map_err(|e| e.to_string())
-                .and_then(|()| copy_tree(&src, &dst))
-                .map_err(std::io::Error::other)
         } else if meta.is_file() {
             std::fs::copy(&src, &dst).map(|_| ())
         } else {
             // Device nodes (the kernel's /dev/console): devtmpfs brings them back.
             Ok(())
         };
-        copied.map_err(|e| format!("copy {} to {}: {e}", src.display(), dst.display()))?;
+        let what = format!("copy {} to {}", src.display(), dst.display());
+        copied.map_err(GuestError::io(what))?;
+        if meta.is_dir() {
+            copy_tree(&src, &dst)?;
+        }
     }
     Ok(())
 }
-
 /// proc, sys, devtmpfs, devpts, cgroup2 and tmpfs, where a trial expects them.
-fn mount_system() -> Result<(), String> {
+fn mount_system() -> Result<(), GuestError> {
     use nix::mount::{MsFlags, mount};
     let none: Option<&str> = None;
     let mounts: [(&str, &str, &str, Option<&str>); 7] = [
@@ -319,10 +292,10 @@ fn mount_system() -> Result<(), String> {
         ("tmpfs", "/run", "tmpfs", Some("mode=0755")),
     ];
     for (source, target, fstype, data) in mounts {
-        std::fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
+        std::fs::create_dir_all(target).map_err(GuestError::io(format!("mkdir {target}")))?;
         match mount(Some(source), target, Some(fstype), MsFlags::empty(), data) {
             Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
-            Err(e) => return Err(format!("mount {fstype} on {target}: {e}")),
+            Err(e) => return Err(GuestError::sys(format!("mount {fstype} on {target}"))(e)),
         }
     }
     let _ = std::fs::create_dir_all("/dev/shm");
@@ -424,19 +397,10 @@ fn power_off(code: u8) -> ! {
     std::process::exit(i32::from(code) + 100)
 }
 
-/// The guest path of the `index`-th scenario file: `SCENARIO_DIR/<index>/<file name>`.
-pub fn scenario_path(index: usize, file: &Path) -> PathBuf {
-    // The file name stays: a scenario's name defaults to its file's stem.
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "scenario.toml".into());
-    Path::new(SCENARIO_DIR).join(index.to_string()).join(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::wire::{GuestCell, GuestScenario, GuestTrial};
 
     #[test]
     fn kmsg_records_give_level_and_first_line() {
@@ -466,9 +430,10 @@ mod tests {
         let provisional = s.expectation(&s.cells()[0], "6.1.192");
         let cell = |resolve_with_probes| GuestCell {
             scenario: 0,
+            cell: s.cells()[0].clone(),
             cell_index: 0,
             expectation: provisional.clone(),
-            trials: vec![(0, 7)],
+            trials: vec![GuestTrial { trial: 0, seed: 7 }],
             cpus: None,
             resolve_with_probes,
         };
@@ -477,31 +442,24 @@ mod tests {
             kernel_version: "6.1.192".into(),
             time_scale: 3,
             jobs: 1,
-            scenarios: vec![file.display().to_string()],
+            scenarios: vec![GuestScenario {
+                path: file.display().to_string(),
+                deadline_ms: 30_000,
+            }],
             cells: vec![cell(true), cell(false)],
         };
         let mut blocks = ProbeValues::new();
         blocks.insert("recv_after_users_exit".into(), "blocks".into());
-        let (cells, trials) = load_plan(&plan, "6.1.192", Some(&blocks)).unwrap();
+        let unpacked = Unpacked::new(&plan, "6.1.192", Some(&blocks)).unwrap();
+        let (cells, trials) = (unpacked.cells(&plan), unpacked.trials(&plan));
         assert_eq!(cells[0].expectation.outcome, crate::scenario::Outcome::Hang);
         // Re-resolved bounds are scaled as the host scales a VM cell's.
         assert_eq!(cells[0].expectation.within_ms, Some(300));
         // Not asked to re-resolve: the host's expectation stands.
-        assert_eq!(cells[1].expectation, provisional);
+        assert_eq!(*cells[1].expectation, provisional);
         assert_eq!(trials.len(), 2);
-        // A plan from before probes existed still reads.
-        let old: GuestPlan =
-            serde_json::from_str(r#"{"jobs":1,"scenarios":[],"cells":[]}"#).unwrap();
-        assert!(!old.probe && old.kernel_version.is_empty());
+        // The deadline is the host's, scaled by the host: the guest does not scale it again.
+        assert_eq!(cells[0].scenario.deadline.as_millis(), 30_000);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn scenario_paths_are_unique_per_index() {
-        let a = scenario_path(0, Path::new("/r/scenarios/a.toml"));
-        let b = scenario_path(1, Path::new("/other/a.toml"));
-        assert_ne!(a, b);
-        assert!(a.starts_with(SCENARIO_DIR));
-        assert_eq!(a.file_stem().unwrap(), "a");
     }
 }

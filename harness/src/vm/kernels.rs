@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub use super::error::{BzImageError, KernelError};
+
 use serde::Deserialize;
-use thiserror::Error;
 
 use crate::scenario::line_col;
 
@@ -59,25 +60,6 @@ pub struct KernelConfigFacts {
     pub cgroup2: Option<bool>,
     /// `CONFIG_IA32_EMULATION`: the i386 syscall ABI a filter must check `arch` against.
     pub ia32: Option<bool>,
-}
-
-#[derive(Debug, Error)]
-pub enum KernelError {
-    #[error("{path}:{line}:{col}: {message}")]
-    List {
-        path: String,
-        line: usize,
-        col: usize,
-        message: String,
-    },
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
-    #[error("kernel {name}: {message}")]
-    Fetch { name: String, message: String },
-    #[error("kernel {name} is not fetched: run `wedge kernels fetch {name}`")]
-    NotFetched { name: String },
-    #[error("{path}: not a bzImage: {why}")]
-    NotBzImage { path: String, why: String },
 }
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> KernelError {
@@ -189,28 +171,25 @@ fn leading_version(s: &str) -> Option<String> {
 
 /// The kernel version string of a bzImage's setup header: `HdrS` at 0x202 (boot protocol
 /// 2.00+), the `kernel_version` pointer at 0x20E, the NUL-terminated string at 0x200 + pointer.
-pub fn bzimage_version_string(bytes: &[u8]) -> Result<String, String> {
+pub fn bzimage_version_string(bytes: &[u8]) -> Result<String, BzImageError> {
     if bytes.get(0x202..0x206) != Some(b"HdrS") {
-        return Err("no \"HdrS\" setup header at 0x202".into());
+        return Err(BzImageError::NoHeader);
     }
     let ptr = match bytes.get(0x20E..0x210) {
         Some(&[lo, hi]) => usize::from(u16::from_le_bytes([lo, hi])),
-        _ => return Err("too short for a setup header".into()),
+        _ => return Err(BzImageError::Short),
     };
     if ptr == 0 {
-        return Err("the setup header has no kernel_version string".into());
+        return Err(BzImageError::NoVersionString);
     }
     let start = 0x200 + ptr;
-    let rest = bytes
-        .get(start..)
-        .ok_or_else(|| format!("kernel_version at {start:#x} is past the end"))?;
+    let rest = bytes.get(start..).ok_or(BzImageError::PastTheEnd(start))?;
     let end = rest
         .iter()
         .take(512)
         .position(|&b| b == 0)
-        .ok_or_else(|| format!("kernel_version at {start:#x} is not NUL-terminated"))?;
-    String::from_utf8(rest[..end].to_vec())
-        .map_err(|_| format!("kernel_version at {start:#x} is not UTF-8"))
+        .ok_or(BzImageError::Unterminated(start))?;
+    String::from_utf8(rest[..end].to_vec()).map_err(|_| BzImageError::NotUtf8(start))
 }
 
 /// Release and upstream version from a bzImage's version string, e.g. `6.1.0-57-cloud-amd64
@@ -229,12 +208,12 @@ fn release_and_version(version_string: &str) -> Option<(String, String)> {
 
 fn read_bzimage(path: &Path) -> Result<(String, String), KernelError> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-    let not_bz = |why: String| KernelError::NotBzImage {
+    let not_bz = |source: BzImageError| KernelError::NotBzImage {
         path: path.display().to_string(),
-        why,
+        source,
     };
     let s = bzimage_version_string(&bytes).map_err(not_bz)?;
-    release_and_version(&s).ok_or_else(|| not_bz(format!("no version in {s:?}")))
+    release_and_version(&s).ok_or_else(|| not_bz(BzImageError::NoVersion(s)))
 }
 
 fn kernel_dir(k: &KnownKernel, cache: &Path) -> PathBuf {
@@ -320,9 +299,13 @@ fn run(name: &str, cmd: &mut Command) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// The only file in `dir` whose name starts with `prefix`.
-fn one_file(dir: &Path, prefix: &str) -> Result<PathBuf, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+/// The only file in `dir` whose name starts with `prefix`; fetching kernel `name` fails without.
+fn one_file(name: &str, dir: &Path, prefix: &str) -> Result<PathBuf, KernelError> {
+    let fail = |message: String| KernelError::Fetch {
+        name: name.to_owned(),
+        message,
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
     let mut found: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
@@ -334,7 +317,7 @@ fn one_file(dir: &Path, prefix: &str) -> Result<PathBuf, String> {
         .collect();
     match found.len() {
         1 => Ok(found.remove(0)),
-        n => Err(format!("{n} files {prefix}* in {}", dir.display())),
+        n => Err(fail(format!("{n} files {prefix}* in {}", dir.display()))),
     }
 }
 
@@ -357,16 +340,16 @@ pub fn fetch(k: &KnownKernel, cache: &Path) -> Result<KernelImage, KernelError> 
             .args(["download", "-qq", &k.package])
             .current_dir(&tmp.0),
     )?;
-    let deb = one_file(&tmp.0, &format!("{}_", k.package)).map_err(fail)?;
+    let deb = one_file(&k.name, &tmp.0, &format!("{}_", k.package))?;
     let root = tmp.0.join("root");
     run(
         &k.name,
         Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
     )?;
     let boot = root.join("boot");
-    let vmlinuz = one_file(&boot, "vmlinuz-").map_err(fail)?;
-    let config = one_file(&boot, "config-").map_err(fail)?;
-    check_package(k, &vmlinuz).map_err(fail)?;
+    let vmlinuz = one_file(&k.name, &boot, "vmlinuz-")?;
+    let config = one_file(&k.name, &boot, "config-")?;
+    check_package(k, &vmlinuz)?;
     let stage = tmp.0.join("out");
     std::fs::create_dir(&stage).map_err(|e| io_error(&stage, e))?;
     for (from, to) in [(&vmlinuz, "vmlinuz"), (&config, "config")] {
@@ -381,13 +364,17 @@ pub fn fetch(k: &KnownKernel, cache: &Path) -> Result<KernelImage, KernelError> 
 }
 
 /// The package's kernel must be the one the list describes: same release and version.
-fn check_package(k: &KnownKernel, vmlinuz: &Path) -> Result<(), String> {
-    let (release, version) = read_bzimage(vmlinuz).map_err(|e| e.to_string())?;
+fn check_package(k: &KnownKernel, vmlinuz: &Path) -> Result<(), KernelError> {
+    let fail = |message: String| KernelError::Fetch {
+        name: k.name.clone(),
+        message,
+    };
+    let (release, version) = read_bzimage(vmlinuz).map_err(|e| fail(e.to_string()))?;
     if release != k.release || version != k.version {
-        return Err(format!(
+        return Err(fail(format!(
             "{} holds release {release} version {version}; kernels.toml says {} {}",
             k.package, k.release, k.version
-        ));
+        )));
     }
     Ok(())
 }
@@ -510,15 +497,22 @@ version = "6.1.192"
         assert!(
             bzimage_version_string(&b)
                 .unwrap_err()
+                .to_string()
                 .contains("past the end")
         );
         let mut b = bzimage("x");
         b[0x300..].fill(b'x');
-        assert!(bzimage_version_string(&b).unwrap_err().contains("NUL"));
+        assert!(
+            bzimage_version_string(&b)
+                .unwrap_err()
+                .to_string()
+                .contains("NUL")
+        );
         b[0x20E..0x210].fill(0);
         assert!(
             bzimage_version_string(&b)
                 .unwrap_err()
+                .to_string()
                 .contains("no kernel_version")
         );
         assert!(bzimage_version_string(&b[..0x205]).is_err());

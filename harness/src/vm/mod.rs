@@ -5,16 +5,22 @@
 //! host programs the scenarios run with their shared libraries ([`closure`]), cached by the
 //! hash of its bytes ([`image`]). The kernels come from a checked-in list, fetched into the same
 //! cache, or are any bzImage a user passes ([`kernels`]). [`qemu`] boots and watches one VM;
-//! [`guest`] is wedge as the guest's `/init`, running trials with the host's engine and
-//! streaming records over the serial console in [`console`] frames; [`support`] finds what
-//! this machine has. The executor that ties them together is [`crate::executor::vm`].
+//! [`guest`] is wedge as the guest's `/init`, running the plan the host packed for it
+//! ([`wire`], in an image built by [`guest_image`]) with the host's engine and streaming
+//! records over the serial console in [`console`] frames; [`boot`] boots one guest and watches
+//! its console within its budgets; [`support`] finds what this machine has. The VM executor
+//! (`executor::vm`, a layer above) ties them together.
 
+pub mod boot;
 pub mod closure;
 pub mod console;
+pub mod error;
 pub mod guest;
+pub mod guest_image;
 pub mod image;
 pub mod initramfs;
 pub mod kernels;
 pub mod probe;
 pub mod qemu;
 pub mod support;
+pub mod wire;

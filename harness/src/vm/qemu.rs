@@ -8,7 +8,7 @@
 //! - Acceleration is hardware KVM only when the host really has it (`kvm_intel` / `kvm_amd`
 //!   loaded and `/dev/kvm` usable); a `/dev/kvm` without them (a software PVM, as on this kind of
 //!   machine) means TCG, with the settings that were reliable here (see
-//!   `shared/notes/kernel-facts.md`): `microvm`, one TCG thread, an explicit TSC frequency.
+//!   `docs/kernel-facts.md`): `microvm`, one TCG thread, an explicit TSC frequency.
 
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};

@@ -7,24 +7,49 @@
 
 use std::path::{Path, PathBuf};
 
+use super::error::SupportError;
 use super::kernels::{self, KnownKernel};
 use super::qemu::{Accel, find_qemu};
 use crate::backend::{BootKernel, VmError, VmSupport};
-use crate::executor::vm::{GUEST_BINARIES, VmSettings};
+
+/// The wedge binaries every guest holds; the first becomes `/init`.
+pub const GUEST_BINARIES: [&str; 5] = [
+    "wedge",
+    "wedge-init",
+    "wedge-subject",
+    "wedge-run",
+    "wedge-agent",
+];
+
+/// How this machine boots guests.
+#[derive(Debug, Clone)]
+pub struct VmSettings {
+    pub qemu: PathBuf,
+    pub accel: Accel,
+    /// The static wedge binaries (see `ci/build-static.sh`).
+    pub guest_bins: PathBuf,
+    /// Where images are cached.
+    pub cache: PathBuf,
+    pub memory_mb: u32,
+    /// Overrides of the budgets (`WEDGE_VM_BOOT_BUDGET_MS`, `WEDGE_VM_SILENCE_BUDGET_MS`): how
+    /// long a guest may take to greet, and to send its next frame.
+    pub boot_budget: Option<std::time::Duration>,
+    pub silence_budget: Option<std::time::Duration>,
+}
 
 /// This machine's VM support.
 #[derive(Debug, Clone)]
 pub struct HostVms {
     qemu: Option<PathBuf>,
-    guest_bins: Result<PathBuf, String>,
-    list: Result<Vec<KnownKernel>, String>,
+    guest_bins: Result<PathBuf, SupportError>,
+    list: Result<Vec<KnownKernel>, SupportError>,
     cache: PathBuf,
 }
 
 /// Where the static guest build is: `$WEDGE_GUEST_BIN_DIR`, else cargo's
 /// `x86_64-unknown-linux-gnu/<profile>` beside the directory wedge runs from (what
 /// `ci/build-static.sh` writes), checked to hold every guest binary.
-pub fn guest_bin_dir() -> Result<PathBuf, String> {
+pub fn guest_bin_dir() -> Result<PathBuf, SupportError> {
     let dir = match std::env::var_os("WEDGE_GUEST_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
@@ -41,11 +66,9 @@ pub fn guest_bin_dir() -> Result<PathBuf, String> {
     };
     match GUEST_BINARIES.iter().find(|b| !dir.join(b).is_file()) {
         None => Ok(dir),
-        Some(missing) => Err(format!(
-            "no static guest build of wedge ({} is missing): run ci/build-static.sh, or set \
-             WEDGE_GUEST_BIN_DIR",
-            dir.join(missing).display()
-        )),
+        Some(missing) => Err(SupportError::NoGuestBuild {
+            missing: dir.join(missing),
+        }),
     }
 }
 
@@ -56,7 +79,8 @@ impl HostVms {
         HostVms {
             qemu: find_qemu(),
             guest_bins: guest_bin_dir(),
-            list: kernels::load_list(&list_path).map_err(|e| e.to_string()),
+            list: kernels::load_list(&list_path)
+                .map_err(|e| SupportError::KernelList(std::sync::Arc::new(e))),
             cache: super::image::cache_dir(),
         }
     }
@@ -85,7 +109,7 @@ impl VmSupport for HostVms {
                 "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
             );
         }
-        self.guest_bins.as_ref().err().cloned()
+        self.guest_bins.as_ref().err().map(ToString::to_string)
     }
 
     fn kernel(&self, name: &str) -> Result<BootKernel, VmError> {
@@ -111,10 +135,10 @@ impl VmSupport for HostVms {
     }
 
     fn default_kernel(&self) -> Result<BootKernel, VmError> {
-        let list = self.list.as_ref().map_err(|e| VmError(e.clone()))?;
+        let list = self.list.as_ref().map_err(|e| VmError(e.to_string()))?;
         let first = list
             .first()
-            .ok_or_else(|| VmError::from("the kernel list is empty"))?;
+            .ok_or_else(|| VmError(SupportError::EmptyKernelList.to_string()))?;
         self.kernel(&first.name)
     }
 }

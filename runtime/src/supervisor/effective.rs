@@ -19,8 +19,13 @@
 //! one, reading through `/proc/PID/root`.
 
 use nix::errno::Errno;
+use wedge_sys::binfmt::{ElfError, elf_interpreter};
 
 use super::policy::{Invocation, basename};
+
+// The `#!` and ELF readers are shared with the harness (which packs a program's interpreter and
+// loader into a VM image); they read only the head this module hands them.
+pub use wedge_sys::binfmt::{BINPRM_BUF_SIZE, Shebang, parse_shebang};
 
 /// The kernel's limit on symlinks followed in one path walk (`MAXSYMLINKS`).
 pub const MAX_SYMLINKS: usize = 40;
@@ -28,8 +33,6 @@ pub const MAX_SYMLINKS: usize = 40;
 pub const BINPRM_MAX_RECURSION: usize = 4;
 /// The most programs one chain may hold (scripts, launchers and the program itself).
 pub const MAX_LAYERS: usize = 8;
-/// How much of a `#!` line the kernel reads (`BINPRM_BUF_SIZE`).
-pub const BINPRM_BUF_SIZE: usize = 256;
 /// How much of a file is read to classify it: enough for an ELF header, its program headers and
 /// its `PT_INTERP` string in every common layout.
 pub const HEAD: usize = 4096;
@@ -133,7 +136,11 @@ pub enum Unresolved {
     #[error("{path}: neither ELF nor a #! script (binfmt_misc handlers are not allowed)")]
     NotExecutable { path: String },
     #[error("{path}: unreadable ELF headers: {why}")]
-    BadElf { path: String, why: String },
+    BadElf {
+        path: String,
+        #[source]
+        why: ElfError,
+    },
     #[error("{path}: the #! line names no interpreter the kernel would run")]
     BadInterpreter { path: String },
     #[error("{path}: cannot tell which program it runs: {why}")]
@@ -503,120 +510,6 @@ fn launcher_error(path: &str, why: String) -> Unresolved {
         path: path.to_owned(),
         why,
     }
-}
-
-/// A parsed `#!` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shebang {
-    pub interpreter: String,
-    pub argument: Option<String>,
-}
-
-/// Parses the `#!` line at the start of `head` exactly as the kernel's `binfmt_script` does:
-/// only the first [`BINPRM_BUF_SIZE`] bytes count; the interpreter ends at a blank or NUL; the
-/// rest of the line, blanks trimmed on both ends, is one optional argument. `None` where the
-/// kernel fails with `ENOEXEC` (no interpreter, or one cut off by the buffer's end).
-pub fn parse_shebang(head: &[u8]) -> Option<Shebang> {
-    let mut buf = [0u8; BINPRM_BUF_SIZE];
-    let n = head.len().min(BINPRM_BUF_SIZE);
-    buf[..n].copy_from_slice(&head[..n]);
-    if &buf[..2] != b"#!" {
-        return None;
-    }
-    let blank = |b: u8| b == b' ' || b == b'\t';
-    let terminator = |b: u8| blank(b) || b == 0;
-    let buf_end = BINPRM_BUF_SIZE - 1;
-    let mut end = match buf.iter().position(|&b| b == b'\n') {
-        Some(newline) => newline,
-        None => {
-            let first = (2..buf_end).find(|&i| !blank(buf[i]))?;
-            // No blank or NUL after the name within the buffer: the name may be cut off.
-            (first..buf_end).find(|&i| terminator(buf[i]))?;
-            buf_end
-        }
-    };
-    while end > 2 && blank(buf[end - 1]) {
-        end -= 1;
-    }
-    let name_start = (2..end).find(|&i| !blank(buf[i]))?;
-    let separator = (name_start..end).find(|&i| terminator(buf[i]));
-    let name_end = separator.unwrap_or(end);
-    let argument = separator
-        .filter(|&s| buf[s] != 0)
-        .and_then(|s| (s..end).find(|&i| !blank(buf[i])))
-        .map(|start| {
-            let stop = (start..end).find(|&i| buf[i] == 0).unwrap_or(end);
-            String::from_utf8_lossy(&buf[start..stop]).into_owned()
-        });
-    Some(Shebang {
-        interpreter: String::from_utf8_lossy(&buf[name_start..name_end]).into_owned(),
-        argument,
-    })
-}
-
-/// The `PT_INTERP` of an ELF file, from its head: `Ok(None)` when it has none. An error when it is
-/// not ELF, or its program headers or interpreter lie beyond `head` (nothing is guessed).
-pub fn elf_interpreter(head: &[u8]) -> Result<Option<String>, String> {
-    if !head.starts_with(b"\x7fELF") {
-        return Err("not ELF".into());
-    }
-    let class = *head.get(4).ok_or("truncated ELF header")?;
-    if head.get(5) != Some(&1) {
-        return Err("not little-endian ELF".into());
-    }
-    // (e_phoff, e_phentsize, e_phnum) offsets and widths, and (p_offset, p_filesz) in a header.
-    let (phoff, phentsize, phnum, wide) = match class {
-        2 => (
-            read(head, 32, 8)?,
-            read(head, 54, 2)?,
-            read(head, 56, 2)?,
-            true,
-        ),
-        1 => (
-            read(head, 28, 4)?,
-            read(head, 42, 2)?,
-            read(head, 44, 2)?,
-            false,
-        ),
-        _ => return Err("unknown ELF class".into()),
-    };
-    for i in 0..phnum {
-        let at = phentsize
-            .checked_mul(i)
-            .and_then(|o| o.checked_add(phoff))
-            .ok_or("program header offset overflows")?;
-        const PT_INTERP: u64 = 3;
-        if read(head, at, 4)? != PT_INTERP {
-            continue;
-        }
-        let (offset, size) = if wide {
-            (read(head, at + 8, 8)?, read(head, at + 32, 8)?)
-        } else {
-            (read(head, at + 4, 4)?, read(head, at + 16, 4)?)
-        };
-        let end = offset.checked_add(size).ok_or("PT_INTERP overflows")?;
-        let bytes = usize::try_from(offset)
-            .ok()
-            .zip(usize::try_from(end).ok())
-            .and_then(|(s, e)| head.get(s..e))
-            .ok_or("PT_INTERP lies beyond the bytes read")?;
-        let name = bytes.split(|&b| b == 0).next().unwrap_or_default();
-        return Ok(Some(String::from_utf8_lossy(name).into_owned()));
-    }
-    Ok(None)
-}
-
-/// A little-endian unsigned field of `width` bytes at `at`.
-fn read(head: &[u8], at: u64, width: usize) -> Result<u64, String> {
-    let start = usize::try_from(at).map_err(|_| "offset too large")?;
-    let bytes = start
-        .checked_add(width)
-        .and_then(|end| head.get(start..end))
-        .ok_or("ELF headers lie beyond the bytes read")?;
-    Ok(bytes
-        .iter()
-        .rev()
-        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
 }
 
 /// The program a loader's argv asks it to run: glibc `ld.so [OPTIONS] PROG ARGS` (and musl's

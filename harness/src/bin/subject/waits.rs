@@ -9,12 +9,15 @@ use std::sync::{Arc, Barrier};
 use super::{fail, say};
 
 /// The modes this module runs.
-pub const MODES: [&str; 9] = [
+pub const MODES: [&str; 12] = [
     "pthread-abba",
     "pthread-cycle3",
     "pi-abba",
     "flock-abba",
     "pipe-cycle",
+    "socket-cycle",
+    "sysv-sem",
+    "fork-locked",
     "stopped-child",
     "itimer-tick",
     "uring-timeout",
@@ -29,6 +32,9 @@ pub fn run(mode: &str) -> ! {
         "pi-abba" => mutex_ring(&["pi-a", "pi-b"], true),
         "flock-abba" => flock_abba(),
         "pipe-cycle" => pipe_cycle(),
+        "socket-cycle" => socket_cycle(),
+        "sysv-sem" => sysv_sem(),
+        "fork-locked" => fork_locked(),
         "stopped-child" => stopped_child(),
         "uring-timeout" => uring_timeout(1500, 2),
         "uring-empty" => uring_timeout(0, 1),
@@ -189,6 +195,128 @@ pub fn pipe_cycle() -> ! {
     let n = read_byte(&to_parent.0);
     write_byte(&to_child.1);
     say(&format!("impossible: read returned {n}"));
+    std::process::exit(3);
+}
+
+fn socketpair() -> (OwnedFd, OwnedFd) {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+    nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::empty(),
+    )
+    .unwrap_or_else(|_| fail("socketpair"))
+}
+
+/// Two processes and two socketpairs: the parent keeps one end of each, the child the other;
+/// the parent `recv`s on its end of the first, the child `read`s its end of the second, and
+/// neither ever writes.
+pub fn socket_cycle() -> ! {
+    let (first, second) = (socketpair(), socketpair());
+    if fork() == 0 {
+        drop(first.0);
+        drop(second.1);
+        let n = read_byte(&second.0);
+        std::process::exit(if n == 1 { 0 } else { 3 });
+    }
+    drop(first.1);
+    drop(second.0);
+    say("receiving");
+    let mut b = [0u8; 1];
+    // SAFETY: receiving one byte into a live buffer.
+    let n = unsafe { libc::recv(first.0.as_raw_fd(), b.as_mut_ptr().cast(), 1, 0) };
+    say(&format!("impossible: recv returned {n}"));
+    std::process::exit(3);
+}
+
+/// `semop` on set `set`: one operation `op` on semaphore `num`; `timed` through `semtimedop`
+/// with no timeout (what glibc's `semop` may also be).
+fn semop(set: i32, num: u16, op: i16, timed: bool) {
+    let mut buf = libc::sembuf {
+        sem_num: num,
+        sem_op: op,
+        sem_flg: 0,
+    };
+    // SAFETY: one live sembuf; a null timeout waits without limit.
+    let rc = unsafe {
+        if timed {
+            libc::syscall(
+                libc::SYS_semtimedop,
+                set,
+                &mut buf as *mut libc::sembuf,
+                1usize,
+                std::ptr::null::<libc::timespec>(),
+            ) as i32
+        } else {
+            libc::semop(set, &mut buf, 1)
+        }
+    };
+    if rc != 0 {
+        fail("semop");
+    }
+}
+
+/// In an IPC namespace of its own (its set dies with it, nothing left on the host), a set of
+/// two semaphores, both 0. The parent posts and takes semaphore 1 (so it is the last to have
+/// changed it), forks a child that waits to take semaphore 0 (`semop`), then waits to take
+/// semaphore 1 (`semtimedop`, no timeout). Nobody ever posts either.
+pub fn sysv_sem() -> ! {
+    if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC).is_err() {
+        fail("unshare(CLONE_NEWIPC)");
+    }
+    // SAFETY: semget takes integers.
+    let set = unsafe { libc::semget(libc::IPC_PRIVATE, 2, libc::IPC_CREAT | 0o600) };
+    if set < 0 {
+        fail("semget");
+    }
+    semop(set, 1, 1, false);
+    semop(set, 1, -1, false);
+    if fork() == 0 {
+        semop(set, 0, -1, false);
+        std::process::exit(3);
+    }
+    say("waiting");
+    semop(set, 1, -1, true);
+    say("impossible: semop returned");
+    std::process::exit(3);
+}
+
+/// A thread (`holder`) locks a glibc mutex and pauses for good; the main thread then forks, and
+/// the child locks the same mutex: its copy stays locked by a thread it does not have. The
+/// parent waits for the child.
+pub fn fork_locked() -> ! {
+    let mutex = PMutex::new(false);
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("holder".to_string())
+        .spawn(move || {
+            mutex.lock();
+            let _ = locked_tx.send(());
+            loop {
+                // SAFETY: pause has no arguments.
+                unsafe { libc::pause() };
+            }
+        })
+        .unwrap_or_else(|_| fail("spawn"));
+    if locked_rx.recv().is_err() {
+        fail("holder");
+    }
+    // SAFETY: the child only locks the mutex (a futex wait) and exits.
+    let child = match unsafe { libc::fork() } {
+        -1 => fail("fork"),
+        pid => pid,
+    };
+    if child == 0 {
+        mutex.lock();
+        // SAFETY: _exit takes an integer; no destructors in a forked copy.
+        unsafe { libc::_exit(3) };
+    }
+    say("waiting");
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    say("impossible: the child ended");
     std::process::exit(3);
 }
 

@@ -2,7 +2,7 @@
 //! property tests. It is written against `wedge_core::sync`, so it uses loom's types under
 //! `--cfg loom` and std's otherwise.
 //!
-//! It follows what was measured (see `shared/notes/kernel-facts.md`):
+//! It follows what was measured (see `docs/kernel-facts.md`):
 //! - a receive blocks until a notification is queued or a signal interrupts it (`EINTR`);
 //!   `close(listener)` wakes nobody, because the blocked call holds its own reference to the
 //!   file; a call entered after the close gets `EBADF`;

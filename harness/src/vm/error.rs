@@ -1,0 +1,133 @@
+//! The VM layer's errors, one enum per area; each keeps its cause as `#[source]` and says where
+//! (path, kernel, guest file) in its message.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use super::image::ImageError;
+
+/// Why a guest image could not be built.
+#[derive(Debug, Error)]
+pub enum GuestImageError {
+    #[error("cannot write the guest plan: {0}")]
+    Plan(#[source] serde_json::Error),
+    #[error("{}: {source}", path.display())]
+    Scenario {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// Why probing a kernel in a VM gave no report.
+#[derive(Debug, Error)]
+pub enum ProbeVmError {
+    #[error("unreadable probes frame: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    #[error("vm (kernel {kernel}): the guest finished without sending its probes")]
+    NoProbes { kernel: String },
+    /// The boot ended early: why, and the guest's last console lines.
+    #[error("{reason}\n{tail}")]
+    Boot { reason: String, tail: String },
+}
+
+/// Why a guest's `/init` could not run its plan (sent to the host in a `fatal` frame).
+#[derive(Debug, Error)]
+pub enum GuestError {
+    #[error("{path}: {0}", path = super::wire::PLAN_PATH)]
+    PlanRead(#[source] std::io::Error),
+    #[error("{path}: {0}", path = super::wire::PLAN_PATH)]
+    PlanParse(#[source] serde_json::Error),
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    #[error("plan cell {cell} names scenario {scenario}")]
+    NoScenario { cell: usize, scenario: usize },
+    /// Setting up the guest's system: what was being done, and the error.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+}
+
+impl GuestError {
+    /// For `map_err`: an I/O error while doing `what`.
+    pub fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> GuestError {
+        let what = what.to_string();
+        move |source| GuestError::Io { what, source }
+    }
+
+    /// For `map_err`: a failed system call while doing `what`.
+    pub fn sys(what: impl std::fmt::Display) -> impl FnOnce(nix::errno::Errno) -> GuestError {
+        let what = what.to_string();
+        move |source| GuestError::Sys { what, source }
+    }
+}
+
+/// Why bytes are not a bzImage whose version wedge can read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BzImageError {
+    #[error("no \"HdrS\" setup header at 0x202")]
+    NoHeader,
+    #[error("too short for a setup header")]
+    Short,
+    #[error("the setup header has no kernel_version string")]
+    NoVersionString,
+    #[error("kernel_version at {0:#x} is past the end")]
+    PastTheEnd(usize),
+    #[error("kernel_version at {0:#x} is not NUL-terminated")]
+    Unterminated(usize),
+    #[error("kernel_version at {0:#x} is not UTF-8")]
+    NotUtf8(usize),
+    #[error("no version in {0:?}")]
+    NoVersion(String),
+}
+
+/// Why a kernel cannot be listed, fetched or read.
+#[derive(Debug, Error)]
+pub enum KernelError {
+    #[error("{path}:{line}:{col}: {message}")]
+    List {
+        path: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("kernel {name}: {message}")]
+    Fetch { name: String, message: String },
+    #[error("kernel {name} is not fetched: run `wedge kernels fetch {name}`")]
+    NotFetched { name: String },
+    #[error("{path}: not a bzImage: {source}")]
+    NotBzImage {
+        path: String,
+        #[source]
+        source: BzImageError,
+    },
+}
+
+/// What this machine lacks to boot guests.
+#[derive(Debug, Clone, Error)]
+pub enum SupportError {
+    #[error(
+        "no static guest build of wedge ({} is missing): run ci/build-static.sh, or set \
+         WEDGE_GUEST_BIN_DIR",
+        missing.display()
+    )]
+    NoGuestBuild { missing: PathBuf },
+    #[error(transparent)]
+    KernelList(std::sync::Arc<KernelError>),
+    #[error("the kernel list is empty")]
+    EmptyKernelList,
+}
