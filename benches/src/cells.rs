@@ -49,14 +49,20 @@ impl BenchCell {
             .iter()
             .map(|f| f.parse::<CellFilter>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(CellError::Bad)?;
+            .map_err(|e| CellError::Bad(e.to_string()))?;
         let options = PlanOptions {
             filters: filters.clone(),
             backend: Backend::Host,
             ..PlanOptions::default()
         };
-        let mut cells = plan(engine, &[Arc::new(scenario)], &options)
-            .map_err(|e| CellError::Bad(format!("{file}: {e}")))?;
+        let scenarios = [Arc::new(scenario)];
+        // Planned as `wedge run` plans: the host probed only if the cell's expectation needs it.
+        let mut cells = wedge::host_facts::plan_probing(
+            wedge::host_facts::of_engine(engine),
+            |facts| plan(facts, &scenarios, &options),
+            |cells| wedge::plan::needs_host_probes(cells),
+        )
+        .map_err(|e| CellError::Bad(format!("{file}: {e}")))?;
         if cells.len() != 1 {
             return Err(CellError::Bad(format!(
                 "{file} {filters:?}: {} cells match, not one",

@@ -63,14 +63,52 @@ impl Target {
     }
 }
 
+/// Why VM support cannot give a kernel (unknown, not fetched, no list), in its own words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct VmError(pub String);
+
+impl From<String> for VmError {
+    fn from(why: String) -> VmError {
+        VmError(why)
+    }
+}
+
+impl From<&str> for VmError {
+    fn from(why: &str) -> VmError {
+        VmError(why.to_string())
+    }
+}
+
+/// Why a cell can run nowhere under the backend asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    /// The host cannot run it, and `--backend host` allows nothing else.
+    #[error("{why} (--backend host)")]
+    HostOnly { why: String },
+    /// No VM can run here at all (no QEMU, no guest build of wedge).
+    #[error("{0}")]
+    NoVm(String),
+    /// VM support cannot give the kernel the cell needs.
+    #[error(transparent)]
+    Kernel(#[from] VmError),
+    /// The host cannot run it, and no VM can either.
+    #[error("{why}, and no VM can run it: {no_vm}")]
+    Nowhere {
+        why: String,
+        #[source]
+        no_vm: Box<PlaceError>,
+    },
+}
+
 /// What VM support this machine has.
 pub trait VmSupport: Send + Sync {
     /// Why no VM can run here at all (no QEMU, no guest build of wedge), if so.
     fn unavailable(&self) -> Option<String>;
     /// The kernel a name or path stands for, ready to boot, or why not.
-    fn kernel(&self, name: &str) -> Result<BootKernel, String>;
+    fn kernel(&self, name: &str) -> Result<BootKernel, VmError>;
     /// The kernel a VM boots when the cell names none.
-    fn default_kernel(&self) -> Result<BootKernel, String>;
+    fn default_kernel(&self) -> Result<BootKernel, VmError>;
     /// How much longer than on the host a guest takes (1 with KVM; more under emulation): the
     /// factor a VM cell's time bounds (`within_ms`, the deadline) are scaled by.
     fn time_scale(&self) -> u32 {
@@ -85,11 +123,11 @@ impl VmSupport for NoVm {
     fn unavailable(&self) -> Option<String> {
         Some(self.0.clone())
     }
-    fn kernel(&self, _: &str) -> Result<BootKernel, String> {
-        Err(self.0.clone())
+    fn kernel(&self, _: &str) -> Result<BootKernel, VmError> {
+        Err(VmError(self.0.clone()))
     }
-    fn default_kernel(&self) -> Result<BootKernel, String> {
-        Err(self.0.clone())
+    fn default_kernel(&self) -> Result<BootKernel, VmError> {
+        Err(VmError(self.0.clone()))
     }
 }
 
@@ -153,20 +191,24 @@ pub fn choose(
     wants: &Wants,
     host: &Host,
     vm: &dyn VmSupport,
-) -> Result<Target, String> {
+) -> Result<Target, PlaceError> {
     let refused = host_refuses(wants, host, vm);
     match (backend, refused) {
         (Backend::Host, None) | (Backend::Auto, None) => Ok(Target::Host),
-        (Backend::Host, Some(why)) => Err(format!("{why} (--backend host)")),
+        (Backend::Host, Some(why)) => Err(PlaceError::HostOnly { why }),
         (Backend::Vm, _) => vm_target(wants, host, vm),
-        (Backend::Auto, Some(why)) => vm_target(wants, host, vm)
-            .map_err(|no_vm| format!("{why}, and no VM can run it: {no_vm}")),
+        (Backend::Auto, Some(why)) => {
+            vm_target(wants, host, vm).map_err(|no_vm| PlaceError::Nowhere {
+                why,
+                no_vm: Box::new(no_vm),
+            })
+        }
     }
 }
 
-fn vm_target(wants: &Wants, host: &Host, vm: &dyn VmSupport) -> Result<Target, String> {
+fn vm_target(wants: &Wants, host: &Host, vm: &dyn VmSupport) -> Result<Target, PlaceError> {
     if let Some(why) = vm.unavailable() {
-        return Err(why);
+        return Err(PlaceError::NoVm(why));
     }
     let kernel = match wants.kernel.as_deref() {
         None | Some("host") => vm.default_kernel()?,
@@ -208,14 +250,14 @@ mod tests {
         fn unavailable(&self) -> Option<String> {
             None
         }
-        fn kernel(&self, name: &str) -> Result<BootKernel, String> {
+        fn kernel(&self, name: &str) -> Result<BootKernel, VmError> {
             match name {
                 "6.1" => Ok(k("6.1", "6.1.0-57-cloud-amd64")),
                 "6.12" => Err("kernel 6.12 is not fetched: run `wedge kernels fetch 6.12`".into()),
-                _ => Err(format!("unknown kernel {name}")),
+                _ => Err(format!("unknown kernel {name}").into()),
             }
         }
-        fn default_kernel(&self) -> Result<BootKernel, String> {
+        fn default_kernel(&self) -> Result<BootKernel, VmError> {
             self.kernel("6.1")
         }
     }
@@ -257,15 +299,21 @@ mod tests {
 
     #[test]
     fn every_cell_that_runs_nowhere_says_why() {
-        let e = choose(Backend::Auto, &wants(Some("6.12"), None), &host(), &Vms).unwrap_err();
+        let e = choose(Backend::Auto, &wants(Some("6.12"), None), &host(), &Vms)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("host runs 6.18.44-fc") && e.contains("wedge kernels fetch 6.12"),
             "{e}"
         );
-        let e = choose(Backend::Host, &wants(None, Some(4)), &host(), &Vms).unwrap_err();
+        let e = choose(Backend::Host, &wants(None, Some(4)), &host(), &Vms)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("4 CPUs") && e.contains("--backend host"), "{e}");
         let none = NoVm("qemu-system-x86_64 is not installed".into());
-        let e = choose(Backend::Auto, &wants(None, Some(4)), &host(), &none).unwrap_err();
+        let e = choose(Backend::Auto, &wants(None, Some(4)), &host(), &none)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("qemu-system-x86_64 is not installed"), "{e}");
         assert!(choose(Backend::Vm, &wants(None, None), &host(), &none).is_err());
     }
@@ -284,10 +332,10 @@ mod tests {
             fn unavailable(&self) -> Option<String> {
                 None
             }
-            fn kernel(&self, n: &str) -> Result<BootKernel, String> {
+            fn kernel(&self, n: &str) -> Result<BootKernel, VmError> {
                 Ok(k(n, "6.18.44-fc"))
             }
-            fn default_kernel(&self) -> Result<BootKernel, String> {
+            fn default_kernel(&self) -> Result<BootKernel, VmError> {
                 self.kernel("x")
             }
         }

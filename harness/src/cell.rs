@@ -1,4 +1,5 @@
-//! A cell of a scenario's matrix: one value per axis, in axis order; `--cell` filters; shards.
+//! A cell of a scenario's matrix: one value per axis, in axis order; `--cell` filters; shards;
+//! each trial's seed and the CPUs a cell asks for. Layer: model (plain data, no I/O).
 
 use std::fmt;
 
@@ -191,15 +192,28 @@ pub struct CellFilter {
     pub value: String,
 }
 
+/// A `--cell` or `--shard` value that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CellArgError {
+    #[error("\"{0}\" is not AXIS=VALUE")]
+    NotAFilter(String),
+    #[error("\"{0}\" is not I/N")]
+    NotAShard(String),
+    #[error("\"{0}\" is not a number")]
+    NotANumber(String),
+    #[error("shard {0}: need 1 <= I <= N")]
+    OutOfRange(String),
+}
+
 impl std::str::FromStr for CellFilter {
-    type Err = String;
-    fn from_str(s: &str) -> Result<CellFilter, String> {
+    type Err = CellArgError;
+    fn from_str(s: &str) -> Result<CellFilter, CellArgError> {
         match s.split_once('=') {
             Some((a, v)) if !a.is_empty() && !v.is_empty() => Ok(CellFilter {
                 axis: a.trim().to_string(),
                 value: v.trim().to_string(),
             }),
-            _ => Err(format!("\"{s}\" is not AXIS=VALUE")),
+            _ => Err(CellArgError::NotAFilter(s.to_string())),
         }
     }
 }
@@ -219,24 +233,43 @@ impl Shard {
 }
 
 impl std::str::FromStr for Shard {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Shard, String> {
+    type Err = CellArgError;
+    fn from_str(s: &str) -> Result<Shard, CellArgError> {
         let (i, n) = s
             .split_once('/')
-            .ok_or_else(|| format!("\"{s}\" is not I/N"))?;
-        let index: usize = i
-            .trim()
-            .parse()
-            .map_err(|_| format!("\"{i}\" is not a number"))?;
-        let count: usize = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("\"{n}\" is not a number"))?;
+            .ok_or_else(|| CellArgError::NotAShard(s.to_string()))?;
+        let number = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| CellArgError::NotANumber(t.to_string()))
+        };
+        let (index, count) = (number(i)?, number(n)?);
         if count == 0 || index == 0 || index > count {
-            return Err(format!("shard {s}: need 1 <= I <= N"));
+            return Err(CellArgError::OutOfRange(s.to_string()));
         }
         Ok(Shard { index, count })
     }
+}
+
+/// The seed of trial `trial` of `cell` in `scenario` with base seed `base`.
+pub fn trial_seed(base: u64, scenario: &str, cell: &Cell, trial: u32) -> u64 {
+    use std::hash::Hasher as _;
+    // FNV-1a over the identity (scenario, NUL, cell id), mixed with splitmix64. `write` is plain
+    // FNV-1a over the bytes; `Hash::hash` would add a length or terminator of its own.
+    let mut fnv = fnv::FnvHasher::default();
+    fnv.write(scenario.as_bytes());
+    fnv.write(&[0]);
+    fnv.write(cell.id().as_bytes());
+    let h = fnv.finish();
+    let mut z = base ^ h ^ (u64::from(trial)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Pins for a cell: `Some(k)` CPUs when the cell has a `cpus` axis.
+pub fn cpus_wanted(cell: &Cell) -> Option<usize> {
+    cell.get("cpus").and_then(|c| c.parse().ok())
 }
 
 #[cfg(test)]

@@ -12,10 +12,8 @@ use crate::record::TrialRecord;
 use crate::scenario::Outcome;
 use crate::stats::{CellStats, Summary};
 
-/// The fewest trials a rate gate (`min_rate`) runs: with fewer, the interval is so wide that a
-/// regression losing half the trials still clears any useful threshold. The planner raises a
-/// rate-gated cell to this count, and the gate fails a cell that has fewer.
-pub const MIN_RATE_TRIALS: u32 = 20;
+/// The fewest trials a rate gate runs (defined with the expectation semantics, in the model).
+pub use crate::scenario::MIN_RATE_TRIALS;
 
 /// What a gate accepts beyond cells that meet their expectations.
 #[derive(Debug, Clone, Copy, Default)]

@@ -43,30 +43,27 @@ impl TreeKind {
     /// Picks the best kind, creating wedge's own cgroup for this run. `WEDGE_ISOLATION` =
     /// `cgroup2` | `cgroup1` | `subreaper` forces one.
     pub fn detect() -> TreeKind {
-        let forced = std::env::var("WEDGE_ISOLATION").ok();
         static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let run_name = format!("wedge-{}-{n}", std::process::id());
-        let want = |n: &str| forced.as_deref().is_none_or(|f| f == n);
-        if want("cgroup2")
-            && let Some(parent) = cgroup_dir("cgroup2", None)
-        {
+        for (kind, parent) in run_parents() {
             remove_stale(&parent);
             let dir = parent.join(&run_name);
             if fs::create_dir(&dir).is_ok() {
-                return TreeKind::CgroupV2(dir);
-            }
-        }
-        if want("cgroup1")
-            && let Some(parent) = cgroup_dir("cgroup", Some("pids"))
-        {
-            remove_stale(&parent);
-            let dir = parent.join(&run_name);
-            if fs::create_dir(&dir).is_ok() {
-                return TreeKind::CgroupV1(dir);
+                return kind(dir);
             }
         }
         TreeKind::Subreaper
+    }
+
+    /// The kind [`TreeKind::detect`] would pick, found without creating or removing anything
+    /// (for planning that must change nothing): a kind's directory counts as usable when wedge
+    /// may write in it. The cgroup kinds hold the *parent* a run cgroup would be made in.
+    pub fn survey() -> TreeKind {
+        run_parents()
+            .into_iter()
+            .find(|(_, parent)| may_write(parent))
+            .map_or(TreeKind::Subreaper, |(kind, parent)| kind(parent))
     }
 
     /// Removes wedge's run cgroup (once every trial's is gone).
@@ -75,6 +72,39 @@ impl TreeKind {
             let _ = fs::remove_dir(dir);
         }
     }
+}
+
+/// A directory a run cgroup may be made in, with the kind of tree a cgroup there makes.
+type RunParent = (fn(PathBuf) -> TreeKind, PathBuf);
+
+/// Where a run cgroup may be made, best first, as `WEDGE_ISOLATION` allows: wedge's cgroup2
+/// directory, then its directory in the v1 `pids` hierarchy; each with the kind it makes.
+fn run_parents() -> Vec<RunParent> {
+    let forced = std::env::var("WEDGE_ISOLATION").ok();
+    let want = |n: &str| forced.as_deref().is_none_or(|f| f == n);
+    let mut parents: Vec<RunParent> = Vec::new();
+    if want("cgroup2")
+        && let Some(parent) = cgroup_dir("cgroup2", None)
+    {
+        parents.push((TreeKind::CgroupV2, parent));
+    }
+    if want("cgroup1")
+        && let Some(parent) = cgroup_dir("cgroup", Some("pids"))
+    {
+        parents.push((TreeKind::CgroupV1, parent));
+    }
+    parents
+}
+
+/// Whether this process may create entries in `dir` (its effective ids, as mkdir checks).
+pub(crate) fn may_write(dir: &Path) -> bool {
+    nix::unistd::faccessat(
+        nix::fcntl::AT_FDCWD,
+        dir,
+        nix::unistd::AccessFlags::W_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok()
 }
 
 /// The entries of `parent` named `wedge-PID-...` whose wedge process PID is gone: the run

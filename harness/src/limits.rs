@@ -41,31 +41,9 @@ pub enum LimitError {
     },
 }
 
-/// Why a `memory_max` text is not a size.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SizeError {
-    #[error("\"{0}\" is not a size (bytes, or a number with K, M or G)")]
-    NotASize(String),
-    #[error("\"{0}\" is too large")]
-    TooLarge(String),
-}
-
-/// `pids.max` of a trial whose scenario names none: far above what a test subject starts, far
-/// below what starves a host.
-pub const DEFAULT_PIDS_MAX: u64 = 4096;
-/// The smallest `pids_max` a scenario may set: wedge's keeper and init count too.
-pub const MIN_PIDS_MAX: u64 = 8;
-/// The smallest `memory_max` a scenario may set: below it not even the keeper runs.
-pub const MIN_MEMORY_MAX: u64 = 4 << 20;
-
-/// The limits a scenario asks for (`[scenario] pids_max`, `memory_max`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Limits {
-    /// `None`: [`DEFAULT_PIDS_MAX`], applied where it can be and otherwise only noted.
-    pub pids_max: Option<u64>,
-    /// Bytes; `None`: no memory limit.
-    pub memory_max: Option<u64>,
-}
+pub use crate::limit_spec::{
+    DEFAULT_PIDS_MAX, Enforcement, Limits, MIN_MEMORY_MAX, MIN_PIDS_MAX, parse_size,
+};
 
 /// A cgroup controller wedge limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,14 +127,10 @@ impl Support {
                 let offered =
                     fs::read_to_string(run.join("cgroup.controllers")).unwrap_or_default();
                 let mut enabled = String::new();
-                for c in [Controller::Pids, Controller::Memory] {
-                    let name = c.name();
-                    let listed = offered.split_whitespace().any(|n| n == name);
+                for name in limited(&offered) {
                     // Enabling fails where wedge's own cgroup holds processes; then the v1
                     // hierarchy (if any) is the limit's home.
-                    if listed
-                        && fs::write(run.join("cgroup.subtree_control"), format!("+{name}")).is_ok()
-                    {
+                    if fs::write(run.join("cgroup.subtree_control"), format!("+{name}")).is_ok() {
                         enabled.push_str(name);
                         enabled.push(' ');
                     }
@@ -165,19 +139,7 @@ impl Support {
             }
             _ => None,
         };
-        let tree_is_v1_pids = matches!(kind, TreeKind::CgroupV1(_));
-        let home = |c: Controller| {
-            home_for(
-                c,
-                v2.as_deref(),
-                tree_is_v1_pids,
-                cgroup_dir("cgroup", Some(c.name())),
-            )
-        };
-        let support = Support {
-            pids: home(Controller::Pids),
-            memory: home(Controller::Memory),
-        };
+        let support = Support::with(v2.as_deref(), kind);
         for h in [&support.pids, &support.memory] {
             if let Home::V1(parent) = h {
                 remove_stale(parent);
@@ -186,18 +148,69 @@ impl Support {
         support
     }
 
+    /// Where limits would go in a run started now, found without creating or changing
+    /// anything (for planning): `kind` is [`TreeKind::survey`]'s, whose cgroup2 directory's
+    /// `cgroup.subtree_control` is what a run cgroup made in it is offered, and a fresh run
+    /// cgroup, holding no process, enables every controller it is offered.
+    pub fn survey(kind: &TreeKind) -> Support {
+        let v2 = match kind {
+            TreeKind::CgroupV2(parent) => {
+                let offered =
+                    fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+                Some(
+                    limited(&offered)
+                        .map(|n| format!("{n} "))
+                        .collect::<String>(),
+                )
+            }
+            _ => None,
+        };
+        Support::with(v2.as_deref(), kind)
+    }
+
+    /// Each controller's home given the controllers enabled for trial cgroups under a cgroup2
+    /// tree (`None`: the tree is not cgroup2).
+    fn with(v2_enabled: Option<&str>, kind: &TreeKind) -> Support {
+        let tree_is_v1_pids = matches!(kind, TreeKind::CgroupV1(_));
+        let home = |c: Controller| {
+            home_for(
+                c,
+                v2_enabled,
+                tree_is_v1_pids,
+                cgroup_dir("cgroup", Some(c.name())),
+            )
+        };
+        Support {
+            pids: home(Controller::Pids),
+            memory: home(Controller::Memory),
+        }
+    }
+
+    /// Which limits can be enforced here, as planning reads it.
+    pub fn enforcement(&self) -> Enforcement {
+        let gap = |home: &Home| match home {
+            Home::Unavailable(why) => Some(why.clone()),
+            _ => None,
+        };
+        Enforcement {
+            pids: gap(&self.pids),
+            memory: gap(&self.memory),
+        }
+    }
+
     /// Why a cell with `limits` cannot run here, if it cannot: a limit the scenario sets that no
     /// controller enforces.
     pub fn refuses(&self, limits: &Limits) -> Option<String> {
-        let wanted = [
-            (limits.pids_max.is_some(), &self.pids, "pids_max"),
-            (limits.memory_max.is_some(), &self.memory, "memory_max"),
-        ];
-        wanted.into_iter().find_map(|(set, home, key)| match home {
-            Home::Unavailable(why) if set => Some(format!("{key} cannot be enforced: {why}")),
-            _ => None,
-        })
+        self.enforcement().refuses(limits)
     }
+}
+
+/// The controllers wedge limits among those `offered` (a `cgroup.controllers` list), in order.
+fn limited(offered: &str) -> impl Iterator<Item = &'static str> + '_ {
+    [Controller::Pids, Controller::Memory]
+        .into_iter()
+        .map(Controller::name)
+        .filter(|name| offered.split_whitespace().any(|n| n == *name))
 }
 
 /// The limits set on one trial: the v1 directories its processes join, and where to read its
@@ -363,42 +376,9 @@ pub fn oom_kill_count(text: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
 }
 
-/// A memory size: bytes, or a number with a binary suffix `K`, `M`, `G` (e.g. `"64M"`).
-pub fn parse_size(text: &str) -> Result<u64, SizeError> {
-    let t = text.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| SizeError::NotASize(text.to_string()))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| SizeError::TooLarge(text.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size(" 8K "), Ok(8192));
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("-1M").is_err());
-        assert!(parse_size("64MB").is_err());
-        assert!(
-            parse_size("99999999999999G")
-                .unwrap_err()
-                .to_string()
-                .contains("too large")
-        );
-    }
 
     #[test]
     fn oom_kills_from_either_spelling() {

@@ -3,21 +3,38 @@
 //! whatever executor runs the trials, so a trial's identity and seed never depend on where it
 //! ran.
 //!
+//! Guarantee: planning is pure. It starts no process, touches no cgroup and writes no file: what
+//! it knows of the machine comes in as a [`HostFacts`] value the caller gathered, so `wedge list`
+//! changes nothing and planning twice gives the same plan.
+//!
 //! Expectations keyed on kernel probes are resolved with the probe values of the machine the
-//! cell runs on: the host is probed once per plan, and only when a planned host cell's scenario
-//! needs it ([`HostProbes`]); a VM cell's expectation is provisional (resolved with the
-//! committed reference report of its kernel, if any) and re-resolved by the guest with its own
-//! probes.
+//! cell runs on: the host's when the caller probed it ([`HostFacts::probes`]; a caller that has
+//! not asks [`needs_host_probes`] whether the plan needs them), and a VM cell's provisionally,
+//! with the committed reference report of its kernel (if any), the guest re-resolving it with
+//! its own probes.
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::backend::{Backend, Target, VmHandle, Wants, choose};
+use crate::cell::trial_seed;
 use crate::cell::{Cell, CellFilter, Shard};
-use crate::probe::ProbeValues;
-use crate::scenario::{Expectation, Scenario};
+use crate::limit_spec::Enforcement;
+use crate::probe_ids::ProbeValues;
+use crate::record::Host;
+use crate::scenario::{Expectation, ExpectationOf, MIN_RATE_TRIALS, Scenario};
 use crate::suite::InputError;
-use crate::trial::{Engine, trial_seed};
+
+/// What planning knows about this machine, gathered by the caller before planning.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    /// Its kernel and CPUs: what decides whether a cell runs here.
+    pub host: Host,
+    /// Which limits it enforces: a cell whose scenario sets one it cannot is skipped.
+    pub limits: Enforcement,
+    /// Its probe values; `None`: not probed, so no override keyed on probes applies to a cell
+    /// planned here (see [`needs_host_probes`]).
+    pub probes: Option<ProbeValues>,
+}
 
 /// One cell to run (or to record as skipped).
 #[derive(Debug, Clone)]
@@ -82,52 +99,26 @@ pub fn wants(cell: &Cell, options: &PlanOptions) -> Wants {
             .get("kernel")
             .map(str::to_string)
             .or_else(|| options.kernel.clone()),
-        cpus: crate::trial::cpus_wanted(cell).or(options.cpus),
+        cpus: crate::cell::cpus_wanted(cell).or(options.cpus),
     }
 }
 
-/// The host's probe values, probed at most once, on first need.
-pub struct HostProbes {
-    wedge: PathBuf,
-    values: OnceLock<ProbeValues>,
+/// Whether a cell of `cells` runs on this host with an expectation keyed on probes: then the
+/// plan needs the host's probe values ([`HostFacts::probes`]) to be final.
+pub fn needs_host_probes(cells: &[PlannedCell]) -> bool {
+    cells.iter().any(awaits_host_probes)
 }
 
-impl HostProbes {
-    /// Probes the host by re-executing `wedge` (the `wedge` binary next to this program's).
-    pub fn new(wedge: PathBuf) -> HostProbes {
-        HostProbes {
-            wedge,
-            values: OnceLock::new(),
-        }
-    }
-
-    /// The host's values, probing it now if it was not yet.
-    pub fn get(&self) -> &ProbeValues {
-        self.values.get_or_init(|| {
-            let mut options = crate::probe::run::SuiteOptions::this_program(1);
-            options.wedge = self.wedge.clone();
-            let results = crate::probe::run::run_suite(&options);
-            results.into_iter().map(|r| (r.id, r.value)).collect()
-        })
-    }
-
-    /// Whether the host was probed.
-    pub fn probed(&self) -> bool {
-        self.values.get().is_some()
-    }
+/// Whether `c` runs on this host and its scenario keys expectations on probes.
+pub fn awaits_host_probes(c: &PlannedCell) -> bool {
+    c.skip.is_none() && c.target == Target::Host && c.scenario.uses_probes()
 }
 
-impl Default for HostProbes {
-    fn default() -> HostProbes {
-        HostProbes::new(crate::subject::own_dir().join("wedge"))
-    }
-}
-
-/// The probe values a cell on `target` is planned with: the host's (probed now if need be), or
-/// a VM kernel's from the committed reference reports (the guest re-resolves with its own).
-fn planning_probes(target: &Target, probes: &HostProbes) -> Option<ProbeValues> {
+/// The probe values a cell on `target` is planned with: the host's (if probed), or a VM
+/// kernel's from the committed reference reports (the guest re-resolves with its own).
+fn planning_probes(target: &Target, facts: &HostFacts) -> Option<ProbeValues> {
     match target {
-        Target::Host => Some(probes.get().clone()),
+        Target::Host => facts.probes.clone(),
         Target::Vm(vm) => crate::probe::known::KnownReports::builtin()
             .ok()?
             .kernels
@@ -137,39 +128,57 @@ fn planning_probes(target: &Target, probes: &HostProbes) -> Option<ProbeValues> 
     }
 }
 
+/// The expectation `of` a cell on a machine whose probes gave `probes` (`None`: not probed, so
+/// no override keyed on probes applies), its time bounds scaled by `time_scale` (a guest's: an
+/// emulated one is slower by it; 1 on the host). The one resolution every planner uses, the
+/// host's and a guest's re-resolving with its own probes, so the two never disagree.
+pub fn resolve(
+    of: &ExpectationOf<'_>,
+    time_scale: u32,
+    probes: Option<&ProbeValues>,
+) -> Expectation {
+    let mut expectation = of.with(probes);
+    // Time bounds are host times.
+    expectation.within_ms = expectation
+        .within_ms
+        .map(|ms| time_scaled_ms(ms, time_scale));
+    expectation
+}
+
 /// Cell `cell_index` of `s` as planned on this host.
 fn plan_cell(
-    engine: &Engine,
+    facts: &HostFacts,
     s: &Arc<Scenario>,
     (cell, cell_index): (Cell, usize),
     options: &PlanOptions,
-    probes: &HostProbes,
 ) -> PlannedCell {
     let wants = wants(&cell, options);
-    let (target, skip) = match choose(options.backend, &wants, &engine.host, &*options.vm.0) {
+    let (target, skip) = match choose(options.backend, &wants, &facts.host, &*options.vm.0) {
         Ok(target) => (target, None),
-        Err(why) => (Target::Host, Some(why)),
+        Err(why) => (Target::Host, Some(why.to_string())),
     };
     // A limit the scenario sets is never dropped: without its controller the cell cannot run.
     let skip = skip.or_else(|| match target {
-        Target::Host => engine.limits.refuses(&s.limits),
+        Target::Host => facts.limits.refuses(&s.limits),
         _ => None,
     });
     let values = (s.uses_probes() && skip.is_none())
-        .then(|| planning_probes(&target, probes))
+        .then(|| planning_probes(&target, facts))
         .flatten();
-    let version = target.kernel_version(&engine.host);
-    let mut expectation = s.expectation_with(&cell, version, values.as_ref());
-    if let Target::Vm(vm) = &target {
-        // Time bounds are host times; an emulated guest is slower by its scale.
-        expectation.within_ms = expectation
-            .within_ms
-            .map(|ms| time_scaled_ms(ms, vm.time_scale));
-    }
+    let time_scale = match &target {
+        Target::Host => 1,
+        Target::Vm(vm) => vm.time_scale,
+    };
+    let version = target.kernel_version(&facts.host);
+    let expectation = resolve(
+        &s.expectation_of(&cell, version),
+        time_scale,
+        values.as_ref(),
+    );
     let mut trials = options.trials.unwrap_or(s.trials);
     if expectation.min_rate.is_some() {
-        // A rate needs trials to mean anything (see gate::MIN_RATE_TRIALS).
-        trials = trials.max(crate::gate::MIN_RATE_TRIALS);
+        // A rate needs trials to mean anything (see MIN_RATE_TRIALS).
+        trials = trials.max(MIN_RATE_TRIALS);
     }
     PlannedCell {
         expectation,
@@ -188,7 +197,7 @@ fn plan_cell(
 /// The cells of `scenarios` selected by `options`, in suite order. Filters naming an axis no
 /// scenario has are bad input.
 pub fn plan(
-    engine: &Engine,
+    facts: &HostFacts,
     scenarios: &[Arc<Scenario>],
     options: &PlanOptions,
 ) -> Result<Vec<PlannedCell>, InputError> {
@@ -203,7 +212,6 @@ pub fn plan(
             )));
         }
     }
-    let probes = HostProbes::default();
     let mut out = Vec::new();
     let mut position = 0;
     for s in scenarios {
@@ -214,7 +222,7 @@ pub fn plan(
             {
                 continue;
             }
-            out.push(plan_cell(engine, s, (cell, cell_index), options, &probes));
+            out.push(plan_cell(facts, s, (cell, cell_index), options));
         }
     }
     if out.is_empty() && !options.filters.is_empty() {
@@ -248,7 +256,7 @@ pub fn plan(
 
 /// The one cell of `s` the filters name (for `wedge replay`), planned as a run would plan it.
 pub fn plan_one(
-    engine: &Engine,
+    facts: &HostFacts,
     s: &Arc<Scenario>,
     filters: &[CellFilter],
     options: &PlanOptions,
@@ -260,13 +268,7 @@ pub fn plan_one(
         .filter(|(_, c)| c.matches(filters))
         .collect();
     match matching.as_slice() {
-        [(cell_index, cell)] => Ok(plan_cell(
-            engine,
-            s,
-            (cell.clone(), *cell_index),
-            options,
-            &HostProbes::default(),
-        )),
+        [(cell_index, cell)] => Ok(plan_cell(facts, s, (cell.clone(), *cell_index), options)),
         [] => Err(InputError::Usage(format!(
             "no cell of {} matches the --cell filters",
             s.name
@@ -293,4 +295,23 @@ pub fn time_scaled(bound: std::time::Duration, time_scale: u32) -> std::time::Du
 pub fn time_scaled_ms(ms: u64, time_scale: u32) -> u64 {
     let scaled = time_scaled(std::time::Duration::from_millis(ms), time_scale);
     u64::try_from(scaled.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_applies_probes_then_scales_time_bounds() {
+        let text = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[expect]\nwithin_ms = 100\n\
+                    [[expect.when]]\nprobe = { recv_after_users_exit = \"blocks\" }\nwithin_ms = 200\n";
+        let s = Scenario::parse(std::path::Path::new("r.toml"), text).unwrap();
+        let cell = &s.cells()[0];
+        let of = s.expectation_of(cell, "6.18.0");
+        assert_eq!(resolve(&of, 1, None).within_ms, Some(100));
+        let blocks = ProbeValues::from([("recv_after_users_exit".into(), "blocks".into())]);
+        assert_eq!(resolve(&of, 1, Some(&blocks)).within_ms, Some(200));
+        assert_eq!(resolve(&of, 4, Some(&blocks)).within_ms, Some(800));
+        assert_eq!(resolve(&of, 3, None).within_ms, Some(300));
+    }
 }

@@ -223,7 +223,12 @@ mod tests {
                     [matrix]\ncpus = [\"1\", \"4096\"]\nv = [\"a\", \"b\"]\n";
         let s = Arc::new(Scenario::parse(std::path::Path::new("seam.toml"), text).unwrap());
         let engine = Engine::new();
-        let cells = plan(&engine, &[s], &PlanOptions::default()).unwrap();
+        let cells = plan(
+            &crate::host_facts::of_engine(&engine),
+            &[s],
+            &PlanOptions::default(),
+        )
+        .unwrap();
         let log = Log::default();
         let records = run(&engine, &Fake(&engine), &cells, &[&log]).unwrap();
         // Plan order, whatever order they finished in; the cells no host has CPUs for are skipped.

@@ -16,8 +16,8 @@ use crate::scenario::{Program, Scenario, StdinMode, interpolate, rand_bounds, sp
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubjectError {
     /// Placeholders or `{AXIS...}` lists that did not fill (the scenario layer says why).
-    #[error("{0}")]
-    Placeholder(String),
+    #[error(transparent)]
+    Placeholder(#[from] crate::scenario::PlaceholderError),
     #[error("the argv is empty once `{{AXIS...}}` lists are spliced in")]
     EmptyArgv,
     #[error("program \"{name}\" not found in {} (set WEDGE_BIN_DIR) or PATH", bin_dir.display())]

@@ -256,7 +256,12 @@ fn a_missing_subject_binary_is_an_error_not_a_pass() {
     let records = watchdog(Duration::from_secs(30), move || {
         let engine = engine();
         let s = std::sync::Arc::new(Scenario::load(&file).unwrap());
-        let cells = plan(&engine, &[s], &PlanOptions::default()).unwrap();
+        let cells = plan(
+            &wedge::host_facts::of_engine(&engine),
+            &[s],
+            &PlanOptions::default(),
+        )
+        .unwrap();
         execute(&engine, &cells, 1, None, true).unwrap()
     });
     std::fs::remove_dir_all(&dir).unwrap();
@@ -450,7 +455,12 @@ stdout = "ARGS: serve --socket /\\S+/work/agent.sock --workers 2 --strategy inli
             .iter()
             .map(|f| std::sync::Arc::new(Scenario::load(&d.join(f)).unwrap()))
             .collect();
-        let cells = plan(&engine, &scenarios, &PlanOptions::default()).unwrap();
+        let cells = plan(
+            &wedge::host_facts::of_engine(&engine),
+            &scenarios,
+            &PlanOptions::default(),
+        )
+        .unwrap();
         execute(&engine, &cells, 2, None, true).unwrap()
     });
     std::fs::remove_dir_all(&dir).unwrap();
@@ -497,7 +507,12 @@ exit = 0
     let records = watchdog(Duration::from_secs(60), move || {
         let engine = engine();
         let s = std::sync::Arc::new(Scenario::load(&f).unwrap());
-        let cells = plan(&engine, &[s], &PlanOptions::default()).unwrap();
+        let cells = plan(
+            &wedge::host_facts::of_engine(&engine),
+            &[s],
+            &PlanOptions::default(),
+        )
+        .unwrap();
         execute(&engine, &cells, 1, None, true).unwrap()
     });
     std::fs::remove_dir_all(&dir).unwrap();

@@ -121,7 +121,15 @@ fn planning_resolves_probe_keyed_expectations_with_the_hosts_values() {
         backend: wedge::backend::Backend::Host,
         ..Default::default()
     };
-    let cells = wedge::runner::plan(&engine, &[s], &options).unwrap();
+    // Planned as a run plans: without probe values first, which this plan needs, then with the
+    // host's.
+    let mut facts = wedge::host_facts::of_engine(&engine);
+    let cells = wedge::runner::plan(&facts, std::slice::from_ref(&s), &options).unwrap();
+    assert!(wedge::plan::needs_host_probes(&cells));
+    facts.probes = Some(wedge::probe::run::probe_host(
+        wedge::subject::own_dir().join("wedge"),
+    ));
+    let cells = wedge::runner::plan(&facts, &[s], &options).unwrap();
     let (code, out, _) = wedge_probe(&["--backend", "host", "--json"], Duration::from_secs(120));
     assert_eq!(code, 0);
     let host: ProbeReport = serde_json::from_str(&out).unwrap();
@@ -141,7 +149,7 @@ fn vm_missing(vms: &wedge::vm::support::HostVms) -> Option<String> {
     }
     for k in ["6.1", "6.12"] {
         if let Err(why) = vms.kernel(k) {
-            return Some(why);
+            return Some(why.to_string());
         }
     }
     None

@@ -75,8 +75,13 @@ fn main() {
             trials: Some(trials.min(scenario.trials)),
             ..PlanOptions::default()
         };
-        let cells = plan(engine, std::slice::from_ref(&scenario), &options)
-            .unwrap_or_else(|e| panic!("{e}"));
+        // Planned as `wedge run` plans: the host probed only for a scenario that needs it.
+        let cells = wedge::host_facts::plan_probing(
+            wedge::host_facts::of_engine(engine),
+            |facts| plan(facts, std::slice::from_ref(&scenario), &options),
+            |cells| wedge::plan::needs_host_probes(cells),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         for cell in cells {
             // A cell gated on a rate is judged on a sample of at least gate::MIN_RATE_TRIALS
             // (the planner raises it): with fewer trials asked for here, it is left to the gate

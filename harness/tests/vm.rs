@@ -35,7 +35,7 @@ fn vms() -> Option<(HostVms, VmSettings)> {
     let vms = HostVms::detect();
     let why = vms
         .unavailable()
-        .or_else(|| vms.kernel("6.1").err())
+        .or_else(|| vms.kernel("6.1").err().map(|e| e.to_string()))
         .map(|e| format!("VM tests cannot run: {e}"));
     match why {
         None => {
@@ -62,7 +62,7 @@ fn plan_vm(text: &str, vms: &HostVms) -> (Vec<PlannedCell>, TempDir) {
     let s = Scenario::load(&file).unwrap();
     let engine = support::engine();
     plan(
-        &engine,
+        &wedge::host_facts::of_engine(&engine),
         &[Arc::new(s)],
         &PlanOptions {
             backend: Backend::Vm,

@@ -1,13 +1,17 @@
 //! `wedge list`: the scenarios, their cells and each cell's expectation, as a run would plan
 //! them here.
+//!
+//! Guarantee: listing changes nothing and starts nothing: it plans with the facts a run would
+//! find ([`wedge::host_facts::surveyed`]), never builds the trial engine, and never probes; an
+//! expectation a run resolves with this host's probes is shown as decided at run time.
 
 use std::path::PathBuf;
 
 use super::common::{BackendArgs, Failure};
 use wedge::backend::Target;
 use wedge::cell::CellFilter;
+use wedge::plan::awaits_host_probes;
 use wedge::runner::{PlanOptions, load_scenarios, plan};
-use wedge::trial::Engine;
 
 pub fn list(
     scenarios: &[PathBuf],
@@ -15,12 +19,11 @@ pub fn list(
     backend: &BackendArgs,
 ) -> Result<(), Failure> {
     let loaded = load_scenarios(scenarios)?;
-    let engine = Engine::new();
     // Planned with the VM support `run` would have, so a cell `run` boots a VM for is shown as
     // running there, not as skipped.
     let vms = wedge::vm::support::HostVms::detect();
     let cells = plan(
-        &engine,
+        &wedge::host_facts::surveyed(),
         &loaded,
         &PlanOptions {
             filters: filters.to_vec(),
@@ -49,6 +52,9 @@ pub fn list(
             (Some(why), _) => format!("  [skipped here: {why}]"),
             (None, Target::Vm(vm)) => {
                 format!("  [in a VM: kernel {}, {} vCPUs]", vm.kernel.name, vm.cpus)
+            }
+            (None, Target::Host) if awaits_host_probes(c) => {
+                "  [overrides keyed on probes: decided at run time]".to_string()
             }
             (None, Target::Host) => String::new(),
         };

@@ -46,7 +46,7 @@ pub fn probe(args: ProbeArgs) -> Result<(), Failure> {
         wedge::out!("{}", render_table(&report));
     }
     if args.compare {
-        let known = KnownReports::builtin().map_err(Failure::Io)?;
+        let known = KnownReports::builtin().map_err(|e| Failure::Io(e.to_string()))?;
         // Comparing a known kernel with its own report says nothing: leave that out (a bzImage
         // given by path is named by its path, so it is compared with every known kernel).
         let others: Vec<ProbeReport> = known
@@ -65,7 +65,7 @@ pub fn probe(args: ProbeArgs) -> Result<(), Failure> {
 /// Probes where `backend` puts a cell that wants `wants`.
 fn probe_where(backend: Backend, wants: &Wants, vms: &HostVms) -> Result<ProbeReport, Failure> {
     let host = host();
-    let target = choose(backend, wants, &host, vms).map_err(Failure::Input)?;
+    let target = choose(backend, wants, &host, vms).map_err(|e| Failure::Input(e.to_string()))?;
     match target {
         Target::Host => Ok(probe_host(&host)),
         Target::Vm(t) => {

@@ -32,7 +32,11 @@ pub fn replay(
     let engine = Engine::new();
     let vms = wedge::vm::support::HostVms::detect();
     let options = super::common::backend_options(backend, &vms);
-    let cell = plan_one(&engine, &loaded[0], filters, &options)?;
+    let cell = wedge::host_facts::plan_probing(
+        wedge::host_facts::of_engine(&engine),
+        |facts| plan_one(facts, &loaded[0], filters, &options),
+        wedge::plan::awaits_host_probes,
+    )?;
     if let Some(why) = &cell.skip {
         return Err(Failure::Input(why.clone()));
     }

@@ -9,6 +9,7 @@ use wedge_core::sync::Mutex;
 
 use super::common::{Failure, install_interrupt, print_expectations, print_gate};
 use wedge::cell::{CellFilter, Shard};
+use wedge::plan::needs_host_probes;
 use wedge::record::JsonlWriter;
 use wedge::runner::{PlanOptions, default_jobs, execute_with, load_scenarios, plan};
 use wedge::trial::Engine;
@@ -65,7 +66,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         seed: args.seed,
         ..super::common::backend_options(&args.backend, &vms)
     };
-    let cells = plan(&engine, &loaded, &options)?;
+    let cells = wedge::host_facts::plan_probing(
+        wedge::host_facts::of_engine(&engine),
+        |facts| plan(facts, &loaded, &options),
+        |cells| needs_host_probes(cells),
+    )?;
     let out = args.out.unwrap_or_else(default_out);
     let (jsonl, writer) = open_results(&out)?;
     let writer = Mutex::new(writer);

@@ -32,13 +32,18 @@ pub struct KnownReports {
     pub kernels: Vec<ProbeReport>,
 }
 
+/// Known reports that do not read as reports.
+#[derive(Debug, thiserror::Error)]
+#[error("reports/kernels.json: {0}")]
+pub struct KnownReportsError(#[source] serde_json::Error);
+
 impl KnownReports {
-    pub fn parse(text: &str) -> Result<KnownReports, String> {
-        serde_json::from_str(text).map_err(|e| format!("reports/kernels.json: {e}"))
+    pub fn parse(text: &str) -> Result<KnownReports, KnownReportsError> {
+        serde_json::from_str(text).map_err(KnownReportsError)
     }
 
     /// The reports compiled into this wedge.
-    pub fn builtin() -> Result<KnownReports, String> {
+    pub fn builtin() -> Result<KnownReports, KnownReportsError> {
         KnownReports::parse(KNOWN_JSON)
     }
 
@@ -375,7 +380,7 @@ mod tests {
 
     #[test]
     fn bad_json_is_an_error_that_names_the_file() {
-        let e = KnownReports::parse("{").unwrap_err();
+        let e = KnownReports::parse("{").unwrap_err().to_string();
         assert!(e.starts_with("reports/kernels.json"), "{e}");
     }
 }

@@ -34,6 +34,19 @@ impl SuiteOptions {
     }
 }
 
+/// The values this machine's probes give, each probe re-executing `wedge` (the `wedge` binary)
+/// under the default bound: what a run resolves expectations keyed on probes with.
+pub fn probe_host(wedge: PathBuf) -> super::ProbeValues {
+    let options = SuiteOptions {
+        wedge,
+        ..SuiteOptions::this_program(1)
+    };
+    run_suite(&options)
+        .into_iter()
+        .map(|r| (r.id, r.value))
+        .collect()
+}
+
 /// Runs every probe, one process at a time (probes time things; they must not compete).
 pub fn run_suite(options: &SuiteOptions) -> Vec<ProbeResult> {
     PROBES.iter().map(|p| run_isolated(options, p.id)).collect()

@@ -271,17 +271,7 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-/// Parses the leading `major.minor[.patch]` of a kernel release.
-pub fn parse_kernel_version(release: &str) -> Option<(u32, u32, u32)> {
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().ok());
-    let major = parts.next()??;
-    let minor = parts.next().flatten().unwrap_or(0);
-    let patch = parts.next().flatten().unwrap_or(0);
-    Some((major, minor, patch))
-}
+pub use crate::scenario::parse_kernel_version;
 
 #[cfg(test)]
 mod tests {

@@ -8,13 +8,32 @@
 use std::fmt;
 
 use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
-use super::spec::ExitSpec;
+pub use super::error::ACCEPTED;
+use super::error::ExitError;
 
-/// What an `exit` key accepts, for error messages.
-pub const ACCEPTED: &str = "an exit code 0..=255, \"success\", \"failure\" (a non-zero code \
-     or a signal), \"nonzero\", \"signal\", \"any\", a signal name such as \"KILL\", or a list \
-     of these such as [0, 130]";
+/// An exit status as written in a scenario: a code, a word, or a list of them. Deserializing
+/// checks the value (a code in 0..=255, a known word or signal name, a flat non-empty list), so
+/// a bad one is refused where it is written, saying what is accepted.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ExitSpec {
+    /// Exactly this exit code.
+    Code(i32),
+    /// `"success"` (0), `"failure"` (did not succeed: a code ≠ 0 or killed by a signal),
+    /// `"nonzero"` (exited with a code ≠ 0), `"signal"` (killed by any signal), a signal name
+    /// such as `"KILL"`/`"SIGKILL"` (killed by it), or `"any"`.
+    Word(String),
+    /// Any one of these (`exit = [0, 130]`); never empty, never nested.
+    OneOf(Vec<ExitSpec>),
+}
+
+impl<'de> Deserialize<'de> for ExitSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ExitSpec, D::Error> {
+        deserializer.deserialize_any(ExitVisitor { in_list: false })
+    }
+}
 
 /// The exit words besides signal names.
 const WORDS: &[&str] = &["success", "failure", "nonzero", "signal", "any"];
@@ -35,38 +54,30 @@ pub fn parse_signal(text: &str) -> Option<nix::sys::signal::Signal> {
     nix::sys::signal::Signal::from_str(&name).ok()
 }
 
-fn check_code(code: i64) -> Result<i32, String> {
+fn check_code(code: i64) -> Result<i32, ExitError> {
     if (0..=255).contains(&code) {
         Ok(code as i32)
     } else {
-        Err(format!(
-            "exit code {code} is not in 0..=255 (expected {ACCEPTED})"
-        ))
+        Err(ExitError::CodeRange(code))
     }
 }
 
-fn check_word(word: &str) -> Result<(), String> {
+fn check_word(word: &str) -> Result<(), ExitError> {
     if WORDS.contains(&word) || parse_signal(word).is_some() {
         Ok(())
     } else {
-        Err(format!(
-            "unknown exit status \"{word}\" (expected {ACCEPTED})"
-        ))
+        Err(ExitError::UnknownWord(word.to_string()))
     }
 }
 
 /// Checks an exit status as written; the message says what is wrong and what is accepted.
-pub(crate) fn validate_exit(spec: &ExitSpec) -> Result<(), String> {
+pub(crate) fn validate_exit(spec: &ExitSpec) -> Result<(), ExitError> {
     match spec {
         ExitSpec::Code(c) => check_code(i64::from(*c)).map(drop),
         ExitSpec::Word(w) => check_word(w),
-        ExitSpec::OneOf(list) if list.is_empty() => Err(format!(
-            "an empty list of exits accepts nothing (expected {ACCEPTED})"
-        )),
+        ExitSpec::OneOf(list) if list.is_empty() => Err(ExitError::EmptyList),
         ExitSpec::OneOf(list) => list.iter().try_for_each(|e| match e {
-            ExitSpec::OneOf(_) => Err(format!(
-                "a list of exits cannot hold another list (expected {ACCEPTED})"
-            )),
+            ExitSpec::OneOf(_) => Err(ExitError::NestedList),
             single => validate_exit(single),
         }),
     }
@@ -117,18 +128,14 @@ impl<'de> Visitor<'de> for ExitVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ExitSpec, A::Error> {
         if self.in_list {
-            return Err(de::Error::custom(format!(
-                "a list of exits cannot hold another list (expected {ACCEPTED})"
-            )));
+            return Err(de::Error::custom(ExitError::NestedList));
         }
         let mut list = Vec::new();
         while let Some(one) = seq.next_element_seed(ExitVisitor { in_list: true })? {
             list.push(one);
         }
         if list.is_empty() {
-            return Err(de::Error::custom(format!(
-                "an empty list of exits accepts nothing (expected {ACCEPTED})"
-            )));
+            return Err(de::Error::custom(ExitError::EmptyList));
         }
         Ok(ExitSpec::OneOf(list))
     }

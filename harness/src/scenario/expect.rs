@@ -10,12 +10,18 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::ExpectError;
 use super::exit::{describe_exit_spec, validate_exit};
 use super::locate::{Locator, ScenarioError};
 use super::matrix::{Axis, CellMatch, cell_match, cell_matches};
 use super::spec::{ExitSpec, ExpectSpec, Outcome, WhenSpec};
 use crate::cell::Cell;
-use crate::probe::ProbeValues;
+use crate::probe_ids::ProbeValues;
+
+/// The fewest trials a rate gate (`min_rate`) runs: with fewer, the interval is so wide that a
+/// regression losing half the trials still clears any useful threshold. The planner raises a
+/// rate-gated cell to this count, and the gate fails a cell that has fewer.
+pub const MIN_RATE_TRIALS: u32 = 20;
 
 /// The expectation of one cell, with every override applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,13 +116,13 @@ impl KernelRequirement {
         if !["<", "<=", ">", ">=", "==", "="].contains(&op.as_str()) {
             return None;
         }
-        let version = crate::proc::parse_kernel_version(&text[op_len..])?;
+        let version = parse_kernel_version(&text[op_len..])?;
         Some(KernelRequirement { op, version })
     }
 
     /// Whether kernel `release` satisfies the requirement.
     pub fn holds(&self, release: &str) -> bool {
-        let Some(v) = crate::proc::parse_kernel_version(release) else {
+        let Some(v) = parse_kernel_version(release) else {
             return false;
         };
         match self.op.as_str() {
@@ -127,6 +133,18 @@ impl KernelRequirement {
             _ => v == self.version,
         }
     }
+}
+
+/// Parses the leading `major.minor[.patch]` of a kernel release.
+pub fn parse_kernel_version(release: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
 }
 
 /// A validated override.
@@ -155,17 +173,17 @@ fn check_fields(
     exit: &Option<ExitSpec>,
     patterns: [&Option<String>; 3],
     min_rate: &Option<f64>,
-) -> Result<(), String> {
+) -> Result<(), ExpectError> {
     if let Some(e) = exit {
         validate_exit(e)?;
     }
     for p in patterns.into_iter().flatten() {
-        regex::Regex::new(p).map_err(|e| format!("bad pattern: {e}"))?;
+        regex::Regex::new(p).map_err(ExpectError::Pattern)?;
     }
     if let Some(r) = min_rate
         && !(0.0..=1.0).contains(r)
     {
-        return Err(format!("min_rate {r} is not in [0, 1]"));
+        return Err(ExpectError::MinRate(*r));
     }
     Ok(())
 }
@@ -194,26 +212,27 @@ pub(crate) fn parse(
         None => (0..0, ExpectSpec::default()),
     };
     let patterns = [&base.stdout, &base.stderr, &base.stderr_forbid];
-    check_fields(&base.exit, patterns, &base.min_rate).map_err(|m| loc.error(span.clone(), m))?;
+    check_fields(&base.exit, patterns, &base.min_rate)
+        .map_err(|e| loc.error(span.clone(), e.to_string()))?;
     check_globs(
         base.allow_leftover_processes.as_ref(),
         base.allow_leftover_paths.as_ref(),
     )
-    .map_err(|m| loc.error(span, m))?;
+    .map_err(|e| loc.error(span, e.to_string()))?;
     let base_regex = check_diagnosis_regex(&base.diagnosis_regex, loc)?;
     let mut whens = Vec::new();
     for w in &base.when {
-        let at = |m| loc.error(w.span(), m);
+        let at = |m: String| loc.error(w.span(), m);
         let spec = w.get_ref().clone();
         let patterns = [&spec.stdout, &spec.stderr, &spec.stderr_forbid];
-        check_fields(&spec.exit, patterns, &spec.min_rate).map_err(at)?;
+        check_fields(&spec.exit, patterns, &spec.min_rate).map_err(|e| at(e.to_string()))?;
         check_globs(
             spec.allow_leftover_processes.as_ref(),
             spec.allow_leftover_paths.as_ref(),
         )
-        .map_err(at)?;
+        .map_err(|e| at(e.to_string()))?;
         let diagnosis_regex = check_diagnosis_regex(&spec.diagnosis_regex, loc)?;
-        let cell = cell_match(&spec.cell, axes, "when.cell").map_err(at)?;
+        let cell = cell_match(&spec.cell, axes, "when.cell").map_err(|e| at(e.to_string()))?;
         let kernel =
             match &spec.kernel {
                 None => None,
@@ -223,7 +242,7 @@ pub(crate) fn parse(
             };
         let mut probes = Vec::new();
         for (id, value) in &spec.probe {
-            crate::probe::check_token(id, value).map_err(|m| at(format!("when.probe: {m}")))?;
+            crate::probe_ids::check_token(id, value).map_err(|m| at(format!("when.probe: {m}")))?;
             probes.push((id.clone(), value.clone()));
         }
         whens.push(When {
@@ -288,6 +307,31 @@ impl Expectations {
     }
 }
 
+/// One cell's expectation on one kernel, before the probes of the machine it runs on are known:
+/// what `plan::resolve` resolves.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectationOf<'a> {
+    expect: &'a Expectations,
+    cell: &'a Cell,
+    kernel: &'a str,
+}
+
+impl<'a> ExpectationOf<'a> {
+    pub(crate) fn new(expect: &'a Expectations, cell: &'a Cell, kernel: &'a str) -> Self {
+        ExpectationOf {
+            expect,
+            cell,
+            kernel,
+        }
+    }
+
+    /// The expectation where the probes gave `probes` (`None`: not probed), time bounds as
+    /// written.
+    pub fn with(&self, probes: Option<&ProbeValues>) -> Expectation {
+        self.expect.resolve(self.cell, self.kernel, probes)
+    }
+}
+
 /// Overrides the fields `when` sets.
 fn apply(e: &mut Expectation, s: &WhenSpec) {
     if let Some(o) = s.outcome {
@@ -329,17 +373,22 @@ fn apply(e: &mut Expectation, s: &WhenSpec) {
 pub(crate) fn check_globs(
     processes: Option<&Vec<String>>,
     paths: Option<&Vec<String>>,
-) -> Result<(), String> {
+) -> Result<(), ExpectError> {
     for (key, list) in [
         ("allow_leftover_processes", processes),
         ("allow_leftover_paths", paths),
     ] {
         for g in list.into_iter().flatten() {
-            glob::Pattern::new(g).map_err(|e| format!("{key}: bad glob \"{g}\": {e}"))?;
+            glob::Pattern::new(g).map_err(|source| ExpectError::Glob {
+                key,
+                glob: g.clone(),
+                source,
+            })?;
             if key == "allow_leftover_paths" && !g.starts_with('/') && !g.starts_with('{') {
-                return Err(format!(
-                    "{key}: \"{g}\" must be an absolute path (or start with a placeholder such as {{tmp}})"
-                ));
+                return Err(ExpectError::RelativePath {
+                    key,
+                    glob: g.clone(),
+                });
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::locate::{Locator, ScenarioError};
 use super::spec::{Isolation, QuiescenceOf, ScenarioHeader};
-use crate::limits::{Limits, MIN_MEMORY_MAX, MIN_PIDS_MAX, parse_size};
+use crate::limit_spec::{Limits, MIN_MEMORY_MAX, MIN_PIDS_MAX, parse_size};
 
 /// The validated header.
 #[derive(Debug, Clone)]

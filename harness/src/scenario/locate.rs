@@ -31,7 +31,9 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 pub(crate) fn refine_span(source: &str, span: Range<usize>, message: &str) -> Range<usize> {
     let key = match message.strip_prefix("unknown field `") {
         Some(rest) => rest.split('`').next(),
-        None if message.contains(super::exit::ACCEPTED) && at_header(source, &span) => Some("exit"),
+        None if message.contains(super::error::ACCEPTED) && at_header(source, &span) => {
+            Some("exit")
+        }
         None => None,
     };
     let Some(key) = key else {

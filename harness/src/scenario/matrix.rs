@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::MatrixError;
 use super::locate::{Locator, ScenarioError, key_span};
 use super::placeholders::BUILTIN_PLACEHOLDERS;
 use crate::cell::{Cell, ValueKind};
@@ -54,7 +55,7 @@ pub(crate) fn parse(
         .iter()
         .map(|(axis, values)| {
             parse_axis(axis, values)
-                .map_err(|m| loc.error(key_span(loc.source, span.clone(), axis), m))
+                .map_err(|e| loc.error(key_span(loc.source, span.clone(), axis), e.to_string()))
         })
         .collect::<Result<_, _>>()?;
     let within = axes.iter().try_fold(1usize, |cells, axis| {
@@ -73,43 +74,39 @@ pub(crate) fn parse(
     Ok(axes)
 }
 
-fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
+fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, MatrixError> {
     if axis.is_empty()
         || !axis
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(format!(
-            "axis name \"{axis}\" must be letters, digits, '_' or '-'"
-        ));
+        return Err(MatrixError::BadName(axis.to_string()));
     }
     if BUILTIN_PLACEHOLDERS.contains(&axis) {
-        return Err(format!("axis name \"{axis}\" is reserved"));
+        return Err(MatrixError::Reserved(axis.to_string()));
     }
     if let Some(table) = values.as_table() {
         return table_axis(axis, table);
     }
     let Some(list) = values.as_array() else {
-        return Err(format!(
-            "axis \"{axis}\" must be an array of values, or a table of argv lists \
-             (`{axis} = {{ VALUE = [\"ARG\", ...], ... }}`)"
-        ));
+        return Err(MatrixError::NotAList(axis.to_string()));
     };
     if list.is_empty() {
-        return Err(format!("axis \"{axis}\" has no values"));
+        return Err(MatrixError::NoValues(axis.to_string()));
     }
     let mut seen = BTreeSet::new();
     let mut strings = Vec::new();
     let mut kinds = Vec::new();
     for v in list {
         let Some((s, kind)) = axis_value(v) else {
-            return Err(format!(
-                "axis \"{axis}\": values must be strings, integers or booleans"
-            ));
+            return Err(MatrixError::BadValueType(axis.to_string()));
         };
         check_value(axis, &s)?;
         if !seen.insert(s.clone()) {
-            return Err(format!("axis \"{axis}\": value \"{s}\" appears twice"));
+            return Err(MatrixError::Duplicate {
+                axis: axis.to_string(),
+                value: s,
+            });
         }
         strings.push(s);
         kinds.push(kind);
@@ -123,24 +120,20 @@ fn parse_axis(axis: &str, values: &toml::Value) -> Result<Axis, String> {
 }
 
 /// What the special axes require of a value.
-fn check_value(axis: &str, value: &str) -> Result<(), String> {
+fn check_value(axis: &str, value: &str) -> Result<(), MatrixError> {
     if axis == "cpus" && value.parse::<usize>().map_or(true, |n| n == 0) {
-        return Err(format!(
-            "axis \"cpus\": \"{value}\" is not a positive integer"
-        ));
+        return Err(MatrixError::Cpus(value.to_string()));
     }
     if axis == "isolation" && !["pid-namespace", "cgroup"].contains(&value) {
-        return Err(format!(
-            "axis \"isolation\": \"{value}\" is not an isolation (expected \"pid-namespace\" or \"cgroup\")"
-        ));
+        return Err(MatrixError::Isolation(value.to_string()));
     }
     Ok(())
 }
 
 /// A table axis: its keys are the values (strings), each with the argv list `{AXIS...}` splices.
-fn table_axis(axis: &str, table: &toml::Table) -> Result<Axis, String> {
+fn table_axis(axis: &str, table: &toml::Table) -> Result<Axis, MatrixError> {
     if table.is_empty() {
-        return Err(format!("axis \"{axis}\" has no values"));
+        return Err(MatrixError::NoValues(axis.to_string()));
     }
     let mut values = Vec::new();
     let mut lists = Vec::new();
@@ -153,10 +146,10 @@ fn table_axis(axis: &str, table: &toml::Table) -> Result<Axis, String> {
                 .collect()
         });
         let Some(strings) = strings else {
-            return Err(format!(
-                "axis \"{axis}\": value \"{value}\" must be a list of strings (the argv \
-                 `{{{axis}...}}` splices), e.g. {value} = [\"{value}\", \"--\"]"
-            ));
+            return Err(MatrixError::NotArgv {
+                axis: axis.to_string(),
+                value: value.clone(),
+            });
         };
         values.push(value.clone());
         lists.push(strings);
@@ -192,24 +185,32 @@ pub(crate) fn cell_match(
     map: &BTreeMap<String, toml::Value>,
     axes: &[Axis],
     what: &str,
-) -> Result<CellMatch, String> {
+) -> Result<CellMatch, MatrixError> {
     let mut out = BTreeMap::new();
     for (axis, value) in map {
         let Some(a) = axes.iter().find(|a| &a.name == axis) else {
-            return Err(format!("`{what}`: no axis \"{axis}\" in [matrix]"));
+            return Err(MatrixError::NoSuchAxis {
+                what: what.to_string(),
+                axis: axis.clone(),
+            });
         };
         let values: Vec<String> = match value {
             toml::Value::Array(list) => list.iter().filter_map(axis_value_string).collect(),
             v => axis_value_string(v).into_iter().collect(),
         };
         if values.is_empty() {
-            return Err(format!("`{what}.{axis}`: give a value or a list of values"));
+            return Err(MatrixError::NoSelection {
+                what: what.to_string(),
+                axis: axis.clone(),
+            });
         }
         for v in &values {
             if !a.values.contains(v) {
-                return Err(format!(
-                    "`{what}.{axis}`: \"{v}\" is not a value of the axis"
-                ));
+                return Err(MatrixError::NotAValue {
+                    what: what.to_string(),
+                    axis: axis.clone(),
+                    value: v.clone(),
+                });
             }
         }
         out.insert(axis.clone(), values);

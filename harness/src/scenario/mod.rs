@@ -7,6 +7,7 @@
 //! [`placeholders`] (`{name}` interpolation, checked in every cell). [`spec`] is the file format
 //! as serde reads it; nothing outside this module executes it.
 
+mod error;
 mod exit;
 mod expect;
 mod header;
@@ -23,8 +24,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cell::Cell;
+pub use error::{ExitError, ExpectError, MatrixError, PlaceholderError, StepError};
 pub use exit::{describe_exit_spec, parse_signal};
-pub use expect::{Expectation, KernelRequirement};
+pub use expect::{
+    Expectation, ExpectationOf, KernelRequirement, MIN_RATE_TRIALS, parse_kernel_version,
+};
 pub use locate::{ScenarioError, line_col};
 pub use matrix::Axis;
 pub use placeholders::{BUILTIN_PLACEHOLDERS, interpolate, rand_bounds, splice, splice_name};
@@ -47,7 +51,7 @@ pub struct Scenario {
     /// Where the trial's processes run (`[scenario] isolation`).
     pub isolation: Isolation,
     /// `pids_max` and `memory_max`: the trial cgroup's limits.
-    pub limits: crate::limits::Limits,
+    pub limits: crate::limit_spec::Limits,
     pub subject: Subject,
     pub axes: Vec<Axis>,
     /// The steps, with `start` made explicit.
@@ -150,12 +154,18 @@ impl Scenario {
         self.expect.resolve(cell, kernel, None)
     }
 
+    /// The expectation of `cell` on a kernel with release `kernel`, to resolve with the probes
+    /// of the machine it runs on (`plan::resolve`).
+    pub fn expectation_of<'a>(&'a self, cell: &'a Cell, kernel: &'a str) -> ExpectationOf<'a> {
+        ExpectationOf::new(&self.expect, cell, kernel)
+    }
+
     /// The expectation of `cell` on a kernel with release `kernel` whose probes gave `probes`.
     pub fn expectation_with(
         &self,
         cell: &Cell,
         kernel: &str,
-        probes: Option<&crate::probe::ProbeValues>,
+        probes: Option<&crate::probe_ids::ProbeValues>,
     ) -> Expectation {
         self.expect.resolve(cell, kernel, probes)
     }
@@ -409,7 +419,7 @@ diagnosis = "blocked in futex"
         assert_eq!(s.limits.memory_max, Some(8 << 20));
         assert_eq!(
             parse(base).unwrap().limits,
-            crate::limits::Limits::default()
+            crate::limit_spec::Limits::default()
         );
         for (text, line, needle) in [
             (
@@ -437,7 +447,7 @@ diagnosis = "blocked in futex"
         assert!(s.uses_probes());
         let b = &s.cells()[1];
         let probes = |v: &str| {
-            let mut p = crate::probe::ProbeValues::new();
+            let mut p = crate::probe_ids::ProbeValues::new();
             p.insert("recv_after_users_exit".into(), v.into());
             p
         };

@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 
+use super::error::PlaceholderError;
 use super::locate::{Locator, ScenarioError};
 use crate::cell::Cell;
 
@@ -26,7 +27,10 @@ pub fn rand_bounds(name: &str) -> Option<(u64, u64)> {
 }
 
 /// Replaces `{name}` with `vars[name]`; `{{` and `}}` are literal braces.
-pub fn interpolate(text: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn interpolate(
+    text: &str,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, PlaceholderError> {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -46,19 +50,21 @@ pub fn interpolate(text: &str, vars: &dyn Fn(&str) -> Option<String>) -> Result<
                         Some('}') => break,
                         Some(ch) => name.push(ch),
                         None => {
-                            return Err(format!("unclosed placeholder `{{{name}` in \"{text}\""));
+                            let text = text.to_string();
+                            return Err(PlaceholderError::Unclosed { name, text });
                         }
                     }
                 }
                 match vars(&name) {
                     Some(v) => out.push_str(&v),
-                    None => return Err(format!("unknown placeholder `{{{name}}}` in \"{text}\"")),
+                    None => {
+                        let text = text.to_string();
+                        return Err(PlaceholderError::Unknown { name, text });
+                    }
                 }
             }
             '}' => {
-                return Err(format!(
-                    "stray `}}` in \"{text}\" (write `}}}}` for a literal brace)"
-                ));
+                return Err(PlaceholderError::Stray(text.to_string()));
             }
             _ => out.push(c),
         }
@@ -79,15 +85,13 @@ pub fn splice_name(text: &str) -> Option<&str> {
 pub fn splice(
     argv: &[String],
     lists: &dyn Fn(&str) -> Option<Vec<String>>,
-    fill: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<Vec<String>, String> {
+    fill: &dyn Fn(&str) -> Result<String, PlaceholderError>,
+) -> Result<Vec<String>, PlaceholderError> {
     let mut out = Vec::with_capacity(argv.len());
     for element in argv {
         match splice_name(element) {
             Some(axis) => {
-                let list = lists(axis).ok_or_else(|| {
-                    format!("`{{{axis}...}}`: axis \"{axis}\" is not a table of argv lists")
-                })?;
+                let list = lists(axis).ok_or_else(|| PlaceholderError::NoList(axis.to_string()))?;
                 for item in &list {
                     out.push(fill(item)?);
                 }
@@ -122,8 +126,9 @@ pub(crate) fn check(
     for part in parts {
         for text in &part.argv {
             if let Some(axis) = splice_name(text) {
-                check_splice(axis, cells, list_axes)
-                    .map_err(|m| loc.error(text_span(loc.source, &part.span, text), m))?;
+                check_splice(axis, cells, list_axes).map_err(|e| {
+                    loc.error(text_span(loc.source, &part.span, text), e.to_string())
+                })?;
             }
         }
     }
@@ -131,9 +136,9 @@ pub(crate) fn check(
         for part in parts {
             let plain = part.argv.iter().filter(|t| splice_name(t).is_none());
             for text in part.texts.iter().chain(plain) {
-                fill_checked(text, cell).map_err(|(m, exact)| match exact {
-                    true => loc.error(text_span(loc.source, &part.span, text), m),
-                    false => loc.error(part.span.clone(), m),
+                fill_checked(text, cell).map_err(|(e, exact)| match exact {
+                    true => loc.error(text_span(loc.source, &part.span, text), e.to_string()),
+                    false => loc.error(part.span.clone(), e.to_string()),
                 })?;
             }
         }
@@ -142,27 +147,25 @@ pub(crate) fn check(
 }
 
 /// `{AXIS...}` as a whole argv element: AXIS must be a table axis.
-fn check_splice(axis: &str, cells: &[Cell], list_axes: ListAxes<'_>) -> Result<(), String> {
+fn check_splice(
+    axis: &str,
+    cells: &[Cell],
+    list_axes: ListAxes<'_>,
+) -> Result<(), PlaceholderError> {
     if list_axes.contains(&axis) {
         return Ok(());
     }
     let is_axis = cells.first().is_some_and(|c| c.get(axis).is_some());
     if is_axis {
-        Err(format!(
-            "`{{{axis}...}}` splices a list, but axis \"{axis}\" is not a table of lists; \
-             write `{axis} = {{ VALUE = [\"ARG\", ...], ... }}` in [matrix]"
-        ))
+        Err(PlaceholderError::NotATableAxis(axis.to_string()))
     } else {
-        Err(format!(
-            "`{{{axis}...}}`: no axis \"{axis}\" in [matrix] (a table axis, \
-             `{axis} = {{ VALUE = [\"ARG\", ...] }}`, can be spliced into an argv)"
-        ))
+        Err(PlaceholderError::NoSuchAxis(axis.to_string()))
     }
 }
 
 /// Fills `text` in `cell` with placeholder values of the right shape; the error says whether it
 /// is about a `{AXIS...}` (located at the text itself) or not (located at the part).
-fn fill_checked(text: &str, cell: &Cell) -> Result<(), (String, bool)> {
+fn fill_checked(text: &str, cell: &Cell) -> Result<(), (PlaceholderError, bool)> {
     let spliced = std::cell::RefCell::new(None);
     let vars = |name: &str| {
         if let Some(axis) = name.strip_suffix("...") {
@@ -179,10 +182,10 @@ fn fill_checked(text: &str, cell: &Cell) -> Result<(), (String, bool)> {
     match spliced.into_inner() {
         None => Ok(()),
         Some(axis) => Err((
-            format!(
-                "`{{{axis}...}}` in \"{text}\": a list can only be spliced as a whole element \
-                 of `argv`, `command`, `args` or a `spawn` or `run` step's `argv`"
-            ),
+            PlaceholderError::SplicedInside {
+                axis,
+                text: text.to_string(),
+            },
             true,
         )),
     }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub use super::exit::ExitSpec;
+
 /// A whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +48,7 @@ pub struct ScenarioHeader {
     pub linger_ms: Option<u64>,
     /// How a trial's processes are contained (default `pid-namespace`).
     pub isolation: Option<Isolation>,
-    /// The trial cgroup's `pids.max` (default [`crate::limits::DEFAULT_PIDS_MAX`]).
+    /// The trial cgroup's `pids.max` (default [`crate::limit_spec::DEFAULT_PIDS_MAX`]).
     pub pids_max: Option<u64>,
     /// The trial cgroup's memory limit: bytes, or a string such as `"64M"` (default: none).
     pub memory_max: Option<toml::Value>,
@@ -200,28 +202,6 @@ pub enum Stream {
     /// Either stream (and the terminal, for `stdin = "pty"`).
     #[default]
     Any,
-}
-
-/// An exit status as written in a scenario: a code, a word, or a list of them. Deserializing
-/// checks the value (a code in 0..=255, a known word or signal name, a flat non-empty list), so
-/// a bad one is refused where it is written, saying what is accepted.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum ExitSpec {
-    /// Exactly this exit code.
-    Code(i32),
-    /// `"success"` (0), `"failure"` (did not succeed: a code ≠ 0 or killed by a signal),
-    /// `"nonzero"` (exited with a code ≠ 0), `"signal"` (killed by any signal), a signal name
-    /// such as `"KILL"`/`"SIGKILL"` (killed by it), or `"any"`.
-    Word(String),
-    /// Any one of these (`exit = [0, 130]`); never empty, never nested.
-    OneOf(Vec<ExitSpec>),
-}
-
-impl<'de> Deserialize<'de> for ExitSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ExitSpec, D::Error> {
-        deserializer.deserialize_any(super::exit::ExitVisitor { in_list: false })
-    }
 }
 
 /// `only = { AXIS = VALUE | [VALUES] }`: the cells a step runs in (every cell when empty).

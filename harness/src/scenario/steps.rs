@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::error::StepError;
 use super::exit::{parse_signal, validate_exit};
 use super::locate::{Locator, ScenarioError, line_col};
 use super::matrix::{Axis, CellMatch, cell_match};
@@ -152,8 +153,8 @@ impl<'a> Plan<'a> {
     ) -> Result<(), ScenarioError> {
         let span = step.span();
         let at = line_col(loc.source, span.start);
-        let err = |m: String| loc.error(span.clone(), m);
-        let only = cell_match(step.get_ref().only(), axes, "only").map_err(err)?;
+        let err = |e: StepError| loc.error(span.clone(), e.to_string());
+        let only = cell_match(step.get_ref().only(), axes, "only").map_err(|e| err(e.into()))?;
         let action = action(step.get_ref(), &only, seen).map_err(err)?;
         self.steps.push(PlannedStep { action, at, only });
         let (texts, argv) = step_strings(step.get_ref());
@@ -197,14 +198,14 @@ pub(crate) fn parse<'a>(
     Ok(plan)
 }
 
-fn action(step: &Step, only: &CellMatch, seen: &mut Seen) -> Result<Action, String> {
+fn action(step: &Step, only: &CellMatch, seen: &mut Seen) -> Result<Action, StepError> {
     match step.clone() {
         Step::Start { .. } => {
             if !only.is_empty() {
-                return Err("`start` runs in every cell; it cannot have `only`".into());
+                return Err(StepError::StartWithOnly);
             }
             if seen.started {
-                return Err("the subject is already started".into());
+                return Err(StepError::AlreadyStarted);
             }
             seen.started = true;
             Ok(Action::Start)
@@ -216,14 +217,12 @@ fn action(step: &Step, only: &CellMatch, seen: &mut Seen) -> Result<Action, Stri
             ..
         } => {
             if seen.started {
-                return Err(format!(
-                    "failpoint \"{name}\" must come before the subject starts (failpoints are set through its environment)"
-                ));
+                return Err(StepError::LateFailpoint(name));
             }
             if let Some(p) = probability
                 && !(0.0..=1.0).contains(&p)
             {
-                return Err(format!("probability {p} is not in [0, 1]"));
+                return Err(StepError::Probability(p));
             }
             Ok(Action::Failpoint {
                 name,
@@ -241,10 +240,10 @@ fn action(step: &Step, only: &CellMatch, seen: &mut Seen) -> Result<Action, Stri
             ..
         } => {
             if argv.is_empty() {
-                return Err("`argv` is empty".into());
+                return Err(StepError::EmptyArgv);
             }
             if !seen.spawned.insert(name.clone()) {
-                return Err(format!("a process named \"{name}\" is already spawned"));
+                return Err(StepError::SpawnedTwice(name));
             }
             Ok(Action::Spawn {
                 name,
@@ -264,7 +263,7 @@ fn action(step: &Step, only: &CellMatch, seen: &mut Seen) -> Result<Action, Stri
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `run` step: a non-empty argv, a positive bound, a valid exit.
-fn run(step: &Step) -> Result<Action, String> {
+fn run(step: &Step) -> Result<Action, StepError> {
     let Step::Run {
         name,
         argv,
@@ -278,10 +277,10 @@ fn run(step: &Step) -> Result<Action, String> {
         unreachable!("run() is only called for run steps")
     };
     let Some(first) = argv.first() else {
-        return Err("`argv` is empty".into());
+        return Err(StepError::EmptyArgv);
     };
     if timeout_ms == Some(0) {
-        return Err("timeout_ms must be positive".into());
+        return Err(StepError::ZeroTimeout);
     }
     let exit = exit.unwrap_or(ExitSpec::Code(0));
     validate_exit(&exit)?;
@@ -316,16 +315,14 @@ pub(crate) fn parse_teardown<'a>(
         strings: Vec::new(),
     };
     for step in steps {
-        let err = |m: String| loc.error(step.span(), m);
         let allowed = match step.get_ref() {
             Step::Run { .. } | Step::Sleep { .. } => true,
             Step::Signal { to, .. } => *to == SignalTarget::Process,
             _ => false,
         };
         if !allowed {
-            return Err(err(
-                "a teardown step must be `run`, `sleep` or `signal` with `to = \"process\"` (the subject is stopped by then)".into(),
-            ));
+            let why = StepError::NotForTeardown.to_string();
+            return Err(loc.error(step.span(), why));
         }
         // Teardown steps are independent: none names a process another one waits for.
         plan.push(step, axes, loc, &mut Seen::default())?;
@@ -334,7 +331,7 @@ pub(crate) fn parse_teardown<'a>(
 }
 
 /// A `signal` step, its signal parsed and its target checked.
-fn signal(step: &Step) -> Result<Action, String> {
+fn signal(step: &Step) -> Result<Action, StepError> {
     let Step::Signal {
         signal,
         to,
@@ -349,19 +346,19 @@ fn signal(step: &Step) -> Result<Action, String> {
         unreachable!("signal() is only called with a signal step");
     };
     let Some(signal) = parse_signal(&signal) else {
-        return Err(format!("unknown signal \"{signal}\""));
+        return Err(StepError::UnknownSignal(signal));
     };
     let target = match (to, process) {
         (SignalTarget::Process, None) => {
-            return Err("`to = \"process\"` needs `process`".into());
+            return Err(StepError::UnnamedProcess);
         }
         (SignalTarget::Process, Some(name)) => Target::Process { name, which },
-        (_, Some(_)) => return Err("`process` needs `to = \"process\"`".into()),
+        (_, Some(_)) => return Err(StepError::ProcessWithoutTarget),
         (SignalTarget::Subject, None) => Target::Subject,
         (SignalTarget::Group, None) => Target::Group,
     };
     if count == Some(0) {
-        return Err("count must be at least 1".into());
+        return Err(StepError::ZeroCount);
     }
     Ok(Action::Signal {
         signal,
@@ -373,7 +370,7 @@ fn signal(step: &Step) -> Result<Action, String> {
 }
 
 /// A `wait` step: one action per `until`, with the fields that `until` allows.
-fn wait(step: &Step, seen: &Seen) -> Result<Action, String> {
+fn wait(step: &Step, seen: &Seen) -> Result<Action, StepError> {
     let Step::Wait {
         until,
         process,
@@ -403,14 +400,12 @@ fn wait(step: &Step, seen: &Seen) -> Result<Action, String> {
             }
         }
         Until::Process => Action::WaitProcess {
-            process: process
-                .clone()
-                .ok_or("`until = \"process\"` needs `process`")?,
+            process: process.clone().ok_or(needs("process", "process"))?,
             timeout,
         },
         Until::Output => {
-            let pattern = pattern.ok_or("`until = \"output\"` needs `pattern`")?;
-            regex::Regex::new(&pattern).map_err(|e| format!("bad pattern: {e}"))?;
+            let pattern = pattern.ok_or(needs("output", "pattern"))?;
+            regex::Regex::new(&pattern).map_err(StepError::Pattern)?;
             Action::WaitOutput {
                 pattern,
                 stream,
@@ -418,7 +413,7 @@ fn wait(step: &Step, seen: &Seen) -> Result<Action, String> {
             }
         }
         Until::Path => Action::WaitPath {
-            path: path.ok_or("`until = \"path\"` needs `path`")?,
+            path: path.ok_or(needs("path", "path"))?,
             timeout,
         },
         Until::Exited => Action::WaitExit {
@@ -428,11 +423,17 @@ fn wait(step: &Step, seen: &Seen) -> Result<Action, String> {
         },
     };
     if thread.is_some() && until != Until::Blocked {
-        return Err("`thread` only applies to `until = \"blocked\"`".into());
+        return Err(StepError::OnlyFor {
+            field: "thread",
+            applies_to: "until = \"blocked\"",
+        });
     }
     if let Some(e) = &exit {
         if until != Until::Exited {
-            return Err("`exit` only applies to `until = \"exited\"`".into());
+            return Err(StepError::OnlyFor {
+                field: "exit",
+                applies_to: "until = \"exited\"",
+            });
         }
         validate_exit(e)?;
     }
@@ -440,29 +441,32 @@ fn wait(step: &Step, seen: &Seen) -> Result<Action, String> {
         && let Some(p) = &process
         && !seen.spawned.contains(p.as_str())
     {
-        return Err(format!(
-            "`process = \"{p}\"`: no earlier `spawn` step has that name"
-        ));
+        return Err(StepError::NotSpawned(p.clone()));
     }
     Ok(action)
+}
+
+/// `until = "<until>"` given without `field`.
+fn needs(until: &'static str, field: &'static str) -> StepError {
+    StepError::Needs { until, field }
 }
 
 /// Resolves `syscall` (and ioctl `request`) of a `wait` on a blocked thread, once.
 fn blocked_in(
     syscall: Option<&super::spec::Syscalls>,
     request: Option<String>,
-) -> Result<(Vec<Syscall>, Option<IoctlRequest>), String> {
+) -> Result<(Vec<Syscall>, Option<IoctlRequest>), StepError> {
     let Some(sc) = syscall else {
-        return Err("`until = \"blocked\"` needs `syscall`".into());
+        return Err(needs("blocked", "syscall"));
     };
     let names = sc.names();
     if names.is_empty() {
-        return Err("`syscall` lists no syscall".into());
+        return Err(StepError::NoSyscall);
     }
     let mut syscalls = Vec::new();
     for name in &names {
-        let Some(nr) = crate::proc::syscall::number(name) else {
-            return Err(format!("unknown syscall \"{name}\""));
+        let Some(nr) = crate::syscall_names::number(name) else {
+            return Err(StepError::UnknownSyscall(name.to_string()));
         };
         syscalls.push(Syscall {
             name: name.to_string(),
@@ -473,10 +477,13 @@ fn blocked_in(
         return Ok((syscalls, None));
     };
     if !names.contains(&"ioctl") {
-        return Err("`request` only applies to `syscall = \"ioctl\"`".into());
+        return Err(StepError::OnlyFor {
+            field: "request",
+            applies_to: "syscall = \"ioctl\"",
+        });
     }
-    let Some(values) = crate::proc::syscall::ioctl_request_values(&req) else {
-        return Err(format!("unknown ioctl request \"{req}\""));
+    let Some(values) = crate::syscall_names::ioctl_request_values(&req) else {
+        return Err(StepError::UnknownIoctl(req));
     };
     Ok((syscalls, Some(IoctlRequest { name: req, values })))
 }

@@ -121,23 +121,4 @@ pub struct TrialSpec<'a> {
     pub cpus: Option<Vec<usize>>,
 }
 
-/// The seed of trial `trial` of `cell` in `scenario` with base seed `base`.
-pub fn trial_seed(base: u64, scenario: &str, cell: &Cell, trial: u32) -> u64 {
-    use std::hash::Hasher as _;
-    // FNV-1a over the identity (scenario, NUL, cell id), mixed with splitmix64. `write` is plain
-    // FNV-1a over the bytes; `Hash::hash` would add a length or terminator of its own.
-    let mut fnv = fnv::FnvHasher::default();
-    fnv.write(scenario.as_bytes());
-    fnv.write(&[0]);
-    fnv.write(cell.id().as_bytes());
-    let h = fnv.finish();
-    let mut z = base ^ h ^ (u64::from(trial)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Pins for a cell: `Some(k)` CPUs when the cell has a `cpus` axis.
-pub fn cpus_wanted(cell: &Cell) -> Option<usize> {
-    cell.get("cpus").and_then(|c| c.parse().ok())
-}
+pub use crate::cell::{cpus_wanted, trial_seed};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::error::SupportError;
 use super::kernels::{self, KnownKernel};
 use super::qemu::{Accel, find_qemu};
-use crate::backend::{BootKernel, VmSupport};
+use crate::backend::{BootKernel, VmError, VmSupport};
 
 /// The wedge binaries every guest holds; the first becomes `/init`.
 pub const GUEST_BINARIES: [&str; 5] = [
@@ -112,7 +112,7 @@ impl VmSupport for HostVms {
         self.guest_bins.as_ref().err().map(ToString::to_string)
     }
 
-    fn kernel(&self, name: &str) -> Result<BootKernel, String> {
+    fn kernel(&self, name: &str) -> Result<BootKernel, VmError> {
         let list = self.list.as_deref().unwrap_or(&[]);
         match kernels::resolve(name, list, &self.cache) {
             Ok(k) => Ok(BootKernel {
@@ -121,12 +121,12 @@ impl VmSupport for HostVms {
                 release: k.release,
                 version: k.version,
             }),
-            Err(e) => Err(match &self.list {
+            Err(e) => Err(VmError(match &self.list {
                 Err(list_error) if !Path::new(name).exists() => {
                     format!("{e} (and the kernel list is unreadable: {list_error})")
                 }
                 _ => e.to_string(),
-            }),
+            })),
         }
     }
 
@@ -134,12 +134,11 @@ impl VmSupport for HostVms {
         Accel::detect().slowdown()
     }
 
-    fn default_kernel(&self) -> Result<BootKernel, String> {
-        // The trait (crate::backend) speaks in strings: this is where the typed errors end.
-        let list = self.list.as_ref().map_err(ToString::to_string)?;
+    fn default_kernel(&self) -> Result<BootKernel, VmError> {
+        let list = self.list.as_ref().map_err(|e| VmError(e.to_string()))?;
         let first = list
             .first()
-            .ok_or_else(|| SupportError::EmptyKernelList.to_string())?;
+            .ok_or_else(|| VmError(SupportError::EmptyKernelList.to_string()))?;
         self.kernel(&first.name)
     }
 }

@@ -64,7 +64,7 @@ pub fn run_unchecked(
         let engine = engine();
         let s = std::sync::Arc::new(Scenario::load(&path).unwrap());
         let cells = plan(
-            &engine,
+            &wedge::host_facts::of_engine(&engine),
             &[s],
             &PlanOptions {
                 filters,
