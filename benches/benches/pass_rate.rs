@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, criterion_group, criterion_main};
-use wedge::trial::Engine;
+use wedge::engine::trial::Engine;
 use wedge_benches::cells::{BenchCell, CellError, engine};
 use wedge_benches::failures::{Failures, Tally, failures};
 

@@ -1,16 +1,16 @@
-//! Scenario cells run through wedge's own engine (`wedge::runner::plan` + `execute`), as
+//! Scenario cells run through wedge's own engine (`wedge::exec::runner::plan` + `execute`), as
 //! `wedge run` runs them, for benches that measure what trials observe: failures per trial,
 //! time to verdict.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wedge::backend::Backend;
-use wedge::cell::CellFilter;
-use wedge::record::TrialRecord;
-use wedge::runner::{PlanOptions, PlannedCell, execute, plan};
-use wedge::scenario::Scenario;
-use wedge::trial::Engine;
+use wedge::engine::trial::Engine;
+use wedge::exec::runner::{PlanOptions, PlannedCell, execute, plan};
+use wedge::model::cell::CellFilter;
+use wedge::model::record::TrialRecord;
+use wedge::model::scenario::Scenario;
+use wedge::plan::backend::Backend;
 
 /// The workspace's root (scenario paths are relative to it).
 pub fn workspace_root() -> PathBuf {
@@ -57,8 +57,8 @@ impl BenchCell {
         };
         let scenarios = [Arc::new(scenario)];
         // Planned as `wedge run` plans: the host probed only if the cell's expectation needs it.
-        let mut cells = wedge::host_facts::plan_probing(
-            wedge::host_facts::of_engine(engine),
+        let mut cells = wedge::exec::host_facts::plan_probing(
+            wedge::exec::host_facts::of_engine(engine),
             |facts| plan(facts, &scenarios, &options),
             |cells| wedge::plan::needs_host_probes(cells),
         )

@@ -13,7 +13,7 @@
 
 use criterion::Throughput;
 use criterion::measurement::{Measurement, ValueFormatter};
-use wedge::record::{TrialRecord, Verdict};
+use wedge::model::record::{TrialRecord, Verdict};
 
 /// Failed trials, counted (see the module doc).
 #[derive(Debug, Clone, Copy, Default)]
@@ -102,7 +102,7 @@ impl Tally {
         } else {
             self.failed as f64 / self.trials as f64
         };
-        (p, wedge::stats::wilson(self.failed, self.trials))
+        (p, wedge::report::stats::wilson(self.failed, self.trials))
     }
 
     /// e.g. `3/40 failed = 7.5 % (Wilson 95 %: 2.6 %–19.9 %)`.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wedge::stats::quantile;
+use wedge::report::stats::quantile;
 
 /// Durations in milliseconds, in the order seen.
 #[derive(Debug, Clone, Default)]

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
-use wedge::cell::Cell;
-use wedge::scenario::{Action, Program, Scenario, Target};
-use wedge::subject::Vars;
+use wedge::model::cell::Cell;
+use wedge::model::scenario::{Action, Program, Scenario, Target};
+use wedge::plan::commands::Vars;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -98,7 +98,7 @@ fn vars_for(scenario: &Scenario, cell: &Cell) -> Vars {
     }
 }
 
-/// Every string of an action the trial fills in (harness/src/trial/steps.rs), written out here so
+/// Every string of an action the trial fills in (harness/src/engine/trial/run_steps.rs), written out here so
 /// that a new action with strings the loader does not check shows up as a compile error.
 fn action_strings(action: &Action) -> Vec<&String> {
     let mut out = Vec::new();

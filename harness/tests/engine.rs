@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use support::{assert_nothing_left, diagnosis, engine, scenario_path, watchdog};
 
-use wedge::record::{TrialRecord, Verdict};
-use wedge::runner::{PlanOptions, execute, plan};
-use wedge::scenario::Scenario;
-use wedge::trial::{TrialSpec, run_trial};
+use wedge::engine::trial::{TrialSpec, run_trial};
+use wedge::exec::runner::{PlanOptions, execute, plan};
+use wedge::model::record::{TrialRecord, Verdict};
+use wedge::model::scenario::Scenario;
 
 /// Every trial of the matching cells, under a 90 s watchdog, each checked to leave nothing.
 fn run(file: &str, filters: &[&str], trials: Option<u32>) -> Vec<TrialRecord> {
@@ -257,7 +257,7 @@ fn a_missing_subject_binary_is_an_error_not_a_pass() {
         let engine = engine();
         let s = std::sync::Arc::new(Scenario::load(&file).unwrap());
         let cells = plan(
-            &wedge::host_facts::of_engine(&engine),
+            &wedge::exec::host_facts::of_engine(&engine),
             &[s],
             &PlanOptions::default(),
         )
@@ -272,8 +272,8 @@ fn a_missing_subject_binary_is_an_error_not_a_pass() {
         "{}",
         records[0].reason
     );
-    let summary = wedge::stats::summarize(&records);
-    assert_eq!(wedge::gate::evaluate(&summary).len(), 1);
+    let summary = wedge::report::stats::summarize(&records);
+    assert_eq!(wedge::report::gate::evaluate(&summary).len(), 1);
 }
 
 #[test]
@@ -456,7 +456,7 @@ stdout = "ARGS: serve --socket /\\S+/work/agent.sock --workers 2 --strategy inli
             .map(|f| std::sync::Arc::new(Scenario::load(&d.join(f)).unwrap()))
             .collect();
         let cells = plan(
-            &wedge::host_facts::of_engine(&engine),
+            &wedge::exec::host_facts::of_engine(&engine),
             &scenarios,
             &PlanOptions::default(),
         )
@@ -508,7 +508,7 @@ exit = 0
         let engine = engine();
         let s = std::sync::Arc::new(Scenario::load(&f).unwrap());
         let cells = plan(
-            &wedge::host_facts::of_engine(&engine),
+            &wedge::exec::host_facts::of_engine(&engine),
             &[s],
             &PlanOptions::default(),
         )
@@ -548,7 +548,7 @@ exit = 0
     let trial_dir = std::env::temp_dir().join(format!("wedge-trial-{}", mount.trial_id));
     assert!(!trial_dir.exists());
     assert!(
-        !wedge::proc::mount_points()
+        !wedge::engine::proc::mount_points()
             .iter()
             .any(|m| m.contains(&mount.trial_id))
     );

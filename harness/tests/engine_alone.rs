@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use support::{assert_nothing_left, run_unchecked};
-use wedge::record::Verdict;
+use wedge::model::record::Verdict;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -26,7 +26,7 @@ fn empty_cgroups_made_while_a_trial_ran_are_noted_not_blamed() {
         eprintln!("skipped: making cgroups needs root");
         return;
     }
-    let mounts: Vec<String> = wedge::cgroupfs::hierarchies()
+    let mounts: Vec<String> = wedge::engine::cgroupfs::hierarchies()
         .iter()
         .map(|h| h.mount.display().to_string())
         .collect();

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::{assert_nothing_left, diagnosis, run, run_unchecked};
-use wedge::record::Verdict;
+use wedge::model::record::Verdict;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -141,7 +141,7 @@ fn cgroups_made_in_every_v1_hierarchy_are_the_trials() {
         eprintln!("skipped: making cgroups needs root");
         return;
     }
-    let v1: Vec<String> = wedge::cgroupfs::hierarchies()
+    let v1: Vec<String> = wedge::engine::cgroupfs::hierarchies()
         .iter()
         .filter(|h| h.controllers.is_some())
         .map(|h| h.mount.display().to_string())

@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{diagnosis, run};
-use wedge::record::{TrialRecord, Verdict};
+use wedge::model::record::{TrialRecord, Verdict};
 
 const LIMIT: Duration = Duration::from_secs(120);
 

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::{diagnosis, run};
-use wedge::record::Verdict;
+use wedge::model::record::Verdict;
 
 #[test]
 fn a_frozen_subject_is_hung_within_the_window_whatever_its_clients_wait_for() {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::{diagnosis, run};
-use wedge::record::{TrialRecord, Verdict};
+use wedge::model::record::{TrialRecord, Verdict};
 
 const MODES_PROGRESS: [&str; 5] = [
     "timerfd-tick",
@@ -79,7 +79,7 @@ fn waits_woken_by_an_owned_timer_pass_every_trial() {
 }
 
 /// The thread of the subject, which is single-threaded.
-fn main_thread(r: &TrialRecord) -> &wedge::monitor::ThreadDiag {
+fn main_thread(r: &TrialRecord) -> &wedge::engine::monitor::ThreadDiag {
     let d = diagnosis(r);
     assert_eq!(d.processes.len(), 1, "{}", d.summary);
     let t = &d.processes[0].threads[0];

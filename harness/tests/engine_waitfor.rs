@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use support::{diagnosis, run};
-use wedge::monitor::awake::HangClass;
-use wedge::monitor::waitfor::{Party, Resource, WaitEdge, WaitGraph};
-use wedge::monitor::{Diagnosis, Snapshot};
-use wedge::record::{TrialRecord, Verdict};
+use wedge::engine::monitor::awake::HangClass;
+use wedge::engine::monitor::{Diagnosis, Snapshot};
+use wedge::model::record::{TrialRecord, Verdict};
+use wedge::model::waitfor::{Party, Resource, WaitEdge, WaitGraph};
 
 /// `parent`/`child` (the subject and a process it forked), with `:thread` for a thread.
 fn label(d: &Diagnosis, party: Party) -> String {
@@ -367,8 +367,8 @@ fn building_the_graph_of_the_abba_subject_is_cheap() {
         let pid = child.id() as i32;
         let build = || {
             let snap = Snapshot::take(&[pid]);
-            let obs = wedge::proc::waitfor::observe(&snap.processes);
-            wedge::monitor::waitfor::build(&obs)
+            let obs = wedge::engine::monitor::waitfor_edges::observe(&snap.processes);
+            wedge::model::waitfor::build(&obs)
         };
         let until = Instant::now() + Duration::from_secs(30);
         while build().is_none_or(|g| g.cycle.is_empty()) {

@@ -91,7 +91,7 @@ struct TestCgroup {
 
 impl TestCgroup {
     /// Made under this process's own cgroup of `h`; `None` where this process may not.
-    fn new(h: &wedge::cgroupfs::Hierarchy, tag: &str) -> Option<TestCgroup> {
+    fn new(h: &wedge::engine::cgroupfs::Hierarchy, tag: &str) -> Option<TestCgroup> {
         let dir = h.own.join(tag);
         std::fs::create_dir(&dir).ok()?;
         // A v1 cpuset cgroup takes no process before it has CPUs and memory nodes.
@@ -110,15 +110,17 @@ impl TestCgroup {
 
     /// Every cgroup directory from this one down.
     fn tree(&self) -> BTreeSet<PathBuf> {
-        wedge::cgroupfs::subtree(&self.dir).into_iter().collect()
+        wedge::engine::cgroupfs::subtree(&self.dir)
+            .into_iter()
+            .collect()
     }
 }
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         // Deepest first, with whatever a failing listing left in it.
-        let end = std::time::Instant::now() + wedge::cgroupfs::REMOVE_BOUND;
-        let _ = wedge::cgroupfs::remove_tree(&self.dir, end);
+        let end = std::time::Instant::now() + wedge::engine::cgroupfs::REMOVE_BOUND;
+        let _ = wedge::engine::cgroupfs::remove_tree(&self.dir, end);
     }
 }
 
@@ -236,7 +238,7 @@ fn scenario_dirs() -> Vec<PathBuf> {
 #[test]
 fn listing_creates_no_cgroup_and_starts_no_process() {
     let tag = format!("list-purity-{}", std::process::id());
-    let cgroups: Vec<TestCgroup> = wedge::cgroupfs::hierarchies()
+    let cgroups: Vec<TestCgroup> = wedge::engine::cgroupfs::hierarchies()
         .iter()
         .filter_map(|h| TestCgroup::new(h, &tag))
         .collect();

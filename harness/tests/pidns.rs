@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use wedge::pidns::{REPORT_FD, Report};
+use wedge::engine::pidns::{REPORT_FD, Report};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

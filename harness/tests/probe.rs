@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wedge::backend::VmSupport;
+use wedge::plan::backend::VmSupport;
 use wedge::probe::{PROBES, ProbeReport, check_token};
 
 /// Runs `wedge probe ARGS` under a deadline; (exit code, stdout, stderr).
@@ -115,21 +115,21 @@ fn planning_resolves_probe_keyed_expectations_with_the_hosts_values() {
          [[expect.when]]\nprobe = { recv_after_users_exit = \"blocks\" }\nwithin_ms = 222\n",
     )
     .unwrap();
-    let s = Arc::new(wedge::scenario::Scenario::load(&file).unwrap());
-    let engine = wedge::trial::Engine::new();
-    let options = wedge::runner::PlanOptions {
-        backend: wedge::backend::Backend::Host,
+    let s = Arc::new(wedge::model::scenario::Scenario::load(&file).unwrap());
+    let engine = wedge::engine::trial::Engine::new();
+    let options = wedge::exec::runner::PlanOptions {
+        backend: wedge::plan::backend::Backend::Host,
         ..Default::default()
     };
     // Planned as a run plans: without probe values first, which this plan needs, then with the
     // host's.
-    let mut facts = wedge::host_facts::of_engine(&engine);
-    let cells = wedge::runner::plan(&facts, std::slice::from_ref(&s), &options).unwrap();
+    let mut facts = wedge::exec::host_facts::of_engine(&engine);
+    let cells = wedge::exec::runner::plan(&facts, std::slice::from_ref(&s), &options).unwrap();
     assert!(wedge::plan::needs_host_probes(&cells));
     facts.probes = Some(wedge::probe::run::probe_host(
-        wedge::subject::own_dir().join("wedge"),
+        wedge::plan::commands::own_dir().join("wedge"),
     ));
-    let cells = wedge::runner::plan(&facts, &[s], &options).unwrap();
+    let cells = wedge::exec::runner::plan(&facts, &[s], &options).unwrap();
     let (code, out, _) = wedge_probe(&["--backend", "host", "--json"], Duration::from_secs(120));
     assert_eq!(code, 0);
     let host: ProbeReport = serde_json::from_str(&out).unwrap();

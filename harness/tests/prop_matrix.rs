@@ -17,8 +17,8 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use wedge::cell::Cell;
-use wedge::scenario::{ExitSpec, Expectation, Outcome, Scenario, splice};
+use wedge::model::cell::Cell;
+use wedge::model::scenario::{ExitSpec, Expectation, Outcome, Scenario, splice};
 
 /// An axis value as written in the TOML file.
 #[derive(Debug, Clone)]

@@ -1,10 +1,10 @@
 //! Snapshot tests of every renderer (summary.md, summary.json, junit.xml, index.html) over a fixed
 //! set of records, and the stats/gate they show. Timings in the records are fixed values.
 
-use wedge::cell::Cell;
-use wedge::monitor::{Diagnosis, ProcessDiag, ThreadDiag};
-use wedge::record::{ExitInfo, Host, TrialRecord, Verdict};
-use wedge::scenario::{ExitSpec, Expectation, Outcome};
+use wedge::engine::monitor::{Diagnosis, ProcessDiag, ThreadDiag};
+use wedge::model::cell::Cell;
+use wedge::model::record::{ExitInfo, Host, TrialRecord, Verdict};
+use wedge::model::scenario::{ExitSpec, Expectation, Outcome};
 
 fn cell(pairs: &[(&str, &str)]) -> Cell {
     Cell::new(
@@ -90,7 +90,7 @@ fn diagnosis(pid: i32) -> Diagnosis {
     }];
     Diagnosis {
         reason: "quiescent for 1000 ms".into(),
-        summary: wedge::monitor::summarize(&processes),
+        summary: wedge::engine::monitor::summarize(&processes),
         processes,
         ..Diagnosis::default()
     }
@@ -243,31 +243,31 @@ fn records() -> Vec<TrialRecord> {
 
 #[test]
 fn summary_markdown() {
-    let s = wedge::stats::summarize(&records());
+    let s = wedge::report::stats::summarize(&records());
     insta::assert_snapshot!("summary_md", wedge::report::markdown::render(&s));
 }
 
 #[test]
 fn summary_json() {
-    let s = wedge::stats::summarize(&records());
+    let s = wedge::report::stats::summarize(&records());
     insta::assert_snapshot!("summary_json", serde_json::to_string_pretty(&s).unwrap());
 }
 
 #[test]
 fn junit_xml() {
-    let s = wedge::stats::summarize(&records());
+    let s = wedge::report::stats::summarize(&records());
     insta::assert_snapshot!("junit_xml", wedge::report::junit::render(&s).unwrap());
 }
 
 #[test]
 fn index_html() {
-    let s = wedge::stats::summarize(&records());
+    let s = wedge::report::stats::summarize(&records());
     insta::assert_snapshot!("index_html", wedge::report::html::render(&s));
 }
 
 #[test]
 fn stats_and_gate_of_the_fixture() {
-    let s = wedge::stats::summarize(&records());
+    let s = wedge::report::stats::summarize(&records());
     assert_eq!(s.trials, 80);
     let pre_fix = s
         .cells
@@ -287,7 +287,7 @@ fn stats_and_gate_of_the_fixture() {
         .find(|c| c.cell_id == "variant=fixed,cpus=4")
         .unwrap();
     assert!(skipped.skipped.is_some());
-    let failures = wedge::gate::evaluate(&s);
+    let failures = wedge::report::gate::evaluate(&s);
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].cell, "strategy=inline");
     assert!(
@@ -312,7 +312,7 @@ fn trials_jsonl_round_trips_and_survives_a_torn_line() {
     let path = dir.join("trials.jsonl");
     let rs = records();
     {
-        let mut w = wedge::record::JsonlWriter::open(&path).unwrap();
+        let mut w = wedge::model::record::JsonlWriter::open(&path).unwrap();
         for r in &rs {
             w.append(r).unwrap();
         }
@@ -321,7 +321,7 @@ fn trials_jsonl_round_trips_and_survives_a_torn_line() {
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str("{\"scenario\": \"torn");
     std::fs::write(&path, &text).unwrap();
-    let back = wedge::record::read_jsonl(&path).unwrap();
+    let back = wedge::model::record::read_jsonl(&path).unwrap();
     assert_eq!(back, rs);
     // A bad line in the middle is an error with its line number.
     let lines: Vec<&str> = text.lines().collect();
@@ -329,16 +329,16 @@ fn trials_jsonl_round_trips_and_survives_a_torn_line() {
     broken.push_str("\nnot json\n");
     broken.push_str(&lines[3..lines.len() - 1].join("\n"));
     std::fs::write(&path, broken).unwrap();
-    let err = wedge::record::read_jsonl(&path).unwrap_err();
+    let err = wedge::model::record::read_jsonl(&path).unwrap_err();
     assert!(err.contains("trials.jsonl:4:"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_skipped_cell_fails_the_gate_unless_skips_are_allowed() {
-    use wedge::gate::{GatePolicy, gate};
+    use wedge::report::gate::{GatePolicy, gate};
     let records = records();
-    let s = wedge::stats::summarize(&records);
+    let s = wedge::report::stats::summarize(&records);
     let strict = gate(&s, &records, GatePolicy::default());
     let skipped: Vec<_> = strict
         .iter()
@@ -355,7 +355,7 @@ fn a_skipped_cell_fails_the_gate_unless_skips_are_allowed() {
     );
     assert_eq!(
         lenient,
-        wedge::gate::evaluate(&s),
+        wedge::report::gate::evaluate(&s),
         "only the real miss is left"
     );
 }
@@ -366,30 +366,34 @@ fn a_rate_gate_needs_twenty_trials() {
         .into_iter()
         .filter(|r| r.scenario == "exec-pass-rate" && r.trial < 19)
         .collect();
-    let s = wedge::stats::summarize(&few);
+    let s = wedge::report::stats::summarize(&few);
     let zygote = s
         .cells
         .iter()
         .find(|c| c.cell_id == "strategy=zygote")
         .unwrap();
-    let why = wedge::gate::check_cell(zygote).expect("19 trials cannot gate a rate");
+    let why = wedge::report::gate::check_cell(zygote).expect("19 trials cannot gate a rate");
     assert!(
         why.contains("19 trials cannot gate a rate (at least 20)"),
         "{why}"
     );
     let all = records();
-    let s = wedge::stats::summarize(&all);
+    let s = wedge::report::stats::summarize(&all);
     let zygote = s
         .cells
         .iter()
         .find(|c| c.cell_id == "strategy=zygote")
         .unwrap();
-    assert_eq!(wedge::gate::check_cell(zygote), None, "20/20 passes");
+    assert_eq!(
+        wedge::report::gate::check_cell(zygote),
+        None,
+        "20/20 passes"
+    );
 }
 
 #[test]
 fn merged_shards_must_all_be_there() {
-    use wedge::record::ShardMark;
+    use wedge::model::record::ShardMark;
     let mut records = records();
     // Two shards of an 8-cell plan: cells alternate between them.
     for r in &mut records {
@@ -399,13 +403,13 @@ fn merged_shards_must_all_be_there() {
             plan_cells: 8,
         });
     }
-    assert_eq!(wedge::gate::missing_shards(&records), vec![]);
+    assert_eq!(wedge::report::gate::missing_shards(&records), vec![]);
     let only_first: Vec<TrialRecord> = records
         .iter()
         .filter(|r| r.shard.unwrap().index == 1)
         .cloned()
         .collect();
-    let missing = wedge::gate::missing_shards(&only_first);
+    let missing = wedge::report::gate::missing_shards(&only_first);
     assert_eq!(missing.len(), 1, "{missing:?}");
     assert!(
         missing[0].reason.contains("shard 2/2 missing"),
@@ -415,7 +419,7 @@ fn merged_shards_must_all_be_there() {
     for r in &mut short {
         r.shard = r.shard.map(|s| ShardMark { plan_cells: 9, ..s });
     }
-    let missing = wedge::gate::missing_shards(&short);
+    let missing = wedge::report::gate::missing_shards(&short);
     assert!(
         missing[0].reason.contains("hold 8 of the plan's 9 cells"),
         "{missing:?}"
@@ -426,14 +430,14 @@ fn merged_shards_must_all_be_there() {
 fn a_measured_only_cell_shows_its_rate_and_its_hangs_not_a_tick() {
     let c = cell(&[("strategy", "inline")]);
     let mut any = expect_exit();
-    any.outcome = wedge::scenario::Outcome::Any;
+    any.outcome = wedge::model::scenario::Outcome::Any;
     let records: Vec<TrialRecord> = (0..4)
         .map(|t| {
             let v = if t == 0 { Verdict::Hang } else { Verdict::Pass };
             record("measured", c.clone(), 0, t, v, true, any.clone(), 10.0)
         })
         .collect();
-    let s = wedge::stats::summarize(&records);
+    let s = wedge::report::stats::summarize(&records);
     let text = wedge::report::format::cell_text(&s.cells[0]);
     assert!(!text.contains('✅'), "{text}");
     assert!(text.contains("measured: passed 3/4"), "{text}");
@@ -445,12 +449,12 @@ fn kernel_splats_from_a_vm_are_reported_even_when_every_trial_passed() {
     let mut rs = records();
     let splat = "WARNING: WARNING: CPU: 1 PID: 77 at kernel/sched/core.c:123";
     for r in rs.iter_mut().filter(|r| r.met) {
-        r.vm = Some(wedge::record::VmRun {
+        r.vm = Some(wedge::model::record::VmRun {
             splats: vec![splat.to_string()],
             ..Default::default()
         });
     }
-    let s = wedge::stats::summarize(&rs);
+    let s = wedge::report::stats::summarize(&rs);
     let with: Vec<_> = s
         .cells
         .iter()
@@ -475,17 +479,17 @@ fn kernel_splats_from_a_vm_are_reported_even_when_every_trial_passed() {
 fn committed_summaries_with_string_values_still_read() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/vcpu/summary.json");
     let text = std::fs::read_to_string(path).unwrap();
-    let s: wedge::stats::Summary = serde_json::from_str(&text).unwrap();
+    let s: wedge::report::stats::Summary = serde_json::from_str(&text).unwrap();
     let cell = &s.cells[0].cell;
     assert_eq!(cell.get("cpus"), Some("1"), "{cell}");
-    let filter: wedge::cell::CellFilter = "cpus=1".parse().unwrap();
+    let filter: wedge::model::cell::CellFilter = "cpus=1".parse().unwrap();
     assert!(cell.matches(&[filter]));
     let mut typed = Cell::default();
     for (axis, value) in cell.pairs() {
         let kind = if value.parse::<i64>().is_ok() {
-            wedge::cell::ValueKind::Integer
+            wedge::model::cell::ValueKind::Integer
         } else {
-            wedge::cell::ValueKind::String
+            wedge::model::cell::ValueKind::String
         };
         typed.push_typed(axis, value, kind);
     }

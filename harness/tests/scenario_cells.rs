@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use wedge::runner::{PlanOptions, execute, plan, toml_files};
-use wedge::scenario::{Program, Scenario};
-use wedge::trial::Engine;
+use wedge::engine::trial::Engine;
+use wedge::exec::runner::{PlanOptions, execute, plan, toml_files};
+use wedge::model::scenario::{Program, Scenario};
 
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
@@ -44,7 +44,7 @@ fn missing_program(s: &Scenario, engine: &Engine) -> Option<String> {
     if name.contains('{') {
         return None;
     }
-    wedge::subject::resolve_program(&name, &engine.bin_dir)
+    wedge::plan::commands::resolve_program(&name, &engine.bin_dir)
         .is_none()
         .then(|| format!("{name} is not built (cargo build --workspace --release --bins)"))
 }
@@ -76,8 +76,8 @@ fn main() {
             ..PlanOptions::default()
         };
         // Planned as `wedge run` plans: the host probed only for a scenario that needs it.
-        let cells = wedge::host_facts::plan_probing(
-            wedge::host_facts::of_engine(engine),
+        let cells = wedge::exec::host_facts::plan_probing(
+            wedge::exec::host_facts::of_engine(engine),
             |facts| plan(facts, std::slice::from_ref(&scenario), &options),
             |cells| wedge::plan::needs_host_probes(cells),
         )
@@ -88,7 +88,7 @@ fn main() {
             // run of ci/test.sh, which runs every cell at its planned count, rather than run
             // serially at 20 trials in this quick pass.
             let rate_left_to_gate = cell.expectation.min_rate.is_some()
-                && trials < wedge::gate::MIN_RATE_TRIALS
+                && trials < wedge::report::gate::MIN_RATE_TRIALS
                 && cell.skip.is_none();
             let name = format!("{}::{}", scenario.name, cell.cell.id());
             let ignore_reason = cell.skip.clone().or_else(|| missing.clone()).or_else(|| {
@@ -97,7 +97,7 @@ fn main() {
                         "rate-gated: judged by `wedge run --gate` ({} trials); \
                          WEDGE_TEST_TRIALS={} runs it here",
                         cell.trials,
-                        wedge::gate::MIN_RATE_TRIALS
+                        wedge::report::gate::MIN_RATE_TRIALS
                     )
                 })
             });
@@ -109,8 +109,12 @@ fn main() {
             let test = Trial::test(name, move || {
                 let records = execute(self::engine(), std::slice::from_ref(&cell), 1, None, true)
                     .map_err(|e| Failed::from(e.to_string()))?;
-                let summary = wedge::stats::summarize(&records);
-                match summary.cells.first().and_then(wedge::gate::check_cell) {
+                let summary = wedge::report::stats::summarize(&records);
+                match summary
+                    .cells
+                    .first()
+                    .and_then(wedge::report::gate::check_cell)
+                {
                     None => Ok(()),
                     Some(reason) => Err(Failed::from(format!(
                         "expected {}: {reason}",

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wedge::backend::{Backend, VmHandle, VmSupport};
-use wedge::executor::vm::{GUEST_BINARIES, VmExecutor, VmSettings};
-use wedge::record::{TrialRecord, Verdict};
-use wedge::runner::{PlanOptions, PlannedCell, plan, run};
-use wedge::scenario::Scenario;
+use wedge::exec::runner::{PlanOptions, PlannedCell, plan, run};
+use wedge::exec::vm::{GUEST_BINARIES, VmExecutor, VmSettings};
+use wedge::model::record::{TrialRecord, Verdict};
+use wedge::model::scenario::Scenario;
+use wedge::plan::backend::{Backend, VmHandle, VmSupport};
 use wedge::vm::console::{FrameKind, encode};
 use wedge::vm::support::HostVms;
 
@@ -62,7 +62,7 @@ fn plan_vm(text: &str, vms: &HostVms) -> (Vec<PlannedCell>, TempDir) {
     let s = Scenario::load(&file).unwrap();
     let engine = support::engine();
     plan(
-        &wedge::host_facts::of_engine(&engine),
+        &wedge::exec::host_facts::of_engine(&engine),
         &[Arc::new(s)],
         &PlanOptions {
             backend: Backend::Vm,

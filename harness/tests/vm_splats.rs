@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use wedge::backend::{BootKernel, VmTarget};
-use wedge::executor::vm::delivered;
-use wedge::record::{TrialRecord, Verdict};
-use wedge::scenario::Scenario;
+use wedge::exec::vm::delivered;
+use wedge::model::record::{TrialRecord, Verdict};
+use wedge::model::scenario::Scenario;
+use wedge::plan::backend::{BootKernel, VmTarget};
 use wedge::vm::boot::Boot;
 use wedge::vm::console::{Decoder, FrameKind, encode};
 use wedge::vm::qemu::Accel;
@@ -78,7 +78,7 @@ fn a_splat_during_a_passing_vm_trial_reaches_the_summary() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].verdict, Verdict::Pass);
     assert_eq!(records[0].file, "/repo/scenarios/splat.toml");
-    let summary = wedge::stats::summarize(&records);
+    let summary = wedge::report::stats::summarize(&records);
     let splats = &summary.cells[0].kernel_splats;
     assert_eq!(splats.len(), 1, "{splats:?}");
     assert!(splats[0].contains(WARNING), "{splats:?}");

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wedge::record::{TrialRecord, read_jsonl};
-use wedge::runner::InputError;
-use wedge::trial::Engine;
+use wedge::engine::trial::Engine;
+use wedge::exec::runner::InputError;
+use wedge::model::record::{TrialRecord, read_jsonl};
 
 /// How a verb fails.
 pub enum Failure {
@@ -37,7 +37,7 @@ pub fn install_interrupt(engine: &Engine) {
 }
 
 /// Prints the gate's verdict and every cell that misses its expectation.
-pub fn print_gate(failures: &[wedge::gate::GateFailure]) {
+pub fn print_gate(failures: &[wedge::report::gate::GateFailure]) {
     if failures.is_empty() {
         wedge::outln!("gate: pass — every cell meets its expectation");
     } else {
@@ -53,8 +53,8 @@ pub fn print_gate(failures: &[wedge::gate::GateFailure]) {
 
 /// What a run without `--gate` says: how many cells missed their expectations (each listed
 /// with why), and the cells this host skipped. It never says "gate": none was asked for.
-pub fn print_expectations(summary: &wedge::stats::Summary) {
-    let misses = wedge::gate::evaluate(summary);
+pub fn print_expectations(summary: &wedge::report::stats::Summary) {
+    let misses = wedge::report::gate::evaluate(summary);
     let skipped: Vec<_> = summary
         .cells
         .iter()
@@ -101,24 +101,24 @@ pub fn read_dirs(dirs: &[PathBuf]) -> Result<Vec<TrialRecord>, Failure> {
 pub fn backend_options(
     args: &BackendArgs,
     vms: &wedge::vm::support::HostVms,
-) -> wedge::runner::PlanOptions {
-    wedge::runner::PlanOptions {
+) -> wedge::exec::runner::PlanOptions {
+    wedge::exec::runner::PlanOptions {
         backend: args.backend,
         kernel: args.kernel.clone(),
         cpus: args.cpus.map(|c| c as usize),
-        vm: wedge::backend::VmHandle(Arc::new(vms.clone())),
+        vm: wedge::plan::backend::VmHandle(Arc::new(vms.clone())),
         ..Default::default()
     }
 }
 
 /// How many cells run in VMs, and how (for the run's first line).
 pub fn vm_summary(
-    cells: &[wedge::runner::PlannedCell],
+    cells: &[wedge::exec::runner::PlannedCell],
     vms: &wedge::vm::support::HostVms,
 ) -> String {
     let in_vm = cells
         .iter()
-        .filter(|c| c.skip.is_none() && matches!(c.target, wedge::backend::Target::Vm(_)))
+        .filter(|c| c.skip.is_none() && matches!(c.target, wedge::plan::backend::Target::Vm(_)))
         .count();
     match (in_vm, vms.settings()) {
         (0, _) => "all on the host".to_string(),
@@ -132,8 +132,8 @@ pub fn vm_summary(
 pub struct BackendArgs {
     /// host: this machine only; vm: every cell in a QEMU VM; auto: this machine when it can,
     /// else a VM (cells needing another kernel or more CPUs).
-    #[arg(long, value_enum, default_value_t = wedge::backend::Backend::Auto)]
-    pub backend: wedge::backend::Backend,
+    #[arg(long, value_enum, default_value_t = wedge::plan::backend::Backend::Auto)]
+    pub backend: wedge::plan::backend::Backend,
     /// Kernel for cells without a `kernel` axis: a name from kernels.toml or a bzImage path.
     #[arg(long, value_name = "NAME|PATH")]
     pub kernel: Option<String>,

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::common::{Failure, print_gate, read_dirs};
 
-pub fn gate_dir(dir: &Path, policy: wedge::gate::GatePolicy) -> Result<(), Failure> {
+pub fn gate_dir(dir: &Path, policy: wedge::report::gate::GatePolicy) -> Result<(), Failure> {
     let records = read_dirs(&[dir.to_path_buf()])?;
     if records.is_empty() {
         return Err(Failure::Input(format!(
@@ -12,8 +12,8 @@ pub fn gate_dir(dir: &Path, policy: wedge::gate::GatePolicy) -> Result<(), Failu
             dir.display()
         )));
     }
-    let summary = wedge::stats::summarize(&records);
-    let failures = wedge::gate::gate(&summary, &records, policy);
+    let summary = wedge::report::stats::summarize(&records);
+    let failures = wedge::report::gate::gate(&summary, &records, policy);
     print_gate(&failures);
     if failures.is_empty() {
         Ok(())

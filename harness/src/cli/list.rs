@@ -2,16 +2,16 @@
 //! them here.
 //!
 //! Guarantee: listing changes nothing and starts nothing: it plans with the facts a run would
-//! find ([`wedge::host_facts::surveyed`]), never builds the trial engine, and never probes; an
+//! find ([`wedge::exec::host_facts::surveyed`]), never builds the trial engine, and never probes; an
 //! expectation a run resolves with this host's probes is shown as decided at run time.
 
 use std::path::PathBuf;
 
 use super::common::{BackendArgs, Failure};
-use wedge::backend::Target;
-use wedge::cell::CellFilter;
+use wedge::exec::runner::{PlanOptions, load_scenarios, plan};
+use wedge::model::cell::CellFilter;
 use wedge::plan::awaits_host_probes;
-use wedge::runner::{PlanOptions, load_scenarios, plan};
+use wedge::plan::backend::Target;
 
 pub fn list(
     scenarios: &[PathBuf],
@@ -23,7 +23,7 @@ pub fn list(
     // running there, not as skipped.
     let vms = wedge::vm::support::HostVms::detect();
     let cells = plan(
-        &wedge::host_facts::surveyed(),
+        &wedge::exec::host_facts::surveyed(),
         &loaded,
         &PlanOptions {
             filters: filters.to_vec(),

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use common::Failure;
-use wedge::cell::{CellFilter, Shard};
+use wedge::model::cell::{CellFilter, Shard};
 
 /// wedge: run scenario scripts against a sandbox runtime many times, decide pass / fail / hang /
 /// crash for every trial, diagnose hangs, and gate on pass rates.
@@ -143,8 +143,8 @@ enum Command {
 
 /// Parses the command line, runs the verb and maps its outcome to wedge's exit codes.
 pub fn main() -> ExitCode {
-    if wedge::vm::guest::is_guest() {
-        wedge::vm::guest::main();
+    if wedge::guest::is_guest() {
+        wedge::guest::main();
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -174,7 +174,7 @@ pub fn main() -> ExitCode {
             jobs,
             out,
             gate,
-            policy: wedge::gate::GatePolicy { allow_skipped },
+            policy: wedge::report::gate::GatePolicy { allow_skipped },
             shard,
             seed,
             backend,
@@ -196,7 +196,10 @@ pub fn main() -> ExitCode {
         Command::Gate {
             results_dir,
             allow_skipped,
-        } => gate::gate_dir(&results_dir, wedge::gate::GatePolicy { allow_skipped }),
+        } => gate::gate_dir(
+            &results_dir,
+            wedge::report::gate::GatePolicy { allow_skipped },
+        ),
         Command::Kernels { verb } => kernels::kernels(verb),
         Command::Probe {
             backend,

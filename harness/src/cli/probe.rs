@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use super::common::Failure;
-use wedge::backend::{Backend, Target, VmSupport, Wants, choose};
+use wedge::plan::backend::{Backend, Target, VmSupport, Wants, choose};
 use wedge::probe::known::{KnownReports, REGENERATE, behaviour_table, render_markdown};
 use wedge::probe::run::{SuiteOptions, run_suite};
 use wedge::probe::{ProbeReport, compare, render_table};
@@ -78,23 +78,23 @@ fn probe_where(backend: Backend, wants: &Wants, vms: &HostVms) -> Result<ProbeRe
                 t.cpus,
                 settings.accel.name()
             );
-            wedge::vm::probe::probe_in_vm(&t, &settings, &AtomicBool::new(false))
+            wedge::exec::guest_probe::probe_in_vm(&t, &settings, &AtomicBool::new(false))
                 .map_err(|e| Failure::Io(e.to_string()))
         }
     }
 }
 
-fn host() -> wedge::record::Host {
-    wedge::record::Host {
-        kernel: wedge::proc::kernel_release(),
-        cpus: wedge::trial::host_cpus().len(),
+fn host() -> wedge::model::record::Host {
+    wedge::model::record::Host {
+        kernel: wedge::engine::proc::kernel_release(),
+        cpus: wedge::engine::trial::host_cpus().len(),
         isolation: String::new(),
         backend: "host".into(),
         accel: None,
     }
 }
 
-fn probe_host(host: &wedge::record::Host) -> ProbeReport {
+fn probe_host(host: &wedge::model::record::Host) -> ProbeReport {
     ProbeReport {
         kernel: "host".into(),
         release: host.kernel.clone(),

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use wedge_core::sync::Mutex;
 
 use super::common::{Failure, install_interrupt};
-use wedge::cell::CellFilter;
-use wedge::executor::{Executor, Executors, TrialSink};
-use wedge::record::{JsonlWriter, TrialRecord};
-use wedge::runner::{PlannedTrial, load_scenarios, plan_one};
-use wedge::trial::Engine;
+use wedge::engine::trial::Engine;
+use wedge::exec::runner::{PlannedTrial, load_scenarios, plan_one};
+use wedge::exec::{Executor, Executors, TrialSink};
+use wedge::model::cell::CellFilter;
+use wedge::model::record::{JsonlWriter, TrialRecord};
 
 /// Keeps the one record of a replay.
 struct One(Mutex<Option<TrialRecord>>);
@@ -32,8 +32,8 @@ pub fn replay(
     let engine = Engine::new();
     let vms = wedge::vm::support::HostVms::detect();
     let options = super::common::backend_options(backend, &vms);
-    let cell = wedge::host_facts::plan_probing(
-        wedge::host_facts::of_engine(&engine),
+    let cell = wedge::exec::host_facts::plan_probing(
+        wedge::exec::host_facts::of_engine(&engine),
         |facts| plan_one(facts, &loaded[0], filters, &options),
         wedge::plan::awaits_host_probes,
     )?;

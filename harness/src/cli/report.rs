@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::common::{Failure, read_dirs};
-use wedge::record::JsonlWriter;
+use wedge::model::record::JsonlWriter;
 
 pub fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> Result<(), Failure> {
     let records = read_dirs(dirs)?;
@@ -37,7 +37,7 @@ pub fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> Result<(), Failure> {
             "--out must be a new directory when merging".into(),
         ));
     }
-    let summary = wedge::stats::summarize(&records);
+    let summary = wedge::report::stats::summarize(&records);
     wedge::report::write_all(&target, &summary).map_err(|e| Failure::Io(e.to_string()))?;
     wedge::outln!(
         "wrote {} (from {} trials)",

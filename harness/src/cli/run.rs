@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 use wedge_core::sync::Mutex;
 
 use super::common::{Failure, install_interrupt, print_expectations, print_gate};
-use wedge::cell::{CellFilter, Shard};
+use wedge::engine::trial::Engine;
+use wedge::exec::runner::{PlanOptions, default_jobs, execute_with, load_scenarios, plan};
+use wedge::model::cell::{CellFilter, Shard};
+use wedge::model::record::JsonlWriter;
 use wedge::plan::needs_host_probes;
-use wedge::record::JsonlWriter;
-use wedge::runner::{PlanOptions, default_jobs, execute_with, load_scenarios, plan};
-use wedge::trial::Engine;
 
 /// The flags of `wedge run`.
 pub struct RunArgs {
@@ -22,7 +22,7 @@ pub struct RunArgs {
     pub jobs: Option<usize>,
     pub out: Option<PathBuf>,
     pub gate: bool,
-    pub policy: wedge::gate::GatePolicy,
+    pub policy: wedge::report::gate::GatePolicy,
     pub shard: Option<Shard>,
     pub seed: Option<u64>,
     pub backend: super::common::BackendArgs,
@@ -66,8 +66,8 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         seed: args.seed,
         ..super::common::backend_options(&args.backend, &vms)
     };
-    let cells = wedge::host_facts::plan_probing(
-        wedge::host_facts::of_engine(&engine),
+    let cells = wedge::exec::host_facts::plan_probing(
+        wedge::exec::host_facts::of_engine(&engine),
         |facts| plan(facts, &loaded, &options),
         |cells| needs_host_probes(cells),
     )?;
@@ -97,7 +97,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     )
     .map_err(|e| Failure::Io(format!("writing {}: {e}", jsonl.display())))?;
     let interrupted = engine.cancel.load(Ordering::SeqCst);
-    let summary = wedge::stats::summarize(&records);
+    let summary = wedge::report::stats::summarize(&records);
     wedge::report::write_all(&out, &summary)
         .map_err(|e| Failure::Io(format!("writing reports in {}: {e}", out.display())))?;
     if !args.quiet {
@@ -115,7 +115,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         print_expectations(&summary);
         return Ok(());
     }
-    let failures = wedge::gate::gate(&summary, &records, args.policy);
+    let failures = wedge::report::gate::gate(&summary, &records, args.policy);
     print_gate(&failures);
     if failures.is_empty() {
         Ok(())
@@ -127,15 +127,15 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
 /// What an interrupted run says: how far it got, and never a verdict (it proves nothing either
 /// way); "gate" only when a gate was asked for.
 fn print_interrupted(
-    cells: &[wedge::runner::PlannedCell],
-    records: &[wedge::record::TrialRecord],
+    cells: &[wedge::exec::runner::PlannedCell],
+    records: &[wedge::model::record::TrialRecord],
     gate: bool,
     jsonl: &std::path::Path,
 ) {
     let planned: u64 = cells.iter().map(|c| u64::from(c.trials)).sum();
     let ran = records
         .iter()
-        .filter(|r| r.verdict != wedge::record::Verdict::Skipped)
+        .filter(|r| r.verdict != wedge::model::record::Verdict::Skipped)
         .count();
     let what = if gate { "gate" } else { "expectations" };
     wedge::outln!(

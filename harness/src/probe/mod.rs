@@ -25,7 +25,7 @@ pub mod process;
 pub mod run;
 pub mod seccomp;
 
-pub use crate::probe_ids::{
+pub use crate::model::probe_ids::{
     ALWAYS, PROBES, ProbeDef, ProbeReport, ProbeResult, ProbeValues, TokenError, Tokens,
     check_token, probe_def,
 };

@@ -1,11 +1,11 @@
 //! What the reports share: how numbers, durations and result cells read, and the layout of a
 //! scenario's pass-rate table (rows: the other axes; columns: kernel and cpus).
 
-use crate::stats::{CellStats, Summary};
+use crate::report::stats::{CellStats, Summary};
 
 /// Where trials ran, e.g. `host: Linux 6.18.44, 2 CPUs, isolation cgroup2` or
 /// `vm (tcg): Linux 6.1.0-57-cloud-amd64, 4 CPUs, isolation cgroup2`.
-pub fn machine(h: &crate::record::Host) -> String {
+pub fn machine(h: &crate::model::record::Host) -> String {
     let place = match (h.backend.as_str(), &h.accel) {
         ("host", _) => "host".to_string(),
         (backend, Some(accel)) => format!("{backend} ({accel})"),
@@ -36,12 +36,12 @@ pub fn cell_text(c: &CellStats) -> String {
     if let Some(why) = &c.skipped {
         return format!("⏭ skipped: {why}");
     }
-    let mark = if crate::gate::check_cell(c).is_none() {
+    let mark = if crate::report::gate::check_cell(c).is_none() {
         "✅"
     } else {
         "❌"
     };
-    if c.expectation.outcome == crate::scenario::Outcome::Any {
+    if c.expectation.outcome == crate::model::scenario::Outcome::Any {
         // Measured, not gated: the rate is the result, never a tick; hangs and crashes in it
         // are called out.
         let mark = if mark == "❌" { "❌" } else { "📏" };

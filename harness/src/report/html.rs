@@ -5,8 +5,8 @@
 use std::fmt::Write;
 
 use super::format::{Table, cell_text, ms, pct, table};
-use crate::gate::GateFailure;
-use crate::stats::{CellStats, Summary};
+use crate::report::gate::GateFailure;
+use crate::report::stats::{CellStats, Summary};
 
 const COLORS: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
@@ -14,7 +14,7 @@ const COLORS: &[&str] = &[
 
 /// Renders `index.html`.
 pub fn render(summary: &Summary) -> String {
-    let failures = crate::gate::evaluate(summary);
+    let failures = crate::report::gate::evaluate(summary);
     let mut out = String::new();
     out.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>wedge results</title>\n<style>\n\
@@ -106,7 +106,7 @@ fn write_rate_table(out: &mut String, t: &Table<'_>) {
             let class = e.map_or("", |c| {
                 if c.skipped.is_some() {
                     "skip"
-                } else if crate::gate::check_cell(c).is_some() {
+                } else if crate::report::gate::check_cell(c).is_some() {
                     "fail"
                 } else {
                     "ok"

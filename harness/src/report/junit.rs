@@ -11,13 +11,13 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Report, SerializeError, TestCase, TestCaseStatus, TestSuite};
 
 use super::format::pct;
-use crate::gate::GateFailure;
-use crate::stats::{CellStats, Summary};
+use crate::report::gate::GateFailure;
+use crate::report::stats::{CellStats, Summary};
 
 /// Renders `junit.xml`. Serialising into memory does no I/O; an error here would be the XML
 /// writer's own.
 pub fn render(summary: &Summary) -> Result<String, SerializeError> {
-    let failures = crate::gate::evaluate(summary);
+    let failures = crate::report::gate::evaluate(summary);
     let mut report = Report::new("wedge");
     for scenario in summary.scenarios() {
         report.add_test_suite(suite(summary, scenario, &failures));

@@ -5,13 +5,13 @@
 use std::fmt::Write;
 
 use super::format::{Table, cell_text, ms, pct, table};
-use crate::gate::GateFailure;
-use crate::stats::{CellStats, Summary};
+use crate::report::gate::GateFailure;
+use crate::report::stats::{CellStats, Summary};
 
 /// Renders `summary.md`.
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
-    let failures = crate::gate::evaluate(summary);
+    let failures = crate::report::gate::evaluate(summary);
     write_header(&mut out, summary, &failures);
     for scenario in summary.scenarios() {
         let file = summary

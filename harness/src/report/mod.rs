@@ -3,13 +3,16 @@
 
 mod error;
 pub mod format;
+pub mod gate;
 pub mod html;
 pub mod junit;
+pub mod live;
 pub mod markdown;
+pub mod stats;
 
 use std::path::Path;
 
-use crate::stats::Summary;
+use crate::report::stats::Summary;
 
 pub use error::ReportError;
 

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use super::console::{self, Decoder, Frame, FrameKind, Item};
 use super::qemu::{Accel, ConsoleRead, QemuEnd, Vm, VmConfig};
 use super::support::VmSettings;
-use crate::backend::VmTarget;
+use crate::model::record::VmRun;
+use crate::plan::backend::VmTarget;
 use crate::plan::time_scaled;
-use crate::record::VmRun;
 
 /// What came back from one boot.
 #[derive(Debug, Default)]
@@ -325,7 +325,7 @@ mod tests {
 
     fn target() -> VmTarget {
         VmTarget {
-            kernel: crate::backend::BootKernel {
+            kernel: crate::plan::backend::BootKernel {
                 name: "6.1".into(),
                 image: "/k".into(),
                 release: "6.1.0-57-cloud-amd64".into(),

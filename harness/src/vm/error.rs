@@ -42,7 +42,7 @@ pub enum GuestError {
     #[error("{path}: {0}", path = super::wire::PLAN_PATH)]
     PlanParse(#[source] serde_json::Error),
     #[error(transparent)]
-    Scenario(#[from] crate::scenario::ScenarioError),
+    Scenario(#[from] crate::model::scenario::ScenarioError),
     #[error("plan cell {cell} names scenario {scenario}")]
     NoScenario { cell: usize, scenario: usize },
     /// Setting up the guest's system: what was being done, and the error.

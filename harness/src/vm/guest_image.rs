@@ -13,7 +13,7 @@ use super::error::GuestImageError;
 use super::image::{ImageSpec, build_image};
 use super::support::{GUEST_BINARIES, VmSettings};
 use super::wire::{PLAN_PATH, PackedPlan};
-use crate::scenario::{Action, Program, Scenario};
+use crate::model::scenario::{Action, Program, Scenario};
 
 /// Programs every guest holds when the host has them: what shell-level scenarios reach for.
 const BASE_PROGRAMS: &[&str] = &[

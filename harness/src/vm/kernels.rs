@@ -15,7 +15,7 @@ pub use super::error::{BzImageError, KernelError};
 
 use serde::Deserialize;
 
-use crate::scenario::line_col;
+use crate::model::scenario::line_col;
 
 /// A kernel of the checked-in list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::error::SupportError;
 use super::kernels::{self, KnownKernel};
 use super::qemu::{Accel, find_qemu};
-use crate::backend::{BootKernel, VmError, VmSupport};
+use crate::plan::backend::{BootKernel, VmError, VmSupport};
 
 /// The wedge binaries every guest holds; the first becomes `/init`.
 pub const GUEST_BINARIES: [&str; 5] = [
@@ -53,7 +53,7 @@ pub fn guest_bin_dir() -> Result<PathBuf, SupportError> {
     let dir = match std::env::var_os("WEDGE_GUEST_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
-            let own = crate::subject::own_dir();
+            let own = crate::plan::commands::own_dir();
             let profile = own
                 .file_name()
                 .map(|p| p.to_os_string())

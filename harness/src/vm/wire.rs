@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::VmTarget;
-use crate::cell::Cell;
+use crate::model::cell::Cell;
+use crate::model::scenario::{Expectation, Scenario};
+use crate::plan::backend::VmTarget;
 use crate::plan::{PlannedCell, PlannedTrial, time_scaled};
-use crate::scenario::{Expectation, Scenario};
 
 /// Where the host puts the plan in the image.
 pub const PLAN_PATH: &str = "/wedge/plan.json";
@@ -130,7 +130,7 @@ impl PackedPlan {
                         cell_index: c.cell_index,
                         expectation: c.expectation.clone(),
                         trials: Vec::new(),
-                        cpus: crate::trial::cpus_wanted(&c.cell),
+                        cpus: crate::engine::trial::cpus_wanted(&c.cell),
                         resolve_with_probes: c.scenario.uses_probes(),
                     });
                     packed_cells.push((t.cell, packed.plan.cells.len() - 1));

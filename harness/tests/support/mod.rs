@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use wedge::cell::CellFilter;
-use wedge::record::TrialRecord;
-use wedge::runner::{PlanOptions, execute, plan};
-use wedge::scenario::Scenario;
-use wedge::trial::Engine;
+use wedge::engine::trial::Engine;
+use wedge::exec::runner::{PlanOptions, execute, plan};
+use wedge::model::cell::CellFilter;
+use wedge::model::record::TrialRecord;
+use wedge::model::scenario::Scenario;
 
 pub fn scenario_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -64,7 +64,7 @@ pub fn run_unchecked(
         let engine = engine();
         let s = std::sync::Arc::new(Scenario::load(&path).unwrap());
         let cells = plan(
-            &wedge::host_facts::of_engine(&engine),
+            &wedge::exec::host_facts::of_engine(&engine),
             &[s],
             &PlanOptions {
                 filters,
@@ -84,7 +84,7 @@ pub fn assert_nothing_left(r: &TrialRecord) {
         return;
     }
     let needle = format!("WEDGE_TRIAL_ID={}", r.trial_id);
-    for pid in wedge::proc::all_pids() {
+    for pid in wedge::engine::proc::all_pids() {
         if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
             let has = env.split(|&b| b == 0).any(|e| e == needle.as_bytes());
             assert!(!has, "process {pid} of trial {} is still alive", r.trial_id);
@@ -94,7 +94,7 @@ pub fn assert_nothing_left(r: &TrialRecord) {
     assert!(!tmp.exists(), "{} is left", tmp.display());
 }
 
-pub fn diagnosis(r: &TrialRecord) -> &wedge::monitor::Diagnosis {
+pub fn diagnosis(r: &TrialRecord) -> &wedge::engine::monitor::Diagnosis {
     r.diagnosis
         .as_ref()
         .unwrap_or_else(|| panic!("no diagnosis: {r:?}"))

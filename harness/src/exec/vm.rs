@@ -1,0 +1,209 @@
+//! The VM executor: every trial whose cell needs another kernel or more CPUs runs inside a QEMU
+//! micro-VM, one boot per (kernel, vCPUs) group, with the same engine the host uses; the
+//! guest streams each record back over its console as it finishes. This file only groups
+//! trials into boots and delivers their records: the plan the guest gets is packed by
+//! [`crate::vm::wire`], its image built by [`crate::vm::guest_image`], and the boot watched by
+//! [`crate::vm::boot`].
+//!
+//! Guarantees:
+//! - Every planned trial ends with exactly one record: the guest's, or, when the guest cannot
+//!   deliver it (the image cannot be built, QEMU fails, the kernel panics, the guest stops
+//!   talking or misses a budget), an `error` record that says what happened and quotes the
+//!   guest's last console lines.
+//! - Every record carries its boot's facts ([`VmRun`](crate::model::record::VmRun)), kernel splats
+//!   seen on the console up to it included, even when its trial passed.
+//! - At most `jobs` VMs run at once (a TCG VM keeps one host core busy); QEMU is always killed
+//!   and reaped ([`crate::vm::qemu::Vm`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use wedge_core::sync::Mutex;
+
+use super::{Executor, TrialSink};
+use crate::engine::trial::{Engine, skipped_record};
+use crate::model::record::{TrialRecord, Verdict};
+use crate::plan::backend::{Target, VmTarget};
+use crate::plan::{PlannedCell, PlannedTrial};
+use crate::vm::boot::{Boot, BootConfig, Budgets, boot_and_watch, unfinished_reason};
+use crate::vm::console::{Frame, FrameKind};
+use crate::vm::guest_image::guest_image;
+use crate::vm::qemu::Accel;
+pub use crate::vm::support::{GUEST_BINARIES, VmSettings};
+use crate::vm::wire::PackedPlan;
+
+/// Runs VM cells, `jobs` VMs at a time.
+pub struct VmExecutor<'a> {
+    pub engine: &'a Engine,
+    pub jobs: usize,
+    pub settings: VmSettings,
+}
+
+/// One boot: its VM and the trials it runs (each naming its cell in the plan).
+struct Group {
+    target: VmTarget,
+    trials: Vec<PlannedTrial>,
+}
+
+impl Executor for VmExecutor<'_> {
+    fn run(&self, cells: &[PlannedCell], trials: Vec<PlannedTrial>, sink: &dyn TrialSink) {
+        let mut groups: BTreeMap<VmTarget, Vec<PlannedTrial>> = BTreeMap::new();
+        for t in trials {
+            if let Target::Vm(target) = &cells[t.cell].target {
+                groups.entry(target.clone()).or_default().push(t);
+            }
+        }
+        let queue: Mutex<VecDeque<Group>> = Mutex::new(
+            groups
+                .into_iter()
+                .map(|(target, trials)| Group { target, trials })
+                .collect(),
+        );
+        let next = || queue.lock().pop_front();
+        std::thread::scope(|scope| {
+            for _ in 0..self.jobs.max(1) {
+                // Each VM's thread boots it and lives until it is reaped (PDEATHSIG is per
+                // thread).
+                scope.spawn(|| {
+                    while let Some(group) = next() {
+                        if self.engine.cancel.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        self.run_group(cells, &group, sink);
+                    }
+                });
+            }
+        });
+    }
+}
+
+impl VmExecutor<'_> {
+    /// Boots `group`'s VM, delivers each record the guest sends, and an error record for
+    /// every trial it did not.
+    fn run_group(&self, cells: &[PlannedCell], group: &Group, sink: &dyn TrialSink) {
+        let pending = group
+            .trials
+            .iter()
+            .map(|t| {
+                let c = &cells[t.cell];
+                ((c.scenario.name.clone(), c.cell_index, t.trial), *t)
+            })
+            .collect();
+        let mut delivery = Delivery {
+            executor: self,
+            cells,
+            group,
+            pending,
+            sink,
+        };
+        let mut boot = Boot::default();
+        let packed = PackedPlan::trials(&group.target, cells, &group.trials);
+        match guest_image(&self.settings, &packed) {
+            Err(e) => boot.cut = Some(format!("cannot build the guest image: {e}")),
+            Ok(initrd) => {
+                let longest = group.trials.iter().map(|t| cells[t.cell].scenario.deadline);
+                let accel = self.settings.accel;
+                let budgets =
+                    Budgets::for_trials(longest.max().unwrap_or_default(), &group.target, accel)
+                        .overridden(&self.settings);
+                let config = BootConfig {
+                    settings: &self.settings,
+                    target: &group.target,
+                    initrd,
+                    budgets,
+                    cancel: &self.engine.cancel,
+                };
+                let mut on_frame = |frame: &Frame, boot: &Boot| {
+                    if frame.kind == FrameKind::Record {
+                        delivery.deliver(&frame.payload, boot);
+                    }
+                };
+                boot_and_watch(&config, &mut boot, &mut on_frame);
+            }
+        }
+        delivery.undelivered(&boot);
+    }
+
+    /// The record of a trial the guest did not deliver.
+    fn error_record(&self, cells: &[PlannedCell], t: &PlannedTrial, why: &str) -> TrialRecord {
+        let c = &cells[t.cell];
+        let mut r = skipped_record(
+            self.engine,
+            &c.scenario,
+            &c.cell,
+            c.cell_index,
+            c.expectation.clone(),
+            why.to_string(),
+        );
+        (r.verdict, r.met, r.trial, r.seed) = (Verdict::Error, false, t.trial, t.seed);
+        r.host.backend = "vm".into();
+        r.host.accel = Some(self.settings.accel.name().into());
+        r
+    }
+}
+
+/// One boot's trials on their way to the sink.
+struct Delivery<'a> {
+    executor: &'a VmExecutor<'a>,
+    cells: &'a [PlannedCell],
+    group: &'a Group,
+    /// The trials not delivered yet, by (scenario, cell index, trial).
+    pending: HashMap<(String, usize, u32), PlannedTrial>,
+    sink: &'a dyn TrialSink,
+}
+
+impl Delivery<'_> {
+    /// A record from the guest, handed on as the host's own would be.
+    fn deliver(&mut self, payload: &str, boot: &Boot) {
+        let Ok(record) = serde_json::from_str::<TrialRecord>(payload) else {
+            return; // an intact frame of an unreadable record: its trial stays pending.
+        };
+        let key = (record.scenario.clone(), record.cell_index, record.trial);
+        let Some(t) = self.pending.remove(&key) else {
+            return;
+        };
+        let file = &self.cells[t.cell].scenario.file;
+        let accel = self.executor.settings.accel;
+        let record = delivered(record, file, boot, &self.group.target, accel);
+        self.sink.finished(&t, record);
+    }
+
+    /// An error record for each trial still pending after the boot.
+    fn undelivered(self, boot: &Boot) {
+        let (target, accel) = (&self.group.target, self.executor.settings.accel);
+        let why = unfinished_reason(boot, target, accel);
+        let mut left: Vec<PlannedTrial> = self.pending.into_values().collect();
+        left.sort_by_key(|t| (t.cell, t.trial));
+        for t in left {
+            let mut r = self.executor.error_record(self.cells, &t, &why);
+            let splats = boot.splats().iter();
+            r.log
+                .extend(splats.map(|s| format!("vm: kernel splat: {s}")));
+            r.log.extend(boot.tail());
+            r.vm = Some(boot.vm_run(target, accel));
+            self.sink.finished(&t, r);
+        }
+    }
+}
+
+/// A record the guest sent for a trial of `target`, as the host hands it on: the host's path of
+/// its scenario `file`, how the guest ran, and what the boot showed up to it (kernel splats
+/// included, whatever the verdict).
+pub fn delivered(
+    mut record: TrialRecord,
+    file: &Path,
+    boot: &Boot,
+    target: &VmTarget,
+    accel: Accel,
+) -> TrialRecord {
+    record.file = file.display().to_string();
+    record.host.accel = Some(accel.name().into());
+    record.log.push(boot.summary_line(target, accel));
+    for s in boot.splats() {
+        record
+            .log
+            .push(format!("vm: kernel splat during this boot: {s}"));
+    }
+    record.vm = Some(boot.vm_run(target, accel));
+    record
+}
