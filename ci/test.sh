@@ -20,6 +20,8 @@ step() {
 }
 
 step cargo fmt --all -- --check
+# Module dependencies point one way: no cycle among files or folders of any crate.
+step python3 ci/module-cycles.py harness/src runtime/src runtime/core/src sys/src benches/src
 step cargo clippy --workspace --all-targets --all-features --release -- -D warnings
 # The scenario cells (harness/tests/scenario_cells.rs) run the real runtime binaries; cargo test
 # does not build another package's binaries, so build them first.

@@ -9,7 +9,7 @@
 //! an edge without one, said as "owner not recorded", and a cycle is reported only through
 //! recorded holders. The graph explains a hang; it never decides one (no verdict reads it).
 //!
-//! [`build`] is pure: `proc::waitfor` gathers the [`Observations`] (syscalls, futex words, fds,
+//! [`build`] is pure: `engine::monitor::waitfor_edges` gathers the [`Observations`] (syscalls, futex words, fds,
 //! `/proc/locks`), so every rule below is unit-tested on made-up ones.
 //!
 //! # Edges

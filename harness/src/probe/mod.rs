@@ -6,7 +6,7 @@
 //! - A probe tests behaviour, never a version number: stable kernels backport, WSL2 and cloud
 //!   kernels patch, so only what the kernel does counts.
 //! - Every probe runs in its own process (`wedge probe --run-one ID`, re-executed by
-//!   [`run_suite`]) under a deadline: a probe that hangs is killed with its whole process group,
+//!   [`run::run_suite`]) under a deadline: a probe that hangs is killed with its whole process group,
 //!   reaped, and reported as `blocks` with the bound as evidence; one that dies says how. A probe
 //!   can neither hang nor crash wedge, nor leave a seccomp filter on it.
 //! - The ids are exactly [`PROBES`]; a value is one of its probe's [`Tokens`], so expectations

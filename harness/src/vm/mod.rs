@@ -5,11 +5,11 @@
 //! host programs the scenarios run with their shared libraries ([`closure`]), cached by the
 //! hash of its bytes ([`image`]). The kernels come from a checked-in list, fetched into the same
 //! cache, or are any bzImage a user passes ([`kernels`]). [`qemu`] boots and watches one VM;
-//! [`guest`] is wedge as the guest's `/init`, running the plan the host packed for it
+//! `guest` (a layer above) is wedge as the guest's `/init`, running the plan the host packed for it
 //! ([`wire`], in an image built by [`guest_image`]) with the host's engine and streaming
 //! records over the serial console in [`console`] frames; [`boot`] boots one guest and watches
 //! its console within its budgets; [`support`] finds what this machine has. The VM executor
-//! (`executor::vm`, a layer above) ties them together.
+//! (`exec::vm`, a layer above) ties them together.
 
 pub mod boot;
 pub mod closure;

@@ -11,7 +11,7 @@
 //! window; when wedge cannot see whether a wake source is armed it assumes it is, and the tree is
 //! judged at the deadline instead, which is still a hang verdict, only a later one.
 //!
-//! Per thread (the rule itself is in [`wake`], pure; the kernel reading in `proc::wake`):
+//! Per thread (the rule itself is in [`wake_rule`], pure; the kernel reading in `proc::wake_sources`):
 //! - **state**: running ⇒ not quiescent; stopped, traced, zombie ⇒ quiescent. Asleep (`S`) ⇒
 //!   quiescent only inside a syscall and as below. **Uninterruptible (`D`) is never quiescent**:
 //!   the kernel shows no difference between slow I/O (a long `fsync`, a page fault on a loaded
@@ -34,7 +34,7 @@
 //!   kernel counts no requests in flight; a ring's fdinfo (6.18: `SqHead`, `SqTail`,
 //!   `CachedSqHead`, `CqHead`, `CqTail`, `CachedCqTail`, `PollList`, `CqOverflowList`) shows
 //!   it idle only when every SQE written was consumed, every one consumed has posted its CQE,
-//!   every CQE was reaped, and no poll is armed nor CQE overflowed (`proc::wake::Ring::idle`);
+//!   every CQE was reaped, and no poll is armed nor CQE overflowed (`proc::wake_sources::Ring::idle`);
 //!   anything else, or an fdinfo wedge cannot parse, counts as in flight. A request that posts
 //!   no CQE or several (`IOSQE_CQE_SKIP_SUCCESS`, multishot) keeps its ring "in flight" for
 //!   good: such a tree is judged at the deadline. A wait on an idle ring is a hang:
@@ -86,9 +86,9 @@
 //! # Files
 //!
 //! [`snapshot`] reads the tree from `/proc`; [`quiescence`] is the state machine fed with
-//! snapshots, helped by [`wake`] (what can wake a thread) and [`still`] (the system timers a
-//! still tree may own); `diagnose` builds the [`Diagnosis`] of a hang with [`waitfor`] (who
-//! waits for whom) and [`awake`] (what kept it awake); [`diagnosis`] holds the serialised
+//! snapshots, helped by [`wake_rule`] (what can wake a thread) and [`still`] (the system timers a
+//! still tree may own); `diagnose` builds the [`Diagnosis`] of a hang with [`crate::model::waitfor`] (who
+//! waits for whom) and [`awake`] (what kept it awake); [`crate::model::diagnosis`] holds the serialised
 //! diagnosis types alone, so a record can carry one without this module.
 
 pub mod awake;

@@ -1,10 +1,10 @@
-//! Reading what the wait-for graph (`monitor::waitfor`) is built from: the wait each blocked
+//! Reading what the wait-for graph (`model::waitfor`) is built from: the wait each blocked
 //! thread is in (decoded from its syscall, with the futex words it waits on read from its
 //! memory), each thread's TID in its own pid namespace (`NSpid`, what lock words record), the
 //! pipes and sockets each process holds (`/proc/PID/fd` links and `fdinfo` flags), the peer of
 //! each unix socket a thread waits on (sock_diag), and `/proc/locks`.
 //!
-//! Everything here only reads and parses; the graph's rules are in `monitor::waitfor`. What
+//! Everything here only reads and parses; the graph's rules are in `model::waitfor`. What
 //! cannot be read is left out (an unreadable futex word gives no owner, a vanished process no
 //! fds, a socket sock_diag does not answer for no peer): the graph then has fewer edges, never
 //! wrong ones.

@@ -1,4 +1,4 @@
-//! The wake-source rule, without the kernel: given what `proc::wake` saw, when can a blocked
+//! The wake-source rule, without the kernel: given what `proc::wake_sources` saw, when can a blocked
 //! thread or process be woken by a timer it owns? `None` means nothing visible wakes it; a
 //! [`Wake`] whose `after` is `None` means something may wake it at any moment wedge cannot bound,
 //! so it is not quiescent before the deadline.

@@ -5,11 +5,11 @@
 //!
 //! A trial reads as its phases, one module each, and each hands the next a value:
 //! [`setup`] (directory, process tree, placeholder values: the `Ground`, and the log) →
-//! [`steps`] (the planned actions, their processes started by [`launch`], each wait under the
+//! [`run_steps`] (the planned actions, their processes started by [`launch`], each wait under the
 //! watchdog of [`wait`]; then how the script ended, as the judge's `Observed`, and the
 //! `[[teardown]]` steps; hands on its processes and log) →
 //! [`teardown`] (kill, reap, collect output, check leaks, take the `Ground` apart) →
-//! [`judge`] (a pure function of the observations) → [`record`] (the one place a
+//! [`judge`] (a pure function of the observations) → [`assemble`] (the one place a
 //! [`TrialRecord`] is assembled). [`state`] holds what the phases share read-only (the
 //! `Context`) and a started process's handle, [`log`] the log they hand on; [`engine`] what all
 //! trials of a run share.
