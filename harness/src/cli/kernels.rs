@@ -6,8 +6,15 @@ use super::common::Failure;
 use wedge::vm::image::cache_dir;
 use wedge::vm::kernels::{KnownKernel, cached, default_list_path, fetch, load_list};
 
+/// The guest kernels of the VM backend (kernels.toml, or $WEDGE_KERNELS): list or fetch them.
+#[derive(clap::Args, Debug)]
+pub struct KernelsArgs {
+    #[command(subcommand)]
+    verb: KernelsVerb,
+}
+
 #[derive(Subcommand, Debug)]
-pub enum KernelsVerb {
+enum KernelsVerb {
     /// The known kernels: release, upstream version, whether cached, and config facts.
     List,
     /// Download and unpack kernels into the cache (every known kernel when none is named).
@@ -17,11 +24,11 @@ pub enum KernelsVerb {
     },
 }
 
-pub fn kernels(verb: KernelsVerb) -> Result<(), Failure> {
+pub fn kernels(args: KernelsArgs) -> Result<(), Failure> {
     let path = default_list_path();
     let list = load_list(&path).map_err(|e| Failure::Input(e.to_string()))?;
     let cache = cache_dir();
-    match verb {
+    match args.verb {
         KernelsVerb::List => {
             print_list(&list, &cache);
             Ok(())

@@ -13,12 +13,20 @@ use wedge::model::cell::CellFilter;
 use wedge::plan::awaits_host_probes;
 use wedge::plan::backend::Target;
 
-pub fn list(
-    scenarios: &[PathBuf],
-    filters: &[CellFilter],
-    backend: &BackendArgs,
-) -> Result<(), Failure> {
-    let loaded = load_scenarios(scenarios)?;
+/// List scenarios, their cells and each cell's expectation.
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Scenario files or directories (default: the default suite).
+    scenarios: Vec<PathBuf>,
+    /// Only cells with AXIS=VALUE.
+    #[arg(long = "cell", value_name = "AXIS=VALUE")]
+    cells: Vec<CellFilter>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+pub fn list(args: &ListArgs) -> Result<(), Failure> {
+    let loaded = load_scenarios(&args.scenarios)?;
     // Planned with the VM support `run` would have, so a cell `run` boots a VM for is shown as
     // running there, not as skipped.
     let vms = wedge::vm::support::HostVms::detect();
@@ -26,8 +34,8 @@ pub fn list(
         &wedge::exec::host_facts::surveyed(),
         &loaded,
         &PlanOptions {
-            filters: filters.to_vec(),
-            ..super::common::backend_options(backend, &vms)
+            filters: args.cells.clone(),
+            ..super::common::backend_options(&args.backend, &vms)
         },
     )?;
     let mut current = String::new();

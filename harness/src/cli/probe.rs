@@ -13,14 +13,26 @@ use wedge::probe::run::{SuiteOptions, run_suite};
 use wedge::probe::{ProbeReport, compare, render_table};
 use wedge::vm::support::HostVms;
 
-/// The flags of `wedge probe`.
+/// Probe the kernel behaviours sandbox runtimes depend on (seccomp user notification, the
+/// syscall ABIs, process handling): a table of id, value and evidence. With --kernel, in a VM.
+#[derive(clap::Args, Debug)]
 pub struct ProbeArgs {
-    pub backend: super::common::BackendArgs,
-    pub json: bool,
-    pub compare: bool,
-    pub report: Option<PathBuf>,
-    /// The hidden `--run-one ID`: run that probe in this process.
-    pub run_one: Option<String>,
+    #[command(flatten)]
+    backend: super::common::BackendArgs,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Say which known kernel (reports/kernels.json) this one behaves like, each
+    /// difference, and what it means for the scenario library.
+    #[arg(long)]
+    compare: bool,
+    /// Probe the host and every kernel of kernels.toml; write DIR/kernels.json and
+    /// DIR/kernels.md.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["json", "compare"])]
+    report: Option<PathBuf>,
+    /// Run one probe in this process and print its result (how `wedge probe` runs each).
+    #[arg(long, hide = true, value_name = "ID")]
+    run_one: Option<String>,
 }
 
 pub fn probe(args: ProbeArgs) -> Result<(), Failure> {

@@ -2,7 +2,7 @@
 //! scenario, cell and seed), planned and executed the way `wedge run` plans and executes it,
 //! and print everything the record holds.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use wedge_core::sync::Mutex;
 
 use super::common::{Failure, install_interrupt};
@@ -21,20 +21,32 @@ impl TrialSink for One {
     }
 }
 
-pub fn replay(
-    scenario: &Path,
-    filters: &[CellFilter],
+/// Re-run one trial exactly as recorded: same scenario, cell and seed.
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// The cell (every axis of it), AXIS=VALUE each.
+    #[arg(long = "cell", value_name = "AXIS=VALUE")]
+    cells: Vec<CellFilter>,
+    /// The trial's seed (from trials.jsonl or a report).
+    #[arg(long)]
     seed: u64,
+    /// Also append the record to DIR/trials.jsonl.
+    #[arg(long)]
     out: Option<PathBuf>,
-    backend: &super::common::BackendArgs,
-) -> Result<(), Failure> {
-    let loaded = load_scenarios(&[scenario.to_path_buf()])?;
+    #[command(flatten)]
+    backend: super::common::BackendArgs,
+}
+
+pub fn replay(args: ReplayArgs) -> Result<(), Failure> {
+    let loaded = load_scenarios(std::slice::from_ref(&args.scenario))?;
     let engine = Engine::new();
     let vms = wedge::vm::support::HostVms::detect();
-    let options = super::common::backend_options(backend, &vms);
+    let options = super::common::backend_options(&args.backend, &vms);
     let cell = wedge::exec::host_facts::plan_probing(
         wedge::exec::host_facts::of_engine(&engine),
-        |facts| plan_one(facts, &loaded[0], filters, &options),
+        |facts| plan_one(facts, &loaded[0], &args.cells, &options),
         wedge::plan::awaits_host_probes,
     )?;
     if let Some(why) = &cell.skip {
@@ -44,7 +56,7 @@ pub fn replay(
     let trial = PlannedTrial {
         cell: 0,
         trial: 0,
-        seed,
+        seed: args.seed,
     };
     let one = One(Mutex::new(None));
     let executors = Executors::new(&engine, 1, vms.settings());
@@ -53,7 +65,7 @@ pub fn replay(
         return Err(Failure::Interrupted);
     };
     print_record(&record);
-    if let Some(dir) = out {
+    if let Some(dir) = args.out {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Failure::Input(format!("{}: {e}", dir.display())))?;
         JsonlWriter::open(&dir.join("trials.jsonl"))

@@ -6,7 +6,20 @@ use std::path::{Path, PathBuf};
 use super::common::{Failure, read_dirs};
 use wedge::model::record::JsonlWriter;
 
-pub fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> Result<(), Failure> {
+/// Re-render the reports from trials.jsonl; several directories are merged into --out.
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Results directories.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Where to write the merged trials.jsonl and reports (required with several DIRs).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn report(args: ReportArgs) -> Result<(), Failure> {
+    let ReportArgs { dirs, out } = args;
+    let dirs = dirs.as_slice();
     let records = read_dirs(dirs)?;
     let target = match (&out, dirs) {
         (Some(o), _) => o.clone(),

@@ -14,19 +14,42 @@ use wedge::model::cell::{CellFilter, Shard};
 use wedge::model::record::JsonlWriter;
 use wedge::plan::needs_host_probes;
 
-/// The flags of `wedge run`.
+/// Run scenarios (default: every *.toml in the repository's scenarios/ directory, or
+/// $WEDGE_SCENARIOS) and write trials.jsonl, summary.json, summary.md, junit.xml, index.html.
+#[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    pub scenarios: Vec<PathBuf>,
-    pub trials: Option<u32>,
-    pub filters: Vec<CellFilter>,
-    pub jobs: Option<usize>,
-    pub out: Option<PathBuf>,
-    pub gate: bool,
-    pub policy: wedge::report::gate::GatePolicy,
-    pub shard: Option<Shard>,
-    pub seed: Option<u64>,
-    pub backend: super::common::BackendArgs,
-    pub quiet: bool,
+    /// Scenario files or directories of them.
+    scenarios: Vec<PathBuf>,
+    /// Trials per cell (overrides each scenario's `trials`).
+    #[arg(long)]
+    trials: Option<u32>,
+    /// Run only cells with AXIS=VALUE (repeat; values of one axis are alternatives).
+    #[arg(long = "cell", value_name = "AXIS=VALUE")]
+    cells: Vec<CellFilter>,
+    /// Trials run in parallel (default: the host's CPU count; pinned trials never share CPUs).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Results directory (default: wedge-results/<UTC time>). Must not hold results yet.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Exit 1 when a cell misses its expectation (or was skipped, or a shard is missing).
+    /// Without it the run reports how many cells missed and exits 0.
+    #[arg(long)]
+    gate: bool,
+    /// With --gate: cells this host cannot run (listed either way) do not fail the gate.
+    #[arg(long)]
+    allow_skipped: bool,
+    /// Run only the I-th of N deterministic slices of the cells (1-based), e.g. 2/4.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Base seed (overrides each scenario's `seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    #[command(flatten)]
+    backend: super::common::BackendArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn default_out() -> PathBuf {
@@ -60,7 +83,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let engine = Engine::new();
     let vms = wedge::vm::support::HostVms::detect();
     let options = PlanOptions {
-        filters: args.filters,
+        filters: args.cells,
         shard: args.shard,
         trials: args.trials,
         seed: args.seed,
@@ -115,7 +138,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         print_expectations(&summary);
         return Ok(());
     }
-    let failures = wedge::report::gate::gate(&summary, &records, args.policy);
+    let policy = wedge::report::gate::GatePolicy {
+        allow_skipped: args.allow_skipped,
+    };
+    let failures = wedge::report::gate::gate(&summary, &records, policy);
     print_gate(&failures);
     if failures.is_empty() {
         Ok(())
