@@ -295,6 +295,7 @@ impl Case {
             stderr_forbid: None,
             diagnosis: None,
             diagnosis_regex: None,
+            hang_class: None,
             min_rate: None,
             allow_lingering: false,
             allow_leftover_processes: Vec::new(),

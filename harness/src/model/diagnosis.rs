@@ -23,6 +23,18 @@ pub enum HangClass {
     Stalled,
 }
 
+impl HangClass {
+    /// The name a scenario and a record use, e.g. `deadlock`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangClass::Deadlock => "deadlock",
+            HangClass::Blocked => "blocked",
+            HangClass::Spinning => "spinning",
+            HangClass::Stalled => "stalled",
+        }
+    }
+}
+
 /// Why a trial is a hang, per process and thread.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Diagnosis {

@@ -121,7 +121,10 @@ pub fn judge(e: &Expectation, o: &Observed) -> Judgement {
         Outcome::Any => verdict != Verdict::Error && o.leaks.is_empty() && o.teardown.is_empty(),
     };
     if e.outcome == Outcome::Hang && verdict == Verdict::Hang && !met {
-        reason = format!("{reason} — expected a diagnosis {}", wanted_diagnosis(e));
+        reason = match class_mismatch(e, diagnosis.as_ref()) {
+            Some(why) => format!("{reason} — {why}"),
+            None => format!("{reason} — expected a diagnosis {}", wanted_diagnosis(e)),
+        };
     }
     Judgement {
         verdict,
@@ -131,8 +134,8 @@ pub fn judge(e: &Expectation, o: &Observed) -> Judgement {
     }
 }
 
-/// Whether a hang's diagnosis is the one `e` asks for: its summary contains `diagnosis` and
-/// matches `diagnosis_regex` (each when given).
+/// Whether a hang's diagnosis is the one `e` asks for: its summary contains `diagnosis`,
+/// matches `diagnosis_regex` and its class is `hang_class` (each when given).
 fn diagnosis_meets(e: &Expectation, diagnosis: Option<&Diagnosis>) -> bool {
     let summary = diagnosis.map(|d| d.summary.as_str());
     let contains = e
@@ -143,7 +146,26 @@ fn diagnosis_meets(e: &Expectation, diagnosis: Option<&Diagnosis>) -> bool {
     let matches = e.diagnosis_regex.as_ref().is_none_or(|p| {
         regex::Regex::new(p).is_ok_and(|re| summary.is_some_and(|s| re.is_match(s)))
     });
-    contains && matches
+    contains && matches && class_mismatch(e, diagnosis).is_none()
+}
+
+/// Why a hang's class is not the `hang_class` asked for, naming both; `None` when it is, or
+/// none was asked for. A diagnosis that records no class (a record older than the classes)
+/// cannot show it is the one asked for, so it misses too.
+fn class_mismatch(e: &Expectation, diagnosis: Option<&Diagnosis>) -> Option<String> {
+    let want = e.hang_class?;
+    match diagnosis.and_then(|d| d.class) {
+        Some(got) if got == want => None,
+        Some(got) => Some(format!(
+            "expected a hang of class {}, diagnosed {}",
+            want.as_str(),
+            got.as_str()
+        )),
+        None => Some(format!(
+            "expected a hang of class {}, the diagnosis records no class",
+            want.as_str()
+        )),
+    }
 }
 
 /// `containing "X"`, `matching /R/`, or both: what a hang expectation asks of the diagnosis.
@@ -267,6 +289,7 @@ mod tests {
             stderr_forbid: None,
             diagnosis: None,
             diagnosis_regex: None,
+            hang_class: None,
             min_rate: None,
             allow_lingering: false,
             allow_leftover_processes: Vec::new(),
@@ -446,6 +469,43 @@ mod tests {
             "{}",
             j.reason
         );
+    }
+
+    #[test]
+    fn a_hang_class_must_be_the_diagnosed_one() {
+        use crate::model::diagnosis::HangClass;
+        let mut e = expect(Outcome::Hang);
+        e.hang_class = Some(HangClass::Deadlock);
+        let hang = |class: Option<HangClass>| Observed {
+            subject_started: true,
+            end: StepsEnd::Hang(Diagnosis {
+                class,
+                ..diagnosis("abba[41]: 2 × abba threads blocked in futex(FUTEX_WAIT_PRIVATE)")
+            }),
+            ..Observed::default()
+        };
+        let j = judge(&e, &hang(Some(HangClass::Deadlock)));
+        assert_eq!((j.verdict, j.met), (Verdict::Hang, true));
+        let j = judge(&e, &hang(Some(HangClass::Blocked)));
+        assert_eq!((j.verdict, j.met), (Verdict::Hang, false));
+        assert!(
+            j.reason
+                .ends_with(" — expected a hang of class deadlock, diagnosed blocked"),
+            "{}",
+            j.reason
+        );
+        let j = judge(&e, &hang(None));
+        assert!(!j.met);
+        assert!(
+            j.reason
+                .ends_with(" — expected a hang of class deadlock, the diagnosis records no class"),
+            "{}",
+            j.reason
+        );
+        // Without `hang_class`, any class (or none) meets a hang expectation.
+        e.hang_class = None;
+        assert!(judge(&e, &hang(Some(HangClass::Spinning))).met);
+        assert!(judge(&e, &hang(None)).met);
     }
 
     #[test]

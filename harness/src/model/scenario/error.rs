@@ -68,6 +68,12 @@ pub enum ExpectError {
         "{key}: \"{glob}\" must be an absolute path (or start with a placeholder such as {{tmp}})"
     )]
     RelativePath { key: &'static str, glob: String },
+    /// A key given in a table where it means nothing.
+    #[error("`{field}` only applies to `{applies_to}`")]
+    OnlyFor {
+        field: &'static str,
+        applies_to: &'static str,
+    },
 }
 
 /// An axis of `[matrix]`, or a selector of its cells (`only`, `when.cell`), that is not valid.

@@ -5,6 +5,10 @@
 //!
 //! An override keyed on probes applies only when the probe values of the machine the trial runs
 //! on are known and equal: with no probe values (not probed yet), it does not apply.
+//!
+//! `hang_class` is checked against its own table: it is a load error unless that table's
+//! outcome (an override's own, else the base's) is `hang`, so a class can never be asked of
+//! an exit it would silently not apply to.
 
 use std::ops::Range;
 
@@ -16,6 +20,7 @@ use super::locate::{Locator, ScenarioError};
 use super::matrix::{Axis, CellMatch, cell_match, cell_matches};
 use super::spec::{ExitSpec, ExpectSpec, Outcome, WhenSpec};
 use crate::model::cell::Cell;
+use crate::model::diagnosis::HangClass;
 use crate::model::probe_ids::ProbeValues;
 
 /// The fewest trials a rate gate (`min_rate`) runs: with fewer, the interval is so wide that a
@@ -44,6 +49,9 @@ pub struct Expectation {
     /// A regex the hang diagnosis's summary must match (besides containing `diagnosis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnosis_regex: Option<String>,
+    /// The class the hang diagnosis must record (`deadlock`, `blocked`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hang_class: Option<HangClass>,
     /// Gate threshold on the Wilson lower bound of the rate of trials meeting the expectation;
     /// `None`: every trial must meet it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +97,9 @@ impl Expectation {
                 }
                 if let Some(r) = &self.diagnosis_regex {
                     parts.push(format!("diagnosis ~ /{r}/"));
+                }
+                if let Some(c) = self.hang_class {
+                    parts.push(format!("class {}", c.as_str()));
                 }
             }
             Outcome::Any => parts.push("any (measured only)".to_string()),
@@ -156,6 +167,8 @@ struct When {
     probes: Vec<(String, String)>,
     /// `diagnosis_regex`, checked.
     diagnosis_regex: Option<String>,
+    /// `hang_class`, checked.
+    hang_class: Option<HangClass>,
     spec: WhenSpec,
 }
 
@@ -165,6 +178,8 @@ pub(crate) struct Expectations {
     base: ExpectSpec,
     /// The base `diagnosis_regex`, checked.
     base_regex: Option<String>,
+    /// The base `hang_class`, checked.
+    base_class: Option<HangClass>,
     whens: Vec<When>,
 }
 
@@ -201,6 +216,26 @@ fn check_diagnosis_regex(
     Ok(Some(r.get_ref().clone()))
 }
 
+/// Checks that `hang_class`, when given, sits in a table whose outcome is `hang`, reported at
+/// its value.
+fn check_hang_class(
+    class: &Option<toml::Spanned<HangClass>>,
+    outcome: Outcome,
+    loc: &Locator<'_>,
+) -> Result<Option<HangClass>, ScenarioError> {
+    let Some(c) = class else {
+        return Ok(None);
+    };
+    if outcome != Outcome::Hang {
+        let e = ExpectError::OnlyFor {
+            field: "hang_class",
+            applies_to: "outcome = \"hang\"",
+        };
+        return Err(loc.error(c.span(), e.to_string()));
+    }
+    Ok(Some(*c.get_ref()))
+}
+
 /// Checks `[expect]` and its overrides against the axes.
 pub(crate) fn parse(
     expect: Option<&toml::Spanned<ExpectSpec>>,
@@ -220,6 +255,8 @@ pub(crate) fn parse(
     )
     .map_err(|e| loc.error(span, e.to_string()))?;
     let base_regex = check_diagnosis_regex(&base.diagnosis_regex, loc)?;
+    let base_outcome = base.outcome.unwrap_or_default();
+    let base_class = check_hang_class(&base.hang_class, base_outcome, loc)?;
     let mut whens = Vec::new();
     for w in &base.when {
         let at = |m: String| loc.error(w.span(), m);
@@ -232,6 +269,8 @@ pub(crate) fn parse(
         )
         .map_err(|e| at(e.to_string()))?;
         let diagnosis_regex = check_diagnosis_regex(&spec.diagnosis_regex, loc)?;
+        let outcome = spec.outcome.unwrap_or(base_outcome);
+        let hang_class = check_hang_class(&spec.hang_class, outcome, loc)?;
         let cell = cell_match(&spec.cell, axes, "when.cell").map_err(|e| at(e.to_string()))?;
         let kernel =
             match &spec.kernel {
@@ -251,6 +290,7 @@ pub(crate) fn parse(
             kernel,
             probes,
             diagnosis_regex,
+            hang_class,
             spec,
         });
     }
@@ -260,6 +300,7 @@ pub(crate) fn parse(
             ..base
         },
         base_regex,
+        base_class,
         whens,
     })
 }
@@ -283,6 +324,7 @@ impl Expectations {
             stderr_forbid: base.stderr_forbid.clone(),
             diagnosis: base.diagnosis.clone(),
             diagnosis_regex: self.base_regex.clone(),
+            hang_class: self.base_class,
             min_rate: base.min_rate,
             allow_lingering: base.allow_lingering.unwrap_or(false),
             allow_leftover_processes: base.allow_leftover_processes.clone().unwrap_or_default(),
@@ -302,6 +344,9 @@ impl Expectations {
             apply(&mut e, &w.spec);
             if w.diagnosis_regex.is_some() {
                 e.diagnosis_regex = w.diagnosis_regex.clone();
+            }
+            if w.hang_class.is_some() {
+                e.hang_class = w.hang_class;
             }
         }
         e
@@ -402,5 +447,74 @@ impl Expectation {
         self.allow_leftover_processes
             .iter()
             .any(|g| glob::Pattern::new(g).is_ok_and(|p| p.matches(comm) || p.matches(cmdline)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::model::diagnosis::HangClass;
+    use crate::model::scenario::{Scenario, ScenarioError};
+
+    const BASE: &str =
+        "[subject]\nkind = \"command\"\nargv = [\"true\"]\n[matrix]\nv = [\"a\", \"b\"]\n";
+
+    fn parse(expect: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(Path::new("t.toml"), &format!("{BASE}{expect}"))
+    }
+
+    #[test]
+    fn hang_class_loads_and_an_override_replaces_it() {
+        let s = parse(
+            "[expect]\noutcome = \"hang\"\nhang_class = \"deadlock\"\n\
+             [[expect.when]]\ncell = { v = \"b\" }\nhang_class = \"blocked\"\n",
+        )
+        .unwrap();
+        let cells = s.cells();
+        let a = s.expectation(&cells[0], "6.18.0");
+        assert_eq!(a.hang_class, Some(HangClass::Deadlock));
+        assert_eq!(a.describe(), "hang, class deadlock");
+        let b = s.expectation(&cells[1], "6.18.0");
+        assert_eq!(b.hang_class, Some(HangClass::Blocked));
+        // An override that makes a cell a hang may ask for the class of that hang.
+        let s = parse(
+            "[[expect.when]]\ncell = { v = \"b\" }\noutcome = \"hang\"\nhang_class = \"spinning\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.expectation(&s.cells()[0], "6.18.0").hang_class, None);
+        let b = s.expectation(&s.cells()[1], "6.18.0");
+        assert_eq!(b.hang_class, Some(HangClass::Spinning));
+    }
+
+    #[test]
+    fn hang_class_outside_a_hang_is_an_error_at_its_value() {
+        for (text, line, col) in [
+            ("[expect]\nhang_class = \"deadlock\"\n", 7, 14),
+            (
+                "[expect]\noutcome = \"any\"\n\nhang_class = \"stalled\"\n",
+                9,
+                14,
+            ),
+            (
+                "[expect]\noutcome = \"hang\"\n[[expect.when]]\ncell = { v = \"a\" }\n\
+                 outcome = \"exit\"\nhang_class = \"blocked\"\n",
+                11,
+                14,
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(
+                e.message, "`hang_class` only applies to `outcome = \"hang\"`",
+                "{text}: {e}"
+            );
+            assert_eq!(
+                (e.file.as_str(), e.line, e.col),
+                ("t.toml", line, col),
+                "{text}: {e}"
+            );
+        }
+        let e = parse("[expect]\noutcome = \"hang\"\nhang_class = \"livelock\"\n").unwrap_err();
+        assert!(e.message.contains("livelock"), "{e}");
     }
 }

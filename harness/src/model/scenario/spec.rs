@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::model::diagnosis::HangClass;
+
 pub use super::exit::ExitSpec;
 
 /// A whole scenario file.
@@ -343,6 +345,9 @@ pub struct ExpectSpec {
     pub diagnosis: Option<String>,
     /// A regex the hang diagnosis must match (located, so a bad one is reported at its key).
     pub diagnosis_regex: Option<Spanned<String>>,
+    /// The class the hang must have (located, so one outside a hang expectation is reported at
+    /// its key).
+    pub hang_class: Option<Spanned<HangClass>>,
     pub min_rate: Option<f64>,
     pub allow_lingering: Option<bool>,
     /// Processes that may outlive the subject: a comm or an argv glob each.
@@ -374,6 +379,8 @@ pub struct WhenSpec {
     pub diagnosis: Option<String>,
     /// A regex the hang diagnosis must match.
     pub diagnosis_regex: Option<Spanned<String>>,
+    /// The class the hang must have.
+    pub hang_class: Option<Spanned<HangClass>>,
     pub min_rate: Option<f64>,
     pub allow_lingering: Option<bool>,
     /// Processes that may outlive the subject: a comm or an argv glob each.
