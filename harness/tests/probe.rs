@@ -145,7 +145,7 @@ fn planning_resolves_probe_keyed_expectations_with_the_hosts_values() {
 /// Why the VM test cannot run here, if it cannot.
 fn vm_missing(vms: &wedge::vm::support::HostVms) -> Option<String> {
     if let Some(why) = vms.unavailable() {
-        return Some(why);
+        return Some(why.to_string());
     }
     for k in ["6.1", "6.12"] {
         if let Err(why) = vms.kernel(k) {

@@ -331,7 +331,9 @@ fn trials_jsonl_round_trips_and_survives_a_torn_line() {
     broken.push_str("\nnot json\n");
     broken.push_str(&lines[3..lines.len() - 1].join("\n"));
     std::fs::write(&path, broken).unwrap();
-    let err = wedge::model::record::read_jsonl(&path).unwrap_err();
+    let err = wedge::model::record::read_jsonl(&path)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("trials.jsonl:4:"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -35,7 +35,7 @@ fn vms() -> Option<(HostVms, VmSettings)> {
     let vms = HostVms::detect();
     let why = vms
         .unavailable()
-        .or_else(|| vms.kernel("6.1").err().map(|e| e.to_string()))
+        .or_else(|| vms.kernel("6.1").err())
         .map(|e| format!("VM tests cannot run: {e}"));
     match why {
         None => {

@@ -92,7 +92,7 @@ pub fn read_dirs(dirs: &[PathBuf]) -> Result<Vec<TrialRecord>, Failure> {
         if !path.is_file() {
             return Err(Failure::Input(format!("{}: no trials.jsonl", d.display())));
         }
-        all.extend(read_jsonl(&path).map_err(Failure::Input)?);
+        all.extend(read_jsonl(&path).map_err(|e| Failure::Input(e.to_string()))?);
     }
     Ok(all)
 }

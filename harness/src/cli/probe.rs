@@ -81,9 +81,9 @@ fn probe_where(backend: Backend, wants: &Wants, vms: &HostVms) -> Result<ProbeRe
     match target {
         Target::Host => Ok(probe_host(&host)),
         Target::Vm(t) => {
-            let settings = vms
-                .settings()
-                .ok_or_else(|| Failure::Input(vms.unavailable().unwrap_or_default()))?;
+            let settings = vms.settings().ok_or_else(|| {
+                Failure::Input(vms.unavailable().map(|e| e.to_string()).unwrap_or_default())
+            })?;
             wedge::errln!(
                 "wedge: probing kernel {} in a VM ({} vCPUs, {})",
                 t.kernel.name,

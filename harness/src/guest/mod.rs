@@ -23,7 +23,7 @@ use crate::exec::TrialSink;
 use crate::exec::host::{HostCell, run_here};
 use crate::model::record::TrialRecord;
 use crate::model::scenario::{Expectation, Scenario};
-use crate::plan::{PlannedTrial, time_scaled_ms};
+use crate::plan::{PlannedTrial, resolve};
 use crate::probe::run::{SuiteOptions, run_suite};
 use crate::probe::{ProbeReport, ProbeValues};
 use crate::vm::console::{self, FrameKind};
@@ -147,9 +147,12 @@ impl Unpacked {
                 scenario: gc.scenario,
             })?;
             expectations.push(if gc.resolve_with_probes {
-                let mut e = s.expectation_with(&gc.cell, version, probes);
-                e.within_ms = e.within_ms.map(|ms| time_scaled_ms(ms, plan.time_scale));
-                e
+                // The host's own resolution, with the probes it could not know.
+                resolve(
+                    &s.expectation_of(&gc.cell, version),
+                    plan.time_scale,
+                    probes,
+                )
             } else {
                 gc.expectation.clone()
             });

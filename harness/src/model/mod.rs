@@ -3,6 +3,7 @@
 
 pub mod cell;
 pub mod diagnosis;
+pub mod error;
 pub mod limit_spec;
 pub mod probe_ids;
 pub mod record;

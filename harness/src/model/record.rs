@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::cell::Cell;
 use crate::model::diagnosis::Diagnosis;
+use crate::model::error::RecordError;
 use crate::model::scenario::Expectation;
 
 /// What happened in a trial.
@@ -235,12 +236,16 @@ impl JsonlWriter {
 
 /// Reads every record of a `trials.jsonl`. A torn last line (a crash mid-write) is skipped;
 /// any other bad line is an error with its line number.
-pub fn read_jsonl(path: &Path) -> Result<Vec<TrialRecord>, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_jsonl(path: &Path) -> Result<Vec<TrialRecord>, RecordError> {
+    let io = |source| RecordError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
     let lines: Vec<String> = BufReader::new(file)
         .lines()
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(io)?;
     let mut records = Vec::new();
     let last = lines.len();
     for (i, line) in lines.iter().enumerate() {
@@ -252,7 +257,13 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<TrialRecord>, String> {
             Err(_) if i + 1 == last => {
                 tracing::warn!("{}:{}: skipping a torn last line", path.display(), i + 1);
             }
-            Err(e) => return Err(format!("{}:{}:{}: {e}", path.display(), i + 1, e.column())),
+            Err(source) => {
+                return Err(RecordError::BadLine {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    source,
+                });
+            }
         }
     }
     Ok(records)

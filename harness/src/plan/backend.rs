@@ -9,6 +9,7 @@
 //!   there; every cell that runs nowhere gets a reason that says what is missing.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::model::record::Host;
 
@@ -63,20 +64,42 @@ impl Target {
     }
 }
 
-/// Why VM support cannot give a kernel (unknown, not fetched, no list), in its own words.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct VmError(pub String);
+/// Why VM support cannot run a guest here or give a kernel (no QEMU, unknown, not fetched, no
+/// list). The cause is the VM layer's own error, which planning (a layer below) cannot name: it
+/// is kept whole behind the trait object, and its text is the message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct VmError(Arc<dyn std::error::Error + Send + Sync>);
 
+impl VmError {
+    /// Wraps VM support's own error.
+    pub fn new(cause: impl std::error::Error + Send + Sync + 'static) -> VmError {
+        VmError(Arc::new(cause))
+    }
+}
+
+/// Two reasons are the same when they read the same: the causes' types are not comparable
+/// behind the trait object, and a plan compares places only to tell them apart.
+impl PartialEq for VmError {
+    fn eq(&self, other: &VmError) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for VmError {}
+
+/// A reason given as text ([`NoVm`]'s, and test doubles').
 impl From<String> for VmError {
     fn from(why: String) -> VmError {
-        VmError(why)
+        VmError(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
+            why,
+        )))
     }
 }
 
 impl From<&str> for VmError {
     fn from(why: &str) -> VmError {
-        VmError(why.to_string())
+        VmError::from(why.to_string())
     }
 }
 
@@ -87,8 +110,8 @@ pub enum PlaceError {
     #[error("{why} (--backend host)")]
     HostOnly { why: String },
     /// No VM can run here at all (no QEMU, no guest build of wedge).
-    #[error("{0}")]
-    NoVm(String),
+    #[error(transparent)]
+    NoVm(VmError),
     /// VM support cannot give the kernel the cell needs.
     #[error(transparent)]
     Kernel(#[from] VmError),
@@ -104,7 +127,7 @@ pub enum PlaceError {
 /// What VM support this machine has.
 pub trait VmSupport: Send + Sync {
     /// Why no VM can run here at all (no QEMU, no guest build of wedge), if so.
-    fn unavailable(&self) -> Option<String>;
+    fn unavailable(&self) -> Option<VmError>;
     /// The kernel a name or path stands for, ready to boot, or why not.
     fn kernel(&self, name: &str) -> Result<BootKernel, VmError>;
     /// The kernel a VM boots when the cell names none.
@@ -120,24 +143,24 @@ pub trait VmSupport: Send + Sync {
 pub struct NoVm(pub String);
 
 impl VmSupport for NoVm {
-    fn unavailable(&self) -> Option<String> {
-        Some(self.0.clone())
+    fn unavailable(&self) -> Option<VmError> {
+        Some(self.0.clone().into())
     }
     fn kernel(&self, _: &str) -> Result<BootKernel, VmError> {
-        Err(VmError(self.0.clone()))
+        Err(self.0.clone().into())
     }
     fn default_kernel(&self) -> Result<BootKernel, VmError> {
-        Err(VmError(self.0.clone()))
+        Err(self.0.clone().into())
     }
 }
 
 /// Shared VM support for planning (`Debug` and `Default` so plan options keep theirs).
 #[derive(Clone)]
-pub struct VmHandle(pub std::sync::Arc<dyn VmSupport>);
+pub struct VmHandle(pub Arc<dyn VmSupport>);
 
 impl Default for VmHandle {
     fn default() -> VmHandle {
-        VmHandle(std::sync::Arc::new(NoVm(
+        VmHandle(Arc::new(NoVm(
             "no VM support was set up for this run".into(),
         )))
     }
@@ -247,7 +270,7 @@ mod tests {
     /// QEMU and a guest build, with two kernels, one of them not fetched.
     struct Vms;
     impl VmSupport for Vms {
-        fn unavailable(&self) -> Option<String> {
+        fn unavailable(&self) -> Option<VmError> {
             None
         }
         fn kernel(&self, name: &str) -> Result<BootKernel, VmError> {
@@ -329,7 +352,7 @@ mod tests {
     fn a_known_kernel_with_the_hosts_release_is_the_host() {
         struct Same;
         impl VmSupport for Same {
-            fn unavailable(&self) -> Option<String> {
+            fn unavailable(&self) -> Option<VmError> {
                 None
             }
             fn kernel(&self, n: &str) -> Result<BootKernel, VmError> {

@@ -49,7 +49,7 @@ pub fn ia32_emulation() -> Observed {
             "no",
             format!("int 0x80 killed the process with signal {s} (no i386 entry point)"),
         ),
-        Err(e) => Observed::new("error", e),
+        Err(e) => Observed::new("error", e.to_string()),
     }
 }
 

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::error::ProbeError;
+
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildEnd {
@@ -16,19 +18,19 @@ pub enum ChildEnd {
 
 /// Runs `f` in a forked child (which dies with this process) and waits for it; `f`'s return
 /// value is the child's exit code. Call only while this process has one thread.
-pub fn in_child(f: impl FnOnce() -> i32) -> Result<ChildEnd, String> {
+pub fn in_child(f: impl FnOnce() -> i32) -> Result<ChildEnd, ProbeError> {
     let pid = fork_child(f)?;
     wait_child(pid)
 }
 
 /// Forks a child that runs `f` and exits with its value; the child's pid. Call only while this
 /// process has one thread.
-pub fn fork_child(f: impl FnOnce() -> i32) -> Result<i32, String> {
+pub fn fork_child(f: impl FnOnce() -> i32) -> Result<i32, ProbeError> {
     // SAFETY: fork(2) in a single-threaded process (see the module doc): the child owns a
     // consistent copy of everything, including the allocator's locks.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        return Err(ProbeError::Fork(std::io::Error::last_os_error()));
     }
     if pid == 0 {
         // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process; _exit(2) ends the
@@ -43,14 +45,14 @@ pub fn fork_child(f: impl FnOnce() -> i32) -> Result<i32, String> {
 }
 
 /// Waits for (and reaps) child `pid`.
-pub fn wait_child(pid: i32) -> Result<ChildEnd, String> {
+pub fn wait_child(pid: i32) -> Result<ChildEnd, ProbeError> {
     use nix::sys::wait::{WaitStatus, waitpid};
     loop {
         match waitpid(nix::unistd::Pid::from_raw(pid), None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(ChildEnd::Code(code)),
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ChildEnd::Signal(sig as i32)),
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("waitpid {pid}: {e}")),
+            Err(source) => return Err(ProbeError::Waitpid { pid, source }),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::child::{fork_child, last_errno};
+use super::error::{ListenerError, ProbeError};
 
 /// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (6.6), not in every libc.
 pub const FD_SYNC_WAKE_UP: u64 = 1;
@@ -94,8 +95,8 @@ pub struct Target {
 impl Target {
     /// Forks a target that installs the filter with `NEW_LISTENER | extra` and runs `script`.
     /// Call only while this process has one thread.
-    pub fn spawn(extra: libc::c_ulong, script: Script) -> Result<Target, String> {
-        let (parent, child) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    pub fn spawn(extra: libc::c_ulong, script: Script) -> Result<Target, ProbeError> {
+        let (parent, child) = UnixStream::pair().map_err(ProbeError::Socketpair)?;
         let parent_raw = parent.as_raw_fd();
         let pid = fork_child(|| {
             // SAFETY: closes the child's copy of the parent's end (it would hide the parent's
@@ -122,13 +123,8 @@ impl Target {
         };
         match recv_fd(&t.sock) {
             Ok(Ok(fd)) => t.listener = Some(fd),
-            Ok(Err(errno)) => {
-                return Err(format!(
-                    "NEW_LISTENER failed: {}",
-                    super::child::errno_name(errno)
-                ));
-            }
-            Err(e) => return Err(format!("no listener from the target: {e}")),
+            Ok(Err(errno)) => return Err(ProbeError::NewListener(errno)),
+            Err(e) => return Err(ProbeError::NoListener(e)),
         }
         Ok(t)
     }
@@ -149,33 +145,33 @@ impl Target {
     }
 
     /// Reads `N` values the script wrote.
-    pub fn read_values<const N: usize>(&mut self) -> Result<[i64; N], String> {
+    pub fn read_values<const N: usize>(&mut self) -> Result<[i64; N], ProbeError> {
         let mut out = [0i64; N];
         for v in &mut out {
             let mut b = [0u8; 8];
             self.sock
                 .read_exact(&mut b)
-                .map_err(|e| format!("reading the target: {e}"))?;
+                .map_err(ProbeError::ReadTarget)?;
             *v = i64::from_ne_bytes(b);
         }
         Ok(out)
     }
 
     /// Waits until the target has exited, leaving it a zombie.
-    pub fn wait_exited(&self) -> Result<(), String> {
+    pub fn wait_exited(&self) -> Result<(), ProbeError> {
         use nix::sys::wait::{Id, WaitPidFlag, waitid};
         loop {
             let id = Id::Pid(nix::unistd::Pid::from_raw(self.pid));
             match waitid(id, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
                 Ok(_) => return Ok(()),
                 Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(format!("waitid: {e}")),
+                Err(e) => return Err(ProbeError::Waitid(e)),
             }
         }
     }
 
     /// Reaps the (exited) target.
-    pub fn reap(&mut self) -> Result<(), String> {
+    pub fn reap(&mut self) -> Result<(), ProbeError> {
         self.reaped = true;
         super::child::wait_child(self.pid).map(|_| ())
     }
@@ -257,7 +253,7 @@ fn send_fd(sock: &UnixStream, fd: RawFd) -> nix::Result<usize> {
 }
 
 /// Receives what [`send_fd`] sent: the fd, or the errno the target got.
-fn recv_fd(sock: &UnixStream) -> Result<Result<OwnedFd, i32>, String> {
+fn recv_fd(sock: &UnixStream) -> Result<Result<OwnedFd, i32>, ListenerError> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut payload = [0u8; 4];
     let mut iov = [std::io::IoSliceMut::new(&mut payload)];
@@ -268,15 +264,15 @@ fn recv_fd(sock: &UnixStream) -> Result<Result<OwnedFd, i32>, String> {
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
-    .map_err(|e| format!("recvmsg: {e}"))?;
+    .map_err(ListenerError::Recvmsg)?;
     let mut got = None;
-    for c in msg.cmsgs().map_err(|e| format!("recvmsg: {e}"))? {
+    for c in msg.cmsgs().map_err(ListenerError::Recvmsg)? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             got = fds.first().copied();
         }
     }
     if msg.bytes != 4 {
-        return Err("the target exited before handing over its listener".into());
+        return Err(ListenerError::TargetExited);
     }
     let value = i32::from_ne_bytes(payload);
     match got {
@@ -284,7 +280,7 @@ fn recv_fd(sock: &UnixStream) -> Result<Result<OwnedFd, i32>, String> {
         // owns it.
         Some(fd) => Ok(Ok(unsafe { OwnedFd::from_raw_fd(fd) })),
         None if value < 0 => Ok(Err(-value)),
-        None => Err("the target sent no descriptor".into()),
+        None => Err(ListenerError::NoDescriptor),
     }
 }
 
@@ -334,7 +330,7 @@ pub struct BlockedRecv {
 
 impl BlockedRecv {
     /// Starts `NOTIF_RECV` on `fd` in a new thread and waits until it is seen asleep in it.
-    pub fn start(fd: RawFd) -> Result<BlockedRecv, String> {
+    pub fn start(fd: RawFd) -> Result<BlockedRecv, ProbeError> {
         let (ids_tx, ids_rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         std::thread::spawn(move || {
@@ -344,12 +340,10 @@ impl BlockedRecv {
             let r = recv(fd);
             let _ = done_tx.send((r, Instant::now()));
         });
-        let (tid, thread) = ids_rx
-            .recv()
-            .map_err(|_| "the receiving thread died".to_string())?;
+        let (tid, thread) = ids_rx.recv().map_err(|_| ProbeError::ReceiverDied)?;
         let path = format!("/proc/self/task/{tid}/syscall");
         if !super::child::wait_in_syscall(&path, libc::SYS_ioctl, Duration::from_secs(5)) {
-            return Err("the receiving thread was never seen blocked in NOTIF_RECV".into());
+            return Err(ProbeError::NeverBlocked);
         }
         Ok(BlockedRecv { tid, thread, done })
     }

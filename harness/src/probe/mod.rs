@@ -19,6 +19,7 @@
 pub mod abi;
 pub mod child;
 pub mod compare;
+pub mod error;
 pub mod known;
 pub mod listener;
 pub mod process;
@@ -29,6 +30,8 @@ pub use crate::model::probe_ids::{
     ALWAYS, PROBES, ProbeDef, ProbeReport, ProbeResult, ProbeValues, TokenError, Tokens,
     check_token, probe_def,
 };
+
+use error::ResultLineError;
 
 /// A probe's observation, before the runner stamps its id and time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,18 +55,20 @@ impl Observed {
 }
 
 /// Parses the one line a `--run-one` process prints; the id must be the one asked for.
-pub fn parse_result_line(id: &str, stdout: &str) -> Result<ProbeResult, String> {
+pub fn parse_result_line(id: &str, stdout: &str) -> Result<ProbeResult, ResultLineError> {
     let line = stdout
         .lines()
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| "the probe printed no result".to_string())?;
-    let r: ProbeResult =
-        serde_json::from_str(line).map_err(|e| format!("unreadable probe result: {e}"))?;
+        .ok_or(ResultLineError::NoResult)?;
+    let r: ProbeResult = serde_json::from_str(line).map_err(ResultLineError::Unreadable)?;
     if r.id != id {
-        return Err(format!("asked for probe {id}, got a result for {}", r.id));
+        return Err(ResultLineError::OtherProbe {
+            asked: id.to_string(),
+            got: r.id,
+        });
     }
-    check_token(id, &r.value).map_err(|e| e.to_string())?;
+    check_token(id, &r.value)?;
     Ok(r)
 }
 
@@ -117,11 +122,13 @@ mod tests {
         assert!(
             parse_result_line("user_ns", line)
                 .unwrap_err()
+                .to_string()
                 .contains("got a result for pid_ns")
         );
         assert!(
             parse_result_line("pid_ns", "")
                 .unwrap_err()
+                .to_string()
                 .contains("no result")
         );
         let bad = line.replace("\"yes\"", "\"sure\"");

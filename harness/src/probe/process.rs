@@ -110,7 +110,8 @@ pub fn clone3_into_cgroup() -> Observed {
             format!("clone3(CLONE_INTO_CGROUP) failed with {errno}"),
         );
     }
-    let end = wait_child(pid as i32);
+    // The evidence shows the error's text, as `Err("waitpid …")`.
+    let end = wait_child(pid as i32).map_err(|e| e.to_string());
     Observed::yes_no(
         end == Ok(ChildEnd::Code(0)),
         format!("clone3(CLONE_INTO_CGROUP, {dir}) started child {pid}: {end:?}"),
@@ -147,7 +148,7 @@ fn unshare_in_child(flags: libc::c_int, then: fn() -> i32) -> Result<i32, Observ
     match end {
         Ok(ChildEnd::Code(c)) => Ok(c),
         Ok(ChildEnd::Signal(s)) => Err(Observed::new("error", format!("signal {s}"))),
-        Err(e) => Err(Observed::new("error", e)),
+        Err(e) => Err(Observed::new("error", e.to_string())),
     }
 }
 

@@ -43,7 +43,7 @@ pub fn close_wakes_recv() -> Observed {
     };
     let r = match BlockedRecv::start(t.fd()) {
         Ok(r) => r,
-        Err(e) => return Observed::new("error", e),
+        Err(e) => return Observed::new("error", e.to_string()),
     };
     let closed = Instant::now();
     t.close_listener();
@@ -85,7 +85,7 @@ pub fn signal_wakes_recv() -> Observed {
     }
     let r = match BlockedRecv::start(t.fd()) {
         Ok(r) => r,
-        Err(e) => return Observed::new("error", e),
+        Err(e) => return Observed::new("error", e.to_string()),
     };
     let sent = Instant::now();
     // SAFETY: the thread is alive (blocked in the receive), so its pthread_t is valid.
@@ -122,7 +122,7 @@ pub fn recv_after_users_exit() -> Observed {
     };
     t.go();
     if let Err(e) = t.wait_exited().and_then(|()| t.reap()) {
-        return Observed::new("error", e);
+        return Observed::new("error", e.to_string());
     }
     // Started on a thread so that a receive that blocks can be given up on.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -179,7 +179,7 @@ pub fn pollhup_timing() -> Observed {
     }
     t.go();
     if let Err(e) = t.wait_exited() {
-        return Observed::new("error", e);
+        return Observed::new("error", e.to_string());
     }
     let ms = OBSERVE.as_millis() as i32 / 2;
     let at_exit = poll_listener(t.fd(), ms);
@@ -190,7 +190,7 @@ pub fn pollhup_timing() -> Observed {
         );
     }
     if let Err(e) = t.reap() {
-        return Observed::new("error", e);
+        return Observed::new("error", e.to_string());
     }
     let after_reap = poll_listener(t.fd(), ms);
     if after_reap & libc::POLLHUP != 0 {
@@ -296,7 +296,7 @@ pub fn second_listener() -> Observed {
             ),
         ),
         Ok(ChildEnd::Signal(s)) => Observed::new("error", format!("the child died of signal {s}")),
-        Err(e) => Observed::new("error", e),
+        Err(e) => Observed::new("error", e.to_string()),
     }
 }
 
@@ -381,7 +381,7 @@ pub fn notif_continue() -> Observed {
                 errno_name(errno as i32)
             ),
         ),
-        Err(e) => Observed::new("error", e),
+        Err(e) => Observed::new("error", e.to_string()),
     }
 }
 
@@ -419,7 +419,7 @@ fn addfd_probe(flags: u32, what: &str) -> Observed {
             "no",
             format!("{what} returned fd {fd}, but the target saw getppid = {r}, open = {open}"),
         ),
-        Err(e) => Observed::new("error", e),
+        Err(e) => Observed::new("error", e.to_string()),
     }
 }
 
@@ -448,7 +448,7 @@ pub fn notif_fifo() -> Observed {
                 format!("only {n} of {N} callers were seen blocked"),
             );
         }
-        Err(e) => return Observed::new("error", e),
+        Err(e) => return Observed::new("error", e.to_string()),
     }
     let mut order = Vec::new();
     for _ in 0..N {

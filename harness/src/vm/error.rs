@@ -120,6 +120,8 @@ pub enum KernelError {
 /// What this machine lacks to boot guests.
 #[derive(Debug, Clone, Error)]
 pub enum SupportError {
+    #[error("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")]
+    NoQemu,
     #[error(
         "no static guest build of wedge ({} is missing): run ci/build-static.sh, or set \
          WEDGE_GUEST_BIN_DIR",
@@ -130,4 +132,15 @@ pub enum SupportError {
     KernelList(std::sync::Arc<KernelError>),
     #[error("the kernel list is empty")]
     EmptyKernelList,
+    /// The kernel asked for cannot boot.
+    #[error(transparent)]
+    Kernel(std::sync::Arc<KernelError>),
+    /// The kernel asked for is neither a file nor known, and the list that might know it is
+    /// unreadable.
+    #[error("{kernel} (and the kernel list is unreadable: {list})")]
+    KernelWithoutList {
+        #[source]
+        kernel: std::sync::Arc<KernelError>,
+        list: Box<SupportError>,
+    },
 }

@@ -6,6 +6,7 @@
 //! tells its user what to install, build or fetch.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::error::SupportError;
 use super::kernels::{self, KnownKernel};
@@ -79,8 +80,7 @@ impl HostVms {
         HostVms {
             qemu: find_qemu(),
             guest_bins: guest_bin_dir(),
-            list: kernels::load_list(&list_path)
-                .map_err(|e| SupportError::KernelList(std::sync::Arc::new(e))),
+            list: kernels::load_list(&list_path).map_err(|e| SupportError::KernelList(Arc::new(e))),
             cache: super::image::cache_dir(),
         }
     }
@@ -103,13 +103,11 @@ impl HostVms {
 }
 
 impl VmSupport for HostVms {
-    fn unavailable(&self) -> Option<String> {
+    fn unavailable(&self) -> Option<VmError> {
         if self.qemu.is_none() {
-            return Some(
-                "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".into(),
-            );
+            return Some(VmError::new(SupportError::NoQemu));
         }
-        self.guest_bins.as_ref().err().map(ToString::to_string)
+        self.guest_bins.as_ref().err().cloned().map(VmError::new)
     }
 
     fn kernel(&self, name: &str) -> Result<BootKernel, VmError> {
@@ -121,11 +119,12 @@ impl VmSupport for HostVms {
                 release: k.release,
                 version: k.version,
             }),
-            Err(e) => Err(VmError(match &self.list {
-                Err(list_error) if !Path::new(name).exists() => {
-                    format!("{e} (and the kernel list is unreadable: {list_error})")
-                }
-                _ => e.to_string(),
+            Err(e) => Err(VmError::new(match &self.list {
+                Err(list) if !Path::new(name).exists() => SupportError::KernelWithoutList {
+                    kernel: Arc::new(e),
+                    list: Box::new(list.clone()),
+                },
+                _ => SupportError::Kernel(Arc::new(e)),
             })),
         }
     }
@@ -135,10 +134,10 @@ impl VmSupport for HostVms {
     }
 
     fn default_kernel(&self) -> Result<BootKernel, VmError> {
-        let list = self.list.as_ref().map_err(|e| VmError(e.to_string()))?;
+        let list = self.list.as_ref().map_err(|e| VmError::new(e.clone()))?;
         let first = list
             .first()
-            .ok_or_else(|| VmError(SupportError::EmptyKernelList.to_string()))?;
+            .ok_or_else(|| VmError::new(SupportError::EmptyKernelList))?;
         self.kernel(&first.name)
     }
 }
