@@ -1,4 +1,4 @@
-//! Layer: exec/ (beside the runner). Gathering what planning knows of this machine
+//! Gathering what planning knows of this machine
 //! ([`HostFacts`]): from the engine a run's trials use ([`of_engine`]), or surveyed without
 //! changing anything ([`surveyed`], for `wedge list`); and the host's probe values, gathered only
 //! when a plan needs them ([`plan_probing`]).

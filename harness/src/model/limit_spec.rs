@@ -1,4 +1,4 @@
-//! Layer: model. The resource limits a scenario may set (`[scenario] pids_max`, `memory_max`),
+//! The resource limits a scenario may set (`[scenario] pids_max`, `memory_max`),
 //! their bounds, and which of them a machine can enforce ([`Enforcement`]): plain data, so
 //! scenarios and planning read them without the code that applies limits to cgroups
 //! (the engine's `limits` module).

@@ -1,4 +1,4 @@
-//! Layer: model. The vocabulary of kernel probes as scenarios and reports use it: every probe's
+//! The vocabulary of kernel probes as scenarios and reports use it: every probe's
 //! id, what it observes and the values it can give ([`PROBES`], [`check_token`]), and the
 //! result types a probe run produces ([`ProbeResult`], [`ProbeReport`], [`ProbeValues`]). Plain
 //! data: running probes is the `probe` module's.

@@ -1,4 +1,4 @@
-//! Layer: model. The x86_64 system call and ioctl request names scenarios use (`wait_for =
+//! The x86_64 system call and ioctl request names scenarios use (`wait_for =
 //! { syscall = "futex" }`, `ioctl = "SECCOMP_IOCTL_NOTIF_RECV"`) and the decoder of `/proc`
 //! syscall files reports with, by number and by name: plain data, so scenarios check names at
 //! load without the `/proc` readers (the `proc::syscall` decoder).
