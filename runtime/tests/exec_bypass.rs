@@ -269,3 +269,111 @@ fn tracing_is_denied_unless_the_policy_allows_it() {
         }
     }
 }
+
+/// Copies of the loader, each a way to run it under a name and path the supervisor has never
+/// seen: (name, the loader's file). A hard link to the system's own loader needs its owner (with
+/// protected_hardlinks); where it cannot be made, a hard link to the copy shows the same thing.
+fn loader_copies(dir: &TempDir) -> Vec<(&'static str, PathBuf)> {
+    let copy = dir.0.join("l");
+    std::fs::copy(LOADER, &copy).unwrap();
+    let linked = dir.0.join("hard");
+    if std::fs::hard_link(std::fs::canonicalize(LOADER).unwrap(), &linked).is_err() {
+        std::fs::hard_link(&copy, &linked).unwrap();
+    }
+    // The kernel maps what the program headers name and ignores the rest: this one still runs.
+    let appended = dir.0.join("appended");
+    let mut bytes = std::fs::read(LOADER).unwrap();
+    bytes.push(0);
+    std::fs::write(&appended, bytes).unwrap();
+    for path in [&copy, &appended] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    vec![
+        ("copy", copy),
+        ("hard link", linked),
+        ("appended", appended),
+    ]
+}
+
+/// A copy of the loader is recognised by what it is (its `DT_SONAME`), not by its path: a copy,
+/// a hard link and a copy with a byte appended each run `echo secret`, so each is denied, and
+/// each runs it under a policy whose rule does not match.
+#[test]
+fn copies_of_the_loader_are_denied() {
+    let dir = TempDir::new("loader-copy");
+    let deny = policy(&dir, "deny.toml", "deny = [\"echo secret\"]\n");
+    let control = policy(&dir, "control.toml", "deny = [\"echo other\"]\n");
+    for (name, loader) in loader_copies(&dir) {
+        let cmd = [loader.to_str().unwrap(), "/bin/echo", "secret"];
+        for sandbox in SANDBOXES {
+            let (code, out, err) = run(sandbox, &deny, &cmd);
+            assert_eq!(
+                code, 126,
+                "{name} under {sandbox}: denied expected\n{out}\n{err}"
+            );
+            assert!(out.is_empty(), "{name} under {sandbox} printed {out:?}");
+            assert!(err.contains("rule=\"echo secret\""), "{name}: {err}");
+            let (code, out, err) = run(sandbox, &control, &cmd);
+            assert_eq!(
+                (code, out.as_str()),
+                (0, "secret\n"),
+                "{name} under {sandbox}: control run\n{err}"
+            );
+        }
+    }
+}
+
+/// The attack as typed inside the sandbox, onto another filesystem (`/dev/shm`, a tmpfs under
+/// both sandboxes): `cp` runs, the copy's exec is denied. The file is removed afterwards (under
+/// `none` it is the host's `/dev/shm`).
+#[test]
+fn a_loader_copied_to_dev_shm_is_denied() {
+    let dir = TempDir::new("loader-shm");
+    let deny = policy(&dir, "deny.toml", "deny = [\"echo secret\"]\n");
+    let copy = format!("/dev/shm/wedge-test-loader-{}", std::process::id());
+    let line =
+        format!("cp {LOADER} {copy} && {copy} /bin/echo secret; s=$?; rm -f {copy}; exit $s");
+    for sandbox in SANDBOXES {
+        let (code, out, err) = run(sandbox, &deny, &["/bin/sh", "-c", &line]);
+        let _ = std::fs::remove_file(&copy);
+        assert_eq!(code, 126, "under {sandbox}: denied expected\n{out}\n{err}");
+        assert!(out.is_empty(), "under {sandbox} printed {out:?}");
+        assert!(
+            err.contains("rule=\"echo secret\""),
+            "under {sandbox}: {err}"
+        );
+    }
+}
+
+/// What has no `PT_INTERP` but is no loader stays a program: a static-pie executable (glibc's
+/// `ldconfig`, ET_DYN without PT_INTERP or SONAME) runs with its own options, and an ordinary
+/// shared library with a loader-like argv is resolved as itself, not as a loader of `echo`.
+#[test]
+fn static_pie_programs_and_libraries_are_not_loaders() {
+    use wedge_runtime::supervisor::effective::{Exec, Kind, ProcRoot, resolve};
+    let dir = TempDir::new("not-loader");
+    let deny = policy(&dir, "deny.toml", "deny = [\"echo secret\"]\n");
+    let ldconfig = std::fs::canonicalize("/sbin/ldconfig").unwrap();
+    let ldconfig = ldconfig.to_str().unwrap();
+    for sandbox in SANDBOXES {
+        // As a loader, `-p` would be its program (no '/': refused). As itself, it lists the cache.
+        let (code, _, err) = run(sandbox, &deny, &[ldconfig, "-p"]);
+        assert_eq!(code, 0, "{ldconfig} -p under {sandbox}\n{err}");
+    }
+    let me = ProcRoot {
+        pid: std::process::id(),
+    };
+    let libz = std::fs::canonicalize("/lib/x86_64-linux-gnu/libz.so.1").unwrap();
+    let true_ = std::fs::canonicalize("/bin/true").unwrap();
+    for file in [ldconfig, libz.to_str().unwrap(), true_.to_str().unwrap()] {
+        let argv: Vec<String> = [file, "/bin/echo", "secret"].map(String::from).to_vec();
+        let exec = Exec {
+            path: file,
+            argv: &argv,
+            dirfd: None,
+        };
+        let chain = resolve(&me, exec, &[]).unwrap();
+        let kinds: Vec<Kind> = chain.layers.iter().map(|l| l.kind).collect();
+        assert_eq!(kinds, [Kind::Program], "{file}: {chain:?}");
+    }
+}

@@ -8,8 +8,8 @@
 //! - a file starting with `#!` is replaced by its interpreter, with the argv the kernel builds
 //!   (interpreter, optional single argument, script path, then the original argv\[1..\]), at most
 //!   [`BINPRM_MAX_RECURSION`] deep;
-//! - an ELF loader (the `PT_INTERP` of the target's `/bin/sh`, or a file named in the policy's
-//!   `launchers`) is replaced by the program it is asked to run (`ld.so [--argv0 X] ... PROG
+//! - an ELF loader (the `PT_INTERP` of the target's `/bin/sh`, a file named in the policy's
+//!   `launchers`, or any ELF without `PT_INTERP` whose `DT_SONAME` is a loader's) is replaced by the program it is asked to run (`ld.so [--argv0 X] ... PROG
 //!   ARGS`), and so is `env [-i] [-u N] [VAR=x] PROG ARGS`;
 //! - anything else that is not ELF is refused with `ENOEXEC`, as the kernel refuses it (so no
 //!   `binfmt_misc` handler is ever reached unchecked).
@@ -19,7 +19,7 @@
 //! one, reading through `/proc/PID/root`.
 
 use nix::errno::Errno;
-use wedge_sys::binfmt::{ElfError, elf_interpreter};
+use wedge_sys::binfmt::{ElfError, elf_interpreter, elf_layout, is_loader_soname};
 
 use super::policy::{Invocation, basename};
 
@@ -36,6 +36,11 @@ pub const MAX_LAYERS: usize = 8;
 /// How much of a file is read to classify it: enough for an ELF header, its program headers and
 /// its `PT_INTERP` string in every common layout.
 pub const HEAD: usize = 4096;
+/// The most of a dynamic section read to find a `DT_SONAME`: 256 64-bit entries (glibc's loader
+/// has 21; a static-pie program a few dozen).
+pub const DYNAMIC_MAX: usize = 4096;
+/// The most of a `DT_SONAME` read: the longest loader name is about 30 bytes.
+pub const SONAME_MAX: usize = 64;
 
 /// The filesystem as one target sees it. Paths are absolute in the target's root.
 pub trait TargetFs {
@@ -45,6 +50,14 @@ pub trait TargetFs {
     /// Up to `max` bytes from the start of the regular file at `path` (symlink-free); `EACCES`
     /// when it is not a regular file.
     fn read_head(&self, path: &str, max: usize) -> Result<Vec<u8>, Errno>;
+    /// Up to `max` bytes from `offset` of the regular file at `path` (fewer at its end). The
+    /// default reads the head up to there, which suits only small in-memory files (tests).
+    fn read_at(&self, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, Errno> {
+        let start = usize::try_from(offset).map_err(|_| Errno::EFBIG)?;
+        let end = start.checked_add(max).ok_or(Errno::EFBIG)?;
+        let head = self.read_head(path, end)?;
+        Ok(head.get(start..).unwrap_or_default().to_vec())
+    }
     /// The target's working directory.
     fn cwd(&self) -> Result<String, Errno>;
     /// The directory open on the target's descriptor `fd` (for `execveat`).
@@ -279,7 +292,7 @@ impl<F: TargetFs> Resolver<'_, F> {
             why,
         })?;
         let blame = |why| launcher_error(&path, why);
-        match self.launcher_kind(&path, interp.is_some())? {
+        match self.launcher_kind(&path, &head, interp.is_some())? {
             Some(Kind::Env) => {
                 let then = env_program(&next.argv).map_err(blame)?;
                 Ok((layer(Kind::Env), then.map_or(Then::Done, named)))
@@ -293,7 +306,12 @@ impl<F: TargetFs> Resolver<'_, F> {
     }
 
     /// Whether the ELF file at `path` (with or without a `PT_INTERP`) is a launcher, and which.
-    fn launcher_kind(&mut self, path: &str, has_interp: bool) -> Result<Option<Kind>, Unresolved> {
+    fn launcher_kind(
+        &mut self,
+        path: &str,
+        head: &[u8],
+        has_interp: bool,
+    ) -> Result<Option<Kind>, Unresolved> {
         let name = basename(path);
         if self.launchers.iter().any(|l| !l.contains('/') && l == name) {
             return Ok(Some(if name == "env" {
@@ -306,8 +324,49 @@ impl<F: TargetFs> Resolver<'_, F> {
         if has_interp {
             return Ok(None);
         }
-        let loaders = self.loaders()?;
-        Ok(loaders.iter().any(|l| l == path).then_some(Kind::Loader))
+        // The known loaders by path first: no read beyond the head for the common case.
+        if self.loaders()?.iter().any(|l| l == path) {
+            return Ok(Some(Kind::Loader));
+        }
+        Ok(self.is_loader_file(path, head)?.then_some(Kind::Loader))
+    }
+
+    /// Whether the ELF file at `path` (head `head`, no `PT_INTERP`) is a dynamic loader by what it
+    /// is, not where it lies: a shared object whose own dynamic section gives it a loader's
+    /// `DT_SONAME` ([`is_loader_soname`]), found as `ld.so` finds it (program headers, then
+    /// `PT_DYNAMIC`, then `DT_STRTAB` through the `PT_LOAD` that maps it). A copy, a hard link or
+    /// a copy with bytes appended keeps those bytes, so each is caught under any name and on any
+    /// filesystem; a static-pie program or an ordinary library has another `SONAME` or none.
+    /// Reads at most [`DYNAMIC_MAX`] + [`SONAME_MAX`] bytes past the head, and only for files
+    /// without `PT_INTERP` (static programs and libraries), never for an ordinary dynamic one.
+    fn is_loader_file(&self, path: &str, head: &[u8]) -> Result<bool, Unresolved> {
+        let bad = |why| Unresolved::BadElf {
+            path: path.to_owned(),
+            why,
+        };
+        let layout = elf_layout(head).map_err(bad)?;
+        // ld.so relocates itself through its dynamic section: without one it is no loader.
+        let Some(dynamic) = layout.dynamic.filter(|_| layout.shared_object) else {
+            return Ok(false);
+        };
+        let size = usize::try_from(dynamic.filesz).map_or(DYNAMIC_MAX, |s| s.min(DYNAMIC_MAX));
+        let entries = self
+            .fs
+            .read_at(path, dynamic.offset, size)
+            .map_err(|errno| file_error(path, errno))?;
+        let Some(at) = layout
+            .soname_ref(&entries)
+            .and_then(|(strtab, soname)| strtab.checked_add(soname))
+            .and_then(|vaddr| layout.file_offset(vaddr))
+        else {
+            return Ok(false);
+        };
+        let name = self
+            .fs
+            .read_at(path, at, SONAME_MAX)
+            .map_err(|errno| file_error(path, errno))?;
+        let name = name.split(|&b| b == 0).next().unwrap_or_default();
+        Ok(is_loader_soname(name))
     }
 
     /// The known loaders: the `PT_INTERP` of the target's `/bin/sh` and the listed paths, each
@@ -653,8 +712,47 @@ impl TargetFs for ProcRoot {
     }
 
     fn read_head(&self, path: &str, max: usize) -> Result<Vec<u8>, Errno> {
-        use nix::fcntl::{OFlag, open};
         use std::io::Read;
+        let file = self.open_regular(path)?;
+        let mut head = Vec::with_capacity(max.min(HEAD));
+        file.take(max as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| io_errno(&e))?;
+        Ok(head)
+    }
+
+    fn read_at(&self, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, Errno> {
+        use std::os::unix::fs::FileExt;
+        let file = self.open_regular(path)?;
+        let mut buf = vec![0u8; max];
+        let mut filled = 0;
+        // pread may return less than asked before the end of the file; 0 is the end.
+        while filled < max {
+            let at = offset.checked_add(filled as u64).ok_or(Errno::EFBIG)?;
+            match file.read_at(&mut buf[filled..], at) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_errno(&e)),
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    fn cwd(&self) -> Result<String, Errno> {
+        proc_link(&format!("/proc/{}/cwd", self.pid))
+    }
+
+    fn fd_dir(&self, fd: i32) -> Result<String, Errno> {
+        proc_link(&format!("/proc/{}/fd/{fd}", self.pid))
+    }
+}
+
+impl ProcRoot {
+    /// The regular file at `path` in the target's root, open for reading.
+    fn open_regular(&self, path: &str) -> Result<std::fs::File, Errno> {
+        use nix::fcntl::{OFlag, open};
         // O_PATH first: opening a FIFO or a device to read it could block the supervisor or have
         // side effects; only a regular file is opened for reading.
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -667,21 +765,7 @@ impl TargetFs for ProcRoot {
         if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Errno::EACCES);
         }
-        let file = std::fs::File::open(format!("/proc/self/fd/{}", fd_number(&fd)))
-            .map_err(|e| io_errno(&e))?;
-        let mut head = Vec::with_capacity(max.min(HEAD));
-        file.take(max as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| io_errno(&e))?;
-        Ok(head)
-    }
-
-    fn cwd(&self) -> Result<String, Errno> {
-        proc_link(&format!("/proc/{}/cwd", self.pid))
-    }
-
-    fn fd_dir(&self, fd: i32) -> Result<String, Errno> {
-        proc_link(&format!("/proc/{}/fd/{fd}", self.pid))
+        std::fs::File::open(format!("/proc/self/fd/{}", fd_number(&fd))).map_err(|e| io_errno(&e))
     }
 }
 
