@@ -1,10 +1,12 @@
 //! The supervisor's own work per exec, without the kernel round trip: reading the path and argv
-//! out of a process with process_vm_readv, and matching them against a policy.
+//! out of a process with process_vm_readv, resolving the effective command, and matching it
+//! against a policy.
 
 use std::ffi::CString;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nix::unistd::Pid;
+use wedge_runtime::supervisor::effective::{Exec, ProcRoot, resolve};
 use wedge_runtime::supervisor::exec_decision::{ReadLimits, read_request};
 use wedge_runtime::supervisor::policy::Policy;
 
@@ -48,5 +50,39 @@ fn decide(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decide);
+/// The effective-command resolution through `/proc/PID/root`, per kind of file: a dynamic program
+/// (the common case: its head only), the loader by path, a copy of the loader (recognised by its
+/// `DT_SONAME`: two bounded reads past the head) and a static-pie program (one read, no `SONAME`).
+fn effective(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("wedge-bench-loader-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("l");
+    std::fs::copy("/lib64/ld-linux-x86-64.so.2", &copy).unwrap();
+    let me = ProcRoot {
+        pid: std::process::id(),
+    };
+    let copy = copy.to_str().unwrap().to_owned();
+    let cases = [
+        ("dynamic program", "/bin/true".to_owned()),
+        ("loader by path", "/lib64/ld-linux-x86-64.so.2".to_owned()),
+        ("loader copy", copy),
+        ("static-pie program", "/sbin/ldconfig".to_owned()),
+    ];
+    for (name, path) in &cases {
+        let argv: Vec<String> = [path.as_str(), "/bin/echo", "x"].map(String::from).to_vec();
+        c.bench_function(&format!("effective.resolve ({name})"), |b| {
+            b.iter(|| {
+                let exec = Exec {
+                    path,
+                    argv: &argv,
+                    dirfd: None,
+                };
+                resolve(&me, exec, &[]).unwrap()
+            })
+        });
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+criterion_group!(benches, decide, effective);
 criterion_main!(benches);
