@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use nix::sys::wait::WaitStatus;
-use wedge_runtime::agent::build::{self, BuildSpec, Built};
+use wedge_runtime::agent::build::{self, BuildSpec, Builder, Built};
 use wedge_runtime::agent::spawn::cleanup;
 use wedge_runtime::sys;
 
@@ -65,6 +65,7 @@ fn one_round(count: u64, round: u64, root: &std::path::Path) -> Result<(), Strin
             args: Vec::new(),
             env: Vec::new(),
             cwd: "/".into(),
+            builder: Builder::Wedge,
         };
         match build::build(&spec, None, &cancelled, &mut |_| {}) {
             Ok(b) => built.push(b),

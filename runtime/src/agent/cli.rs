@@ -1,5 +1,6 @@
 //! The `wedge-agent` command line: `serve` and `exec`.
 
+use super::build::Builder;
 use super::client::{self, Outcome};
 use super::failpoints;
 use super::proto::agent_server::AgentServer;
@@ -61,6 +62,58 @@ pub struct ServeArgs {
     /// Where this agent's state directory (wedge-agent-<pid>, removed on exit) is created [default: $TMPDIR].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Which code builds each exec: wedge's own build, or youki's libcontainer 0.5.7 (a tenant of one
+    /// container the agent starts; needs the `libcontainer` cargo feature).
+    #[arg(long, value_enum, value_name = "B", default_value_t = BuilderKind::Wedge)]
+    pub builder: BuilderKind,
+    /// The static busybox the `libcontainer` builder's container is made of.
+    #[arg(long, value_name = "PATH", default_value = "/bin/busybox")]
+    pub busybox: PathBuf,
+}
+
+/// The values of `serve --builder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuilderKind {
+    /// wedge's own build, with failpoints between its steps.
+    Wedge,
+    /// youki's libcontainer 0.5.7, as boxlite's guest uses it.
+    Libcontainer,
+}
+
+#[cfg(feature = "libcontainer")]
+use super::build::libcontainer::Container;
+
+/// Stands for the container in a build without the `libcontainer` feature: no value can exist.
+#[cfg(not(feature = "libcontainer"))]
+enum Container {}
+
+#[cfg(not(feature = "libcontainer"))]
+impl Container {
+    fn reference(&self) -> &super::build::ContainerRef {
+        match *self {}
+    }
+    fn destroy(self) {
+        match self {}
+    }
+}
+
+/// Starts the container the `libcontainer` builder's execs join (none for the `wedge` builder).
+/// Called while the process is single-threaded: the library clones.
+fn start_container(args: &ServeArgs, state_root: &Path) -> Result<Option<Container>> {
+    match args.builder {
+        BuilderKind::Wedge => Ok(None),
+        #[cfg(feature = "libcontainer")]
+        BuilderKind::Libcontainer => Container::create(state_root, &args.busybox)
+            .map(Some)
+            .context("starting the libcontainer builder's container"),
+        #[cfg(not(feature = "libcontainer"))]
+        BuilderKind::Libcontainer => {
+            let _ = state_root;
+            bail!(
+                "--builder libcontainer: this wedge-agent was built without the `libcontainer` cargo feature"
+            )
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +228,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     // killed mid-build leaves its state behind.
     let state_root = args
         .state_dir
+        .clone()
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("wedge-agent-{}", std::process::id()));
     if state_root.exists() {
@@ -188,6 +242,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&state_root)
         .with_context(|| format!("creating the state directory {}", state_root.display()))?;
     prepare_socket(&args.socket)?;
+    let container = start_container(&args, &state_root)?;
+    let builder = container.as_ref().map_or(Builder::Wedge, |c| {
+        Builder::Libcontainer(c.reference().clone())
+    });
     // The zygote is forked while this process is still single-threaded.
     let zygote = match args.strategy {
         Strategy::Zygote => Some(Zygote::start()?),
@@ -203,6 +261,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         Spawner::new(args.strategy, zygote),
         workers,
         state_root.clone(),
+        builder,
     );
     let served = runtime.block_on(serve_until_signalled(
         &args.socket,
@@ -218,6 +277,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         eprintln!("{FORCED_STOP} ({running} tasks still running)");
     }
     let _ = std::fs::remove_file(&args.socket);
+    if let Some(container) = container {
+        container.destroy();
+    }
     let _ = std::fs::remove_dir_all(&state_root);
     served
 }

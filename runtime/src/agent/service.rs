@@ -1,7 +1,7 @@
 //! The gRPC service: accepts execs, runs the strategy's build, streams output, enforces timeouts and
 //! answers `Wait`, `Kill`, `Stdin` and `Health`.
 
-use super::build::{BuildError, BuildSpec, Built};
+use super::build::{BuildError, BuildSpec, Builder, Built};
 use super::proto::agent_server::Agent;
 use super::proto::{
     Accepted, ExecEvent, ExecRequest, ExitStatus, HealthRequest, HealthResponse, KillRequest,
@@ -66,6 +66,7 @@ struct Shared {
     spawner: Arc<Spawner>,
     workers: u32,
     state_root: PathBuf,
+    builder: Builder,
     next_id: AtomicU64,
     running: AtomicU64,
     table: Mutex<Table>,
@@ -78,13 +79,15 @@ pub struct AgentService {
 }
 
 impl AgentService {
-    /// A service building under `state_root` with `spawner`, on a runtime of `workers` workers.
-    pub fn new(spawner: Spawner, workers: u32, state_root: PathBuf) -> Self {
+    /// A service building with `builder` under `state_root` with `spawner`, on a runtime of
+    /// `workers` workers.
+    pub fn new(spawner: Spawner, workers: u32, state_root: PathBuf, builder: Builder) -> Self {
         Self {
             shared: Arc::new(Shared {
                 spawner: Arc::new(spawner),
                 workers,
                 state_root,
+                builder,
                 next_id: AtomicU64::new(1),
                 running: AtomicU64::new(0),
                 table: Mutex::new(Table::default()),
@@ -126,7 +129,11 @@ fn kill_command(pid: i32, pidfd: &OwnedFd, signal: Signal) {
 /// Checks an exec request's form and turns it into a build spec (without an id), touching
 /// nothing outside it: the request is whatever a client sent, so every malformed field is an
 /// `invalid_argument` status, never a panic. Whether the cwd exists is [`check_cwd`]'s job.
-pub fn validate(request: ExecRequest, state_root: &Path) -> Result<BuildSpec, Status> {
+pub fn validate(
+    request: ExecRequest,
+    state_root: &Path,
+    builder: &Builder,
+) -> Result<BuildSpec, Status> {
     let invalid = |m: String| Err(Status::invalid_argument(m));
     if request.program.is_empty() {
         return invalid("program is empty".into());
@@ -179,13 +186,19 @@ pub fn validate(request: ExecRequest, state_root: &Path) -> Result<BuildSpec, St
         args: request.args,
         env,
         cwd,
+        builder: builder.clone(),
     })
 }
 
-/// Checks that a validated request's cwd is a directory that exists.
-fn check_cwd(cwd: &str) -> Result<(), Status> {
+/// Checks that a validated request's cwd is a directory that exists where the command will run: on
+/// the host for the `wedge` builder, in the container's root filesystem for `libcontainer`.
+fn check_cwd(cwd: &str, builder: &Builder) -> Result<(), Status> {
     let invalid = |m: String| Err(Status::invalid_argument(m));
-    match std::fs::metadata(cwd) {
+    let seen = match builder {
+        Builder::Wedge => PathBuf::from(cwd),
+        Builder::Libcontainer(container) => container.rootfs.join(cwd.trim_start_matches('/')),
+    };
+    match std::fs::metadata(seen) {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => invalid(format!("cwd {cwd} is not a directory")),
         Err(e) => invalid(format!(
@@ -235,8 +248,8 @@ impl Agent for AgentService {
         let request = request.into_inner();
         let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms));
         let stdin_closed = request.stdin_closed;
-        let mut spec = validate(request, &self.shared.state_root)?;
-        check_cwd(&spec.cwd)?;
+        let mut spec = validate(request, &self.shared.state_root, &self.shared.builder)?;
+        check_cwd(&spec.cwd, &spec.builder)?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         spec.exec_id = id;
         let progress = Arc::new(BuildProgress::default());
@@ -636,14 +649,21 @@ mod tests {
 
     #[test]
     fn validate_checks_the_form_and_leaves_the_filesystem_to_check_cwd() {
-        let spec = validate(request("true", "/no/such/dir"), Path::new("/s")).unwrap();
+        let spec = validate(
+            request("true", "/no/such/dir"),
+            Path::new("/s"),
+            &Builder::Wedge,
+        )
+        .unwrap();
         assert_eq!(
             (spec.program.as_str(), spec.cwd.as_str()),
             ("true", "/no/such/dir")
         );
-        assert!(check_cwd(&spec.cwd).is_err());
+        assert!(check_cwd(&spec.cwd, &spec.builder).is_err());
         assert_eq!(
-            validate(request("true", ""), Path::new("/s")).unwrap().cwd,
+            validate(request("true", ""), Path::new("/s"), &Builder::Wedge)
+                .unwrap()
+                .cwd,
             "/"
         );
         for bad in [
@@ -651,7 +671,7 @@ mod tests {
             request("a\0b", "/"),
             request("true", "rel"),
         ] {
-            let status = validate(bad.clone(), Path::new("/s")).unwrap_err();
+            let status = validate(bad.clone(), Path::new("/s"), &Builder::Wedge).unwrap_err();
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
         }
     }

@@ -18,6 +18,8 @@
 
 mod child;
 pub mod handshake;
+#[cfg(feature = "libcontainer")]
+pub mod libcontainer;
 
 pub use wedge_core::cwd;
 
@@ -51,6 +53,27 @@ pub struct BuildSpec {
     pub env: Vec<(String, String)>,
     /// Absolute working directory of the command.
     pub cwd: String,
+    /// Which code performs the build.
+    pub builder: Builder,
+}
+
+/// Which code performs a build: wedge's own (this module), or youki's `libcontainer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Builder {
+    /// The build below: libcontainer's steps, written out with failpoints between them.
+    Wedge,
+    /// A tenant build by `libcontainer` into the agent's container ([`libcontainer`] module).
+    Libcontainer(ContainerRef),
+}
+
+/// Where the agent's container lives, for a tenant build to join it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    /// libcontainer's state root (the container's state is `root/id`).
+    pub root: PathBuf,
+    pub id: String,
+    /// The container's root filesystem, as the host sees it (a command's cwd is checked in it).
+    pub rootfs: PathBuf,
 }
 
 /// A process the build created, reported as soon as it exists so a timeout can kill it.
@@ -473,6 +496,9 @@ pub fn build(
     if cancelled.load(Ordering::SeqCst) {
         return Err(BuildError::Cancelled.into());
     }
+    if let Builder::Libcontainer(container) = &spec.builder {
+        return by_libcontainer(spec, container, lock);
+    }
     let command = CommandLine::of(spec)?;
 
     // 1. The state directory and the notify socket, bound by relative name.
@@ -506,6 +532,26 @@ pub fn build(
         stdout: parent.stdout,
         stderr: parent.stderr,
     })
+}
+
+#[cfg(feature = "libcontainer")]
+fn by_libcontainer(
+    spec: &BuildSpec,
+    container: &ContainerRef,
+    lock: Option<&SpawnLock>,
+) -> Result<Built, BuildFailure> {
+    libcontainer::build(spec, container, lock)
+}
+
+#[cfg(not(feature = "libcontainer"))]
+fn by_libcontainer(
+    _spec: &BuildSpec,
+    _container: &ContainerRef,
+    _lock: Option<&SpawnLock>,
+) -> Result<Built, BuildFailure> {
+    Err(failed(
+        "this wedge-agent was built without the `libcontainer` cargo feature",
+    ))
 }
 
 #[cfg(test)]

@@ -159,26 +159,77 @@ fn zygote_main(socket: UnixStream) -> Result<()> {
                 progress_error = Some(e);
             }
         };
+        if let build::Builder::Libcontainer(_) = spec.builder {
+            build_in_helper(&socket, &spec).context("a libcontainer build")?;
+            continue;
+        }
         let result = build::build(&spec, None, &never_cancelled, &mut report);
         if let Some(e) = progress_error {
             return Err(e).context("sending progress");
         }
-        match result {
-            Ok(built) => {
-                let fds = [&built.pidfd, &built.stdin, &built.stdout, &built.stderr]
-                    .map(|fd| fd.as_raw_fd());
-                write_reply(&socket, &Reply::Built { pid: built.pid }, &fds)
-            }
-            Err(failure) => {
-                let orphan: Vec<RawFd> = failure.orphan.iter().map(|fd| fd.as_raw_fd()).collect();
-                let reply = Reply::Failed {
-                    error: failure.error,
-                    orphan: !orphan.is_empty(),
-                };
-                write_reply(&socket, &reply, &orphan)
-            }
+        send_result(&socket, result).context("sending a reply")?;
+    }
+}
+
+/// Sends a build's result: the command's descriptors, or the failure (with the pidfd of a killed
+/// init to reap, if any).
+fn send_result(socket: &UnixStream, result: Result<Built, BuildFailure>) -> io::Result<()> {
+    match result {
+        Ok(built) => {
+            let fds =
+                [&built.pidfd, &built.stdin, &built.stdout, &built.stderr].map(|fd| fd.as_raw_fd());
+            write_reply(&socket, &Reply::Built { pid: built.pid }, &fds)
         }
-        .context("sending a reply")?;
+        Err(failure) => {
+            let orphan: Vec<RawFd> = failure.orphan.iter().map(|fd| fd.as_raw_fd()).collect();
+            let reply = Reply::Failed {
+                error: failure.error,
+                orphan: !orphan.is_empty(),
+            };
+            write_reply(socket, &reply, &orphan)
+        }
+    }
+}
+
+/// Performs a libcontainer build in a child of the zygote, which answers the agent itself and exits.
+///
+/// The library clones the command as a sibling of its intermediate process, that is as a child of
+/// the process that called it. Called in the zygote, the command would be the zygote's child, and
+/// the agent could neither wait for it nor reap it. In a helper that exits right after the build,
+/// the command is orphaned at once and reparented to the agent, the nearest child subreaper. The
+/// zygote waits for the helper before reading the next request, so builds stay one at a time and
+/// replies in order; if the helper died without answering, the zygote answers for it.
+fn build_in_helper(socket: &UnixStream, spec: &BuildSpec) -> Result<()> {
+    // SAFETY: the zygote is single-threaded, so the child is a complete copy of it.
+    match unsafe { nix::unistd::fork() }.context("forking a build helper")? {
+        ForkResult::Child => {
+            let never_cancelled = AtomicBool::new(false);
+            let result = build::build(spec, None, &never_cancelled, &mut |_| {});
+            let code = i32::from(send_result(socket, result).is_err());
+            // SAFETY: leave without running exit handlers; the reply is written.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            let status = loop {
+                match nix::sys::wait::waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other.context("waiting for the build helper")?,
+                }
+            };
+            if status != nix::sys::wait::WaitStatus::Exited(child, 0) {
+                let failure = BuildError::Failed(format!("the build helper ended with {status:?}"));
+                write_reply(
+                    socket,
+                    &Reply::Failed {
+                        error: failure,
+                        orphan: false,
+                    },
+                    &[],
+                )
+                .context("sending a reply")?;
+            }
+            Ok(())
+        }
     }
 }
 
