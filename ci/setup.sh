@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   bubblewrap        # the default sandbox of wedge-run
+  busybox-static    # the root filesystem of wedge-agent --builder libcontainer's container
   cpio              # an independent reader of wedge's initramfs, in its tests
   libseccomp-dev    # the libseccomp crate links against it
   pkg-config

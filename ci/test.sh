@@ -30,6 +30,8 @@ step cargo build --workspace --all-features --release --bins
 step ./ci/build-static.sh -q
 # One trial per scenario cell here: the gate below runs the default suite properly.
 step env WEDGE_TEST_TRIALS="${WEDGE_TEST_TRIALS:-1}" cargo test --workspace --all-features --release
+# The agent's end-to-end tests once more, every exec built by youki's libcontainer 0.5.7.
+step env WEDGE_TEST_AGENT_BUILDER=libcontainer cargo test -p wedge-runtime --all-features --release --test agent_exec
 # Every bench body once in test mode (one trial per scenario cell), so they keep compiling and
 # working; the full run is `cargo bench -p wedge-benches` (README).
 step cargo bench -p wedge-benches -- --test

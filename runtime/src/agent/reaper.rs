@@ -7,6 +7,11 @@
 //! timeout). Such an init fails its handshake and exits, and would stay a zombie forever. This task
 //! finds zombie children that are init processes of a child pid namespace, are not [`track`]ed, and were
 //! already zombies one scan earlier (so a pid reported a moment late is never stolen), and reaps them.
+//!
+//! With the `libcontainer` builder the library clones its intermediate and init processes as the
+//! agent's children and, when a build fails, leaves them to their parent without saying which they
+//! are. They are recognised by the names the library gives them (`youki:[1:INTER]`,
+//! `youki:[2:INIT]`): a zombie still called that never ran a command, so nobody waits for its status.
 
 use crate::sync::Mutex;
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -56,7 +61,7 @@ fn scan(suspects: &BTreeSet<i32>) -> BTreeSet<i32> {
     tracked.retain(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
     let mut next = BTreeSet::new();
     for pid in children {
-        if tracked.contains(&pid) || !is_zombie_init(pid) {
+        if tracked.contains(&pid) || !(is_zombie_init(pid) || is_zombie_library_child(pid)) {
             continue;
         }
         if suspects.contains(&pid) {
@@ -88,4 +93,20 @@ fn is_zombie_init(pid: i32) -> bool {
         .map(str::to_string)
         .collect();
     zombie && ns_pids.len() >= 2 && ns_pids.last().is_some_and(|p| p == "1")
+}
+
+/// Whether `pid` is a zombie that libcontainer cloned and that never exec'd: it still has the name the
+/// library gave it.
+fn is_zombie_library_child(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    field("State:").starts_with('Z') && field("Name:").starts_with("youki:[")
 }

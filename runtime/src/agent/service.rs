@@ -121,9 +121,48 @@ impl AgentService {
 fn kill_command(pid: i32, pidfd: &OwnedFd, signal: Signal) {
     let _ = killpg(Pid::from_raw(pid), signal);
     if signal == Signal::SIGKILL {
-        // The command is pid 1 of its namespace: killing it kills every process in there.
+        // With the `wedge` builder the command is pid 1 of its namespace: killing it kills every
+        // process in there. With `libcontainer` it shares the container's namespace, so its
+        // descendants (a grandchild in a session of its own, too) are found and killed first;
+        // one whose parent already died was reparented to the container's init and is not found.
+        kill_descendants(pid);
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), signal);
     }
+}
+
+/// SIGKILLs every descendant of `pid` still linked to it through `/proc/*/task/*/children`, a
+/// generation at a time (children killed before their own children are listed would orphan them,
+/// so each generation is listed before any of it is killed). Bounded, in case of a fork bomb.
+fn kill_descendants(pid: i32) {
+    let mut generation = vec![pid];
+    let mut found = Vec::new();
+    for _ in 0..64 {
+        let next: Vec<i32> = generation.iter().flat_map(|&p| children_of(p)).collect();
+        if next.is_empty() {
+            break;
+        }
+        found.extend_from_slice(&next);
+        generation = next;
+    }
+    for p in found {
+        let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|listed| {
+            listed
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
 }
 
 /// Checks an exec request's form and turns it into a build spec (without an id), touching

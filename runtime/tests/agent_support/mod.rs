@@ -73,6 +73,17 @@ pub struct Agent {
 }
 
 /// How to start an agent.
+/// The builder the agent tests run with: `$WEDGE_TEST_AGENT_BUILDER` (`wedge` when unset).
+/// `ci/test.sh` runs the agent's tests once with each builder.
+pub fn builder() -> String {
+    std::env::var("WEDGE_TEST_AGENT_BUILDER").unwrap_or_else(|_| "wedge".into())
+}
+
+/// Whether the tests run against youki's libcontainer (see [`builder`]).
+pub fn libcontainer() -> bool {
+    builder() == "libcontainer"
+}
+
 #[derive(Default, Clone)]
 pub struct AgentConfig {
     pub strategy: Option<&'static str>,
@@ -94,7 +105,9 @@ impl Agent {
             .arg("--workers")
             .arg(config.workers.max(1).to_string())
             .arg("--state-dir")
-            .arg(dir.0.join("state"));
+            .arg(dir.0.join("state"))
+            .arg("--builder")
+            .arg(builder());
         if let Some(strategy) = config.strategy {
             command.arg("--strategy").arg(strategy);
         }
@@ -171,12 +184,27 @@ impl Drop for Agent {
             let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
         }
         let _ = self.child.wait();
-        // The agent's orphans are now ours (we are a subreaper): reap them.
+        // The agent's orphans are now ours (we are a subreaper): reap them. In whatever order they
+        // become ready: a dying pid-namespace init (libcontainer's container) waits until the
+        // zombies of its namespace are reaped, so waiting for it first would wait forever. Other
+        // tests' agents are our children too, so only these pids are waited for, polling.
         let me = std::process::id() as i32;
-        for pid in tree {
-            if parent_of(pid) == Some(me) {
-                let _ = waitpid(Pid::from_raw(pid), None);
-            }
+        let mut left: Vec<i32> = tree
+            .into_iter()
+            .filter(|&pid| parent_of(pid) == Some(me))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            left.retain(|&pid| {
+                matches!(
+                    waitpid(
+                        Pid::from_raw(pid),
+                        Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+                    ),
+                    Ok(nix::sys::wait::WaitStatus::StillAlive)
+                )
+            });
+            std::thread::yield_now();
         }
     }
 }

@@ -26,7 +26,8 @@
 //! [`Container::create`] lays out an OCI bundle under the agent's state directory: a root filesystem
 //! made of one static busybox binary (Debian's `busybox-static`, the same file in the host and in a
 //! wedge guest) with a link per applet, and a `config.json` that runs `sleep` as the container's
-//! pid 1 in new pid, mount, ipc and uts namespaces, with `/proc`, a tmpfs `/dev` and `devpts`. The
+//! pid 1 in new pid, mount, ipc and uts namespaces, with the host's `/proc` bound in (so a command
+//! sees its host pid, as with the `wedge` builder), a tmpfs `/dev`, `devpts` and a tmpfs `/tmp`. The
 //! spec asks for no cgroup resources, so the library only adds processes to a cgroup: the agent's
 //! own (on cgroup v1 and hybrid hosts an empty `cgroupsPath` means "the process's own cgroup in each
 //! hierarchy"; on a unified host the agent's cgroup path is given). It creates no cgroup directory,
@@ -214,7 +215,10 @@ fn config_json(cgroups_path: &str) -> serde_json::Value {
             "noNewPrivileges": true
         },
         "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
+            // The host's /proc, as the `wedge` builder's commands see it: a command's /proc/self
+            // is its host pid, which the agent's tests and the harness's diagnoses work with.
+            { "destination": "/proc", "type": "bind", "source": "/proc",
+              "options": ["rbind", "nosuid", "nodev", "noexec"] },
             { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
             { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
@@ -281,7 +285,7 @@ fn library_failure(program: &str, error: &libcontainer::error::LibcontainerError
     let lower = message.to_lowercase();
     let errno = if lower.contains("not found") || lower.contains("no such file") {
         Some(libc::ENOENT)
-    } else if lower.contains("permission denied") || lower.contains("not executable") {
+    } else if lower.contains("permission denied") || lower.contains("correct permissions") {
         Some(libc::EACCES)
     } else {
         None

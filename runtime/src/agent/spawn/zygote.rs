@@ -178,7 +178,7 @@ fn send_result(socket: &UnixStream, result: Result<Built, BuildFailure>) -> io::
         Ok(built) => {
             let fds =
                 [&built.pidfd, &built.stdin, &built.stdout, &built.stderr].map(|fd| fd.as_raw_fd());
-            write_reply(&socket, &Reply::Built { pid: built.pid }, &fds)
+            write_reply(socket, &Reply::Built { pid: built.pid }, &fds)
         }
         Err(failure) => {
             let orphan: Vec<RawFd> = failure.orphan.iter().map(|fd| fd.as_raw_fd()).collect();
@@ -191,46 +191,62 @@ fn send_result(socket: &UnixStream, result: Result<Built, BuildFailure>) -> io::
     }
 }
 
-/// Performs a libcontainer build in a child of the zygote, which answers the agent itself and exits.
+/// Performs a libcontainer build in a child of the zygote, then relays its answer to the agent.
 ///
 /// The library clones the command as a sibling of its intermediate process, that is as a child of
 /// the process that called it. Called in the zygote, the command would be the zygote's child, and
 /// the agent could neither wait for it nor reap it. In a helper that exits right after the build,
-/// the command is orphaned at once and reparented to the agent, the nearest child subreaper. The
-/// zygote waits for the helper before reading the next request, so builds stay one at a time and
-/// replies in order; if the helper died without answering, the zygote answers for it.
+/// the command is orphaned and reparented to the agent, the nearest child subreaper. The helper
+/// answers over a socketpair and the zygote forwards the answer only once it has reaped the helper:
+/// the agent must not wait for the command before it is the command's parent (a command that
+/// exited at once would otherwise be waited for while still the helper's child: `ECHILD`). The
+/// zygote builds one at a time, so replies stay in order; a helper that died without answering is
+/// answered for.
 fn build_in_helper(socket: &UnixStream, spec: &BuildSpec) -> Result<()> {
+    let (zygote_end, helper_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .context("socketpair for a build helper")?;
+    let (zygote_end, helper_end) = (UnixStream::from(zygote_end), UnixStream::from(helper_end));
     // SAFETY: the zygote is single-threaded, so the child is a complete copy of it.
-    match unsafe { nix::unistd::fork() }.context("forking a build helper")? {
+    let helper = match unsafe { nix::unistd::fork() }.context("forking a build helper")? {
         ForkResult::Child => {
             let never_cancelled = AtomicBool::new(false);
             let result = build::build(spec, None, &never_cancelled, &mut |_| {});
-            let code = i32::from(send_result(socket, result).is_err());
-            // SAFETY: leave without running exit handlers; the reply is written.
+            let code = i32::from(send_result(&helper_end, result).is_err());
+            // SAFETY: leave without running exit handlers; the answer is written.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { child } => {
-            let status = loop {
-                match nix::sys::wait::waitpid(child, None) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    other => break other.context("waiting for the build helper")?,
-                }
-            };
-            if status != nix::sys::wait::WaitStatus::Exited(child, 0) {
-                let failure = BuildError::Failed(format!("the build helper ended with {status:?}"));
-                write_reply(
-                    socket,
-                    &Reply::Failed {
-                        error: failure,
-                        orphan: false,
-                    },
-                    &[],
-                )
-                .context("sending a reply")?;
-            }
-            Ok(())
+        ForkResult::Parent { child } => child,
+    };
+    drop(helper_end);
+    let status = loop {
+        match nix::sys::wait::waitpid(helper, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.context("waiting for the build helper")?,
         }
-    }
+    };
+    let answer = match read_frame(&zygote_end) {
+        Ok(Some((body, fds))) => serde_json::from_slice::<Reply>(&body)
+            .ok()
+            .map(|r| (r, fds)),
+        _ => None,
+    };
+    let (reply, fds) = answer.unwrap_or_else(|| {
+        let error = BuildError::Failed(format!("the build helper ended with {status:?}"));
+        (
+            Reply::Failed {
+                error,
+                orphan: false,
+            },
+            Vec::new(),
+        )
+    });
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    write_reply(socket, &reply, &raw).context("sending a reply")
 }
 
 /// Requests the agent keeps queued in the zygote's socket beyond the one being built. With the
