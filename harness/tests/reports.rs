@@ -119,6 +119,7 @@ fn record(
         trial_id: format!("1-{trial}"),
         verdict,
         met,
+        loss: None,
         reason: match verdict {
             Verdict::Pass => "ended with exit 0".into(),
             Verdict::Fail => "ended with exit 1, expected exit 0".into(),
