@@ -255,4 +255,95 @@ mod tests {
         }
         assert!(!VERDICTS.contains(&Verdict::Skipped.as_str()));
     }
+
+    /// The classes of the agent scenarios, on evidence as the runtime prints it and wedge
+    /// diagnoses it (taken from real trials of this version: the lines and the diagnoses below
+    /// are copied from their records, pids aside).
+    #[test]
+    fn the_agent_scenarios_classify_real_evidence() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let warn = "\u{1b}[33m WARN\u{1b}[0m wedge_runtime::agent::service: the command never ran: \
+                    binding the notify socket notify.sock in /tmp/t/exec-2/sss: Address already in \
+                    use (os error 98) id=2";
+        let stalled = "wedge-agent: exec 1/1: id 1 did not run in 1500 ms (timed out) (the command \
+                       never ran: the timeout fired during the build)";
+        let lost = "wedge-agent: exec 3/4: id 4 did not run in 10012 ms (timed out) (the command \
+                    never ran: the timeout fired during the build)";
+        let agent = |worker: &str| ProcessDiag {
+            pid: 16281,
+            ppid: 1,
+            name: "wedge-agent".into(),
+            cmdline: vec![],
+            state: "sleeping".into(),
+            threads: vec![
+                thread("wedge-agent", true, "futex(FUTEX_WAIT_BITSET_PRIVATE)"),
+                thread("tokio-rt-worker", false, worker),
+            ],
+        };
+        let child = ProcessDiag {
+            pid: 16307,
+            ppid: 16281,
+            name: "tokio-rt-worker".into(),
+            cmdline: vec![],
+            state: "sleeping".into(),
+            threads: vec![thread(
+                "tokio-rt-worker",
+                true,
+                "futex(FUTEX_WAIT_BITSET_PRIVATE)",
+            )],
+        };
+        let hang = |processes: Vec<ProcessDiag>| Diagnosis {
+            reason: "quiescent for 1000 ms".into(),
+            summary: crate::model::diagnosis::summarize(&processes),
+            processes,
+            ..Diagnosis::default()
+        };
+        for file in ["concurrent-exec-pass-rate", "worker-starvation", "cwd-race"] {
+            let s = Scenario::load(&dir.join(format!("{file}.toml"))).unwrap();
+            let strategy = if file == "cwd-race" {
+                "blocking-pool"
+            } else {
+                "inline"
+            };
+            let cell = s
+                .cells()
+                .into_iter()
+                .find(|c| c.get("strategy") == Some(strategy))
+                .unwrap();
+            let mut r = record(&s, "x", Verdict::Fail, false);
+            r.expectation = s.expectation(&cell, "6.18.0");
+            r.cell = cell;
+            r.met = false;
+            let class = |r: &TrialRecord| of(s.classes(), r).unwrap();
+            r.stderr_tail = warn.into();
+            assert_eq!(class(&r), "cwd race", "{file}");
+            r.stderr_tail.clear();
+            r.spawned = vec![Spawned {
+                name: "execs".into(),
+                exit: None,
+                stdout_tail: String::new(),
+                stderr_tail: format!("{stalled}\n{lost}\n"),
+            }];
+            assert_eq!(class(&r), "fork-while-locked (timed out)", "{file}");
+            r.spawned[0].stderr_tail = format!("{stalled}\n");
+            assert_eq!(class(&r), "other", "{file}: the stalled exec's own timeout");
+            r.spawned.clear();
+            r.verdict = Verdict::Hang;
+            r.diagnosis = Some(hang(vec![agent("recvfrom"), child.clone()]));
+            assert_eq!(class(&r), "fork-while-locked", "{file}");
+            r.diagnosis = Some(hang(vec![agent("read")]));
+            let want = if file == "cwd-race" {
+                "other"
+            } else {
+                "starvation"
+            };
+            assert_eq!(class(&r), want, "{file}");
+            r.diagnosis = Some(hang(vec![agent("epoll_wait")]));
+            assert_eq!(
+                class(&r),
+                "other",
+                "{file}: an idle worker is no starvation"
+            );
+        }
+    }
 }
