@@ -687,3 +687,74 @@ fn a_bad_exit_list_is_located_and_says_what_is_accepted() {
     assert!(o.stderr.contains("or a list of these"), "{}", o.stderr);
     assert!(!o.stderr.contains("untagged"), "{}", o.stderr);
 }
+
+/// `[[classify]]`: `list`, `run` and `replay` take a file with it as one without; a bad entry is
+/// bad input at its location; a lost trial's record names its class and the summary counts it.
+#[test]
+fn classify_is_read_by_every_verb_and_a_bad_entry_is_located() {
+    let t = TempDir::new("classify");
+    let file = t.path("c.toml");
+    let text = "[subject]\nkind = \"command\"\nargv = [\"sh\", \"-c\", \"echo nope >&2; exit {code}\"]\n\
+                [matrix]\ncode = [0, 3]\n\
+                [expect]\nexit = 0\n\
+                [[classify]]\nname = \"said nope\"\nverdict = [\"fail\"]\nstderr = \"^nope\"\n\
+                cell = { code = 3 }\n";
+    std::fs::write(&file, text).unwrap();
+    let o = run(&["list", &file]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let out = t.path("res");
+    let o = run(&[
+        "run",
+        &file,
+        "--trials",
+        "2",
+        "--backend",
+        "host",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let records = std::fs::read_to_string(format!("{out}/trials.jsonl")).unwrap();
+    assert_eq!(
+        records.matches("\"loss\":\"said nope\"").count(),
+        2,
+        "{records}"
+    );
+    assert_eq!(
+        records.matches("\"loss\"").count(),
+        2,
+        "passes get no class"
+    );
+    let md = std::fs::read_to_string(format!("{out}/summary.md")).unwrap();
+    assert!(md.contains("| code=3 | 2 | 2 |"), "{md}");
+    let o = run(&["replay", &file, "--cell", "code=3", "--seed", "1"]);
+    assert_eq!(o.code, 1, "a missed trial; {}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("lost: said nope"), "{}", o.stdout);
+
+    let bad = text.replace("stderr = \"^nope\"", "stderr = \"(nope\"");
+    std::fs::write(&file, &bad).unwrap();
+    for args in [vec!["list"], vec!["run"], vec!["replay", "--seed", "1"]] {
+        let verb = args[0];
+        let o = run(&[&args[..], &[file.as_str()]].concat());
+        assert_eq!(o.code, 2, "{verb}: {}", o.stderr);
+        assert!(
+            o.stderr
+                .contains(&format!("{file}:11:10: bad `stderr` pattern")),
+            "{verb}: {}",
+            o.stderr
+        );
+    }
+    std::fs::write(
+        &file,
+        text.replace("verdict = [\"fail\"]", "verdict = [\"timeout\"]"),
+    )
+    .unwrap();
+    let o = run(&["list", &file]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("{file}:10:12: unknown verdict \"timeout\"")),
+        "{}",
+        o.stderr
+    );
+}

@@ -119,6 +119,7 @@ fn record(
         trial_id: format!("1-{trial}"),
         verdict,
         met,
+        loss: None,
         reason: match verdict {
             Verdict::Pass => "ended with exit 0".into(),
             Verdict::Fail => "ended with exit 1, expected exit 0".into(),
@@ -502,4 +503,119 @@ fn committed_summaries_with_string_values_still_read() {
     assert_eq!(json["cpus"], serde_json::json!(1), "{json}");
     let again = serde_json::to_value(cell).unwrap();
     assert_eq!(again["cpus"], serde_json::json!("1"), "{again}");
+}
+
+/// A measured cell (`outcome = "any"`) whose lost trials carry classes, as the engine writes
+/// them for a scenario with `[[classify]]`: pass, pass, then hang/fork, fail/cwd race twice,
+/// fail/other; and a gated cell with one lost trial.
+fn classified(seed: u64) -> Vec<TrialRecord> {
+    let mut any = expect_exit();
+    any.outcome = wedge::model::scenario::Outcome::Any;
+    let losses = [
+        (Verdict::Pass, None),
+        (Verdict::Pass, None),
+        (Verdict::Hang, Some("fork-while-locked")),
+        (Verdict::Fail, Some("cwd race")),
+        (Verdict::Fail, Some("cwd race")),
+        (Verdict::Fail, Some("other")),
+    ];
+    let mut out: Vec<TrialRecord> = losses
+        .iter()
+        .enumerate()
+        .map(|(t, (v, loss))| {
+            let c = cell(&[("strategy", "inline")]);
+            // Measured: `met` holds for a fail too; the rate counts passes.
+            let mut r = record("pass-rate", c, 0, t as u32, *v, true, any.clone(), 10.0);
+            r.seed = seed + t as u64;
+            r.loss = loss.map(str::to_string);
+            r
+        })
+        .collect();
+    for t in 0..3 {
+        let c = cell(&[("strategy", "zygote")]);
+        let lost = t == 0;
+        let v = if lost { Verdict::Fail } else { Verdict::Pass };
+        let mut r = record("pass-rate", c, 1, t, v, !lost, expect_exit(), 10.0);
+        r.loss = lost.then(|| "starvation".to_string());
+        out.push(r);
+    }
+    out
+}
+
+#[test]
+fn lost_trials_are_counted_by_class_and_merged_results_sum_them() {
+    use std::collections::BTreeMap;
+    let counts = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    };
+    let s = wedge::report::stats::summarize(&classified(1));
+    assert_eq!(
+        s.cells[0].losses,
+        counts(&[("cwd race", 2), ("fork-while-locked", 1), ("other", 1)])
+    );
+    assert_eq!(s.cells[1].losses, counts(&[("starvation", 1)]));
+    let md = wedge::report::markdown::render(&s);
+    let table = "Lost trials by class:\n\n\
+                 | cell | lost | cwd race | fork-while-locked | starvation | other |\n\
+                 |---|---|---|---|---|---|\n\
+                 | strategy=inline | 4 | 2 | 1 | 0 | 1 |\n\
+                 | strategy=zygote | 1 | 0 | 0 | 1 | 0 |\n";
+    assert!(md.contains(table), "{md}");
+    // After the pass-rate table, before the per-cell one.
+    let at = md.find("Lost trials by class").unwrap();
+    assert!(md.find("measured: passed 2/6").unwrap() < at, "{md}");
+    assert!(at < md.find("| cell | expectation |").unwrap(), "{md}");
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["cells"][0]["losses"]["cwd race"], 2, "{json}");
+    assert_eq!(json["cells"][1]["losses"]["starvation"], 1, "{json}");
+
+    // `wedge report A B --out C`: the records of both result directories, summed. A lost
+    // record written before classes counts as unclassified beside them.
+    let dir = std::env::temp_dir().join(format!("wedge-losses-{}", std::process::id()));
+    let mut all = Vec::new();
+    for (i, seed) in [1, 100].into_iter().enumerate() {
+        let path = dir.join(format!("r{i}/trials.jsonl"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut w = wedge::model::record::JsonlWriter::open(&path).unwrap();
+        for r in classified(seed) {
+            w.append(&r).unwrap();
+        }
+        all.extend(wedge::model::record::read_jsonl(&path).unwrap());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut old = classified(7).remove(3);
+    old.loss = None;
+    all.push(old);
+    let merged = wedge::report::stats::summarize(&all);
+    assert_eq!(
+        merged.cells[0].losses,
+        counts(&[
+            ("cwd race", 4),
+            ("fork-while-locked", 2),
+            ("other", 2),
+            ("unclassified", 1)
+        ])
+    );
+    let md = wedge::report::markdown::render(&merged);
+    assert!(
+        md.contains("| strategy=inline | 9 | 4 | 2 | 0 | 2 | 1 |"),
+        "{md}"
+    );
+    assert!(md.contains("| starvation | other | unclassified |"), "{md}");
+
+    // Records without classes (a scenario with no [[classify]]) add nothing.
+    let plain = wedge::report::stats::summarize(&records());
+    assert!(plain.cells.iter().all(|c| c.losses.is_empty()));
+    assert!(!wedge::report::markdown::render(&plain).contains("Lost trials"));
+    assert!(!serde_json::to_string(&plain).unwrap().contains("losses"));
+}
+
+#[test]
+fn records_without_a_loss_field_still_read() {
+    let mut r = classified(1).remove(3);
+    let mut line = serde_json::to_value(&r).unwrap();
+    line.as_object_mut().unwrap().remove("loss");
+    let back: TrialRecord = serde_json::from_value(line).unwrap();
+    r.loss = None;
+    assert_eq!(back, r);
 }

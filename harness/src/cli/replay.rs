@@ -87,6 +87,9 @@ fn print_record(r: &TrialRecord) {
         r.expectation.describe(),
         if r.met { "met" } else { "MISSED" }
     );
+    if let Some(class) = &r.loss {
+        wedge::outln!("lost: {class} (the scenario's [[classify]])");
+    }
     wedge::outln!("time to verdict: {:.1} ms", r.time_to_verdict_ms);
     if let Some(d) = &r.diagnosis {
         wedge::outln!("diagnosis ({}):", d.reason);

@@ -138,6 +138,8 @@ impl VmExecutor<'_> {
         (r.verdict, r.met, r.trial, r.seed) = (Verdict::Error, false, t.trial, t.seed);
         r.host.backend = "vm".into();
         r.host.accel = Some(self.settings.accel.name().into());
+        // A trial the VM could not run is lost too; its class is the scenario's to say.
+        r.loss = crate::model::loss::of(c.scenario.classes(), &r);
         r
     }
 }

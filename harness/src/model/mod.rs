@@ -5,6 +5,7 @@ pub mod cell;
 pub mod diagnosis;
 pub mod error;
 pub mod limit_spec;
+pub mod loss;
 pub mod probe_ids;
 pub mod record;
 pub mod scenario;

@@ -140,6 +140,11 @@ pub struct TrialRecord {
     pub met: bool,
     /// Why the verdict (and `met`) are what they are.
     pub reason: String,
+    /// Why a trial that did not pass was lost: the name of the scenario's first `[[classify]]`
+    /// entry its evidence matches, else `other`. None for a trial that passed, and for every
+    /// trial of a scenario that classifies nothing (and in records older than classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<String>,
     pub expectation: Expectation,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitInfo>,
@@ -175,6 +180,23 @@ pub struct TrialRecord {
     /// records written before VM facts were typed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmRun>,
+}
+
+impl TrialRecord {
+    /// Whether the trial counts as passed in the reports' pass-rate table: for a measured-only
+    /// cell (`outcome = "any"`) a `pass` verdict, else meeting the cell's expectation (a pass
+    /// for `exit`, a caught hang for `hang`).
+    pub fn passed(&self) -> bool {
+        match self.expectation.outcome {
+            crate::model::scenario::Outcome::Any => self.verdict == Verdict::Pass,
+            _ => self.met,
+        }
+    }
+
+    /// Whether the trial ran and did not pass: the trials `[[classify]]` puts in classes.
+    pub fn lost(&self) -> bool {
+        self.verdict != Verdict::Skipped && !self.passed()
+    }
 }
 
 /// What a VM trial's boot showed, as facts rather than log lines: the reports read kernel splats

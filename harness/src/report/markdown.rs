@@ -1,5 +1,5 @@
 //! `summary.md`: a pass-rate table per scenario (rows: variants/strategies; columns: kernel and
-//! cpus), the
+//! cpus), the lost trials by class (when the scenario classifies them), the
 //! per-cell details, hang diagnoses, replay commands for misses, and significant differences.
 
 use std::fmt::Write;
@@ -28,6 +28,7 @@ pub fn render(summary: &Summary) -> String {
             .iter()
             .filter(|c| c.scenario == scenario)
             .collect();
+        write_loss_table(&mut out, &cells);
         write_cell_table(&mut out, &cells);
         write_notes(&mut out, &cells);
         write_comparisons(&mut out, summary, scenario);
@@ -87,6 +88,43 @@ fn write_rate_table(out: &mut String, t: &Table<'_>) {
         let _ = write!(out, "| {} |", if key == "-" { "(all)" } else { key });
         for e in entries {
             let _ = write!(out, " {} |", e.map_or_else(|| "—".to_string(), cell_text));
+        }
+        out.push('\n');
+    }
+}
+
+/// `Lost trials by class`: one row per cell with classified losses, one column per class seen
+/// in the scenario (by name, `other` and `unclassified` last); nothing when none has any.
+fn write_loss_table(out: &mut String, cells: &[&CellStats]) {
+    let lossy: Vec<&&CellStats> = cells.iter().filter(|c| !c.losses.is_empty()).collect();
+    if lossy.is_empty() {
+        return;
+    }
+    let mut classes: Vec<&str> = Vec::new();
+    for c in &lossy {
+        for class in c.losses.keys() {
+            if !classes.contains(&class.as_str()) {
+                classes.push(class);
+            }
+        }
+    }
+    let last = [
+        crate::model::scenario::OTHER,
+        crate::model::scenario::UNCLASSIFIED,
+    ];
+    classes.sort_by_key(|c| (last.iter().position(|l| l == c), *c));
+    let _ = write!(out, "\nLost trials by class:\n\n| cell | lost |");
+    for class in &classes {
+        let _ = write!(out, " {class} |");
+    }
+    let _ = write!(out, "\n|---|---|");
+    out.push_str(&"---|".repeat(classes.len()));
+    out.push('\n');
+    for c in lossy {
+        let total: u64 = c.losses.values().sum();
+        let _ = write!(out, "| {} | {total} |", c.cell_id);
+        for class in &classes {
+            let _ = write!(out, " {} |", c.losses.get(*class).copied().unwrap_or(0));
         }
         out.push('\n');
     }

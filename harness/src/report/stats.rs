@@ -92,6 +92,10 @@ pub struct CellStats {
     /// reported even when every trial passed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_splats: Vec<String>,
+    /// The trials that did not pass, by the class `[[classify]]` put them in (`unclassified` for
+    /// records without one); empty when no record of the cell carries a class.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub losses: BTreeMap<String, u64>,
 }
 
 impl CellStats {
@@ -251,7 +255,26 @@ fn cell_stats(scenario: String, cell_id: String, rs: &[&TrialRecord]) -> CellSta
         top_diagnosis,
         misses,
         kernel_splats,
+        losses: losses(&run),
     }
+}
+
+/// The lost trials of a cell by class, counted only when some record of it carries a class (a
+/// scenario that classifies nothing adds nothing to the reports); a lost record without one
+/// (written before classes, merged with newer results) counts as `unclassified`.
+fn losses(run: &[&&TrialRecord]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    if run.iter().all(|r| r.loss.is_none()) {
+        return out;
+    }
+    for r in run.iter().filter(|r| r.lost()) {
+        let class = r
+            .loss
+            .as_deref()
+            .unwrap_or(crate::model::scenario::UNCLASSIFIED);
+        *out.entry(class.to_string()).or_default() += 1;
+    }
+    out
 }
 
 /// Replaces `[1234]` pid markers and long hex addresses so identical diagnoses from different

@@ -58,7 +58,8 @@ fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// The record of a trial: its head, the judge's decision, what it observed, and its log.
+/// The record of a trial: its head, the judge's decision, what it observed, and its log; a trial
+/// that did not pass is put in its scenario's class of losses (`model::loss`), from the record.
 pub(crate) fn assemble(
     engine: &Engine,
     head: Head<'_>,
@@ -67,7 +68,7 @@ pub(crate) fn assemble(
     tails: (String, String),
     log: Vec<String>,
 ) -> TrialRecord {
-    TrialRecord {
+    let mut record = TrialRecord {
         scenario: head.scenario.name.clone(),
         file: head.scenario.file.display().to_string(),
         cell: head.cell.clone(),
@@ -78,6 +79,7 @@ pub(crate) fn assemble(
         verdict: judged.verdict,
         met: judged.met,
         reason: with_spawned(judged.reason, judged.met, &observed.spawned),
+        loss: None,
         expectation: head.expectation,
         exit: observed.exit,
         time_to_verdict_ms: observed.time_to_verdict_ms,
@@ -94,7 +96,9 @@ pub(crate) fn assemble(
         wedge_version: crate::VERSION.to_string(),
         shard: None,
         vm: None,
-    }
+    };
+    record.loss = crate::model::loss::of(head.scenario.classes(), &record);
+    record
 }
 
 /// The record of a cell that cannot run on this host (and why).

@@ -175,3 +175,31 @@ pub enum StepError {
     #[error("unknown ioctl request \"{0}\"")]
     UnknownIoctl(String),
 }
+
+/// A `[[classify]]` entry that is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("a class's `name` must not be empty")]
+    EmptyName,
+    #[error("class \"{0}\" is already defined earlier in the file (names must be unique)")]
+    Duplicate(String),
+    #[error(
+        "class name \"{0}\" is reserved (reports use it for lost trials recorded before \
+         classification)"
+    )]
+    Reserved(String),
+    #[error("class \"{0}\" needs at least one of `stderr`, `stdout`, `diagnosis` or `verdict`")]
+    NoCondition(String),
+    #[error("bad `{key}` pattern: {source}")]
+    Pattern {
+        key: &'static str,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("`verdict` lists no verdict")]
+    NoVerdict,
+    #[error("unknown verdict \"{0}\" (expected one of {1})")]
+    UnknownVerdict(String, String),
+    #[error(transparent)]
+    Cell(#[from] MatrixError),
+}

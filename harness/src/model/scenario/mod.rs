@@ -3,10 +3,11 @@
 //!
 //! Each section of the file has its own module, which checks its part and turns it into plan
 //! types: [`header`] (name, trials, timing), [`subject`], [`matrix`] (axes, cells, selectors),
-//! [`steps`] (typed [`Action`]s, resolved once), [`expect`] (per-cell [`Expectation`]s) and
-//! [`placeholders`] (`{name}` interpolation, checked in every cell). [`spec`] is the file format
+//! [`steps`] (typed [`Action`]s, resolved once), [`expect`] (per-cell [`Expectation`]s),
+//! [`classify`] (the named classes of lost trials) and [`placeholders`] (`{name}` interpolation, checked in every cell). [`spec`] is the file format
 //! as serde reads it; nothing outside this module executes it.
 
+mod classify;
 mod error;
 mod exit;
 mod expect;
@@ -24,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::cell::Cell;
-pub use error::{ExitError, ExpectError, MatrixError, PlaceholderError, StepError};
+pub use classify::{Evidence, LossClass, OTHER, UNCLASSIFIED, VERDICTS, classify};
+pub use error::{ClassifyError, ExitError, ExpectError, MatrixError, PlaceholderError, StepError};
 pub use exit::{describe_exit_spec, parse_signal};
 pub use expect::{
     Expectation, ExpectationOf, KernelRequirement, MIN_RATE_TRIALS, parse_kernel_version,
@@ -59,6 +61,8 @@ pub struct Scenario {
     /// `[[teardown]]`: run after the subject is stopped, before the leak checks.
     pub teardown: Vec<PlannedStep>,
     expect: expect::Expectations,
+    /// `[[classify]]`, in file order.
+    classify: Vec<LossClass>,
 }
 
 impl fmt::Debug for Scenario {
@@ -100,6 +104,7 @@ impl Scenario {
         let teardown = steps::parse_teardown(&file.teardown, &axes, &loc)?;
         let subject = subject::parse(&file.subject, &loc)?;
         let expect = expect::parse(file.expect.as_ref(), &axes, &loc)?;
+        let classify = classify::parse(&file.classify, &axes, &loc)?;
         let mut strings = vec![placeholders::Strings {
             span: file.subject.span(),
             texts: subject.other_strings(),
@@ -140,7 +145,14 @@ impl Scenario {
             steps: plan.steps,
             teardown: teardown.steps,
             expect,
+            classify,
         })
+    }
+
+    /// The classes of lost trials (`[[classify]]`), in file order: the first that matches names
+    /// a trial's class. Empty when the scenario classifies nothing.
+    pub fn classes(&self) -> &[LossClass] {
+        &self.classify
     }
 
     /// Every cell of the matrix, in file order (the first axis varies slowest).

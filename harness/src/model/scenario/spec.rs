@@ -26,6 +26,9 @@ pub struct ScenarioFile {
     pub teardown: Vec<Spanned<Step>>,
     #[serde(default)]
     pub expect: Option<Spanned<ExpectSpec>>,
+    /// `[[classify]]`: the named classes a lost trial is put in, first match wins.
+    #[serde(default)]
+    pub classify: Vec<Spanned<ClassifySpec>>,
 }
 
 /// `[scenario]`: name, trial counts, timing.
@@ -387,6 +390,26 @@ pub struct WhenSpec {
     pub allow_leftover_processes: Option<Vec<String>>,
     /// Leftover paths (globs, with placeholders) that do not fail the trial.
     pub allow_leftover_paths: Option<Vec<String>>,
+}
+
+/// `[[classify]]`: a named class of lost trials and the evidence that puts a trial in it. Every
+/// condition given must hold; at least one of `stderr`, `stdout`, `diagnosis` and `verdict` must
+/// be given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifySpec {
+    /// The class's name in records and reports, unique within the file.
+    pub name: Spanned<String>,
+    /// A regex over the captured stderr of the subject and of the processes the steps started.
+    pub stderr: Option<Spanned<String>>,
+    /// A regex over their captured stdout.
+    pub stdout: Option<Spanned<String>>,
+    /// A regex over the hang diagnosis's text (a trial without one does not match).
+    pub diagnosis: Option<Spanned<String>>,
+    /// Only trials with one of these verdicts (`pass`, `fail`, `hang`, `crash`, `error`).
+    pub verdict: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Only these cells (`{ AXIS = VALUE | [VALUES] }`, as `[[expect.when]]`'s `cell`).
+    pub cell: Option<Spanned<BTreeMap<String, toml::Value>>>,
 }
 
 impl Step {
