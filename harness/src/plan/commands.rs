@@ -254,12 +254,14 @@ fn wedge_run_args(program: &Program, vars: &Vars) -> Result<Vec<String>, Subject
     Ok(a)
 }
 
-/// `serve --socket PATH [--workers N] [--strategy S] ARGS`.
+/// `serve --socket PATH [--workers N] [--strategy S] [--builder B] ARGS`: each flag from the
+/// subject's key, or else from the cell's axis of the same name.
 fn wedge_agent_args(program: &Program, vars: &Vars) -> Result<Vec<String>, SubjectError> {
     let Program::WedgeAgent {
         socket,
         workers,
         strategy,
+        builder,
         args,
     } = program
     else {
@@ -277,6 +279,10 @@ fn wedge_agent_args(program: &Program, vars: &Vars) -> Result<Vec<String>, Subje
     if let Some(s) = flag(vars, strategy, "strategy")? {
         a.push("--strategy".to_string());
         a.push(s);
+    }
+    if let Some(b) = flag(vars, builder, "builder")? {
+        a.push("--builder".to_string());
+        a.push(b);
     }
     a.extend(vars.fill_argv(args)?);
     Ok(a)

@@ -19,6 +19,8 @@ use crate::model::scenario::{Action, Program, Scenario};
 const BASE_PROGRAMS: &[&str] = &[
     "sh", "true", "false", "sleep", "cat", "echo", "env", "kill", "ls", "mkdir", "rm", "printf",
     "bwrap", "timeout", "id", "grep", "head", "tail", "wc", "ln", "chmod", "touch", "nproc",
+    // The root filesystem of `wedge-agent serve --builder libcontainer`'s container.
+    "busybox",
 ];
 
 /// Packs `packed` (its plan and scenario files) and the programs they name (with the base

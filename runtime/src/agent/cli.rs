@@ -66,9 +66,10 @@ pub struct ServeArgs {
     /// container the agent starts; needs the `libcontainer` cargo feature).
     #[arg(long, value_enum, value_name = "B", default_value_t = BuilderKind::Wedge)]
     pub builder: BuilderKind,
-    /// The static busybox the `libcontainer` builder's container is made of.
-    #[arg(long, value_name = "PATH", default_value = "/bin/busybox")]
-    pub busybox: PathBuf,
+    /// The static busybox the `libcontainer` builder's container is made of [default: `busybox`
+    /// found in $PATH, else /bin/busybox].
+    #[arg(long, value_name = "PATH")]
+    pub busybox: Option<PathBuf>,
 }
 
 /// The values of `serve --builder`.
@@ -97,13 +98,27 @@ impl Container {
     }
 }
 
+/// `--busybox`, or the first `busybox` in `$PATH`, or `/bin/busybox`.
+#[cfg(feature = "libcontainer")]
+fn busybox(args: &ServeArgs) -> PathBuf {
+    if let Some(given) = &args.busybox {
+        return given.clone();
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("busybox"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/bin/busybox"))
+}
+
 /// Starts the container the `libcontainer` builder's execs join (none for the `wedge` builder).
 /// Called while the process is single-threaded: the library clones.
 fn start_container(args: &ServeArgs, state_root: &Path) -> Result<Option<Container>> {
     match args.builder {
         BuilderKind::Wedge => Ok(None),
         #[cfg(feature = "libcontainer")]
-        BuilderKind::Libcontainer => Container::create(state_root, &args.busybox)
+        BuilderKind::Libcontainer => Container::create(state_root, &busybox(args))
             .map(Some)
             .context("starting the libcontainer builder's container"),
         #[cfg(not(feature = "libcontainer"))]
@@ -231,6 +246,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("wedge-agent-{}", std::process::id()));
+    // Both absolute: the agent changes its cwd below.
+    let state_root = std::path::absolute(&state_root).context("the state directory")?;
+    let socket = std::path::absolute(&args.socket).context("the socket path")?;
     if state_root.exists() {
         std::fs::remove_dir_all(&state_root).with_context(|| {
             format!(
@@ -241,7 +259,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&state_root)
         .with_context(|| format!("creating the state directory {}", state_root.display()))?;
-    prepare_socket(&args.socket)?;
+    prepare_socket(&socket)?;
+    // Relative paths are resolved in the state directory from here on: a notify socket bound by a
+    // relative name in the wrong directory (the cwd race) lands in it and goes with it.
+    std::env::set_current_dir(&state_root)
+        .with_context(|| format!("entering the state directory {}", state_root.display()))?;
     let container = start_container(&args, &state_root)?;
     let builder = container.as_ref().map_or(Builder::Wedge, |c| {
         Builder::Libcontainer(c.reference().clone())
@@ -264,11 +286,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         builder,
     );
     let served = runtime.block_on(serve_until_signalled(
-        &args.socket,
+        &socket,
         service,
         args.strategy,
         workers,
     ));
+    // The container goes first: a libcontainer build stuck on one of its processes (which no exec
+    // timeout can cancel: the library reports no pid) fails once they are killed, and returns.
+    if let Some(container) = container {
+        container.destroy();
+    }
     runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
     // tokio does not say whether the timeout cut anything short; a build still running in this
     // process (inline on a worker, or on the blocking pool) is what it would have waited for.
@@ -276,10 +303,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     if running > 0 {
         eprintln!("{FORCED_STOP} ({running} tasks still running)");
     }
-    let _ = std::fs::remove_file(&args.socket);
-    if let Some(container) = container {
-        container.destroy();
-    }
+    let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_dir_all(&state_root);
     served
 }

@@ -15,6 +15,9 @@
 //!   how a test forces two builds to be inside the same window at once without sleeping. When the code
 //!   serialises the window (a lock, the single-threaded zygote), the first arrival waits its `MS` alone and
 //!   goes on, so a rendezvous never deadlocks.
+//! - `hold(OTHER)` or `hold(OTHER,MS)`: the first thread that reaches the point waits until another thread
+//!   has passed the failpoint `OTHER` (at most `MS` milliseconds, default 2000); later arrivals pass. This
+//!   orders two builds one way: one is held inside a window until the other has left its own.
 //!
 //! Failpoints are evaluated in the process that performs the build (the agent, or the zygote for
 //! `--strategy zygote`), before `clone3`, so `N*` counts are exact. The one exception is
@@ -24,7 +27,9 @@
 //!
 //! | name | where | meaning of `return` / useful actions |
 //! |---|---|---|
-//! | `agent::cwd::before-bind` | builder, after `chdir(state dir)`, before `bind("notify.sock")` | `rendezvous(2)` forces two builds into the cwd window at once; `sleep(MS)` widens it |
+//! | `agent::cwd::before-enter` | `libcontainer` builder only (`build/library_hooks.rs`): the cwd is saved, the `chdir` into the container's state directory comes next | `rendezvous(2)` makes two builds save the same cwd before either enters |
+//! | `agent::cwd::restored` | `libcontainer` builder only: right after the builder's `chdir` back | the `OTHER` of a `hold` |
+//! | `agent::cwd::before-bind` | builder, after `chdir(state dir)`, before `bind("notify.sock")` (`libcontainer`: before its bind or connect by relative name) | `rendezvous(2)` forces two builds into the cwd window at once; `sleep(MS)` widens it |
 //! | `agent::cwd::after-bind` | builder, after the `bind` (whether it failed or not), before `chdir` back | with `before-bind=rendezvous(2)`, `rendezvous(2)` here too makes both builds bind before either changes back: both binds land in the directory entered last (one `EADDRINUSE`, the other possibly in the wrong directory) |
 //! | `agent::cwd::before-connect` | init process, after its `chdir(state dir)`, before `connect("notify.sock")` | `sleep(MS)`, `pause` |
 //! | `agent::build::before-clone3` | builder, just before the `clone3` of the intermediate | `sleep(MS)`, `pause`, `rendezvous(N)` |
@@ -41,6 +46,10 @@ pub const ENV: &str = "WEDGE_AGENT_FAILPOINTS";
 pub const CWD_BEFORE_BIND: &str = "agent::cwd::before-bind";
 /// After binding the notify socket (whether it worked or not), before changing back.
 pub const CWD_AFTER_BIND: &str = "agent::cwd::after-bind";
+/// `libcontainer` builder: the cwd is saved, the `chdir` into the container's directory is next.
+pub const CWD_BEFORE_ENTER: &str = "agent::cwd::before-enter";
+/// `libcontainer` builder: right after the builder's `chdir` back.
+pub const CWD_RESTORED: &str = "agent::cwd::restored";
 /// In the init process, after `chdir` into the state directory, before connecting to the notify socket.
 pub const CWD_BEFORE_CONNECT: &str = "agent::cwd::before-connect";
 /// Just before the `clone3` of the intermediate process.
@@ -53,9 +62,11 @@ pub const LOSE_INIT: &str = "agent::build::lose-init";
 pub const HOLD_LOG_LOCK: &str = "agent::build::hold-log-lock";
 
 /// Every failpoint name; configuring any other name is an error.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 9] = [
     CWD_BEFORE_BIND,
     CWD_AFTER_BIND,
+    CWD_BEFORE_ENTER,
+    CWD_RESTORED,
     CWD_BEFORE_CONNECT,
     BEFORE_CLONE3,
     STALL_BUILD,
@@ -123,19 +134,105 @@ mod enabled {
     static RENDEZVOUS: Mutex<Vec<Rendezvous>> = Mutex::new(Vec::new());
     static ARRIVALS: Condvar = Condvar::new();
 
+    /// A `hold(OTHER,MS)`: its first arrival waits for a pass of `other`.
+    struct Hold {
+        name: &'static str,
+        other: &'static str,
+        wait: Duration,
+        used: bool,
+    }
+
+    /// The holds, and how many times each failpoint was passed (what a hold waits on).
+    type Holds = (Vec<Hold>, Vec<(&'static str, u64)>);
+    static HOLDS: Mutex<Holds> = Mutex::new((Vec::new(), Vec::new()));
+    static PASSES: Condvar = Condvar::new();
+
+    fn known(name: &str) -> Result<&'static str> {
+        ALL.iter().copied().find(|k| *k == name).with_context(|| {
+            format!(
+                "{ENV}: unknown failpoint `{name}`; known: {}",
+                ALL.join(", ")
+            )
+        })
+    }
+
+    /// `hold(OTHER)` or `hold(OTHER,MS)`.
+    fn configure_hold(name: &'static str, actions: &str, args: &str) -> Result<()> {
+        let args = args
+            .strip_suffix(')')
+            .with_context(|| format!("{ENV}: `{actions}` lacks its closing parenthesis"))?;
+        let mut parts = args.split(',').map(str::trim);
+        let other = known(parts.next().unwrap_or_default())?;
+        let wait_ms: u64 = match parts.next() {
+            Some(ms) => ms
+                .parse()
+                .with_context(|| format!("{ENV}: bad wait in `{actions}`"))?,
+            None => 2000,
+        };
+        if other == name || parts.next().is_some() {
+            bail!(
+                "{ENV}: `{actions}` must be hold(OTHER) or hold(OTHER,MS), OTHER another failpoint"
+            );
+        }
+        let mut holds = HOLDS.lock();
+        holds.0.retain(|h| h.name != name);
+        holds.0.push(Hold {
+            name,
+            other,
+            wait: Duration::from_millis(wait_ms),
+            used: false,
+        });
+        Ok(())
+    }
+
+    fn passes(table: &[(&'static str, u64)], name: &str) -> u64 {
+        table
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or(0, |(_, c)| *c)
+    }
+
+    /// Counts a pass of `name`; the first arrival at a hold on `name` first waits for another pass
+    /// of its `other`.
+    fn hold(name: &'static str) {
+        let mut holds = HOLDS.lock();
+        let waiting = holds
+            .0
+            .iter_mut()
+            .find(|h| h.name == name && !h.used)
+            .map(|h| {
+                h.used = true;
+                (h.other, h.wait)
+            });
+        if let Some((other, wait)) = waiting {
+            let seen = passes(&holds.1, other);
+            let deadline = Instant::now() + wait;
+            while passes(&holds.1, other) == seen {
+                let now = Instant::now();
+                if now >= deadline {
+                    tracing::warn!(failpoint = name, other, "hold: gave up waiting");
+                    break;
+                }
+                holds = PASSES.wait_timeout(holds, deadline - now).0;
+            }
+        }
+        match holds.1.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, count)) => *count += 1,
+            None => holds.1.push((name, 1)),
+        }
+        PASSES.notify_all();
+    }
+
     pub(super) fn configure(spec: &str) -> Result<()> {
         for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
             let (name, actions) = entry
                 .split_once('=')
                 .with_context(|| format!("{ENV}: `{entry}` is not NAME=ACTIONS"))?;
             let (name, actions) = (name.trim(), actions.trim());
-            let Some(name) = ALL.iter().copied().find(|known| *known == name) else {
-                bail!(
-                    "{ENV}: unknown failpoint `{name}`; known: {}",
-                    ALL.join(", ")
-                );
-            };
-            if let Some(args) = actions.strip_prefix("rendezvous(") {
+            let name = known(name)?;
+            if let Some(args) = actions.strip_prefix("hold(") {
+                configure_hold(name, actions, args)?;
+            } else if let Some(args) = actions.strip_prefix("rendezvous(") {
                 let args = args
                     .strip_suffix(')')
                     .with_context(|| format!("{ENV}: `{actions}` lacks its closing parenthesis"))?;
@@ -199,11 +296,13 @@ mod enabled {
 
     pub(super) fn hit(name: &'static str) {
         rendezvous(name);
+        hold(name);
         let _ = fail::eval(name, |_| ());
     }
 
     pub(super) fn fires(name: &'static str) -> bool {
         rendezvous(name);
+        hold(name);
         fail::eval(name, |_| ()).is_some()
     }
 }

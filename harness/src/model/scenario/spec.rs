@@ -141,11 +141,12 @@ pub enum SubjectSpec {
         #[serde(default)]
         stdin: StdinMode,
     },
-    /// `wedge-agent serve --socket PATH [--workers N] [--strategy S]`.
+    /// `wedge-agent serve --socket PATH [--workers N] [--strategy S] [--builder B]`.
     WedgeAgent {
         socket: Option<String>,
         workers: Option<String>,
         strategy: Option<String>,
+        builder: Option<String>,
         #[serde(default)]
         args: Vec<String>,
         #[serde(default)]

@@ -31,11 +31,12 @@ pub enum Program {
         drain_ms: Option<String>,
         args: Vec<String>,
     },
-    /// `wedge-agent serve --socket PATH [--workers N] [--strategy S] ARGS`.
+    /// `wedge-agent serve --socket PATH [--workers N] [--strategy S] [--builder B] ARGS`.
     WedgeAgent {
         socket: Option<String>,
         workers: Option<String>,
         strategy: Option<String>,
+        builder: Option<String>,
         args: Vec<String>,
     },
 }
@@ -74,8 +75,9 @@ impl Subject {
                 socket,
                 workers,
                 strategy,
+                builder,
                 ..
-            } => out.extend([socket, workers, strategy].into_iter().flatten()),
+            } => out.extend([socket, workers, strategy, builder].into_iter().flatten()),
         }
         out.extend(self.env.values());
         out.extend(&self.cwd);
@@ -136,6 +138,7 @@ pub(crate) fn parse(
             socket,
             workers,
             strategy,
+            builder,
             args,
             env,
             cwd,
@@ -145,6 +148,7 @@ pub(crate) fn parse(
                 socket,
                 workers,
                 strategy,
+                builder,
                 args,
             };
             (program, env, cwd, stdin)

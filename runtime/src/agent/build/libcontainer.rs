@@ -107,6 +107,8 @@ impl Container {
         let init = container.pid();
         container.start().map_err(library("start the container"))?;
         let init = container.pid().or(init).map(|p| Pid::from_raw(p.as_raw()));
+        #[cfg(feature = "failpoints")]
+        super::library_hooks::watch(&root.join(CONTAINER_ID));
         let init = init.ok_or(ContainerError::Library {
             what: "report the container's init process",
             source: libcontainer::error::LibcontainerError::Other("no pid in its state".into()),
@@ -247,6 +249,8 @@ pub fn build(
         .collect();
     let env: HashMap<String, String> = spec.env.iter().cloned().collect();
     let serialised = lock.map(SpawnLock::lock);
+    #[cfg(feature = "failpoints")]
+    let _hooked = super::library_hooks::Scope::enter();
     let built = ContainerBuilder::new(container.id.clone(), SyscallType::default())
         .with_root_path(&container.root)
         .and_then(|b| {

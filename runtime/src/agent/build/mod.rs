@@ -20,6 +20,8 @@ mod child;
 pub mod handshake;
 #[cfg(feature = "libcontainer")]
 pub mod libcontainer;
+#[cfg(all(feature = "libcontainer", feature = "failpoints"))]
+pub mod library_hooks;
 
 pub use wedge_core::cwd;
 
