@@ -41,6 +41,15 @@ pub struct ReplayArgs {
 
 pub fn replay(args: ReplayArgs) -> Result<(), Failure> {
     let loaded = load_scenarios(std::slice::from_ref(&args.scenario))?;
+    // A directory loads every scenario in it: none (a results directory) or several is not a
+    // trial to replay.
+    if loaded.len() != 1 {
+        return Err(Failure::Input(format!(
+            "{}: replay takes one scenario file; this holds {} scenarios",
+            args.scenario.display(),
+            loaded.len()
+        )));
+    }
     let engine = Engine::new();
     let vms = wedge::vm::support::HostVms::detect();
     let options = super::common::backend_options(&args.backend, &vms);

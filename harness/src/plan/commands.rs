@@ -342,6 +342,50 @@ sandbox = ["none"]
     }
 
     #[test]
+    fn wedge_agent_flags_follow_axes_or_keys() {
+        let text = r#"
+[subject]
+kind = "wedge-agent"
+workers = "1"
+[matrix]
+strategy = ["zygote"]
+builder = ["wedge", "libcontainer"]
+"#;
+        let s = Scenario::parse(Path::new("x.toml"), text).unwrap();
+        let dir = std::env::temp_dir().join(format!("wedge-agent-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("wedge-agent"), "").unwrap();
+        let cell = s.cells()[1].clone();
+        let vars = Vars {
+            splices: s.splices(&cell),
+            cell,
+            tmp: dir.clone(),
+            work: dir.clone(),
+            socket: dir.join("s"),
+            seed: 1,
+            trial: 0,
+            scenario_dir: dir.clone(),
+            bin_dir: dir.clone(),
+            rng: Vars::rng_for(1),
+        };
+        let l = subject_launch(&s, &vars).unwrap();
+        let socket = dir.join("s").display().to_string();
+        let expected = [
+            "serve",
+            "--socket",
+            &socket,
+            "--workers",
+            "1",
+            "--strategy",
+            "zygote",
+            "--builder",
+            "libcontainer",
+        ];
+        assert_eq!(l.args, expected);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn table_axes_splice_their_lists_into_argv() {
         let text = r#"
 [matrix]
