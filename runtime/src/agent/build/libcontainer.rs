@@ -87,6 +87,7 @@ impl Container {
     /// Lays out the bundle under `state_root` from the static `busybox`, then creates and starts the
     /// container. Call it before the process has other threads: the library clones.
     pub fn create(state_root: &Path, busybox: &Path) -> Result<Self, ContainerError> {
+        own_proc()?;
         let bundle = state_root.join("bundle");
         let rootfs = bundle.join("rootfs");
         lay_out_rootfs(&rootfs, busybox)?;
@@ -148,6 +149,38 @@ impl Container {
         }
         let _ = std::fs::remove_dir_all(&self.reference.root);
     }
+}
+
+/// Makes `/proc` this process's pid namespace's. The library finds processes by the pids it sees
+/// (`/proc/PID/ns/pid` of the container's init, to join its namespaces), so in a pid namespace
+/// whose `/proc` is still the parent's (a harness trial, `unshare --pid --fork`) it would join the
+/// namespaces of some other process, or fail with EINVAL. There the agent mounts a `/proc` of its
+/// own, in a private mount namespace: nothing outside it sees the change. Needs a single-threaded
+/// process (unshare of the mount namespace), which `create` is called in.
+fn own_proc() -> Result<(), ContainerError> {
+    use nix::mount::{MsFlags, mount};
+    let seen = std::fs::read_link("/proc/self").ok();
+    let me = std::process::id().to_string();
+    if seen.as_deref() == Some(Path::new(&me)) {
+        return Ok(());
+    }
+    let os = |what: &'static str| {
+        move |e: nix::Error| ContainerError::Io {
+            path: PathBuf::from("/proc"),
+            source: std::io::Error::other(format!("{what}: {e}")),
+        }
+    };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(os("unshare(CLONE_NEWNS)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(os("making / private"))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>).map_err(os("mounting /proc"))
 }
 
 /// A root filesystem of one static busybox and a link per applet.
