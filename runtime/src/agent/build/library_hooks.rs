@@ -31,9 +31,22 @@ use std::sync::OnceLock;
 static CONTAINER_DIR: OnceLock<Vec<u8>> = OnceLock::new();
 
 thread_local! {
-    /// While this thread runs a build: the pid of the process running it, and whether the build's
+    /// While this thread runs a build: the process running it ([`whoami`]), and whether the build's
     /// children must stall.
-    static BUILD: Cell<Option<(i32, bool)>> = const { Cell::new(None) };
+    static BUILD: Cell<Option<((i32, u64), bool)>> = const { Cell::new(None) };
+}
+
+/// This process, as its pid and its pid namespace: the library's children inherit [`BUILD`], and
+/// a tenant's init may have the builder's pid number in the container's namespace (pid 2 of a
+/// fresh namespace is common on both sides), so the pid alone cannot tell them apart.
+fn whoami() -> (i32, u64) {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    let found = unsafe { libc::stat(c"/proc/self/ns/pid".as_ptr(), &mut st) } == 0;
+    (pid, if found { st.st_ino } else { 0 })
 }
 
 /// Says which directory is the container's state directory (canonical, as the library builds it).
@@ -51,9 +64,7 @@ impl Scope {
     /// Evaluates `agent::build::stall` for this build and marks the thread.
     pub fn enter() -> Self {
         let stall = failpoints::fires(failpoints::STALL_BUILD);
-        // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() };
-        BUILD.set(Some((pid, stall)));
+        BUILD.set(Some((whoami(), stall)));
         Scope
     }
 }
@@ -78,8 +89,7 @@ enum Caller {
 fn caller() -> Caller {
     match BUILD.try_with(Cell::get).ok().flatten() {
         None => Caller::Other,
-        // SAFETY: getpid has no preconditions.
-        Some((pid, _)) if pid == unsafe { libc::getpid() } => Caller::Builder,
+        Some((builder, _)) if builder == whoami() => Caller::Builder,
         Some((_, true)) => Caller::StalledChild,
         Some((_, false)) => Caller::Other,
     }
