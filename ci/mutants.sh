@@ -136,8 +136,8 @@ declare -A checks=(
   [single-thread]="test:wedge_run:exec_from_a_multithreaded_process_is_denied"
   [id-valid-recheck]="test:wedge_run:a_target_that_dies_after_its_request_was_read_is_refused_as_stale"
   [effective-command]="test:exec_bypass:the_three_bypasses_are_denied_and_run_without_the_rule"
-  [spawn-blocking]="scenario:worker-starvation:strategy=blocking-pool-std-mutex cpus=1 concurrency=1"
-  [std-spawn-lock]="scenario:cwd-race:strategy=blocking-pool-std-mutex"
+  [spawn-blocking]="scenario:worker-starvation:strategy=blocking-pool-std-mutex cpus=1 concurrency=1 builder=wedge"
+  [std-spawn-lock]="scenario:cwd-race:strategy=blocking-pool-std-mutex builder=wedge"
   [zygote]="scenario:fork-while-locked:strategy=zygote"
 )
 order=(eventfd-wake begin-idempotence bounded-drain listener-handback signal-escalation caller-pgrp
