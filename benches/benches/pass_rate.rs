@@ -68,7 +68,7 @@ fn concurrent_exec(c: &mut Criterion<Failures>) {
             &engine,
             strategy,
             "scenarios/concurrent-exec-pass-rate.toml",
-            &[&strategy_filter, "cpus=1", "concurrency=4"],
+            &[&strategy_filter, "cpus=1", "concurrency=4", "builder=wedge"],
         );
     }
     group.finish();
