@@ -27,12 +27,22 @@ const CASES: &[Case] = &[
     Case {
         id: "worker-starvation zygote cpus=1 pass",
         file: "scenarios/worker-starvation.toml",
-        filters: &["strategy=zygote", "cpus=1", "concurrency=1", "builder=wedge"],
+        filters: &[
+            "strategy=zygote",
+            "cpus=1",
+            "concurrency=1",
+            "builder=wedge",
+        ],
     },
     Case {
         id: "worker-starvation inline cpus=1 hang",
         file: "scenarios/worker-starvation.toml",
-        filters: &["strategy=inline", "cpus=1", "concurrency=1", "builder=wedge"],
+        filters: &[
+            "strategy=inline",
+            "cpus=1",
+            "concurrency=1",
+            "builder=wedge",
+        ],
     },
     Case {
         id: "fork-while-locked zygote workers=1 pass",
