@@ -14,6 +14,7 @@ use tonic::Code;
 use wedge_runtime::agent::proto::{
     ExecRequest, HealthRequest, KillRequest, StdinRequest, WaitRequest,
 };
+use wedge_runtime::agent::build::Builder;
 use wedge_runtime::agent::service::{MAX_COMMAND_BYTES, kill_signal, validate};
 
 fuzz_target!(|data: &[u8]| {
@@ -50,7 +51,7 @@ fn round_trip<M: Message + Default + PartialEq + std::fmt::Debug>(bytes: &[u8]) 
 
 fn check_exec(request: ExecRequest) {
     let sent = request.clone();
-    let spec = match validate(request, Path::new("/state")) {
+    let spec = match validate(request, Path::new("/state"), &Builder::Wedge) {
         Ok(spec) => spec,
         Err(status) => {
             assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
