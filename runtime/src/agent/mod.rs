@@ -10,6 +10,7 @@
 //! - [`build`]: the blocking container build, its child side after `clone3`, the typed handshake
 //!   between them, and the cwd critical section with its spawn lock (from `wedge-core`, so loom
 //!   checks it);
+//! - [`kill`]: kills a command, its process tree and whatever still holds its output;
 //! - [`reaper`]: reaps orphaned init processes nobody waits for;
 //! - [`failpoints`]: the named failpoints (feature `failpoints`), documented there.
 //!
@@ -19,6 +20,7 @@ pub mod build;
 pub mod cli;
 pub mod client;
 pub mod failpoints;
+pub mod kill;
 pub mod reaper;
 pub mod service;
 pub mod spawn;

@@ -2,6 +2,7 @@
 //! answers `Wait`, `Kill`, `Stdin` and `Health`.
 
 use super::build::{BuildError, BuildSpec, Builder, Built};
+use super::kill;
 use super::proto::agent_server::Agent;
 use super::proto::{
     Accepted, ExecEvent, ExecRequest, ExitStatus, HealthRequest, HealthResponse, KillRequest,
@@ -10,12 +11,10 @@ use super::proto::{
 };
 use super::spawn::{self, BuildProgress, Spawner};
 use crate::sync::Mutex;
-use crate::sys;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
-use nix::unistd::Pid;
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +51,10 @@ struct Exec {
     stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
     /// The request said no stdin follows: the pipe is closed at the start.
     stdin_closed: bool,
+    /// The command shares a pid namespace with others (the `libcontainer` builder): when it exits,
+    /// what still holds its output is killed ([`kill`]), as the `wedge` builder's namespace
+    /// teardown would.
+    shares_namespace: bool,
     /// `None` until the exec finished.
     status: watch::Sender<Option<ExitStatus>>,
 }
@@ -110,59 +113,12 @@ impl AgentService {
         for exec in table.execs.values() {
             let process = exec.process.lock();
             match &*process {
-                Process::Running { pid, pidfd } => kill_command(*pid, pidfd, Signal::SIGKILL),
+                Process::Running { pid, pidfd } => kill::command(*pid, pidfd, Signal::SIGKILL),
                 Process::Building(progress) => progress.cancel(),
                 Process::Gone => {}
             }
         }
     }
-}
-
-fn kill_command(pid: i32, pidfd: &OwnedFd, signal: Signal) {
-    let _ = killpg(Pid::from_raw(pid), signal);
-    if signal == Signal::SIGKILL {
-        // With the `wedge` builder the command is pid 1 of its namespace: killing it kills every
-        // process in there. With `libcontainer` it shares the container's namespace, so its
-        // descendants (a grandchild in a session of its own, too) are found and killed first;
-        // one whose parent already died was reparented to the container's init and is not found.
-        kill_descendants(pid);
-        let _ = sys::pidfd_send_signal(pidfd.as_fd(), signal);
-    }
-}
-
-/// SIGKILLs every descendant of `pid` still linked to it through `/proc/*/task/*/children`, a
-/// generation at a time (children killed before their own children are listed would orphan them,
-/// so each generation is listed before any of it is killed). Bounded, in case of a fork bomb.
-fn kill_descendants(pid: i32) {
-    let mut generation = vec![pid];
-    let mut found = Vec::new();
-    for _ in 0..64 {
-        let next: Vec<i32> = generation.iter().flat_map(|&p| children_of(p)).collect();
-        if next.is_empty() {
-            break;
-        }
-        found.extend_from_slice(&next);
-        generation = next;
-    }
-    for p in found {
-        let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
-    }
-}
-
-fn children_of(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|listed| {
-            listed
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect()
 }
 
 /// Checks an exec request's form and turns it into a build spec (without an id), touching
@@ -296,6 +252,7 @@ impl Agent for AgentService {
             process: Mutex::new(Process::Building(Arc::clone(&progress))),
             stdin: tokio::sync::Mutex::new(None),
             stdin_closed,
+            shares_namespace: matches!(spec.builder, Builder::Libcontainer(_)),
             status: watch::channel(None).0,
         });
         self.shared.table.lock().execs.insert(id, Arc::clone(&exec));
@@ -363,7 +320,7 @@ impl Agent for AgentService {
         let process = exec.process.lock();
         match &*process {
             Process::Running { pid, pidfd } => {
-                kill_command(*pid, pidfd, signal);
+                kill::command(*pid, pidfd, signal);
                 Ok(Response::new(KillResponse {}))
             }
             Process::Building(_) => Err(Status::failed_precondition(format!(
@@ -521,6 +478,8 @@ struct Watched {
     stdout: pipe::Receiver,
     stderr: pipe::Receiver,
     exited: AsyncFd<Arc<OwnedFd>>,
+    /// Set when the exec [shares a namespace](Exec::shares_namespace).
+    output: Option<kill::Output>,
 }
 
 /// Records the command as running and registers its descriptors; the stdin pipe goes to the exec
@@ -534,6 +493,10 @@ async fn watch_command(exec: &Exec, built: Built, id: u64) -> Result<Watched, Ex
         stdout,
         stderr,
     } = built;
+    let output = exec
+        .shares_namespace
+        .then(|| kill::Output::of(pid, &stdout, &stderr))
+        .flatten();
     let pidfd = Arc::new(pidfd);
     *exec.process.lock() = Process::Running {
         pid,
@@ -556,7 +519,7 @@ async fn watch_command(exec: &Exec, built: Built, id: u64) -> Result<Watched, Ex
                 .flatten()
                 .next();
             tracing::error!(id, "registering the command's descriptors: {why:?}");
-            kill_command(pid, &pidfd, Signal::SIGKILL);
+            kill::command(pid, &pidfd, Signal::SIGKILL);
             let _ = tokio::task::spawn_blocking(move || spawn::reap(&pidfd)).await;
             return Err(ExitStatus {
                 id,
@@ -575,6 +538,7 @@ async fn watch_command(exec: &Exec, built: Built, id: u64) -> Result<Watched, Ex
         stdout,
         stderr,
         exited,
+        output,
     })
 }
 
@@ -592,6 +556,7 @@ async fn stream_until_done(
         stdout,
         stderr,
         exited,
+        output: leftovers,
     } = watched;
     let (pid, pidfd) = (*pid, &*pidfd);
     let (mut out_open, mut err_open, mut running) = (true, true, true);
@@ -619,18 +584,24 @@ async fn stream_until_done(
                 // Readable means exited; keep the guard's readiness (nothing clears it).
                 if let Ok(mut guard) = ready { guard.retain_ready(); }
                 running = false;
+                if let Some(output) = leftovers.as_ref().filter(|_| out_open || err_open) {
+                    let killed = kill::output_holders(output);
+                    if !killed.is_empty() {
+                        tracing::debug!(id, ?killed, "killed what still held the output");
+                    }
+                }
             },
             _ = until(deadline), if running && !timed_out => {
                 timed_out = true;
                 tracing::debug!(id, "timeout: killing the command");
-                kill_command(pid, pidfd, Signal::SIGKILL);
+                kill::command(pid, pidfd, Signal::SIGKILL);
             },
             _ = events.closed(), if !client_gone => {
                 client_gone = true;
                 pending = None;
                 if running {
                     tracing::debug!(id, "client went away: killing the command");
-                    kill_command(pid, pidfd, Signal::SIGKILL);
+                    kill::command(pid, pidfd, Signal::SIGKILL);
                 }
             },
         }

@@ -214,6 +214,13 @@ fn build_in_helper(socket: &UnixStream, spec: &BuildSpec) -> Result<()> {
     // SAFETY: the zygote is single-threaded, so the child is a complete copy of it.
     let helper = match unsafe { nix::unistd::fork() }.context("forking a build helper")? {
         ForkResult::Child => {
+            // The library forks without exec, so whatever the helper holds its children hold: a
+            // child stranded by a failed build that kept the zygote's socket to the agent would
+            // keep the agent from ever seeing the zygote die (no end-of-file on that socket).
+            // The helper answers on its own socketpair, so it lets go of the agent's socket first.
+            // SAFETY: this process is a fork that leaves by `_exit`, so the `UnixStream` owning
+            // the descriptor is never dropped, and nothing else here uses the descriptor.
+            unsafe { libc::close(socket.as_raw_fd()) };
             let never_cancelled = AtomicBool::new(false);
             let result = build::build(spec, None, &never_cancelled, &mut |_| {});
             let code = i32::from(send_result(&helper_end, result).is_err());

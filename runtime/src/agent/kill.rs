@@ -1,0 +1,186 @@
+//! Killing a command and everything it left behind.
+//!
+//! Guarantee: after [`command`] with SIGKILL and, once the command exited, [`output_holders`],
+//! no process of the command's pid namespace holds the command's output pipes, so the service's
+//! wait for end-of-output ends.
+//!
+//! Why two steps. With the `wedge` builder the command is pid 1 of a pid namespace of its own:
+//! when it dies the kernel kills every process in there, so its pipes close with it. With the
+//! `libcontainer` builder it is one tenant of the container's namespace, whose init is a long
+//! `sleep`: a grandchild that double-forked (`setsid cmd &`) is reparented to that init and would
+//! keep the output pipe open, and the exec would never end. So:
+//! 1. [`command`] lists the command's whole process tree (`/proc/*/task/*/children`, a generation
+//!    at a time) *before* it kills anything: killing a parent first would reparent its children
+//!    out of reach.
+//! 2. [`output_holders`], called once the command exited, finds what the tree walk cannot see (a
+//!    process orphaned before the kill, or one forked while the tree was being listed) by what it
+//!    holds: any process of the command's pid namespace with the write end of the command's
+//!    stdout or stderr open. That is exactly what the wedge builder's namespace teardown kills as
+//!    far as the exec's output is concerned. A leftover that closed its output is not found; it
+//!    stays a tenant of the container until the agent destroys it (the agent README says so).
+//!
+//! Both read `/proc` and are only called on the kill path or for the shared-namespace builder, so
+//! the common `wedge` exec pays nothing.
+
+use crate::sys;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+/// Most generations of descendants walked (a fork bomb must not keep the walk going).
+const MAX_GENERATIONS: usize = 64;
+
+/// Sends `signal` to the command's process group and, for SIGKILL, to every descendant listed
+/// beforehand and to the command itself through its pidfd (which cannot reach a recycled pid).
+pub fn command(pid: i32, pidfd: &OwnedFd, signal: Signal) {
+    if signal != Signal::SIGKILL {
+        let _ = killpg(Pid::from_raw(pid), signal);
+        return;
+    }
+    let tree = descendants(pid);
+    let _ = killpg(Pid::from_raw(pid), signal);
+    for p in tree {
+        let _ = nix::sys::signal::kill(Pid::from_raw(p), signal);
+    }
+    let _ = sys::pidfd_send_signal(pidfd.as_fd(), signal);
+}
+
+/// Every descendant of `pid` still linked to it, a generation at a time, listed before any is
+/// killed.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut generation = vec![pid];
+    let mut found = Vec::new();
+    for _ in 0..MAX_GENERATIONS {
+        let next: Vec<i32> = generation.iter().flat_map(|&p| children_of(p)).collect();
+        if next.is_empty() {
+            break;
+        }
+        found.extend_from_slice(&next);
+        generation = next;
+    }
+    found
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|listed| {
+            listed
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// What identifies a command's output for [`output_holders`]: its pid namespace and the inodes
+/// of its output pipes (a pipe's two ends share one inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    pid_ns: u64,
+    pipes: [u64; 2],
+}
+
+impl Output {
+    /// Reads the identity of `pid`'s output while `pid` is alive (a zombie has no namespace
+    /// link); `None` if it is already gone.
+    pub fn of(pid: i32, stdout: &OwnedFd, stderr: &OwnedFd) -> Option<Output> {
+        let pid_ns = std::fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?.ino();
+        let inode = |fd: &OwnedFd| std::fs::File::from(fd.try_clone().ok()?).metadata().ok();
+        Some(Output {
+            pid_ns,
+            pipes: [inode(stdout)?.ino(), inode(stderr)?.ino()],
+        })
+    }
+}
+
+/// SIGKILLs every process of `output`'s pid namespace (never the agent itself) that has one of
+/// its pipes open; returns their pids.
+pub fn output_holders(output: &Output) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let names = output.pipes.map(|inode| format!("pipe:[{inode}]"));
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let holders: Vec<i32> = procs
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && in_namespace(pid, output.pid_ns))
+        .filter(|&pid| holds_any(pid, &names))
+        .collect();
+    for &pid in &holders {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    holders
+}
+
+fn in_namespace(pid: i32, pid_ns: u64) -> bool {
+    std::fs::metadata(format!("/proc/{pid}/ns/pid")).is_ok_and(|m| m.ino() == pid_ns)
+}
+
+fn holds_any(pid: i32, names: &[String; 2]) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| names.iter().any(|n| target.as_os_str() == n.as_str()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    /// Close-on-exec: tests run in parallel, and another test's child must not inherit these
+    /// (it would be a holder too, and killed).
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe")
+    }
+
+    /// A grandchild that left its parent's session (and its tree, once the parent exits) still
+    /// holds the output pipe: found by what it holds, and killed.
+    #[test]
+    fn an_orphan_holding_the_output_is_found_and_killed() {
+        // SAFETY: a prctl with integer arguments only. The orphan is reparented to this process
+        // (not to an init that may not reap), so it is reaped below.
+        assert_eq!(
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+            0
+        );
+        let (read, write) = pipe();
+        let (err_read, err_write) = pipe();
+        // `try_clone` duplicates close-on-exec too; the child's stdio is a dup2 without it.
+        let mut shell = Command::new("sh")
+            .args(["-c", "setsid sleep 1000 & echo $!"])
+            .stdout(Stdio::from(write.try_clone().expect("dup")))
+            .stderr(Stdio::from(err_write))
+            .process_group(0)
+            .spawn()
+            .expect("sh");
+        let output = Output::of(std::process::id() as i32, &read, &err_read)
+            .expect("our own output identity");
+        drop(write);
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(std::fs::File::from(read.try_clone().expect("dup"))),
+            &mut line,
+        )
+        .expect("the orphan's pid");
+        let orphan: i32 = line.trim().parse().expect("a pid");
+        shell.wait().expect("sh exits");
+        let killed = output_holders(&output);
+        assert_eq!(killed, vec![orphan]);
+        nix::sys::wait::waitpid(Pid::from_raw(orphan), None).expect("reaping the orphan");
+        // Every writer is gone, so the read end sees end-of-file.
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(read), &mut rest).expect("eof");
+    }
+}
