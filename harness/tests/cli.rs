@@ -600,6 +600,26 @@ fn a_run_without_gate_reports_expectations_and_exits_0() {
         "{}",
         o.stdout
     );
+    // Without -q the run ends with the pass-rate table, then the expectations.
+    let o = run(&["run", &file, "--out", &t.path("c")]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let table: Vec<&str> = o.stdout.lines().skip_while(|l| *l != "wrong").collect();
+    assert!(table.len() > 3, "{}", o.stdout);
+    assert!(
+        table[2].contains("code=0") && table[2].contains("✅ 2/2"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        table[3].contains("code=5") && table[3].contains("❌ 0/2"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stderr.contains("% done, "),
+        "the progress estimates the time left: {}",
+        o.stderr
+    );
 }
 
 /// `{scenario_dir}` is absolute even when the scenario's path is relative, so a program beside
@@ -757,4 +777,36 @@ fn classify_is_read_by_every_verb_and_a_bad_entry_is_located() {
         "{}",
         o.stderr
     );
+}
+
+#[test]
+fn opt_in_cells_are_listed_and_run_only_when_asked_for() {
+    let t = TempDir::new("optin");
+    let file = t.path("costly.toml");
+    std::fs::write(
+        &file,
+        "[scenario]\ntrials = 1\nopt_in = { speed = [\"slow\"] }\n[subject]\nkind = \"command\"\n\
+         argv = [\"wedge-subject\", \"exit\", \"0\"]\n[matrix]\nspeed = [\"fast\", \"slow\"]\n\
+         [expect]\nexit = 0\n",
+    )
+    .unwrap();
+    let listed = |extra: &[&str]| {
+        let mut args = vec!["list", &file];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+        o.stdout
+    };
+    let quick = listed(&[]);
+    assert!(
+        quick.contains("speed=fast") && !quick.contains("speed=slow"),
+        "{quick}"
+    );
+    for extra in [&["--full"][..], &["--cell", "speed=slow"]] {
+        let more = listed(extra);
+        assert!(more.contains("speed=slow"), "{extra:?}: {more}");
+    }
+    let o = run(&["run", &file, "--out", &t.path("r"), "-q", "--gate"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert_eq!(lines(&format!("{}/trials.jsonl", t.path("r"))), 1);
 }

@@ -45,7 +45,15 @@ pub fn execute_with(
     quiet: bool,
 ) -> std::io::Result<Vec<TrialRecord>> {
     let jsonl = writer.map(|writer| JsonlReporter { writer });
-    let progress = Progress::new(quiet);
+    let weights = cells.iter().map(|c| {
+        let scale = match &c.target {
+            crate::plan::backend::Target::Vm(vm) => u64::from(vm.time_scale.max(1)),
+            crate::plan::backend::Target::Host => 1,
+        };
+        let trials = if c.skip.is_some() { 0 } else { c.trials };
+        (c.scenario.name.clone(), c.cell_index, trials, scale)
+    });
+    let progress = Progress::new(quiet, weights);
     let mut reporters: Vec<&dyn Reporter> = Vec::new();
     if let Some(j) = &jsonl {
         reporters.push(j);

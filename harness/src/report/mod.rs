@@ -9,6 +9,7 @@ pub mod junit;
 pub mod live;
 pub mod markdown;
 pub mod stats;
+pub mod terminal;
 
 use std::path::Path;
 
