@@ -141,3 +141,12 @@ pub struct BackendArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: Option<u32>,
 }
+
+/// The plan depth of `wedge run` and `wedge list`: the quick plan unless `--full`.
+pub fn depth(full: bool) -> wedge::plan::Depth {
+    if full {
+        wedge::plan::Depth::Full
+    } else {
+        wedge::plan::Depth::Quick
+    }
+}

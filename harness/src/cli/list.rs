@@ -23,6 +23,10 @@ pub struct ListArgs {
     cells: Vec<CellFilter>,
     #[command(flatten)]
     backend: BackendArgs,
+    /// The whole matrix, as `wedge run --full` plans it (default: the quick plan `wedge run`
+    /// runs without it).
+    #[arg(long)]
+    full: bool,
 }
 
 pub fn list(args: &ListArgs) -> Result<(), Failure> {
@@ -35,6 +39,7 @@ pub fn list(args: &ListArgs) -> Result<(), Failure> {
         &loaded,
         &PlanOptions {
             filters: args.cells.clone(),
+            depth: super::common::depth(args.full),
             ..super::common::backend_options(&args.backend, &vms)
         },
     )?;
@@ -58,9 +63,10 @@ pub fn list(args: &ListArgs) -> Result<(), Failure> {
         }
         let skip = match (&c.skip, &c.target) {
             (Some(why), _) => format!("  [skipped here: {why}]"),
-            (None, Target::Vm(vm)) => {
-                format!("  [in a VM: kernel {}, {} vCPUs]", vm.kernel.name, vm.cpus)
-            }
+            (None, Target::Vm(vm)) => format!(
+                "  [in a VM: kernel {}, {} vCPUs, {} trials]",
+                vm.kernel.name, vm.cpus, c.trials
+            ),
             (None, Target::Host) if awaits_host_probes(c) => {
                 "  [overrides keyed on probes: decided at run time]".to_string()
             }

@@ -47,6 +47,12 @@ pub struct RunArgs {
     seed: Option<u64>,
     #[command(flatten)]
     backend: super::common::BackendArgs,
+    /// Run the whole matrix with every trial. Without it the run is the quick plan: every
+    /// scenario on the host, each kernel and vCPU count of each scenario once in a VM with trial
+    /// counts scaled to the guest's speed, and `opt_in` axis values only when a --cell filter
+    /// names their axis (`harness/src/plan/depth.rs`).
+    #[arg(long)]
+    full: bool,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -83,10 +89,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let engine = Engine::new();
     let vms = wedge::vm::support::HostVms::detect();
     let options = PlanOptions {
-        filters: args.cells,
+        filters: args.cells.clone(),
         shard: args.shard,
         trials: args.trials,
         seed: args.seed,
+        depth: super::common::depth(args.full),
         ..super::common::backend_options(&args.backend, &vms)
     };
     let cells = wedge::exec::host_facts::plan_probing(
@@ -94,16 +101,21 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         |facts| plan(facts, &loaded, &options),
         |cells| needs_host_probes(cells),
     )?;
-    let out = args.out.unwrap_or_else(default_out);
+    let out = args.out.clone().unwrap_or_else(default_out);
     let (jsonl, writer) = open_results(&out)?;
     let writer = Mutex::new(writer);
     install_interrupt(&engine);
     let jobs = args.jobs.unwrap_or_else(|| default_jobs(&engine));
     if !args.quiet {
         wedge::errln!(
-            "wedge: {} cells of {} scenarios, {} jobs, isolation {}, {}, results in {}",
+            "wedge: {} cells of {} scenarios ({}), {} jobs, isolation {}, {}, results in {}",
             cells.len(),
             loaded.len(),
+            if args.full {
+                "the full matrix"
+            } else {
+                "the quick plan; --full for the whole matrix"
+            },
             jobs,
             engine.host.isolation,
             super::common::vm_summary(&cells, &vms),
@@ -119,9 +131,21 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         args.quiet,
     )
     .map_err(|e| Failure::Io(format!("writing {}: {e}", jsonl.display())))?;
+    finish(&args, &engine, &cells, &records, (&out, &jsonl))
+}
+
+/// Writes the reports, prints the table and the verdict (a gate's, or the expectations'), and
+/// says how the run ends.
+fn finish(
+    args: &RunArgs,
+    engine: &Engine,
+    cells: &[wedge::exec::runner::PlannedCell],
+    records: &[wedge::model::record::TrialRecord],
+    (out, jsonl): (&std::path::Path, &std::path::Path),
+) -> Result<(), Failure> {
     let interrupted = engine.cancel.load(Ordering::SeqCst);
-    let summary = wedge::report::stats::summarize(&records);
-    wedge::report::write_all(&out, &summary)
+    let summary = wedge::report::stats::summarize(records);
+    wedge::report::write_all(out, &summary)
         .map_err(|e| Failure::Io(format!("writing reports in {}: {e}", out.display())))?;
     if !args.quiet {
         wedge::errln!(
@@ -129,8 +153,12 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             out.display()
         );
     }
+    if !args.quiet {
+        // The result at a glance, the same layout as summary.md's tables.
+        wedge::outln!("\n{}", wedge::report::terminal::render(&summary).trim_end());
+    }
     if interrupted {
-        print_interrupted(&cells, &records, args.gate, &jsonl);
+        print_interrupted(cells, records, args.gate, jsonl);
         return Err(Failure::Interrupted);
     }
     if !args.gate {
@@ -141,7 +169,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let policy = wedge::report::gate::GatePolicy {
         allow_skipped: args.allow_skipped,
     };
-    let failures = wedge::report::gate::gate(&summary, &records, policy);
+    let failures = wedge::report::gate::gate(&summary, records, policy);
     print_gate(&failures);
     if failures.is_empty() {
         Ok(())

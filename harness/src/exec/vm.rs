@@ -53,12 +53,15 @@ impl Executor for VmExecutor<'_> {
                 groups.entry(target.clone()).or_default().push(t);
             }
         }
-        let queue: Mutex<VecDeque<Group>> = Mutex::new(
-            groups
-                .into_iter()
-                .map(|(target, trials)| Group { target, trials })
-                .collect(),
-        );
+        let mut groups: Vec<Group> = groups
+            .into_iter()
+            .map(|(target, trials)| Group { target, trials })
+            .collect();
+        // Longest first, so the short boots fill in beside it instead of the run ending on one
+        // long boot alone: an emulated guest's boot and every trial in it slow with its vCPU
+        // count (TCG shares the host's cores), so more vCPUs first, then more trials.
+        groups.sort_by_key(|g| std::cmp::Reverse((g.target.cpus, g.trials.len())));
+        let queue: Mutex<VecDeque<Group>> = Mutex::new(groups.into());
         let next = || queue.lock().pop_front();
         std::thread::scope(|scope| {
             for _ in 0..self.jobs.max(1) {

@@ -79,7 +79,7 @@ mod tests {
     use super::*;
     use crate::model::cell::Cell;
     use crate::model::diagnosis::{ProcessDiag, ThreadDiag};
-    use crate::model::record::{Host, Spawned, Verdict};
+    use crate::model::record::{Spawned, Verdict};
     use crate::model::scenario::{Scenario, VERDICTS};
 
     const SCENARIO: &str = "[subject]\nkind = \"command\"\nargv = [\"true\"]\n\
@@ -97,41 +97,7 @@ mod tests {
 
     fn record(s: &Scenario, strategy: &str, verdict: Verdict, met: bool) -> TrialRecord {
         let cell = Cell::new(vec![("strategy".to_string(), strategy.to_string())]);
-        TrialRecord {
-            scenario: s.name.clone(),
-            file: "t.toml".into(),
-            expectation: s.expectation(&cell, "6.18.0"),
-            cell,
-            cell_index: 0,
-            trial: 0,
-            seed: 1,
-            trial_id: String::new(),
-            verdict,
-            met,
-            reason: String::new(),
-            loss: None,
-            exit: None,
-            time_to_verdict_ms: 1.0,
-            started_at: String::new(),
-            diagnosis: None,
-            leaks: vec![],
-            lingering: vec![],
-            cpus: None,
-            log: vec![],
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-            spawned: vec![],
-            host: Host {
-                kernel: "6.18.0".into(),
-                cpus: 2,
-                isolation: "cgroup2".into(),
-                backend: "host".into(),
-                accel: None,
-            },
-            wedge_version: "0".into(),
-            shard: None,
-            vm: None,
-        }
+        TrialRecord::sample(s, cell, verdict, met)
     }
 
     fn thread(name: &str, main: bool, call: &str) -> ThreadDiag {

@@ -197,6 +197,51 @@ impl TrialRecord {
     pub fn lost(&self) -> bool {
         self.verdict != Verdict::Skipped && !self.passed()
     }
+    /// A record of trial 0 of `cell` of scenario `s` on a 2-CPU 6.18 host, for unit tests of
+    /// what reads records (stats, reports, classes); the rest of it empty.
+    #[cfg(test)]
+    pub fn sample(
+        s: &crate::model::scenario::Scenario,
+        cell: Cell,
+        verdict: Verdict,
+        met: bool,
+    ) -> TrialRecord {
+        TrialRecord {
+            scenario: s.name.clone(),
+            file: "t.toml".into(),
+            expectation: s.expectation(&cell, "6.18.0"),
+            cell,
+            cell_index: 0,
+            trial: 0,
+            seed: 1,
+            trial_id: String::new(),
+            verdict,
+            met,
+            reason: String::new(),
+            loss: None,
+            exit: None,
+            time_to_verdict_ms: 1.0,
+            started_at: String::new(),
+            diagnosis: None,
+            leaks: vec![],
+            lingering: vec![],
+            cpus: None,
+            log: vec![],
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            spawned: vec![],
+            host: Host {
+                kernel: "6.18.0".into(),
+                cpus: 2,
+                isolation: "cgroup2".into(),
+                backend: "host".into(),
+                accel: None,
+            },
+            wedge_version: "0".into(),
+            shard: None,
+            vm: None,
+        }
+    }
 }
 
 /// What a VM trial's boot showed, as facts rather than log lines: the reports read kernel splats

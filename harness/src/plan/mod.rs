@@ -14,11 +14,12 @@
 //! its own probes.
 
 pub mod backend;
+mod cell;
 pub mod commands;
+pub mod depth;
 pub mod suite;
 use std::sync::Arc;
 
-use crate::model::cell::trial_seed;
 use crate::model::cell::{Cell, CellFilter, Shard};
 use crate::model::limit_spec::Enforcement;
 use crate::model::probe_ids::ProbeValues;
@@ -26,6 +27,8 @@ use crate::model::record::Host;
 use crate::model::scenario::{Expectation, ExpectationOf, MIN_RATE_TRIALS, Scenario};
 use crate::plan::backend::{Backend, Target, VmHandle, Wants, choose};
 use crate::plan::suite::InputError;
+pub use cell::{PlannedCell, PlannedTrial};
+pub use depth::Depth;
 
 /// What planning knows about this machine, gathered by the caller before planning.
 #[derive(Debug, Clone)]
@@ -37,45 +40,6 @@ pub struct HostFacts {
     /// Its probe values; `None`: not probed, so no override keyed on probes applies to a cell
     /// planned here (see [`needs_host_probes`]).
     pub probes: Option<ProbeValues>,
-}
-
-/// One cell to run (or to record as skipped).
-#[derive(Debug, Clone)]
-pub struct PlannedCell {
-    pub scenario: Arc<Scenario>,
-    pub cell: Cell,
-    pub cell_index: usize,
-    pub expectation: Expectation,
-    pub trials: u32,
-    pub base_seed: u64,
-    pub skip: Option<String>,
-    /// Set in a sharded run: stamped on every record of the cell.
-    pub shard: Option<crate::model::record::ShardMark>,
-    /// Where its trials run.
-    pub target: Target,
-    /// CPUs each trial gets (the `cpus` axis, else `--cpus`): pinned on the host, the vCPU
-    /// count of a VM.
-    pub cpus: Option<usize>,
-}
-
-/// One trial of a planned cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlannedTrial {
-    /// The cell's position in the planned cells handed to the executor.
-    pub cell: usize,
-    pub trial: u32,
-    pub seed: u64,
-}
-
-impl PlannedCell {
-    /// The cell's trials, each with its seed; `cell` is the cell's position in the plan.
-    pub fn planned_trials(&self, cell: usize) -> impl Iterator<Item = PlannedTrial> + '_ {
-        (0..self.trials).map(move |trial| PlannedTrial {
-            cell,
-            trial,
-            seed: trial_seed(self.base_seed, &self.scenario.name, &self.cell, trial),
-        })
-    }
 }
 
 /// What to run.
@@ -93,6 +57,8 @@ pub struct PlanOptions {
     pub cpus: Option<usize>,
     /// What VM support this machine has.
     pub vm: VmHandle,
+    /// The whole matrix, or the quick plan ([`depth`]).
+    pub depth: Depth,
 }
 
 /// What `cell` asks for: its axes, else the run's options.
@@ -215,30 +181,32 @@ pub fn plan(
             )));
         }
     }
-    let mut out = Vec::new();
-    let mut position = 0;
+    let mut selected = Vec::new();
     for s in scenarios {
         for (cell_index, cell) in s.cells().into_iter().enumerate() {
-            let pos = position;
-            position += 1;
-            if !cell.matches(&options.filters) || options.shard.is_some_and(|sh| !sh.contains(pos))
-            {
-                continue;
+            let opted_out = options.depth == Depth::Quick && s.opted_out(&cell, &options.filters);
+            if cell.matches(&options.filters) && !opted_out {
+                selected.push(plan_cell(facts, s, (cell, cell_index), options));
             }
-            out.push(plan_cell(facts, s, (cell, cell_index), options));
         }
     }
-    if out.is_empty() && !options.filters.is_empty() {
+    if selected.is_empty() && !options.filters.is_empty() {
         return Err(InputError::Usage(
             "no cell matches the --cell filters".into(),
         ));
     }
+    if options.depth == Depth::Quick {
+        selected = depth::quick(selected, &options.filters, options.trials.is_some());
+    }
+    // Shards slice the selected cells, so every shard of one command line agrees on them.
+    let plan_cells = selected.len();
+    let mut out: Vec<PlannedCell> = selected
+        .into_iter()
+        .enumerate()
+        .filter(|(pos, _)| options.shard.is_none_or(|sh| sh.contains(*pos)))
+        .map(|(_, c)| c)
+        .collect();
     if let Some(sh) = options.shard {
-        let plan_cells = scenarios
-            .iter()
-            .flat_map(|s| s.cells())
-            .filter(|c| c.matches(&options.filters))
-            .count();
         let mark = crate::model::record::ShardMark {
             index: sh.index,
             count: sh.count,

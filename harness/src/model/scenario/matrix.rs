@@ -239,3 +239,53 @@ fn axis_value(value: &toml::Value) -> Option<(String, ValueKind)> {
         _ => None,
     }
 }
+
+/// `[scenario] opt_in`: axis values whose cells are left out of a plan unless asked for (see
+/// [`Scenario::opted_out`](super::Scenario::opted_out)). Each key must be an axis and each value
+/// one of its values, so a typo cannot silently opt nothing out.
+pub(crate) fn parse_opt_in(
+    opt_in: Option<&toml::Spanned<toml::Table>>,
+    axes: &[Axis],
+    loc: &Locator<'_>,
+) -> Result<Vec<(String, Vec<String>)>, ScenarioError> {
+    let Some(table) = opt_in else {
+        return Ok(Vec::new());
+    };
+    let span = table.span();
+    table
+        .get_ref()
+        .iter()
+        .map(|(axis, values)| {
+            // The table's own span: `key_span` finds keys at line starts, and opt_in is usually
+            // an inline table.
+            let at = || span.clone();
+            let Some(known) = axes.iter().find(|a| &a.name == axis) else {
+                return Err(loc.error(at(), format!("opt_in: no matrix axis \"{axis}\"")));
+            };
+            let list = match values {
+                toml::Value::Array(list) => list.iter().map(axis_value_string).collect(),
+                v => vec![axis_value_string(v)],
+            };
+            let mut chosen = Vec::new();
+            for value in list {
+                match value {
+                    Some(v) if known.values.contains(&v) => chosen.push(v),
+                    Some(v) => {
+                        let message = format!("opt_in: \"{v}\" is not a value of axis \"{axis}\"");
+                        return Err(loc.error(at(), message));
+                    }
+                    None => {
+                        let message =
+                            format!("opt_in.{axis}: values are strings, integers or booleans");
+                        return Err(loc.error(at(), message));
+                    }
+                }
+            }
+            if chosen.len() == known.values.len() {
+                let message = format!("opt_in: every value of axis \"{axis}\" would be left out");
+                return Err(loc.error(at(), message));
+            }
+            Ok((axis.clone(), chosen))
+        })
+        .collect()
+}

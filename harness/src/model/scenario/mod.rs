@@ -63,6 +63,8 @@ pub struct Scenario {
     expect: expect::Expectations,
     /// `[[classify]]`, in file order.
     classify: Vec<LossClass>,
+    /// `[scenario] opt_in`: (axis, values) whose cells run only when asked for.
+    opt_in: Vec<(String, Vec<String>)>,
 }
 
 impl fmt::Debug for Scenario {
@@ -105,6 +107,7 @@ impl Scenario {
         let subject = subject::parse(&file.subject, &loc)?;
         let expect = expect::parse(file.expect.as_ref(), &axes, &loc)?;
         let classify = classify::parse(&file.classify, &axes, &loc)?;
+        let opt_in = matrix::parse_opt_in(file.scenario.opt_in.as_ref(), &axes, &loc)?;
         let mut strings = vec![placeholders::Strings {
             span: file.subject.span(),
             texts: subject.other_strings(),
@@ -146,6 +149,17 @@ impl Scenario {
             teardown: teardown.steps,
             expect,
             classify,
+            opt_in,
+        })
+    }
+
+    /// Whether `cell` has a value the scenario's `opt_in` leaves out of a plan unless asked for,
+    /// and none of `filters` asks for it (names its axis).
+    pub fn opted_out(&self, cell: &Cell, filters: &[crate::model::cell::CellFilter]) -> bool {
+        self.opt_in.iter().any(|(axis, values)| {
+            cell.get(axis)
+                .is_some_and(|v| values.iter().any(|x| x == v))
+                && !filters.iter().any(|f| &f.axis == axis)
         })
     }
 
@@ -447,6 +461,31 @@ diagnosis = "blocked in futex"
             let e = parse(&format!("{text}{base}")).unwrap_err();
             assert!(e.message.contains(needle), "{text}: {e}");
             assert_eq!(e.line, line, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn opt_in_values_leave_cells_out_unless_a_filter_names_their_axis() {
+        let text = "[scenario]\nopt_in = { v = [\"b\"] }\n[subject]\nkind = \"command\"\n\
+                    argv = [\"true\"]\n[matrix]\nv = [\"a\", \"b\"]\nw = [1, 2]\n";
+        let s = parse(text).unwrap();
+        let cells = s.cells();
+        let out: Vec<bool> = cells.iter().map(|c| s.opted_out(c, &[])).collect();
+        assert_eq!(out, [false, false, true, true]);
+        let on_v: crate::model::cell::CellFilter = "v=a".parse().unwrap();
+        let on_w: crate::model::cell::CellFilter = "w=1".parse().unwrap();
+        assert!(!s.opted_out(&cells[2], std::slice::from_ref(&on_v)));
+        assert!(s.opted_out(&cells[2], &[on_w]));
+        for (opt_in, needle) in [
+            ("{ x = [\"b\"] }", "no matrix axis \"x\""),
+            ("{ v = [\"c\"] }", "\"c\" is not a value of axis \"v\""),
+            ("{ v = [\"a\", \"b\"] }", "every value of axis \"v\""),
+            ("{ v = [1.5] }", "strings, integers or booleans"),
+        ] {
+            let bad = text.replace("{ v = [\"b\"] }", opt_in);
+            let e = parse(&bad).unwrap_err();
+            assert!(e.message.contains(needle), "{opt_in}: {e}");
+            assert_eq!(e.line, 2, "{opt_in}: {e}");
         }
     }
 

@@ -57,6 +57,9 @@ pub struct ScenarioHeader {
     pub pids_max: Option<u64>,
     /// The trial cgroup's memory limit: bytes, or a string such as `"64M"` (default: none).
     pub memory_max: Option<toml::Value>,
+    /// Axis values whose cells run only when asked for: `{ builder = ["libcontainer"] }` (a
+    /// `--cell` filter on the axis, or `wedge run --full`).
+    pub opt_in: Option<toml::Spanned<toml::Table>>,
 }
 
 /// Whose quiescence calls a hang before the deadline.
