@@ -1,9 +1,10 @@
 //! Helpers shared by wedge's benchmarks: finding the release binaries, running scenario cells
 //! through wedge's engine ([`cells`]), and counting failed trials as a criterion measurement
-//! ([`failures`]).
+//! ([`failures`]), and the arms of the exec-floor comparison ([`floor`]).
 
 pub mod cells;
 pub mod failures;
+pub mod floor;
 pub mod times;
 
 use std::path::PathBuf;

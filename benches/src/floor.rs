@@ -1,0 +1,142 @@
+//! The arms of the exec-floor comparison (issue 25), shared by the criterion bench
+//! (`benches/supervisor_exec.rs`, group `exec`) and the paired report (`exec_floor_pairs`), so
+//! that both run exactly the same command lines: a shell loop of execs of `/bin/true`, bare, under
+//! the hand-written floor supervisor (with and without reading the exec's arguments), under
+//! `wedge-run`, and under bubblewrap alone with the flags `wedge-run --sandbox bwrap` uses.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// One way of running the exec loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// `sh -c LOOP`, nothing around it.
+    Plain,
+    /// Under `floor_supervisor`: the notification round trip only.
+    Floor,
+    /// Under `floor_supervisor --read`: the round trip plus reading path and argv.
+    FloorRead,
+    /// Under `wedge-run --sandbox none`.
+    WedgeRunNone,
+    /// Under `bwrap` with `wedge-run`'s flags, no supervisor.
+    BwrapAlone,
+    /// Under `wedge-run --sandbox bwrap`.
+    WedgeRunBwrap,
+}
+
+impl Arm {
+    pub const ALL: [Arm; 6] = [
+        Arm::Plain,
+        Arm::Floor,
+        Arm::FloorRead,
+        Arm::WedgeRunNone,
+        Arm::BwrapAlone,
+        Arm::WedgeRunBwrap,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arm::Plain => "plain",
+            Arm::Floor => "floor",
+            Arm::FloorRead => "floor+read",
+            Arm::WedgeRunNone => "wedge-run --sandbox none",
+            Arm::BwrapAlone => "bwrap alone",
+            Arm::WedgeRunBwrap => "wedge-run --sandbox bwrap",
+        }
+    }
+
+    /// Whether the arm needs bubblewrap to run.
+    pub fn needs_bwrap(self) -> bool {
+        matches!(self, Arm::BwrapAlone | Arm::WedgeRunBwrap)
+    }
+
+    /// The command that runs `script` in this arm, output discarded.
+    pub fn command(self, bins: &Bins, script: &str) -> Command {
+        let shell = ["sh", "-c", script];
+        let mut c = match self {
+            Arm::Plain => Command::new("sh"),
+            Arm::Floor | Arm::FloorRead => {
+                let mut c = Command::new(&bins.floor_supervisor);
+                if self == Arm::FloorRead {
+                    c.arg("--read");
+                }
+                c.arg("--");
+                c
+            }
+            Arm::WedgeRunNone | Arm::WedgeRunBwrap => {
+                let sandbox = if self == Arm::WedgeRunNone {
+                    "none"
+                } else {
+                    "bwrap"
+                };
+                let mut c = Command::new(&bins.wedge_run);
+                c.args(["--sandbox", sandbox, "--"]).env("RUST_LOG", "warn");
+                c
+            }
+            Arm::BwrapAlone => bwrap(),
+        };
+        let skip = usize::from(self == Arm::Plain);
+        c.args(&shell[skip..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+}
+
+/// The binaries the arms run.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub floor_supervisor: PathBuf,
+    pub wedge_run: PathBuf,
+}
+
+/// A shell loop that executes `/bin/true` `execs` times.
+pub fn exec_loop(execs: u64) -> String {
+    format!("i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done")
+}
+
+/// `bwrap` with the flags `wedge-run --sandbox bwrap` starts its shim with
+/// (`runtime/src/supervisor/sandbox.rs`, `shim_command`), ending in `--`: the same namespaces and
+/// mounts, so that the comparison prices the supervisor and not a different sandbox.
+pub fn bwrap() -> Command {
+    let path = std::env::var_os("WEDGE_BWRAP").unwrap_or_else(|| "bwrap".into());
+    let mut c = Command::new(path);
+    c.args([
+        "--die-with-parent",
+        "--unshare-pid",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+    ]);
+    if let Ok(cwd) = std::env::current_dir() {
+        c.arg("--chdir").arg(cwd);
+    }
+    c.arg("--");
+    c
+}
+
+/// `Ok` when bubblewrap can start a sandbox here; else why not (not installed, no user or pid
+/// namespaces for it, ...).
+pub fn bwrap_usable() -> Result<(), String> {
+    let out = bwrap()
+        .arg("/bin/true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot start bwrap: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "bwrap failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
