@@ -35,6 +35,10 @@ step env WEDGE_TEST_AGENT_BUILDER=libcontainer cargo test -p wedge-runtime --all
 # Every bench body once in test mode (one trial per scenario cell), so they keep compiling and
 # working; the full run is `cargo bench -p wedge-benches` (README).
 step cargo bench -p wedge-benches -- --test
+# The two floor programs once, tiny, so they keep working (reports/bench.md runs them in full).
+step cargo build --release -p wedge-benches --bins
+step ./target/release/exec_floor_pairs --rounds 1 --execs 5
+step ./target/release/trial_floor --jobs 2 --trials 20
 
 # The fuzz smoke and the loom models need builds of their own (other flags, other target
 # directories) and are CPU-bound, while the gates below mostly wait on their subjects' timeouts.
