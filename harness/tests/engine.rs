@@ -221,6 +221,7 @@ fn a_seed_replays_the_same_random_choices() {
                 seed,
                 expectation: expectation.clone(),
                 cpus: None,
+                chaos: Default::default(),
             };
             let r = run_trial(&engine, &spec).unwrap();
             assert_nothing_left(&r);
@@ -352,6 +353,7 @@ stdout = "FP=build::chdir=return"
                 seed,
                 expectation: expectation.clone(),
                 cpus: None,
+                chaos: Default::default(),
             };
             let r = run_trial(&engine, &spec).unwrap();
             assert_nothing_left(&r);
@@ -617,4 +619,69 @@ fn a_spawned_clients_exit_and_output_are_in_the_record() {
         r.reason
     );
     assert_nothing_left(r);
+}
+
+/// The perturbations (when, for how long) of a trial's log.
+fn chaos_lines(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter_map(|l| l.split("  ").last())
+        .filter(|t| t.starts_with("chaos +"))
+        .map(|t| {
+            // "chaos +12 ms: thread 345 (sh) SCHED_IDLE for 37 ms (pick 1)": the time and the
+            // hold are the schedule's; the thread is whichever the pick landed on.
+            let at = t.split(':').next().unwrap_or_default().to_string();
+            let hold = t
+                .split(" for ")
+                .nth(1)
+                .unwrap_or_default()
+                .split(" (")
+                .next();
+            format!("{at} for {}", hold.unwrap_or_default())
+        })
+        .collect()
+}
+
+#[test]
+fn chaos_applies_the_seeds_perturbations_and_logs_them() {
+    let path = scenario_path("chaos.toml");
+    watchdog(Duration::from_secs(60), move || {
+        let engine = engine();
+        let s = Scenario::load(&path).unwrap();
+        let cell = s.cells()[0].clone();
+        let expectation = s.expectation(&cell, &engine.host.kernel);
+        let mut runs = Vec::new();
+        for (seed, chaos) in [
+            (3, s.chaos),
+            (3, s.chaos),
+            (4, s.chaos),
+            (3, Default::default()),
+        ] {
+            let spec = TrialSpec {
+                scenario: &s,
+                cell: cell.clone(),
+                cell_index: 0,
+                trial: 0,
+                seed,
+                expectation: expectation.clone(),
+                cpus: None,
+                chaos,
+            };
+            let r = run_trial(&engine, &spec).unwrap();
+            assert_nothing_left(&r);
+            assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+            runs.push(chaos_lines(&r.log));
+        }
+        // A second of a subject at 1-100 ms gaps: dozens of perturbations, every one logged.
+        assert!(runs[0].len() >= 5, "{:?}", runs[0]);
+        // The same seed, the same schedule (one run may stop a perturbation sooner than the
+        // other, as the subject's exit is not to the millisecond).
+        let n = runs[0].len().min(runs[1].len()) - 1;
+        assert_eq!(runs[0][..n], runs[1][..n]);
+        assert_ne!(runs[0][..n], runs[2][..n.min(runs[2].len())]);
+        assert!(
+            runs[3].is_empty(),
+            "chaos off perturbs nothing: {:?}",
+            runs[3]
+        );
+    });
 }

@@ -3,6 +3,7 @@
 //! and print everything the record holds.
 
 use std::path::PathBuf;
+use wedge::exec::runner::PlanOptions;
 use wedge_core::sync::Mutex;
 
 use super::common::{Failure, install_interrupt};
@@ -32,6 +33,10 @@ pub struct ReplayArgs {
     /// The trial's seed (from trials.jsonl or a report).
     #[arg(long)]
     seed: u64,
+    /// Perturb the subject's scheduling when the cell has no a `chaos` axis: off or rr
+    /// (threads demoted to SCHED_IDLE at seeded times; `harness/src/model/chaos.rs`).
+    #[arg(long, value_name = "MODE")]
+    chaos: Option<wedge::model::chaos::Chaos>,
     /// Also append the record to DIR/trials.jsonl.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -52,7 +57,10 @@ pub fn replay(args: ReplayArgs) -> Result<(), Failure> {
     }
     let engine = Engine::new();
     let vms = wedge::vm::support::HostVms::detect();
-    let options = super::common::backend_options(&args.backend, &vms);
+    let options = PlanOptions {
+        chaos: args.chaos,
+        ..super::common::backend_options(&args.backend, &vms)
+    };
     let cell = wedge::exec::host_facts::plan_probing(
         wedge::exec::host_facts::of_engine(&engine),
         |facts| plan_one(facts, &loaded[0], &args.cells, &options),

@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// Run only the I-th of N deterministic slices of the cells (1-based), e.g. 2/4.
     #[arg(long, value_name = "I/N")]
     shard: Option<Shard>,
+    /// Perturb the subject's scheduling in every cell without a `chaos` axis: off or rr
+    /// (threads demoted to SCHED_IDLE at seeded times; `harness/src/model/chaos.rs`).
+    #[arg(long, value_name = "MODE")]
+    chaos: Option<wedge::model::chaos::Chaos>,
     /// Base seed (overrides each scenario's `seed`).
     #[arg(long)]
     seed: Option<u64>,
@@ -94,6 +98,7 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         trials: args.trials,
         seed: args.seed,
         depth: super::common::depth(args.full),
+        chaos: args.chaos,
         ..super::common::backend_options(&args.backend, &vms)
     };
     let cells = wedge::exec::host_facts::plan_probing(

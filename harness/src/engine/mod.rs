@@ -4,6 +4,7 @@
 //! [`trial`] runs the phases (setup, steps, teardown, judge) and assembles the record.
 
 pub mod cgroupfs;
+pub mod chaos;
 pub mod isolation;
 pub mod leftovers;
 pub mod limits;

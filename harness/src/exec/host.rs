@@ -35,6 +35,7 @@ pub struct HostCell<'a> {
     pub expectation: &'a Expectation,
     /// CPUs each trial is pinned to, if the cell asks for a number.
     pub cpus: Option<usize>,
+    pub chaos: crate::model::chaos::Chaos,
 }
 
 impl<'a> From<&'a PlannedCell> for HostCell<'a> {
@@ -45,6 +46,7 @@ impl<'a> From<&'a PlannedCell> for HostCell<'a> {
             cell_index: c.cell_index,
             expectation: &c.expectation,
             cpus: c.cpus,
+            chaos: c.chaos,
         }
     }
 }
@@ -84,6 +86,7 @@ pub fn run_here(
                         seed: planned.seed,
                         expectation: c.expectation.clone(),
                         cpus: want.map(|_| taken.clone()),
+                        chaos: c.chaos,
                     };
                     let record = run_trial(engine, &spec);
                     pool.give(taken);

@@ -173,6 +173,7 @@ impl Unpacked {
                 cell_index: gc.cell_index,
                 expectation,
                 cpus: gc.cpus,
+                chaos: gc.chaos,
             })
             .collect()
     }
@@ -439,6 +440,7 @@ mod tests {
             trials: vec![GuestTrial { trial: 0, seed: 7 }],
             cpus: None,
             resolve_with_probes,
+            chaos: Default::default(),
         };
         let plan = GuestPlan {
             probe: false,

@@ -2,6 +2,7 @@
 //! nothing here runs a process or touches the system, and nothing here depends on another layer.
 
 pub mod cell;
+pub mod chaos;
 pub mod diagnosis;
 pub mod error;
 pub mod limit_spec;

@@ -23,6 +23,9 @@ pub struct PlannedCell {
     /// CPUs each trial gets (the `cpus` axis, else `--cpus`): pinned on the host, the vCPU
     /// count of a VM.
     pub cpus: Option<usize>,
+    /// How its trials perturb the subject's scheduling: the `chaos` axis, else `--chaos`, else
+    /// the scenario's `chaos`.
+    pub chaos: crate::model::chaos::Chaos,
 }
 
 /// One trial of a planned cell.

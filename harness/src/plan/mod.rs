@@ -59,6 +59,8 @@ pub struct PlanOptions {
     pub vm: VmHandle,
     /// The whole matrix, or the quick plan ([`depth`]).
     pub depth: Depth,
+    /// `--chaos`: for cells without a `chaos` axis.
+    pub chaos: Option<crate::model::chaos::Chaos>,
 }
 
 /// What `cell` asks for: its axes, else the run's options.
@@ -149,6 +151,7 @@ fn plan_cell(
         // A rate needs trials to mean anything (see MIN_RATE_TRIALS).
         trials = trials.max(MIN_RATE_TRIALS);
     }
+    let chaos = s.chaos_of(&cell, options.chaos);
     PlannedCell {
         expectation,
         skip,
@@ -160,6 +163,7 @@ fn plan_cell(
         cell_index,
         target,
         cpus: wants.cpus,
+        chaos,
     }
 }
 

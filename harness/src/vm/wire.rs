@@ -70,6 +70,9 @@ pub struct GuestCell {
     /// the guest re-resolves it with its own probe values (the record carries the one used).
     #[serde(default)]
     pub resolve_with_probes: bool,
+    /// How each trial perturbs its subject's scheduling, as the host planned it.
+    #[serde(default)]
+    pub chaos: crate::model::chaos::Chaos,
 }
 
 /// One trial of a [`GuestCell`].
@@ -132,6 +135,7 @@ impl PackedPlan {
                         trials: Vec::new(),
                         cpus: crate::engine::trial::cpus_wanted(&c.cell),
                         resolve_with_probes: c.scenario.uses_probes(),
+                        chaos: c.chaos,
                     });
                     packed_cells.push((t.cell, packed.plan.cells.len() - 1));
                     packed.plan.cells.len() - 1

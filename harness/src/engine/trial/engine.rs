@@ -119,6 +119,8 @@ pub struct TrialSpec<'a> {
     pub expectation: Expectation,
     /// Pin the subject to these CPUs.
     pub cpus: Option<Vec<usize>>,
+    /// How the subject's scheduling is perturbed while the steps run.
+    pub chaos: crate::model::chaos::Chaos,
 }
 
 pub use crate::model::cell::{cpus_wanted, trial_seed};

@@ -73,7 +73,17 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
     let t0 = Instant::now();
     tracing::debug!(trial = %marker, "set up in {:?}", t0.duration_since(begin));
     let mut steps = Steps::new(Context::new(engine, spec, &ground), log);
-    let end = steps.run();
+    let end = std::thread::scope(|scope| {
+        let perturber = crate::engine::chaos::start(scope, spec.chaos, spec.seed, ground.tree());
+        let end = steps.run();
+        if let Some(perturber) = perturber {
+            steps.note(format!("chaos {}: perturbations applied", spec.chaos));
+            for line in perturber.stop() {
+                steps.note(line);
+            }
+        }
+        end
+    });
     tracing::debug!(trial = %marker, "steps done after {:?}", t0.elapsed());
     let cancelled = matches!(end, WaitEnd::Cancelled);
     let mut observed = steps.settle(end);

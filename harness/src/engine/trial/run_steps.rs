@@ -93,6 +93,11 @@ impl<'a> Steps<'a> {
         self.cx.ground().vars()
     }
 
+    /// Appends a line to the trial's log.
+    pub fn note(&mut self, line: impl Into<String>) {
+        self.log.note(line);
+    }
+
     /// Runs the cell's steps, then waits for the subject to exit.
     pub fn run(&mut self) -> WaitEnd {
         let scenario = self.cx.scenario();

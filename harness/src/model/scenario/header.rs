@@ -21,6 +21,7 @@ pub(crate) struct Header {
     pub linger: Duration,
     pub limits: Limits,
     pub isolation: Isolation,
+    pub chaos: crate::model::chaos::Chaos,
 }
 
 /// Applies the defaults of `[scenario]` (the name defaults to the file's stem) and checks it.
@@ -65,7 +66,18 @@ pub(crate) fn parse(
         ));
     }
     let limits = limits(header, loc)?;
+    let chaos = match &header.chaos {
+        None => Default::default(),
+        Some(mode) => mode.parse().map_err(|e: String| {
+            let at = loc
+                .source
+                .find("\nchaos")
+                .map_or(span.clone(), |s| s + 1..s + 1);
+            loc.error(at, e)
+        })?,
+    };
     Ok(Header {
+        chaos,
         limits,
         name,
         description: header.description.clone(),

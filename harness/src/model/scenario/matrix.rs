@@ -289,3 +289,21 @@ pub(crate) fn parse_opt_in(
         })
         .collect()
 }
+
+/// A `chaos` axis picks each cell's chaos mode, so its values must be modes (located at the
+/// axis).
+pub(crate) fn check_chaos_axis(
+    matrix: Option<&toml::Spanned<toml::Table>>,
+    axes: &[Axis],
+    loc: &Locator<'_>,
+) -> Result<(), ScenarioError> {
+    let (Some(matrix), Some(axis)) = (matrix, axes.iter().find(|a| a.name == "chaos")) else {
+        return Ok(());
+    };
+    for value in &axis.values {
+        if let Err(e) = value.parse::<crate::model::chaos::Chaos>() {
+            return Err(loc.error(key_span(loc.source, matrix.span(), "chaos"), e));
+        }
+    }
+    Ok(())
+}

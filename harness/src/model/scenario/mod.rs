@@ -65,6 +65,8 @@ pub struct Scenario {
     classify: Vec<LossClass>,
     /// `[scenario] opt_in`: (axis, values) whose cells run only when asked for.
     opt_in: Vec<(String, Vec<String>)>,
+    /// `[scenario] chaos`: for cells without a `chaos` axis, unless the run says otherwise.
+    pub chaos: crate::model::chaos::Chaos,
 }
 
 impl fmt::Debug for Scenario {
@@ -108,6 +110,7 @@ impl Scenario {
         let expect = expect::parse(file.expect.as_ref(), &axes, &loc)?;
         let classify = classify::parse(&file.classify, &axes, &loc)?;
         let opt_in = matrix::parse_opt_in(file.scenario.opt_in.as_ref(), &axes, &loc)?;
+        matrix::check_chaos_axis(file.matrix.as_ref(), &axes, &loc)?;
         let mut strings = vec![placeholders::Strings {
             span: file.subject.span(),
             texts: subject.other_strings(),
@@ -150,7 +153,21 @@ impl Scenario {
             expect,
             classify,
             opt_in,
+            chaos: header.chaos,
         })
+    }
+
+    /// How `cell`'s trials perturb the subject's scheduling: its `chaos` axis (checked at load),
+    /// else `run` (`wedge run --chaos`), else the scenario's `chaos`.
+    pub fn chaos_of(
+        &self,
+        cell: &Cell,
+        run: Option<crate::model::chaos::Chaos>,
+    ) -> crate::model::chaos::Chaos {
+        cell.get("chaos")
+            .and_then(|v| v.parse().ok())
+            .or(run)
+            .unwrap_or(self.chaos)
     }
 
     /// Whether `cell` has a value the scenario's `opt_in` leaves out of a plan unless asked for,

@@ -60,6 +60,8 @@ pub struct ScenarioHeader {
     /// Axis values whose cells run only when asked for: `{ builder = ["libcontainer"] }` (a
     /// `--cell` filter on the axis, or `wedge run --full`).
     pub opt_in: Option<toml::Spanned<toml::Table>>,
+    /// How trials perturb the subject's scheduling: `"off"` (default) or `"rr"`.
+    pub chaos: Option<String>,
 }
 
 /// Whose quiescence calls a hang before the deadline.
