@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 
-use super::effective::{self, Effective, Exec, ProcRoot, Unresolved};
+use super::effective::{self, Effective, Exec, RootDir, Unresolved};
 use super::notify::{Listener, Notification, Response};
 use super::policy::{Policy, Ruling};
 use crate::mutation::{Mutation, active};
@@ -211,7 +211,7 @@ fn decide(
     let effective = if active(Mutation::EffectiveCommand) {
         Effective::as_requested(exec)
     } else {
-        match effective::resolve(&ProcRoot { pid: n.pid }, exec, policy.launchers()) {
+        match effective::resolve(&RootDir::new(n.pid), exec, policy.launchers()) {
             Ok(effective) => effective,
             // A target that died while we looked at its /proc entries is stale, not unresolved.
             Err(_) if !active(Mutation::IdValidRecheck) && !listener.id_valid(n.id) => {
