@@ -6,7 +6,7 @@ use std::ffi::CString;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nix::unistd::Pid;
-use wedge_runtime::supervisor::effective::{Exec, ProcRoot, resolve};
+use wedge_runtime::supervisor::effective::{Exec, ProcRoot, RootDir, resolve};
 use wedge_runtime::supervisor::exec_decision::{ReadLimits, read_request};
 use wedge_runtime::supervisor::policy::Policy;
 
@@ -50,9 +50,11 @@ fn decide(c: &mut Criterion) {
     });
 }
 
-/// The effective-command resolution through `/proc/PID/root`, per kind of file: a dynamic program
-/// (the common case: its head only), the loader by path, a copy of the loader (recognised by its
-/// `DT_SONAME`: two bounded reads past the head) and a static-pie program (one read, no `SONAME`).
+/// The effective-command resolution, per kind of file: a dynamic program (the common case: its
+/// head only), the loader by path, a copy of the loader (recognised by its `DT_SONAME`: two bounded
+/// reads past the head) and a static-pie program (one read, no `SONAME`); each walking
+/// `/proc/PID/root` for every lookup (`ProcRoot`) and, as the supervisor does, from one descriptor
+/// of the root opened for the resolution (`RootDir`).
 fn effective(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("wedge-bench-loader-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -80,6 +82,19 @@ fn effective(c: &mut Criterion) {
                 resolve(&me, exec, &[]).unwrap()
             })
         });
+        c.bench_function(
+            &format!("effective.resolve, root descriptor ({name})"),
+            |b| {
+                b.iter(|| {
+                    let exec = Exec {
+                        path,
+                        argv: &argv,
+                        dirfd: None,
+                    };
+                    resolve(&RootDir::new(me.pid), exec, &[]).unwrap()
+                })
+            },
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -15,10 +15,15 @@
 //!   `binfmt_misc` handler is ever reached unchecked).
 //!
 //! The resolver never touches the filesystem itself: a [`TargetFs`] answers "readlink" and "read
-//! the file's head", so the logic is property-tested without a kernel. [`ProcRoot`] is the real
-//! one, reading through `/proc/PID/root`.
+//! the file's head", so the logic is property-tested without a kernel. [`RootDir`] is the real
+//! one, reading from one descriptor of the target's root, opened from `/proc/PID/root` for one
+//! decision; [`ProcRoot`] gives the same answers walking `/proc/PID/root` for every lookup.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
+use nix::sys::stat::Mode;
 use wedge_sys::binfmt::{ElfError, elf_interpreter, elf_layout, is_loader_soname};
 
 use super::policy::{Invocation, basename};
@@ -694,7 +699,8 @@ fn env_short_cluster(cluster: &str) -> Result<usize, String> {
     Ok(0)
 }
 
-/// [`TargetFs`] for a live target, through `/proc/PID/root`, `/proc/PID/cwd` and `/proc/PID/fd`.
+/// [`TargetFs`] for a live target, through `/proc/PID/root`, `/proc/PID/cwd` and `/proc/PID/fd`:
+/// every lookup walks `/proc/PID/root` again. The supervisor uses [`RootDir`].
 /// The resolver only asks about symlink-free parents, so the kernel never follows a symlink here
 /// relative to the supervisor's own root.
 #[derive(Debug, Clone, Copy)]
@@ -702,42 +708,23 @@ pub struct ProcRoot {
     pub pid: u32,
 }
 
+impl ProcRoot {
+    fn in_root(&self, path: &str) -> String {
+        format!("/proc/{}/root{path}", self.pid)
+    }
+}
+
 impl TargetFs for ProcRoot {
     fn readlink(&self, path: &str) -> Result<Option<String>, Errno> {
-        match std::fs::read_link(format!("/proc/{}/root{path}", self.pid)) {
-            Ok(target) => Ok(Some(target.to_string_lossy().into_owned())),
-            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(None),
-            Err(err) => Err(io_errno(&err)),
-        }
+        readlink_in(AT_FDCWD, self.in_root(path).as_str())
     }
 
     fn read_head(&self, path: &str, max: usize) -> Result<Vec<u8>, Errno> {
-        use std::io::Read;
-        let file = self.open_regular(path)?;
-        let mut head = Vec::with_capacity(max.min(HEAD));
-        file.take(max as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| io_errno(&e))?;
-        Ok(head)
+        read_head_in(AT_FDCWD, self.in_root(path).as_str(), max)
     }
 
     fn read_at(&self, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, Errno> {
-        use std::os::unix::fs::FileExt;
-        let file = self.open_regular(path)?;
-        let mut buf = vec![0u8; max];
-        let mut filled = 0;
-        // pread may return less than asked before the end of the file; 0 is the end.
-        while filled < max {
-            let at = offset.checked_add(filled as u64).ok_or(Errno::EFBIG)?;
-            match file.read_at(&mut buf[filled..], at) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_errno(&e)),
-            }
-        }
-        buf.truncate(filled);
-        Ok(buf)
+        read_at_in(AT_FDCWD, self.in_root(path).as_str(), offset, max)
     }
 
     fn cwd(&self) -> Result<String, Errno> {
@@ -749,28 +736,127 @@ impl TargetFs for ProcRoot {
     }
 }
 
-impl ProcRoot {
-    /// The regular file at `path` in the target's root, open for reading.
-    fn open_regular(&self, path: &str) -> Result<std::fs::File, Errno> {
-        use nix::fcntl::{OFlag, open};
-        // O_PATH first: opening a FIFO or a device to read it could block the supervisor or have
-        // side effects; only a regular file is opened for reading.
-        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = open(
-            format!("/proc/{}/root{path}", self.pid).as_str(),
-            flags,
-            nix::sys::stat::Mode::empty(),
-        )?;
-        let stat = nix::sys::stat::fstat(&fd)?;
-        if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Errno::EACCES);
+/// [`TargetFs`] for a live target, every lookup made from one descriptor of its root directory:
+/// `/proc/PID/root` is opened once, on the first lookup, and each `readlink` and open after it
+/// walks only the path inside the root, where [`ProcRoot`] walks `/proc`, the pid's directory and
+/// the `root` magic link again each time (a pid lookup and a ptrace access check).
+///
+/// Its answers are [`ProcRoot`]'s, errors included (a failed open of the root is the error of
+/// every lookup, as it is of each walk through it), except where it is closer to what the kernel
+/// sees: all lookups of one decision start from the same root, even if another process sharing the
+/// target's filesystem information (`CLONE_FS`) changes it meanwhile; and a path is not made longer
+/// by the `/proc/PID/root` prefix when checked against `PATH_MAX`. As with [`ProcRoot`], the
+/// resolver only asks about symlink-free parents, so no symlink is followed here relative to the
+/// supervisor's own root; `cwd` and `fd_dir` read the `/proc/PID` links as [`ProcRoot`] does.
+#[derive(Debug)]
+pub struct RootDir {
+    pid: u32,
+    root: std::cell::OnceCell<Result<OwnedFd, Errno>>,
+}
+
+impl RootDir {
+    /// The root of process `pid`, not opened yet.
+    pub fn new(pid: u32) -> Self {
+        RootDir {
+            pid,
+            root: std::cell::OnceCell::new(),
         }
-        std::fs::File::open(format!("/proc/self/fd/{}", fd_number(&fd))).map_err(|e| io_errno(&e))
+    }
+
+    /// The root's descriptor and `path` (absolute in it) relative to it, `.` for the root itself.
+    fn at<'p>(&self, path: &'p str) -> Result<(BorrowedFd<'_>, &'p str), Errno> {
+        let root = self.root.get_or_init(|| {
+            let root = format!("/proc/{}/root", self.pid);
+            openat(
+                AT_FDCWD,
+                root.as_str(),
+                OFlag::O_PATH | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        });
+        let root = root.as_ref().map_err(|errno| *errno)?;
+        let relative = path.trim_start_matches('/');
+        Ok((
+            root.as_fd(),
+            if relative.is_empty() { "." } else { relative },
+        ))
     }
 }
 
-fn fd_number(fd: &std::os::fd::OwnedFd) -> i32 {
-    std::os::fd::AsRawFd::as_raw_fd(fd)
+impl TargetFs for RootDir {
+    fn readlink(&self, path: &str) -> Result<Option<String>, Errno> {
+        let (root, path) = self.at(path)?;
+        readlink_in(root, path)
+    }
+
+    fn read_head(&self, path: &str, max: usize) -> Result<Vec<u8>, Errno> {
+        let (root, path) = self.at(path)?;
+        read_head_in(root, path, max)
+    }
+
+    fn read_at(&self, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, Errno> {
+        let (root, path) = self.at(path)?;
+        read_at_in(root, path, offset, max)
+    }
+
+    fn cwd(&self) -> Result<String, Errno> {
+        ProcRoot { pid: self.pid }.cwd()
+    }
+
+    fn fd_dir(&self, fd: i32) -> Result<String, Errno> {
+        ProcRoot { pid: self.pid }.fd_dir(fd)
+    }
+}
+
+/// The target of the symlink at `path` from `dir`; `None` when it is no symlink.
+fn readlink_in(dir: BorrowedFd<'_>, path: &str) -> Result<Option<String>, Errno> {
+    match readlinkat(dir, path) {
+        Ok(target) => Ok(Some(target.to_string_lossy().into_owned())),
+        Err(Errno::EINVAL) => Ok(None),
+        Err(errno) => Err(errno),
+    }
+}
+
+fn read_head_in(dir: BorrowedFd<'_>, path: &str, max: usize) -> Result<Vec<u8>, Errno> {
+    use std::io::Read;
+    let file = open_regular(dir, path)?;
+    let mut head = Vec::with_capacity(max.min(HEAD));
+    file.take(max as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| io_errno(&e))?;
+    Ok(head)
+}
+
+fn read_at_in(dir: BorrowedFd<'_>, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, Errno> {
+    use std::os::unix::fs::FileExt;
+    let file = open_regular(dir, path)?;
+    let mut buf = vec![0u8; max];
+    let mut filled = 0;
+    // pread may return less than asked before the end of the file; 0 is the end.
+    while filled < max {
+        let at = offset.checked_add(filled as u64).ok_or(Errno::EFBIG)?;
+        match file.read_at(&mut buf[filled..], at) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_errno(&e)),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// The regular file at `path` from `dir`, open for reading.
+fn open_regular(dir: BorrowedFd<'_>, path: &str) -> Result<std::fs::File, Errno> {
+    // O_PATH first: opening a FIFO or a device to read it could block the supervisor or have
+    // side effects; only a regular file is opened for reading.
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, path, flags, Mode::empty())?;
+    let stat = nix::sys::stat::fstat(&fd)?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Errno::EACCES);
+    }
+    std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| io_errno(&e))
 }
 
 fn proc_link(link: &str) -> Result<String, Errno> {

@@ -10,13 +10,14 @@
 //! kernel's documentation says it is no security boundary): see "What the policy does not stop"
 //! in runtime/README.md.
 
+use std::cell::RefCell;
 use std::io::IoSliceMut;
 
 use nix::errno::Errno;
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 
-use super::effective::{self, Effective, Exec, ProcRoot, Unresolved};
+use super::effective::{self, Effective, Exec, RootDir, Unresolved};
 use super::notify::{Listener, Notification, Response};
 use super::policy::{Policy, Ruling};
 use crate::mutation::{Mutation, active};
@@ -210,7 +211,7 @@ fn decide(
     let effective = if active(Mutation::EffectiveCommand) {
         Effective::as_requested(exec)
     } else {
-        match effective::resolve(&ProcRoot { pid: n.pid }, exec, policy.launchers()) {
+        match effective::resolve(&RootDir::new(n.pid), exec, policy.launchers()) {
             Ok(effective) => effective,
             // A target that died while we looked at its /proc entries is stale, not unresolved.
             Err(_) if !active(Mutation::IdValidRecheck) && !listener.id_valid(n.id) => {
@@ -323,6 +324,35 @@ pub trait MemorySource {
     /// with `n < buf.len()` when the read ran into an unmapped page, an error when nothing at
     /// `addr` could be read.
     fn read_at(&self, addr: u64, buf: &mut [u8]) -> Result<usize, Errno>;
+
+    /// Reads the spans `(addr, len)` one after the other into `buf` (at least as long as all of
+    /// them), like `process_vm_readv` with one remote iovec per span: it stops at the first byte
+    /// that cannot be read and returns how many bytes it read, an error only when it read none.
+    /// The default makes one [`read_at`](Self::read_at) per span; the live target, one call.
+    fn read_spans(&self, spans: &[(u64, usize)], buf: &mut [u8]) -> Result<usize, Errno> {
+        read_spans_one_by_one(self, spans, buf)
+    }
+}
+
+/// [`MemorySource::read_spans`] as separate reads, with the semantics of one vectored read.
+fn read_spans_one_by_one<M: MemorySource + ?Sized>(
+    memory: &M,
+    spans: &[(u64, usize)],
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
+    let mut done = 0;
+    for &(addr, len) in spans.iter().filter(|&&(_, len)| len > 0) {
+        let got = match memory.read_at(addr, &mut buf[done..done + len]) {
+            Ok(got) => got.min(len),
+            Err(errno) if done == 0 => return Err(errno),
+            Err(_) => return Ok(done),
+        };
+        done += got;
+        if got < len {
+            break;
+        }
+    }
+    Ok(done)
 }
 
 /// Reads the path and argv of an exec out of the target's memory.
@@ -342,6 +372,14 @@ pub fn read_request_from<M: MemorySource + ?Sized>(
     argv_ptr: u64,
     limits: &ReadLimits,
 ) -> Result<ExecRequest, Refusal> {
+    // The path and the first batch of argv pointers in one read: a syscall saved per exec.
+    let memory = &Ahead::new(memory);
+    let first_pointers = (argv_ptr != 0).then(|| (argv_ptr, pointer_batch(argv_ptr) * 8));
+    memory.prefetch(
+        [(path_ptr, first_read(path_ptr, limits.max_path))]
+            .into_iter()
+            .chain(first_pointers),
+    );
     let path =
         read_c_string(memory, path_ptr, limits.max_path).map_err(|e| e.or_too_long("the path"))?;
     let mut argv = Vec::new();
@@ -400,11 +438,101 @@ impl MemorySource for Target {
         }];
         process_vm_readv(self.0, &mut [IoSliceMut::new(buf)], &remote)
     }
+
+    fn read_spans(&self, spans: &[(u64, usize)], buf: &mut [u8]) -> Result<usize, Errno> {
+        let remote: Vec<RemoteIoVec> = spans
+            .iter()
+            .map(|&(addr, len)| RemoteIoVec {
+                base: addr as usize,
+                len,
+            })
+            .collect();
+        let total = spans.iter().map(|&(_, len)| len).sum();
+        // One local buffer: the kernel fills it span after span and stops at the first fault.
+        process_vm_readv(self.0, &mut [IoSliceMut::new(&mut buf[..total])], &remote)
+    }
+}
+
+/// A [`MemorySource`] that reads ahead: the decoder names the spans it is about to read
+/// ([`Ahead::prefetch`]), they are read in one [`MemorySource::read_spans`], and a later
+/// `read_at` at the start of one of them is answered from what was read when that holds all of
+/// it. Anything else (a span cut short by a fault, the rest of a long string) is read as before.
+/// The target is stopped in its exec, so the bytes are the ones a direct read would get and the
+/// decoding, its limits and its errors are unchanged; what changes is the number of calls: the
+/// path and the argv array in one, the strings of each batch of argv pointers in another, instead
+/// of one per string (reports/bench.md, "Exec overhead").
+struct Ahead<'m, M: ?Sized> {
+    memory: &'m M,
+    read: RefCell<ReadAhead>,
+}
+
+/// What an [`Ahead`] read: each span's address, where its bytes start in `bytes`, how many.
+#[derive(Default)]
+struct ReadAhead {
+    spans: Vec<(u64, usize, usize)>,
+    bytes: Vec<u8>,
+}
+
+impl<'m, M: MemorySource + ?Sized> Ahead<'m, M> {
+    fn new(memory: &'m M) -> Self {
+        Ahead {
+            memory,
+            read: RefCell::new(ReadAhead::default()),
+        }
+    }
+
+    /// Reads `spans` now, in one call, replacing what was read ahead before. A failure only
+    /// means the later reads are made one by one, and meet it themselves.
+    fn prefetch(&self, spans: impl IntoIterator<Item = (u64, usize)>) {
+        let spans: Vec<(u64, usize)> = spans.into_iter().filter(|&(_, len)| len > 0).collect();
+        let mut ahead = self.read.borrow_mut();
+        ahead.spans.clear();
+        let total = spans.iter().map(|&(_, len)| len).sum();
+        ahead.bytes.resize(total, 0);
+        let mut got = self
+            .memory
+            .read_spans(&spans, &mut ahead.bytes)
+            .unwrap_or(0);
+        let mut start = 0;
+        for (addr, len) in spans {
+            let have = got.min(len);
+            ahead.spans.push((addr, start, have));
+            got -= have;
+            start += len;
+        }
+    }
+}
+
+impl<M: MemorySource + ?Sized> MemorySource for Ahead<'_, M> {
+    fn read_at(&self, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        let ahead = self.read.borrow();
+        let hit = ahead
+            .spans
+            .iter()
+            .find(|&&(at, _, have)| at == addr && have >= buf.len());
+        if let Some(&(_, start, _)) = hit {
+            buf.copy_from_slice(&ahead.bytes[start..start + buf.len()]);
+            return Ok(buf.len());
+        }
+        drop(ahead);
+        self.memory.read_at(addr, buf)
+    }
 }
 
 const PAGE: u64 = 4096;
 /// Bytes read first for a string: most arguments are shorter.
 const FIRST_READ: usize = 256;
+
+/// How many bytes the first read of a string of at most `max` bytes at `addr` asks for.
+fn first_read(addr: u64, max: usize) -> usize {
+    ((PAGE - addr % PAGE) as usize).min(max).min(FIRST_READ)
+}
+
+/// How many pointers one read of an argv array at `addr` asks for: up to the page's end (at
+/// least one, which then straddles it), at most a batch.
+fn pointer_batch(addr: u64) -> usize {
+    (((PAGE - addr % PAGE) / 8) as usize).clamp(1, 64)
+}
 
 /// One read that makes progress: reading nothing is a fault too, or a caller would loop.
 fn read<M: MemorySource + ?Sized>(
@@ -418,18 +546,19 @@ fn read<M: MemorySource + ?Sized>(
     }
 }
 
-/// An argv pointer array being read, a batch (up to a page boundary) per read.
-struct Pointers<'m, M: ?Sized> {
-    memory: &'m M,
+/// An argv pointer array being read, a batch (up to a page boundary) per read; the strings of a
+/// batch are read ahead together as soon as it is in.
+struct Pointers<'a, 'm, M: ?Sized> {
+    memory: &'a Ahead<'m, M>,
     next: u64,
     batch: [u64; 64],
     have: usize,
     used: usize,
 }
 
-impl<'m, M: MemorySource + ?Sized> Pointers<'m, M> {
+impl<'a, 'm, M: MemorySource + ?Sized> Pointers<'a, 'm, M> {
     /// The NULL-terminated pointer array at `addr`.
-    fn new(memory: &'m M, addr: u64) -> Self {
+    fn new(memory: &'a Ahead<'m, M>, addr: u64) -> Self {
         Pointers {
             memory,
             next: addr,
@@ -441,8 +570,7 @@ impl<'m, M: MemorySource + ?Sized> Pointers<'m, M> {
 
     fn next_pointer(&mut self) -> Result<u64, ReadError> {
         if self.used == self.have {
-            let to_page_end = (PAGE - self.next % PAGE) as usize;
-            let want = (to_page_end / 8).clamp(1, self.batch.len());
+            let want = pointer_batch(self.next);
             let mut bytes = [0u8; 64 * 8];
             let mut got = 0;
             // A pointer straddling a page boundary needs two reads.
@@ -466,6 +594,10 @@ impl<'m, M: MemorySource + ?Sized> Pointers<'m, M> {
                 .next
                 .checked_add(self.have as u64 * 8)
                 .ok_or(ReadError::Fault(Errno::EFAULT))?;
+            // Each string's first read, up to the array's end: any budget left asks for no more.
+            let strings = self.batch[..self.have].iter().take_while(|&&p| p != 0);
+            self.memory
+                .prefetch(strings.map(|&p| (p, first_read(p, usize::MAX))));
         }
         self.used += 1;
         Ok(self.batch[self.used - 1])
@@ -763,6 +895,52 @@ mod tests {
             Err(err) => assert_eq!(err, Refusal::TooLong("argv")),
             Ok(req) => panic!("{} arguments read past max_total", req.argv.len()),
         }
+    }
+
+    /// An [`Image`] that counts the calls made to it, a vectored read counting as one.
+    struct Counting<'a> {
+        image: &'a Image,
+        calls: std::cell::Cell<usize>,
+    }
+
+    impl MemorySource for Counting<'_> {
+        fn read_at(&self, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+            self.calls.set(self.calls.get() + 1);
+            self.image.read_at(addr, buf)
+        }
+
+        fn read_spans(&self, spans: &[(u64, usize)], buf: &mut [u8]) -> Result<usize, Errno> {
+            self.calls.set(self.calls.get() + 1);
+            read_spans_one_by_one(self.image, spans, buf)
+        }
+    }
+
+    #[test]
+    fn the_path_and_argv_are_read_in_two_calls_and_a_hole_still_faults() {
+        let mut image = Image::default();
+        image.write(PAGE, b"/bin/true\0");
+        image.write(3 * PAGE, b"a\0bb\0ccc\0");
+        let strings = [3 * PAGE, 3 * PAGE + 2, 3 * PAGE + 5, 0];
+        let limits = ReadLimits::default();
+        // The array inside one page: the path and the array in one call, the strings in another.
+        // Its first slot at the end of a page: that slot is a batch of its own, so two more.
+        for (array, calls) in [(6 * PAGE, 2), (5 * PAGE - 8, 4)] {
+            for (i, ptr) in strings.iter().enumerate() {
+                image.write(array + 8 * i as u64, &ptr.to_ne_bytes());
+            }
+            let counting = Counting {
+                image: &image,
+                calls: Default::default(),
+            };
+            let req = read_request_from(&counting, PAGE, array, &limits).unwrap();
+            assert_eq!(req.path, "/bin/true");
+            assert_eq!(req.argv, ["a", "bb", "ccc"]);
+            assert_eq!(counting.calls.get(), calls, "array at {array:#x}");
+        }
+        // A pointer into a hole cuts the strings' read short; the reads one by one meet the hole.
+        image.write(6 * PAGE + 8, &(9 * PAGE).to_ne_bytes());
+        let err = read_request_from(&image, PAGE, 6 * PAGE, &limits).unwrap_err();
+        assert_eq!(err, Refusal::Unreadable(Errno::EFAULT));
     }
 
     #[test]

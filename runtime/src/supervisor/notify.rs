@@ -102,16 +102,22 @@ impl NotifyListener for Listener<'_> {
     fn wait(&self, block: bool) -> Result<Readiness, Errno> {
         // SAFETY: see `Listener::new`; a descriptor closed under us shows up as POLLNVAL.
         let listener = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let mut fds = vec![PollFd::new(listener, PollFlags::POLLIN)];
-        if let Some(wake) = self.wake {
-            fds.push(PollFd::new(wake.fd.as_fd(), PollFlags::POLLIN));
-        }
+        // On the stack: this runs once per notification, an allocation each time is waste.
+        let watch = PollFd::new(listener, PollFlags::POLLIN);
+        let mut both = [watch.clone(), watch];
+        let fds = match self.wake {
+            Some(wake) => {
+                both[1] = PollFd::new(wake.fd.as_fd(), PollFlags::POLLIN);
+                &mut both[..]
+            }
+            None => &mut both[..1],
+        };
         let timeout = if block {
             None
         } else {
             Some(TimeSpec::new(0, 0))
         };
-        ppoll(&mut fds, timeout, None)?;
+        ppoll(fds, timeout, None)?;
         let listener = fds[0].revents().unwrap_or(PollFlags::empty());
         let wake = fds
             .get(1)
