@@ -2,11 +2,19 @@
 //! trial's steps run, from the outside: `sched_setscheduler` on the threads' tids, nothing the
 //! subject can see but its own timing.
 //!
-//! Guarantee: every thread demoted is given its policy back before [`Perturber::stop`] returns
+//! Guarantee: every thread demoted is given its policy back, and every thread squeezed its CPU
+//! mask, before [`Perturber::stop`] returns
 //! (a thread that exited meanwhile needs nothing), so the teardown and the leak checks see the
 //! subject as the trial left it; and only the subject's threads are touched (the trial tree's
 //! subject part), never wedge's keepers, its init or the step processes. Threads with a
 //! real-time or batch policy are left alone (a demotion would lose their settings).
+//!
+//! Each perturbation also *squeezes* the subject onto one CPU of those it may use for the same
+//! hold (unless a squeeze is already on): every subject thread's affinity is narrowed to that CPU
+//! and put back afterwards (threads born meanwhile get the mask the first thread had). Demotion
+//! alone does little when the subject has a CPU to spare (measured: `inline` at N=16 on 2 CPUs
+//! lost as many execs with it as without); on one CPU the demoted thread really waits, which is
+//! what widens the windows (`reports/determinism.md`).
 //!
 //! The thread waits on its stop channel with the schedule's next time as the timeout: the
 //! timeout *is* the mechanism (a perturbation due then), not a guess at when something happened.
@@ -60,26 +68,64 @@ struct Demoted {
     policy: i32,
 }
 
+/// The subject squeezed onto one CPU, until when, and each thread's mask before.
+struct Squeeze {
+    until: Instant,
+    saved: Vec<(i32, libc::cpu_set_t)>,
+    /// What a thread born during the squeeze gets back (the first thread's mask before).
+    base: libc::cpu_set_t,
+    cpu: usize,
+}
+
+/// What is in force: the demoted threads and the squeeze, if any.
+#[derive(Default)]
+struct InForce {
+    demoted: Vec<Demoted>,
+    squeeze: Option<Squeeze>,
+}
+
+impl InForce {
+    fn next_end(&self) -> Option<Instant> {
+        let squeeze = self.squeeze.as_ref().map(|s| s.until);
+        self.demoted.iter().map(|d| d.until).chain(squeeze).min()
+    }
+
+    /// Undoes what is due by `now` (everything with `None`).
+    fn end_due(&mut self, now: Option<Instant>, tree: &TrialTree) {
+        let due = |until: Instant| now.is_none_or(|now| until <= now);
+        self.demoted.retain(|d| {
+            let done = due(d.until);
+            if done {
+                restore(d);
+            }
+            !done
+        });
+        if self.squeeze.as_ref().is_some_and(|s| due(s.until)) {
+            if let Some(s) = self.squeeze.take() {
+                release(&s, tree);
+            }
+        }
+    }
+}
+
 fn run(seed: u64, tree: &TrialTree, stopped: &mpsc::Receiver<()>) -> Vec<String> {
     let start = Instant::now();
-    let mut demoted: Vec<Demoted> = Vec::new();
+    let mut in_force = InForce::default();
     let mut log = Vec::new();
     let mut applied = 0usize;
     for p in schedule(seed) {
         let due = start + Duration::from_millis(p.at_ms);
-        if !wait_until(due, &mut demoted, stopped) {
+        if !wait_until(due, &mut in_force, tree, stopped) {
             break;
         }
-        if let Some(line) = perturb(&p, tree, &mut demoted) {
+        if let Some(line) = perturb(&p, tree, &mut in_force) {
             applied += 1;
             if log.len() < LOGGED {
                 log.push(line);
             }
         }
     }
-    for d in demoted.drain(..) {
-        restore(&d);
-    }
+    in_force.end_due(None, tree);
     if applied > log.len() {
         log.push(format!(
             "chaos: {} more perturbations not listed",
@@ -89,41 +135,37 @@ fn run(seed: u64, tree: &TrialTree, stopped: &mpsc::Receiver<()>) -> Vec<String>
     log
 }
 
-/// Waits until `due`, restoring each demoted thread when its time is up; `false` when told to
-/// stop (or when the trial is gone).
-fn wait_until(due: Instant, demoted: &mut Vec<Demoted>, stopped: &mpsc::Receiver<()>) -> bool {
+/// Waits until `due`, undoing each perturbation when its time is up; `false` when told to stop
+/// (or when the trial is gone).
+fn wait_until(
+    due: Instant,
+    in_force: &mut InForce,
+    tree: &TrialTree,
+    stopped: &mpsc::Receiver<()>,
+) -> bool {
     loop {
-        let next = demoted
-            .iter()
-            .map(|d| d.until)
-            .min()
-            .map_or(due, |u| u.min(due));
+        let next = in_force.next_end().map_or(due, |end| end.min(due));
         let timeout = next.saturating_duration_since(Instant::now());
         match stopped.recv_timeout(timeout) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return false,
         }
         let now = Instant::now();
-        demoted.retain(|d| {
-            let done = d.until <= now;
-            if done {
-                restore(d);
-            }
-            !done
-        });
+        in_force.end_due(Some(now), tree);
         if now >= due {
             return true;
         }
     }
 }
 
-/// Applies one perturbation: demotes the picked subject thread; the log line, or `None` when
-/// there was nothing to demote (no thread yet, the pick already demoted, or not an ordinary
-/// thread).
-fn perturb(p: &Perturbation, tree: &TrialTree, demoted: &mut Vec<Demoted>) -> Option<String> {
+/// Applies one perturbation: demotes the picked subject thread, and squeezes the subject onto
+/// one CPU unless a squeeze is on; the log line, or `None` when there was nothing to demote (no
+/// thread yet, the pick already demoted, or not an ordinary thread).
+fn perturb(p: &Perturbation, tree: &TrialTree, in_force: &mut InForce) -> Option<String> {
     let tids = subject_threads(tree);
-    let tid = *tids.get((p.pick % tids.len().max(1) as u64) as usize)?;
-    if demoted.iter().any(|d| d.tid == tid) {
+    let pick = p.pick % tids.len().max(1) as u64;
+    let tid = *tids.get(pick as usize)?;
+    if in_force.demoted.iter().any(|d| d.tid == tid) {
         return None;
     }
     // SAFETY: sched_getscheduler reads a thread's policy; no memory is passed.
@@ -133,19 +175,84 @@ fn perturb(p: &Perturbation, tree: &TrialTree, demoted: &mut Vec<Demoted>) -> Op
     }
     set_policy(tid, libc::SCHED_IDLE).then_some(())?;
     let hold = Duration::from_millis(p.hold_ms);
-    demoted.push(Demoted {
-        tid,
-        until: Instant::now() + hold,
-        policy,
-    });
+    let until = Instant::now() + hold;
+    in_force.demoted.push(Demoted { tid, until, policy });
+    let mut squeezed = String::new();
+    if in_force.squeeze.is_none()
+        && let Some(s) = squeeze(&tids, p.pick >> 32, until)
+    {
+        squeezed = format!(", subject squeezed onto CPU {}", s.cpu);
+        in_force.squeeze = Some(s);
+    }
     let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap_or_default();
     Some(format!(
-        "chaos +{} ms: thread {tid} ({}) SCHED_IDLE for {} ms (pick {})",
+        "chaos +{} ms: thread {tid} ({}) SCHED_IDLE for {} ms (pick {pick}){squeezed}",
         p.at_ms,
         comm.trim(),
         p.hold_ms,
-        p.pick % tids.len() as u64
     ))
+}
+
+/// Narrows every thread of `tids` to one CPU of the first thread's mask (`choice` modulo its
+/// CPUs); `None` when it has fewer than two CPUs (nothing to squeeze) or cannot be read.
+fn squeeze(tids: &[i32], choice: u64, until: Instant) -> Option<Squeeze> {
+    let base = affinity(*tids.first()?)?;
+    let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads the set, which is initialised.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &base) })
+        .collect();
+    if allowed.len() < 2 {
+        return None;
+    }
+    let cpu = allowed[(choice % allowed.len() as u64) as usize];
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit of the set; `cpu` < CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    let saved = tids
+        .iter()
+        .filter_map(|&tid| Some((tid, affinity(tid)?)))
+        .filter(|&(tid, _)| set_affinity(tid, &one))
+        .collect();
+    Some(Squeeze {
+        until,
+        saved,
+        base,
+        cpu,
+    })
+}
+
+/// Gives every squeezed thread its mask back, and threads born during the squeeze (still on its
+/// one CPU) the base mask.
+fn release(s: &Squeeze, tree: &TrialTree) {
+    for (tid, mask) in &s.saved {
+        let _ = set_affinity(*tid, mask);
+    }
+    for tid in subject_threads(tree) {
+        if s.saved.iter().any(|(t, _)| *t == tid) {
+            continue;
+        }
+        let Some(mask) = affinity(tid) else { continue };
+        // SAFETY: CPU_COUNT and CPU_ISSET read the set, which is initialised.
+        let on_squeezed = unsafe { libc::CPU_COUNT(&mask) == 1 && libc::CPU_ISSET(s.cpu, &mask) };
+        if on_squeezed {
+            let _ = set_affinity(tid, &s.base);
+        }
+    }
+}
+
+fn affinity(tid: i32) -> Option<libc::cpu_set_t> {
+    // SAFETY: an all-zero cpu_set_t is valid; sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` outlives the call and `size` is its size.
+    (unsafe { libc::sched_getaffinity(tid, size, &mut set) } == 0).then_some(set)
+}
+
+fn set_affinity(tid: i32, set: &libc::cpu_set_t) -> bool {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: sched_setaffinity reads `size` bytes of `set`, which outlives the call.
+    unsafe { libc::sched_setaffinity(tid, size, set) == 0 }
 }
 
 fn restore(d: &Demoted) {
