@@ -100,10 +100,10 @@ impl InForce {
             }
             !done
         });
-        if self.squeeze.as_ref().is_some_and(|s| due(s.until)) {
-            if let Some(s) = self.squeeze.take() {
-                release(&s, tree);
-            }
+        if self.squeeze.as_ref().is_some_and(|s| due(s.until))
+            && let Some(s) = self.squeeze.take()
+        {
+            release(&s, tree);
         }
     }
 }
