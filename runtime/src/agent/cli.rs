@@ -308,6 +308,30 @@ fn serve(args: ServeArgs) -> Result<()> {
     served
 }
 
+/// Binds and listens on `socket` so that the path appears only once it accepts connections.
+///
+/// `bind` creates the path and `listen` comes after it: a client that waits for the path (the
+/// harness's scenarios do, and any script would) and connects in between is refused. Chaos
+/// scheduling found exactly that (`reports/determinism.md`). So the socket is bound and listened
+/// on under a temporary name beside it, then renamed into place, which is atomic. An existing
+/// path is refused, as `bind` refused it.
+fn bind_ready(socket: &Path) -> Result<tokio::net::UnixListener> {
+    if socket.symlink_metadata().is_ok() {
+        bail!("binding {}: the path exists already", socket.display());
+    }
+    let mut name = socket.as_os_str().to_owned();
+    name.push(format!(".{}.binding", std::process::id()));
+    let temporary = std::path::PathBuf::from(name);
+    let _ = std::fs::remove_file(&temporary);
+    let listener = tokio::net::UnixListener::bind(&temporary)
+        .with_context(|| format!("binding {}", temporary.display()))?;
+    if let Err(e) = std::fs::rename(&temporary, socket) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e).with_context(|| format!("binding {}", socket.display()));
+    }
+    Ok(listener)
+}
+
 async fn serve_until_signalled(
     socket: &Path,
     service: AgentService,
@@ -315,8 +339,7 @@ async fn serve_until_signalled(
     workers: u32,
 ) -> Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let listener = tokio::net::UnixListener::bind(socket)
-        .with_context(|| format!("binding {}", socket.display()))?;
+    let listener = bind_ready(socket)?;
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let stopping = Arc::new(tokio::sync::Notify::new());
@@ -486,4 +509,30 @@ fn describe(outcome: &Outcome) -> String {
         line.push_str(&format!(" ({})", status.error));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_path_appears_listening_and_an_existing_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("wedge-bind-ready-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("agent.sock");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let _listener = bind_ready(&socket).expect("bound");
+            // Listening already: a connection is accepted into the backlog at once.
+            std::os::unix::net::UnixStream::connect(&socket).expect("connects");
+            let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+            assert_eq!(left.len(), 1, "only the socket itself: {left:?}");
+            let e = bind_ready(&socket).expect_err("the path exists");
+            assert!(e.to_string().contains("exists already"), "{e}");
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
