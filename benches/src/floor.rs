@@ -96,28 +96,10 @@ pub fn exec_loop(execs: u64) -> String {
     format!("i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done")
 }
 
-/// `bwrap` with the flags `wedge-run --sandbox bwrap` starts its shim with
-/// (`runtime/src/supervisor/sandbox.rs`, `shim_command`), ending in `--`: the same namespaces and
-/// mounts, so that the comparison prices the supervisor and not a different sandbox.
+/// `bwrap` exactly as `wedge-run --sandbox bwrap` starts its shim (the same function), ending
+/// in `--`: the comparison prices the supervisor and not a different sandbox.
 pub fn bwrap() -> Command {
-    let path = std::env::var_os("WEDGE_BWRAP").unwrap_or_else(|| "bwrap".into());
-    let mut c = Command::new(path);
-    c.args([
-        "--die-with-parent",
-        "--unshare-pid",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-    ]);
-    if let Ok(cwd) = std::env::current_dir() {
-        c.arg("--chdir").arg(cwd);
-    }
-    c.arg("--");
-    c
+    wedge_runtime::supervisor::sandbox::bwrap_command()
 }
 
 /// `Ok` when bubblewrap can start a sandbox here; else why not (not installed, no user or pid

@@ -63,6 +63,29 @@ impl Channel {
     }
 }
 
+/// `bwrap` (or `$WEDGE_BWRAP`) with the namespaces and mounts the shim runs in, ending in `--`:
+/// what follows is the program to run. Public so a benchmark can run bubblewrap alone exactly as
+/// `wedge-run` does and price the supervisor, not a different sandbox.
+pub fn bwrap_command() -> Command {
+    let mut c = Command::new(bwrap_path());
+    c.args([
+        "--die-with-parent",
+        "--unshare-pid",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+    ]);
+    if let Ok(cwd) = std::env::current_dir() {
+        c.arg("--chdir").arg(cwd);
+    }
+    c.arg("--");
+    c
+}
+
 /// The command line that starts the shim for `cmd` in the chosen sandbox.
 pub fn shim_command(
     kind: SandboxKind,
@@ -73,22 +96,8 @@ pub fn shim_command(
 ) -> Command {
     let mut command = match kind {
         SandboxKind::Bwrap => {
-            let mut c = Command::new(bwrap_path());
-            c.args([
-                "--die-with-parent",
-                "--unshare-pid",
-                "--ro-bind",
-                "/",
-                "/",
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-            ]);
-            if let Ok(cwd) = std::env::current_dir() {
-                c.arg("--chdir").arg(cwd);
-            }
-            c.arg("--").arg(wedge_run);
+            let mut c = bwrap_command();
+            c.arg(wedge_run);
             c
         }
         SandboxKind::None => Command::new(wedge_run),
