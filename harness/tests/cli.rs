@@ -810,3 +810,55 @@ fn opt_in_cells_are_listed_and_run_only_when_asked_for() {
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert_eq!(lines(&format!("{}/trials.jsonl", t.path("r"))), 1);
 }
+
+/// A recording only replays in the QEMU build that made it: another build is refused before
+/// anything runs, with both versions named (exit 2); a directory that is no recording too.
+#[test]
+fn an_exact_replay_refuses_another_qemu_build() {
+    let t = TempDir::new("exact");
+    let (kernel, initrd) = (t.0.join("vmlinuz"), t.0.join("image.cpio"));
+    std::fs::write(&kernel, b"kernel").unwrap();
+    std::fs::write(&initrd, b"initrd").unwrap();
+    let slot = wedge::vm::recording::Slot::open(&t.0.join("recordings"), "t").unwrap();
+    std::fs::write(slot.log(), b"log").unwrap();
+    let manifest = wedge::vm::recording::Manifest {
+        format: 1,
+        qemu_version: "QEMU emulator version 7.2.22 (Debian)".into(),
+        kernel: "6.1".into(),
+        kernel_sha256: String::new(),
+        initrd_sha256: String::new(),
+        cpus: 1,
+        memory_mb: 1024,
+        append: "console=ttyS0".into(),
+        time_scale: 4,
+        console_bytes: 0,
+        console_sha256: String::new(),
+        wall_ms: 1.0,
+        guest_uptime_ms: None,
+        log_bytes: 0,
+        trials: vec![],
+    };
+    let dir = slot
+        .keep(manifest, (&kernel, &initrd), b"", "6.1-0")
+        .unwrap();
+    let fake = t.0.join("qemu");
+    std::fs::write(&fake, "#!/bin/sh\necho 'QEMU emulator version 9.9.9'\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = wedge()
+        .env("WEDGE_QEMU", &fake)
+        .args(["replay", "--exact"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("another QEMU build"), "{err}");
+    assert!(err.contains("9.9.9") && err.contains("7.2.22"), "{err}");
+    let o = wedge()
+        .args(["replay", "--exact"])
+        .arg(&kernel)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("recording.json"));
+}

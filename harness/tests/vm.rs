@@ -11,6 +11,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -243,5 +244,57 @@ fn a_guest_that_greets_and_goes_silent_is_cut_at_its_silence_budget() {
         assert_eq!(r.verdict, Verdict::Error);
         assert!(r.reason.contains("stopped talking"), "{}", r.reason);
     }
+    no_qemu_left();
+}
+
+/// A deadlock in a 1-vCPU guest, caught as a hang with its diagnosis: a boot worth keeping.
+const DEADLOCK: &str = "[scenario]\ntrials = 1\ndeadline_ms = 20000\nquiescence_ms = 300\n\
+     [subject]\nkind = \"command\"\nargv = [\"wedge-subject\", \"deadlock\"]\n\
+     [expect]\noutcome = \"hang\"\ndiagnosis = \"locker-a thread blocked in futex\"\n";
+
+/// `--record`: a 1-vCPU boot with a hanging trial keeps its recording, every record says where,
+/// and `wedge replay --exact` replays it to the same console stream, verdict and diagnosis.
+#[test]
+fn a_recorded_hang_replays_exactly() {
+    let _one = serial();
+    let Some((vms, mut settings)) = vms() else {
+        return;
+    };
+    let results = TempDir(std::env::temp_dir().join(format!("wedge-vm-rr-{}", rand_tag())));
+    settings.record = Some(results.0.join("recordings"));
+    let (cells, _dir) = plan_vm(DEADLOCK, &vms);
+    let records = run_vm(&cells, settings);
+    let r = &records[0];
+    assert_eq!((r.verdict, r.met), (Verdict::Hang, true), "{}", r.reason);
+    let note = r.log.iter().find(|l| l.contains("wedge replay --exact"));
+    let dir = note
+        .and_then(|l| l.split("--exact ").nth(1))
+        .map(|d| PathBuf::from(d.trim_end_matches('`')))
+        .unwrap_or_else(|| panic!("no recording in {:?}", r.log));
+    let kept: Vec<_> = std::fs::read_dir(results.0.join("recordings"))
+        .unwrap()
+        .collect();
+    assert_eq!(kept.len(), 1, "one recording and no leftover slot");
+    let out = support::watchdog(Duration::from_secs(240), move || {
+        Command::new(env!("CARGO_BIN_EXE_wedge"))
+            .args(["replay", "--exact"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("replay: exact"), "{stdout}");
+    assert!(stdout.contains("verdict: hang"), "{stdout}");
+    assert!(
+        stdout.contains("locker-a thread blocked in futex"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", same diagnosis"), "{stdout}");
     no_qemu_left();
 }

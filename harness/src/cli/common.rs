@@ -18,6 +18,8 @@ pub enum Failure {
     Interrupted,
     /// Writing results failed (exit 1).
     Io(String),
+    /// `wedge replay --exact` ran, and the replay is not the recording (exit 3).
+    Diverged,
 }
 
 impl From<InputError> for Failure {

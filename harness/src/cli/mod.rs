@@ -1,9 +1,8 @@
 //! The `wedge` command line: the verbs and their flags, and the exit codes every verb shares
-//! (0 ok, 1 gate failed or a replayed trial missed its expectation, 2 bad input, 130
-//! interrupted). Each verb is one module holding its clap `Args` struct (flags and help text)
-//! and its entry function: [`run`], [`list`], [`replay`], [`report`], [`gate`],
-//! [`kernels`], [`probe`];
-//! what they share (failures, the interrupt handler, result directories) is in [`common`].
+//! (0 ok, 1 gate failed or a replayed trial missed its expectation, 2 bad input, 3 an exact
+//! replay differed from its recording, 130 interrupted). Each verb is one module holding its clap
+//! `Args` struct (flags and help text) and its entry function: [`run`], [`list`], [`replay`] (with
+//! [`replay_exact`] for recordings), [`report`], [`gate`], [`kernels`], [`probe`]; what they share (failures, the interrupt handler, result directories) is in [`common`].
 
 mod common;
 mod gate;
@@ -11,8 +10,10 @@ mod kernels;
 mod list;
 mod probe;
 mod replay;
+mod replay_exact;
 mod report;
 mod run;
+mod show_record;
 
 use std::process::ExitCode;
 
@@ -23,7 +24,8 @@ use common::Failure;
 /// crash for every trial, diagnose hangs, and gate on pass rates.
 ///
 /// Exit codes: 0 ok, 1 gate failed (or a replayed trial missed its expectation), 2 bad input,
-/// 130 interrupted (finished trials are kept).
+/// 3 an exact replay (`wedge replay --exact`) differed from its recording, 130 interrupted
+/// (finished trials are kept).
 #[derive(Parser, Debug)]
 #[command(name = "wedge", version = wedge::VERSION, propagate_version = true)]
 struct Cli {
@@ -81,6 +83,7 @@ fn exit_code(result: Result<(), Failure>) -> ExitCode {
             wedge::errln!("wedge: {m}");
             ExitCode::from(1)
         }
+        Err(Failure::Diverged) => ExitCode::from(3),
         Err(Failure::Interrupted) => ExitCode::from(130),
     }
 }

@@ -22,17 +22,29 @@ impl TrialSink for One {
     }
 }
 
-/// Re-run one trial exactly as recorded: same scenario, cell and seed.
+/// Re-run one trial exactly as recorded: same scenario, cell and seed; or, with --exact, a
+/// recorded 1-vCPU guest boot instruction for instruction.
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
     /// The scenario file.
-    scenario: PathBuf,
+    #[arg(required_unless_present = "exact")]
+    scenario: Option<PathBuf>,
     /// The cell (every axis of it), AXIS=VALUE each.
     #[arg(long = "cell", value_name = "AXIS=VALUE")]
     cells: Vec<CellFilter>,
     /// The trial's seed (from trials.jsonl or a report).
-    #[arg(long)]
-    seed: u64,
+    #[arg(long, required_unless_present = "exact")]
+    seed: Option<u64>,
+    /// Replay a recording kept by `wedge run --record` (a directory under RESULTS/recordings)
+    /// under QEMU's replay, and check that the console stream and every trial's verdict and
+    /// diagnosis are the recorded ones, byte for byte (exit 3 when they are not).
+    #[arg(long, value_name = "RECORDING", conflicts_with_all = ["scenario", "cells", "seed", "chaos", "record"])]
+    exact: Option<PathBuf>,
+    /// Run a VM cell's guest under instruction counting: a 1-vCPU guest recorded (kept under
+    /// OUT/recordings when the trial fails or hangs; needs --out), more vCPUs in seeded virtual
+    /// time (`harness/src/vm/qemu.rs`).
+    #[arg(long, requires = "out")]
+    record: bool,
     /// Perturb the subject's scheduling when the cell has no a `chaos` axis: off or rr
     /// (threads demoted to SCHED_IDLE at seeded times; `harness/src/model/chaos.rs`).
     #[arg(long, value_name = "MODE")]
@@ -45,13 +57,19 @@ pub struct ReplayArgs {
 }
 
 pub fn replay(args: ReplayArgs) -> Result<(), Failure> {
-    let loaded = load_scenarios(std::slice::from_ref(&args.scenario))?;
+    if let Some(recording) = &args.exact {
+        return super::replay_exact::replay_exact(recording);
+    }
+    let (Some(scenario), Some(seed)) = (args.scenario.clone(), args.seed) else {
+        return Err(Failure::Input("replay needs a scenario and --seed".into()));
+    };
+    let loaded = load_scenarios(std::slice::from_ref(&scenario))?;
     // A directory loads every scenario in it: none (a results directory) or several is not a
     // trial to replay.
     if loaded.len() != 1 {
         return Err(Failure::Input(format!(
             "{}: replay takes one scenario file; this holds {} scenarios",
-            args.scenario.display(),
+            scenario.display(),
             loaded.len()
         )));
     }
@@ -73,15 +91,22 @@ pub fn replay(args: ReplayArgs) -> Result<(), Failure> {
     let trial = PlannedTrial {
         cell: 0,
         trial: 0,
-        seed: args.seed,
+        seed,
     };
     let one = One(Mutex::new(None));
-    let executors = Executors::new(&engine, 1, vms.settings());
+    let settings = vms.settings().map(|mut s| {
+        s.record = (args
+            .record
+            .then(|| args.out.as_ref().map(|o| o.join("recordings"))))
+        .flatten();
+        s
+    });
+    let executors = Executors::new(&engine, 1, settings);
     executors.run(std::slice::from_ref(&cell), vec![trial], &one);
     let Some(record) = one.0.into_inner() else {
         return Err(Failure::Interrupted);
     };
-    print_record(&record);
+    super::show_record::print_record(&record);
     if let Some(dir) = args.out {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Failure::Input(format!("{}: {e}", dir.display())))?;
@@ -93,68 +118,5 @@ pub fn replay(args: ReplayArgs) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure::Gate)
-    }
-}
-
-fn print_record(r: &TrialRecord) {
-    wedge::outln!("{} {} seed {}", r.scenario, r.cell.id(), r.seed);
-    wedge::outln!("verdict: {} ({})", r.verdict.as_str(), r.reason);
-    wedge::outln!(
-        "expectation: {} — {}",
-        r.expectation.describe(),
-        if r.met { "met" } else { "MISSED" }
-    );
-    if let Some(class) = &r.loss {
-        wedge::outln!("lost: {class} (the scenario's [[classify]])");
-    }
-    wedge::outln!("time to verdict: {:.1} ms", r.time_to_verdict_ms);
-    if let Some(d) = &r.diagnosis {
-        wedge::outln!("diagnosis ({}):", d.reason);
-        for p in &d.processes {
-            wedge::outln!(
-                "  {}[{}] ppid {} {} — {}",
-                p.name,
-                p.pid,
-                p.ppid,
-                p.state,
-                p.cmdline.join(" ")
-            );
-            for t in &p.threads {
-                wedge::outln!(
-                    "    {}[{}] {}{}{} (for {} ms)",
-                    t.name,
-                    t.tid,
-                    t.phrase(),
-                    t.detail
-                        .as_ref()
-                        .map_or_else(String::new, |d| format!(" — {d}")),
-                    t.wchan
-                        .as_ref()
-                        .map_or_else(String::new, |w| format!(", wchan {w}")),
-                    t.for_ms
-                );
-                for frame in t.kernel_stack.iter().take(8) {
-                    wedge::outln!("        {frame}");
-                }
-            }
-        }
-    }
-    for l in &r.leaks {
-        wedge::outln!("leak: {l}");
-    }
-    for l in &r.lingering {
-        wedge::outln!("lingering: {l}");
-    }
-    if !r.log.is_empty() {
-        wedge::outln!("log:");
-        for l in &r.log {
-            wedge::outln!("  {l}");
-        }
-    }
-    if !r.stdout_tail.is_empty() {
-        wedge::outln!("stdout:\n{}", r.stdout_tail);
-    }
-    if !r.stderr_tail.is_empty() {
-        wedge::outln!("stderr:\n{}", r.stderr_tail);
     }
 }

@@ -49,6 +49,11 @@ pub struct RunArgs {
     /// Base seed (overrides each scenario's `seed`).
     #[arg(long)]
     seed: Option<u64>,
+    /// Run 1-vCPU guests (TCG) under QEMU's record/replay and keep the recording of every boot
+    /// in which a trial failed or hung, under OUT/recordings (`wedge replay --exact` replays
+    /// it); guests with more vCPUs run in seeded virtual time, which QEMU cannot record.
+    #[arg(long)]
+    record: bool,
     #[command(flatten)]
     backend: super::common::BackendArgs,
     /// Run the whole matrix with every trial. Without it the run is the quick plan: every
@@ -127,15 +132,12 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
             out.display()
         );
     }
-    let records = execute_with(
-        &engine,
-        &cells,
-        jobs,
-        vms.settings(),
-        Some(&writer),
-        args.quiet,
-    )
-    .map_err(|e| Failure::Io(format!("writing {}: {e}", jsonl.display())))?;
+    let settings = vms.settings().map(|mut s| {
+        s.record = args.record.then(|| out.join("recordings"));
+        s
+    });
+    let records = execute_with(&engine, &cells, jobs, settings, Some(&writer), args.quiet)
+        .map_err(|e| Failure::Io(format!("writing {}: {e}", jsonl.display())))?;
     finish(&args, &engine, &cells, &records, (&out, &jsonl))
 }
 

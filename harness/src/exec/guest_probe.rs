@@ -52,6 +52,9 @@ pub fn probe_in_vm(
                 initrd,
                 budgets: budgets(settings, target),
                 cancel,
+                icount: None,
+                fixed_append: None,
+                capture: false,
             };
             boot_and_watch(&config, &mut boot, &mut on_frame);
         }

@@ -28,7 +28,8 @@ use crate::plan::{PlannedCell, PlannedTrial};
 use crate::vm::boot::{Boot, BootConfig, Budgets, boot_and_watch, unfinished_reason};
 use crate::vm::console::{Frame, FrameKind};
 use crate::vm::guest_image::guest_image;
-use crate::vm::qemu::Accel;
+use crate::vm::qemu::{Accel, Icount, qemu_version};
+use crate::vm::recording::{Manifest, RecordedTrial, Slot, worth_keeping};
 pub use crate::vm::support::{GUEST_BINARIES, VmSettings};
 use crate::vm::wire::PackedPlan;
 
@@ -92,12 +93,14 @@ impl VmExecutor<'_> {
                 ((c.scenario.name.clone(), c.cell_index, t.trial), *t)
             })
             .collect();
+        let mut recorder = Recorder::for_group(&self.settings, group);
         let mut delivery = Delivery {
             executor: self,
             cells,
             group,
             pending,
             sink,
+            held: recorder.slot.as_ref().map(|_| Vec::new()),
         };
         let mut boot = Boot::default();
         let packed = PackedPlan::trials(&group.target, cells, &group.trials);
@@ -112,18 +115,25 @@ impl VmExecutor<'_> {
                 let config = BootConfig {
                     settings: &self.settings,
                     target: &group.target,
-                    initrd,
+                    initrd: initrd.clone(),
                     budgets,
                     cancel: &self.engine.cancel,
+                    icount: recorder.icount.clone(),
+                    fixed_append: None,
+                    capture: recorder.slot.is_some(),
                 };
                 let mut on_frame = |frame: &Frame, boot: &Boot| {
                     if frame.kind == FrameKind::Record {
                         delivery.deliver(&frame.payload, boot);
                     }
                 };
+                let started = std::time::Instant::now();
                 boot_and_watch(&config, &mut boot, &mut on_frame);
+                recorder.wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+                recorder.initrd = Some(initrd);
             }
         }
+        delivery.release(recorder.finish(&self.settings, group, &boot, &delivery));
         delivery.undelivered(&boot);
     }
 
@@ -155,6 +165,9 @@ struct Delivery<'a> {
     /// The trials not delivered yet, by (scenario, cell index, trial).
     pending: HashMap<(String, usize, u32), PlannedTrial>,
     sink: &'a dyn TrialSink,
+    /// A recorded boot's records, held until it is known whether the recording is kept (their
+    /// log then says where it is).
+    held: Option<Vec<(PlannedTrial, TrialRecord)>>,
 }
 
 impl Delivery<'_> {
@@ -170,7 +183,18 @@ impl Delivery<'_> {
         let file = &self.cells[t.cell].scenario.file;
         let accel = self.executor.settings.accel;
         let record = delivered(record, file, boot, &self.group.target, accel);
-        self.sink.finished(&t, record);
+        match self.held.as_mut() {
+            Some(held) => held.push((t, record)),
+            None => self.sink.finished(&t, record),
+        }
+    }
+
+    /// Hands the held records on, each with `note` in its log.
+    fn release(&mut self, note: Option<String>) {
+        for (t, mut record) in self.held.take().unwrap_or_default() {
+            record.log.extend(note.clone());
+            self.sink.finished(&t, record);
+        }
     }
 
     /// An error record for each trial still pending after the boot.
@@ -188,6 +212,105 @@ impl Delivery<'_> {
             r.vm = Some(boot.vm_run(target, accel));
             self.sink.finished(&t, r);
         }
+    }
+}
+
+/// `--record` for one boot: QEMU's record/replay for a 1-vCPU TCG guest, seeded virtual time
+/// for more vCPUs (QEMU cannot record those), nothing under KVM (no instruction counting).
+struct Recorder {
+    slot: Option<Slot>,
+    icount: Option<Icount>,
+    wall_ms: f64,
+    initrd: Option<std::path::PathBuf>,
+}
+
+impl Recorder {
+    fn for_group(settings: &VmSettings, group: &Group) -> Recorder {
+        let mut r = Recorder {
+            slot: None,
+            icount: None,
+            wall_ms: 0.0,
+            initrd: None,
+        };
+        let Some(dir) = settings.record.as_ref() else {
+            return r;
+        };
+        if settings.accel != Accel::Tcg {
+            return r;
+        }
+        let seed = group_seed(&group.trials);
+        if group.target.cpus > 1 {
+            r.icount = Some(Icount::VirtualTime { seed });
+            return r;
+        }
+        let tag = format!("{}-{seed:016x}", group.target.kernel.name.replace('/', "_"));
+        match Slot::open(dir, &tag) {
+            Ok(slot) => {
+                r.icount = Some(Icount::Record(slot.log()));
+                r.slot = Some(slot);
+            }
+            Err(e) => crate::errln!("wedge: cannot record this boot: {e}"),
+        }
+        r
+    }
+
+    /// Keeps the recording when a trial failed, hung or got no record; the line each record of
+    /// the boot then carries.
+    fn finish(
+        self,
+        settings: &VmSettings,
+        group: &Group,
+        boot: &Boot,
+        delivery: &Delivery<'_>,
+    ) -> Option<String> {
+        let (slot, initrd) = (self.slot?, self.initrd?);
+        let held = delivery.held.as_deref().unwrap_or_default();
+        let trials: Vec<RecordedTrial> = held.iter().map(|(_, r)| RecordedTrial::of(r)).collect();
+        if !worth_keeping(&trials, delivery.pending.len()) {
+            return Some("vm: recorded (QEMU record/replay); not kept: every trial passed".into());
+        }
+        let manifest = Manifest {
+            format: 0,
+            qemu_version: qemu_version(&settings.qemu).unwrap_or_default(),
+            kernel: group.target.kernel.name.clone(),
+            kernel_sha256: String::new(),
+            initrd_sha256: String::new(),
+            cpus: group.target.cpus,
+            memory_mb: settings.memory_mb,
+            append: boot.append.clone(),
+            time_scale: group.target.time_scale,
+            console_bytes: 0,
+            console_sha256: String::new(),
+            wall_ms: self.wall_ms,
+            guest_uptime_ms: boot.guest_uptime_ms.map(|ms| ms as f64),
+            log_bytes: 0,
+            trials,
+        };
+        let console = boot.console.as_deref().unwrap_or_default();
+        let name = format!(
+            "{}-{:016x}",
+            group.target.kernel.name.replace('/', "_"),
+            group_seed(&group.trials)
+        );
+        let kernel = group.target.kernel.image.as_path();
+        Some(
+            match slot.keep(manifest, (kernel, &initrd), console, &name) {
+                Ok(dir) => format!(
+                    "vm: recorded (QEMU record/replay); replay exactly with `wedge replay --exact {}`",
+                    dir.display()
+                ),
+                Err(e) => format!("vm: recorded, but the recording could not be kept: {e}"),
+            },
+        )
+    }
+}
+
+/// One seed for a boot: its trial's seed when it runs one (as `wedge replay` does), else a fold
+/// of its trials' seeds.
+fn group_seed(trials: &[PlannedTrial]) -> u64 {
+    match trials {
+        [one] => one.seed,
+        many => many.iter().fold(0, |a, t| a.rotate_left(7) ^ t.seed),
     }
 }
 

@@ -88,7 +88,14 @@ fn run() -> Result<(), GuestError> {
     );
     let trials = *sink.sent.lock();
     engine.cancel.store(true, Ordering::SeqCst);
-    send(FrameKind::Done, &to_json(&console::Done { trials }));
+    let uptime_ms = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|s| (s * 1000.0) as u64);
+    send(
+        FrameKind::Done,
+        &to_json(&console::Done { trials, uptime_ms }),
+    );
     Ok(())
 }
 

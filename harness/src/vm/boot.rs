@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::console::{self, Decoder, Frame, FrameKind, Item};
-use super::qemu::{Accel, ConsoleRead, QemuEnd, Vm, VmConfig};
+use super::qemu::{Accel, ConsoleRead, Icount, QemuEnd, Vm, VmConfig};
 use super::support::VmSettings;
 use crate::model::record::VmRun;
 use crate::plan::backend::VmTarget;
@@ -37,6 +37,12 @@ pub struct Boot {
     last_lines: VecDeque<String>,
     /// Why the boot ended early, if it did.
     pub cut: Option<String>,
+    /// Every console byte, in order, when the boot keeps them ([`BootConfig::capture`]).
+    pub console: Option<Vec<u8>>,
+    /// The kernel command line the guest booted with.
+    pub append: String,
+    /// The guest's uptime when it said `done`.
+    pub guest_uptime_ms: Option<u64>,
 }
 
 /// Enough for a panic's whole trace and what came before it.
@@ -95,7 +101,12 @@ impl Boot {
                     self.line(format!("kernel: {}", m.text));
                 }
             }
-            FrameKind::Done => self.done = true,
+            FrameKind::Done => {
+                self.done = true;
+                self.guest_uptime_ms = serde_json::from_str::<console::Done>(&frame.payload)
+                    .ok()
+                    .and_then(|d| d.uptime_ms);
+            }
             FrameKind::Fatal => self.fatal = Some(frame.payload),
             FrameKind::Record | FrameKind::Probes => on_frame(&frame, self),
         }
@@ -195,6 +206,12 @@ pub struct BootConfig<'a> {
     pub budgets: Budgets,
     /// Set when the run is interrupted: the guest is killed.
     pub cancel: &'a AtomicBool,
+    /// Instruction counting, for a recording or its replay.
+    pub icount: Option<Icount>,
+    /// The recorded kernel command line, for a replay.
+    pub fixed_append: Option<String>,
+    /// Keep every console byte in [`Boot::console`].
+    pub capture: bool,
 }
 
 /// Boots `config.target` and reads its console until the guest is done, dies, misses a budget
@@ -214,7 +231,13 @@ pub fn boot_and_watch(
         memory_mb: settings.memory_mb,
         accel: settings.accel,
         extra_args: Vec::new(),
+        icount: config.icount.clone(),
+        fixed_append: config.fixed_append.clone(),
     };
+    boot.append = vm_config.append();
+    if config.capture {
+        boot.console = Some(Vec::new());
+    }
     let mut vm = match Vm::boot(&vm_config) {
         Ok(vm) => vm,
         Err(e) => {
@@ -253,6 +276,9 @@ fn watch(
             }
             ConsoleRead::Closed => break,
         };
+        if let Some(console) = boot.console.as_mut() {
+            console.extend_from_slice(&bytes);
+        }
         if boot.take_all(decoder.feed(&bytes), vm.started, on_frame) {
             deadline = Instant::now() + budgets.silence;
         }

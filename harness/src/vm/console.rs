@@ -103,6 +103,9 @@ pub struct Kmsg {
 pub struct Done {
     /// Trials the guest ran (and sent a record for).
     pub trials: u64,
+    /// The guest's uptime at its end (`/proc/uptime`; under instruction counting, virtual time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
 }
 
 /// FNV-1a, 64 bits: enough to tell a torn line from an intact one.

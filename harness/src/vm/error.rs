@@ -144,3 +144,51 @@ pub enum SupportError {
         list: Box<SupportError>,
     },
 }
+
+/// Why a recording cannot be kept, read or replayed.
+#[derive(Debug, Error)]
+pub enum RecordingError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a recording manifest: {source}", path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: recording format {found}; this wedge reads format {known}", dir.display())]
+    Format {
+        dir: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error(
+        "{}: changed since it was recorded (SHA-256 {found}, recorded {recorded})",
+        path.display()
+    )]
+    Altered {
+        path: PathBuf,
+        recorded: String,
+        found: String,
+    },
+    #[error(
+        "recorded by another QEMU build: the recording is of \"{recorded}\", this machine \
+         runs \"{here}\"; a replay log only replays in the build that wrote it"
+    )]
+    OtherQemu { recorded: String, here: String },
+    #[error("no QEMU to replay with: install qemu-system-x86 or set WEDGE_QEMU")]
+    NoQemu,
+}
+
+impl RecordingError {
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> RecordingError {
+        RecordingError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -8,7 +8,8 @@
 //! `guest` (a layer above) is wedge as the guest's `/init`, running the plan the host packed for it
 //! ([`wire`], in an image built by [`guest_image`]) with the host's engine and streaming
 //! records over the serial console in [`console`] frames; [`boot`] boots one guest and watches
-//! its console within its budgets; [`support`] finds what this machine has. The VM executor
+//! its console within its budgets; [`recording`] keeps a 1-vCPU boot's QEMU record/replay log when a trial in it
+//! failed, and [`replay`] runs it again; [`support`] finds what this machine has. The VM executor
 //! (`exec::vm`, a layer above) ties them together.
 
 pub mod boot;
@@ -20,5 +21,7 @@ pub mod image;
 pub mod initramfs;
 pub mod kernels;
 pub mod qemu;
+pub mod recording;
+pub mod replay;
 pub mod support;
 pub mod wire;

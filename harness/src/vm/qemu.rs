@@ -107,6 +107,65 @@ pub struct VmConfig {
     pub accel: Accel,
     /// Extra kernel command-line words (the guest reads `wedge.*` ones).
     pub extra_args: Vec<String>,
+    /// Instruction counting: a recording, its replay, or seeded virtual time.
+    pub icount: Option<Icount>,
+    /// The whole kernel command line, as recorded: a replay must not recompute it (the TSC
+    /// frequency it names is the recording host's).
+    pub fixed_append: Option<String>,
+}
+
+/// QEMU's instruction counting (`-icount`), which makes guest time a function of the
+/// instructions run. Only [`Icount::Record`] and [`Icount::Replay`] make a run exact: QEMU's
+/// record/replay logs every non-deterministic input (clocks, interrupts, serial input, guest
+/// random numbers) and refuses more than one vCPU. [`Icount::VirtualTime`] is what can be had
+/// with more: time from instruction counts, the RTC on the virtual clock, guest random numbers
+/// from a seed; the order in which one TCG thread runs the vCPUs still follows the host's timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Icount {
+    Record(PathBuf),
+    Replay(PathBuf),
+    VirtualTime { seed: u64 },
+}
+
+impl Icount {
+    fn args(&self) -> Vec<String> {
+        let rr = |mode: &str, file: &Path| {
+            let file = file.display().to_string().replace(',', ",,");
+            vec![
+                "-icount".to_string(),
+                format!("shift=auto,rr={mode},rrfile={file}"),
+            ]
+        };
+        match self {
+            Icount::Record(file) => rr("record", file),
+            Icount::Replay(file) => rr("replay", file),
+            // sleep=off: an idle guest's clock jumps to its next timer instead of following the
+            // host's real time, which would bring the host's timing back in.
+            Icount::VirtualTime { seed } => vec![
+                "-icount".into(),
+                "shift=auto,sleep=off".into(),
+                "-rtc".into(),
+                "clock=vm".into(),
+                "-seed".into(),
+                seed.to_string(),
+            ],
+        }
+    }
+}
+
+/// QEMU's `--version` line (`QEMU emulator version 7.2.22 (Debian ...)`): a recording replays
+/// only in the same build.
+pub fn qemu_version(qemu: &Path) -> std::io::Result<String> {
+    let out = Command::new(qemu).arg("--version").output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().next() {
+        Some(line) if out.status.success() => Ok(line.trim().to_string()),
+        _ => Err(std::io::Error::other(format!(
+            "{} --version failed ({})",
+            qemu.display(),
+            out.status
+        ))),
+    }
 }
 
 /// The I/O port of `isa-debug-exit`: a guest's write of `v` there ends QEMU with `(v << 1) | 1`.
@@ -115,6 +174,9 @@ pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 impl VmConfig {
     /// The kernel command line.
     pub fn append(&self) -> String {
+        if let Some(fixed) = &self.fixed_append {
+            return fixed.clone();
+        }
         // loglevel=4: errors and worse reach the console during boot (a panic, a failed
         // mount); the guest forwards the rest of the kernel log itself, framed.
         let mut words = vec![
@@ -154,6 +216,9 @@ impl VmConfig {
             "-device",
             &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"),
         ]);
+        if let Some(icount) = &self.icount {
+            c.args(icount.args());
+        }
         c
     }
 }
@@ -323,7 +388,35 @@ mod tests {
             memory_mb: 512,
             accel,
             extra_args: vec!["wedge.group=3".into()],
+            icount: None,
+            fixed_append: None,
         }
+    }
+
+    fn args(c: &Command) -> String {
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        args.join(" ")
+    }
+
+    #[test]
+    fn record_replay_and_virtual_time_add_their_icount_settings() {
+        let mut c = config(Accel::Tcg);
+        assert!(!args(&c.command()).contains("-icount"));
+        c.icount = Some(Icount::Record("/r/a,b.rr".into()));
+        assert!(args(&c.command()).ends_with("-icount shift=auto,rr=record,rrfile=/r/a,,b.rr"));
+        c.icount = Some(Icount::Replay("/r/x.rr".into()));
+        assert!(args(&c.command()).ends_with("-icount shift=auto,rr=replay,rrfile=/r/x.rr"));
+        c.icount = Some(Icount::VirtualTime { seed: 7 });
+        assert!(args(&c.command()).ends_with("-icount shift=auto,sleep=off -rtc clock=vm -seed 7"));
+        // A replay boots with the recorded command line, whatever this host's TSC is.
+        c.fixed_append = Some("console=ttyS0 wedge.accel=tcg tsc_early_khz=1".into());
+        assert_eq!(c.append(), "console=ttyS0 wedge.accel=tcg tsc_early_khz=1");
+        assert!(
+            args(&c.command()).contains("-append console=ttyS0 wedge.accel=tcg tsc_early_khz=1")
+        );
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct VmSettings {
     /// long a guest may take to greet, and to send its next frame.
     pub boot_budget: Option<std::time::Duration>,
     pub silence_budget: Option<std::time::Duration>,
+    /// `wedge run --record`: where kept recordings of 1-vCPU boots go (`vm::recording`); boots
+    /// of more vCPUs run in seeded virtual time instead. None: neither.
+    pub record: Option<PathBuf>,
 }
 
 /// This machine's VM support.
@@ -98,6 +101,7 @@ impl HostVms {
                 .unwrap_or(1024),
             boot_budget: env_ms("WEDGE_VM_BOOT_BUDGET_MS"),
             silence_budget: env_ms("WEDGE_VM_SILENCE_BUDGET_MS"),
+            record: None,
         })
     }
 }
