@@ -76,7 +76,7 @@ join_background() {
 # The quick gate on deadlock freedom, exactly as a user's CI runs it: every fixed variant must
 # pass, every pre-fix variant must be caught. Each scenario's own (small) trial counts.
 results=target/wedge-ci-results
-rm -rf "$results" "$results-example" "$results-agent" "$results-libcontainer"
+rm -rf "$results" "$results-example" "$results-agent" "$results-libcontainer" "$results-chaos"
 # Host cells only: the cells on other kernels and vCPU counts run in VMs under TCG, which the
 # VM smoke below samples (one boot per kernel); the full matrix is reports/'s job.
 # The agent scenarios' libcontainer rows are gated on a rate (the library loses builds by itself),
@@ -92,6 +92,11 @@ step ./target/release/wedge run --gate --backend host --allow-skipped --out "$re
   --cell builder=wedge "${agent_scenarios[@]}"
 step ./target/release/wedge run --gate --backend host --out "$results-libcontainer" \
   --cell builder=libcontainer scenarios/cwd-race.toml
+# The chaos rows (no failpoints, the agent's threads demoted at seeded times): the zygote's must
+# pass under chaos; the in-process rows are measured by `wedge run --cell chaos=rr` (reports/).
+step ./target/release/wedge run --gate --backend host --allow-skipped --out "$results-chaos" \
+  --cell chaos=rr --cell builder=wedge --cell strategy=zygote \
+  scenarios/worker-starvation.toml scenarios/fork-while-locked.toml
 # The example users copy to gate their own runtime must keep working too.
 step ./target/release/wedge run --gate --trials 3 --out "$results-example" ci/example-scenarios
 # The VM smoke: one boot per kernel of a pre-fix orphaned-filter-recv cell (hangs on 6.1,
