@@ -90,17 +90,27 @@ fn main() {
             let rate_left_to_gate = cell.expectation.min_rate.is_some()
                 && trials < wedge::report::gate::MIN_RATE_TRIALS
                 && cell.skip.is_none();
+            // A chaos row's worth is its rate over many trials, and its gate is ci/test.sh's chaos
+            // step; one trial of each here would only add minutes.
+            let chaos_row = cell.cell.get("chaos").is_some_and(|m| m != "off");
             let name = format!("{}::{}", scenario.name, cell.cell.id());
-            let ignore_reason = cell.skip.clone().or_else(|| missing.clone()).or_else(|| {
-                rate_left_to_gate.then(|| {
-                    format!(
-                        "rate-gated: judged by `wedge run --gate` ({} trials); \
-                         WEDGE_TEST_TRIALS={} runs it here",
-                        cell.trials,
-                        wedge::report::gate::MIN_RATE_TRIALS
-                    )
+            let ignore_reason = cell
+                .skip
+                .clone()
+                .or_else(|| missing.clone())
+                .or_else(|| {
+                    chaos_row.then(|| "a chaos row: gated by ci/test.sh's chaos step".to_string())
                 })
-            });
+                .or_else(|| {
+                    rate_left_to_gate.then(|| {
+                        format!(
+                            "rate-gated: judged by `wedge run --gate` ({} trials); \
+                         WEDGE_TEST_TRIALS={} runs it here",
+                            cell.trials,
+                            wedge::report::gate::MIN_RATE_TRIALS
+                        )
+                    })
+                });
             if let Some(why) = &ignore_reason
                 && !args.list
             {
