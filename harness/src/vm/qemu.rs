@@ -192,6 +192,13 @@ impl VmConfig {
             words.push(format!("tsc_early_khz={khz}"));
             words.push("tsc=reliable".to_string());
         }
+        // Under instruction counting with more than one vCPU the kernel's delay-loop calibration
+        // fails ("calibrate_delay_direct() failed") and bringing up the secondary CPUs stalls
+        // for minutes; a preset loops-per-jiffy skips the calibration (the value assumes
+        // HZ=250, the Debian kernels'; it only scales udelay, which TCG does not honour anyway).
+        if let (Some(Icount::VirtualTime { .. }), Some(khz)) = (&self.icount, tsc_khz()) {
+            words.push(format!("lpj={}", khz * 1000 / 250));
+        }
         words.push(format!("wedge.accel={}", self.accel.name()));
         words.extend(self.extra_args.iter().cloned());
         words.join(" ")
@@ -410,6 +417,9 @@ mod tests {
         c.icount = Some(Icount::Replay("/r/x.rr".into()));
         assert!(args(&c.command()).ends_with("-icount shift=auto,rr=replay,rrfile=/r/x.rr"));
         c.icount = Some(Icount::VirtualTime { seed: 7 });
+        if tsc_khz().is_some() {
+            assert!(c.append().contains(" lpj="), "{}", c.append());
+        }
         assert!(args(&c.command()).ends_with("-icount shift=auto,sleep=off -rtc clock=vm -seed 7"));
         // A replay boots with the recorded command line, whatever this host's TSC is.
         c.fixed_append = Some("console=ttyS0 wedge.accel=tcg tsc_early_khz=1".into());
