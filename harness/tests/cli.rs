@@ -822,21 +822,10 @@ fn an_exact_replay_refuses_another_qemu_build() {
     let slot = wedge::vm::recording::Slot::open(&t.0.join("recordings"), "t").unwrap();
     std::fs::write(slot.log(), b"log").unwrap();
     let manifest = wedge::vm::recording::Manifest {
-        format: 1,
         qemu_version: "QEMU emulator version 7.2.22 (Debian)".into(),
         kernel: "6.1".into(),
-        kernel_sha256: String::new(),
-        initrd_sha256: String::new(),
         cpus: 1,
-        memory_mb: 1024,
-        append: "console=ttyS0".into(),
-        time_scale: 4,
-        console_bytes: 0,
-        console_sha256: String::new(),
-        wall_ms: 1.0,
-        guest_uptime_ms: None,
-        log_bytes: 0,
-        trials: vec![],
+        ..Default::default()
     };
     let dir = slot
         .keep(manifest, (&kernel, &initrd), b"", "6.1-0")

@@ -270,21 +270,16 @@ impl Recorder {
             return Some("vm: recorded (QEMU record/replay); not kept: every trial passed".into());
         }
         let manifest = Manifest {
-            format: 0,
             qemu_version: qemu_version(&settings.qemu).unwrap_or_default(),
             kernel: group.target.kernel.name.clone(),
-            kernel_sha256: String::new(),
-            initrd_sha256: String::new(),
             cpus: group.target.cpus,
             memory_mb: settings.memory_mb,
             append: boot.append.clone(),
             time_scale: group.target.time_scale,
-            console_bytes: 0,
-            console_sha256: String::new(),
             wall_ms: self.wall_ms,
             guest_uptime_ms: boot.guest_uptime_ms.map(|ms| ms as f64),
-            log_bytes: 0,
             trials,
+            ..Manifest::default()
         };
         let console = boot.console.as_deref().unwrap_or_default();
         let name = format!(

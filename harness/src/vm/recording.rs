@@ -38,8 +38,9 @@ const INITRD: &str = "initrd.cpio";
 /// The manifest layout this wedge writes and reads.
 const FORMAT: u32 = 1;
 
-/// What a recording is of, and what its boot showed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a recording is of, and what its boot showed. (`Default` for a manifest being filled in:
+/// [`Slot::keep`] sets the format, sizes and hashes.)
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
     /// `qemu-system-x86_64 --version`'s first line at recording time.
@@ -309,21 +310,11 @@ mod tests {
 
     fn manifest() -> Manifest {
         Manifest {
-            format: 0,
             qemu_version: "QEMU emulator version 7.2.22".into(),
             kernel: "6.1".into(),
-            kernel_sha256: String::new(),
-            initrd_sha256: String::new(),
             cpus: 1,
-            memory_mb: 1024,
-            append: "console=ttyS0".into(),
-            time_scale: 4,
-            console_bytes: 0,
-            console_sha256: String::new(),
-            wall_ms: 1.0,
-            guest_uptime_ms: Some(2.0),
-            log_bytes: 0,
             trials: vec![trial(Verdict::Hang)],
+            ..Manifest::default()
         }
     }
 

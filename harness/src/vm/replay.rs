@@ -157,21 +157,10 @@ mod tests {
     fn manifest(console: &[u8], trials: Vec<RecordedTrial>) -> Manifest {
         let s = stream(console);
         Manifest {
-            format: 1,
-            qemu_version: "q".into(),
-            kernel: "6.1".into(),
-            kernel_sha256: String::new(),
-            initrd_sha256: String::new(),
-            cpus: 1,
-            memory_mb: 1024,
-            append: String::new(),
-            time_scale: 4,
             console_bytes: s.len() as u64,
             console_sha256: sha256(s),
-            wall_ms: 1.0,
-            guest_uptime_ms: None,
-            log_bytes: 1,
             trials,
+            ..Manifest::default()
         }
     }
 
