@@ -673,15 +673,62 @@ fn chaos_applies_the_seeds_perturbations_and_logs_them() {
         }
         // A second of a subject at 1-100 ms gaps: dozens of perturbations, every one logged.
         assert!(runs[0].len() >= 5, "{:?}", runs[0]);
-        // The same seed, the same schedule (one run may stop a perturbation sooner than the
-        // other, as the subject's exit is not to the millisecond).
-        let n = runs[0].len().min(runs[1].len()) - 1;
-        assert_eq!(runs[0][..n], runs[1][..n]);
-        assert_ne!(runs[0][..n], runs[2][..n.min(runs[2].len())]);
+        // Every perturbation applied is one of its seed's schedule, in order: the same seed, the
+        // same schedule. (Which of them apply can differ: one whose pick lands on a thread that
+        // is already demoted is skipped, and the subject's threads at an instant vary.)
+        let of_seed = |seed: u64| -> Vec<String> {
+            wedge::model::chaos::schedule(seed)
+                .take(1000)
+                .map(|p| format!("chaos +{} ms for {} ms", p.at_ms, p.hold_ms))
+                .collect()
+        };
+        for (run, seed) in [(&runs[0], 3), (&runs[1], 3), (&runs[2], 4)] {
+            let schedule = of_seed(seed);
+            let mut at = 0;
+            for line in run {
+                let found = schedule[at..].iter().position(|s| s == line);
+                let offset =
+                    found.unwrap_or_else(|| panic!("{line} is not in seed {seed}'s schedule"));
+                at += offset + 1;
+            }
+        }
+        assert_ne!(of_seed(3), of_seed(4));
         assert!(
             runs[3].is_empty(),
             "chaos off perturbs nothing: {:?}",
             runs[3]
         );
+    });
+}
+
+/// `pct` demotes only threads that are running: a busy subject gets perturbed, each time a
+/// thread named as running, and never squeezed onto one CPU.
+#[test]
+fn pct_demotes_running_threads_only() {
+    let busy = scenario_path("chaos-busy.toml");
+    watchdog(Duration::from_secs(60), move || {
+        let engine = engine();
+        let s = Scenario::load(&busy).unwrap();
+        let cell = s.cells()[0].clone();
+        let spec = TrialSpec {
+            scenario: &s,
+            cell: cell.clone(),
+            cell_index: 0,
+            trial: 0,
+            seed: 5,
+            expectation: s.expectation(&cell, &engine.host.kernel),
+            cpus: None,
+            chaos: s.chaos,
+        };
+        let r = run_trial(&engine, &spec).unwrap();
+        assert_nothing_left(&r);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        let lines: Vec<&String> = r.log.iter().filter(|l| l.contains("chaos +")).collect();
+        // The counting shell is what runs (wedge's keeper may be caught starting it).
+        assert!(lines.iter().any(|l| l.contains("(sh)")), "{lines:?}");
+        for l in &lines {
+            assert!(l.contains(": running thread"), "{l}");
+            assert!(!l.contains("squeezed"), "pct never squeezes: {l}");
+        }
     });
 }

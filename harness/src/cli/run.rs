@@ -42,8 +42,9 @@ pub struct RunArgs {
     /// Run only the I-th of N deterministic slices of the cells (1-based), e.g. 2/4.
     #[arg(long, value_name = "I/N")]
     shard: Option<Shard>,
-    /// Perturb the subject's scheduling in every cell without a `chaos` axis: off or rr
-    /// (threads demoted to SCHED_IDLE at seeded times; `harness/src/model/chaos.rs`).
+    /// Perturb the subject's scheduling in every cell without a `chaos` axis: off, rr
+    /// (threads demoted to SCHED_IDLE at seeded times, the subject squeezed onto one CPU) or pct
+    /// (running threads demoted at those times, CPUs left alone); `harness/src/model/chaos.rs`.
     #[arg(long, value_name = "MODE")]
     chaos: Option<wedge::model::chaos::Chaos>,
     /// Base seed (overrides each scenario's `seed`).

@@ -2,7 +2,8 @@
 //! trial's steps run, from the outside: `sched_setscheduler` on the threads' tids, nothing the
 //! subject can see but its own timing.
 //!
-//! Guarantee: every thread demoted is given its policy back, and every thread squeezed its CPU
+//! Guarantee: every thread demoted is given its policy back (and every thread born of it during
+//! the hold, which inherited `SCHED_IDLE`, gets `SCHED_OTHER`), and every thread squeezed its CPU
 //! mask, before [`Perturber::stop`] returns
 //! (a thread that exited meanwhile needs nothing), so the teardown and the leak checks see the
 //! subject as the trial left it; and only the subject's threads are touched (the trial tree's
@@ -15,6 +16,9 @@
 //! alone does little when the subject has a CPU to spare (measured: `inline` at N=16 on 2 CPUs
 //! lost as many execs with it as without); on one CPU the demoted thread really waits, which is
 //! what widens the windows (`reports/determinism.md`).
+//!
+//! Under `pct` only threads in state R at the moment of a perturbation are picked, and there is
+//! no squeeze: the subject keeps its CPUs, and a demoted thread is one that was doing something.
 //!
 //! The thread waits on its stop channel with the schedule's next time as the timeout: the
 //! timeout *is* the mechanism (a perturbation due then), not a guess at when something happened.
@@ -57,15 +61,17 @@ pub fn start<'s, 'e: 's>(
         return None;
     }
     let (stop, stopped) = mpsc::channel();
-    let thread = scope.spawn(move || run(seed, tree, &stopped));
+    let thread = scope.spawn(move || run(mode, seed, tree, &stopped));
     Some(Perturber { stop, thread })
 }
 
-/// A thread demoted, until when, and the policy it goes back to.
+/// A thread demoted, until when, the policy it goes back to, and the subject's threads when it
+/// was demoted (a thread born since, of the demoted one, inherited `SCHED_IDLE`).
 struct Demoted {
     tid: i32,
     until: Instant,
     policy: i32,
+    known: Vec<i32>,
 }
 
 /// The subject squeezed onto one CPU, until when, and each thread's mask before.
@@ -93,13 +99,13 @@ impl InForce {
     /// Undoes what is due by `now` (everything with `None`).
     fn end_due(&mut self, now: Option<Instant>, tree: &TrialTree) {
         let due = |until: Instant| now.is_none_or(|now| until <= now);
-        self.demoted.retain(|d| {
-            let done = due(d.until);
-            if done {
-                restore(d);
-            }
-            !done
-        });
+        let (ended, kept): (Vec<Demoted>, Vec<Demoted>) =
+            self.demoted.drain(..).partition(|d| due(d.until));
+        self.demoted = kept;
+        for d in &ended {
+            restore(d);
+            self.restore_born(d, tree);
+        }
         if self.squeeze.as_ref().is_some_and(|s| due(s.until))
             && let Some(s) = self.squeeze.take()
         {
@@ -108,7 +114,25 @@ impl InForce {
     }
 }
 
-fn run(seed: u64, tree: &TrialTree, stopped: &mpsc::Receiver<()>) -> Vec<String> {
+impl InForce {
+    /// Gives `SCHED_OTHER` back to the subject's threads born during `d`'s hold that are
+    /// `SCHED_IDLE` and not demoted themselves: a fork or clone inherits its parent's policy, so
+    /// a build cloned by a demoted thread would stay demoted for good. (A subject that makes its
+    /// own new threads `SCHED_IDLE` loses that setting here; none of wedge's subjects does.)
+    fn restore_born(&self, d: &Demoted, tree: &TrialTree) {
+        for tid in subject_threads(tree) {
+            if d.known.binary_search(&tid).is_ok() || self.demoted.iter().any(|o| o.tid == tid) {
+                continue;
+            }
+            // SAFETY: sched_getscheduler reads a thread's policy; no memory is passed.
+            if unsafe { libc::sched_getscheduler(tid) } == libc::SCHED_IDLE {
+                let _ = set_policy(tid, libc::SCHED_OTHER);
+            }
+        }
+    }
+}
+
+fn run(mode: Chaos, seed: u64, tree: &TrialTree, stopped: &mpsc::Receiver<()>) -> Vec<String> {
     let start = Instant::now();
     let mut in_force = InForce::default();
     let mut log = Vec::new();
@@ -118,7 +142,7 @@ fn run(seed: u64, tree: &TrialTree, stopped: &mpsc::Receiver<()>) -> Vec<String>
         if !wait_until(due, &mut in_force, tree, stopped) {
             break;
         }
-        if let Some(line) = perturb(&p, tree, &mut in_force) {
+        if let Some(line) = perturb(mode, &p, tree, &mut in_force) {
             applied += 1;
             if log.len() < LOGGED {
                 log.push(line);
@@ -158,13 +182,23 @@ fn wait_until(
     }
 }
 
-/// Applies one perturbation: demotes the picked subject thread, and squeezes the subject onto
-/// one CPU unless a squeeze is on; the log line, or `None` when there was nothing to demote (no
-/// thread yet, the pick already demoted, or not an ordinary thread).
-fn perturb(p: &Perturbation, tree: &TrialTree, in_force: &mut InForce) -> Option<String> {
+/// Applies one perturbation: demotes the picked subject thread (under `pct`, picked among the
+/// running ones), and under `rr` squeezes the subject onto one CPU unless a squeeze is on; the
+/// log line, or `None` when there was nothing to demote (no thread yet, none running, the pick
+/// already demoted, or not an ordinary thread).
+fn perturb(
+    mode: Chaos,
+    p: &Perturbation,
+    tree: &TrialTree,
+    in_force: &mut InForce,
+) -> Option<String> {
     let tids = subject_threads(tree);
-    let pick = p.pick % tids.len().max(1) as u64;
-    let tid = *tids.get(pick as usize)?;
+    let candidates: Vec<i32> = match mode {
+        Chaos::Pct => tids.iter().copied().filter(|&t| running(t)).collect(),
+        _ => tids.clone(),
+    };
+    let pick = p.pick % candidates.len().max(1) as u64;
+    let tid = *candidates.get(pick as usize)?;
     if in_force.demoted.iter().any(|d| d.tid == tid) {
         return None;
     }
@@ -176,21 +210,38 @@ fn perturb(p: &Perturbation, tree: &TrialTree, in_force: &mut InForce) -> Option
     set_policy(tid, libc::SCHED_IDLE).then_some(())?;
     let hold = Duration::from_millis(p.hold_ms);
     let until = Instant::now() + hold;
-    in_force.demoted.push(Demoted { tid, until, policy });
+    in_force.demoted.push(Demoted {
+        tid,
+        until,
+        policy,
+        known: tids.clone(),
+    });
     let mut squeezed = String::new();
-    if in_force.squeeze.is_none()
+    if mode == Chaos::Rr
+        && in_force.squeeze.is_none()
         && let Some(s) = squeeze(&tids, p.pick >> 32, until)
     {
         squeezed = format!(", subject squeezed onto CPU {}", s.cpu);
         in_force.squeeze = Some(s);
     }
     let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap_or_default();
+    let running = if mode == Chaos::Pct { "running " } else { "" };
     Some(format!(
-        "chaos +{} ms: thread {tid} ({}) SCHED_IDLE for {} ms (pick {pick}){squeezed}",
+        "chaos +{} ms: {running}thread {tid} ({}) SCHED_IDLE for {} ms (pick {pick}){squeezed}",
         p.at_ms,
         comm.trim(),
         p.hold_ms,
     ))
+}
+
+/// Whether thread `tid` is running or runnable (state R in its `stat`).
+fn running(tid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name's closing parenthesis (the name may hold spaces).
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('R'))
 }
 
 /// Narrows every thread of `tids` to one CPU of the first thread's mask (`choice` modulo its
@@ -282,4 +333,35 @@ fn subject_threads(tree: &TrialTree) -> Vec<i32> {
     tids.sort_unstable();
     tids.dedup();
     tids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gettid() -> i32 {
+        // SAFETY: gettid has no arguments and cannot fail.
+        unsafe { libc::gettid() }
+    }
+
+    #[test]
+    fn a_thread_is_running_while_it_runs_and_not_while_it_waits() {
+        assert!(running(gettid()), "this thread is running as it asks");
+        let (tx, rx) = mpsc::channel::<i32>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let waiter = std::thread::spawn(move || {
+            tx.send(gettid()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        // It goes to sleep in recv soon after sending its tid: wait for that, with a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(tid) {
+            assert!(Instant::now() < deadline, "thread {tid} never slept");
+            std::thread::yield_now();
+        }
+        done_tx.send(()).unwrap();
+        waiter.join().unwrap();
+        assert!(!running(tid), "an exited thread is not running");
+    }
 }

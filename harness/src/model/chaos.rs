@@ -14,6 +14,14 @@
 //! The bounds are rr's shape scaled to wedge's trials (which last a second or two, not a whole
 //! test suite): at most [`HOLD_MS`]'s upper bound, so a demoted thread on an idle CPU loses
 //! nothing and one on a busy CPU is not starved past a trial's quiescence window for long.
+//!
+//! Mode `pct`, after PCT's priority change points: at the same seeded times, the thread whose
+//! priority drops is one that is *running* at that instant (the pick modulo the subject's
+//! threads in state R), and nothing else changes: no squeeze, so the subject keeps all its CPUs.
+//! A thread that is running is the one that may be inside a critical section (holding an
+//! allocator arena, the stderr lock, the process's cwd between `chdir` and `bind`); demoted there,
+//! it holds it while the others run on, which is what the fork-while-locked and cwd-race hazards
+//! need, and `rr`'s squeeze onto one CPU took away (`reports/determinism.md`).
 
 use serde::{Deserialize, Serialize};
 
@@ -32,15 +40,18 @@ pub enum Chaos {
     Off,
     /// Random threads demoted to `SCHED_IDLE` for log-uniform times (module doc).
     Rr,
+    /// Running threads demoted at the same times, the subject's CPUs left alone (module doc).
+    Pct,
 }
 
 impl Chaos {
-    pub const NAMES: &[&str] = &["off", "rr"];
+    pub const NAMES: &[&str] = &["off", "rr", "pct"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Chaos::Off => "off",
             Chaos::Rr => "rr",
+            Chaos::Pct => "pct",
         }
     }
 }
@@ -52,6 +63,7 @@ impl std::str::FromStr for Chaos {
         match s {
             "off" => Ok(Chaos::Off),
             "rr" => Ok(Chaos::Rr),
+            "pct" => Ok(Chaos::Pct),
             other => Err(format!(
                 "chaos \"{other}\" is not a mode: one of {}",
                 Chaos::NAMES.join(", ")
@@ -142,7 +154,7 @@ mod tests {
         for name in Chaos::NAMES {
             assert_eq!(name.parse::<Chaos>().unwrap().as_str(), *name);
         }
-        let e = "pct".parse::<Chaos>().unwrap_err();
-        assert!(e.contains("one of off, rr"), "{e}");
+        let e = "pos".parse::<Chaos>().unwrap_err();
+        assert!(e.contains("one of off, rr, pct"), "{e}");
     }
 }
