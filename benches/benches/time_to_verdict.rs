@@ -32,6 +32,7 @@ const CASES: &[Case] = &[
             "cpus=1",
             "concurrency=1",
             "builder=wedge",
+            "chaos=off",
         ],
     },
     Case {
@@ -42,17 +43,18 @@ const CASES: &[Case] = &[
             "cpus=1",
             "concurrency=1",
             "builder=wedge",
+            "chaos=off",
         ],
     },
     Case {
         id: "fork-while-locked zygote workers=1 pass",
         file: "scenarios/fork-while-locked.toml",
-        filters: &["strategy=zygote", "workers=1"],
+        filters: &["strategy=zygote", "workers=1", "chaos=off"],
     },
     Case {
         id: "fork-while-locked inline workers=1 hang",
         file: "scenarios/fork-while-locked.toml",
-        filters: &["strategy=inline", "workers=1"],
+        filters: &["strategy=inline", "workers=1", "chaos=off"],
     },
     Case {
         id: "close-doesnt-wake fixed none pass",
