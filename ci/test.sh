@@ -22,7 +22,6 @@ step() {
 step cargo fmt --all -- --check
 # Module dependencies point one way: no cycle among files or folders of any crate.
 step python3 ci/module-cycles.py harness/src runtime/src runtime/core/src sys/src benches/src
-step cargo clippy --workspace --all-targets --all-features --release -- -D warnings
 # The scenario cells (harness/tests/scenario_cells.rs) run the real runtime binaries; cargo test
 # does not build another package's binaries, so build them first.
 step cargo build --workspace --all-features --release --bins
@@ -33,22 +32,28 @@ step env WEDGE_TEST_TRIALS="${WEDGE_TEST_TRIALS:-1}" cargo test --workspace --al
 # The agent's end-to-end tests once more, every exec built by youki's libcontainer 0.5.7.
 step env WEDGE_TEST_AGENT_BUILDER=libcontainer cargo test -p wedge-runtime --all-features --release --test agent_exec
 # Every bench body once in test mode (one trial per scenario cell), so they keep compiling and
-# working; the full run is `cargo bench -p wedge-benches` (README).
-step cargo bench -p wedge-benches -- --test
+# working; the full run is `cargo bench -p wedge-benches` (README). The same packages and
+# features as the test build above, so that no crate is compiled again (`-p wedge-benches` alone
+# unifies other features and rebuilt half the workspace: about 2 minutes).
+step cargo bench --workspace --all-features --bench '*' -- --test
 # The two floor programs once, tiny, so they keep working (reports/bench.md runs them in full).
 step cargo build --release -p wedge-benches --bins
 step ./target/release/exec_floor_pairs --rounds 1 --execs 5
 step ./target/release/trial_floor --jobs 2 --trials 20
 
-# The fuzz smoke and the loom models need builds of their own (other flags, other target
-# directories) and are CPU-bound, while the gates below mostly wait on their subjects' timeouts.
-# So they run meanwhile, in the background, at the lowest CPU and I/O priority so that the
+# Clippy, the fuzz smoke and the loom models need builds of their own (check mode, other flags,
+# other target directories) and are CPU-bound, while the gates below mostly wait on their
+# subjects' timeouts. So they run meanwhile (clippy first: nothing in the foreground runs cargo
+# until they are joined), in the background, at the lowest CPU and I/O priority so that the
 # gates' trials keep the machine, and are joined after the gates (their output is shown then,
 # and their failure fails this script). In a session of their own, so the exit trap can stop
 # them (and all their compilers and fuzzers) if this script ends early.
 background_log=target/background.log
 setsid nice -n 19 ionice -c 3 timeout --kill-after=30 "$limit" bash -c '
   set -e
+  s=$SECONDS
+  cargo clippy --workspace --all-targets --all-features --release -- -D warnings
+  echo "== $((SECONDS - s)) s: cargo clippy"
   s=$SECONDS
   # Every cargo-fuzz target builds and runs briefly from its corpus (skips, saying so, without
   # nightly).
@@ -65,7 +70,7 @@ background=$!
 trap 'kill -KILL -- "-$background" 2>/dev/null || true' EXIT
 # Waits for the background steps, shows what they printed, and fails if they failed.
 join_background() {
-  echo "== waiting for the fuzz smoke and the loom models (log: $background_log)" >&2
+  echo "== waiting for clippy, the fuzz smoke and the loom models (log: $background_log)" >&2
   local start=$SECONDS status=0
   wait "$background" || status=$?
   cat "$background_log" >&2
