@@ -46,8 +46,9 @@ pub struct ReplayArgs {
     #[arg(long, requires = "out")]
     record: bool,
     /// Perturb the subject's scheduling when the cell has no `chaos` axis: off, rr
-    /// (threads demoted to SCHED_IDLE at seeded times, the subject squeezed onto one CPU) or pct
-    /// (running threads demoted at those times, CPUs left alone); `harness/src/model/chaos.rs`.
+    /// (threads demoted to SCHED_IDLE at seeded times, the subject squeezed onto one CPU), pct
+    /// (running threads demoted at those times, CPUs left alone) or syscall (threads held at
+    /// seeded syscall entries, by a ptrace tracer); `harness/src/model/chaos.rs`.
     #[arg(long, value_name = "MODE")]
     chaos: Option<wedge::model::chaos::Chaos>,
     /// Also append the record to DIR/trials.jsonl.

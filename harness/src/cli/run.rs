@@ -43,8 +43,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "I/N")]
     shard: Option<Shard>,
     /// Perturb the subject's scheduling in every cell without a `chaos` axis: off, rr
-    /// (threads demoted to SCHED_IDLE at seeded times, the subject squeezed onto one CPU) or pct
-    /// (running threads demoted at those times, CPUs left alone); `harness/src/model/chaos.rs`.
+    /// (threads demoted to SCHED_IDLE at seeded times, the subject squeezed onto one CPU), pct
+    /// (running threads demoted at those times, CPUs left alone) or syscall (threads held at
+    /// seeded syscall entries, by a ptrace tracer); `harness/src/model/chaos.rs`.
     #[arg(long, value_name = "MODE")]
     chaos: Option<wedge::model::chaos::Chaos>,
     /// Base seed (overrides each scenario's `seed`).

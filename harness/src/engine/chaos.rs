@@ -20,49 +20,123 @@
 //! Under `pct` only threads in state R at the moment of a perturbation are picked, and there is
 //! no squeeze: the subject keeps its CPUs, and a demoted thread is one that was doing something.
 //!
+//! Under `syscall` nothing here is timed: once the subject has started (the steps say so through
+//! [`Perturber::start_signal`]), a tracer of wedge's ([`crate::engine::syscall_holds`]) holds its
+//! threads at seeded syscall entries until the perturber stops; the subject's start waits until
+//! the tracer has seized every thread it has, so the first calls are counted in every trial.
+//!
 //! The thread waits on its stop channel with the schedule's next time as the timeout: the
 //! timeout *is* the mechanism (a perturbation due then), not a guess at when something happened.
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::engine::isolation::{Part, TrialTree};
+use crate::engine::syscall_holds;
 use crate::model::chaos::{Chaos, Perturbation, schedule};
 
 /// Most perturbations written to the trial's log (a long trial takes hundreds); the count of
 /// the rest is noted.
 const LOGGED: usize = 200;
 
+/// What the trial tells its perturber.
+enum Note {
+    /// The subject has started; the perturber answers on the sender once it has taken it in.
+    Started(mpsc::Sender<()>),
+    Stop,
+}
+
 /// A running perturber; [`Perturber::stop`] ends it.
 pub struct Perturber<'s> {
-    stop: mpsc::Sender<()>,
+    notes: mpsc::Sender<Note>,
     thread: ScopedJoinHandle<'s, Vec<String>>,
 }
 
 impl Perturber<'_> {
-    /// Stops perturbing, gives every demoted thread its policy back, and returns what was
-    /// applied, one line each, for the trial's log.
+    /// Stops perturbing, gives every demoted thread its policy back (lets every held thread
+    /// go), and returns what was applied, one line each, for the trial's log.
     pub fn stop(self) -> Vec<String> {
-        let _ = self.stop.send(());
+        let _ = self.notes.send(Note::Stop);
         self.thread.join().unwrap_or_default()
+    }
+
+    /// What the steps call once the subject has started.
+    pub fn start_signal(&self) -> StartSignal {
+        StartSignal(self.notes.clone())
+    }
+}
+
+/// Tells the perturber that the subject has started, and waits until it has taken the subject
+/// in (at once, but under `syscall`, where every thread the subject has is traced first).
+pub struct StartSignal(mpsc::Sender<Note>);
+
+impl StartSignal {
+    pub fn started(&self) {
+        let (taken, wait) = mpsc::channel();
+        if self.0.send(Note::Started(taken)).is_ok() {
+            // An answer, or the perturber gone (its sender dropped): either way, go on.
+            let _ = wait.recv();
+        }
     }
 }
 
 /// Starts perturbing the subject part of `tree` with the schedule of `seed`, or nothing when
-/// `mode` is off.
+/// `mode` is off; under `syscall` the tracer is `init_program` (`wedge-init`).
 pub fn start<'s, 'e: 's>(
     scope: &'s Scope<'s, 'e>,
     mode: Chaos,
     seed: u64,
     tree: &'e TrialTree,
+    init_program: &'e Path,
 ) -> Option<Perturber<'s>> {
-    if mode == Chaos::Off {
-        return None;
+    let (notes, heard) = mpsc::channel();
+    let thread = match mode {
+        Chaos::Off => return None,
+        Chaos::Syscall => scope.spawn(move || hold_syscalls(seed, tree, init_program, &heard)),
+        Chaos::Rr | Chaos::Pct => scope.spawn(move || run(mode, seed, tree, &heard)),
+    };
+    Some(Perturber { notes, thread })
+}
+
+/// Under `syscall`: starts the tracer when the subject starts (answering once it has seized the
+/// subject's threads: its first line), and stops it at the end; its lines are the log.
+fn hold_syscalls(
+    seed: u64,
+    tree: &TrialTree,
+    init_program: &Path,
+    heard: &mpsc::Receiver<Note>,
+) -> Vec<String> {
+    let Ok(Note::Started(taken)) = heard.recv() else {
+        return Vec::new();
+    };
+    let pids = tree.pids(Some(Part::Subject));
+    let mut tracer = match syscall_holds::spawn(init_program, seed, &pids) {
+        Ok(child) => child,
+        Err(e) => return vec![format!("chaos syscall: could not start the tracer: {e}")],
+    };
+    let mut lines = Vec::new();
+    let mut out = tracer.stdout.take().map(BufReader::new);
+    let mut first = String::new();
+    if let Some(out) = out.as_mut()
+        && out.read_line(&mut first).is_ok_and(|n| n > 0)
+    {
+        lines.push(first.trim_end().to_string());
     }
-    let (stop, stopped) = mpsc::channel();
-    let thread = scope.spawn(move || run(mode, seed, tree, &stopped));
-    Some(Perturber { stop, thread })
+    let _ = taken.send(());
+    while let Ok(note) = heard.recv() {
+        match note {
+            Note::Started(taken) => {
+                let _ = taken.send(());
+            }
+            Note::Stop => break,
+        }
+    }
+    tracer.stdout = out.map(BufReader::into_inner);
+    lines.extend(syscall_holds::finish(tracer));
+    lines
 }
 
 /// A thread demoted, until when, the policy it goes back to, and the subject's threads when it
@@ -132,7 +206,7 @@ impl InForce {
     }
 }
 
-fn run(mode: Chaos, seed: u64, tree: &TrialTree, stopped: &mpsc::Receiver<()>) -> Vec<String> {
+fn run(mode: Chaos, seed: u64, tree: &TrialTree, stopped: &mpsc::Receiver<Note>) -> Vec<String> {
     let start = Instant::now();
     let mut in_force = InForce::default();
     let mut log = Vec::new();
@@ -165,14 +239,18 @@ fn wait_until(
     due: Instant,
     in_force: &mut InForce,
     tree: &TrialTree,
-    stopped: &mpsc::Receiver<()>,
+    stopped: &mpsc::Receiver<Note>,
 ) -> bool {
     loop {
         let next = in_force.next_end().map_or(due, |end| end.min(due));
         let timeout = next.saturating_duration_since(Instant::now());
         match stopped.recv_timeout(timeout) {
             Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return false,
+            // These modes look for the subject's threads at each perturbation: nothing to do.
+            Ok(Note::Started(taken)) => {
+                let _ = taken.send(());
+            }
+            Ok(Note::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
         }
         let now = Instant::now();
         in_force.end_due(Some(now), tree);

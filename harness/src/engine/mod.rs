@@ -14,4 +14,5 @@ pub mod output;
 pub mod pidns;
 pub mod proc;
 pub mod reaper;
+pub mod syscall_holds;
 pub mod trial;

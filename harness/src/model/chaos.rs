@@ -22,6 +22,17 @@
 //! allocator arena, the stderr lock, the process's cwd between `chdir` and `bind`); demoted there,
 //! it holds it while the others run on, which is what the fork-while-locked and cwd-race hazards
 //! need, and `rr`'s squeeze onto one CPU took away (`reports/determinism.md`).
+//!
+//! Mode `syscall`: instead of times, *places*. Every thread of the subject is traced, and an
+//! entry into a system call is held (the thread stopped there) when the seed says so: the
+//! `k`-th entry into syscall `nr` in the trial is held for [`syscall_hold`]`(seed, nr, k)`
+//! milliseconds. A thread stopped at a syscall entry keeps whatever it holds across that call
+//! (the cwd between `chdir` and `bind`, the stderr lock across `write`, an allocator arena
+//! across `mmap`/`brk`/`madvise`), for the whole hold, while every other thread runs on: the
+//! windows of the in-process hazards, which random times rarely hit, are hit whenever such an
+//! entry is drawn. The rule is a pure function of its three inputs, so the same seed holds the
+//! same entries whenever the subject makes the same calls; which thread makes the `k`-th call
+//! is the subject's own scheduling.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +40,12 @@ use serde::{Deserialize, Serialize};
 pub const GAP_MS: (f64, f64) = (1.0, 100.0);
 /// The range of how long a thread stays demoted, in milliseconds (log-uniform).
 pub const HOLD_MS: (f64, f64) = (1.0, 500.0);
+/// Under `syscall`, one syscall entry in this many is held.
+pub const SYSCALL_HOLD_ONE_IN: u64 = 32;
+/// Under `syscall`, the range of a hold, in milliseconds (log-uniform): long enough for every
+/// other thread to get through a container build meanwhile, far below a trial's quiescence
+/// window, so a held thread never looks like a hang.
+pub const SYSCALL_HOLD_MS: (f64, f64) = (1.0, 50.0);
 
 /// How a trial perturbs its subject's scheduling (`[scenario] chaos`, the `chaos` axis,
 /// `wedge run --chaos`).
@@ -42,16 +59,19 @@ pub enum Chaos {
     Rr,
     /// Running threads demoted at the same times, the subject's CPUs left alone (module doc).
     Pct,
+    /// Threads held at seeded syscall entries (module doc).
+    Syscall,
 }
 
 impl Chaos {
-    pub const NAMES: &[&str] = &["off", "rr", "pct"];
+    pub const NAMES: &[&str] = &["off", "rr", "pct", "syscall"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Chaos::Off => "off",
             Chaos::Rr => "rr",
             Chaos::Pct => "pct",
+            Chaos::Syscall => "syscall",
         }
     }
 }
@@ -64,6 +84,7 @@ impl std::str::FromStr for Chaos {
             "off" => Ok(Chaos::Off),
             "rr" => Ok(Chaos::Rr),
             "pct" => Ok(Chaos::Pct),
+            "syscall" => Ok(Chaos::Syscall),
             other => Err(format!(
                 "chaos \"{other}\" is not a mode: one of {}",
                 Chaos::NAMES.join(", ")
@@ -102,6 +123,19 @@ pub fn schedule(seed: u64) -> impl Iterator<Item = Perturbation> {
             hold_ms: log_uniform(&mut rng, HOLD_MS),
         })
     })
+}
+
+/// Under `syscall`: how long, in milliseconds, the `occurrence`-th entry (from 1) into syscall
+/// `nr` in the trial is held, or `None` to let it through. One entry in
+/// [`SYSCALL_HOLD_ONE_IN`] is held, for a log-uniform time in [`SYSCALL_HOLD_MS`].
+pub fn syscall_hold(seed: u64, nr: u64, occurrence: u64) -> Option<u64> {
+    // Each (nr, occurrence) starts its own stream: splitmix's output is a bijective mix of its
+    // state, so distinct inputs draw independent-looking values.
+    let key = nr.rotate_left(40) ^ occurrence.wrapping_mul(0xd6e8_feb8_6659_fd93);
+    let mut rng = SplitMix(seed ^ 0x7379_7363_616c_6c73 ^ key); // "syscalls"
+    rng.next()
+        .is_multiple_of(SYSCALL_HOLD_ONE_IN)
+        .then(|| log_uniform(&mut rng, SYSCALL_HOLD_MS))
 }
 
 /// A value log-uniform in `[lo, hi]`, rounded to whole milliseconds.
@@ -155,6 +189,22 @@ mod tests {
             assert_eq!(name.parse::<Chaos>().unwrap().as_str(), *name);
         }
         let e = "pos".parse::<Chaos>().unwrap_err();
-        assert!(e.contains("one of off, rr, pct"), "{e}");
+        assert!(e.contains("one of off, rr, pct, syscall"), "{e}");
+    }
+
+    #[test]
+    fn syscall_holds_are_seeded_rare_and_bounded() {
+        let holds = |seed| -> Vec<Option<u64>> {
+            (0..40u64)
+                .flat_map(|nr| (1..=500u64).map(move |k| syscall_hold(seed, nr, k)))
+                .collect()
+        };
+        let a = holds(11);
+        assert_eq!(a, holds(11));
+        assert_ne!(a, holds(12));
+        let held: Vec<u64> = a.iter().flatten().copied().collect();
+        // 20 000 entries, one in 32 held: 625 expected; ±25 % is far outside chance.
+        assert!((470..780).contains(&held.len()), "{}", held.len());
+        assert!(held.iter().all(|h| (1..=50).contains(h)));
     }
 }

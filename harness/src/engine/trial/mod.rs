@@ -74,7 +74,12 @@ pub fn run_trial(engine: &Engine, spec: &TrialSpec<'_>) -> Option<TrialRecord> {
     tracing::debug!(trial = %marker, "set up in {:?}", t0.duration_since(begin));
     let mut steps = Steps::new(Context::new(engine, spec, &ground), log);
     let end = std::thread::scope(|scope| {
-        let perturber = crate::engine::chaos::start(scope, spec.chaos, spec.seed, ground.tree());
+        let init = engine.init_program.as_path();
+        let perturber =
+            crate::engine::chaos::start(scope, spec.chaos, spec.seed, ground.tree(), init);
+        if let Some(perturber) = &perturber {
+            steps.tell_start(perturber.start_signal());
+        }
         let end = steps.run();
         if let Some(perturber) = perturber {
             steps.note(format!("chaos {}: perturbations applied", spec.chaos));

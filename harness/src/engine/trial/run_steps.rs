@@ -68,6 +68,8 @@ pub(crate) struct Steps<'a> {
     failpoints: Vec<String>,
     /// Signals a step sent to the subject (a death by one of them is no crash).
     sent_to_subject: BTreeSet<i32>,
+    /// Told when the subject has started (the chaos perturber, when there is one).
+    start_signal: Option<crate::engine::chaos::StartSignal>,
 }
 
 impl<'a> Steps<'a> {
@@ -81,7 +83,13 @@ impl<'a> Steps<'a> {
             procs: Procs::default(),
             failpoints: Vec::new(),
             sent_to_subject: BTreeSet::new(),
+            start_signal: None,
         }
+    }
+
+    /// Has `signal` told once the subject has started.
+    pub fn tell_start(&mut self, signal: crate::engine::chaos::StartSignal) {
+        self.start_signal = Some(signal);
     }
 
     /// The processes and the log, for teardown.
@@ -136,6 +144,9 @@ impl<'a> Steps<'a> {
         let start = self
             .procs
             .start_subject(&self.cx, &self.failpoints, &mut self.log)?;
+        if let Some(signal) = &self.start_signal {
+            signal.started();
+        }
         self.log.restart(start);
         self.watch.restart(start, self.cx.scenario());
         Ok(())
