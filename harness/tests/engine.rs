@@ -7,10 +7,29 @@ use std::time::Duration;
 
 use support::{assert_nothing_left, diagnosis, engine, scenario_path, watchdog};
 
-use wedge::engine::trial::{TrialSpec, run_trial};
+use wedge::engine::trial::{Engine, TrialSpec, run_trial};
 use wedge::exec::runner::{PlanOptions, execute, plan};
+use wedge::model::chaos::Chaos;
 use wedge::model::record::{TrialRecord, Verdict};
 use wedge::model::scenario::Scenario;
+
+/// The one trial of `s`'s first cell with `seed` and `chaos`, checked to leave nothing.
+fn first_cell_trial(engine: &Engine, s: &Scenario, seed: u64, chaos: Chaos) -> TrialRecord {
+    let cell = s.cells()[0].clone();
+    let spec = TrialSpec {
+        scenario: s,
+        expectation: s.expectation(&cell, &engine.host.kernel),
+        cell,
+        cell_index: 0,
+        trial: 0,
+        seed,
+        cpus: None,
+        chaos,
+    };
+    let r = run_trial(engine, &spec).unwrap();
+    assert_nothing_left(&r);
+    r
+}
 
 /// Every trial of the matching cells, under a 90 s watchdog, each checked to leave nothing.
 fn run(file: &str, filters: &[&str], trials: Option<u32>) -> Vec<TrialRecord> {
@@ -209,22 +228,9 @@ fn a_seed_replays_the_same_random_choices() {
     let logs = watchdog(Duration::from_secs(60), move || {
         let engine = engine();
         let s = Scenario::load(&path).unwrap();
-        let cell = s.cells()[0].clone();
-        let expectation = s.expectation(&cell, &engine.host.kernel);
         let mut choices = Vec::new();
         for seed in [7, 7, 8, 9, 10] {
-            let spec = TrialSpec {
-                scenario: &s,
-                cell: cell.clone(),
-                cell_index: 0,
-                trial: 0,
-                seed,
-                expectation: expectation.clone(),
-                cpus: None,
-                chaos: Default::default(),
-            };
-            let r = run_trial(&engine, &spec).unwrap();
-            assert_nothing_left(&r);
+            let r = first_cell_trial(&engine, &s, seed, Chaos::Off);
             assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
             let sleeps: Vec<String> = r
                 .log
@@ -341,22 +347,9 @@ stdout = "FP=build::chdir=return"
     let outputs = watchdog(Duration::from_secs(60), move || {
         let engine = engine();
         let s = Scenario::load(&file).unwrap();
-        let cell = s.cells()[0].clone();
-        let expectation = s.expectation(&cell, &engine.host.kernel);
         let mut outputs = Vec::new();
         for seed in [1, 1, 2, 3, 4, 5, 6, 7, 8] {
-            let spec = TrialSpec {
-                scenario: &s,
-                cell: cell.clone(),
-                cell_index: 0,
-                trial: 0,
-                seed,
-                expectation: expectation.clone(),
-                cpus: None,
-                chaos: Default::default(),
-            };
-            let r = run_trial(&engine, &spec).unwrap();
-            assert_nothing_left(&r);
+            let r = first_cell_trial(&engine, &s, seed, Chaos::Off);
             assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
             outputs.push(r.stdout_tail.trim().to_string());
         }
@@ -647,27 +640,9 @@ fn chaos_applies_the_seeds_perturbations_and_logs_them() {
     watchdog(Duration::from_secs(60), move || {
         let engine = engine();
         let s = Scenario::load(&path).unwrap();
-        let cell = s.cells()[0].clone();
-        let expectation = s.expectation(&cell, &engine.host.kernel);
         let mut runs = Vec::new();
-        for (seed, chaos) in [
-            (3, s.chaos),
-            (3, s.chaos),
-            (4, s.chaos),
-            (3, Default::default()),
-        ] {
-            let spec = TrialSpec {
-                scenario: &s,
-                cell: cell.clone(),
-                cell_index: 0,
-                trial: 0,
-                seed,
-                expectation: expectation.clone(),
-                cpus: None,
-                chaos,
-            };
-            let r = run_trial(&engine, &spec).unwrap();
-            assert_nothing_left(&r);
+        for (seed, chaos) in [(3, s.chaos), (3, s.chaos), (4, s.chaos), (3, Chaos::Off)] {
+            let r = first_cell_trial(&engine, &s, seed, chaos);
             assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
             runs.push(chaos_lines(&r.log));
         }
@@ -709,19 +684,7 @@ fn pct_demotes_running_threads_only() {
     watchdog(Duration::from_secs(60), move || {
         let engine = engine();
         let s = Scenario::load(&busy).unwrap();
-        let cell = s.cells()[0].clone();
-        let spec = TrialSpec {
-            scenario: &s,
-            cell: cell.clone(),
-            cell_index: 0,
-            trial: 0,
-            seed: 5,
-            expectation: s.expectation(&cell, &engine.host.kernel),
-            cpus: None,
-            chaos: s.chaos,
-        };
-        let r = run_trial(&engine, &spec).unwrap();
-        assert_nothing_left(&r);
+        let r = first_cell_trial(&engine, &s, 5, s.chaos);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
         let lines: Vec<&String> = r.log.iter().filter(|l| l.contains("chaos +")).collect();
         // The counting shell is what runs (wedge's keeper may be caught starting it).
@@ -730,5 +693,42 @@ fn pct_demotes_running_threads_only() {
             assert!(l.contains(": running thread"), "{l}");
             assert!(!l.contains("squeezed"), "pct never squeezes: {l}");
         }
+    });
+}
+
+/// `syscall` holds threads at the entries its seed draws, in the subject and in every process
+/// it starts, and the subject is judged as without them.
+#[test]
+fn syscall_chaos_holds_the_entries_its_seed_draws() {
+    let path = scenario_path("chaos-syscall.toml");
+    watchdog(Duration::from_secs(90), move || {
+        let engine = engine();
+        let s = Scenario::load(&path).unwrap();
+        let seed = 9;
+        let r = first_cell_trial(&engine, &s, seed, s.chaos);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        let tracing = r.log.iter().find(|l| l.contains("chaos syscall: tracing"));
+        let tracing = tracing.unwrap_or_else(|| panic!("no tracer line: {:?}", r.log));
+        assert!(!tracing.contains("tracing 0 threads"), "{tracing}");
+        assert!(tracing.ends_with(&format!("seed {seed}")), "{tracing}");
+        // "chaos +12 ms: thread 345 (sh) held 7 ms at read (entry 3)"
+        let mut threads = std::collections::BTreeSet::new();
+        let mut holds = 0;
+        for line in r.log.iter().filter(|l| l.contains(" held ")) {
+            let (_, rest) = line.split_once(": thread ").unwrap();
+            let tid = rest.split(' ').next().unwrap().to_string();
+            let (_, rest) = rest.split_once(" held ").unwrap();
+            let (ms, rest) = rest.split_once(" ms at ").unwrap();
+            let (call, rest) = rest.split_once(" (entry ").unwrap();
+            let entry: u64 = rest.trim_end_matches(')').parse().unwrap();
+            let nr = wedge::model::syscall_names::number(call).unwrap();
+            let drawn = wedge::model::chaos::syscall_hold(seed, nr, entry);
+            assert_eq!(drawn, Some(ms.parse().unwrap()), "{line}");
+            threads.insert(tid);
+            holds += 1;
+        }
+        // Thirty programs make about a thousand calls; one in 32 is held.
+        assert!(holds >= 5, "{:?}", r.log);
+        assert!(threads.len() >= 2, "only the shell was held: {:?}", r.log);
     });
 }
