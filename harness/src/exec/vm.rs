@@ -133,8 +133,9 @@ impl VmExecutor<'_> {
                 recorder.initrd = Some(initrd);
             }
         }
-        delivery.release(recorder.finish(&self.settings, group, &boot, &delivery));
-        delivery.undelivered(&boot);
+        let note = recorder.finish(&self.settings, group, &boot, &delivery);
+        delivery.release(note.clone());
+        delivery.undelivered(&boot, note);
     }
 
     /// The record of a trial the guest did not deliver.
@@ -197,8 +198,9 @@ impl Delivery<'_> {
         }
     }
 
-    /// An error record for each trial still pending after the boot.
-    fn undelivered(self, boot: &Boot) {
+    /// An error record for each trial still pending after the boot, with `note` (a recorded
+    /// boot's: where its recording is) in its log.
+    fn undelivered(self, boot: &Boot, note: Option<String>) {
         let (target, accel) = (&self.group.target, self.executor.settings.accel);
         let why = unfinished_reason(boot, target, accel);
         let mut left: Vec<PlannedTrial> = self.pending.into_values().collect();
@@ -209,6 +211,7 @@ impl Delivery<'_> {
             r.log
                 .extend(splats.map(|s| format!("vm: kernel splat: {s}")));
             r.log.extend(boot.tail());
+            r.log.extend(note.clone());
             r.vm = Some(boot.vm_run(target, accel));
             self.sink.finished(&t, r);
         }
@@ -218,6 +221,8 @@ impl Delivery<'_> {
 /// `--record` for one boot: QEMU's record/replay for a 1-vCPU TCG guest, seeded virtual time
 /// for more vCPUs (QEMU cannot record those), nothing under KVM (no instruction counting).
 struct Recorder {
+    /// The recording's name: `<kernel>-<boot seed>`.
+    name: String,
     slot: Option<Slot>,
     icount: Option<Icount>,
     wall_ms: f64,
@@ -226,7 +231,10 @@ struct Recorder {
 
 impl Recorder {
     fn for_group(settings: &VmSettings, group: &Group) -> Recorder {
+        let seed = group_seed(&group.trials);
+        let kernel = group.target.kernel.name.replace('/', "_");
         let mut r = Recorder {
+            name: format!("{kernel}-{seed:016x}"),
             slot: None,
             icount: None,
             wall_ms: 0.0,
@@ -238,13 +246,11 @@ impl Recorder {
         if settings.accel != Accel::Tcg {
             return r;
         }
-        let seed = group_seed(&group.trials);
         if group.target.cpus > 1 {
             r.icount = Some(Icount::VirtualTime { seed });
             return r;
         }
-        let tag = format!("{}-{seed:016x}", group.target.kernel.name.replace('/', "_"));
-        match Slot::open(dir, &tag) {
+        match Slot::open(dir, &r.name) {
             Ok(slot) => {
                 r.icount = Some(Icount::Record(slot.log()));
                 r.slot = Some(slot);
@@ -282,14 +288,9 @@ impl Recorder {
             ..Manifest::default()
         };
         let console = boot.console.as_deref().unwrap_or_default();
-        let name = format!(
-            "{}-{:016x}",
-            group.target.kernel.name.replace('/', "_"),
-            group_seed(&group.trials)
-        );
         let kernel = group.target.kernel.image.as_path();
         Some(
-            match slot.keep(manifest, (kernel, &initrd), console, &name) {
+            match slot.keep(manifest, (kernel, &initrd), console, &self.name) {
                 Ok(dir) => format!(
                     "vm: recorded (QEMU record/replay); replay exactly with `wedge replay --exact {}`",
                     dir.display()

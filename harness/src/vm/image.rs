@@ -163,14 +163,18 @@ pub fn assemble(spec: &ImageSpec) -> Result<Archive, ImageError> {
     Ok(archive)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of `bytes`, lower-case hex (the image cache's names, the recordings' manifests).
+pub fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Builds the image `spec` describes, or reuses the cached one with the same hash.
 pub fn build_image(spec: &ImageSpec, cache_dir: &Path) -> Result<GuestImage, ImageError> {
     let bytes = assemble(spec)?.write_newc();
-    let hash = hex(&Sha256::digest(&bytes));
+    let hash = sha256(&bytes);
     let dir = cache_dir.join("initramfs");
     let path = dir.join(format!("{hash}.cpio"));
     let image = GuestImage {
@@ -258,7 +262,7 @@ mod tests {
         let c = build_image(&spec, &cache).unwrap();
         assert_ne!(c.hash, a.hash);
         assert_eq!(cached_files(&cache).len(), 2);
-        let got = hex(&Sha256::digest(std::fs::read(&c.path).unwrap()));
+        let got = sha256(&std::fs::read(&c.path).unwrap());
         assert_eq!(got, c.hash, "the name is the content's hash");
     }
 

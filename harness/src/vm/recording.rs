@@ -22,7 +22,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::error::RecordingError;
 use crate::model::record::{TrialRecord, Verdict};
@@ -123,13 +122,7 @@ pub fn stream(console: &[u8]) -> &[u8] {
     }
 }
 
-/// SHA-256 of `bytes`, lower-case hex.
-pub fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::vm::image::sha256;
 
 fn sha256_file(path: &Path) -> Result<String, RecordingError> {
     let bytes = std::fs::read(path).map_err(|e| RecordingError::io(path, e))?;
