@@ -97,10 +97,11 @@ step ./target/release/wedge run --gate --backend host --allow-skipped --out "$re
   --cell builder=wedge "${agent_scenarios[@]}"
 step ./target/release/wedge run --gate --backend host --out "$results-libcontainer" \
   --cell builder=libcontainer scenarios/cwd-race.toml
-# The chaos rows (no failpoints, the agent's threads demoted at seeded times): the zygote's must
-# pass under chaos; the in-process rows are measured by `wedge run --cell chaos=rr` (reports/).
+# The chaos rows (no failpoints; the agent's threads demoted at seeded times, or held at seeded
+# syscall entries): the zygote's must pass under both; the in-process rows are measured by
+# `wedge run --cell chaos=rr` / `--cell chaos=syscall` (reports/determinism.md).
 step ./target/release/wedge run --gate --backend host --allow-skipped --out "$results-chaos" \
-  --cell chaos=rr --cell builder=wedge --cell strategy=zygote \
+  --cell chaos=rr --cell chaos=syscall --cell builder=wedge --cell strategy=zygote \
   scenarios/worker-starvation.toml scenarios/fork-while-locked.toml
 # The example users copy to gate their own runtime must keep working too.
 step ./target/release/wedge run --gate --trials 3 --out "$results-example" ci/example-scenarios
