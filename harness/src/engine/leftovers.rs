@@ -405,21 +405,49 @@ fn attribute(pid: i32) -> Option<(Option<String>, BTreeSet<String>)> {
     if running.is_empty() {
         return None;
     }
+    // The environment first, then whether the process still lives: a process that exits
+    // between the two reads an empty environment, and only the later look tells that apart
+    // from a live process that is no trial's.
+    let env = fs::read(format!("/proc/{pid}/environ")).ok();
     let alive = crate::engine::proc::stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X');
-    let env = fs::read(format!("/proc/{pid}/environ"))
-        .ok()
-        .filter(|_| alive);
+    match creator(env.as_deref(), alive, &running) {
+        Creator::Trial(marker) => Some((Some(marker), running)),
+        Creator::NoTrial => None,
+        Creator::Gone => {
+            let known = seen_in(pid).filter(|m| running.contains(m));
+            Some((known, running))
+        }
+    }
+}
+
+/// Who made a path, as far as its creator's environment tells.
+#[derive(Debug, PartialEq, Eq)]
+enum Creator {
+    /// A process of the running trial with this marker.
+    Trial(String),
+    /// A live process of no running trial.
+    NoTrial,
+    /// Exited (or exiting) before it could be read.
+    Gone,
+}
+
+/// Decides from the creator's environment as read and whether it was alive *after* the read.
+/// A marker found is the creator's (the read saw its memory). No marker counts only when the
+/// process outlived the read: an exiting process reads empty, or cut short.
+fn creator(env: Option<&[u8]>, alive_after: bool, running: &BTreeSet<String>) -> Creator {
     let Some(env) = env else {
-        let known = seen_in(pid).filter(|m| running.contains(m));
-        return Some((known, running));
+        return Creator::Gone;
     };
     let needle = format!("{}=", crate::engine::marker::MARKER_VAR);
     let marker = env
         .split(|&b| b == 0)
         .find_map(|e| e.strip_prefix(needle.as_bytes()))
-        .map(|m| String::from_utf8_lossy(m).into_owned())
-        .filter(|m| running.contains(m))?;
-    Some((Some(marker), running))
+        .map(|m| String::from_utf8_lossy(m).into_owned());
+    match marker {
+        Some(m) if running.contains(&m) => Creator::Trial(m),
+        _ if alive_after && !env.is_empty() => Creator::NoTrial,
+        _ => Creator::Gone,
+    }
 }
 
 /// One event as read: its length and, for a directory-entry event, the directory's filesystem
@@ -526,6 +554,34 @@ mod tests {
             rec.push(0);
         }
         rec
+    }
+
+    #[test]
+    fn a_creator_is_judged_by_what_its_environment_held_while_it_lived() {
+        let var = crate::engine::marker::MARKER_VAR;
+        let running: BTreeSet<String> = ["t1".to_string(), "t2".to_string()].into();
+        let env = format!("PATH=/bin\0{var}=t2\0HOME=/\0");
+        let env = Some(env.as_bytes());
+        assert_eq!(creator(env, true, &running), Creator::Trial("t2".into()));
+        // Its memory was read before it went: the marker stands.
+        assert_eq!(creator(env, false, &running), Creator::Trial("t2".into()));
+        // No marker, and gone by the time it was looked at: perhaps cut short, not trusted.
+        assert_eq!(
+            creator(Some(b"PATH=/bin\0"), false, &running),
+            Creator::Gone
+        );
+        // Exiting while read: an empty environment is never "no trial's".
+        assert_eq!(creator(Some(b""), true, &running), Creator::Gone);
+        assert_eq!(creator(None, true, &running), Creator::Gone);
+        let other = format!("{var}=t9\0");
+        assert_eq!(
+            creator(Some(other.as_bytes()), true, &running),
+            Creator::NoTrial
+        );
+        assert_eq!(
+            creator(Some(b"PATH=/bin\0"), true, &running),
+            Creator::NoTrial
+        );
     }
 
     #[test]
