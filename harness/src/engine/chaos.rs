@@ -400,13 +400,7 @@ fn subject_threads(tree: &TrialTree) -> Vec<i32> {
     let mut tids: Vec<i32> = tree
         .pids(Some(Part::Subject))
         .into_iter()
-        .flat_map(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/task"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|t| t.file_name().to_str()?.parse().ok())
-        })
+        .flat_map(crate::engine::proc::threads)
         .collect();
     tids.sort_unstable();
     tids.dedup();

@@ -456,7 +456,7 @@ impl TrialTree {
     /// `part`, that part's), with their descendants.
     fn adopted(&self, part: Option<Part>) -> Vec<i32> {
         let own = std::process::id() as i32;
-        let roots: Vec<i32> = descendants_one_level(own)
+        let roots: Vec<i32> = crate::engine::proc::children(own)
             .into_iter()
             .filter(|&pid| self.carries_marker(pid, part))
             .collect();
@@ -715,22 +715,6 @@ fn coarse_now() -> std::time::SystemTime {
     std::time::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// The children of `pid` (through every thread's `children`).
-fn descendants_one_level(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_ascii_whitespace()
-                .filter_map(|c| c.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect()
-}
-
 /// Every descendant of `roots` (through every thread's `children`), however it detached
 /// itself: in a pid namespace, orphans are re-parented inside it, so the walk from the keeper
 /// and the init finds all of it.
@@ -738,18 +722,10 @@ fn descendants(roots: &[i32]) -> Vec<i32> {
     let mut found: Vec<i32> = Vec::new();
     let mut queue: Vec<i32> = roots.to_vec();
     while let Some(pid) = queue.pop() {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let Ok(text) = fs::read_to_string(t.path().join("children")) else {
-                continue;
-            };
-            for child in text.split_ascii_whitespace().filter_map(|c| c.parse().ok()) {
-                if !found.contains(&child) && !roots.contains(&child) {
-                    found.push(child);
-                    queue.push(child);
-                }
+        for child in crate::engine::proc::children(pid) {
+            if !found.contains(&child) && !roots.contains(&child) {
+                found.push(child);
+                queue.push(child);
             }
         }
     }

@@ -191,12 +191,12 @@ impl Tracer {
             }
             loop {
                 let mut new = false;
-                for tid in tasks(pid) {
+                for tid in crate::engine::proc::threads(pid) {
                     if traced.insert(tid) {
                         new = true;
                         seized += usize::from(self.attach(tid));
                     }
-                    todo.extend(children(pid, tid));
+                    todo.extend(crate::engine::proc::thread_children(pid, tid));
                 }
                 if !new {
                     break;
@@ -220,6 +220,8 @@ impl Tracer {
                 true
             }
             Err(Errno::ESRCH) => false,
+            // Forked while the walk ran, so already ours through TRACEFORK/TRACECLONE.
+            Err(Errno::EPERM) if tracer_of(tid) == Some(std::process::id() as i32) => true,
             Err(e) => {
                 self.note(format!("chaos syscall: cannot trace thread {tid}: {e}"));
                 false
@@ -323,23 +325,13 @@ fn is_group_stop(sig: Signal) -> bool {
     )
 }
 
-fn tasks(pid: i32) -> Vec<i32> {
-    numbers_in(&format!("/proc/{pid}/task"))
-}
-
-fn children(pid: i32, tid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .collect()
-}
-
-fn numbers_in(dir: &str) -> Vec<i32> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
+/// The tracer of thread `tid` (`TracerPid` in its status; `Some(0)` when untraced).
+fn tracer_of(tid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))?
+        .trim()
+        .parse()
+        .ok()
 }

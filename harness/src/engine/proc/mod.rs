@@ -25,6 +25,7 @@ pub mod syscall;
 pub mod wake_sources;
 
 use std::fs;
+use std::path::Path;
 
 use procfs::FromRead;
 use procfs::process::Process;
@@ -86,21 +87,10 @@ pub struct ProcessSample {
 /// Reads a process and all its threads; `None` when it is gone.
 pub fn read_process(pid: i32) -> Option<ProcessSample> {
     let stat = Stat::parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
-    let mut threads = Vec::new();
-    if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) {
-        for entry in dir.flatten() {
-            let Some(tid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if let Some(thread) = read_thread(pid, tid) {
-                threads.push(thread);
-            }
-        }
-    }
+    let mut threads: Vec<ThreadSample> = threads(pid)
+        .into_iter()
+        .filter_map(|tid| read_thread(pid, tid))
+        .collect();
     threads.sort_by_key(|t| t.tid);
     Some(ProcessSample { stat, threads })
 }
@@ -174,11 +164,38 @@ pub fn stat(pid: i32) -> Option<Stat> {
 
 /// Every pid in `/proc`.
 pub fn all_pids() -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
+    numbers_in(Path::new("/proc"))
+}
+
+/// The threads of process `pid` (empty when it is gone).
+pub fn threads(pid: i32) -> Vec<i32> {
+    numbers_in(Path::new(&format!("/proc/{pid}/task")))
+}
+
+/// The children of thread `tid` of process `pid`.
+pub fn thread_children(pid: i32, tid: i32) -> Vec<i32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+/// The children of process `pid`, through every thread's `children`.
+pub fn children(pid: i32) -> Vec<i32> {
+    threads(pid)
+        .into_iter()
+        .flat_map(|tid| thread_children(pid, tid))
+        .collect()
+}
+
+/// The entries of a directory whose names are numbers.
+fn numbers_in(dir: &Path) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir(dir) else {
         return Vec::new();
     };
     dir.flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect()
 }
 
