@@ -37,7 +37,6 @@ step env WEDGE_TEST_AGENT_BUILDER=libcontainer cargo test -p wedge-runtime --all
 # unifies other features and rebuilt half the workspace: about 2 minutes).
 step cargo bench --workspace --all-features --bench '*' -- --test
 # The two floor programs once, tiny, so they keep working (reports/bench.md runs them in full).
-step cargo build --release -p wedge-benches --bins
 step ./target/release/exec_floor_pairs --rounds 1 --execs 5
 step ./target/release/trial_floor --jobs 2 --trials 20
 
