@@ -41,7 +41,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::model::chaos::syscall_hold;
+use crate::model::chaos::{
+    FORK_PAIR_WAIT_MS, creates_process, fork_paired, may_hold_lock, syscall_hold,
+};
 
 /// The flag that makes `wedge-init` this tracer.
 pub const FLAG: &str = "--hold-syscalls";
@@ -110,11 +112,33 @@ struct Tracer {
     start: Instant,
     /// How many entries into each syscall (by number) the traced threads made so far.
     seen: HashMap<u64, u64>,
-    /// The threads held at a syscall entry, and until when.
-    held: Vec<(Pid, Instant)>,
+    /// The threads kept stopped at a syscall entry.
+    held: Vec<Held>,
+    /// The process (thread group) of each thread seen, read once.
+    tgids: HashMap<i32, i32>,
     log: Vec<String>,
     applied: usize,
 }
+
+/// A thread kept stopped at a syscall entry, until when, and why.
+struct Held {
+    pid: Pid,
+    until: Instant,
+    why: Why,
+}
+
+enum Why {
+    /// An entry [`syscall_hold`] drew.
+    Drawn,
+    /// A process-creating entry [`fork_paired`] drew, waiting for a partner in process `tgid`.
+    Forking { tgid: i32, what: String },
+    /// A partner, kept until `forker`'s new process exists.
+    Partner { forker: Pid },
+}
+
+/// How long a partner is kept at most if its forker never reports back (a safety net: the
+/// forker's next stop normally lets it go within microseconds).
+const PARTNER_AT_MOST: Duration = Duration::from_secs(1);
 
 impl Tracer {
     fn new(seed: u64) -> Tracer {
@@ -123,6 +147,7 @@ impl Tracer {
             start: Instant::now(),
             seen: HashMap::new(),
             held: Vec::new(),
+            tgids: HashMap::new(),
             log: Vec::new(),
             applied: 0,
         }
@@ -169,7 +194,7 @@ impl Tracer {
 
     /// The poll timeout: until the earliest hold ends (rounded up to whole ms), or none.
     fn next_release(&self) -> PollTimeout {
-        let Some(until) = self.held.iter().map(|h| h.1).min() else {
+        let Some(until) = self.held.iter().map(|h| h.until).min() else {
             return PollTimeout::NONE;
         };
         let left = until.saturating_duration_since(Instant::now());
@@ -221,7 +246,11 @@ impl Tracer {
             }
             Err(Errno::ESRCH) => false,
             // Forked while the walk ran, so already ours through TRACEFORK/TRACECLONE.
-            Err(Errno::EPERM) if tracer_of(tid) == Some(std::process::id() as i32) => true,
+            Err(Errno::EPERM)
+                if status_field(tid, "TracerPid:") == Some(std::process::id() as i32) =>
+            {
+                true
+            }
             Err(e) => {
                 self.note(format!("chaos syscall: cannot trace thread {tid}: {e}"));
                 false
@@ -248,10 +277,17 @@ impl Tracer {
                 // SAFETY: PTRACE_LISTEN takes no addresses; the tracee is in a ptrace stop.
                 unsafe { libc::ptrace(libc::PTRACE_LISTEN, pid.as_raw(), 0, 0) };
             }
-            WaitStatus::PtraceEvent(pid, _, _) => resume(pid, None),
+            WaitStatus::PtraceEvent(pid, _, _) => {
+                // A fork, vfork or clone event: the new process exists (and a vfork's parent
+                // waits for it from here, so its partner must not wait for that).
+                self.release_partners_of(pid);
+                resume(pid, None);
+            }
             WaitStatus::Stopped(pid, sig) => resume(pid, Some(sig)),
             WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) => {
-                self.held.retain(|h| h.0 != pid);
+                self.release_partners_of(pid);
+                self.held.retain(|h| h.pid != pid);
+                self.tgids.remove(&pid.as_raw());
             }
             _ => {}
         }
@@ -259,14 +295,18 @@ impl Tracer {
 
     /// A syscall stop: an entry drawn by the seed is held, everything else goes on.
     fn on_syscall(&mut self, pid: Pid) {
-        let entry = match ptrace::syscall_info(pid) {
+        let (nr, args) = match ptrace::syscall_info(pid) {
             Ok(info) if info.op == libc::PTRACE_SYSCALL_INFO_ENTRY => {
                 // SAFETY: `op` says the kernel filled the union's `entry` member.
-                unsafe { info.u.entry.nr }
+                unsafe { (info.u.entry.nr, info.u.entry.args) }
             }
-            _ => return resume(pid, None),
+            _ => {
+                // An exit: a forker's call is done, so its new process exists.
+                self.release_partners_of(pid);
+                return resume(pid, None);
+            }
         };
-        if entry == libc::SYS_ptrace as u64 && !self.seen.contains_key(&entry) {
+        if nr == libc::SYS_ptrace as u64 && !self.seen.contains_key(&nr) {
             // Its tracees are already wedge's, so its own PTRACE_ATTACH or TRACEME fails: say
             // why in the trial's log rather than leave a mystery.
             self.note(format!(
@@ -275,39 +315,157 @@ impl Tracer {
                 pid.as_raw()
             ));
         }
-        let seen = self.seen.entry(entry).or_insert(0);
+        let seen = self.seen.entry(nr).or_insert(0);
         *seen += 1;
         let occurrence = *seen;
-        let Some(hold_ms) = syscall_hold(self.seed, entry, occurrence) else {
+        if may_hold_lock(nr) && self.pin_partner(pid, nr, occurrence) {
+            return;
+        }
+        if creates_process(nr, clone_flags(pid, nr, &args))
+            && fork_paired(self.seed, nr, occurrence)
+            && self.wait_for_partner(pid, nr, occurrence)
+        {
+            return;
+        }
+        let Some(hold_ms) = syscall_hold(self.seed, nr, occurrence) else {
             return resume(pid, None);
         };
-        self.held
-            .push((pid, Instant::now() + Duration::from_millis(hold_ms)));
+        self.hold(pid, Duration::from_millis(hold_ms), Why::Drawn);
+        self.logged(|| {
+            format!(
+                "thread {} held {hold_ms} ms at {} (entry {occurrence})",
+                thread_name(pid),
+                call_name(nr)
+            )
+        });
+    }
+
+    fn hold(&mut self, pid: Pid, hold: Duration, why: Why) {
+        let until = Instant::now() + hold;
+        self.held.push(Held { pid, until, why });
+    }
+
+    /// Counts an applied perturbation and logs it (the first [`LOGGED`]) with its time.
+    fn logged(&mut self, what: impl FnOnce() -> String) {
         self.applied += 1;
         if self.log.len() < LOGGED {
             let at = self.start.elapsed().as_millis();
-            let tid = pid.as_raw();
-            let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap_or_default();
-            let call = crate::model::syscall_names::name(entry).unwrap_or("?");
-            self.note(format!(
-                "chaos +{at} ms: thread {tid} ({}) held {hold_ms} ms at {call} (entry {occurrence})",
-                comm.trim()
-            ));
+            let line = format!("chaos +{at} ms: {}", what());
+            self.note(line);
+        }
+    }
+
+    /// The process-creating entry `nr` of `pid` waits for a partner, when its process has
+    /// another thread that could be one; whether it waits.
+    fn wait_for_partner(&mut self, pid: Pid, nr: u64, occurrence: u64) -> bool {
+        let Some(tgid) = self.tgid(pid) else {
+            return false;
+        };
+        if crate::engine::proc::threads(tgid).len() < 2 {
+            return false;
+        }
+        let what = format!("{} (entry {occurrence})", call_name(nr));
+        let wait = Duration::from_millis(FORK_PAIR_WAIT_MS);
+        self.hold(pid, wait, Why::Forking { tgid, what });
+        true
+    }
+
+    /// Thread `pid` entered a call that may be made under a lock: when a forker of its process
+    /// waits, `pid` is kept here and the forker goes on. Whether it was kept.
+    fn pin_partner(&mut self, pid: Pid, nr: u64, occurrence: u64) -> bool {
+        let Some(tgid) = self.tgid(pid) else {
+            return false;
+        };
+        let waiting = self.held.iter().position(|h| {
+            h.pid != pid && matches!(&h.why, Why::Forking { tgid: t, .. } if *t == tgid)
+        });
+        let Some(at) = waiting else {
+            return false;
+        };
+        let forker = self.held.remove(at);
+        let Why::Forking { what, .. } = forker.why else {
+            unreachable!("matched as Forking above")
+        };
+        self.hold(pid, PARTNER_AT_MOST, Why::Partner { forker: forker.pid });
+        self.logged(|| {
+            format!(
+                "thread {} kept at {} (entry {occurrence}) while thread {} made a process \
+                 with {what}",
+                thread_name(pid),
+                call_name(nr),
+                thread_name(forker.pid)
+            )
+        });
+        resume(forker.pid, None);
+        true
+    }
+
+    /// The process (thread group) of thread `pid`, cached.
+    fn tgid(&mut self, pid: Pid) -> Option<i32> {
+        let tid = pid.as_raw();
+        if let Some(t) = self.tgids.get(&tid) {
+            return Some(*t);
+        }
+        let t = status_field(tid, "Tgid:")?;
+        self.tgids.insert(tid, t);
+        Some(t)
+    }
+
+    fn release_partners_of(&mut self, forker: Pid) {
+        let (done, kept): (Vec<_>, Vec<_>) = self
+            .held
+            .drain(..)
+            .partition(|h| matches!(h.why, Why::Partner { forker: f } if f == forker));
+        self.held = kept;
+        for h in done {
+            resume(h.pid, None);
         }
     }
 
     fn release_due(&mut self, now: Instant) {
-        let (due, kept): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.1 <= now);
+        let (due, kept): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.until <= now);
         self.held = kept;
-        for (pid, _) in due {
-            resume(pid, None);
+        for h in due {
+            if let Why::Forking { what, .. } = &h.why {
+                self.logged(|| {
+                    format!(
+                        "thread {} found no partner in {FORK_PAIR_WAIT_MS} ms at {what}",
+                        thread_name(h.pid)
+                    )
+                });
+            }
+            resume(h.pid, None);
         }
     }
 
     fn release_all(&mut self) {
-        for (pid, _) in std::mem::take(&mut self.held) {
-            resume(pid, None);
+        for h in std::mem::take(&mut self.held) {
+            resume(h.pid, None);
         }
+    }
+}
+
+/// "345 (sh)": a thread and its name, for the log.
+fn thread_name(pid: Pid) -> String {
+    let tid = pid.as_raw();
+    let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).unwrap_or_default();
+    format!("{tid} ({})", comm.trim())
+}
+
+fn call_name(nr: u64) -> &'static str {
+    crate::model::syscall_names::name(nr).unwrap_or("?")
+}
+
+/// The flags of a `clone` (its first argument) or `clone3` (the first field of the structure
+/// its first argument points to); `None` for other calls or when unreadable.
+fn clone_flags(pid: Pid, nr: u64, args: &[u64; 6]) -> Option<u64> {
+    match nr as i64 {
+        libc::SYS_clone => Some(args[0]),
+        libc::SYS_clone3 => {
+            let bytes = crate::engine::proc::read_memory(pid.as_raw(), args[0], 8)?;
+            Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+        }
+        _ => None,
     }
 }
 
@@ -325,12 +483,12 @@ fn is_group_stop(sig: Signal) -> bool {
     )
 }
 
-/// The tracer of thread `tid` (`TracerPid` in its status; `Some(0)` when untraced).
-fn tracer_of(tid: i32) -> Option<i32> {
+/// A number field of thread `tid`'s status (`"Tgid:"`, `"TracerPid:"`).
+fn status_field(tid: i32, field: &str) -> Option<i32> {
     std::fs::read_to_string(format!("/proc/{tid}/status"))
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .parse()
         .ok()

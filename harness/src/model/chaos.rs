@@ -33,6 +33,18 @@
 //! entry is drawn. The rule is a pure function of its three inputs, so the same seed holds the
 //! same entries whenever the subject makes the same calls; which thread makes the `k`-th call
 //! is the subject's own scheduling.
+//!
+//! Under `syscall` there is one rule more, for the hazard random holds hit least: a process made
+//! (`fork`, `vfork`, a `clone` or `clone3` without `CLONE_THREAD`) while another thread of the
+//! same process holds a lock the child will need. One such entry in [`FORK_PAIR_ONE_IN`]
+//! ([`fork_paired`]) waits, for at most [`FORK_PAIR_WAIT_MS`], until another thread of its
+//! process enters a call commonly made *inside* a user-space lock ([`may_hold_lock`]: writes,
+//! under stdio and log locks; memory mapping calls, under an allocator's arena lock); that
+//! thread is then held at its entry, the fork goes on, and the held thread is let go once the
+//! fork has made its child. The child starts with whatever that thread held locked. A subject
+//! whose children only `exec` (or only make async-signal-safe calls) is unaffected; one whose
+//! children take such a lock waits forever, as it would one day by itself. A process with one
+//! thread is never paired (nobody else can hold anything), so it pays nothing.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +58,11 @@ pub const SYSCALL_HOLD_ONE_IN: u64 = 32;
 /// other thread to get through a container build meanwhile, far below a trial's quiescence
 /// window, so a held thread never looks like a hang.
 pub const SYSCALL_HOLD_MS: (f64, f64) = (1.0, 50.0);
+
+/// Under `syscall`, one process-creating entry in this many waits for a partner to hold.
+pub const FORK_PAIR_ONE_IN: u64 = 4;
+/// Under `syscall`, how long a paired fork waits for a partner, in milliseconds.
+pub const FORK_PAIR_WAIT_MS: u64 = 50;
 
 /// How a trial perturbs its subject's scheduling (`[scenario] chaos`, the `chaos` axis,
 /// `wedge run --chaos`).
@@ -138,6 +155,44 @@ pub fn syscall_hold(seed: u64, nr: u64, occurrence: u64) -> Option<u64> {
         .then(|| log_uniform(&mut rng, SYSCALL_HOLD_MS))
 }
 
+/// Under `syscall`: whether the `occurrence`-th entry (from 1) into the process-creating call
+/// `nr` waits for a partner (module doc). One in [`FORK_PAIR_ONE_IN`], from a stream of its own.
+pub fn fork_paired(seed: u64, nr: u64, occurrence: u64) -> bool {
+    let key = nr.rotate_left(40) ^ occurrence.wrapping_mul(0xd6e8_feb8_6659_fd93);
+    SplitMix(seed ^ 0x666f_726b_7061_6972 ^ key) // "forkpair"
+        .next()
+        .is_multiple_of(FORK_PAIR_ONE_IN)
+}
+
+/// Whether syscall `nr`, with `clone_flags` (the flags of a `clone` or `clone3`; `None` when
+/// they could not be read), makes a new process rather than a thread.
+pub fn creates_process(nr: u64, clone_flags: Option<u64>) -> bool {
+    let nr = nr as i64;
+    if nr == libc::SYS_fork || nr == libc::SYS_vfork {
+        return true;
+    }
+    let is_clone = nr == libc::SYS_clone || nr == libc::SYS_clone3;
+    is_clone && clone_flags.is_none_or(|f| f & libc::CLONE_THREAD as u64 == 0)
+}
+
+/// Whether syscall `nr` is one commonly made while a user-space lock is held: a write (stdio,
+/// loggers) or a change to the memory map (an allocator growing or trimming an arena).
+pub fn may_hold_lock(nr: u64) -> bool {
+    const CALLS: [i64; 10] = [
+        libc::SYS_write,
+        libc::SYS_writev,
+        libc::SYS_pwrite64,
+        libc::SYS_pwritev,
+        libc::SYS_mmap,
+        libc::SYS_munmap,
+        libc::SYS_mremap,
+        libc::SYS_mprotect,
+        libc::SYS_madvise,
+        libc::SYS_brk,
+    ];
+    CALLS.contains(&(nr as i64))
+}
+
 /// A value log-uniform in `[lo, hi]`, rounded to whole milliseconds.
 fn log_uniform(rng: &mut SplitMix, (lo, hi): (f64, f64)) -> u64 {
     let unit = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
@@ -206,5 +261,41 @@ mod tests {
         // 20 000 entries, one in 32 held: 625 expected; ±25 % is far outside chance.
         assert!((470..780).contains(&held.len()), "{}", held.len());
         assert!(held.iter().all(|h| (1..=50).contains(h)));
+    }
+
+    #[test]
+    fn fork_pairings_are_seeded_and_one_in_four() {
+        let nr = libc::SYS_clone3 as u64;
+        let pairs = |seed| -> Vec<bool> { (1..=4000).map(|k| fork_paired(seed, nr, k)).collect() };
+        let a = pairs(5);
+        assert_eq!(a, pairs(5));
+        assert_ne!(a, pairs(6));
+        // 4000 entries, one in four: 1000 expected.
+        let n = a.iter().filter(|p| **p).count();
+        assert!((850..1150).contains(&n), "{n}");
+        // Its own stream: not the entries syscall_hold draws.
+        let holds: Vec<bool> = (1..=4000)
+            .map(|k| syscall_hold(5, nr, k).is_some())
+            .collect();
+        assert_ne!(a, holds);
+    }
+
+    #[test]
+    fn processes_are_told_from_threads_by_their_clone_flags() {
+        let (clone, clone3) = (libc::SYS_clone as u64, libc::SYS_clone3 as u64);
+        let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+        assert!(creates_process(libc::SYS_fork as u64, None));
+        assert!(creates_process(libc::SYS_vfork as u64, None));
+        assert!(creates_process(clone, Some(libc::SIGCHLD as u64)));
+        assert!(creates_process(clone3, Some(libc::CLONE_NEWNS as u64)));
+        assert!(!creates_process(clone, Some(thread)));
+        assert!(!creates_process(clone3, Some(thread)));
+        // Unreadable flags: treated as a process (a wait for nothing costs only time).
+        assert!(creates_process(clone3, None));
+        assert!(!creates_process(libc::SYS_execve as u64, None));
+        assert!(may_hold_lock(libc::SYS_write as u64));
+        assert!(may_hold_lock(libc::SYS_mmap as u64));
+        assert!(!may_hold_lock(libc::SYS_futex as u64));
+        assert!(!may_hold_lock(libc::SYS_read as u64));
     }
 }
