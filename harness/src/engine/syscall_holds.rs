@@ -23,6 +23,14 @@
 //! subject that traces its own children (a debugger, a ptrace sandbox) finds them traced
 //! already; the log names its first `ptrace` call, and such a subject wants `rr` or `pct`.
 //!
+//! Fork pairing ([`crate::model::chaos`], [`fork_paired`]): a process-creating entry the seed
+//! draws is held as a `Forking` wait; the next entry of another thread of the same process into
+//! a call that [`may_hold_lock`] turns that thread into its `Partner` (kept) and lets the forker
+//! go; the partner goes on at the forker's fork event (the child exists then; a `vfork` parent
+//! then waits for its child, which must not wait for the partner) or its call's exit, and at
+//! most after [`PARTNER_AT_MOST`]. A wait that found no partner ends after
+//! [`FORK_PAIR_WAIT_MS`].
+//!
 //! Cost: every system call of a traced thread makes two ptrace stops (entry and exit), a few
 //! microseconds each: a perturbation of its own, spread evenly over all calls.
 
