@@ -6,7 +6,8 @@
 //! stopped for it (the tracer never sets `PTRACE_O_EXITKILL`). Signals meant for the subject
 //! still reach it (a signal-delivery stop is resumed with the signal), a group stop stays a
 //! group stop (`PTRACE_LISTEN`, as `PTRACE_SEIZE` asks), and which entries are held is
-//! [`syscall_hold`] of the seed, the call and its occurrence, nothing else.
+//! [`syscall_hold`] and [`fork_paired`] of the seed, the call and its occurrence, nothing else
+//! (an entry a pairing takes, as forker or partner, is not also held by the other rule).
 //!
 //! Why a process of its own (`wedge-init --hold-syscalls SEED PID...`): a tracer must `waitpid`
 //! its tracees, and `waitpid(-1)` in wedge would also take its children's exits from the trials
@@ -285,6 +286,10 @@ impl Tracer {
                 // SAFETY: PTRACE_LISTEN takes no addresses; the tracee is in a ptrace stop.
                 unsafe { libc::ptrace(libc::PTRACE_LISTEN, pid.as_raw(), 0, 0) };
             }
+            WaitStatus::PtraceEvent(pid, _, libc::PTRACE_EVENT_EXEC) => {
+                self.on_exec(pid);
+                resume(pid, None);
+            }
             WaitStatus::PtraceEvent(pid, _, _) => {
                 // A fork, vfork or clone event: the new process exists (and a vfork's parent
                 // waits for it from here, so its partner must not wait for that).
@@ -406,6 +411,20 @@ impl Tracer {
         });
         resume(forker.pid, None);
         true
+    }
+
+    /// Thread `pid` finished an `execve`: every other thread of its process is gone, without an
+    /// exit the tracer is told of, and if it was not the leader it now has the leader's tid. So
+    /// their holds (a forker's wait, its partner, a drawn hold) are dropped without resuming
+    /// anyone: a tid among them may be this very thread's now.
+    fn on_exec(&mut self, pid: Pid) {
+        let tgid = pid.as_raw();
+        // The tid the thread had before (PTRACE_GETEVENTMSG), when it was not the leader.
+        let former = ptrace::getevent(pid).map_or(tgid, |t| t as i32);
+        let tgids = &self.tgids;
+        let of_process = |tid: i32| tid == tgid || tid == former || tgids.get(&tid) == Some(&tgid);
+        self.held.retain(|h| !of_process(h.pid.as_raw()));
+        self.tgids.retain(|tid, t| *t != tgid && *tid != former);
     }
 
     /// The process (thread group) of thread `pid`, cached.
