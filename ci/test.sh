@@ -42,14 +42,21 @@ step ./target/release/trial_floor --jobs 2 --trials 20
 
 # Clippy, the fuzz smoke and the loom models need builds of their own (check mode, other flags,
 # other target directories) and are CPU-bound, while the gates below mostly wait on their
-# subjects' timeouts. So they run meanwhile (clippy first: nothing in the foreground runs cargo
-# until they are joined), in the background, at the lowest CPU and I/O priority so that the
+# subjects' timeouts. So they run meanwhile (the agent's second build and clippy first: nothing in
+# the foreground runs cargo until they are joined), in the background, at the lowest CPU and I/O priority so that the
 # gates' trials keep the machine, and are joined after the gates (their output is shown then,
 # and their failure fails this script). In a session of their own, so the exit trap can stop
 # them (and all their compilers and fuzzers) if this script ends early.
 background_log=target/background.log
 setsid nice -n 19 ionice -c 3 timeout --kill-after=30 "$limit" bash -c '
   set -e
+  s=$SECONDS
+  # wedge-agent-latest, the agent against libcontainer'"'"'s current release (a workspace of its own),
+  # for the steps after the join that ask for `--builder libcontainer-latest`. A failure fails the
+  # join, after the other steps have still run.
+  latest=0
+  ./ci/build-libcontainer-latest.sh -q || latest=$?
+  echo "== $((SECONDS - s)) s: wedge-agent-latest (status $latest)"
   s=$SECONDS
   cargo clippy --workspace --all-targets --all-features --release -- -D warnings
   echo "== $((SECONDS - s)) s: cargo clippy"
@@ -64,12 +71,13 @@ setsid nice -n 19 ionice -c 3 timeout --kill-after=30 "$limit" bash -c '
   # from the normal build.
   RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
     cargo test --release -p wedge-core --test "loom_*"
-  echo "== $((SECONDS - s)) s: loom models"' >"$background_log" 2>&1 </dev/null &
+  echo "== $((SECONDS - s)) s: loom models"
+  exit "$latest"' >"$background_log" 2>&1 </dev/null &
 background=$!
 trap 'kill -KILL -- "-$background" 2>/dev/null || true' EXIT
 # Waits for the background steps, shows what they printed, and fails if they failed.
 join_background() {
-  echo "== waiting for clippy, the fuzz smoke and the loom models (log: $background_log)" >&2
+  echo "== waiting for wedge-agent-latest, clippy, the fuzz smoke and the loom models (log: $background_log)" >&2
   local start=$SECONDS status=0
   wait "$background" || status=$?
   cat "$background_log" >&2
@@ -119,6 +127,12 @@ step ./target/release/wedge run --gate --out "$results-vm-cpus" ci/vm-smoke
 # (field/smoke-expected.txt); the npm/PyPI runtimes are ci/field.sh's longer run.
 step env WEDGE=./target/release/wedge ./ci/field-smoke.sh
 join_background
+# libcontainer's current release (built in the background above): the agent's tests, and the cwd
+# race, which must still be caught with the library's own chdir.
+step env WEDGE_TEST_AGENT_BUILDER=libcontainer-latest cargo test -p wedge-runtime --all-features --release --test agent_exec
+rm -rf "$results-latest"
+step ./target/release/wedge run --gate --backend host --out "$results-latest" \
+  --cell builder=libcontainer-latest scenarios/cwd-race.toml
 # Curated mutations: each reverted fix must be caught by the checks named for it (the build above,
 # mutations chosen at run time; see the script).
 step ./ci/mutants.sh

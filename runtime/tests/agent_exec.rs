@@ -7,7 +7,7 @@
 mod agent_support;
 
 use agent_support::{
-    Agent, AgentConfig, alive, libcontainer, request, shell, wait_until, watchdog,
+    Agent, AgentConfig, alive, builder, libcontainer, request, shell, wait_until, watchdog,
 };
 use std::time::Duration;
 use tonic::Code;
@@ -151,7 +151,47 @@ fn concurrent_execs_complete_with_the_default_strategy_at_one_worker() {
             .into_inner();
         assert_eq!(health.strategy, "zygote");
         assert_eq!(health.workers, 1);
+        // The release asked for built the execs (for -latest, the second build took over).
+        if libcontainer() {
+            let want = match builder().as_str() {
+                "libcontainer-latest" => "0.7.0",
+                _ => "0.5.7",
+            };
+            let log = agent.log_text();
+            let line = format!("libcontainer {want}: the agent's container started");
+            assert!(log.contains(&line), "no {line:?} in {log}");
+        }
     });
+}
+
+#[test]
+fn libcontainer_latest_without_its_second_build_is_refused_by_name() {
+    // A wedge-agent alone in a directory: no wedge-agent-latest beside it.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("agent-alone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let agent = dir.join("wedge-agent");
+    std::fs::hard_link(agent_support::AGENT, &agent)
+        .or_else(|_| std::fs::copy(agent_support::AGENT, &agent).map(|_| ()))
+        .unwrap();
+    let socket = dir.join("agent.sock");
+    let out = std::process::Command::new(&agent)
+        .args(["serve", "--builder", "libcontainer-latest", "--socket"])
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let made_socket = socket.exists();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("wedge-agent-latest") && err.contains("ci/build-libcontainer-latest.sh"),
+        "{err}"
+    );
+    assert!(!made_socket, "it served before handing over: {err}");
 }
 
 #[test]

@@ -178,6 +178,39 @@ mod tests {
     }
 
     #[test]
+    fn a_second_build_only_the_host_has_is_skipped_in_guests() {
+        let text = "[subject]\nkind = \"wedge-agent\"\n\
+            [matrix]\nbuilder = [\"wedge\", \"libcontainer-latest\"]\ncpus = [1, 4]\n\
+            [expect]\nexit = 0\n";
+        let s = Arc::new(Scenario::parse(std::path::Path::new("a.toml"), text).unwrap());
+        let facts = HostFacts {
+            host: Host {
+                kernel: "6.18.0".into(),
+                cpus: 2,
+                isolation: "cgroup2".into(),
+                backend: "host".into(),
+                accel: None,
+            },
+            limits: Default::default(),
+            probes: None,
+        };
+        let options = PlanOptions {
+            vm: VmHandle(Arc::new(Tcg)),
+            depth: Depth::Full,
+            ..PlanOptions::default()
+        };
+        let cells = plan(&facts, &[s], &options).unwrap();
+        let skip = |id: &str| {
+            let cell = cells.iter().find(|c| c.cell.id() == id).unwrap();
+            cell.skip.clone()
+        };
+        assert_eq!(skip("builder=wedge,cpus=4"), None);
+        assert_eq!(skip("builder=libcontainer-latest,cpus=1"), None);
+        let why = skip("builder=libcontainer-latest,cpus=4").unwrap();
+        assert!(why.contains("wedge-agent-latest"), "{why}");
+    }
+
+    #[test]
     fn the_full_plan_is_every_cell_with_every_trial() {
         let cells = planned(Depth::Full, &[], None);
         assert_eq!(cells.len(), 16);

@@ -116,6 +116,17 @@ pub fn resolve(
     expectation
 }
 
+/// Why a guest cannot run `cell` of `s`, when it needs a program only the host has: the agent's
+/// `--builder libcontainer-latest` hands over to `wedge-agent-latest`, a second build of the agent
+/// (runtime/libcontainer-latest) that the guest image does not carry (`vm::support::GUEST_BINARIES`).
+fn guest_lacks(s: &Scenario, cell: &Cell) -> Option<String> {
+    let agent = matches!(s.subject.program, crate::model::scenario::Program::WedgeAgent { .. });
+    (agent && cell.get("builder") == Some("libcontainer-latest")).then(|| {
+        "the guest image carries no wedge-agent-latest (the libcontainer-latest build is host-only)"
+            .to_string()
+    })
+}
+
 /// Cell `cell_index` of `s` as planned on this host.
 fn plan_cell(
     facts: &HostFacts,
@@ -131,7 +142,7 @@ fn plan_cell(
     // A limit the scenario sets is never dropped: without its controller the cell cannot run.
     let skip = skip.or_else(|| match target {
         Target::Host => facts.limits.refuses(&s.limits),
-        _ => None,
+        Target::Vm(_) => guest_lacks(s, &cell),
     });
     let values = (s.uses_probes() && skip.is_none())
         .then(|| planning_probes(&target, facts))

@@ -1,6 +1,7 @@
 //! The `wedge-agent` command line: `serve` and `exec`.
 
 use super::build::Builder;
+use super::second_build;
 use super::client::{self, Outcome};
 use super::failpoints;
 use super::proto::agent_server::AgentServer;
@@ -62,8 +63,9 @@ pub struct ServeArgs {
     /// Where this agent's state directory (wedge-agent-<pid>, removed on exit) is created [default: $TMPDIR].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Which code builds each exec: wedge's own build, or youki's libcontainer 0.5.7 (a tenant of one
-    /// container the agent starts; needs the `libcontainer` cargo feature).
+    /// Which code builds each exec: wedge's own build, or youki's libcontainer (a tenant of one
+    /// container the agent starts; needs the `libcontainer` cargo feature): 0.5.7, or the current
+    /// release through a second build of the agent (`libcontainer-latest`).
     #[arg(long, value_enum, value_name = "B", default_value_t = BuilderKind::Wedge)]
     pub builder: BuilderKind,
     /// The static busybox the `libcontainer` builder's container is made of [default: `busybox`
@@ -79,6 +81,9 @@ pub enum BuilderKind {
     Wedge,
     /// youki's libcontainer 0.5.7, as boxlite's guest uses it.
     Libcontainer,
+    /// youki's libcontainer, the current release (0.7.0): runs `wedge-agent-latest`, the agent
+    /// built against it (`ci/build-libcontainer-latest.sh`).
+    LibcontainerLatest,
 }
 
 #[cfg(feature = "libcontainer")]
@@ -115,20 +120,36 @@ fn busybox(args: &ServeArgs) -> PathBuf {
 /// Starts the container the `libcontainer` builder's execs join (none for the `wedge` builder).
 /// Called while the process is single-threaded: the library clones.
 fn start_container(args: &ServeArgs, state_root: &Path) -> Result<Option<Container>> {
-    match args.builder {
-        BuilderKind::Wedge => Ok(None),
-        #[cfg(feature = "libcontainer")]
-        BuilderKind::Libcontainer => Container::create(state_root, &busybox(args))
-            .map(Some)
-            .context("starting the libcontainer builder's container"),
-        #[cfg(not(feature = "libcontainer"))]
-        BuilderKind::Libcontainer => {
-            let _ = state_root;
-            bail!(
-                "--builder libcontainer: this wedge-agent was built without the `libcontainer` cargo feature"
-            )
+    use clap::ValueEnum as _;
+    // Each binary builds with the one release it links (second_build.rs).
+    match (args.builder, second_build::IS_SECOND_BUILD) {
+        (BuilderKind::Wedge, _) => Ok(None),
+        (BuilderKind::Libcontainer, false) | (BuilderKind::LibcontainerLatest, true) => {
+            create_container(args, state_root).map(Some)
         }
+        (other, _) => bail!(
+            "--builder {}: this wedge-agent links libcontainer {}",
+            other
+                .to_possible_value()
+                .map_or_else(|| "?".to_string(), |v| v.get_name().to_string()),
+            second_build::LIBRARY_VERSION
+        ),
     }
+}
+
+#[cfg(feature = "libcontainer")]
+fn create_container(args: &ServeArgs, state_root: &Path) -> Result<Container> {
+    Container::create(state_root, &busybox(args)).with_context(|| {
+        format!(
+            "starting the libcontainer {} builder's container",
+            second_build::LIBRARY_VERSION
+        )
+    })
+}
+
+#[cfg(not(feature = "libcontainer"))]
+fn create_container(_: &ServeArgs, _: &Path) -> Result<Container> {
+    bail!("--builder libcontainer: this wedge-agent was built without the `libcontainer` cargo feature")
 }
 
 #[derive(Debug, clap::Args)]
@@ -162,6 +183,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 
 /// `wedge-agent`'s main: parses the command line (bad arguments exit with status 2) and runs it.
 pub fn main() -> ExitCode {
+    second_build::keep_process_name();
     crate::mutation::check_env();
     let cli = Cli::parse();
     let default_level = match cli.command {
@@ -233,6 +255,10 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 pub const FORCED_STOP: &str = "wedge-agent: FORCED STOP";
 
 fn serve(args: ServeArgs) -> Result<()> {
+    if args.builder == BuilderKind::LibcontainerLatest && !second_build::IS_SECOND_BUILD {
+        // Before anything of this process's own exists: the second build takes over.
+        return second_build::exec_second_build();
+    }
     failpoints::configure_from_env()?;
     ensure_standard_fds()?;
     sys::become_child_subreaper().context("PR_SET_CHILD_SUBREAPER")?;

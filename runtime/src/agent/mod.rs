@@ -22,6 +22,7 @@ pub mod client;
 pub mod failpoints;
 pub mod kill;
 pub mod reaper;
+pub mod second_build;
 pub mod service;
 pub mod spawn;
 

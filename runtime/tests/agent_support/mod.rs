@@ -74,14 +74,15 @@ pub struct Agent {
 
 /// How to start an agent.
 /// The builder the agent tests run with: `$WEDGE_TEST_AGENT_BUILDER` (`wedge` when unset).
-/// `ci/test.sh` runs the agent's tests once with each builder.
+/// `ci/test.sh` runs the agent's tests once with each builder (and each libcontainer release).
 pub fn builder() -> String {
     std::env::var("WEDGE_TEST_AGENT_BUILDER").unwrap_or_else(|_| "wedge".into())
 }
 
-/// Whether the tests run against youki's libcontainer (see [`builder`]).
+/// Whether the tests run against youki's libcontainer, either release (see [`builder`]):
+/// `libcontainer` (0.5.7) or `libcontainer-latest` (the second build, `wedge-agent-latest`).
 pub fn libcontainer() -> bool {
-    builder() == "libcontainer"
+    builder().starts_with("libcontainer")
 }
 
 #[derive(Default, Clone)]

@@ -1,6 +1,7 @@
 //! The `libcontainer` builder: each exec is a tenant build by youki's `libcontainer` 0.5.7 (the
-//! release boxlite #349's analysis names) into the one container the agent created at start, the way
-//! boxlite's guest agent runs a command in its box.
+//! release boxlite #349's analysis names; in the second build of the agent, `wedge-agent-latest`,
+//! the current release: `agent::second_build`) into the one container the agent created at start,
+//! the way boxlite's guest agent runs a command in its box.
 //!
 //! Guarantee: the build is the real library's, step for step, with nothing of wedge's inside it. Its
 //! `TenantContainerBuilder::build()` blocks the calling thread through a clone of an intermediate
@@ -108,6 +109,10 @@ impl Container {
         let init = container.pid();
         container.start().map_err(library("start the container"))?;
         let init = container.pid().or(init).map(|p| Pid::from_raw(p.as_raw()));
+        tracing::info!(
+            "libcontainer {}: the agent's container started",
+            super::super::second_build::LIBRARY_VERSION
+        );
         #[cfg(feature = "failpoints")]
         super::library_hooks::watch(&root.join(CONTAINER_ID));
         let init = init.ok_or(ContainerError::Library {
