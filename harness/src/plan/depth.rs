@@ -145,6 +145,21 @@ mod tests {
         }
     }
 
+    /// A 2-CPU host on 6.18, no limits or probes known.
+    fn two_cpu_host() -> HostFacts {
+        HostFacts {
+            host: Host {
+                kernel: "6.18.0".into(),
+                cpus: 2,
+                isolation: "cgroup2".into(),
+                backend: "host".into(),
+                accel: None,
+            },
+            limits: Default::default(),
+            probes: None,
+        }
+    }
+
     /// kernel × variant × cpus, with a rate-gated variant and an opt-in one.
     const SCENARIO: &str = "[scenario]\ntrials = 10\nopt_in = { variant = [\"costly\"] }\n\
         [subject]\nkind = \"command\"\nargv = [\"true\"]\n\
@@ -155,17 +170,7 @@ mod tests {
 
     fn planned(depth: Depth, filters: &[&str], trials: Option<u32>) -> Vec<(String, u32)> {
         let s = Arc::new(Scenario::parse(std::path::Path::new("d.toml"), SCENARIO).unwrap());
-        let facts = HostFacts {
-            host: Host {
-                kernel: "6.18.0".into(),
-                cpus: 2,
-                isolation: "cgroup2".into(),
-                backend: "host".into(),
-                accel: None,
-            },
-            limits: Default::default(),
-            probes: None,
-        };
+        let facts = two_cpu_host();
         let options = PlanOptions {
             filters: filters.iter().map(|f| f.parse().unwrap()).collect(),
             trials,
@@ -183,17 +188,7 @@ mod tests {
             [matrix]\nbuilder = [\"wedge\", \"libcontainer-latest\"]\ncpus = [1, 4]\n\
             [expect]\nexit = 0\n";
         let s = Arc::new(Scenario::parse(std::path::Path::new("a.toml"), text).unwrap());
-        let facts = HostFacts {
-            host: Host {
-                kernel: "6.18.0".into(),
-                cpus: 2,
-                isolation: "cgroup2".into(),
-                backend: "host".into(),
-                accel: None,
-            },
-            limits: Default::default(),
-            probes: None,
-        };
+        let facts = two_cpu_host();
         let options = PlanOptions {
             vm: VmHandle(Arc::new(Tcg)),
             depth: Depth::Full,

@@ -120,7 +120,10 @@ pub fn resolve(
 /// `--builder libcontainer-latest` hands over to `wedge-agent-latest`, a second build of the agent
 /// (runtime/libcontainer-latest) that the guest image does not carry (`vm::support::GUEST_BINARIES`).
 fn guest_lacks(s: &Scenario, cell: &Cell) -> Option<String> {
-    let agent = matches!(s.subject.program, crate::model::scenario::Program::WedgeAgent { .. });
+    let agent = matches!(
+        s.subject.program,
+        crate::model::scenario::Program::WedgeAgent { .. }
+    );
     (agent && cell.get("builder") == Some("libcontainer-latest")).then(|| {
         "the guest image carries no wedge-agent-latest (the libcontainer-latest build is host-only)"
             .to_string()

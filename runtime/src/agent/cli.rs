@@ -1,11 +1,11 @@
 //! The `wedge-agent` command line: `serve` and `exec`.
 
 use super::build::Builder;
-use super::second_build;
 use super::client::{self, Outcome};
 use super::failpoints;
 use super::proto::agent_server::AgentServer;
 use super::proto::{ExecRequest, OutputStream};
+use super::second_build;
 use super::service::AgentService;
 use super::spawn::zygote::Zygote;
 use super::spawn::{self, Spawner, Strategy};
@@ -149,7 +149,9 @@ fn create_container(args: &ServeArgs, state_root: &Path) -> Result<Container> {
 
 #[cfg(not(feature = "libcontainer"))]
 fn create_container(_: &ServeArgs, _: &Path) -> Result<Container> {
-    bail!("--builder libcontainer: this wedge-agent was built without the `libcontainer` cargo feature")
+    bail!(
+        "--builder libcontainer: this wedge-agent was built without the `libcontainer` cargo feature"
+    )
 }
 
 #[derive(Debug, clap::Args)]

@@ -17,11 +17,7 @@ use std::path::PathBuf;
 pub const PROGRAM: &str = "wedge-agent-latest";
 
 /// The libcontainer release this build's `libcontainer` builder uses.
-pub const LIBRARY_VERSION: &str = if IS_SECOND_BUILD {
-    "0.7.0"
-} else {
-    "0.5.7"
-};
+pub const LIBRARY_VERSION: &str = if IS_SECOND_BUILD { "0.7.0" } else { "0.5.7" };
 
 /// Whether this binary is the second build (set by `runtime/build.rs` from the package name).
 pub const IS_SECOND_BUILD: bool = cfg!(wedge_second_build);
