@@ -21,6 +21,15 @@
 //! and the last process that changed it (`semctl(GETPID)`, a pid in wedge's own pid namespace).
 //! Both exist only inside the set's IPC namespace: they are read from a thread that joined the
 //! waiter's. Not visible anywhere: who will `semop` it next, or who "holds" a count.
+//!
+//! `/proc/locks` lists every file lock of the machine and is not a snapshot: the kernel hands it
+//! out one page per `read`, and each `read` resumes by counting entries from the head of the
+//! list again. A lock taken or dropped anywhere on the machine between two reads shifts that
+//! count, so one entry is skipped or repeated: with a few hundred locks in churn (a build
+//! holding cargo's locks) a two-process flock cycle read as a one-edge chain in 5 of 60 trials.
+//! The tree itself is quiescent when this runs, so its entries are stable: [`file_locks`] reads
+//! the file again, merging what each read saw, until every tree process blocked in a lock call
+//! is listed as a waiter (at most [`LOCKS_READS`] reads).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -42,6 +51,10 @@ const STACK_FRAMES: u64 = 64 * 1024;
 const FUTEX_WAITV_MAX: u64 = 128;
 /// Most `struct sembuf`s of one `semop` read (the kernel's `SEMOPM` default is 500).
 const SEMOPS_MAX: u64 = 64;
+/// Most reads of `/proc/locks` for one graph (each skips an entry only when the machine's
+/// locks changed during it, so a few suffice; a waiter behind a lock that vanished is never
+/// found and would otherwise cost a read per snapshot forever).
+pub const LOCKS_READS: usize = 8;
 
 /// The observations of the processes in `samples`, with each thread's `doing` left empty.
 pub fn observe(samples: &[ProcessSample]) -> Observations {
@@ -76,12 +89,19 @@ pub fn observe(samples: &[ProcessSample]) -> Observations {
             semaphores(p);
         }
     }
-    let locks = if waits(&processes, |b| matches!(b, Blocked::FileLock)) {
-        fs::read_to_string("/proc/locks")
-            .map(|t| parse_locks(&t))
-            .unwrap_or_default()
-    } else {
+    let lock_waiters: Vec<i32> = processes
+        .iter()
+        .filter(|p| {
+            p.threads
+                .iter()
+                .any(|t| matches!(t.blocked, Some(Blocked::FileLock)))
+        })
+        .map(|p| p.pid)
+        .collect();
+    let locks = if lock_waiters.is_empty() {
         Vec::new()
+    } else {
+        file_locks(&lock_waiters, || fs::read_to_string("/proc/locks").ok())
     };
     Observations {
         processes,
@@ -521,6 +541,45 @@ pub fn parse_fdinfo_flags(fdinfo: &str) -> Option<u32> {
     u32::from_str_radix(octal.trim(), 8).ok()
 }
 
+/// The entries of `/proc/locks` (as `read` returns it) that show each of `waiters` blocked,
+/// merged over up to [`LOCKS_READS`] reads (the module doc says why one read is not enough).
+pub fn file_locks(waiters: &[i32], mut read: impl FnMut() -> Option<String>) -> Vec<FileLock> {
+    let mut locks: Vec<FileLock> = Vec::new();
+    for _ in 0..LOCKS_READS {
+        let Some(text) = read() else {
+            break;
+        };
+        merge_locks(&mut locks, parse_locks(&text));
+        if waiters
+            .iter()
+            .all(|w| locks.iter().any(|l| l.blocked.contains(w)))
+        {
+            break;
+        }
+    }
+    locks
+}
+
+/// Adds to `into` the locks of `more` it lacks, and to each lock the waiters it lacks (a lock
+/// is its class, file and holder).
+fn merge_locks(into: &mut Vec<FileLock>, more: Vec<FileLock>) {
+    for lock in more {
+        let same = |l: &&mut FileLock| {
+            l.class == lock.class && l.file == lock.file && l.holder == lock.holder
+        };
+        match into.iter_mut().find(same) {
+            Some(known) => {
+                for pid in lock.blocked {
+                    if !known.blocked.contains(&pid) {
+                        known.blocked.push(pid);
+                    }
+                }
+            }
+            None => into.push(lock),
+        }
+    }
+}
+
 /// Parses `/proc/locks`: `N: CLASS MODE ACCESS PID MAJ:MIN:INODE START END` per lock, each
 /// followed by the locks blocked behind it as `N: -> ...` (deeper ones indented further: a
 /// blocked lock can itself block others).
@@ -564,6 +623,39 @@ pub fn parse_locks(text: &str) -> Vec<FileLock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locks_are_read_again_until_every_waiter_is_listed() {
+        let a = "1: FLOCK  ADVISORY  WRITE 10 00:01:5 0 EOF\n\
+                 1: -> FLOCK  ADVISORY  WRITE 11 00:01:5 0 EOF\n";
+        // The first read skipped the entry that shows 10 waiting behind 11.
+        let b = "7: FLOCK  ADVISORY  WRITE 99 00:01:9 0 EOF\n\
+                 8: FLOCK  ADVISORY  WRITE 11 00:01:6 0 EOF\n\
+                 8: -> FLOCK  ADVISORY  WRITE 10 00:01:6 0 EOF\n\
+                 9: FLOCK  ADVISORY  WRITE 10 00:01:5 0 EOF\n\
+                 9: -> FLOCK  ADVISORY  WRITE 11 00:01:5 0 EOF\n";
+        let mut reads = vec![a, b, a].into_iter();
+        let mut count = 0;
+        let locks = file_locks(&[10, 11], || {
+            count += 1;
+            reads.next().map(String::from)
+        });
+        assert_eq!(count, 2, "stops once both waiters are listed");
+        let held: Vec<(i32, &[i32])> = locks.iter().map(|l| (l.holder, &l.blocked[..])).collect();
+        assert_eq!(held, [(10, &[11][..]), (99, &[][..]), (11, &[10][..])]);
+    }
+
+    #[test]
+    fn a_waiter_never_listed_costs_a_bounded_number_of_reads() {
+        let mut count = 0;
+        let locks = file_locks(&[10], || {
+            count += 1;
+            Some("1: FLOCK  ADVISORY  WRITE 12 00:01:5 0 EOF\n".to_string())
+        });
+        assert_eq!(count, LOCKS_READS);
+        assert_eq!(locks.len(), 1, "the same entry each time is kept once");
+        assert_eq!(file_locks(&[10], || None), Vec::new());
+    }
 
     #[test]
     fn parses_locks_with_their_waiters() {
