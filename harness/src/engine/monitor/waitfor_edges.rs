@@ -17,7 +17,8 @@
 //! only the calling thread's). No process is spawned.
 //!
 //! A SysV semaphore records no owner. What is visible of a set a thread waits on (`semop`,
-//! `semtimedop`): its key and size (`/proc/sysvipc/sem`), and per semaphore waited on its value
+//! `semtimedop`): its key (`IPC_STAT`: one call, where `/proc/sysvipc/sem` would be a listing
+//! that skips entries when other sets come and go between its pages), and per semaphore waited on its value
 //! and the last process that changed it (`semctl(GETPID)`, a pid in wedge's own pid namespace).
 //! Both exist only inside the set's IPC namespace: they are read from a thread that joined the
 //! waiter's. Not visible anywhere: who will `semop` it next, or who "holds" a count.
@@ -280,7 +281,6 @@ fn semaphores(p: &mut ProcObs) {
     };
     let threads = &mut p.threads;
     in_namespace(p.pid, "ipc", libc::CLONE_NEWIPC, move || {
-        let table = fs::read_to_string("/proc/sysvipc/sem").unwrap_or_default();
         for t in threads.iter_mut() {
             let Some(Blocked::Semaphore {
                 set,
@@ -292,7 +292,7 @@ fn semaphores(p: &mut ProcObs) {
                 continue;
             };
             *at = ns.ino();
-            *key = parse_sem_key(&table, *set);
+            *key = sem_key(*set);
             for w in ops.iter_mut() {
                 let num = libc::c_int::from(w.num);
                 // SAFETY: semctl with GETVAL and GETPID takes no pointer argument.
@@ -310,12 +310,13 @@ fn semaphores(p: &mut ProcObs) {
     });
 }
 
-/// The key of set `id` in `/proc/sysvipc/sem` (`key semid perms nsems uid gid ...`).
-pub fn parse_sem_key(table: &str, id: i32) -> Option<i32> {
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_ascii_whitespace().collect();
-        (f.get(1)?.parse::<i32>().ok()? == id).then(|| f.first()?.parse().ok())?
-    })
+/// The key of set `id` in the calling thread's IPC namespace (`None`: gone, or not readable).
+fn sem_key(id: i32) -> Option<i32> {
+    // SAFETY: a zeroed semid_ds is a valid value of a plain C struct.
+    let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: IPC_STAT writes one semid_ds through the pointer, which points at `ds`.
+    let r = unsafe { libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) };
+    (r == 0).then_some(ds.sem_perm.__key)
 }
 
 /// The stack pointer of a thread blocked in a syscall (the next to last field of `syscall`).
@@ -745,11 +746,19 @@ mod tests {
         let waits: Vec<(u16, i16)> = sem_waits(&bytes).iter().map(|w| (w.num, w.op)).collect();
         // A post and an IPC_NOWAIT never wait; semaphore 0 once.
         assert_eq!(waits, vec![(0, -1), (2, 0)]);
-        let table = "       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n\
-                     \x20        0          0   600          2     0     0     0     0 1764950000 1764950000\n\
-                     \x20  1234567      32769   644          1     0     0     0     0          0 1764950000\n";
-        assert_eq!(parse_sem_key(table, 0), Some(0));
-        assert_eq!(parse_sem_key(table, 32769), Some(1_234_567));
-        assert_eq!(parse_sem_key(table, 5), None);
+    }
+
+    #[test]
+    fn reads_a_semaphore_sets_key() {
+        // A key no other test uses; the set is removed before the asserts.
+        let key = 0x5745_4447;
+        // SAFETY: semget and semctl(IPC_RMID) take integers.
+        let id = unsafe { libc::semget(key, 1, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "semget: {}", std::io::Error::last_os_error());
+        let got = sem_key(id);
+        // SAFETY: as above.
+        unsafe { libc::semctl(id, 0, libc::IPC_RMID) };
+        assert_eq!(got, Some(key));
+        assert_eq!(sem_key(id), None, "a removed set has no key");
     }
 }
