@@ -48,6 +48,9 @@
 //! wedge-subject fork-logging stdio|raw  a thread logs to stderr without end while main forks 20
 //!                                  children in turn; each child writes a line through the
 //!                                  stderr lock (stdio) or a bare write(2) (raw); "forked 20"
+//! wedge-subject fork-malloc clone|fork  one malloc arena, a thread allocating without end, main
+//!                                  makes 20 children in turn with a bare clone or glibc's fork;
+//!                                  each child allocates once; "forked 20"
 //! wedge-subject fork-locked       thread holder locks a pthread mutex and pauses; main forks, the
 //!                                  child locks the mutex (held by a thread it does not have), the
 //!                                  parent waits for the child
@@ -98,7 +101,7 @@ fn say(text: &str) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wedge-subject exit [CODE] | stamp | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | pthread-abba | pthread-cycle3 | pi-abba | flock-abba | pipe-cycle | stopped-child | itimer-tick | uring-timeout | uring-empty | fork-logging stdio|raw | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
+        "usage: wedge-subject exit [CODE] | stamp | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | pthread-abba | pthread-cycle3 | pi-abba | flock-abba | pipe-cycle | stopped-child | itimer-tick | uring-timeout | uring-empty | fork-logging stdio|raw [--wait-stdin] | fork-malloc clone|fork [--wait-stdin] | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
     );
     std::process::exit(2);
 }
@@ -768,7 +771,19 @@ fn main() {
         Some("posix-timer-disarmed") => posix_timer(false),
         Some(mode) if waits::MODES.contains(&mode) => waits::run(mode),
         Some("fork-bomb") => fork_bomb(number(args.get(1))),
-        Some("fork-logging") => races::fork_logging(args.get(1).map(String::as_str), usage),
+        Some(which @ ("fork-logging" | "fork-malloc")) => {
+            let how = args.get(1).map(String::as_str);
+            let wait_stdin = match args.get(2).map(String::as_str) {
+                None => false,
+                Some("--wait-stdin") => true,
+                Some(_) => usage(),
+            };
+            if which == "fork-logging" {
+                races::fork_logging(how, wait_stdin, usage)
+            } else {
+                races::fork_malloc(how, wait_stdin, usage)
+            }
+        }
         Some("close-fds") => match args.get(1).map(String::as_str) {
             Some("exit") => close_fds(false),
             Some("hang") => close_fds(true),

@@ -21,6 +21,7 @@
 //! a thread blocked outside a syscall, which wedge must tell from an unreadable file
 //! ([`SyscallState::parse`]).
 
+pub mod glibc_arenas;
 pub mod syscall;
 pub mod wake_sources;
 

@@ -30,7 +30,8 @@
 //! go; the partner goes on at the forker's fork event (the child exists then; a `vfork` parent
 //! then waits for its child, which must not wait for the partner) or its call's exit, and at
 //! most after [`PARTNER_AT_MOST`]. A wait that found no partner ends after
-//! [`FORK_PAIR_WAIT_MS`].
+//! [`FORK_PAIR_WAIT_MS`]. Meanwhile the forker's process is looked at for a locked malloc arena
+//! ([`arena_looks`]): a look that finds one pairs the fork with the threads it stopped.
 //!
 //! Cost: every system call of a traced thread makes two ptrace stops (entry and exit), a few
 //! microseconds each: a perturbation of its own, spread evenly over all calls.
@@ -49,6 +50,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+
+mod arena_looks;
 
 use crate::model::chaos::{
     FORK_PAIR_WAIT_MS, creates_process, fork_paired, may_hold_lock, syscall_hold,
@@ -127,6 +130,8 @@ struct Tracer {
     tgids: HashMap<i32, i32>,
     log: Vec<String>,
     applied: usize,
+    /// The arena looks of the forker being looked for, if any ([`arena_looks`]).
+    looks: Option<arena_looks::Looks>,
 }
 
 /// A thread kept stopped at a syscall entry, until when, and why.
@@ -159,6 +164,7 @@ impl Tracer {
             tgids: HashMap::new(),
             log: Vec::new(),
             applied: 0,
+            looks: None,
         }
     }
 
@@ -186,6 +192,7 @@ impl Tracer {
         loop {
             self.reap_stops()?;
             self.release_due(Instant::now());
+            self.step_looks(Instant::now());
             let mut fds = [
                 PollFd::new(stopped.as_fd(), PollFlags::POLLIN),
                 PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
@@ -201,9 +208,11 @@ impl Tracer {
         }
     }
 
-    /// The poll timeout: until the earliest hold ends (rounded up to whole ms), or none.
+    /// The poll timeout: until the earliest hold ends or the next arena look is due (rounded up
+    /// to whole ms), or none.
     fn next_release(&self) -> PollTimeout {
-        let Some(until) = self.held.iter().map(|h| h.until).min() else {
+        let holds = self.held.iter().map(|h| h.until);
+        let Some(until) = holds.chain(self.looks_due()).min() else {
             return PollTimeout::NONE;
         };
         let left = until.saturating_duration_since(Instant::now());
@@ -286,6 +295,8 @@ impl Tracer {
                 // SAFETY: PTRACE_LISTEN takes no addresses; the tracee is in a ptrace stop.
                 unsafe { libc::ptrace(libc::PTRACE_LISTEN, pid.as_raw(), 0, 0) };
             }
+            // An interrupt an arena look asked for: the thread stays stopped until it is judged.
+            WaitStatus::PtraceEvent(pid, _, libc::PTRACE_EVENT_STOP) if self.looked_stop(pid) => {}
             WaitStatus::PtraceEvent(pid, _, libc::PTRACE_EVENT_EXEC) => {
                 self.on_exec(pid);
                 resume(pid, None);
@@ -300,6 +311,7 @@ impl Tracer {
             WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) => {
                 self.release_partners_of(pid);
                 self.held.retain(|h| h.pid != pid);
+                self.forget_looked(pid);
                 self.tgids.remove(&pid.as_raw());
             }
             _ => {}
@@ -380,6 +392,7 @@ impl Tracer {
         let what = format!("{} (entry {occurrence})", call_name(nr));
         let wait = Duration::from_millis(FORK_PAIR_WAIT_MS);
         self.hold(pid, wait, Why::Forking { tgid, what });
+        self.start_looks(pid, tgid, nr, occurrence);
         true
     }
 
@@ -424,6 +437,7 @@ impl Tracer {
         let tgids = &self.tgids;
         let of_process = |tid: i32| tid == tgid || tid == former || tgids.get(&tid) == Some(&tgid);
         self.held.retain(|h| !of_process(h.pid.as_raw()));
+        self.drop_looks_of(tgid);
         self.tgids.retain(|tid, t| *t != tgid && *tid != former);
     }
 
