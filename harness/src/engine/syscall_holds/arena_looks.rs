@@ -112,6 +112,13 @@ impl Tracer {
         }
     }
 
+    /// Ends the looks, letting the threads stopped for the one in flight go.
+    pub(super) fn end_looks(&mut self) {
+        if let Some(l) = self.looks.take() {
+            l.stopped.into_iter().for_each(|p| resume(p, None));
+        }
+    }
+
     /// Starts a look when one is due, judges the one in flight when it is complete or due, and
     /// ends the looks when their forker no longer waits.
     pub(super) fn step_looks(&mut self, now: Instant) {
@@ -125,10 +132,7 @@ impl Tracer {
             .any(|h| h.pid == forker && matches!(h.why, Why::Forking { .. }));
         if !waits {
             // A write partner came, the wait ran out, or the forker is gone.
-            if let Some(l) = self.looks.take() {
-                l.stopped.into_iter().for_each(|p| resume(p, None));
-            }
-            return;
+            return self.end_looks();
         }
         match (l.in_flight, now >= l.at) {
             (true, due) if due || l.waiting.is_empty() => self.judge_look(now),

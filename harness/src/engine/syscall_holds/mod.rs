@@ -480,6 +480,7 @@ impl Tracer {
     }
 
     fn release_all(&mut self) {
+        self.end_looks();
         for h in std::mem::take(&mut self.held) {
             resume(h.pid, None);
         }
