@@ -11,8 +11,8 @@ use super::{fail, say};
 /// How many children `fork-logging` makes, one after another.
 const FORKS: u32 = 20;
 
-/// `fork-logging stdio|raw [--wait-stdin]`: a thread logs to stderr over and over (Rust's stderr lock is held
-/// across each `write`) while the main thread forks [`FORKS`] children one at a time and waits
+/// `fork-logging stdio|raw [--wait-stdin]`: a thread logs to stderr over and over (Rust's
+/// stderr lock is held across each `write`) while the main thread forks [`FORKS`] children one at a time and waits
 /// for each. A child writes one line and exits: with `stdio` through `eprintln!`, which takes
 /// the stderr lock (a fork made while the logger was inside its `write` leaves that lock held by
 /// a thread the child does not have, so the child and then the parent's wait hang forever); with
@@ -38,40 +38,22 @@ pub fn fork_logging(child: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> 
             }
         })
         .unwrap_or_else(|_| fail("spawn"));
-    if wait_stdin {
-        read_line();
-    }
-    for n in 0..FORKS {
-        // SAFETY: the child makes one write (a locked one with `stdio`: the hazard under test)
-        // and _exits; it runs no destructors of the parent's state.
-        match unsafe { libc::fork() } {
-            -1 => fail("fork"),
-            0 => {
-                if stdio {
-                    eprintln!("child {n}");
-                } else {
-                    let text = b"child (raw)\n";
-                    // SAFETY: a valid buffer of the given length.
-                    unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
-                }
-                // SAFETY: _exit takes an integer; no destructors in a forked copy.
-                unsafe { libc::_exit(0) }
-            }
-            child => {
-                let mut status = 0;
-                // SAFETY: waiting for our own child.
-                unsafe { libc::waitpid(child, &mut status, 0) };
-            }
+    // SAFETY: the child makes one write (a locked one with `stdio`: the hazard under test)
+    // and _exits; it runs no destructors of the parent's state.
+    let make = || unsafe { libc::fork() };
+    fork_in_turn(logger, &STOP, wait_stdin, make, |n| {
+        if stdio {
+            eprintln!("child {n}");
+        } else {
+            let text = b"child (raw)\n";
+            // SAFETY: a valid buffer of the given length.
+            unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
         }
-    }
-    STOP.store(true, Ordering::Relaxed);
-    let _ = logger.join();
-    say(&format!("forked {FORKS}"));
-    std::process::exit(0)
+    })
 }
 
-/// `fork-malloc clone|fork [--wait-stdin]`: the process keeps one malloc arena (`M_ARENA_MAX` 1, as any process
-/// with more threads than arenas ends up sharing them), a thread allocates and frees blocks too
+/// `fork-malloc clone|fork [--wait-stdin]`: the process keeps one malloc arena (`M_ARENA_MAX`
+/// 1, as any process with more threads than arenas ends up sharing them), a thread allocates and frees blocks too
 /// big for glibc's per-thread cache (each `malloc` and `free` takes the arena's lock), and the
 /// main thread makes [`FORKS`] children one at a time and waits for each. A child allocates one
 /// such block and exits. With `clone` the children are made by a bare `clone` system call, as
@@ -105,34 +87,52 @@ pub fn fork_malloc(how: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> ! {
             }
         })
         .unwrap_or_else(|_| fail("spawn"));
-    if wait_stdin {
-        read_line();
-    }
-    for _ in 0..FORKS {
-        let child = if bare {
+    let make = || {
+        if bare {
             // SAFETY: a fork-like clone (no shared memory, SIGCHLD at exit); the child only
             // allocates and _exits, running nothing of the parent's state.
             unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) as i32 }
         } else {
             // SAFETY: as above, through glibc's fork.
             unsafe { libc::fork() }
-        };
-        match child {
-            -1 => fail("clone"),
+        }
+    };
+    fork_in_turn(allocator, &STOP, wait_stdin, make, |_| {
+        std::hint::black_box(vec![1u8; 4096]);
+    })
+}
+
+/// What `fork-logging` and `fork-malloc` share once their helper thread runs: [`FORKS`] children
+/// one at a time, each made by `make` (which returns what `fork` returns) and running
+/// `child(n)`, then `_exit(0)`, each waited for; then `stop` ends the helper, which is joined,
+/// and "forked 20" is printed.
+fn fork_in_turn(
+    helper: std::thread::JoinHandle<()>,
+    stop: &AtomicBool,
+    wait_stdin: bool,
+    make: impl Fn() -> i32,
+    child: impl Fn(u32),
+) -> ! {
+    if wait_stdin {
+        read_line();
+    }
+    for n in 0..FORKS {
+        match make() {
+            -1 => fail("fork"),
             0 => {
-                std::hint::black_box(vec![1u8; 4096]);
+                child(n);
                 // SAFETY: _exit takes an integer; no destructors in a forked copy.
                 unsafe { libc::_exit(0) }
             }
-            child => {
+            pid => {
                 let mut status = 0;
                 // SAFETY: waiting for our own child.
-                unsafe { libc::waitpid(child, &mut status, 0) };
+                unsafe { libc::waitpid(pid, &mut status, 0) };
             }
         }
     }
-    STOP.store(true, Ordering::Relaxed);
-    let _ = allocator.join();
+    stop.store(true, Ordering::Relaxed);
+    let _ = helper.join();
     say(&format!("forked {FORKS}"));
     std::process::exit(0)
 }
