@@ -771,19 +771,7 @@ fn main() {
         Some("posix-timer-disarmed") => posix_timer(false),
         Some(mode) if waits::MODES.contains(&mode) => waits::run(mode),
         Some("fork-bomb") => fork_bomb(number(args.get(1))),
-        Some(which @ ("fork-logging" | "fork-malloc")) => {
-            let how = args.get(1).map(String::as_str);
-            let wait_stdin = match args.get(2).map(String::as_str) {
-                None => false,
-                Some("--wait-stdin") => true,
-                Some(_) => usage(),
-            };
-            if which == "fork-logging" {
-                races::fork_logging(how, wait_stdin, usage)
-            } else {
-                races::fork_malloc(how, wait_stdin, usage)
-            }
-        }
+        Some(which @ ("fork-logging" | "fork-malloc")) => races::forks(which, &args[1..], usage),
         Some("close-fds") => match args.get(1).map(String::as_str) {
             Some("exit") => close_fds(false),
             Some("hang") => close_fds(true),

@@ -11,6 +11,21 @@ use super::{fail, say};
 /// How many children `fork-logging` makes, one after another.
 const FORKS: u32 = 20;
 
+/// `fork-logging ...` or `fork-malloc ...` (`which`), with the arguments after it (`usage` for
+/// any the mode does not take).
+pub fn forks(which: &str, args: &[String], usage: fn() -> !) -> ! {
+    let how = args.first().map(String::as_str);
+    let wait_stdin = match args.get(1).map(String::as_str) {
+        None => false,
+        Some("--wait-stdin") => true,
+        Some(_) => usage(),
+    };
+    match which {
+        "fork-logging" => fork_logging(how, wait_stdin, usage),
+        _ => fork_malloc(how, wait_stdin, usage),
+    }
+}
+
 /// `fork-logging stdio|raw [--wait-stdin]`: a thread logs to stderr over and over (Rust's
 /// stderr lock is held across each `write`) while the main thread forks [`FORKS`] children one at a time and waits
 /// for each. A child writes one line and exits: with `stdio` through `eprintln!`, which takes
@@ -19,7 +34,7 @@ const FORKS: u32 = 20;
 /// `raw` through a bare `write(2)`, which is async-signal-safe and never waits. Prints
 /// "forked 20" and exits 0 once every child has ended.
 /// (`usage` for any other argument.)
-pub fn fork_logging(child: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> ! {
+fn fork_logging(child: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> ! {
     let stdio = match child {
         Some("stdio") => true,
         Some("raw") => false,
@@ -62,7 +77,7 @@ pub fn fork_logging(child: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> 
 /// parent's wait) hangs forever. With `fork` they are made by glibc's `fork`, which takes every
 /// arena lock around the call, so the child never inherits a held one. Prints "forked 20" and
 /// exits 0 once every child has ended. (`usage` for any other argument.)
-pub fn fork_malloc(how: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> ! {
+fn fork_malloc(how: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> ! {
     let bare = match how {
         Some("clone") => true,
         Some("fork") => false,
