@@ -66,8 +66,9 @@ pub const FORK_PAIR_WAIT_MS: u64 = 50;
 /// allocator (log-uniform, microseconds): a few hundred looks in [`FORK_PAIR_WAIT_MS`], each
 /// stopping the process's running threads for a few microseconds. An arena is typically locked
 /// for well under 1 % of a busy allocator's time, so fewer looks often found it free: on
-/// `wedge-subject fork-malloc clone` (20 trials each, one run) 100–2000 µs gaps caught it in 16
-/// trials and 50–500 µs in 18, against 5 hangs without chaos.
+/// `wedge-subject fork-malloc clone` (20 trials each, one run), against 5 hangs without chaos,
+/// 100–2000 µs gaps caught it in 16 trials and 50–500 µs in 18 while the tracer's `poll` still
+/// rounded every wait up to a whole millisecond, and 50–500 µs kept exact (`ppoll`) in 20.
 pub const ARENA_LOOK_GAP_US: (f64, f64) = (50.0, 500.0);
 
 /// How a trial perturbs its subject's scheduling (`[scenario] chaos`, the `chaos` axis,

@@ -44,10 +44,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::ptrace::{self, Options};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -197,7 +198,7 @@ impl Tracer {
                 PollFd::new(stopped.as_fd(), PollFlags::POLLIN),
                 PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, self.next_release()) {
+            match ppoll(&mut fds, self.next_release(), None) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(e),
             }
@@ -208,16 +209,15 @@ impl Tracer {
         }
     }
 
-    /// The poll timeout: until the earliest hold ends or the next arena look is due (rounded up
-    /// to whole ms), or none.
-    fn next_release(&self) -> PollTimeout {
+    /// The poll timeout: until the earliest hold ends or the next arena look is due, or none.
+    /// `ppoll`, for its nanoseconds: `poll`'s whole milliseconds would stretch every look's
+    /// 50–500 µs gap to at least 1 ms.
+    fn next_release(&self) -> Option<TimeSpec> {
         let holds = self.held.iter().map(|h| h.until);
-        let Some(until) = holds.chain(self.looks_due()).min() else {
-            return PollTimeout::NONE;
-        };
-        let left = until.saturating_duration_since(Instant::now());
-        let ms = left.as_micros().div_ceil(1000);
-        PollTimeout::try_from(Duration::from_millis(ms as u64)).unwrap_or(PollTimeout::MAX)
+        let until = holds.chain(self.looks_due()).min()?;
+        Some(TimeSpec::from_duration(
+            until.saturating_duration_since(Instant::now()),
+        ))
     }
 
     /// Seizes every thread of `pids` and of their children, listing each process's threads
