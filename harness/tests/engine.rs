@@ -808,8 +808,8 @@ fn syscall_chaos_forks_while_another_thread_holds_a_malloc_arena() {
         for (index, cell) in s.cells().iter().enumerate() {
             let r = cell_trial(&engine, &s, index, seed, Chaos::Syscall);
             // "chaos +9 ms: thread 11 (wedge-subject) made a process with clone (entry 7)
-            // while malloc arena 0x7f55c0e88c60 was locked by another thread (look 3); kept
-            // stopped: 12 (allocator)"
+            // while malloc arena 0x7f55c0e88c60 (the one it allocates from) was locked by
+            // another thread (look 3); kept stopped: 12 (allocator)"
             let finds: Vec<&String> = r
                 .log
                 .iter()
@@ -822,6 +822,8 @@ fn syscall_chaos_forks_while_another_thread_holds_a_malloc_arena() {
                 let (entry, _) = rest.split_once(')').unwrap();
                 assert!(fork_paired(seed, clone, entry.parse().unwrap()), "{line}");
                 assert!(line.contains("while malloc arena 0x"), "{line}");
+                // The forker's own arena is found below its thread pointer.
+                assert!(line.contains("(the one it allocates from)"), "{line}");
             }
             match cell.get("how").unwrap() {
                 // The allocator's arena lock is the child's forever, and the parent waits.

@@ -148,6 +148,50 @@ fn lone_main_arena(
         })
 }
 
+/// How far below a thread's pointer its arena pointer is looked for: the static TLS blocks of
+/// the executable and of libc sit right below it (wedge-agent's is 0x260 bytes, Debian 12 libc's
+/// 0x90); a larger executable TLS than this leaves the thread's arena unknown, never wrong.
+pub const TLS_SCAN: u64 = 16 << 10;
+
+/// The arena a thread of process `pid` allocates from (glibc's `thread_arena`), given the
+/// thread's pointer `tp` (`fs_base` on x86-64) and stack pointer `sp`; `None` when no word below
+/// the thread pointer holds one of `arenas`.
+///
+/// glibc keeps `thread_arena` in libc's static TLS block, which on x86-64 (TLS variant II) lies
+/// below the thread pointer after the executable's block; no symbol gives its offset (Debian's
+/// libc has no `.symtab`), so the words below the thread pointer are read nearest first, and the
+/// first that equals an arena's address is taken for it. No other TLS word of glibc or of a Rust
+/// program points at an arena's start. The scan stops at [`TLS_SCAN`] bytes, at the stack
+/// pointer when that is below the thread pointer (a thread's TLS is at the top of its stack;
+/// below the stack pointer are dead frames, which may hold any arena's address), and at the
+/// first unreadable page.
+pub fn of_thread(pid: i32, tp: u64, sp: u64, arenas: &[u64]) -> Option<u64> {
+    let floor = tp.saturating_sub(TLS_SCAN);
+    // Word-aligned, so that the words read are the words the program stores.
+    let low = (if sp < tp && sp > floor { sp } else { floor } + 7) & !7;
+    let mut top = tp;
+    while top > low {
+        let start = (top - 1) & !0xfff;
+        let start = start.max(low);
+        let bytes = read_memory(pid, start, (top - start) as usize)?;
+        if let Some(a) = nearest_arena(&bytes, arenas) {
+            return Some(a);
+        }
+        top = start;
+    }
+    None
+}
+
+/// The last 8-byte-aligned word of `bytes` (read from an aligned address) that is one of
+/// `arenas`.
+pub fn nearest_arena(bytes: &[u8], arenas: &[u64]) -> Option<u64> {
+    bytes
+        .chunks_exact(8)
+        .rev()
+        .map(|w| u64::from_ne_bytes(w.try_into().unwrap_or_default()))
+        .find(|w| arenas.contains(w))
+}
+
 /// Those of `arenas` whose mutex is taken in process `pid` right now.
 pub fn locked(pid: i32, arenas: &[u64]) -> Vec<u64> {
     arenas
@@ -274,5 +318,65 @@ mod tests {
                 assert!(u32::from_ne_bytes(w.try_into().unwrap()) <= 2);
             }
         });
+    }
+
+    #[test]
+    fn the_nearest_arena_word_below_the_thread_pointer_is_the_threads() {
+        let arenas = [0x7f00_0000_0030, 0x7f55_0000_1c60];
+        let words = |ws: &[u64]| ws.iter().flat_map(|w| w.to_ne_bytes()).collect::<Vec<u8>>();
+        // Read upwards to the thread pointer: the last word is nearest to it.
+        let tls = words(&[arenas[1], 0, 5, arenas[0], 0x7f00_0000_0038, 0]);
+        assert_eq!(nearest_arena(&tls, &arenas), Some(arenas[0]));
+        // A word that is near an arena but not at its start is not one.
+        assert_eq!(nearest_arena(&words(&[0x7f00_0000_0040, 1]), &arenas), None);
+        assert_eq!(nearest_arena(&[], &arenas), None);
+    }
+
+    #[test]
+    fn finds_the_arena_of_a_thread_of_this_process_from_its_thread_pointer() {
+        let me = std::process::id() as i32;
+        std::thread::spawn(move || {
+            let mut tp = 0u64;
+            // SAFETY: ARCH_GET_FS writes the calling thread's fs base to the given address, a
+            // live u64.
+            let rc =
+                unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, std::ptr::addr_of_mut!(tp)) };
+            assert_eq!(rc, 0);
+            // Past the thread cache's largest size: served from this thread's arena.
+            let chunk = std::hint::black_box(vec![7u8; 4000]);
+            let at = chunk.as_ptr() as u64;
+            // The chunk's size word: bit 2 (NON_MAIN_ARENA) says its arena heads its heap.
+            let size =
+                read_memory(me, at - 8, 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap()));
+            let arenas = of_process(me);
+            let expected = if size.expect("readable") & 4 != 0 {
+                (at & !(HEAP_ALIGN - 1)) + ARENA_IN_HEAP
+            } else {
+                *arenas
+                    .iter()
+                    .find(|a| *a % HEAP_ALIGN != ARENA_IN_HEAP)
+                    .expect("main")
+            };
+            let sp = std::ptr::addr_of!(tp) as u64;
+            assert_eq!(
+                of_thread(me, tp, sp, &arenas),
+                Some(expected),
+                "{arenas:x?}"
+            );
+            drop(chunk);
+        })
+        .join()
+        .expect("the thread's checks");
+        // The stack pointer bounds the scan: a word below it is not looked at.
+        let mut words = vec![0u64; 64];
+        words[10] = 0x7f00_0000_0030;
+        std::hint::black_box(&mut words);
+        let (start, tp) = (words.as_ptr() as u64, words.as_ptr() as u64 + 64 * 8);
+        let arenas = [0x7f00_0000_0030];
+        assert_eq!(of_thread(me, tp, start + 32 * 8, &arenas), None);
+        assert_eq!(of_thread(me, tp, start, &arenas), Some(arenas[0]));
+        words[40] = 0x7f00_0000_0030;
+        std::hint::black_box(&mut words);
+        assert_eq!(of_thread(me, tp, start + 32 * 8, &arenas), Some(arenas[0]));
     }
 }

@@ -15,6 +15,14 @@
 //! the wait begins are set aside, each until a look sees it free (the stopped forker cannot
 //! release anything, so a lock that comes free was another thread's).
 //!
+//! Only the forker's own arena counts when it is known: the child allocates from the arena its
+//! forker's thread was using (glibc's `thread_arena`, inherited with the thread's TLS), so a lock
+//! on another arena strands it only if it frees into that one, and a fork let go on such a find
+//! is a pairing spent. The forker's arena is read from below its thread pointer while it is
+//! stopped at its call (`glibc_arenas::of_thread`; x86-64 only, where the TLS layout is known);
+//! when it cannot be found (a thread that never allocated, another architecture), any arena
+//! another thread holds counts, as before.
+//!
 //! One forker is looked for at a time (the first to wait); the others wait for a write partner
 //! only. A process without glibc arenas (another allocator, or none made yet) is never looked at.
 
@@ -36,6 +44,8 @@ pub(super) struct Looks {
     forker: Pid,
     tgid: i32,
     arenas: Vec<u64>,
+    /// The forker's own arena, when found: then the only one a look pairs on.
+    own: Option<u64>,
     /// Arenas taken when the wait began (perhaps by the forker), until seen free.
     set_aside: Vec<u64>,
     /// The forker's call and its entry count (the seed's key for the gaps).
@@ -65,10 +75,12 @@ impl Tracer {
             return;
         }
         let set_aside = glibc_arenas::locked(tgid, &arenas);
+        let own = forker_arena(forker, tgid, &arenas);
         self.looks = Some(Looks {
             forker,
             tgid,
             arenas,
+            own,
             set_aside,
             nr,
             occurrence,
@@ -176,7 +188,9 @@ impl Tracer {
         l.waiting.clear();
         let taken = glibc_arenas::locked(l.tgid, &l.arenas);
         l.set_aside.retain(|a| taken.contains(a));
-        let found = taken.into_iter().find(|a| !l.set_aside.contains(a));
+        let found = taken
+            .into_iter()
+            .find(|a| !l.set_aside.contains(a) && l.own.is_none_or(|own| own == *a));
         let Some(arena) = found else {
             std::mem::take(&mut l.stopped)
                 .into_iter()
@@ -205,9 +219,13 @@ impl Tracer {
         let kept: Vec<String> = l.stopped.iter().map(|p| thread_name(*p)).collect();
         self.logged(|| {
             format!(
-                "thread {} made a process with {what} while malloc arena {arena:#x} was locked \
-                 by another thread (look {}); kept stopped: {}",
+                "thread {} made a process with {what} while malloc arena {arena:#x} ({}) was \
+                 locked by another thread (look {}); kept stopped: {}",
                 thread_name(l.forker),
+                match l.own {
+                    Some(_) => "the one it allocates from",
+                    None => "any: the one it allocates from is unknown",
+                },
                 l.done,
                 if kept.is_empty() {
                     "none (the holder was in a call)".to_string()
@@ -218,4 +236,18 @@ impl Tracer {
         });
         resume(l.forker, None);
     }
+}
+
+/// The arena stopped thread `forker` of process `tgid` allocates from, read from below its
+/// thread pointer (`fs_base`; x86-64's TLS variant II puts libc's block there).
+#[cfg(target_arch = "x86_64")]
+fn forker_arena(forker: Pid, tgid: i32, arenas: &[u64]) -> Option<u64> {
+    let regs = ptrace::getregs(forker).ok()?;
+    glibc_arenas::of_thread(tgid, regs.fs_base, regs.rsp, arenas)
+}
+
+/// Elsewhere the thread pointer and the TLS layout differ (aarch64's TLS is above it): unknown.
+#[cfg(not(target_arch = "x86_64"))]
+fn forker_arena(_forker: Pid, _tgid: i32, _arenas: &[u64]) -> Option<u64> {
+    None
 }
