@@ -15,13 +15,14 @@
 //! the wait begins are set aside, each until a look sees it free (the stopped forker cannot
 //! release anything, so a lock that comes free was another thread's).
 //!
-//! Only the forker's own arena counts when it is known: the child allocates from the arena its
-//! forker's thread was using (glibc's `thread_arena`, inherited with the thread's TLS), so a lock
-//! on another arena strands it only if it frees into that one, and a fork let go on such a find
-//! is a pairing spent. The forker's arena is read from below its thread pointer while it is
-//! stopped at its call (`glibc_arenas::of_thread`; x86-64 only, where the TLS layout is known);
-//! when it cannot be found (a thread that never allocated, another architecture), any arena
-//! another thread holds counts, as before.
+//! Any arena another thread holds counts, not only the forker's own. A child allocates from
+//! its forker's arena (glibc's `thread_arena`, inherited with the thread's TLS), but it also
+//! frees into whatever arena a chunk came from (a buffer the parent built on another thread), and
+//! pairing on the forker's own arena alone was measured to find nothing in the agent: no other
+//! thread held a forker's arena at any look of 54 trials, and the trials lost fewer execs than
+//! without chaos (`reports/determinism.md`). The forker's arena is still read, from below its
+//! thread pointer while it is stopped (`glibc_arenas::of_thread`; x86-64 only), and each find
+//! says whether it was that one, so a run shows which arenas its hangs followed.
 //!
 //! One forker is looked for at a time (the first to wait); the others wait for a write partner
 //! only. A process without glibc arenas (another allocator, or none made yet) is never looked at.
@@ -44,7 +45,7 @@ pub(super) struct Looks {
     forker: Pid,
     tgid: i32,
     arenas: Vec<u64>,
-    /// The forker's own arena, when found: then the only one a look pairs on.
+    /// The forker's own arena, when found (what a find is logged against).
     own: Option<u64>,
     /// Arenas taken when the wait began (perhaps by the forker), until seen free.
     set_aside: Vec<u64>,
@@ -188,9 +189,7 @@ impl Tracer {
         l.waiting.clear();
         let taken = glibc_arenas::locked(l.tgid, &l.arenas);
         l.set_aside.retain(|a| taken.contains(a));
-        let found = taken
-            .into_iter()
-            .find(|a| !l.set_aside.contains(a) && l.own.is_none_or(|own| own == *a));
+        let found = taken.into_iter().find(|a| !l.set_aside.contains(a));
         let Some(arena) = found else {
             std::mem::take(&mut l.stopped)
                 .into_iter()
@@ -223,8 +222,9 @@ impl Tracer {
                  locked by another thread (look {}); kept stopped: {}",
                 thread_name(l.forker),
                 match l.own {
-                    Some(_) => "the one it allocates from",
-                    None => "any: the one it allocates from is unknown",
+                    Some(own) if own == arena => "the one it allocates from".to_string(),
+                    Some(own) => format!("it allocates from {own:#x}"),
+                    None => "the one it allocates from is unknown".to_string(),
                 },
                 l.done,
                 if kept.is_empty() {
