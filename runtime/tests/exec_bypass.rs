@@ -377,3 +377,45 @@ fn static_pie_programs_and_libraries_are_not_loaders() {
         assert_eq!(kinds, [Kind::Program], "{file}: {chain:?}");
     }
 }
+
+/// Waits until the kernel's coarse clock has passed `path`'s status change time, the moment from
+/// which the supervisor keeps the head it reads (`HeadCache`); a deadline as a net.
+fn settled(path: &Path) {
+    use nix::time::{ClockId, clock_gettime};
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    let ctime = (meta.ctime(), meta.ctime_nsec());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).unwrap();
+        if (now.tv_sec(), now.tv_nsec()) > ctime {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A script rewritten in place, to the same size, between two execs of one session is judged by
+/// what it holds at each: the supervisor keeps the heads of files it read (`HeadCache`), and must
+/// not answer for the new content with the old. The first exec runs `true secret`, the second
+/// would print `secret` and is denied. (`--sandbox none` only: bubblewrap's root is read-only.)
+#[test]
+fn a_script_rewritten_between_two_execs_is_judged_by_its_new_content() {
+    let dir = TempDir::new("rewrite");
+    let deny = policy(&dir, "deny.toml", "deny = [\"echo secret\"]\n");
+    let script = executable(&dir, "s", "#!/bin/true secret\n");
+    settled(&script);
+    let s = script.to_str().unwrap();
+    let cmd = format!(
+        "{s}; echo first $?; printf '#!/bin/echo secret\\n' > {s}; {s}; echo second $?; {s}; \
+         echo third $?"
+    );
+    let (code, out, err) = run("none", &deny, &["sh", "-c", &cmd]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "first 0\nsecond 126\nthird 126\n", "{err}");
+    assert!(err.contains("rule=\"echo secret\""), "{err}");
+}

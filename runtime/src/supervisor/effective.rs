@@ -18,6 +18,7 @@
 //! the file's head", so the logic is property-tested without a kernel. [`RootDir`] is the real
 //! one, reading from one descriptor of the target's root, opened from `/proc/PID/root` for one
 //! decision; [`ProcRoot`] gives the same answers walking `/proc/PID/root` for every lookup.
+//! [`HeadCache`] keeps the heads `RootDir` read, by file identity, across decisions.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
@@ -749,17 +750,27 @@ impl TargetFs for ProcRoot {
 /// resolver only asks about symlink-free parents, so no symlink is followed here relative to the
 /// supervisor's own root; `cwd` and `fd_dir` read the `/proc/PID` links as [`ProcRoot`] does.
 #[derive(Debug)]
-pub struct RootDir {
+pub struct RootDir<'c> {
     pid: u32,
     root: std::cell::OnceCell<Result<OwnedFd, Errno>>,
+    heads: Option<&'c HeadCache>,
 }
 
-impl RootDir {
+impl<'c> RootDir<'c> {
     /// The root of process `pid`, not opened yet.
     pub fn new(pid: u32) -> Self {
         RootDir {
             pid,
             root: std::cell::OnceCell::new(),
+            heads: None,
+        }
+    }
+
+    /// The same, taking file heads from `heads` when the file is one read before.
+    pub fn with_heads(pid: u32, heads: &'c HeadCache) -> Self {
+        RootDir {
+            heads: Some(heads),
+            ..RootDir::new(pid)
         }
     }
 
@@ -783,7 +794,7 @@ impl RootDir {
     }
 }
 
-impl TargetFs for RootDir {
+impl TargetFs for RootDir<'_> {
     fn readlink(&self, path: &str) -> Result<Option<String>, Errno> {
         let (root, path) = self.at(path)?;
         readlink_in(root, path)
@@ -791,7 +802,10 @@ impl TargetFs for RootDir {
 
     fn read_head(&self, path: &str, max: usize) -> Result<Vec<u8>, Errno> {
         let (root, path) = self.at(path)?;
-        read_head_in(root, path, max)
+        match self.heads {
+            Some(heads) => heads.read_head_in(root, path, max),
+            None => read_head_in(root, path, max),
+        }
     }
 
     fn read_at(&self, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, Errno> {
@@ -818,13 +832,97 @@ fn readlink_in(dir: BorrowedFd<'_>, path: &str) -> Result<Option<String>, Errno>
 }
 
 fn read_head_in(dir: BorrowedFd<'_>, path: &str, max: usize) -> Result<Vec<u8>, Errno> {
+    let (fd, _) = open_path(dir, path)?;
+    read_head_of(&fd, max)
+}
+
+/// Up to `max` bytes from the start of the regular file `fd` (an `O_PATH` descriptor) refers to.
+fn read_head_of(fd: &OwnedFd, max: usize) -> Result<Vec<u8>, Errno> {
     use std::io::Read;
-    let file = open_regular(dir, path)?;
+    let file = reopen_for_reading(fd)?;
     let mut head = Vec::with_capacity(max.min(HEAD));
     file.take(max as u64)
         .read_to_end(&mut head)
         .map_err(|e| io_errno(&e))?;
     Ok(head)
+}
+
+/// The heads of executables read before, by the identity of the file: a decision that meets a
+/// file again (a shell loop running `/bin/true`, a build running the same compiler) opens it
+/// `O_PATH` and looks at its status as always, and skips reopening it for reading, the read and
+/// the close (3 of a decision's 17 system calls: `reports/bench.md`, "Exec overhead").
+///
+/// Guarantee: a head is answered from the cache only for the same device, inode, size and status
+/// change time (`ctime`), and only if that `ctime` was already in the past, on the kernel's
+/// coarse clock, when the head was read. Every write and every metadata change sets `ctime` to
+/// the current time, which user space cannot set, so a file changed after the read has another
+/// key, even a change in the same clock tick as the read. Limits: a filesystem whose `ctime`
+/// does not follow its content (some FUSE and network filesystems) or a system clock set back
+/// past the file's `ctime` (root only) can serve a stale head; either way the kernel still execs
+/// what the file holds then, the same race any decision made before the exec has (the file can
+/// change between the supervisor's read and the kernel's).
+#[derive(Debug, Default)]
+pub struct HeadCache {
+    heads: std::cell::RefCell<std::collections::HashMap<FileKey, Head>>,
+}
+
+/// The most heads kept; when full the cache starts over (a supervisor's programs are few).
+const HEADS_KEPT: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    ctime: (i64, i64),
+}
+
+#[derive(Debug)]
+struct Head {
+    /// How many bytes were asked for; `bytes` is shorter only at the end of the file.
+    asked: usize,
+    bytes: Vec<u8>,
+}
+
+impl HeadCache {
+    fn read_head_in(&self, dir: BorrowedFd<'_>, path: &str, max: usize) -> Result<Vec<u8>, Errno> {
+        let (fd, stat) = open_path(dir, path)?;
+        let key = FileKey {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+            size: stat.st_size,
+            ctime: (stat.st_ctime, stat.st_ctime_nsec),
+        };
+        if let Some(head) = self.heads.borrow().get(&key)
+            && (head.asked >= max || head.bytes.len() < head.asked)
+        {
+            return Ok(head.bytes[..head.bytes.len().min(max)].to_vec());
+        }
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE);
+        let bytes = read_head_of(&fd, max)?;
+        let settled = now.is_ok_and(|now| key.ctime < (now.tv_sec(), now.tv_nsec()));
+        if settled {
+            let mut heads = self.heads.borrow_mut();
+            if heads.len() >= HEADS_KEPT {
+                heads.clear();
+            }
+            let head = Head {
+                asked: max,
+                bytes: bytes.clone(),
+            };
+            heads.insert(key, head);
+        }
+        Ok(bytes)
+    }
+
+    /// How many heads are kept.
+    pub fn len(&self) -> usize {
+        self.heads.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn read_at_in(dir: BorrowedFd<'_>, path: &str, offset: u64, max: usize) -> Result<Vec<u8>, Errno> {
@@ -848,6 +946,12 @@ fn read_at_in(dir: BorrowedFd<'_>, path: &str, offset: u64, max: usize) -> Resul
 
 /// The regular file at `path` from `dir`, open for reading.
 fn open_regular(dir: BorrowedFd<'_>, path: &str) -> Result<std::fs::File, Errno> {
+    let (fd, _) = open_path(dir, path)?;
+    reopen_for_reading(&fd)
+}
+
+/// The regular file at `path` from `dir` as an `O_PATH` descriptor, with its status.
+fn open_path(dir: BorrowedFd<'_>, path: &str) -> Result<(OwnedFd, libc::stat), Errno> {
     // O_PATH first: opening a FIFO or a device to read it could block the supervisor or have
     // side effects; only a regular file is opened for reading.
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -856,6 +960,11 @@ fn open_regular(dir: BorrowedFd<'_>, path: &str) -> Result<std::fs::File, Errno>
     if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(Errno::EACCES);
     }
+    Ok((fd, stat))
+}
+
+/// The file an `O_PATH` descriptor refers to, opened for reading (through `/proc/self/fd`).
+fn reopen_for_reading(fd: &OwnedFd) -> Result<std::fs::File, Errno> {
     std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| io_errno(&e))
 }
 
@@ -867,4 +976,80 @@ fn proc_link(link: &str) -> Result<String, Errno> {
 
 fn io_errno(err: &std::io::Error) -> Errno {
     Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Waits until the coarse clock has passed `path`'s `ctime` (a deadline as a net).
+    fn settled(path: &std::path::Path) {
+        let meta = std::fs::metadata(path).unwrap();
+        let ctime = (meta.ctime(), meta.ctime_nsec());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE).unwrap();
+            if (now.tv_sec(), now.tv_nsec()) > ctime {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the clock stands still"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn heads_are_kept_by_file_identity_and_a_rewrite_is_read_again() {
+        let dir = std::env::temp_dir().join(format!("wedge-heads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s");
+        std::fs::write(&file, "#!/bin/true secret\n").unwrap();
+        settled(&file);
+        let heads = HeadCache::default();
+        let fs = RootDir::with_heads(std::process::id(), &heads);
+        let path = file.to_str().unwrap();
+        assert_eq!(fs.read_head(path, HEAD).unwrap(), b"#!/bin/true secret\n");
+        assert_eq!(heads.len(), 1, "a settled file's head is kept");
+        // Kept: a shorter read is answered from it, and so is the same one.
+        assert_eq!(fs.read_head(path, 2).unwrap(), b"#!");
+        assert_eq!(fs.read_head(path, HEAD).unwrap(), b"#!/bin/true secret\n");
+        // Rewritten in place to the same size: another ctime, so read again.
+        std::fs::write(&file, "#!/bin/echo secret\n").unwrap();
+        assert_eq!(fs.read_head(path, HEAD).unwrap(), b"#!/bin/echo secret\n");
+        // What is not a regular file is refused as before, cache or not.
+        assert_eq!(
+            fs.read_head(dir.to_str().unwrap(), HEAD),
+            Err(Errno::EACCES)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_changed_in_the_current_clock_tick_is_not_kept() {
+        let coarse =
+            || nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE).unwrap();
+        let dir = std::env::temp_dir().join(format!("wedge-heads-now-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f");
+        // A write and a read within one tick of the coarse clock (a few ms; the two calls take
+        // microseconds): the read cannot tell the write from a later one in the same tick, so
+        // it must not keep the head. An attempt the tick ends in is made again.
+        let within_one_tick = (0..50).find_map(|_| {
+            let heads = HeadCache::default();
+            let before = coarse();
+            std::fs::write(&file, "x").unwrap();
+            let fs = RootDir::with_heads(std::process::id(), &heads);
+            assert_eq!(fs.read_head(file.to_str().unwrap(), HEAD).unwrap(), b"x");
+            (coarse() == before).then(|| heads.len())
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            within_one_tick,
+            Some(0),
+            "kept a head read in its file's change tick"
+        );
+    }
 }

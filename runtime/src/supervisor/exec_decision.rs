@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 
-use super::effective::{self, Effective, Exec, RootDir, Unresolved};
+use super::effective::{self, Effective, Exec, HeadCache, RootDir, Unresolved};
 use super::notify::{Listener, Notification, Response};
 use super::policy::{Policy, Ruling};
 use crate::mutation::{Mutation, active};
@@ -114,16 +114,27 @@ impl Decision {
     }
 }
 
-/// Decides one notification and answers it on `listener`. Logs every decision.
+/// Decides one notification, answers it on `listener` and logs the decision. An allowed exec is
+/// logged after the answer (the target does not wait for the line); any other before it, so that
+/// the reason comes first on a shared stderr, ahead of what the target prints about its failed
+/// exec. `heads` keeps the file heads read for earlier decisions of this supervisor.
 pub fn handle(
     listener: &Listener<'_>,
     notification: &Notification,
     policy: &Policy,
     limits: &ReadLimits,
+    heads: &HeadCache,
 ) -> Decision {
-    let decision = decide(listener, notification, policy, limits);
-    log(notification, &decision);
-    match listener.respond(notification.id, decision.response()) {
+    let decision = decide(listener, notification, policy, limits, heads);
+    let allowed = matches!(decision, Decision::Allow { .. });
+    if !allowed {
+        log(notification, &decision);
+    }
+    let answered = listener.respond(notification.id, decision.response());
+    if allowed {
+        log(notification, &decision);
+    }
+    match answered {
         Ok(()) => {}
         // The target died while we decided; there is nobody left to answer.
         Err(Errno::ENOENT) => {
@@ -177,6 +188,7 @@ fn decide(
     n: &Notification,
     policy: &Policy,
     limits: &ReadLimits,
+    heads: &HeadCache,
 ) -> Decision {
     let refuse = |refusal, request| Decision::Refuse { request, refusal };
     let (path_ptr, argv_ptr) = match i64::from(n.syscall) {
@@ -211,7 +223,7 @@ fn decide(
     let effective = if active(Mutation::EffectiveCommand) {
         Effective::as_requested(exec)
     } else {
-        match effective::resolve(&RootDir::new(n.pid), exec, policy.launchers()) {
+        match effective::resolve(&RootDir::with_heads(n.pid, heads), exec, policy.launchers()) {
             Ok(effective) => effective,
             // A target that died while we looked at its /proc entries is stale, not unresolved.
             Err(_) if !active(Mutation::IdValidRecheck) && !listener.id_valid(n.id) => {
@@ -481,24 +493,45 @@ impl<'m, M: MemorySource + ?Sized> Ahead<'m, M> {
         }
     }
 
-    /// Reads `spans` now, in one call, replacing what was read ahead before. A failure only
-    /// means the later reads are made one by one, and meet it themselves.
+    /// Reads `spans` now, in one call, replacing what was read ahead before; a span read ahead
+    /// before in full is kept and not read again (an argv string at the path's address: shells
+    /// pass the one string as both). A failure only means the later reads are made one by one,
+    /// and meet it themselves.
     fn prefetch(&self, spans: impl IntoIterator<Item = (u64, usize)>) {
         let spans: Vec<(u64, usize)> = spans.into_iter().filter(|&(_, len)| len > 0).collect();
         let mut ahead = self.read.borrow_mut();
-        ahead.spans.clear();
-        let total = spans.iter().map(|&(_, len)| len).sum();
+        let before = std::mem::take(&mut *ahead);
+        let held = |addr: u64, len: usize| {
+            before
+                .spans
+                .iter()
+                .find(|&&(at, _, have)| at == addr && have >= len)
+                .map(|&(_, start, _)| &before.bytes[start..start + len])
+        };
+        let (kept, wanted): (Vec<_>, Vec<_>) = spans
+            .into_iter()
+            .partition(|&(addr, len)| held(addr, len).is_some());
+        let total = wanted.iter().map(|&(_, len)| len).sum();
         ahead.bytes.resize(total, 0);
-        let mut got = self
-            .memory
-            .read_spans(&spans, &mut ahead.bytes)
-            .unwrap_or(0);
+        let mut got = match wanted.is_empty() {
+            true => 0,
+            false => self
+                .memory
+                .read_spans(&wanted, &mut ahead.bytes)
+                .unwrap_or(0),
+        };
         let mut start = 0;
-        for (addr, len) in spans {
+        for (addr, len) in wanted {
             let have = got.min(len);
             ahead.spans.push((addr, start, have));
             got -= have;
             start += len;
+        }
+        for (addr, len) in kept {
+            let bytes = held(addr, len).expect("partitioned as held");
+            let start = ahead.bytes.len();
+            ahead.spans.push((addr, start, len));
+            ahead.bytes.extend_from_slice(bytes);
         }
     }
 }
@@ -941,6 +974,42 @@ mod tests {
         image.write(6 * PAGE + 8, &(9 * PAGE).to_ne_bytes());
         let err = read_request_from(&image, PAGE, 6 * PAGE, &limits).unwrap_err();
         assert_eq!(err, Refusal::Unreadable(Errno::EFAULT));
+    }
+
+    #[test]
+    fn an_argv_string_at_the_paths_address_is_not_read_again() {
+        // A shell runs `/bin/true` with argv[0] the very string it passes as the path.
+        let mut image = Image::default();
+        image.write(PAGE, b"/bin/true\0");
+        image.write(3 * PAGE, b"x\0");
+        let array = 6 * PAGE;
+        for (i, ptr) in [PAGE, 0].iter().enumerate() {
+            image.write(array + 8 * i as u64, &ptr.to_ne_bytes());
+        }
+        let counting = Counting {
+            image: &image,
+            calls: Default::default(),
+        };
+        let req = read_request_from(&counting, PAGE, array, &ReadLimits::default()).unwrap();
+        assert_eq!(
+            (req.path.as_str(), &req.argv[..]),
+            ("/bin/true", &["/bin/true".to_string()][..])
+        );
+        assert_eq!(
+            counting.calls.get(),
+            1,
+            "the path and the array, nothing more"
+        );
+        // A second argument elsewhere: read in a call of its own, the first still from before.
+        image.write(array + 8, &(3 * PAGE).to_ne_bytes());
+        image.write(array + 16, &0u64.to_ne_bytes());
+        let counting = Counting {
+            image: &image,
+            calls: Default::default(),
+        };
+        let req = read_request_from(&counting, PAGE, array, &ReadLimits::default()).unwrap();
+        assert_eq!(req.argv, ["/bin/true", "x"]);
+        assert_eq!(counting.calls.get(), 2);
     }
 
     #[test]

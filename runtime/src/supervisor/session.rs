@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
+use super::effective::HeadCache;
 use super::exec_decision::{self, ReadLimits};
 use super::notify::{EventWake, Listener};
 use super::policy::Policy;
@@ -194,8 +195,9 @@ fn start_supervisor(
             let thread = builder.spawn(move || {
                 let listener_fd = listener;
                 let listener = Listener::new(listener_fd.as_raw_fd(), Some(shared.wake_signal()));
+                let heads = HeadCache::default();
                 let exit = supervise::supervise(&listener, &shared, |n| {
-                    exec_decision::handle(&listener, &n, &policy, &limits);
+                    exec_decision::handle(&listener, &n, &policy, &limits, &heads);
                 });
                 shared.finish(exit);
                 // Handed back so that the session closes it after this thread has returned.
@@ -210,8 +212,9 @@ fn start_supervisor(
             let raw = listener.as_raw_fd();
             let thread = builder.spawn(move || {
                 let listener = Listener::new(raw, None);
+                let heads = HeadCache::default();
                 supervise::supervise_pre_fix(&listener, |n| {
-                    exec_decision::handle(&listener, &n, &policy, &limits);
+                    exec_decision::handle(&listener, &n, &policy, &limits, &heads);
                 })
             })?;
             Supervision::PreFix { listener, thread }
