@@ -856,11 +856,14 @@ fn read_head_of(fd: &OwnedFd, max: usize) -> Result<Vec<u8>, Errno> {
 /// change time (`ctime`), and only if that `ctime` was already in the past, on the kernel's
 /// coarse clock, when the head was read. Every write and every metadata change sets `ctime` to
 /// the current time, which user space cannot set, so a file changed after the read has another
-/// key, even a change in the same clock tick as the read. Limits: a filesystem whose `ctime`
-/// does not follow its content (some FUSE and network filesystems) or a system clock set back
-/// past the file's `ctime` (root only) can serve a stale head; either way the kernel still execs
-/// what the file holds then, the same race any decision made before the exec has (the file can
-/// change between the supervisor's read and the kernel's).
+/// key, even a change in the same clock tick as the read. Limits: a stale head can be served for
+/// a file written through a shared writable mapping (the kernel updates `ctime` at the first
+/// write fault after the page was written back, not at every store), on a filesystem whose
+/// `ctime` does not follow its content (some FUSE and network filesystems), and after the system
+/// clock is set back past the file's `ctime` (root only). Each is a way to change a file between
+/// the check and the exec, which a process that can write the file has anyway (the kernel reads
+/// it again after the answer: `runtime/README.md`, "Time of check to time of use"); the cache
+/// makes that race easier to win, not possible where it was not.
 #[derive(Debug, Default)]
 pub struct HeadCache {
     heads: std::cell::RefCell<std::collections::HashMap<FileKey, Head>>,
