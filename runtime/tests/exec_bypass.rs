@@ -378,27 +378,6 @@ fn static_pie_programs_and_libraries_are_not_loaders() {
     }
 }
 
-/// Waits until the kernel's coarse clock has passed `path`'s status change time, the moment from
-/// which the supervisor keeps the head it reads (`HeadCache`); a deadline as a net.
-fn settled(path: &Path) {
-    use nix::time::{ClockId, clock_gettime};
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).unwrap();
-    let ctime = (meta.ctime(), meta.ctime_nsec());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let now = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).unwrap();
-        if (now.tv_sec(), now.tv_nsec()) > ctime {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the clock stands still"
-        );
-        std::thread::yield_now();
-    }
-}
-
 /// A script rewritten in place, to the same size, between two execs of one session is judged by
 /// what it holds at each: the supervisor keeps the heads of files it read (`HeadCache`), and must
 /// not answer for the new content with the old. The first exec runs `true secret`, the second

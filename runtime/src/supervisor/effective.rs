@@ -869,6 +869,14 @@ pub struct HeadCache {
     heads: std::cell::RefCell<std::collections::HashMap<FileKey, Head>>,
 }
 
+/// Whether a file status change time (seconds, nanoseconds) is already in the past on the
+/// kernel's coarse clock, the clock file times are set from: from then on, any change to the file
+/// sets a later one. What [`HeadCache`] asks before it keeps a head.
+pub fn ctime_is_past(ctime: (i64, i64)) -> bool {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE)
+        .is_ok_and(|now| ctime < (now.tv_sec(), now.tv_nsec()))
+}
+
 /// The most heads kept; when full the cache starts over (a supervisor's programs are few).
 const HEADS_KEPT: usize = 256;
 
@@ -901,9 +909,9 @@ impl HeadCache {
         {
             return Ok(head.bytes[..head.bytes.len().min(max)].to_vec());
         }
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE);
+        // Before the read: a change after this moment moves `ctime` past the one in the key.
+        let settled = ctime_is_past(key.ctime);
         let bytes = read_head_of(&fd, max)?;
-        let settled = now.is_ok_and(|now| key.ctime < (now.tv_sec(), now.tv_nsec()));
         if settled {
             let mut heads = self.heads.borrow_mut();
             if heads.len() >= HEADS_KEPT {
@@ -979,80 +987,4 @@ fn proc_link(link: &str) -> Result<String, Errno> {
 
 fn io_errno(err: &std::io::Error) -> Errno {
     Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    /// Waits until the coarse clock has passed `path`'s `ctime` (a deadline as a net).
-    fn settled(path: &std::path::Path) {
-        let meta = std::fs::metadata(path).unwrap();
-        let ctime = (meta.ctime(), meta.ctime_nsec());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE).unwrap();
-            if (now.tv_sec(), now.tv_nsec()) > ctime {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the clock stands still"
-            );
-            std::thread::yield_now();
-        }
-    }
-
-    #[test]
-    fn heads_are_kept_by_file_identity_and_a_rewrite_is_read_again() {
-        let dir = std::env::temp_dir().join(format!("wedge-heads-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("s");
-        std::fs::write(&file, "#!/bin/true secret\n").unwrap();
-        settled(&file);
-        let heads = HeadCache::default();
-        let fs = RootDir::with_heads(std::process::id(), &heads);
-        let path = file.to_str().unwrap();
-        assert_eq!(fs.read_head(path, HEAD).unwrap(), b"#!/bin/true secret\n");
-        assert_eq!(heads.len(), 1, "a settled file's head is kept");
-        // Kept: a shorter read is answered from it, and so is the same one.
-        assert_eq!(fs.read_head(path, 2).unwrap(), b"#!");
-        assert_eq!(fs.read_head(path, HEAD).unwrap(), b"#!/bin/true secret\n");
-        // Rewritten in place to the same size: another ctime, so read again.
-        std::fs::write(&file, "#!/bin/echo secret\n").unwrap();
-        assert_eq!(fs.read_head(path, HEAD).unwrap(), b"#!/bin/echo secret\n");
-        // What is not a regular file is refused as before, cache or not.
-        assert_eq!(
-            fs.read_head(dir.to_str().unwrap(), HEAD),
-            Err(Errno::EACCES)
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_file_changed_in_the_current_clock_tick_is_not_kept() {
-        let coarse =
-            || nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE).unwrap();
-        let dir = std::env::temp_dir().join(format!("wedge-heads-now-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("f");
-        // A write and a read within one tick of the coarse clock (a few ms; the two calls take
-        // microseconds): the read cannot tell the write from a later one in the same tick, so
-        // it must not keep the head. An attempt the tick ends in is made again.
-        let within_one_tick = (0..50).find_map(|_| {
-            let heads = HeadCache::default();
-            let before = coarse();
-            std::fs::write(&file, "x").unwrap();
-            let fs = RootDir::with_heads(std::process::id(), &heads);
-            assert_eq!(fs.read_head(file.to_str().unwrap(), HEAD).unwrap(), b"x");
-            (coarse() == before).then(|| heads.len())
-        });
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(
-            within_one_tick,
-            Some(0),
-            "kept a head read in its file's change tick"
-        );
-    }
 }

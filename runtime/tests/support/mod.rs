@@ -404,3 +404,19 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Waits until the kernel's coarse clock has passed `path`'s status change time, the moment from
+/// which the supervisor keeps the head it reads (`HeadCache`); a deadline as a net.
+pub fn settled(path: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    use wedge_runtime::supervisor::effective::ctime_is_past;
+    let meta = std::fs::metadata(path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !ctime_is_past((meta.ctime(), meta.ctime_nsec())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stands still"
+        );
+        std::thread::yield_now();
+    }
+}
