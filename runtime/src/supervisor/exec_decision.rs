@@ -508,17 +508,22 @@ impl<'m, M: MemorySource + ?Sized> Ahead<'m, M> {
                 .find(|&&(at, _, have)| at == addr && have >= len)
                 .map(|&(_, start, _)| &before.bytes[start..start + len])
         };
-        let (kept, wanted): (Vec<_>, Vec<_>) = spans
-            .into_iter()
-            .partition(|&(addr, len)| held(addr, len).is_some());
+        let (mut kept, mut wanted) = (Vec::new(), Vec::new());
+        for (addr, len) in spans {
+            match held(addr, len) {
+                Some(bytes) => kept.push((addr, bytes)),
+                None => wanted.push((addr, len)),
+            }
+        }
         let total = wanted.iter().map(|&(_, len)| len).sum();
         ahead.bytes.resize(total, 0);
-        let mut got = match wanted.is_empty() {
-            true => 0,
-            false => self
-                .memory
+        // Nothing left to read: no call at all.
+        let mut got = if wanted.is_empty() {
+            0
+        } else {
+            self.memory
                 .read_spans(&wanted, &mut ahead.bytes)
-                .unwrap_or(0),
+                .unwrap_or(0)
         };
         let mut start = 0;
         for (addr, len) in wanted {
@@ -527,10 +532,9 @@ impl<'m, M: MemorySource + ?Sized> Ahead<'m, M> {
             got -= have;
             start += len;
         }
-        for (addr, len) in kept {
-            let bytes = held(addr, len).expect("partitioned as held");
+        for (addr, bytes) in kept {
             let start = ahead.bytes.len();
-            ahead.spans.push((addr, start, len));
+            ahead.spans.push((addr, start, bytes.len()));
             ahead.bytes.extend_from_slice(bytes);
         }
     }
