@@ -260,6 +260,24 @@ fn a_seed_replays_the_same_random_choices() {
 }
 
 #[test]
+fn a_wait_for_a_file_nothing_is_left_to_make_fails_naming_the_exit() {
+    let records = run("exit-before-path.toml", &[], Some(1));
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    // Not a hang at the deadline: the tree was empty, so nothing could be stuck.
+    assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    assert!(r.met, "{}", r.reason);
+    assert!(r.diagnosis.is_none(), "{r:?}");
+    for part in [
+        "the subject ended (exit 3) before",
+        "never-made to exist",
+        "no process of the trial was left for 300 ms",
+    ] {
+        assert!(r.reason.contains(part), "{part:?} not in {}", r.reason);
+    }
+}
+
+#[test]
 fn a_missing_subject_binary_is_an_error_not_a_pass() {
     let dir = std::env::temp_dir().join(format!("wedge-engine-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -36,7 +36,11 @@ pub fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send
     });
     match rx.recv_timeout(limit) {
         Ok(v) => v,
-        Err(_) => panic!("watchdog: the test did not finish within {limit:?}"),
+        // The sender went without sending: `f` panicked (its message is above).
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("watchdog: the test's body panicked"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("watchdog: the test did not finish within {limit:?}")
+        }
     }
 }
 

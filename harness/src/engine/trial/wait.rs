@@ -100,6 +100,9 @@ pub(crate) struct Watch {
     /// The trial's output total when last looked at (new output is activity).
     last_output: usize,
     verdict_at: Option<Instant>,
+    /// Since when the subject has exited and no process of the trial has been left (a wait for
+    /// a file or another process's exit outlives the subject, but not its whole tree).
+    empty_since: Option<Instant>,
 }
 
 /// What a wait looks at besides the watchdog: the trial, its processes and its log.
@@ -118,6 +121,7 @@ impl Watch {
             monitor: Monitor::new(start, deadline, scenario.quiescence),
             last_output: 0,
             verdict_at: None,
+            empty_since: None,
         }
     }
 
@@ -175,6 +179,9 @@ impl Watch {
             if let Some(end) = subject_gone(w.procs, cond, subject_exit, now) {
                 return end;
             }
+            if let Some(end) = self.nothing_left(w.cx, cond, subject_exit, &snap) {
+                return end;
+            }
             if let Some(end) = self.watchdog(&mut w, &snap, now) {
                 return end;
             }
@@ -192,6 +199,42 @@ impl Watch {
                 tick.min(self.deadline.saturating_duration_since(now)),
             );
         }
+    }
+
+    /// The end of a wait that outlives the subject (a file, another process's exit) once the
+    /// subject has exited and the trial has had no process at all for the quiescence window:
+    /// nothing of the trial is left to meet the condition. A failure naming the subject's exit,
+    /// not a hang: there is nothing to be stuck. (The monitor never calls an empty tree quiescent,
+    /// so without this the wait would run to the deadline and be reported as a hang.) The window
+    /// is a grace for a subject that hands its work to a process outside the trial's tree.
+    fn nothing_left(
+        &mut self,
+        cx: &Context<'_>,
+        cond: &Cond,
+        subject_exit: Option<(std::process::ExitStatus, Instant)>,
+        snap: &Snapshot,
+    ) -> Option<WaitEnd> {
+        let status = match subject_exit {
+            Some((status, _)) if snap.processes.is_empty() => status,
+            _ => {
+                self.empty_since = None;
+                return None;
+            }
+        };
+        let window = cx.scenario().quiescence;
+        if window.is_zero() {
+            return None; // early verdicts turned off: the deadline decides
+        }
+        let since = *self.empty_since.get_or_insert(snap.taken);
+        (snap.taken.saturating_duration_since(since) >= window).then(|| {
+            self.verdict_at = Some(snap.taken);
+            WaitEnd::Failed(format!(
+                "the subject ended ({}) before {}, and no process of the trial was left for {} ms",
+                exit_info(status),
+                cond.describe(),
+                window.as_millis()
+            ))
+        })
     }
 
     /// Feeds the monitor and calls a hang on quiescence for the window or at the deadline.
