@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the static wedge binaries the VM backend packs into its guest images (the guest has no
-# shared libraries of its own): wedge, wedge-init, wedge-subject, wedge-run and wedge-agent, linked
-# statically against glibc and libseccomp. `--target` keeps build scripts and proc macros dynamic,
-# and puts the output in target/x86_64-unknown-linux-gnu/release, where wedge looks for it.
+# Optional: a static build of the wedge binaries a guest image holds (wedge, wedge-init,
+# wedge-subject, wedge-run and wedge-agent, linked statically against glibc and libseccomp), for
+# guests that must not share the host's libraries. By default the VM backend packs the host's
+# own build with the libraries it links, so this is not needed; to use it, set
+# WEDGE_GUEST_BIN_DIR=target/x86_64-unknown-linux-gnu/release. `--target` keeps build scripts
+# and proc macros dynamic, and puts the output there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Without debug info: the binaries are copied into every guest image, whose size is boot time.

@@ -4,6 +4,7 @@
 set -euo pipefail
 
 packages=(
+  binutils          # objcopy: the guest images carry wedge's binaries without debug info
   bubblewrap        # the default sandbox of wedge-run
   busybox-static    # the root filesystem of wedge-agent --builder libcontainer's container
   cpio              # an independent reader of wedge's initramfs, in its tests

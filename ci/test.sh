@@ -25,8 +25,8 @@ step python3 ci/module-cycles.py harness/src runtime/src runtime/core/src sys/sr
 # The scenario cells (harness/tests/scenario_cells.rs) run the real runtime binaries; cargo test
 # does not build another package's binaries, so build them first.
 step cargo build --workspace --all-features --release --bins
-# The static build the VM backend packs into its guests (target/x86_64-unknown-linux-gnu).
-step ./ci/build-static.sh -q
+# (No second, static build: the VM backend packs these same binaries into its guests, with
+# the shared libraries they link; see harness/src/vm/strip.rs.)
 # One trial per scenario cell here: the gate below runs the default suite properly.
 step env WEDGE_TEST_TRIALS="${WEDGE_TEST_TRIALS:-1}" cargo test --workspace --all-features --release
 # The agent's end-to-end tests once more, every exec built by youki's libcontainer 0.5.7.

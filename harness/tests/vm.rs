@@ -3,8 +3,8 @@
 //! greets and then never answers). Each ends with one record per planned trial, with a verdict
 //! and a reason that names what happened, and no QEMU left running.
 //!
-//! Needs qemu-system-x86_64, the fetched 6.1 kernel (`wedge kernels fetch 6.1`) and the static
-//! guest build (`ci/build-static.sh`); without them each test says so and fails unless
+//! Needs qemu-system-x86_64, the fetched 6.1 kernel (`wedge kernels fetch 6.1`) and the
+//! workspace's binaries (the guest runs them too); without them each test says so and fails unless
 //! `WEDGE_ALLOW_SKIP` names `vm` (ci/test.sh provides all three).
 
 mod support;

@@ -19,7 +19,7 @@ use super::{PROBES, ProbeReport};
 pub const KNOWN_JSON: &str = include_str!("../../../reports/kernels.json");
 
 /// The command that regenerates the reports.
-pub const REGENERATE: &str = "cargo build --release -p wedge --bins && ./ci/build-static.sh -q \
+pub const REGENERATE: &str = "cargo build --release --workspace --all-features --bins \
 && ./target/release/wedge probe --report reports/";
 
 /// The committed reference reports.

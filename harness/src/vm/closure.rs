@@ -274,6 +274,23 @@ pub fn program_closure(program: &Path) -> Result<Vec<HostFile>, ClosureError> {
     Ok(walk.files.into_values().collect())
 }
 
+/// The loader and shared libraries absolute `binary` loads, with the symlinks on the way to
+/// each, but not `binary` itself (the image puts wedge's own binaries under paths of its own);
+/// empty for a static binary.
+pub fn libraries_of(binary: &Path) -> Result<Vec<HostFile>, ClosureError> {
+    let mut walk = Walk {
+        program: binary.display().to_string(),
+        files: BTreeMap::new(),
+    };
+    let bytes = std::fs::read(binary).map_err(|e| walk.io(binary, e))?;
+    if elf_interpreter(&bytes).is_some() {
+        for lib in ldd(&walk.program, binary)? {
+            walk.add_file(&lib)?;
+        }
+    }
+    Ok(walk.files.into_values().collect())
+}
+
 /// The symlinks met resolving absolute `path` on the host, and the real path it names; the
 /// image uses it to put files under `/bin` the way the host has it.
 pub fn resolve_links(path: &Path) -> Result<(Vec<HostFile>, PathBuf), ClosureError> {

@@ -20,6 +20,8 @@ pub enum GuestImageError {
     },
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Strip(#[from] super::strip::StripError),
 }
 
 /// Why probing a kernel in a VM gave no report.
@@ -123,8 +125,8 @@ pub enum SupportError {
     #[error("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")]
     NoQemu,
     #[error(
-        "no static guest build of wedge ({} is missing): run ci/build-static.sh, or set \
-         WEDGE_GUEST_BIN_DIR",
+        "no guest build of wedge ({} is missing): build the workspace's binaries \
+         (cargo build --release --workspace --all-features --bins), or set WEDGE_GUEST_BIN_DIR",
         missing.display()
     )]
     NoGuestBuild { missing: PathBuf },

@@ -1,4 +1,4 @@
-//! The image of one boot: the static wedge binaries, the packed plan ([`super::wire`]), the
+//! The image of one boot: the wedge binaries (without debug info, [`super::strip`]), the packed plan ([`super::wire`]), the
 //! scenario files it names, and the host programs those scenarios run, built and cached by
 //! [`super::image`].
 //!
@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use super::error::GuestImageError;
 use super::image::{ImageSpec, build_image};
+use super::strip::without_debug_info;
 use super::support::{GUEST_BINARIES, VmSettings};
 use super::wire::{PLAN_PATH, PackedPlan};
 use crate::model::scenario::{Action, Program, Scenario};
@@ -45,10 +46,13 @@ pub fn guest_image(settings: &VmSettings, packed: &PackedPlan) -> Result<PathBuf
         })?;
         files.push((wire.path.clone(), text));
     }
-    let bins = &settings.guest_bins;
+    let binaries = GUEST_BINARIES
+        .iter()
+        .map(|b| without_debug_info(&settings.guest_bins.join(b), &settings.cache))
+        .collect::<Result<Vec<_>, _>>()?;
     let spec = ImageSpec {
-        init: bins.join(GUEST_BINARIES[0]),
-        binaries: GUEST_BINARIES.iter().map(|b| bins.join(b)).collect(),
+        init: binaries[0].clone(),
+        binaries,
         programs,
         files,
     };

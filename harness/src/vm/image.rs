@@ -6,10 +6,10 @@
 //! file is only ever complete (written to a temp file in the same directory, then renamed), so
 //! concurrent builders and interrupted runs never leave a torn image under a real name.
 //!
-//! The image holds `/init` (the static wedge binary), the static wedge binaries under `/bin`,
-//! host programs with their closure ([`super::closure`]), the given extra files, the empty
-//! directories the guest mounts on, and the `/etc/passwd` and `/etc/group` that tools such as
-//! bwrap look root up in.
+//! The image holds `/init` (the wedge binary), the wedge binaries under `/bin` with the shared
+//! libraries they link (none for a static build), host programs with their closure
+//! ([`super::closure`]), the given extra files, the empty directories the guest mounts on, and
+//! the `/etc/passwd` and `/etc/group` that tools such as bwrap look root up in.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -18,15 +18,17 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::closure::{ClosureError, HostFile, program_closure, resolve_links, resolve_program};
+use super::closure::{
+    ClosureError, HostFile, libraries_of, program_closure, resolve_links, resolve_program,
+};
 use super::initramfs::{Archive, Entry, NameError};
 
 /// What goes into a guest image.
 #[derive(Debug, Clone, Default)]
 pub struct ImageSpec {
-    /// Becomes `/init` (the static wedge binary); mode 0755.
+    /// Becomes `/init` (the wedge binary); mode 0755.
     pub init: PathBuf,
-    /// Static wedge-* binaries, put in `/bin` under their file names.
+    /// wedge-* binaries, put in `/bin` under their file names (with their libraries).
     pub binaries: Vec<PathBuf>,
     /// Host programs by name (looked up in `$PATH`) or absolute path, with their closure.
     pub programs: Vec<String>,
@@ -107,6 +109,15 @@ fn add_host_file(archive: &mut Archive, f: &HostFile) -> Result<(), ImageError> 
     Ok(())
 }
 
+/// What a binary put in the image under a path of its own needs to run: its loader and
+/// shared libraries at their host paths (nothing for a static binary).
+fn add_libraries_of(archive: &mut Archive, binary: &Path) -> Result<(), ImageError> {
+    for f in libraries_of(binary)? {
+        add_host_file(archive, &f)?;
+    }
+    Ok(())
+}
+
 /// The first ancestor of `path` that is a symlink in `archive`: a file there would replace the
 /// link with a directory and break every path through it.
 fn symlink_ancestor(archive: &Archive, path: &str) -> Option<String> {
@@ -133,6 +144,7 @@ pub fn assemble(spec: &ImageSpec) -> Result<Archive, ImageError> {
     archive.add_file("etc/passwd", 0o644, PASSWD.to_vec())?;
     archive.add_file("etc/group", 0o644, GROUP.to_vec())?;
     archive.add_file("init", 0o755, read(&spec.init)?)?;
+    add_libraries_of(&mut archive, &spec.init)?;
     // `/bin` as the host has it (merged-/usr: a link to usr/bin), so the binaries and the
     // programs' closures agree on where it is.
     let (links, bin) = resolve_links(Path::new("/bin"))?;
@@ -145,6 +157,7 @@ pub fn assemble(spec: &ImageSpec) -> Result<Archive, ImageError> {
         })?;
         let guest = bin.join(name);
         archive.add_file(&guest.to_string_lossy(), 0o755, read(b)?)?;
+        add_libraries_of(&mut archive, b)?;
     }
     for p in &spec.programs {
         for f in program_closure(&resolve_program(p)?)? {
@@ -184,6 +197,7 @@ pub fn build_image(spec: &ImageSpec, cache_dir: &Path) -> Result<GuestImage, Ima
     };
     // The name is the content's hash, so a file of the right size there is this image.
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == image.bytes) {
+        touch(&path);
         return Ok(image);
     }
     std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
@@ -195,7 +209,43 @@ pub fn build_image(spec: &ImageSpec, cache_dir: &Path) -> Result<GuestImage, Ima
         let _ = std::fs::remove_file(&tmp);
         return Err(io_error(&path, e));
     }
+    keep_newest(&dir, IMAGES_KEPT);
     Ok(image)
+}
+
+/// How many images the cache keeps, the most recently used; older ones go when a new one is
+/// written (each is tens of MB, and every rebuild of wedge or change of plan makes new ones).
+/// A recording keeps its own link to the image it booted (`vm::recording`).
+const IMAGES_KEPT: usize = 24;
+
+/// Marks `path` (a file or a directory) as used now: its modification time, which
+/// [`keep_newest`] goes by.
+pub(crate) fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes all but the `keep` most recently modified entries of `dir`, files or directories;
+/// names starting with `.` (writes in progress) are left alone. Best effort: an entry another
+/// process removed first, or that cannot be removed, is skipped.
+pub(crate) fn keep_newest(dir: &Path, keep: usize) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = read
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (_, p) in entries.into_iter().skip(keep) {
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +374,41 @@ mod tests {
     }
 
     #[test]
+    fn a_dynamic_binary_brings_its_loader_and_libraries_but_not_its_host_path() {
+        let s = Scratch::new("dynamic");
+        // A dynamically linked program standing in for a wedge binary of the host's build.
+        let run = s.0.join("wedge-run");
+        std::fs::copy(std::fs::canonicalize("/bin/true").unwrap(), &run).unwrap();
+        let init = s.0.join("wedge");
+        std::fs::write(&init, b"init binary").unwrap();
+        let spec = ImageSpec {
+            init,
+            binaries: vec![run.clone()],
+            programs: vec![],
+            files: vec![],
+        };
+        let entries: BTreeMap<String, Entry> = read_newc(&assemble(&spec).unwrap().write_newc())
+            .unwrap()
+            .into_iter()
+            .collect();
+        let file = |p: &str| match lookup(&entries, p) {
+            Some(Entry::File { data, .. }) => data.clone(),
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(file("bin/wedge-run"), std::fs::read(&run).unwrap());
+        let ld = std::fs::read("/lib64/ld-linux-x86-64.so.2").unwrap();
+        assert_eq!(file("lib64/ld-linux-x86-64.so.2"), ld);
+        let libc = std::fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        let libc_guest = libc.to_string_lossy().trim_start_matches('/').to_string();
+        assert_eq!(file(&libc_guest), std::fs::read(&libc).unwrap());
+        let own = run.to_string_lossy().trim_start_matches('/').to_string();
+        assert!(
+            !entries.contains_key(&own),
+            "the binary's host path is not in the image"
+        );
+    }
+
+    #[test]
     fn bad_specs_are_errors_naming_what_is_wrong() {
         let s = Scratch::new("bad");
         let cache = s.0.join("cache");
@@ -349,6 +434,36 @@ mod tests {
             !cache.join("initramfs").exists(),
             "nothing is cached for a bad spec"
         );
+    }
+
+    #[test]
+    fn the_cache_keeps_the_most_recently_used_entries() {
+        let s = Scratch::new("prune");
+        let day = std::time::Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        for (i, name) in ["old", "older", "new", ".in-progress"].iter().enumerate() {
+            let p = s.0.join(name);
+            std::fs::write(&p, b"x").unwrap();
+            let age = match *name {
+                "new" => 0,
+                "old" => 2,
+                _ => 3 + i as u32,
+            };
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(now - day * age).unwrap();
+        }
+        std::fs::create_dir(s.0.join("dir")).unwrap();
+        let dir = std::fs::File::open(s.0.join("dir")).unwrap();
+        dir.set_modified(now - day).unwrap();
+        // The oldest file, used again, becomes the newest.
+        touch(&s.0.join("older"));
+        keep_newest(&s.0, 2);
+        let mut left: Vec<String> = std::fs::read_dir(&s.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".in-progress", "new", "older"]);
     }
 
     #[test]

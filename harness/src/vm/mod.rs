@@ -23,5 +23,6 @@ pub mod kernels;
 pub mod qemu;
 pub mod recording;
 pub mod replay;
+pub mod strip;
 pub mod support;
 pub mod wire;

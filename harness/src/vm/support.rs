@@ -1,4 +1,4 @@
-//! What VM support this machine has, found once per run: QEMU, the static guest build of wedge,
+//! What VM support this machine has, found once per run: QEMU, the guest's build of wedge,
 //! the kernel list and cache. Planning asks it (through [`VmSupport`]) which kernels can boot;
 //! the VM executor gets its [`VmSettings`].
 //!
@@ -27,7 +27,7 @@ pub const GUEST_BINARIES: [&str; 5] = [
 pub struct VmSettings {
     pub qemu: PathBuf,
     pub accel: Accel,
-    /// The static wedge binaries (see `ci/build-static.sh`).
+    /// The wedge binaries the guest gets ([`guest_bin_dir`]).
     pub guest_bins: PathBuf,
     /// Where images are cached.
     pub cache: PathBuf,
@@ -50,24 +50,14 @@ pub struct HostVms {
     cache: PathBuf,
 }
 
-/// Where the static guest build is: `$WEDGE_GUEST_BIN_DIR`, else cargo's
-/// `x86_64-unknown-linux-gnu/<profile>` beside the directory wedge runs from (what
-/// `ci/build-static.sh` writes), checked to hold every guest binary.
+/// Where the guest's wedge binaries are: `$WEDGE_GUEST_BIN_DIR` (e.g. a static build from
+/// `ci/build-static.sh`), else the directory wedge itself runs from, so a guest runs the very
+/// build the host does (its shared libraries go into the image with it, `vm::image`); checked
+/// to hold every guest binary.
 pub fn guest_bin_dir() -> Result<PathBuf, SupportError> {
-    let dir = match std::env::var_os("WEDGE_GUEST_BIN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let own = crate::plan::commands::own_dir();
-            let profile = own
-                .file_name()
-                .map(|p| p.to_os_string())
-                .unwrap_or_default();
-            own.parent()
-                .unwrap_or(Path::new("."))
-                .join("x86_64-unknown-linux-gnu")
-                .join(profile)
-        }
-    };
+    let dir = std::env::var_os("WEDGE_GUEST_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::plan::commands::own_dir);
     match GUEST_BINARIES.iter().find(|b| !dir.join(b).is_file()) {
         None => Ok(dir),
         Some(missing) => Err(SupportError::NoGuestBuild {
