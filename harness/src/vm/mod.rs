@@ -1,8 +1,9 @@
 //! The VM backend: run cells inside a QEMU micro-VM with a chosen kernel and vCPU count.
 //!
 //! The guest is hermetic: it shares nothing with the host. Its root is an initramfs wedge
-//! writes itself ([`initramfs`]), holding the static wedge binaries, the scenario files and the
-//! host programs the scenarios run with their shared libraries ([`closure`]), cached by the
+//! writes itself ([`initramfs`]), holding wedge's own binaries (the host's build without debug
+//! info, [`strip`]), the scenario files and the host programs the scenarios run, each with its
+//! shared libraries ([`closure`]), cached by the
 //! hash of its bytes ([`image`]). The kernels come from a checked-in list, fetched into the same
 //! cache, or are any bzImage a user passes ([`kernels`]). [`qemu`] boots and watches one VM;
 //! `guest` (a layer above) is wedge as the guest's `/init`, running the plan the host packed for it

@@ -321,10 +321,15 @@ pub fn build(
 }
 
 /// A library error as a build failure. The library reports a failed exec as text only, so a program
-/// that is missing or not executable is recognised by the executor's wording.
+/// that is missing or not executable is recognised by the executor's wording. The message carries
+/// the error's whole chain of sources: the library's own text often leaves out the cause (its
+/// notify-socket `Connect` error names the socket, not the errno), and a diagnosis needs it.
 fn library_failure(program: &str, error: &libcontainer::error::LibcontainerError) -> BuildFailure {
-    let message = format!("libcontainer: {error}");
-    let lower = message.to_lowercase();
+    let top = format!("libcontainer: {error}");
+    // Only the library's own words say whether the program is missing: a cause further down the
+    // chain (a socket's ENOENT) is not about the program.
+    let lower = top.to_lowercase();
+    let message = with_sources(top, error);
     let errno = if lower.contains("not found") || lower.contains("no such file") {
         Some(libc::ENOENT)
     } else if lower.contains("permission denied") || lower.contains("correct permissions") {
@@ -340,5 +345,58 @@ fn library_failure(program: &str, error: &libcontainer::error::LibcontainerError
         }
         .into(),
         None => BuildError::Failed(message).into(),
+    }
+}
+
+/// `top` followed by each source of `error` in turn, skipping a source whose text the message
+/// already holds (libraries often repeat their source in their own text).
+fn with_sources(mut top: String, error: &dyn std::error::Error) -> String {
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !top.contains(&text) {
+            top.push_str(": ");
+            top.push_str(&text);
+        }
+        source = s.source();
+    }
+    top
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that says what failed but leaves its cause to `source()`, as the library's do.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("failed to connect to notify socket: tenant-notify-1.sock")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_message_names_the_cause_the_library_left_out() {
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let cause = refused.to_string();
+        let error = Outer(refused);
+        let message = with_sources(format!("libcontainer: {error}"), &error);
+        assert_eq!(
+            message,
+            format!(
+                "libcontainer: failed to connect to notify socket: tenant-notify-1.sock: {cause}"
+            )
+        );
+        // A cause the text already holds is not said twice.
+        let said = with_sources(format!("libcontainer: {error}: {cause}"), &error);
+        assert_eq!(said.matches(&cause).count(), 1, "{said}");
     }
 }
