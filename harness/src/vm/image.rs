@@ -201,7 +201,7 @@ pub fn build_image(spec: &ImageSpec, cache_dir: &Path) -> Result<GuestImage, Ima
         return Ok(image);
     }
     std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-    let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
+    let tmp = temp_name(&dir, &hash);
     let written = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
         .and_then(|()| std::fs::rename(&tmp, &path));
@@ -211,6 +211,15 @@ pub fn build_image(spec: &ImageSpec, cache_dir: &Path) -> Result<GuestImage, Ima
     }
     keep_newest(&dir, IMAGES_KEPT);
     Ok(image)
+}
+
+/// A name in `dir` for a file being written, unique to this call: this process's id and a
+/// counter, so threads of one process writing the same entry at once (two VM groups packing
+/// the same binary) never share a temporary file. Starts with `.`, which pruning leaves alone.
+pub(crate) fn temp_name(dir: &Path, stem: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".{stem}.{}.{n}.tmp", std::process::id()))
 }
 
 /// How many images the cache keeps, the most recently used; older ones go when a new one is

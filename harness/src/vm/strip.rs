@@ -20,7 +20,7 @@ use std::process::Command;
 
 use thiserror::Error;
 
-use super::image::{keep_newest, touch};
+use super::image::{keep_newest, temp_name, touch};
 
 /// How many stripped binaries the cache keeps, the most recently used: the five guest binaries
 /// of the last few builds.
@@ -64,11 +64,7 @@ pub fn without_debug_info(binary: &Path, cache: &Path) -> Result<PathBuf, StripE
         return Ok(out);
     }
     std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = temp_name(&dir, &name.to_string_lossy());
     let result = objcopy(binary, &tmp)
         .and_then(|()| std::fs::rename(&tmp, &out).map_err(|e| io_error(&out, e)));
     if result.is_err() {
@@ -147,6 +143,26 @@ mod tests {
             std::fs::metadata(&out).unwrap().modified().unwrap(),
             modified
         );
+    }
+
+    #[test]
+    fn threads_stripping_the_same_binary_at_once_all_get_it() {
+        let scratch = Scratch(
+            std::env::temp_dir().join(format!("wedge-strip-threads-{}", std::process::id())),
+        );
+        let me = std::env::current_exe().unwrap();
+        // Two VM groups of one run pack the same binaries at the same moment.
+        let outs: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| without_debug_info(&me, &scratch.0)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let first = outs[0].as_ref().unwrap().clone();
+        for out in &outs {
+            assert_eq!(out.as_ref().unwrap(), &first);
+        }
+        assert!(first.is_file());
     }
 
     #[test]
