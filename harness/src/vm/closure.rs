@@ -182,8 +182,14 @@ impl Walk {
             }
             return Ok(());
         }
-        if elf_interpreter(&bytes).is_some() {
-            for lib in ldd(&self.program, &real)? {
+        self.add_libraries(&real, &bytes)
+    }
+
+    /// The loader and shared libraries of ELF file `path` (content `bytes`); none when it names
+    /// no interpreter (a static binary).
+    fn add_libraries(&mut self, path: &Path, bytes: &[u8]) -> Result<(), ClosureError> {
+        if elf_interpreter(bytes).is_some() {
+            for lib in ldd(&self.program, path)? {
                 self.add_file(&lib)?;
             }
         }
@@ -283,11 +289,7 @@ pub fn libraries_of(binary: &Path) -> Result<Vec<HostFile>, ClosureError> {
         files: BTreeMap::new(),
     };
     let bytes = std::fs::read(binary).map_err(|e| walk.io(binary, e))?;
-    if elf_interpreter(&bytes).is_some() {
-        for lib in ldd(&walk.program, binary)? {
-            walk.add_file(&lib)?;
-        }
-    }
+    walk.add_libraries(binary, &bytes)?;
     Ok(walk.files.into_values().collect())
 }
 
