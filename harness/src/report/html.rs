@@ -622,7 +622,15 @@ fn point(s: &mut String, c: &CellStats, x: f64, y0: f64, color: &str) {
 
 /// One strip per cell: every time-to-verdict (up to 200, evenly chosen) and the median.
 fn time_chart(cells: &[&CellStats]) -> String {
-    let left = 260.0;
+    // The row labels are right-aligned against the plot, so the column left of it must be as
+    // wide as the longest cell id at 11 px (CHAR_W is for 12 px and errs wide), or the labels
+    // run off the picture's left edge.
+    let longest = cells
+        .iter()
+        .map(|c| c.cell_id.chars().count())
+        .max()
+        .unwrap_or(0);
+    let left = (CHAR_W * 11.0 / 12.0 * longest as f64 + 12.0).max(80.0);
     let plot_w = 360.0;
     let row_h = 18.0;
     let h = 40.0 + row_h * cells.len() as f64;
@@ -949,6 +957,32 @@ mod tests {
         let html = render(&summary(vec![skipped], &[2]));
         assert!(!html.contains("pass rate by vCPUs"), "{html}");
         assert!(html.contains("Not charted (no trials): <code>strategy=inline,cpus=4</code>"));
+    }
+
+    #[test]
+    fn the_time_chart_leaves_room_for_its_longest_row_label() {
+        let long = "a-strategy-with-a-long-name-for-its-pool-and-its-lock";
+        let mut c = stats(&[("strategy", long), ("concurrency", "16")], 1, 1, "any");
+        c.times_ms = vec![5.0];
+        c.max_ms = Some(5.0);
+        c.median_ms = Some(5.0);
+        let html = render(&summary(vec![c.clone()], &[2]));
+        let chart = html
+            .split("aria-label=\"time to verdict\"")
+            .nth(1)
+            .expect("a time chart");
+        let label_end = chart
+            .find(&format!(">{}</text>", c.cell_id))
+            .expect("the row label");
+        // The label is right-aligned at its x: everything left of x must fit its text, at
+        // no less than 6 px a character of an 11 px sans-serif font.
+        let tag = chart[..label_end].rfind("<text x=").unwrap();
+        let x_here = attr(&chart[tag..label_end], "<text", "x");
+        assert!(
+            x_here >= 6.0 * c.cell_id.chars().count() as f64,
+            "label ends at x = {x_here}, too close to the edge for {:?}",
+            c.cell_id
+        );
     }
 
     #[test]
