@@ -99,10 +99,12 @@ impl Output {
     }
 }
 
-/// SIGKILLs every process of `output`'s pid namespace (never the agent itself) that has one of
-/// its pipes open; returns their pids.
+/// SIGKILLs every process of `output`'s pid namespace (never the agent itself, nor another
+/// build in progress: see [`is_build_in_progress`]) that has one of its pipes open; returns their
+/// pids.
 pub fn output_holders(output: &Output) -> Vec<i32> {
     let me = std::process::id() as i32;
+    let my_exe = exe_of("self");
     let names = output.pipes.map(|inode| format!("pipe:[{inode}]"));
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -112,11 +114,42 @@ pub fn output_holders(output: &Output) -> Vec<i32> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me && in_namespace(pid, output.pid_ns))
         .filter(|&pid| holds_any(pid, &names))
+        .filter(|&pid| !is_build_in_progress(pid, my_exe))
         .collect();
     for &pid in &holders {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     holders
+}
+
+/// Whether `pid` is a clone of the agent (or of its zygote) that has not exec'd yet: its binary
+/// and its parent's are the agent's own. That is another exec's build in progress: the library's
+/// intermediate or init, or a command between its clone and its exec. A clone copies every
+/// descriptor the agent has, close-on-exec or not, so while it runs the agent's code it holds the
+/// pipes of every other exec in flight, and drops them at its exec. Killing it for that lost the
+/// other exec (`killed by signal 9`, or the library's `waiting for init ready` when it was the
+/// init) each time one exec ended while another was being built. A real leftover of the command
+/// has exec'd something, and was reparented to the container's init, never to the agent (an
+/// orphan goes to a subreaper only within its own pid namespace).
+fn is_build_in_progress(pid: i32, agent_exe: Option<(u64, u64)>) -> bool {
+    let Some(agent_exe) = agent_exe else {
+        return false;
+    };
+    let runs_agent = |pid: &str| exe_of(pid) == Some(agent_exe);
+    runs_agent(&pid.to_string()) && parent_of(pid).is_some_and(|p| runs_agent(&p.to_string()))
+}
+
+/// The device and inode of the binary `/proc/PID/exe` names (`PID` may be `self`).
+fn exe_of(pid: &str) -> Option<(u64, u64)> {
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// The parent's pid, from `/proc/PID/stat` (the fields after the parenthesised name).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn in_namespace(pid: i32, pid_ns: u64) -> bool {
@@ -145,8 +178,27 @@ mod tests {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe")
     }
 
+    /// A fork of this process that has not exec'd, as a build in progress is: it holds every
+    /// descriptor this process had at the fork until it exits, and exits once `release` is
+    /// written to.
+    fn clone_in_progress() -> (Pid, OwnedFd) {
+        use std::os::fd::AsRawFd;
+        let (wait, release) = pipe();
+        // SAFETY: the child of this multi-threaded process calls only read(2) and _exit(2),
+        // which are async-signal-safe, on a descriptor it owns.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => unsafe {
+                let mut byte = 0u8;
+                libc::read(wait.as_raw_fd(), (&raw mut byte).cast(), 1);
+                libc::_exit(0)
+            },
+            nix::unistd::ForkResult::Parent { child } => (child, release),
+        }
+    }
+
     /// A grandchild that left its parent's session (and its tree, once the parent exits) still
-    /// holds the output pipe: found by what it holds, and killed.
+    /// holds the output pipe: found by what it holds, and killed. Another build in progress
+    /// that holds it only because it was cloned while the pipe was open is spared.
     #[test]
     fn an_orphan_holding_the_output_is_found_and_killed() {
         // SAFETY: a prctl with integer arguments only. The orphan is reparented to this process
@@ -167,6 +219,7 @@ mod tests {
             .expect("sh");
         let output = Output::of(std::process::id() as i32, &read, &err_read)
             .expect("our own output identity");
+        let (bystander, release) = clone_in_progress();
         drop(write);
         let mut line = String::new();
         std::io::BufRead::read_line(
@@ -177,8 +230,14 @@ mod tests {
         let orphan: i32 = line.trim().parse().expect("a pid");
         shell.wait().expect("sh exits");
         let killed = output_holders(&output);
-        assert_eq!(killed, vec![orphan]);
+        assert_eq!(killed, vec![orphan], "the build in progress is {bystander}");
         nix::sys::wait::waitpid(Pid::from_raw(orphan), None).expect("reaping the orphan");
+        nix::unistd::write(&release, b"x").expect("releasing the build in progress");
+        assert_eq!(
+            nix::sys::wait::waitpid(bystander, None).expect("reaping the build in progress"),
+            nix::sys::wait::WaitStatus::Exited(bystander, 0),
+            "the build in progress was not killed"
+        );
         // Every writer is gone, so the read end sees end-of-file.
         let mut rest = Vec::new();
         std::io::Read::read_to_end(&mut std::fs::File::from(read), &mut rest).expect("eof");
