@@ -94,3 +94,87 @@ fn a_tracer_told_to_stop_lists_its_holds_and_lets_go() {
     subject.kill().unwrap();
     subject.wait().unwrap();
 }
+
+/// The state letter of thread `tid` of `pid` (`t`: stopped by its tracer), if it still exists.
+fn thread_state(pid: u32, tid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// SIGKILLs the processes it names when dropped, unless disarmed: a failed assertion must not
+/// leave the subject or the tracer behind.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// A thread that is not the leader execs while the tracer has the leader stopped: the kernel
+/// ends the leader and gives the execer its id, and no exit is reported for either. The tracer
+/// must see the exec (its log says so), forget what it held of the old threads and let the new
+/// program run to its end.
+#[test]
+fn an_exec_from_a_thread_is_seen_and_the_new_program_runs() {
+    let init = Path::new(env!("CARGO_BIN_EXE_wedge-init"));
+    let mut subject = Command::new(env!("CARGO_BIN_EXE_wedge-subject"))
+        .arg("exec-from-thread")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = subject.id();
+    let mut tracer = syscall_holds::spawn(init, 23, &[pid as i32]).unwrap();
+    let mut guard = KillOnDrop(vec![pid, tracer.id()]);
+    let mut stdout = BufReader::new(tracer.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(
+        first.starts_with("chaos syscall: tracing 2 threads"),
+        "{first}"
+    );
+    // Exec once the leader is seen stopped by the tracer: at a system call's edge or in a hold.
+    let end = Instant::now() + Duration::from_secs(30);
+    while thread_state(pid, pid) != Some('t') {
+        assert!(Instant::now() < end, "the leader was never seen stopped");
+        std::thread::yield_now();
+    }
+    // Read on a thread of its own, so that a subject left stopped fails the test, not hangs it.
+    let out = subject.stdout.take().unwrap();
+    let (said_tx, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = said_tx.send(line);
+    });
+    let mut stdin = subject.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"go\n").unwrap();
+    let said = said.recv_timeout(Duration::from_secs(30));
+    assert_eq!(
+        said.as_deref(),
+        Ok("hello\n"),
+        "the new program said nothing"
+    );
+    let status = loop {
+        if let Some(status) = subject.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "the new program never ended");
+        std::thread::yield_now();
+    };
+    assert!(status.success(), "{status}");
+    guard.0.clear();
+    tracer.stdout = Some(stdout.into_inner());
+    let log = syscall_holds::finish(tracer);
+    assert!(
+        log.iter()
+            .any(|l| l.contains(&format!("of process {pid} exec'd"))),
+        "{log:?}"
+    );
+}

@@ -30,6 +30,9 @@
 //! wedge-subject pause-forever      pause() with no handler and no alarm
 //! wedge-subject posix-timer        catch SIGUSR1, a CLOCK_MONOTONIC POSIX timer sending it after
 //!                                  1.5 s, pause(); exit 0 once it fired
+//! wedge-subject exec-from-thread   a thread (execer) that is not the leader reads a line from
+//!                                  stdin, then execs `wedge-subject exit 0`; meanwhile the main
+//!                                  thread sleeps 1 ms at a time without end
 //! wedge-subject posix-timer-disarmed
 //!                                  the same handler and timer, never armed, pause() forever
 //!
@@ -471,6 +474,25 @@ fn alarm_pause() -> ! {
     std::process::exit(0);
 }
 
+/// `exec-from-thread`: the kernel ends every other thread at the exec, and the execer takes
+/// the leader's thread id; a tracer must tell that from the threads' own exits.
+fn exec_from_thread() -> ! {
+    let execer = std::thread::Builder::new().name("execer".into()).spawn(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let err = std::os::unix::process::CommandExt::exec(
+            std::process::Command::new("/proc/self/exe").args(["exit", "0"]),
+        );
+        fail(&format!("exec: {err}"))
+    });
+    if execer.is_err() {
+        fail("spawning the execer");
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn pause_forever() -> ! {
     say("pausing");
     loop {
@@ -767,6 +789,7 @@ fn main() {
         Some("poll-disarmed") => poll_timer(false),
         Some("alarm-pause") => alarm_pause(),
         Some("pause-forever") => pause_forever(),
+        Some("exec-from-thread") => exec_from_thread(),
         Some("posix-timer") => posix_timer(true),
         Some("posix-timer-disarmed") => posix_timer(false),
         Some(mode) if waits::MODES.contains(&mode) => waits::run(mode),

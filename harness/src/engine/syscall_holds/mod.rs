@@ -254,7 +254,10 @@ impl Tracer {
         let options = Options::PTRACE_O_TRACESYSGOOD
             | Options::PTRACE_O_TRACECLONE
             | Options::PTRACE_O_TRACEFORK
-            | Options::PTRACE_O_TRACEVFORK;
+            | Options::PTRACE_O_TRACEVFORK
+            // An exec ends the process's other threads and gives the execer the leader's id,
+            // with no exit reported for either: only this event tells (`on_exec`).
+            | Options::PTRACE_O_TRACEEXEC;
         let pid = Pid::from_raw(tid);
         match ptrace::seize(pid, options) {
             // Seized threads run on; the interrupt stops each once, to start syscall stops.
@@ -436,9 +439,18 @@ impl Tracer {
         let former = ptrace::getevent(pid).map_or(tgid, |t| t as i32);
         let tgids = &self.tgids;
         let of_process = |tid: i32| tid == tgid || tid == former || tgids.get(&tid) == Some(&tgid);
+        let before = self.held.len();
         self.held.retain(|h| !of_process(h.pid.as_raw()));
+        let dropped = before - self.held.len();
         self.drop_looks_of(tgid);
         self.tgids.retain(|tid, t| *t != tgid && *tid != former);
+        if self.log.len() < LOGGED {
+            let at = self.start.elapsed().as_millis();
+            self.note(format!(
+                "chaos +{at} ms: thread {former} of process {tgid} exec'd; {dropped} holds of \
+                 the process dropped"
+            ));
+        }
     }
 
     /// The process (thread group) of thread `pid`, cached.
