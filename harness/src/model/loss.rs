@@ -231,6 +231,13 @@ mod tests {
         let warn = "\u{1b}[33m WARN\u{1b}[0m wedge_runtime::agent::service: the command never ran: \
                     binding the notify socket notify.sock in /tmp/t/exec-2/sss: Address already in \
                     use (os error 98) id=2";
+        let lc_connect = "\u{1b}[33m WARN\u{1b}[0m wedge_runtime::agent::service: the command never \
+                          ran: libcontainer: failed to connect to notify socket: \
+                          tenant-notify-37957089.sock";
+        // libcontainer 0.7.0's text for an init that died before it was ready.
+        let init_lost = "\u{1b}[33m WARN\u{1b}[0m wedge_runtime::agent::service: the command never \
+                         ran: libcontainer: failed to create container: failed to receive. \
+                         \"waiting for init ready\". BrokenChannel id=2";
         let stalled = "wedge-agent: exec 1/1: id 1 did not run in 1500 ms (timed out) (the command \
                        never ran: the timeout fired during the build)";
         let lost = "wedge-agent: exec 3/4: id 4 did not run in 10012 ms (timed out) (the command \
@@ -283,6 +290,22 @@ mod tests {
             let class = |r: &TrialRecord| of(s.classes(), r).unwrap();
             r.stderr_tail = warn.into();
             assert_eq!(class(&r), "cwd race", "{file}");
+            r.stderr_tail = format!("{lc_connect}: No such file or directory (os error 2) id=14");
+            assert_eq!(
+                class(&r),
+                "cwd race",
+                "{file}: libcontainer's connect, ENOENT"
+            );
+            r.stderr_tail = format!("{lc_connect}: Connection refused (os error 111) id=14");
+            assert_eq!(
+                class(&r),
+                "other",
+                "{file}: a refused connect found the socket"
+            );
+            r.stderr_tail = init_lost.into();
+            assert_eq!(class(&r), "libcontainer init lost", "{file}");
+            r.stderr_tail = format!("{init_lost}\n{warn}");
+            assert_eq!(class(&r), "cwd race", "{file}: the race comes first");
             r.stderr_tail.clear();
             r.spawned = vec![Spawned {
                 name: "execs".into(),
