@@ -99,44 +99,61 @@ impl Output {
     }
 }
 
-/// SIGKILLs every process of `output`'s pid namespace (never the agent itself, nor another
-/// build in progress: see [`is_build_in_progress`]) that has one of its pipes open; returns their
-/// pids.
-pub fn output_holders(output: &Output) -> Vec<i32> {
+/// What [`output_holders`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Holders {
+    /// The holders it SIGKILLed.
+    pub killed: Vec<i32>,
+    /// Holders it left alone as possibly a build in progress ([`is_build_in_progress`]): look
+    /// again later, when they have exec'd (and let go) or their build has ended (and they are
+    /// stranded, and killed).
+    pub spared: usize,
+}
+
+/// SIGKILLs every process of `output`'s pid namespace (never the agent itself, nor what may be
+/// another build in progress, given the start tick of the oldest build in progress,
+/// [`super::in_flight::oldest`]) that has one of its pipes open.
+pub fn output_holders(output: &Output, oldest_build: Option<u64>) -> Holders {
     let me = std::process::id() as i32;
     let my_exe = exe_of("self");
     let names = output.pipes.map(|inode| format!("pipe:[{inode}]"));
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return Holders::default();
     };
-    let holders: Vec<i32> = procs
+    let (spared, holders): (Vec<i32>, Vec<i32>) = procs
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me && in_namespace(pid, output.pid_ns))
         .filter(|&pid| holds_any(pid, &names))
-        .filter(|&pid| !is_build_in_progress(pid, my_exe))
-        .collect();
+        .partition(|&pid| is_build_in_progress(pid, my_exe, oldest_build));
     for &pid in &holders {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    holders
+    Holders {
+        killed: holders,
+        spared: spared.len(),
+    }
 }
 
-/// Whether `pid` is a clone of the agent (or of its zygote) that has not exec'd yet: its binary
-/// and its parent's are the agent's own. That is another exec's build in progress: the library's
-/// intermediate or init, or a command between its clone and its exec. A clone copies every
-/// descriptor the agent has, close-on-exec or not, so while it runs the agent's code it holds the
-/// pipes of every other exec in flight, and drops them at its exec. Killing it for that lost the
-/// other exec (`killed by signal 9`, or the library's `waiting for init ready` when it was the
-/// init) each time one exec ended while another was being built. A real leftover of the command
-/// has exec'd something, and was reparented to the container's init, never to the agent (an
-/// orphan goes to a subreaper only within its own pid namespace).
-fn is_build_in_progress(pid: i32, agent_exe: Option<(u64, u64)>) -> bool {
-    let Some(agent_exe) = agent_exe else {
+/// Whether `pid` may be another exec's build in progress: a clone of the agent (or of its
+/// zygote) that has not exec'd yet (its binary and its parent's are the agent's own), made no
+/// earlier than the oldest build in progress started. A clone copies every descriptor the agent
+/// has, close-on-exec or not, so a build's intermediate or init holds the pipes of every other
+/// exec in flight until it execs, and drops them there. Killing it for that lost the other exec
+/// (`killed by signal 9`, or the library's `waiting for init ready` when it was the init) each
+/// time one exec ended while another was being built. A clone older than every build in
+/// progress was left by one that ended (an init a failed build stranded: it never execs) and is
+/// killed like any leftover. A real leftover of the command has exec'd something, and was
+/// reparented to the container's init, never to the agent (an orphan goes to a subreaper only
+/// within its own pid namespace).
+fn is_build_in_progress(pid: i32, agent_exe: Option<(u64, u64)>, oldest: Option<u64>) -> bool {
+    let (Some(agent_exe), Some(oldest)) = (agent_exe, oldest) else {
         return false;
     };
     let runs_agent = |pid: &str| exe_of(pid) == Some(agent_exe);
-    runs_agent(&pid.to_string()) && parent_of(pid).is_some_and(|p| runs_agent(&p.to_string()))
+    runs_agent(&pid.to_string())
+        && parent_of(pid).is_some_and(|p| runs_agent(&p.to_string()))
+        && start_ticks(pid).is_some_and(|start| start >= oldest)
 }
 
 /// The device and inode of the binary `/proc/PID/exe` names (`PID` may be `self`).
@@ -145,11 +162,22 @@ fn exe_of(pid: &str) -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
-/// The parent's pid, from `/proc/PID/stat` (the fields after the parenthesised name).
-fn parent_of(pid: i32) -> Option<i32> {
+/// Field `n` (1-based, as proc(5) numbers them; `n` ≥ 3) of `/proc/PID/stat`, counted after the
+/// parenthesised name, which may hold spaces.
+fn stat_field(pid: i32, n: usize) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(1)?.parse().ok()
+    after_name.split_whitespace().nth(n - 3)?.parse().ok()
+}
+
+/// The parent's pid (field 4).
+fn parent_of(pid: i32) -> Option<i32> {
+    stat_field(pid, 4).and_then(|p| i32::try_from(p).ok())
+}
+
+/// When the process started, in clock ticks since boot (field 22, `starttime`).
+fn start_ticks(pid: i32) -> Option<u64> {
+    stat_field(pid, 22)
 }
 
 fn in_namespace(pid: i32, pid_ns: u64) -> bool {
@@ -197,8 +225,9 @@ mod tests {
     }
 
     /// A grandchild that left its parent's session (and its tree, once the parent exits) still
-    /// holds the output pipe: found by what it holds, and killed. Another build in progress
-    /// that holds it only because it was cloned while the pipe was open is spared.
+    /// holds the output pipe: found by what it holds, and killed. A clone of this process that
+    /// holds it only because it was cloned while the pipe was open is spared while a build that
+    /// started no later than it is in progress, and killed once none is (it was stranded).
     #[test]
     fn an_orphan_holding_the_output_is_found_and_killed() {
         // SAFETY: a prctl with integer arguments only. The orphan is reparented to this process
@@ -219,7 +248,12 @@ mod tests {
             .expect("sh");
         let output = Output::of(std::process::id() as i32, &read, &err_read)
             .expect("our own output identity");
+        let build_started = super::super::in_flight::boot_ticks_now();
         let (bystander, release) = clone_in_progress();
+        let stop_bystander = |why: &str| -> ! {
+            let _ = nix::unistd::write(&release, b"x");
+            panic!("{why}")
+        };
         drop(write);
         let mut line = String::new();
         std::io::BufRead::read_line(
@@ -229,14 +263,32 @@ mod tests {
         .expect("the orphan's pid");
         let orphan: i32 = line.trim().parse().expect("a pid");
         shell.wait().expect("sh exits");
-        let killed = output_holders(&output);
-        assert_eq!(killed, vec![orphan], "the build in progress is {bystander}");
+        let first = output_holders(&output, Some(build_started));
         nix::sys::wait::waitpid(Pid::from_raw(orphan), None).expect("reaping the orphan");
-        nix::unistd::write(&release, b"x").expect("releasing the build in progress");
+        if first
+            != (Holders {
+                killed: vec![orphan],
+                spared: 1,
+            })
+        {
+            stop_bystander(&format!(
+                "{first:?}: the orphan {orphan}, the build {bystander}"
+            ));
+        }
+        // Every build in progress started after the clone: it was left behind by one that ended.
+        let after = start_ticks(bystander.as_raw()).expect("the clone's start") + 1;
+        let second = output_holders(&output, Some(after));
+        if second
+            != (Holders {
+                killed: vec![bystander.as_raw()],
+                spared: 0,
+            })
+        {
+            stop_bystander(&format!("{second:?}: the stranded clone {bystander}"));
+        }
         assert_eq!(
-            nix::sys::wait::waitpid(bystander, None).expect("reaping the build in progress"),
-            nix::sys::wait::WaitStatus::Exited(bystander, 0),
-            "the build in progress was not killed"
+            nix::sys::wait::waitpid(bystander, None).expect("reaping the stranded clone"),
+            nix::sys::wait::WaitStatus::Signaled(bystander, Signal::SIGKILL, false),
         );
         // Every writer is gone, so the read end sees end-of-file.
         let mut rest = Vec::new();

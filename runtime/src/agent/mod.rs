@@ -11,6 +11,7 @@
 //!   between them, and the cwd critical section with its spawn lock (from `wedge-core`, so loom
 //!   checks it);
 //! - [`kill`]: kills a command, its process tree and whatever still holds its output;
+//! - [`in_flight`]: the builds in progress, by start time (what `kill` must not take for leftovers);
 //! - [`reaper`]: reaps orphaned init processes nobody waits for;
 //! - [`failpoints`]: the named failpoints (feature `failpoints`), documented there.
 //!
@@ -20,6 +21,7 @@ pub mod build;
 pub mod cli;
 pub mod client;
 pub mod failpoints;
+pub mod in_flight;
 pub mod kill;
 pub mod reaper;
 pub mod second_build;

@@ -374,11 +374,16 @@ async fn run_exec(
     let accepted = Instant::now();
     let deadline = timeout.map(|t| accepted + t);
     let mut build = Box::pin(shared.spawner.spawn(spec, Arc::clone(&progress)));
+    // In progress while the exec waits for it. A build its exec gave up on (timed out, client
+    // gone) may be stuck for good in the library, and must not keep other execs' leftovers
+    // alive (`in_flight`): it stops counting here.
+    let in_flight = super::in_flight::enter();
     let built = tokio::select! {
         built = &mut build => Ok(built),
         _ = until(deadline) => Err(Interrupt::TimedOut),
         _ = events.closed() => Err(Interrupt::ClientGone),
     };
+    drop(in_flight);
     let status = match built {
         Ok(Ok(built)) => run_command(&exec, built, deadline, &events, id, accepted).await,
         Ok(Err(failure)) => {
@@ -440,6 +445,20 @@ fn finish(shared: &Shared, id: u64, exec: &Exec, status: ExitStatus) {
             table.execs.remove(&old);
         }
     }
+}
+
+/// How soon to look again at what holds an exited command's output when some holder may be
+/// another build in progress: a build lets go at its exec, within milliseconds.
+const LOOK_AGAIN: Duration = Duration::from_millis(20);
+
+/// Kills what holds an exited command's output ([`kill::output_holders`]); when it spared some
+/// holder as a build in progress, the time to look again.
+fn kill_output_holders(output: &kill::Output, id: u64) -> Option<Instant> {
+    let holders = kill::output_holders(output, super::in_flight::oldest());
+    if !holders.killed.is_empty() {
+        tracing::debug!(id, killed = ?holders.killed, "killed what still held the output");
+    }
+    (holders.spared > 0).then(|| Instant::now() + LOOK_AGAIN)
 }
 
 /// Streams a started command's output until it exited and its output ended, enforcing the deadline
@@ -564,6 +583,9 @@ async fn stream_until_done(
     let mut pending: Option<ExecEvent> = None;
     let mut out_buf = vec![0u8; CHUNK];
     let mut err_buf = vec![0u8; CHUNK];
+    // When to look again for what holds the output of a command that exited (some holders
+    // were spared as builds in progress).
+    let mut look_again: Option<Instant> = None;
     while running || out_open || err_open {
         tokio::select! {
             permit = events.reserve(), if pending.is_some() => match permit {
@@ -585,11 +607,11 @@ async fn stream_until_done(
                 if let Ok(mut guard) = ready { guard.retain_ready(); }
                 running = false;
                 if let Some(output) = leftovers.as_ref().filter(|_| out_open || err_open) {
-                    let killed = kill::output_holders(output);
-                    if !killed.is_empty() {
-                        tracing::debug!(id, ?killed, "killed what still held the output");
-                    }
+                    look_again = kill_output_holders(output, id);
                 }
+            },
+            _ = until(look_again), if look_again.is_some() && (out_open || err_open) => {
+                look_again = leftovers.as_ref().and_then(|output| kill_output_holders(output, id));
             },
             _ = until(deadline), if running && !timed_out => {
                 timed_out = true;
