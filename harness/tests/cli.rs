@@ -851,3 +851,70 @@ fn an_exact_replay_refuses_another_qemu_build() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("recording.json"));
 }
+
+/// `report --reclassify` classifies lost trials again by the rules their scenario file has
+/// now, into a new directory; the original records keep the classes they were run with.
+#[test]
+fn report_reclassify_uses_the_current_rules_and_keeps_the_originals() {
+    let t = TempDir::new("reclassify");
+    let file = t.path("lossy.toml");
+    let write = |class: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "[scenario]\ntrials = 2\n[subject]\nkind = \"command\"\n\
+                 argv = [\"wedge-subject\", \"exit\", \"{{code}}\"]\n[matrix]\ncode = [0, 5]\n\
+                 [expect]\nexit = 0\n\
+                 [[classify]]\nname = \"{class}\"\nverdict = [\"fail\"]\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("first rule");
+    let (ran, again) = (t.path("ran"), t.path("again"));
+    let o = run(&["run", &file, "--out", &ran, "-q"]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let losses = |dir: &str| -> Vec<String> {
+        std::fs::read_to_string(format!("{dir}/trials.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                r["loss"].as_str().map(str::to_string)
+            })
+            .collect()
+    };
+    assert_eq!(losses(&ran), ["first rule", "first rule"]);
+    write("sharper rule");
+    let o = run(&["report", &ran, "--reclassify"]);
+    assert_eq!(
+        o.code, 2,
+        "in place would rewrite the records: {}",
+        o.stderr
+    );
+    let o = run(&["report", &ran, "--reclassify", "--out", &ran]);
+    assert_eq!(o.code, 2, "--out must be new: {}", o.stderr);
+    let o = run(&["report", &ran, "--reclassify", "--out", &again]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(losses(&again), ["sharper rule", "sharper rule"]);
+    assert_eq!(
+        losses(&ran),
+        ["first rule", "first rule"],
+        "originals untouched"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{again}/summary.json")).unwrap())
+            .unwrap();
+    let lost = summary["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["losses"].as_object().is_some_and(|m| !m.is_empty()))
+        .expect("a cell with losses");
+    assert_eq!(lost["losses"]["sharper rule"], 2, "{summary}");
+    // A scenario file that no longer parses is bad input, with its location.
+    std::fs::write(&file, "[scenario\n").unwrap();
+    let o = run(&["report", &ran, "--reclassify", "--out", &t.path("third")]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("lossy.toml"), "{}", o.stderr);
+}
