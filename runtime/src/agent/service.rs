@@ -451,10 +451,20 @@ fn finish(shared: &Shared, id: u64, exec: &Exec, status: ExitStatus) {
 /// another build in progress: a build lets go at its exec, within milliseconds.
 const LOOK_AGAIN: Duration = Duration::from_millis(20);
 
+/// How long after the command exited a holder may be spared as a build in progress at most. A
+/// build that old can be stuck in the library for good (0.5.7's InitReady race leaves one
+/// waiting on a channel that an init the race stranded keeps open, and an `inline` build blocks
+/// the very worker that would time it out), and the kill then frees it too. A build's clone on
+/// a working machine execs within milliseconds; two seconds leave a slow guest a hundredfold.
+const SPARE_AT_MOST: Duration = Duration::from_secs(2);
+
 /// Kills what holds an exited command's output ([`kill::output_holders`]); when it spared some
 /// holder as a build in progress, the time to look again.
-fn kill_output_holders(output: &kill::Output, id: u64) -> Option<Instant> {
-    let holders = kill::output_holders(output, super::in_flight::oldest());
+fn kill_output_holders(output: &kill::Output, id: u64, exited: Instant) -> Option<Instant> {
+    let oldest = (exited.elapsed() < SPARE_AT_MOST)
+        .then(super::in_flight::oldest)
+        .flatten();
+    let holders = kill::output_holders(output, oldest);
     if !holders.killed.is_empty() {
         tracing::debug!(id, killed = ?holders.killed, "killed what still held the output");
     }
@@ -586,6 +596,7 @@ async fn stream_until_done(
     // When to look again for what holds the output of a command that exited (some holders
     // were spared as builds in progress).
     let mut look_again: Option<Instant> = None;
+    let mut exited_at = Instant::now();
     while running || out_open || err_open {
         tokio::select! {
             permit = events.reserve(), if pending.is_some() => match permit {
@@ -606,12 +617,15 @@ async fn stream_until_done(
                 // Readable means exited; keep the guard's readiness (nothing clears it).
                 if let Ok(mut guard) = ready { guard.retain_ready(); }
                 running = false;
+                exited_at = Instant::now();
                 if let Some(output) = leftovers.as_ref().filter(|_| out_open || err_open) {
-                    look_again = kill_output_holders(output, id);
+                    look_again = kill_output_holders(output, id, exited_at);
                 }
             },
             _ = until(look_again), if look_again.is_some() && (out_open || err_open) => {
-                look_again = leftovers.as_ref().and_then(|output| kill_output_holders(output, id));
+                look_again = leftovers
+                    .as_ref()
+                    .and_then(|output| kill_output_holders(output, id, exited_at));
             },
             _ = until(deadline), if running && !timed_out => {
                 timed_out = true;
