@@ -208,8 +208,13 @@ pub enum Pending {
     Delivered,
     /// Still pending, and some thread can take it.
     Pending,
-    /// Pending and blocked by every thread (e.g. taken through a signalfd, or never).
+    /// Pending and blocked by every thread (e.g. taken through a signalfd, or never), none of
+    /// them running: it stays so until the process wakes and unblocks it.
     Blocked,
+    /// Pending and blocked by every thread, but some thread is running or runnable (`R`, or
+    /// `D` on its way back): it may unblock it any moment (a `sigsuspend` loop between two
+    /// calls), so wait and look again.
+    BlockedWhileRunning,
     /// Pending in a stopped process (delivered once it continues).
     Stopped,
     /// The process is gone.
@@ -234,17 +239,21 @@ pub fn signal_pending(pid: i32, signo: i32) -> Pending {
     if status.state.starts_with(['T', 't']) {
         return Pending::Stopped;
     }
-    // A thread whose status cannot be read counts as not blocking it.
-    let all_blocked = process.tasks().is_ok_and(|mut tasks| {
-        tasks.all(|task| {
-            task.and_then(|t| t.status())
-                .is_ok_and(|s| s.sigblk & bit != 0)
-        })
-    });
-    if all_blocked {
-        Pending::Blocked
-    } else {
-        Pending::Pending
+    // A thread whose status cannot be read counts as not blocking it, and as not running.
+    let Ok(tasks) = process.tasks() else {
+        return Pending::Pending;
+    };
+    let statuses: Vec<_> = tasks.map(|t| t.and_then(|t| t.status())).collect();
+    let all_blocked = statuses
+        .iter()
+        .all(|s| s.as_ref().is_ok_and(|s| s.sigblk & bit != 0));
+    let running = statuses
+        .iter()
+        .any(|s| s.as_ref().is_ok_and(|s| s.state.starts_with(['R', 'D'])));
+    match (all_blocked, running) {
+        (false, _) => Pending::Pending,
+        (true, true) => Pending::BlockedWhileRunning,
+        (true, false) => Pending::Blocked,
     }
 }
 

@@ -638,15 +638,28 @@ impl<'a> Steps<'a> {
     }
 
     /// Waits until `sig` is no longer pending in `pid` (so the next one is not merged with it),
-    /// unless every thread blocks it or the process is stopped; at most until the deadline.
+    /// unless every thread blocks it while none runs, or the process is stopped; at most until
+    /// the deadline. A process that blocks it but is running may be about to unblock it (a
+    /// handler loop that blocks signals but in `sigsuspend`), so that is waited out too, for
+    /// [`BLOCKED_RUNNING_AT_MOST`] at most: sending the next signal then would merge the two.
     fn await_delivery(&mut self, pid: i32, sig: Signal) {
         if sig == Signal::SIGKILL {
             return;
         }
         let end = self.watch.deadline();
+        let blocked_until = Instant::now() + BLOCKED_RUNNING_AT_MOST;
         loop {
             match crate::engine::proc::signal_pending(pid, sig as i32) {
                 Pending::Delivered | Pending::Gone => return,
+                Pending::BlockedWhileRunning if Instant::now() < blocked_until.min(end) => {
+                    std::thread::sleep(Duration::from_micros(200))
+                }
+                Pending::BlockedWhileRunning => {
+                    self.log.note(format!(
+                        "  {sig} stays pending: every thread of {pid} blocks it, running"
+                    ));
+                    return;
+                }
                 Pending::Blocked => {
                     self.log.note(format!(
                         "  {sig} stays pending: every thread of {pid} blocks it"
@@ -668,6 +681,10 @@ impl<'a> Steps<'a> {
         }
     }
 }
+
+/// How long a signal every thread blocks is waited for while the process runs (it may be
+/// about to unblock it); a process that keeps it blocked that long is taken to mean it.
+const BLOCKED_RUNNING_AT_MOST: Duration = Duration::from_secs(1);
 
 /// `thread T of process P blocked in futex or ioctl(REQ)`, for the log and reasons.
 fn blocked_text(
