@@ -12,7 +12,9 @@
 //! wedge-subject busy               spin on the CPU forever
 //! wedge-subject sleep MS           sleep MS milliseconds, then exit 0
 //! wedge-subject echo-stdin         copy stdin to stdout until end of file, then exit 0
-//! wedge-subject signals            count SIGINTs; on SIGTERM print "TERM after N INT", exit 0
+//! wedge-subject signals            count SIGINTs; on SIGTERM print "TERM after N INT", exit 0;
+//!                                  the signals are blocked but in sigsuspend, and after each
+//!                                  SIGINT it runs 50 ms with them blocked (a busy handler loop)
 //! wedge-subject seccomp-recv       a thread named "supervisor" blocks in
 //!                                  ioctl(SECCOMP_IOCTL_NOTIF_RECV) on a listener whose filter
 //!                                  user (the main thread) is alive and paused: the shape of a
@@ -237,6 +239,13 @@ fn signals() -> ! {
         if n != seen {
             seen = n;
             say(&format!("INT {n}"));
+            // Busy with the signals blocked, longer than the scenario's jitter between two: a
+            // SIGINT sent now stays pending while this process runs, and one sent after it
+            // would merge with it unless the sender waits for the first to be delivered.
+            let until = std::time::Instant::now() + Duration::from_millis(50);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
         }
         if TERMED.load(Ordering::SeqCst) {
             say(&format!("TERM after {n} INT"));
