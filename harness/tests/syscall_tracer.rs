@@ -130,8 +130,15 @@ fn an_exec_from_a_thread_is_seen_and_the_new_program_runs() {
         .spawn()
         .unwrap();
     let pid = subject.id();
+    let mut guard = KillOnDrop(vec![pid]);
+    // Both threads exist before the tracer comes, so it seizes both at once.
+    let end = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count()) < 2 {
+        assert!(Instant::now() < end, "the execer thread never started");
+        std::thread::yield_now();
+    }
     let mut tracer = syscall_holds::spawn(init, 23, &[pid as i32]).unwrap();
-    let mut guard = KillOnDrop(vec![pid, tracer.id()]);
+    guard.0.push(tracer.id());
     let mut stdout = BufReader::new(tracer.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
@@ -140,7 +147,6 @@ fn an_exec_from_a_thread_is_seen_and_the_new_program_runs() {
         "{first}"
     );
     // Exec once the leader is seen stopped by the tracer: at a system call's edge or in a hold.
-    let end = Instant::now() + Duration::from_secs(30);
     while thread_state(pid, pid) != Some('t') {
         assert!(Instant::now() < end, "the leader was never seen stopped");
         std::thread::yield_now();
