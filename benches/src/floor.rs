@@ -2,7 +2,8 @@
 //! (`benches/supervisor_exec.rs`, group `exec`) and the paired report (`exec_floor_pairs`), so
 //! that both run exactly the same command lines: a shell loop of execs of `/bin/true`, bare, under
 //! the hand-written floor supervisor (with and without reading the exec's arguments), under
-//! `wedge-run`, and under bubblewrap alone with the flags `wedge-run --sandbox bwrap` uses.
+//! `wedge-run`, under bubblewrap alone with the flags `wedge-run --sandbox bwrap` uses, and under
+//! the floor supervisor inside that same bubblewrap (the floor of `wedge-run --sandbox bwrap`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -22,15 +23,19 @@ pub enum Arm {
     BwrapAlone,
     /// Under `wedge-run --sandbox bwrap`.
     WedgeRunBwrap,
+    /// Under `floor_supervisor --read`, itself inside `bwrap` with `wedge-run`'s flags: the least
+    /// a supervisor that decides on path and argv costs in that sandbox.
+    FloorReadBwrap,
 }
 
 impl Arm {
-    pub const ALL: [Arm; 6] = [
+    pub const ALL: [Arm; 7] = [
         Arm::Plain,
         Arm::Floor,
         Arm::FloorRead,
         Arm::WedgeRunNone,
         Arm::BwrapAlone,
+        Arm::FloorReadBwrap,
         Arm::WedgeRunBwrap,
     ];
 
@@ -42,12 +47,16 @@ impl Arm {
             Arm::WedgeRunNone => "wedge-run --sandbox none",
             Arm::BwrapAlone => "bwrap alone",
             Arm::WedgeRunBwrap => "wedge-run --sandbox bwrap",
+            Arm::FloorReadBwrap => "floor+read in bwrap",
         }
     }
 
     /// Whether the arm needs bubblewrap to run.
     pub fn needs_bwrap(self) -> bool {
-        matches!(self, Arm::BwrapAlone | Arm::WedgeRunBwrap)
+        matches!(
+            self,
+            Arm::BwrapAlone | Arm::WedgeRunBwrap | Arm::FloorReadBwrap
+        )
     }
 
     /// The command that runs `script` in this arm, output discarded.
@@ -74,6 +83,11 @@ impl Arm {
                 c
             }
             Arm::BwrapAlone => bwrap(),
+            Arm::FloorReadBwrap => {
+                let mut c = bwrap();
+                c.arg(&bins.floor_supervisor).args(["--read", "--"]);
+                c
+            }
         };
         let skip = usize::from(self == Arm::Plain);
         c.args(&shell[skip..])

@@ -5,8 +5,17 @@
 //! `/bin/true`. Machine load drifts between rounds, so besides the ratio of the medians the
 //! report gives the median of the per-round ratios, which a drift hits in both arms alike.
 //!
+//! Beside the time, each run's CPU (user + system, of the arm's process tree as `wait4`'s
+//! resource usage counts it) is reported per exec: the wall-clock gap between two arms is what a
+//! user waits, the CPU gap is the work one arm does that the other does not. (Under bubblewrap
+//! only the processes outside the sandbox are counted; the report says so.)
+//!
+//! `--load N` runs N busy threads in this process (not counted in the arms' CPU) for the whole
+//! measurement, so that every arm competes for the CPUs as it would beside a build; the issue's
+//! "under load" targets ask that `wedge-run` degrade no more than the floor does.
+//!
 //! ```text
-//! exec_floor_pairs [--rounds 9] [--execs 500]
+//! exec_floor_pairs [--rounds 9] [--execs 500] [--load 0]
 //! ```
 //!
 //! Finds `floor_supervisor` and `wedge-run` beside itself (or in `$WEDGE_BIN_DIR`). Prints a
@@ -15,24 +24,36 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use wedge_benches::floor::{Arm, Bins, bwrap_usable, exec_loop};
 
-const USAGE: &str = "usage: exec_floor_pairs [--rounds N] [--execs N]";
+const USAGE: &str = "usage: exec_floor_pairs [--rounds N] [--execs N] [--load N]";
 
 /// The ratios the issue asks for: (numerator, denominator).
-const RATIOS: [(Arm, Arm); 5] = [
+const RATIOS: [(Arm, Arm); 7] = [
     (Arm::Floor, Arm::Plain),
     (Arm::FloorRead, Arm::Floor),
     (Arm::WedgeRunNone, Arm::Plain),
     (Arm::WedgeRunNone, Arm::FloorRead),
     (Arm::WedgeRunBwrap, Arm::BwrapAlone),
+    (Arm::FloorReadBwrap, Arm::BwrapAlone),
+    (Arm::WedgeRunBwrap, Arm::FloorReadBwrap),
 ];
 
 struct Options {
     rounds: usize,
     execs: u64,
+    load: usize,
+}
+
+/// One timed run of an arm: wall-clock seconds, and CPU seconds of its process tree.
+#[derive(Clone, Copy)]
+struct Run {
+    wall: f64,
+    cpu: f64,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +79,7 @@ fn main() -> ExitCode {
         }
     };
     println!("Load average at start: {}", load_average());
+    let load = Load::start(options.load);
     let times = match measure(&options, &bins, &arms) {
         Ok(t) => t,
         Err(message) => {
@@ -65,15 +87,49 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    drop(load);
     report(&options, &arms, &times);
     println!("\nLoad average at end: {}", load_average());
     ExitCode::SUCCESS
+}
+
+/// `N` threads that spin until dropped: a steady, reproducible competitor for every CPU.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(n: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 fn parse_args(args: Vec<String>) -> Result<Options, String> {
     let mut options = Options {
         rounds: 9,
         execs: 500,
+        load: 0,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -83,9 +139,18 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
         let n = value
             .parse::<u64>()
             .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("{flag}: not a positive number: {value:?}"))?;
+            .filter(|&n| n > 0 || flag == "--load")
+            .ok_or_else(|| {
+                let kind = if flag == "--load" { "a" } else { "a positive" };
+                format!("{flag}: not {kind} number: {value:?}")
+            })?;
         match flag.as_str() {
+            "--load" => {
+                options.load = usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n <= 1024)
+                    .ok_or_else(|| format!("--load: at most 1024 threads, not {n}"))?
+            }
             "--rounds" => {
                 options.rounds =
                     usize::try_from(n).map_err(|_| format!("--rounds: too large: {n}"))?
@@ -124,33 +189,59 @@ fn locate_bins() -> Result<Bins, String> {
     })
 }
 
-/// Seconds per run, `times[arm][round]`. One untimed run of each arm first, so that the first
+/// Every timed run, `runs[arm][round]`. One untimed run of each arm first, so that the first
 /// round does not pay for cold caches.
-fn measure(options: &Options, bins: &Bins, arms: &[Arm]) -> Result<Vec<Vec<f64>>, String> {
+fn measure(options: &Options, bins: &Bins, arms: &[Arm]) -> Result<Vec<Vec<Run>>, String> {
     let script = exec_loop(options.execs);
-    let once = |arm: Arm| -> Result<f64, String> {
+    let once = |arm: Arm| -> Result<Run, String> {
         let start = Instant::now();
-        let status = arm
+        let child = arm
             .command(bins, &script)
-            .status()
+            .spawn()
             .map_err(|e| format!("{}: cannot start: {e}", arm.name()))?;
-        let seconds = start.elapsed().as_secs_f64();
+        let (status, cpu) =
+            wait_with_cpu(child.id()).map_err(|e| format!("{}: cannot wait: {e}", arm.name()))?;
+        let wall = start.elapsed().as_secs_f64();
         if !status.success() {
             return Err(format!("{}: the loop failed: {status}", arm.name()));
         }
-        Ok(seconds)
+        Ok(Run { wall, cpu })
     };
     for &arm in arms {
         once(arm)?;
     }
-    let mut times = vec![Vec::with_capacity(options.rounds); arms.len()];
+    let mut runs = vec![Vec::with_capacity(options.rounds); arms.len()];
     for round in 0..options.rounds {
         for k in 0..arms.len() {
             let i = (round + k) % arms.len();
-            times[i].push(once(arms[i])?);
+            runs[i].push(once(arms[i])?);
         }
     }
-    Ok(times)
+    Ok(runs)
+}
+
+/// Waits for the child `pid` and returns its status and the CPU seconds (user + system) it and
+/// every descendant it waited for used. `std::process::Child` reports no resource usage, so the
+/// child is reaped here with `wait4` (the `Child` handle is dropped unwaited, which is allowed).
+fn wait_with_cpu(pid: u32) -> std::io::Result<(std::process::ExitStatus, f64)> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut status = 0;
+    // SAFETY: all-zero is a valid `rusage` (plain integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is this process's own unreaped child; both out-pointers are valid.
+        let got = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+        if got == pid as i32 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    Ok((std::process::ExitStatus::from_raw(status), cpu))
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -164,21 +255,40 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn report(options: &Options, arms: &[Arm], times: &[Vec<f64>]) {
+fn report(options: &Options, arms: &[Arm], runs: &[Vec<Run>]) {
     println!(
-        "\n{} rounds, {} execs of /bin/true per run (per exec includes the loop's own fork)\n",
-        options.rounds, options.execs
+        "\n{} rounds, {} execs of /bin/true per run (per exec includes the loop's own fork), \
+         {} busy threads beside\n",
+        options.rounds, options.execs, options.load
     );
-    println!("| arm | median s | median µs/exec |");
-    println!("|---|---:|---:|");
-    for (arm, t) in arms.iter().zip(times) {
-        let m = median(t);
-        let per_exec = m / options.execs as f64 * 1e6;
-        println!("| {} | {m:.4} | {per_exec:.1} |", arm.name());
+    let per_exec = |s: f64| s / options.execs as f64 * 1e6;
+    let walls: Vec<Vec<f64>> = runs
+        .iter()
+        .map(|r| r.iter().map(|r| r.wall).collect())
+        .collect();
+    println!("| arm | median s | median µs/exec | median CPU µs/exec |");
+    println!("|---|---:|---:|---:|");
+    for ((arm, wall), run) in arms.iter().zip(&walls).zip(runs) {
+        let cpu: Vec<f64> = run.iter().map(|r| r.cpu).collect();
+        println!(
+            "| {} | {:.4} | {:.1} | {:.1} |",
+            arm.name(),
+            median(wall),
+            per_exec(median(wall)),
+            per_exec(median(&cpu))
+        );
+    }
+    if arms.iter().any(|a| a.needs_bwrap()) {
+        println!(
+            "\nCPU of the bwrap arms counts only what runs outside the sandbox: bubblewrap does \
+             not pass the usage of the processes it reaps inside on to its parent, so `wedge-run \
+             --sandbox bwrap` shows wedge-run's own CPU (the supervisor's), and the other two \
+             almost nothing."
+        );
     }
     println!("\n| ratio | of medians | median of per-round ratios |");
     println!("|---|---:|---:|");
-    let of = |arm: Arm| arms.iter().position(|&a| a == arm).map(|i| &times[i]);
+    let of = |arm: Arm| arms.iter().position(|&a| a == arm).map(|i| &walls[i]);
     for (num, den) in RATIOS {
         let name = format!("{} / {}", num.name(), den.name());
         let (Some(n), Some(d)) = (of(num), of(den)) else {

@@ -267,10 +267,9 @@ fn exec_dirfd(n: &Notification) -> Option<i32> {
 /// the read and CONTINUE, and so to show that race as the documented limit it is.
 #[cfg(feature = "mutations")]
 fn hold_after_read(path: &str) {
-    let Some(value) = std::env::var_os("WEDGE_RUN_HOLD_AFTER_READ") else {
+    let Some(value) = instrumentation_var(&HOLD_AFTER_READ, "WEDGE_RUN_HOLD_AFTER_READ") else {
         return;
     };
-    let value = value.to_string_lossy().into_owned();
     let Some((held, dir)) = value.split_once(':') else {
         return;
     };
@@ -290,13 +289,30 @@ fn hold_after_read(path: &str) {
 #[cfg(not(feature = "mutations"))]
 fn hold_after_read(_path: &str) {}
 
+#[cfg(feature = "mutations")]
+static HOLD_AFTER_READ: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+#[cfg(feature = "mutations")]
+static KILL_AFTER_READ: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// An instrumentation variable, read once: the `mutations` build is the one CI benchmarks, and
+/// an environment lookup on every decision would be a cost the release build does not have.
+#[cfg(feature = "mutations")]
+fn instrumentation_var(
+    cell: &'static std::sync::OnceLock<Option<String>>,
+    name: &str,
+) -> Option<&'static str> {
+    cell.get_or_init(|| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+        .as_deref()
+}
+
 /// Test instrumentation, compiled only into the `mutations` build: with
 /// `WEDGE_RUN_KILL_AFTER_READ=PATH`, a target exec'ing PATH is SIGKILLed after its request was read
 /// and before the re-check, and waited for until it has exited, so a test can show that the stale
 /// notification is refused (and so catch the `id-valid-recheck` mutation).
 #[cfg(feature = "mutations")]
 fn kill_after_read(pid: u32, path: &str) {
-    if std::env::var_os("WEDGE_RUN_KILL_AFTER_READ").is_none_or(|p| p != path) {
+    if instrumentation_var(&KILL_AFTER_READ, "WEDGE_RUN_KILL_AFTER_READ").is_none_or(|p| p != path)
+    {
         return;
     }
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
