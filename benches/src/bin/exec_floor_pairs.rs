@@ -10,9 +10,11 @@
 //! user waits, the CPU gap is the work one arm does that the other does not. (Under bubblewrap
 //! only the processes outside the sandbox are counted; the report says so.)
 //!
-//! `--load N` runs N busy threads in this process (not counted in the arms' CPU) for the whole
-//! measurement, so that every arm competes for the CPUs as it would beside a build; the issue's
-//! "under load" targets ask that `wedge-run` degrade no more than the floor does.
+//! `--load N` measures every arm twice per round, once as above and once beside N busy threads
+//! of this process (not counted in the arms' CPU), which compete for the CPUs as a build would;
+//! the two passes alternate which goes first. The report then has a table per condition and the
+//! degradation of each arm (loaded over idle, per round): the issue's "under load" target asks
+//! that `wedge-run` degrade no more than the floor does.
 //!
 //! ```text
 //! exec_floor_pairs [--rounds 9] [--execs 500] [--load 0]
@@ -79,16 +81,20 @@ fn main() -> ExitCode {
         }
     };
     println!("Load average at start: {}", load_average());
-    let load = Load::start(options.load);
-    let times = match measure(&options, &bins, &arms) {
-        Ok(t) => t,
+    let runs = match measure(&options, &bins, &arms) {
+        Ok(r) => r,
         Err(message) => {
             eprintln!("exec_floor_pairs: {message}");
             return ExitCode::from(1);
         }
     };
-    drop(load);
-    report(&options, &arms, &times);
+    let conditions = runs.len();
+    for (threads, runs) in [0, options.load].into_iter().zip(&runs) {
+        report(&options, threads, &arms, runs);
+    }
+    if conditions == 2 {
+        degradation(&arms, &runs[0], &runs[1]);
+    }
     println!("\nLoad average at end: {}", load_average());
     ExitCode::SUCCESS
 }
@@ -189,9 +195,10 @@ fn locate_bins() -> Result<Bins, String> {
     })
 }
 
-/// Every timed run, `runs[arm][round]`. One untimed run of each arm first, so that the first
-/// round does not pay for cold caches.
-fn measure(options: &Options, bins: &Bins, arms: &[Arm]) -> Result<Vec<Vec<Run>>, String> {
+/// Every timed run, `runs[condition][arm][round]`: condition 0 alone, 1 beside the load (only
+/// with `--load`). One untimed run of each arm first, so that the first round does not pay for
+/// cold caches.
+fn measure(options: &Options, bins: &Bins, arms: &[Arm]) -> Result<Vec<Vec<Vec<Run>>>, String> {
     let script = exec_loop(options.execs);
     let once = |arm: Arm| -> Result<Run, String> {
         let start = Instant::now();
@@ -210,11 +217,21 @@ fn measure(options: &Options, bins: &Bins, arms: &[Arm]) -> Result<Vec<Vec<Run>>
     for &arm in arms {
         once(arm)?;
     }
-    let mut runs = vec![Vec::with_capacity(options.rounds); arms.len()];
+    let loads: &[usize] = if options.load > 0 {
+        &[0, options.load]
+    } else {
+        &[0]
+    };
+    let mut runs = vec![vec![Vec::with_capacity(options.rounds); arms.len()]; loads.len()];
     for round in 0..options.rounds {
-        for k in 0..arms.len() {
-            let i = (round + k) % arms.len();
-            runs[i].push(once(arms[i])?);
+        for pass in 0..loads.len() {
+            // Alternate which condition goes first, as the arms rotate.
+            let condition = (round + pass) % loads.len();
+            let _load = Load::start(loads[condition]);
+            for k in 0..arms.len() {
+                let i = (round + k) % arms.len();
+                runs[condition][i].push(once(arms[i])?);
+            }
         }
     }
     Ok(runs)
@@ -255,11 +272,17 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn report(options: &Options, arms: &[Arm], runs: &[Vec<Run>]) {
+fn report(options: &Options, threads: usize, arms: &[Arm], runs: &[Vec<Run>]) {
     println!(
-        "\n{} rounds, {} execs of /bin/true per run (per exec includes the loop's own fork), \
-         {} busy threads beside\n",
-        options.rounds, options.execs, options.load
+        "\n## {}\n\n{} rounds, {} execs of /bin/true per run (per exec includes the loop's own \
+         fork)\n",
+        if threads == 0 {
+            "Alone".to_string()
+        } else {
+            format!("Beside {threads} busy threads")
+        },
+        options.rounds,
+        options.execs
     );
     let per_exec = |s: f64| s / options.execs as f64 * 1e6;
     let walls: Vec<Vec<f64>> = runs
@@ -301,6 +324,41 @@ fn report(options: &Options, arms: &[Arm], runs: &[Vec<Run>]) {
             median(n) / median(d),
             median(&per_round)
         );
+    }
+}
+
+/// Each arm's time beside the load over its time alone in the same round, and the issue's two
+/// comparisons: `wedge-run` may degrade no more than its floor does.
+fn degradation(arms: &[Arm], alone: &[Vec<Run>], loaded: &[Vec<Run>]) {
+    let factor = |i: usize| {
+        let per_round: Vec<f64> = loaded[i]
+            .iter()
+            .zip(&alone[i])
+            .map(|(l, a)| l.wall / a.wall)
+            .collect();
+        median(&per_round)
+    };
+    println!("\n## Degradation under load\n");
+    println!("| arm | beside the load / alone (median of per-round ratios) |");
+    println!("|---|---:|");
+    for (i, arm) in arms.iter().enumerate() {
+        println!("| {} | {:.3} |", arm.name(), factor(i));
+    }
+    let of = |arm: Arm| arms.iter().position(|&a| a == arm).map(factor);
+    println!("\n| wedge-run degrades | its floor degrades | ratio |");
+    println!("|---|---|---:|");
+    for (run, floor) in [
+        (Arm::WedgeRunNone, Arm::FloorRead),
+        (Arm::WedgeRunBwrap, Arm::FloorReadBwrap),
+    ] {
+        if let (Some(r), Some(f)) = (of(run), of(floor)) {
+            println!(
+                "| {} {r:.3}× | {} {f:.3}× | {:.3} |",
+                run.name(),
+                floor.name(),
+                r / f
+            );
+        }
     }
 }
 
