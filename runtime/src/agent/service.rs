@@ -32,6 +32,11 @@ pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
 const FINISHED_KEPT: usize = 4096;
 /// Output chunk size.
 const CHUNK: usize = 64 * 1024;
+/// The first read's buffer size: most commands an agent runs print little or nothing, and two
+/// zeroed 64 KiB buffers per exec were page faults and memset for every one of them. A read that
+/// fills the buffer grows it to [`CHUNK`], so a command that prints a lot is read in full chunks
+/// from its second read on.
+const FIRST_CHUNK: usize = 4 * 1024;
 
 /// What a running exec's process is, for `Kill`.
 #[derive(Debug)]
@@ -591,8 +596,8 @@ async fn stream_until_done(
     let (mut out_open, mut err_open, mut running) = (true, true, true);
     let (mut timed_out, mut client_gone) = (false, false);
     let mut pending: Option<ExecEvent> = None;
-    let mut out_buf = vec![0u8; CHUNK];
-    let mut err_buf = vec![0u8; CHUNK];
+    let mut out_buf = vec![0u8; FIRST_CHUNK];
+    let mut err_buf = vec![0u8; FIRST_CHUNK];
     // When to look again for what holds the output of a command that exited (some holders
     // were spared as builds in progress).
     let mut look_again: Option<Instant> = None;
@@ -605,13 +610,21 @@ async fn stream_until_done(
             },
             read = stdout.read(&mut out_buf), if out_open && pending.is_none() => match read {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) if !client_gone => pending = Some(output(OutputStream::Stdout, &out_buf[..n])),
-                Ok(_) => {}
+                Ok(n) => {
+                    if !client_gone {
+                        pending = Some(output(OutputStream::Stdout, &out_buf[..n]));
+                    }
+                    grow_when_full(&mut out_buf, n);
+                }
             },
             read = stderr.read(&mut err_buf), if err_open && pending.is_none() => match read {
                 Ok(0) | Err(_) => err_open = false,
-                Ok(n) if !client_gone => pending = Some(output(OutputStream::Stderr, &err_buf[..n])),
-                Ok(_) => {}
+                Ok(n) => {
+                    if !client_gone {
+                        pending = Some(output(OutputStream::Stderr, &err_buf[..n]));
+                    }
+                    grow_when_full(&mut err_buf, n);
+                }
             },
             ready = exited.readable(), if running => {
                 // Readable means exited; keep the guard's readiness (nothing clears it).
@@ -643,6 +656,13 @@ async fn stream_until_done(
         }
     }
     timed_out
+}
+
+/// After a read of `n` bytes into `buf`: a read that filled it grows it to [`CHUNK`].
+fn grow_when_full(buf: &mut Vec<u8>, n: usize) {
+    if n == buf.len() && buf.len() < CHUNK {
+        buf.resize(CHUNK, 0);
+    }
 }
 
 /// Reaps the command (on the blocking pool) and builds its final status.
@@ -684,6 +704,17 @@ fn output(stream: OutputStream, data: &[u8]) -> ExecEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_buffer_grows_to_a_chunk_only_after_a_read_filled_it() {
+        let mut buf = vec![0u8; FIRST_CHUNK];
+        grow_when_full(&mut buf, FIRST_CHUNK - 1);
+        assert_eq!(buf.len(), FIRST_CHUNK, "a short read leaves it small");
+        grow_when_full(&mut buf, FIRST_CHUNK);
+        assert_eq!(buf.len(), CHUNK, "a full read grows it");
+        grow_when_full(&mut buf, CHUNK);
+        assert_eq!(buf.len(), CHUNK, "never past a chunk");
+    }
 
     fn request(program: &str, cwd: &str) -> ExecRequest {
         ExecRequest {
