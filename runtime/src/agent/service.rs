@@ -608,23 +608,11 @@ async fn stream_until_done(
                 Ok(permit) => permit.send(Ok(pending.take().expect("checked"))),
                 Err(_) => pending = None,
             },
-            read = stdout.read(&mut out_buf), if out_open && pending.is_none() => match read {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => {
-                    if !client_gone {
-                        pending = Some(output(OutputStream::Stdout, &out_buf[..n]));
-                    }
-                    grow_when_full(&mut out_buf, n);
-                }
+            read = stdout.read(&mut out_buf), if out_open && pending.is_none() => {
+                (out_open, pending) = took(read, &mut out_buf, OutputStream::Stdout, !client_gone);
             },
-            read = stderr.read(&mut err_buf), if err_open && pending.is_none() => match read {
-                Ok(0) | Err(_) => err_open = false,
-                Ok(n) => {
-                    if !client_gone {
-                        pending = Some(output(OutputStream::Stderr, &err_buf[..n]));
-                    }
-                    grow_when_full(&mut err_buf, n);
-                }
+            read = stderr.read(&mut err_buf), if err_open && pending.is_none() => {
+                (err_open, pending) = took(read, &mut err_buf, OutputStream::Stderr, !client_gone);
             },
             ready = exited.readable(), if running => {
                 // Readable means exited; keep the guard's readiness (nothing clears it).
@@ -656,6 +644,25 @@ async fn stream_until_done(
         }
     }
     timed_out
+}
+
+/// What one read of a command's output gives: whether that pipe is still open, and the event
+/// to forward (none when the client is gone, `forward` false). A read that filled the buffer
+/// grows it ([`grow_when_full`]).
+fn took(
+    read: std::io::Result<usize>,
+    buf: &mut Vec<u8>,
+    stream: OutputStream,
+    forward: bool,
+) -> (bool, Option<ExecEvent>) {
+    match read {
+        Ok(0) | Err(_) => (false, None),
+        Ok(n) => {
+            let event = forward.then(|| output(stream, &buf[..n]));
+            grow_when_full(buf, n);
+            (true, event)
+        }
+    }
 }
 
 /// After a read of `n` bytes into `buf`: a read that filled it grows it to [`CHUNK`].
