@@ -17,19 +17,8 @@ log exec_floor_pairs idle
 $T/exec_floor_pairs --rounds 9 --execs 500 > $R/floor-idle.md 2>&1
 log exec_floor_pairs load2
 $T/exec_floor_pairs --rounds 9 --execs 500 --load 2 > $R/floor-load2.md 2>&1
-log supervisor cpu
-cat > /tmp/r25-loop.sh <<'EOS'
-#!/bin/sh
-i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done
-touch /tmp/r25-loop.done; exec sleep 2
-EOS
-chmod +x /tmp/r25-loop.sh
-cpu_of() { rm -f /tmp/r25-loop.done; "$@" -- /tmp/r25-loop.sh & p=$!; while [ ! -e /tmp/r25-loop.done ]; do sleep 0.05; done; for t in /proc/$p/task/*; do printf '%s %s\n' "$(cat $t/comm)" "$(cut -d' ' -f1 $t/schedstat)"; done; wait $p; }
-for i in 1 2 3; do
-  echo "# wedge-run none"; RUST_LOG=warn cpu_of $T/wedge-run --sandbox none
-  echo "# floor+read"; cpu_of $T/floor_supervisor --read
-  echo "# floor"; cpu_of $T/floor_supervisor
-done > $R/supervisor-cpu.txt 2>&1
+log supervisor cpu and wait
+"$here/supervisor-wait.sh" > $R/supervisor-wait.txt 2>&1
 log perf
 cat > /tmp/r25-loop3k.sh <<'EOS'
 #!/bin/sh
@@ -75,4 +64,4 @@ perf script -i $R/perf-floor.data --comm floor_superviso -F comm,tid,period,ip,s
 read -r _ SERVE _ ZYG < $R/agent-pids
 perf script -i $R/perf-agent.data -F comm,pid,tid,period -G 2>/dev/null \
   | "$here/agent_split.py" "$SERVE" "$ZYG" $R/agent-client-pids > $R/agent-split.txt
-rm -rf /tmp/r25-loop.sh /tmp/r25-loop.done /tmp/r25-loop3k.sh /tmp/r25-main
+rm -rf /tmp/r25-loop3k.sh /tmp/r25-main
