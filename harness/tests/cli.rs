@@ -918,3 +918,66 @@ fn report_reclassify_uses_the_current_rules_and_keeps_the_originals() {
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(o.stderr.contains("lossy.toml"), "{}", o.stderr);
 }
+
+#[test]
+fn report_base_adds_new_trials_to_a_summary_whose_records_are_gone() {
+    let t = TempDir::new("report-base");
+    let file = t.path("codes.toml");
+    std::fs::write(
+        &file,
+        "[scenario]\ntrials = 2\n[subject]\nkind = \"command\"\n\
+         argv = [\"wedge-subject\", \"exit\", \"{code}\"]\n[matrix]\ncode = [0, 5]\n\
+         [expect]\nexit = 0\n",
+    )
+    .unwrap();
+    let (first, second) = (t.path("first"), t.path("second"));
+    for (dir, seed) in [(&first, "1"), (&second, "2")] {
+        let o = run(&["run", &file, "--out", dir, "--seed", seed, "-q"]);
+        assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    }
+    // The first run's records are gone; only its summary is left, as in reports/.
+    let kept = t.path("kept.json");
+    std::fs::copy(format!("{first}/summary.json"), &kept).unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+    let o = run(&["report", &second, "--base", &kept]);
+    assert_eq!(o.code, 2, "--base needs a new --out: {}", o.stderr);
+    let grown = t.path("grown");
+    let o = run(&["report", &second, "--base", &kept, "--out", &grown]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("4 new, 4 from bases"), "{}", o.stdout);
+    let cells = |dir: &str| -> Vec<(String, u64, u64)> {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}/summary.json")).unwrap())
+                .unwrap();
+        s["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let n = |k: &str| c[k].as_u64().unwrap();
+                (
+                    c["cell_id"].as_str().unwrap().to_string(),
+                    n("trials"),
+                    n("passes"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        cells(&grown),
+        [("code=0".to_string(), 4, 4), ("code=5".to_string(), 4, 0)]
+    );
+    // Re-rendering the grown directory keeps its base.
+    let o = run(&["report", &grown]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(cells(&grown)[0].1, 4);
+    // A base that is not a summary is bad input, named.
+    std::fs::write(&kept, "{\"cells\": 3}").unwrap();
+    let o = run(&["report", &second, "--base", &kept, "--out", &t.path("bad")]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("kept.json") && o.stderr.contains("not a wedge summary"),
+        "{}",
+        o.stderr
+    );
+}

@@ -5,6 +5,12 @@
 //! scenario file has now (a rule made sharper after the run, as the cwd race's was), rather
 //! than the ones it had when the trial ran. It needs a new `--out`: the records written there
 //! carry the new classes, and the originals are never rewritten.
+//!
+//! `--base SUMMARY.json` adds the records to the cells of an earlier report whose records are
+//! gone (a committed `reports/*/summary.json`), so a table grows across sessions to its trial
+//! target (`report::merge` says what adds exactly). The merged bases are kept in `--out` as
+//! `base.json`, and re-rendering a directory that has one includes it again. `--reclassify`
+//! touches only the records: a base's cells keep the classes they were reported with.
 
 use std::path::{Path, PathBuf};
 
@@ -24,28 +30,39 @@ pub struct ReportArgs {
     /// file each record names, read from here); needs a new --out.
     #[arg(long)]
     reclassify: bool,
+    /// A summary.json whose cells the records are added to (an earlier report whose
+    /// trials.jsonl is gone); repeatable; needs a new --out.
+    #[arg(long, value_name = "SUMMARY.json")]
+    base: Vec<PathBuf>,
 }
+
+/// Where `--out` keeps the bases it was merged onto.
+const BASE_FILE: &str = "base.json";
 
 pub fn report(args: ReportArgs) -> Result<(), Failure> {
     let ReportArgs {
         dirs,
         out,
         reclassify,
+        base,
     } = args;
     let dirs = dirs.as_slice();
     let mut records = read_dirs(dirs)?;
-    if reclassify {
-        if out.is_none()
-            || dirs
-                .iter()
-                .any(|d| out.as_deref().is_some_and(|o| same_dir(d, o)))
-        {
-            return Err(Failure::Input(
-                "--reclassify writes new records: it needs --out DIR, a new directory".into(),
-            ));
+    let new_out = out
+        .as_deref()
+        .is_some_and(|o| !dirs.iter().any(|d| same_dir(d, o)));
+    if reclassify || !base.is_empty() {
+        if !new_out {
+            let flag = if reclassify { "--reclassify" } else { "--base" };
+            return Err(Failure::Input(format!(
+                "{flag} writes new records: it needs --out DIR, a new directory"
+            )));
         }
-        classify_again(&mut records)?;
+        if reclassify {
+            classify_again(&mut records)?;
+        }
     }
+    let bases = read_bases(&base, dirs)?;
     let target = match (&out, dirs) {
         (Some(o), _) => o.clone(),
         (None, [one]) => one.clone(),
@@ -75,14 +92,51 @@ pub fn report(args: ReportArgs) -> Result<(), Failure> {
             "--out must be a new directory when merging".into(),
         ));
     }
-    let summary = wedge::report::stats::summarize(&records);
+    let mut summary = wedge::report::stats::summarize(&records);
+    if let Some(b) = bases {
+        if merged {
+            write_base(&target.join(BASE_FILE), &b)?;
+        }
+        summary = wedge::report::merge::merge(b, summary);
+    }
     wedge::report::write_all(&target, &summary).map_err(|e| Failure::Io(e.to_string()))?;
     wedge::outln!(
-        "wrote {} (from {} trials)",
+        "wrote {} (from {} trials: {} new, {} from bases)",
         target.join("summary.md").display(),
-        records.len()
+        summary.trials,
+        records.len(),
+        summary.trials - records.len() as u64
     );
     Ok(())
+}
+
+/// The `--base` summaries and each directory's `base.json`, merged into one, if any.
+fn read_bases(
+    base: &[PathBuf],
+    dirs: &[PathBuf],
+) -> Result<Option<wedge::report::stats::Summary>, Failure> {
+    let kept = dirs
+        .iter()
+        .map(|d| d.join(BASE_FILE))
+        .filter(|p| p.is_file());
+    let mut merged: Option<wedge::report::stats::Summary> = None;
+    for path in base.iter().cloned().chain(kept) {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Failure::Input(format!("{}: {e}", path.display())))?;
+        let summary = serde_json::from_str(&text).map_err(|e| {
+            Failure::Input(format!("{}: not a wedge summary.json: {e}", path.display()))
+        })?;
+        merged = Some(match merged {
+            Some(m) => wedge::report::merge::merge(m, summary),
+            None => summary,
+        });
+    }
+    Ok(merged)
+}
+
+fn write_base(path: &Path, base: &wedge::report::stats::Summary) -> Result<(), Failure> {
+    let json = serde_json::to_string_pretty(base).map_err(|e| Failure::Io(e.to_string()))?;
+    std::fs::write(path, json + "\n").map_err(|e| Failure::Io(format!("{}: {e}", path.display())))
 }
 
 /// Sets each record's loss class by the rules its scenario file has now; each file is read once.

@@ -8,6 +8,7 @@ pub mod html;
 pub mod junit;
 pub mod live;
 pub mod markdown;
+pub mod merge;
 pub mod stats;
 pub mod terminal;
 

@@ -287,7 +287,7 @@ pub fn normalize_pids(summary: &str) -> String {
     addr.replace_all(&summary, "0x…").into_owned()
 }
 
-fn compare_all(cells: &[CellStats]) -> Vec<Comparison> {
+pub(crate) fn compare_all(cells: &[CellStats]) -> Vec<Comparison> {
     let mut out = Vec::new();
     for (i, a) in cells.iter().enumerate() {
         for b in &cells[i + 1..] {
