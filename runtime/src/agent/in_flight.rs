@@ -13,6 +13,14 @@
 //! The guard counts every strategy's build, the zygote's too, from the service's side, for as
 //! long as its exec waits for it: a build given up on (its exec timed out) may be stuck in the
 //! library for good, and what it cloned is then a leftover like any other.
+//!
+//! A build ends before its command execs: libcontainer's tenant init reports ready, is told to
+//! start, and only then execs, still holding (close-on-exec, not yet closed) every descriptor
+//! the agent had at its clone. So from the build's end until its exec ends, the command itself
+//! is registered too ([`command`]): while it still runs the agent's binary it has not exec'd,
+//! and is spared. (Before this, 2 of 1380 trials in 4- and 8-vCPU TCG guests lost an exec
+//! `killed by signal 9` 0.6 s and 1.6 s after it was accepted, with nothing sending a signal:
+//! this window explains it, though the records, at the `warn` log level, cannot show the kill.)
 
 use crate::sync::Mutex;
 
@@ -43,6 +51,47 @@ impl Drop for Guard {
 /// The tick the oldest build in progress started at; `None` when none is.
 pub fn oldest() -> Option<u64> {
     STARTS.lock().iter().map(|&(_, start)| start).min()
+}
+
+/// The pids of commands whose build ended and whose exec has not (a handful at a time).
+static COMMANDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// One build's command, from [`command`] until dropped (once its exec ended and it was reaped).
+#[derive(Debug)]
+pub struct Command {
+    pid: i32,
+}
+
+/// Records that `pid` is the command of an exec in progress.
+pub fn command(pid: i32) -> Command {
+    COMMANDS.lock().push(pid);
+    Command { pid }
+}
+
+impl Drop for Command {
+    fn drop(&mut self) {
+        let mut pids = COMMANDS.lock();
+        if let Some(i) = pids.iter().position(|&p| p == self.pid) {
+            pids.swap_remove(i);
+        }
+    }
+}
+
+/// What a sweep for leftovers must leave alone as part of another exec still under way.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InProgress {
+    /// The start tick of the oldest build in progress ([`oldest`]).
+    pub oldest: Option<u64>,
+    /// The commands of execs in progress ([`command`]).
+    pub commands: Vec<i32>,
+}
+
+/// The builds and commands in progress now.
+pub fn now() -> InProgress {
+    InProgress {
+        oldest: oldest(),
+        commands: COMMANDS.lock().clone(),
+    }
 }
 
 /// Now on the boot-time clock, in clock ticks rounded down: the kernel's `starttime` is the
@@ -85,6 +134,16 @@ mod tests {
             !STARTS.lock().iter().any(|&(t, _)| t == token),
             "dropped, forgotten"
         );
+    }
+
+    #[test]
+    fn a_command_counts_until_its_guard_is_dropped() {
+        // A pid no other test registers: this process's own.
+        let me = std::process::id() as i32;
+        let guard = command(me);
+        assert!(now().commands.contains(&me));
+        drop(guard);
+        assert!(!now().commands.contains(&me), "dropped, forgotten");
     }
 
     /// This process's own `starttime` is on the same clock: never after now.

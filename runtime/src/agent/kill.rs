@@ -22,6 +22,7 @@
 //! Both read `/proc` and are only called on the kill path or for the shared-namespace builder, so
 //! the common `wedge` exec pays nothing.
 
+use super::in_flight::InProgress;
 use crate::sys;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -111,9 +112,9 @@ pub struct Holders {
 }
 
 /// SIGKILLs every process of `output`'s pid namespace (never the agent itself, nor what may be
-/// another build in progress, given the start tick of the oldest build in progress,
-/// [`super::in_flight::oldest`]) that has one of its pipes open.
-pub fn output_holders(output: &Output, oldest_build: Option<u64>) -> Holders {
+/// part of another exec under way, [`is_build_in_progress`] by `spare`) that has one of its
+/// pipes open.
+pub fn output_holders(output: &Output, spare: &InProgress) -> Holders {
     let me = std::process::id() as i32;
     let my_exe = exe_of("self");
     let names = output.pipes.map(|inode| format!("pipe:[{inode}]"));
@@ -125,7 +126,7 @@ pub fn output_holders(output: &Output, oldest_build: Option<u64>) -> Holders {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me && in_namespace(pid, output.pid_ns))
         .filter(|&pid| holds_any(pid, &names))
-        .partition(|&pid| is_build_in_progress(pid, my_exe, oldest_build));
+        .partition(|&pid| is_build_in_progress(pid, my_exe, spare));
     for &pid in &holders {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
@@ -145,15 +146,21 @@ pub fn output_holders(output: &Output, oldest_build: Option<u64>) -> Holders {
 /// progress was left by one that ended (an init a failed build stranded: it never execs) and is
 /// killed like any leftover. A real leftover of the command has exec'd something, and was
 /// reparented to the container's init, never to the agent (an orphan goes to a subreaper only
-/// within its own pid namespace).
-fn is_build_in_progress(pid: i32, agent_exe: Option<(u64, u64)>, oldest: Option<u64>) -> bool {
-    let (Some(agent_exe), Some(oldest)) = (agent_exe, oldest) else {
+/// within its own pid namespace). The command of another exec whose build has ended is spared
+/// too while it still runs the agent's binary: it has not exec'd yet (`in_flight` says why).
+fn is_build_in_progress(pid: i32, agent_exe: Option<(u64, u64)>, spare: &InProgress) -> bool {
+    let Some(agent_exe) = agent_exe else {
         return false;
     };
     let runs_agent = |pid: &str| exe_of(pid) == Some(agent_exe);
-    runs_agent(&pid.to_string())
-        && parent_of(pid).is_some_and(|p| runs_agent(&p.to_string()))
-        && start_ticks(pid).is_some_and(|start| start >= oldest)
+    if !runs_agent(&pid.to_string()) {
+        return false;
+    }
+    spare.commands.contains(&pid)
+        || spare.oldest.is_some_and(|oldest| {
+            parent_of(pid).is_some_and(|p| runs_agent(&p.to_string()))
+                && start_ticks(pid).is_some_and(|start| start >= oldest)
+        })
 }
 
 /// The device and inode of the binary `/proc/PID/exe` names (`PID` may be `self`).
@@ -263,7 +270,11 @@ mod tests {
         .expect("the orphan's pid");
         let orphan: i32 = line.trim().parse().expect("a pid");
         shell.wait().expect("sh exits");
-        let first = output_holders(&output, Some(build_started));
+        let builds = |oldest: u64| InProgress {
+            oldest: Some(oldest),
+            commands: Vec::new(),
+        };
+        let first = output_holders(&output, &builds(build_started));
         nix::sys::wait::waitpid(Pid::from_raw(orphan), None).expect("reaping the orphan");
         if first
             != (Holders {
@@ -275,9 +286,22 @@ mod tests {
                 "{first:?}: the orphan {orphan}, the build {bystander}"
             ));
         }
+        // No build in progress, but the clone is the command of an exec whose build ended and
+        // which has not exec'd yet: spared, for as long as it is registered.
+        let handed_over = super::super::in_flight::command(bystander.as_raw());
+        let as_command = output_holders(&output, &super::super::in_flight::now());
+        drop(handed_over);
+        if as_command
+            != (Holders {
+                killed: vec![],
+                spared: 1,
+            })
+        {
+            stop_bystander(&format!("{as_command:?}: the command {bystander}"));
+        }
         // Every build in progress started after the clone: it was left behind by one that ended.
         let after = start_ticks(bystander.as_raw()).expect("the clone's start") + 1;
-        let second = output_holders(&output, Some(after));
+        let second = output_holders(&output, &builds(after));
         if second
             != (Holders {
                 killed: vec![bystander.as_raw()],

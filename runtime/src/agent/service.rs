@@ -388,6 +388,12 @@ async fn run_exec(
         _ = until(deadline) => Err(Interrupt::TimedOut),
         _ = events.closed() => Err(Interrupt::ClientGone),
     };
+    // The command has not exec'd yet when its build ends: it counts from before the build stops
+    // counting until its exec ends (`in_flight`).
+    let _command = match &built {
+        Ok(Ok(built)) => Some(super::in_flight::command(built.pid)),
+        _ => None,
+    };
     drop(in_flight);
     let status = match built {
         Ok(Ok(built)) => run_command(&exec, built, deadline, &events, id, accepted).await,
@@ -466,10 +472,12 @@ const SPARE_AT_MOST: Duration = Duration::from_secs(2);
 /// Kills what holds an exited command's output ([`kill::output_holders`]); when it spared some
 /// holder as a build in progress, the time to look again.
 fn kill_output_holders(output: &kill::Output, id: u64, exited: Instant) -> Option<Instant> {
-    let oldest = (exited.elapsed() < SPARE_AT_MOST)
-        .then(super::in_flight::oldest)
-        .flatten();
-    let holders = kill::output_holders(output, oldest);
+    let spare = if exited.elapsed() < SPARE_AT_MOST {
+        super::in_flight::now()
+    } else {
+        super::in_flight::InProgress::default()
+    };
+    let holders = kill::output_holders(output, &spare);
     if !holders.killed.is_empty() {
         tracing::debug!(id, killed = ?holders.killed, "killed what still held the output");
     }
