@@ -515,7 +515,7 @@ trials = 1
 kind = "command"
 argv = ["sh", "-c", "{script}"]
 [matrix]
-script = ["touch \"$TMPDIR/left-behind\"", "mkdir \"$TMPDIR/m\" && mount -t tmpfs wedge-test \"$TMPDIR/m\"", "true"]
+script = ["touch \"$TMPDIR/left-behind\"", "mkdir \"$TMPDIR/m\" && mount -n -t tmpfs wedge-test \"$TMPDIR/m\"", "true"]
 [expect]
 exit = 0
 "#,
