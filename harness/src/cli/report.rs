@@ -48,6 +48,8 @@ pub fn report(args: ReportArgs) -> Result<(), Failure> {
     } = args;
     let dirs = dirs.as_slice();
     let mut records = read_dirs(dirs)?;
+    // A new directory for the merged records and reports (one that does not exist yet cannot
+    // be an input, which exists).
     let new_out = out
         .as_deref()
         .is_some_and(|o| !dirs.iter().any(|d| same_dir(d, o)));
@@ -74,8 +76,7 @@ pub fn report(args: ReportArgs) -> Result<(), Failure> {
     };
     std::fs::create_dir_all(&target)
         .map_err(|e| Failure::Input(format!("{}: {e}", target.display())))?;
-    let merged = out.is_some() && !dirs.iter().any(|d| same_dir(d, &target));
-    if merged {
+    if new_out {
         let jsonl = target.join("trials.jsonl");
         if jsonl.metadata().is_ok_and(|m| m.len() > 0) {
             return Err(Failure::Input(format!(
@@ -94,18 +95,22 @@ pub fn report(args: ReportArgs) -> Result<(), Failure> {
     }
     let mut summary = wedge::report::stats::summarize(&records);
     if let Some(b) = bases {
-        if merged {
+        if new_out {
             write_base(&target.join(BASE_FILE), &b)?;
         }
         summary = wedge::report::merge::merge(b, summary);
     }
     wedge::report::write_all(&target, &summary).map_err(|e| Failure::Io(e.to_string()))?;
+    let from_bases = summary.trials.saturating_sub(records.len() as u64);
+    let split = if from_bases > 0 {
+        format!(": {} new, {from_bases} from bases", records.len())
+    } else {
+        String::new()
+    };
     wedge::outln!(
-        "wrote {} (from {} trials: {} new, {} from bases)",
+        "wrote {} (from {} trials{split})",
         target.join("summary.md").display(),
-        summary.trials,
-        records.len(),
-        summary.trials - records.len() as u64
+        summary.trials
     );
     Ok(())
 }
