@@ -467,7 +467,7 @@ impl TrialTree {
 
     /// Whether `pid`'s environment holds this trial's marker (and `part`'s, if given).
     fn carries_marker(&self, pid: i32, part: Option<Part>) -> bool {
-        let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+        let Some(env) = crate::engine::proc::environ(pid) else {
             return false;
         };
         let has = |n: &str| env.split(|&b| b == 0).any(|e| e == n.as_bytes());
@@ -492,7 +492,7 @@ impl TrialTree {
             .collect();
         let mut found: Vec<i32> = roots.clone();
         for &(pid, _) in &all {
-            if let Ok(env) = fs::read(format!("/proc/{pid}/environ")) {
+            if let Some(env) = crate::engine::proc::environ(pid) {
                 let has = |n: &str| env.split(|&b| b == 0).any(|e| e == n.as_bytes());
                 if has(&needle) && part_needle.as_deref().is_none_or(has) {
                     found.push(pid);

@@ -405,10 +405,11 @@ fn attribute(pid: i32) -> Option<(Option<String>, BTreeSet<String>)> {
     if running.is_empty() {
         return None;
     }
-    // The environment first, then whether the process still lives: a process that exits
-    // between the two reads an empty environment, and only the later look tells that apart
-    // from a live process that is no trial's.
-    let env = fs::read(format!("/proc/{pid}/environ")).ok();
+    // The environment first (whole or empty, never cut short: `proc::environ`), then whether
+    // the process still lives: a process that exits between the two reads an empty
+    // environment, and only the later look tells that apart from a live process that is no
+    // trial's.
+    let env = crate::engine::proc::environ(pid);
     let alive = crate::engine::proc::stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X');
     match creator(env.as_deref(), alive, &running) {
         Creator::Trial(marker) => Some((Some(marker), running)),

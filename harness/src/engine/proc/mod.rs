@@ -158,6 +158,31 @@ pub fn cmdline(pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A process's environment, whole or nothing: empty once it has let go of its memory, `None` when
+/// it is gone (and, on the kernels seen, when it is a zombie: opening fails with `ESRCH`).
+///
+/// One `read` at offset 0 with room for all of it, never `fs::read`. The kernel copies the whole
+/// environment in one call while it holds the process's memory, so one call returns all of it or
+/// nothing. `fs::read` makes several calls (a 32-byte probe first), and an exit between two of
+/// them cuts the environment short while `/proc/PID/stat` still shows the process running: it
+/// lets go of its memory before it becomes a zombie. A marker cut off that way made a trial's
+/// leftover directory look like no trial's (`leftovers`).
+pub fn environ(pid: i32) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::File::open(format!("/proc/{pid}/environ")).ok()?;
+    let mut room = 64 * 1024;
+    loop {
+        let mut buf = vec![0u8; room];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        if n < room {
+            buf.truncate(n);
+            return Some(buf);
+        }
+        // Full: perhaps more. Read it all again, in one call, with more room.
+        room *= 4;
+    }
+}
+
 /// The stat of one process, `None` when it is gone.
 pub fn stat(pid: i32) -> Option<Stat> {
     Stat::parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
@@ -330,6 +355,44 @@ mod tests {
         let value = 0x5eed_u64;
         let bytes = read_memory(me, &value as *const u64 as u64, 8).unwrap();
         assert_eq!(u64::from_ne_bytes(bytes.try_into().unwrap()), value);
+    }
+
+    #[test]
+    fn reads_an_environment_whole_and_a_zombies_as_empty() {
+        use std::process::{Command, Stdio};
+        // Larger than the first read's room, with the marker last.
+        let big = "x".repeat(100 * 1024);
+        let mut child = Command::new("cat")
+            .env_clear()
+            .env("A", &big)
+            .env("B", &big)
+            .env("WEDGE_TEST_LAST", "here")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let env = environ(pid).unwrap();
+        assert!(env.len() > 200 * 1024, "{}", env.len());
+        assert!(env.ends_with(b"WEDGE_TEST_LAST=here\0"));
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert_eq!(environ(pid), None);
+
+        // Exited but not reaped: its memory is gone, its pid is not.
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stat(pid).is_some_and(|s| s.state != 'Z') {
+            assert!(
+                std::time::Instant::now() < end,
+                "{pid} never became a zombie"
+            );
+            std::thread::yield_now();
+        }
+        // None on the kernels seen (ESRCH); never anything but empty.
+        assert_eq!(environ(pid).unwrap_or_default(), b"");
+        child.wait().unwrap();
     }
 
     #[test]
