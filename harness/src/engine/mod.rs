@@ -14,5 +14,6 @@ pub mod output;
 pub mod pidns;
 pub mod proc;
 pub mod reaper;
+pub mod spawn;
 pub mod syscall_holds;
 pub mod trial;

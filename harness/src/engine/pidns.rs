@@ -6,6 +6,9 @@
 //! wedge starts `wedge-init -- PROGRAM ARGS...` where it used to start the subject. That process
 //! (the *keeper*, wedge's child, outside the namespace) does, single-threaded:
 //!
+//! 0. its own setup ([`Setup`]: dies with wedge, joins the trial's cgroups, leads a process
+//!    group or a session, takes the trial's CPUs), what a forked child of wedge's did before
+//!    wedge started keepers with `posix_spawn`;
 //! 1. blocks every signal, so that group signals meant for the subject (a pty's ^C, a `signal`
 //!    step with `to = "group"`) neither kill nor disturb it;
 //! 2. `unshare(CLONE_NEWPID)` and forks the *init*: pid 1 of the new namespace, which reaps
@@ -52,6 +55,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
+mod setup;
+pub use setup::{Setup, SetupError};
+
 /// The descriptor on which the keeper writes its [`Report`].
 pub const REPORT_FD: RawFd = 3;
 
@@ -64,7 +70,8 @@ pub enum Report {
     /// The subject was exec'd. Pids are in wedge's namespace; `init` is `None` when no pid
     /// namespace could be created.
     Started { subject: i32, init: Option<i32> },
-    /// The subject could not be exec'd (`errno` of `execvp`); the keeper exits 127.
+    /// The keeper's own setup failed ([`Setup`]), or the subject could not be exec'd (`errno`
+    /// of `execvp`); the keeper exits 127.
     Failed { errno: i32 },
 }
 
@@ -163,13 +170,21 @@ pub enum ModeError {
     Unknown(Vec<String>),
 }
 
-const USAGE: &str = "usage: wedge-init [--lifeline | --join PID | --no-pidns] -- PROGRAM [ARGS...]";
+const USAGE: &str = "usage: wedge-init [--lifeline | --join PID | --no-pidns] [--parent PID] \
+                     [--cgroup FILE]... [--tty] [--cpus LIST] -- PROGRAM [ARGS...]";
+
+/// The keeper's options before `--`: its own setup and its mode.
+fn options(options: &[String]) -> Result<(Setup, Mode), String> {
+    let (setup, rest) = Setup::parse(options).map_err(|e| e.to_string())?;
+    let mode = Mode::parse(&rest).map_err(|e| e.to_string())?;
+    Ok((setup, mode))
+}
 
 /// The keeper's whole life (`wedge-init [OPTIONS] -- PROGRAM ARGS...`). Never returns.
 pub fn keeper_main(args: Vec<String>) -> ! {
-    let (mode, argv) = match args.iter().position(|a| a == "--") {
-        Some(i) if i + 1 < args.len() => match Mode::parse(&args[1..i]) {
-            Ok(mode) => (mode, &args[i + 1..]),
+    let ((setup, mode), argv) = match args.iter().position(|a| a == "--") {
+        Some(i) if i + 1 < args.len() => match options(&args[1..i]) {
+            Ok(parsed) => (parsed, &args[i + 1..]),
             Err(e) => die(&format!("{e}; {USAGE}")),
         },
         _ => die(USAGE),
@@ -180,6 +195,13 @@ pub fn keeper_main(args: Vec<String>) -> ! {
         .collect();
     // SAFETY: wedge hands descriptor 3 to the keeper and nothing else in this process owns it.
     let report = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
+    if let Err(e) = setup.apply() {
+        let failed = Report::Failed {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        };
+        let _ = nix::unistd::write(&report, failed.encode().as_bytes());
+        std::process::exit(127);
+    }
     let original = block_all_signals();
     let (init, own_proc) = enter(mode);
     let (subject, outcome) = start_subject(&argv, &original, own_proc);

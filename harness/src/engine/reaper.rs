@@ -18,12 +18,21 @@ static OWNED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 /// Spawns `cmd` and records the child as owned (its trial waits for it), atomically with respect
 /// to [`reap_orphans`].
 pub fn spawn_owned(cmd: &mut Command) -> io::Result<Child> {
+    owned(|| cmd.spawn(), |c| c.id() as i32)
+}
+
+/// Starts a child with `spawn` and records it (its pid by `pid_of`) as owned, atomically with
+/// respect to [`reap_orphans`].
+pub fn owned<T>(
+    spawn: impl FnOnce() -> io::Result<T>,
+    pid_of: impl Fn(&T) -> i32,
+) -> io::Result<T> {
     let _guard = SPAWNING.read();
-    let child = cmd.spawn()?;
+    let child = spawn()?;
     OWNED
         .lock()
         .get_or_insert_with(HashSet::new)
-        .insert(child.id() as i32);
+        .insert(pid_of(&child));
     Ok(child)
 }
 

@@ -7,11 +7,11 @@
 //! the host's namespaces, contained by the trial's cgroups. [`Procs`] holds what was started (and
 //! the subject's stdin ends and the namespace's lifeline) for the steps, then for teardown.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{ChildStdin, Command, Stdio};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use crate::engine::isolation::Part;
 use crate::engine::marker::{MARKER_VAR, PART_VAR};
 use crate::engine::output::{Capture, Source};
 use crate::engine::pidns::{self, Report};
+use crate::engine::spawn::{self, Keeper};
 use crate::model::scenario::{Isolation, StdinMode};
 use crate::plan::commands::{self, Launch};
 
@@ -32,7 +33,7 @@ pub(crate) struct Procs {
     subject: Option<Proc>,
     /// The subject's process group (its keeper leads it).
     subject_pgid: Option<i32>,
-    stdin: Option<ChildStdin>,
+    stdin: Option<fs::File>,
     pty_master: Option<fs::File>,
     /// The processes of `spawn` and `run` steps, in the order they started.
     aux: Vec<Proc>,
@@ -190,28 +191,39 @@ impl Procs {
 
     /// Starts `launch` as `how` says, capturing its output.
     fn spawn(&mut self, cx: &Context<'_>, launch: &Launch, how: Start<'_>) -> io::Result<Started> {
-        let mut cmd = command(cx, launch, &how);
-        let pty = connect_stdin(&mut cmd, launch.stdin)?;
-        // Close-on-exec: only the copies the child moves to fds 3 and 4 reach the keeper.
-        let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let stdin = Input::open(launch.stdin)?;
+        let (out_read, out_write) = cloexec_pipe()?;
+        let (err_read, err_write) = cloexec_pipe()?;
+        let (report_read, report_write) = cloexec_pipe()?;
         let mode = self.keeper_mode(cx);
         let lifeline = match mode {
-            pidns::Mode::NewNamespace { lifeline: true } => {
-                Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
-            }
+            pidns::Mode::NewNamespace { lifeline: true } => Some(cloexec_pipe()?),
             _ => None,
         };
-        cmd.args(mode.args())
-            .arg("--")
-            .arg(&launch.program)
-            .args(&launch.args);
-        let fds = (
-            report_write.as_raw_fd(),
-            lifeline.as_ref().map(|(read, _)| read.as_raw_fd()),
-        );
-        in_child(cx, &mut cmd, how.part, pty.is_some(), fds);
-        let spawned = crate::engine::reaper::spawn_owned(&mut cmd);
-        drop(report_write);
+        let cwd = launch
+            .cwd
+            .clone()
+            .unwrap_or_else(|| cx.ground().vars().work.clone());
+        let mut fds = vec![
+            (stdin.child_end(), 0),
+            (out_write.as_fd(), 1),
+            (err_write.as_fd(), 2),
+            (report_write.as_fd(), pidns::REPORT_FD),
+        ];
+        if let Some((read, _)) = &lifeline {
+            fds.push((read.as_fd(), pidns::LIFELINE_FD));
+        }
+        let request = spawn::Request {
+            program: &cx.engine().init_program,
+            args: keeper_args(mode, setup(cx, how.part, stdin.is_tty()), launch),
+            env: environment(cx, launch, &how),
+            cwd: &cwd,
+            fds,
+        };
+        let spawned = crate::engine::reaper::owned(|| spawn::spawn(&request), Keeper::id);
+        drop(request);
+        // Only the keeper holds the child's ends now: their end of file is its own.
+        drop((out_write, err_write, report_write));
         let lifeline = lifeline.map(|(_, write)| write);
         let mut child = spawned.map_err(|e| {
             io::Error::new(
@@ -222,14 +234,14 @@ impl Procs {
                 ),
             )
         })?;
-        let keeper = child.id() as i32;
+        let keeper = child.id();
         cx.tree().add_root(keeper, how.part);
         let (pid, init) = started(&mut child, keeper, report_read)?;
         cx.tree().add_keeper(keeper, init, how.part);
         if let (Some(init), Some(lifeline)) = (init, lifeline) {
             self.namespace = Some((init, lifeline));
         }
-        let (streams, stdin, master) = capture(&mut child, pty)?;
+        let (streams, stdin, master) = capture(out_read, err_read, stdin)?;
         Ok((Proc::new(how.name, pid, child, streams), stdin, master))
     }
 
@@ -248,115 +260,101 @@ impl Procs {
 const STOP_BOUND: Duration = Duration::from_secs(5);
 
 /// A started process, and the subject's ends of its stdin (a pipe or a terminal).
-type Started = (Proc, Option<ChildStdin>, Option<fs::File>);
+type Started = (Proc, Option<fs::File>, Option<fs::File>);
 
-/// The command line (wedge-init, before its arguments) with the trial's environment, directory
-/// and output pipes.
-fn command(cx: &Context<'_>, launch: &Launch, how: &Start<'_>) -> Command {
-    let vars = cx.ground().vars();
-    let mut cmd = Command::new(&cx.engine().init_program);
-    cmd.env("TMPDIR", &vars.tmp);
-    cmd.env(MARKER_VAR, cx.tree().marker());
-    cmd.env(PART_VAR, how.part.name());
-    cmd.env("WEDGE_SEED", cx.spec().seed.to_string());
-    if how.part == Part::Subject && !how.failpoints.is_empty() {
-        cmd.env(launch.failpoints_var, how.failpoints.join(";"));
-    }
-    cmd.envs(&launch.env);
-    cmd.current_dir(launch.cwd.clone().unwrap_or_else(|| vars.work.clone()));
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd
+/// The keeper's arguments: its mode and setup, `--`, then the program's command line.
+fn keeper_args(mode: pidns::Mode, setup: pidns::Setup, launch: &Launch) -> Vec<OsString> {
+    let mut args: Vec<OsString> = mode.args().into_iter().map(Into::into).collect();
+    args.extend(setup.args().into_iter().map(Into::into));
+    args.push("--".into());
+    args.push(launch.program.clone().into());
+    args.extend(launch.args.iter().map(Into::into));
+    args
 }
 
-/// What the child does before exec: join the tree's cgroup, become a process group (or a
-/// session with the terminal), die with wedge, take its CPUs, and put the keeper's report
-/// pipe on fd 3 (and its lifeline, if any, on fd 4).
-fn in_child(
-    cx: &Context<'_>,
-    cmd: &mut Command,
-    part: Part,
-    with_tty: bool,
-    fds: (i32, Option<i32>),
-) {
-    // The trial's own cgroup, then the v1 directories of its limits (hybrid hosts).
-    let joins: Vec<std::ffi::CString> = cx
+/// The variables the keeper (and so the program) gets on top of wedge's environment.
+fn environment(cx: &Context<'_>, launch: &Launch, how: &Start<'_>) -> Vec<(OsString, OsString)> {
+    let vars = cx.ground().vars();
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("TMPDIR".into(), vars.tmp.clone().into()),
+        (MARKER_VAR.into(), cx.tree().marker().into()),
+        (PART_VAR.into(), how.part.name().into()),
+        ("WEDGE_SEED".into(), cx.spec().seed.to_string().into()),
+    ];
+    if how.part == Part::Subject && !how.failpoints.is_empty() {
+        env.push((
+            launch.failpoints_var.into(),
+            how.failpoints.join(";").into(),
+        ));
+    }
+    // The launch's own last: it may set any of the above.
+    for (k, v) in &launch.env {
+        env.retain(|(have, _)| have != k.as_str());
+        env.push((k.into(), v.into()));
+    }
+    env
+}
+
+/// What the keeper does to itself before anything else ([`pidns::Setup`]): die with wedge, join
+/// the tree's cgroup (then the v1 directories of its limits, on hybrid hosts), lead a process
+/// group (or a session with the terminal), take its CPUs.
+fn setup(cx: &Context<'_>, part: Part, with_tty: bool) -> pidns::Setup {
+    let cgroups = cx
         .tree()
         .join_file(part)
         .into_iter()
         .chain(cx.ground().limits().join_files())
+        .map(|c| OsString::from_vec(c.into_bytes()).into())
         .collect();
-    let cpus = cx.spec().cpus.clone();
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (open/write/close, setpgid/setsid, ioctl, prctl, sched_setaffinity,
-    // dup2/fcntl) on memory prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            place_fds(fds)?;
-            for path in &joins {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                if !ok {
-                    return Err(err);
-                }
-            }
-            if with_tty {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::setpgid(0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(cpus) = &cpus {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                for &c in cpus {
-                    libc::CPU_SET(c, &mut set);
-                }
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    pidns::Setup {
+        parent: Some(std::process::id() as i32),
+        cgroups,
+        tty: with_tty,
+        cpus: cx.spec().cpus.clone(),
     }
 }
 
-/// Connects the new process's standard input as `mode` asks; the pty, if it is one.
-fn connect_stdin(
-    cmd: &mut Command,
-    mode: StdinMode,
-) -> io::Result<Option<nix::pty::OpenptyResult>> {
-    Ok(match mode {
-        StdinMode::Pipe => {
-            cmd.stdin(Stdio::piped());
-            None
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// The new process's standard input, as the launch asks: a pipe, nothing, or a terminal.
+enum Input {
+    /// The read end (the child's) and the write end (wedge's: the subject's stdin).
+    Pipe(OwnedFd, OwnedFd),
+    Null(fs::File),
+    Pty(nix::pty::OpenptyResult),
+}
+
+impl Input {
+    fn open(mode: StdinMode) -> io::Result<Input> {
+        Ok(match mode {
+            StdinMode::Pipe => {
+                let (read, write) = cloexec_pipe()?;
+                Input::Pipe(read, write)
+            }
+            StdinMode::Null => Input::Null(fs::File::open("/dev/null")?),
+            StdinMode::Pty => Input::Pty(nix::pty::openpty(None, None).map_err(io::Error::from)?),
+        })
+    }
+
+    fn is_tty(&self) -> bool {
+        matches!(self, Input::Pty(_))
+    }
+
+    /// What becomes the child's descriptor 0.
+    fn child_end(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Input::Pipe(read, _) => read.as_fd(),
+            Input::Null(null) => null.as_fd(),
+            Input::Pty(p) => p.slave.as_fd(),
         }
-        StdinMode::Null => {
-            cmd.stdin(Stdio::null());
-            None
-        }
-        StdinMode::Pty => {
-            let p = nix::pty::openpty(None, None).map_err(io::Error::from)?;
-            cmd.stdin(Stdio::from(p.slave.try_clone()?));
-            Some(p)
-        }
-    })
+    }
 }
 
 /// The keeper's report: the program's pid and the namespace's init; on a failed exec or a
 /// keeper that never reported, the keeper is reaped and the error returned.
-fn started(
-    child: &mut std::process::Child,
-    keeper: i32,
-    report: OwnedFd,
-) -> io::Result<(i32, Option<i32>)> {
+fn started(child: &mut Keeper, keeper: i32, report: OwnedFd) -> io::Result<(i32, Option<i32>)> {
     match read_report(report) {
         Ok(Report::Started { subject, init }) => Ok((subject, init)),
         Ok(Report::Failed { errno }) => {
@@ -375,57 +373,24 @@ fn started(
 
 /// Starts reading the new process's output (and its pty); its stdin pipe and pty master.
 fn capture(
-    child: &mut std::process::Child,
-    pty: Option<nix::pty::OpenptyResult>,
-) -> io::Result<(Arc<Capture>, Option<ChildStdin>, Option<fs::File>)> {
+    out: OwnedFd,
+    err: OwnedFd,
+    input: Input,
+) -> io::Result<(Arc<Capture>, Option<fs::File>, Option<fs::File>)> {
     let streams = Arc::new(Capture::default());
-    if let Some(out) = child.stdout.take() {
-        streams.reader(out, Source::Stdout);
-    }
-    if let Some(err) = child.stderr.take() {
-        streams.reader(err, Source::Stderr);
-    }
-    let stdin = child.stdin.take();
-    let master = match pty {
-        Some(p) => {
+    streams.reader(fs::File::from(out), Source::Stdout);
+    streams.reader(fs::File::from(err), Source::Stderr);
+    Ok(match input {
+        // The child's end is closed with `Input`'s other parts.
+        Input::Pipe(_, write) => (streams, Some(fs::File::from(write)), None),
+        Input::Null(_) => (streams, None, None),
+        Input::Pty(p) => {
             drop(p.slave);
             let master = fs::File::from(p.master);
             streams.reader(master.try_clone()?, Source::Tty);
-            Some(master)
+            (streams, None, Some(master))
         }
-        None => None,
-    };
-    Ok((streams, stdin, master))
-}
-
-/// In the forked child: the report pipe onto fd 3 and the lifeline onto fd 4, neither
-/// close-on-exec. Both are first moved above 9, so that neither can be overwritten by the
-/// other's `dup2` whatever numbers they had.
-fn place_fds((report, lifeline): (i32, Option<i32>)) -> std::io::Result<()> {
-    let wanted = [
-        Some((report, pidns::REPORT_FD)),
-        lifeline.map(|l| (l, pidns::LIFELINE_FD)),
-    ];
-    let mut high = [-1; 2];
-    for (slot, want) in high.iter_mut().zip(wanted) {
-        if let Some((fd, _)) = want {
-            // SAFETY: fcntl on a descriptor this process owns; async-signal-safe.
-            *slot = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
-            if *slot < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    for (fd, want) in high.into_iter().zip(wanted) {
-        if let Some((_, target)) = want {
-            // SAFETY: dup2 onto a descriptor number this child reserves for the keeper; the
-            // copy it makes is not close-on-exec.
-            if unsafe { libc::dup2(fd, target) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
+    })
 }
 
 /// The keeper's one-line report: it comes as soon as the subject's exec succeeded or failed; the

@@ -3,7 +3,7 @@
 //! handle of each process wedge started.
 
 use std::os::fd::OwnedFd;
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use super::engine::{Engine, TrialSpec};
 use super::setup::Ground;
 use crate::engine::isolation::TrialTree;
 use crate::engine::output::Capture;
+use crate::engine::spawn::Keeper;
 use crate::model::scenario::Scenario;
 
 /// What a running trial reads and never changes: copied freely between the phases' values.
@@ -63,7 +64,7 @@ pub(crate) struct Proc {
     pid: i32,
     /// The `wedge-init` keeper it runs under: wedge's child, which ends as the program ends.
     keeper: i32,
-    child: Child,
+    child: Keeper,
     pidfd: Option<OwnedFd>,
     exit: Option<(ExitStatus, Instant)>,
     streams: Arc<Capture>,
@@ -71,8 +72,8 @@ pub(crate) struct Proc {
 
 impl Proc {
     /// A process just started: the program's `pid` running under `keeper`, wedge's `child`.
-    pub fn new(name: &str, pid: i32, keeper: Child, streams: Arc<Capture>) -> Proc {
-        let keeper_pid = keeper.id() as i32;
+    pub fn new(name: &str, pid: i32, keeper: Keeper, streams: Arc<Capture>) -> Proc {
+        let keeper_pid = keeper.id();
         // The keeper ends when, and as, the program ends: its pidfd is the exit event.
         let pidfd = wedge_sys::pidfd_open(keeper_pid).ok();
         Proc {
