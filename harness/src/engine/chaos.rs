@@ -434,6 +434,12 @@ mod tests {
         }
         done_tx.send(()).unwrap();
         waiter.join().unwrap();
-        assert!(!running(tid), "an exited thread is not running");
+        // join returns once the thread has let go of its memory, a moment before it is gone:
+        // meanwhile /proc still shows it running. Gone, it is not running; wait for that.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(tid) {
+            assert!(Instant::now() < deadline, "exited thread {tid} still runs");
+            std::thread::yield_now();
+        }
     }
 }
