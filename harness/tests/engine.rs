@@ -727,7 +727,12 @@ fn syscall_chaos_holds_the_entries_its_seed_draws() {
     watchdog(Duration::from_secs(90), move || {
         let engine = engine();
         let s = Scenario::load(&path).unwrap();
-        let seed = 9;
+        // A seed that holds the first `execve`: the subject's own exec, which only a tracer
+        // that seized it before its exec can see.
+        let execve = libc::SYS_execve as u64;
+        let seed = (1u64..)
+            .find(|s| wedge::model::chaos::syscall_hold(*s, execve, 1).is_some())
+            .unwrap();
         let r = first_cell_trial(&engine, &s, seed, s.chaos);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
         let tracing = r.log.iter().find(|l| l.contains("chaos syscall: tracing"));
@@ -750,6 +755,9 @@ fn syscall_chaos_holds_the_entries_its_seed_draws() {
             threads.insert(tid);
             holds += 1;
         }
+        // Its first thread is the subject itself, held at its exec.
+        let first = r.log.iter().find(|l| l.contains(" held ")).unwrap();
+        assert!(first.contains(" at execve (entry 1)"), "{:?}", r.log);
         // Thirty programs make about a thousand calls; one in 32 is held.
         assert!(holds >= 5, "{:?}", r.log);
         assert!(threads.len() >= 2, "only the shell was held: {:?}", r.log);

@@ -22,8 +22,9 @@
 //!
 //! Under `syscall` nothing here is timed: once the subject has started (the steps say so through
 //! [`Perturber::start_signal`]), a tracer of wedge's ([`crate::engine::syscall_holds`]) holds its
-//! threads at seeded syscall entries until the perturber stops; the subject's start waits until
-//! the tracer has seized every thread it has, so the first calls are counted in every trial.
+//! threads at seeded syscall entries until the perturber stops. The subject is started stopped
+//! just before its exec and continued only once the tracer has seized it (and every thread it
+//! has), so its calls are counted from its exec on, the same in every trial.
 //!
 //! The thread waits on its stop channel with the schedule's next time as the timeout: the
 //! timeout *is* the mechanism (a perturbation due then), not a guess at when something happened.
@@ -53,6 +54,8 @@ enum Note {
 pub struct Perturber<'s> {
     notes: mpsc::Sender<Note>,
     thread: ScopedJoinHandle<'s, Vec<String>>,
+    /// Whether the subject must wait, stopped before its exec, until it is taken in.
+    holds_the_start: bool,
 }
 
 impl Perturber<'_> {
@@ -65,20 +68,43 @@ impl Perturber<'_> {
 
     /// What the steps call once the subject has started.
     pub fn start_signal(&self) -> StartSignal {
-        StartSignal(self.notes.clone())
+        StartSignal {
+            notes: self.notes.clone(),
+            holds_the_start: self.holds_the_start,
+        }
     }
 }
 
 /// Tells the perturber that the subject has started, and waits until it has taken the subject
 /// in (at once, but under `syscall`, where every thread the subject has is traced first).
-pub struct StartSignal(mpsc::Sender<Note>);
+pub struct StartSignal {
+    notes: mpsc::Sender<Note>,
+    holds_the_start: bool,
+}
 
 impl StartSignal {
-    pub fn started(&self) {
+    /// Whether the subject must be started stopped before its exec (under `syscall`: so that
+    /// the tracer counts its calls from the first, in every trial), for [`StartSignal::started`]
+    /// to continue it.
+    pub fn holds_the_start(&self) -> bool {
+        self.holds_the_start
+    }
+
+    /// The subject (`pid`, if it started) is there: waits until the perturber has taken it in,
+    /// then continues it if it was started stopped.
+    pub fn started(&self, pid: Option<i32>) {
         let (taken, wait) = mpsc::channel();
-        if self.0.send(Note::Started(taken)).is_ok() {
+        if self.notes.send(Note::Started(taken)).is_ok() {
             // An answer, or the perturber gone (its sender dropped): either way, go on.
             let _ = wait.recv();
+        }
+        if self.holds_the_start
+            && let Some(pid) = pid
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGCONT,
+            );
         }
     }
 }
@@ -98,7 +124,11 @@ pub fn start<'s, 'e: 's>(
         Chaos::Syscall => scope.spawn(move || hold_syscalls(seed, tree, init_program, &heard)),
         Chaos::Rr | Chaos::Pct => scope.spawn(move || run(mode, seed, tree, &heard)),
     };
-    Some(Perturber { notes, thread })
+    Some(Perturber {
+        notes,
+        thread,
+        holds_the_start: mode == Chaos::Syscall,
+    })
 }
 
 /// Under `syscall`: starts the tracer when the subject starts (answering once it has seized the

@@ -17,7 +17,8 @@
 //! 3. forks the subject (pid 2 there), which mounts a `/proc` of the new namespace (in a mount
 //!    namespace of the trial's own, whose mounts do not propagate to the host), so that the pids
 //!    a program sees (`$$`, `$!`) are the ones its `/proc` shows; then it restores the signal mask
-//!    wedge gave and execs;
+//!    wedge gave and execs (with `--stopped`, it first stops itself until wedge continues it, so
+//!    that chaos mode `syscall`'s tracer sees its every call);
 //! 4. reports on descriptor 3 ([`Report`]) the subject's and the init's pids as wedge sees them,
 //!    or the errno of a failed exec, and closes it;
 //! 5. waits for the subject and ends the same way it did (the same exit code, or the same
@@ -171,7 +172,7 @@ pub enum ModeError {
 }
 
 const USAGE: &str = "usage: wedge-init [--lifeline | --join PID | --no-pidns] [--parent PID] \
-                     [--cgroup FILE]... [--tty] [--cpus LIST] -- PROGRAM [ARGS...]";
+                     [--cgroup FILE]... [--tty] [--cpus LIST] [--stopped] -- PROGRAM [ARGS...]";
 
 /// The keeper's options before `--`: its own setup and its mode.
 fn options(options: &[String]) -> Result<(Setup, Mode), String> {
@@ -204,7 +205,7 @@ pub fn keeper_main(args: Vec<String>) -> ! {
     }
     let original = block_all_signals();
     let (init, own_proc) = enter(mode);
-    let (subject, outcome) = start_subject(&argv, &original, own_proc);
+    let (subject, outcome, _pending) = start_subject(&argv, &original, own_proc, setup.stopped);
     let message = match outcome {
         Ok(()) => Report::Started {
             subject: subject.as_raw(),
@@ -392,8 +393,16 @@ fn reap_all() -> bool {
     }
 }
 
-/// Forks and execs the subject; `Err(errno)` when the exec failed.
-fn start_subject(argv: &[CString], mask: &SigSet, own_proc: bool) -> (Pid, Result<(), Errno>) {
+/// Forks and execs the subject; `Err(errno)` when the exec failed. With `stopped`, the subject
+/// stops itself (SIGSTOP) just before its exec and this returns once it has: the exec's outcome
+/// is then the subject's own (exit 127 on failure), and the pipe it comes on is returned, to be
+/// held until the subject ends so that its errno can still be written.
+fn start_subject(
+    argv: &[CString],
+    mask: &SigSet,
+    own_proc: bool,
+    stopped: bool,
+) -> (Pid, Result<(), Errno>, Option<OwnedFd>) {
     let (status_read, status_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap_or_else(|e| die(&e.to_string()));
     // SAFETY: the keeper is single-threaded, so the child may run any code after the fork.
@@ -403,18 +412,33 @@ fn start_subject(argv: &[CString], mask: &SigSet, own_proc: bool) -> (Pid, Resul
             if own_proc {
                 mount_own_proc();
             }
-            exec_subject(argv, mask, status_write.as_fd())
+            exec_subject(argv, mask, status_write.as_fd(), stopped)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(status_write);
+            if stopped && stopped_before_exec(child) {
+                return (child, Ok(()), Some(status_read));
+            }
             let mut buf = [0u8; 4];
             let outcome = match read_full(status_read.as_fd(), &mut buf) {
                 4 => Err(Errno::from_raw(i32::from_ne_bytes(buf))),
                 _ => Ok(()),
             };
-            (child, outcome)
+            (child, outcome, None)
         }
         Err(e) => die(&format!("fork of the subject: {e}")),
+    }
+}
+
+/// Waits until `child` has stopped itself before its exec (`true`), or ended (`false`).
+fn stopped_before_exec(child: Pid) -> bool {
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Stopped(..)) => return true,
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return false,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => die(&format!("waitpid: {e}")),
+        }
     }
 }
 
@@ -429,7 +453,7 @@ fn mount_own_proc() {
 
 /// In the subject's process: the signal state wedge gave, then exec; on failure the errno goes
 /// to the keeper over the close-on-exec pipe.
-fn exec_subject(argv: &[CString], mask: &SigSet, status: BorrowedFd<'_>) -> ! {
+fn exec_subject(argv: &[CString], mask: &SigSet, status: BorrowedFd<'_>, stopped: bool) -> ! {
     // SAFETY: the report descriptor belongs to the keeper, not to the subject.
     unsafe { libc::close(REPORT_FD) };
     // The Rust runtime ignores SIGPIPE in every Rust program; the subject gets the default back,
@@ -438,6 +462,10 @@ fn exec_subject(argv: &[CString], mask: &SigSet, status: BorrowedFd<'_>) -> ! {
     let _ =
         unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
+    if stopped {
+        // Until wedge continues it (SIGCONT), once whatever must see its first call is there.
+        let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+    }
     let errno = match nix::unistd::execvp(&argv[0], argv) {
         Err(e) => e as i32,
         Ok(never) => match never {},

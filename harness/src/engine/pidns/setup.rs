@@ -27,6 +27,10 @@ pub struct Setup {
     pub tty: bool,
     /// The CPUs it and everything it starts may run on (`--cpus 0,2`).
     pub cpus: Option<Vec<usize>>,
+    /// The program waits, stopped just before its exec, until wedge sends it SIGCONT
+    /// (`--stopped`): so that a tracer seizes it before its first call. The keeper reports it
+    /// started once it has stopped; a failed exec is then the program's own exit 127.
+    pub stopped: bool,
 }
 
 /// Why the setup options do not parse.
@@ -53,6 +57,9 @@ impl Setup {
         if self.tty {
             out.push("--tty".to_string());
         }
+        if self.stopped {
+            out.push("--stopped".to_string());
+        }
         if let Some(cpus) = &self.cpus {
             let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
             out.extend(["--cpus".to_string(), list.join(",")]);
@@ -78,6 +85,7 @@ impl Setup {
                 }
                 "--cgroup" => setup.cgroups.push(value("--cgroup")?.into()),
                 "--tty" => setup.tty = true,
+                "--stopped" => setup.stopped = true,
                 "--cpus" => {
                     let v = value("--cpus")?;
                     let cpus: Result<Vec<usize>, _> = v.split(',').map(str::parse).collect();
@@ -146,6 +154,7 @@ mod tests {
             ],
             tty: true,
             cpus: Some(vec![0, 3]),
+            stopped: true,
         };
         let mut args = strings(&["--join", "12"]);
         args.extend(setup.args());

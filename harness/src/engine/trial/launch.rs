@@ -42,19 +42,23 @@ pub(crate) struct Procs {
     namespace: Option<(i32, OwnedFd)>,
 }
 
-/// How a process is started: its part of the tree, and the failpoints (for the subject).
+/// How a process is started: its part of the tree, the failpoints (for the subject), and
+/// whether it waits, stopped before its exec, for SIGCONT ([`pidns::Setup::stopped`]).
 struct Start<'a> {
     name: &'a str,
     part: Part,
     failpoints: &'a [String],
+    stopped: bool,
 }
 
 impl Procs {
-    /// Starts the subject; returns the instant the deadline and the watchdog run from.
+    /// Starts the subject (`stopped`: it waits for SIGCONT before its exec); returns the
+    /// instant the deadline and the watchdog run from.
     pub fn start_subject(
         &mut self,
         cx: &Context<'_>,
         failpoints: &[String],
+        stopped: bool,
         log: &mut Log,
     ) -> Result<Instant, StartError> {
         let launch = commands::subject_launch(cx.scenario(), cx.ground().vars())?;
@@ -65,6 +69,7 @@ impl Procs {
             name: "subject",
             part: Part::Subject,
             failpoints,
+            stopped,
         };
         let (proc, stdin, master) =
             self.spawn(cx, &launch, how)
@@ -91,6 +96,7 @@ impl Procs {
             name,
             part: Part::Aux,
             failpoints: &[],
+            stopped: false,
         };
         let (proc, _, _) = self.spawn(cx, launch, how)?;
         self.aux.push(proc);
@@ -215,7 +221,7 @@ impl Procs {
         }
         let request = spawn::Request {
             program: &cx.engine().init_program,
-            args: keeper_args(mode, setup(cx, how.part, stdin.is_tty()), launch),
+            args: keeper_args(mode, setup(cx, &how, stdin.is_tty()), launch),
             env: environment(cx, launch, &how),
             cwd: &cwd,
             fds,
@@ -298,10 +304,10 @@ fn environment(cx: &Context<'_>, launch: &Launch, how: &Start<'_>) -> Vec<(OsStr
 /// What the keeper does to itself before anything else ([`pidns::Setup`]): die with wedge, join
 /// the tree's cgroup (then the v1 directories of its limits, on hybrid hosts), lead a process
 /// group (or a session with the terminal), take its CPUs.
-fn setup(cx: &Context<'_>, part: Part, with_tty: bool) -> pidns::Setup {
+fn setup(cx: &Context<'_>, how: &Start<'_>, with_tty: bool) -> pidns::Setup {
     let cgroups = cx
         .tree()
-        .join_file(part)
+        .join_file(how.part)
         .into_iter()
         .chain(cx.ground().limits().join_files())
         .map(|c| OsString::from_vec(c.into_bytes()).into())
@@ -311,6 +317,7 @@ fn setup(cx: &Context<'_>, part: Part, with_tty: bool) -> pidns::Setup {
         cgroups,
         tty: with_tty,
         cpus: cx.spec().cpus.clone(),
+        stopped: how.stopped,
     }
 }
 

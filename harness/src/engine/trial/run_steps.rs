@@ -141,11 +141,15 @@ impl<'a> Steps<'a> {
 
     /// Starts the subject; the log's stamps, the deadline and the watchdog run from then.
     fn start_subject(&mut self) -> Result<(), StartError> {
+        let stopped = self
+            .start_signal
+            .as_ref()
+            .is_some_and(|s| s.holds_the_start());
         let start = self
             .procs
-            .start_subject(&self.cx, &self.failpoints, &mut self.log)?;
+            .start_subject(&self.cx, &self.failpoints, stopped, &mut self.log)?;
         if let Some(signal) = &self.start_signal {
-            signal.started();
+            signal.started(self.procs.subject().map(|p| p.pid()));
         }
         self.log.restart(start);
         self.watch.restart(start, self.cx.scenario());
