@@ -179,12 +179,37 @@ fn cgroups_made_in_every_v1_hierarchy_are_the_trials() {
     }
 }
 
+/// Removes what `leaking/shared-places.toml`'s subjects make (`wedge-left-*` in the shared
+/// places), when dropped: so that a run whose check failed leaves nothing behind either (the
+/// scenario's seeds are fixed, so a leftover would also be "there before" in the next run).
+struct SharedPlacesSwept;
+
+impl Drop for SharedPlacesSwept {
+    fn drop(&mut self) {
+        for root in ["/tmp", "/var/tmp", "/run", "/dev/shm"] {
+            let Ok(entries) = std::fs::read_dir(root) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("wedge-left-") {
+                    let _ = std::fs::remove_dir_all(e.path())
+                        .or_else(|_| std::fs::remove_file(e.path()));
+                }
+            }
+        }
+        let _ = std::fs::remove_file("/tmp/wedge-preexisting-leftover");
+    }
+}
+
 #[test]
 fn files_left_in_the_shared_places_are_each_trials_own_leaks() {
     if !is_root() {
         eprintln!("skipped: watching the shared places needs root");
         return;
     }
+    // Also at the start: what an earlier, interrupted run left.
+    drop(SharedPlacesSwept);
+    let _swept = SharedPlacesSwept;
     let before = "/tmp/wedge-preexisting-leftover";
     std::fs::write(before, "there before\n").unwrap();
     let records = run_unchecked("leaking/shared-places.toml", &[], None, LIMIT);
