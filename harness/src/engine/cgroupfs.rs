@@ -97,7 +97,12 @@ pub fn parse_hierarchies(mountinfo: &str, own_cgroups: &str) -> Vec<Hierarchy> {
             continue;
         }
         if let Some(path) = path_in(own_cgroups, &h) {
-            h.own = h.mount.join(path.trim_start_matches('/'));
+            let below = path.trim_start_matches('/');
+            // At the root, `own` is the mount itself, spelled the same (no trailing `/`), so a
+            // walk over both visits it once.
+            if !below.is_empty() {
+                h.own = h.mount.join(below);
+            }
         }
         out.push(h);
     }
@@ -165,9 +170,21 @@ pub fn subtree(dir: &Path) -> Vec<PathBuf> {
 
 /// The pids listed in a `cgroup.procs` file.
 pub fn read_procs(path: &Path) -> Vec<i32> {
-    fs::read_to_string(path)
+    crate::engine::proc::read_small(path)
         .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
+}
+
+/// Whether any live task is in cgroup2 directory `dir` or below it: its `cgroup.events`
+/// `populated` field, which the kernel keeps for the whole subtree (a task leaves it as it
+/// exits, before it is a zombie). `None` where there is no such file (cgroup v1, or `dir` is
+/// gone): ask [`members`] then. One read instead of a walk of the subtree.
+pub fn populated(dir: &Path) -> Option<bool> {
+    let events = crate::engine::proc::read_small(dir.join("cgroup.events"))?;
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("populated "))
+        .map(|v| v.trim() != "0")
 }
 
 /// Every process in `dir` or below it.
@@ -246,6 +263,8 @@ mod tests {
         );
         assert_eq!(all[1].own, Path::new("/sys/fs/cgroup/pids/wedge"));
         assert_eq!(all[2].own, Path::new("/sys/fs/cgroup/systemd"));
+        // At the root, the very same spelling as the mount (no trailing separator).
+        assert_eq!(all[2].own.as_os_str(), all[2].mount.as_os_str());
         assert_eq!(all[3].own, Path::new("/sys/fs/cgroup/unified/ci"));
         assert_eq!(all[4].own, Path::new("/sys/fs/cgroup/cpu,cpuacct/a/b"));
     }

@@ -261,7 +261,8 @@ impl TrialTree {
                 let dir = run.join(marker);
                 fs::create_dir(&dir)?;
                 fs::create_dir(dir.join("subject"))?;
-                fs::create_dir(dir.join("aux"))?;
+                // `aux` is made when its first process is started (`join_file`): most trials
+                // start none, and a cgroup's mkdir and rmdir are among a trial's dearest calls.
                 Some(dir)
             }
             TreeKind::Subreaper => None,
@@ -285,13 +286,17 @@ impl TrialTree {
         &self.marker
     }
 
-    /// The `cgroup.procs` file a new process writes `0` to (in `pre_exec`) to join `part`.
+    /// The `cgroup.procs` file a new process writes `0` to (in `pre_exec`) to join `part`,
+    /// making `aux`'s cgroup the first time (a failure shows as the process's failed join).
     pub fn join_file(&self, part: Part) -> Option<CString> {
         let dir = self.dir.as_ref()?;
         let sub = match part {
             Part::Subject => "subject",
             Part::Aux => "aux",
         };
+        if part == Part::Aux {
+            let _ = fs::create_dir(dir.join(sub));
+        }
         CString::new(
             dir.join(sub)
                 .join("cgroup.procs")
@@ -381,12 +386,18 @@ impl TrialTree {
             Some(Part::Aux) => &["aux"],
             None => &["subject", "aux", ""],
         };
+        // cgroup2 tells in one read whether a subtree holds any live task (v1 cannot: then
+        // every part is walked); the trial directory's answer covers both parts.
+        let empty = |d: &Path| cgroupfs::populated(d) == Some(false);
+        if part.is_none() && empty(dir) {
+            return Vec::new();
+        }
         let mut pids = Vec::new();
         for p in parts {
             let sub = dir.join(p);
             if p.is_empty() {
                 pids.extend(cgroupfs::read_procs(&sub.join("cgroup.procs")));
-            } else {
+            } else if !empty(&sub) {
                 pids.extend(cgroupfs::members(&sub));
             }
         }
@@ -685,7 +696,13 @@ fn made_root(path: &Path, own: &[PathBuf], created: std::time::SystemTime) -> Op
 fn top_cgroups() -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     for h in cgroupfs::hierarchies() {
-        for parent in [&h.mount, &h.own] {
+        // wedge's own cgroup is often the root: list it once.
+        let parents: &[&PathBuf] = if h.own == h.mount {
+            &[&h.mount]
+        } else {
+            &[&h.mount, &h.own]
+        };
+        for parent in parents {
             let Ok(entries) = fs::read_dir(parent) else {
                 continue;
             };

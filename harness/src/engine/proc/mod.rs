@@ -87,7 +87,7 @@ pub struct ProcessSample {
 
 /// Reads a process and all its threads; `None` when it is gone.
 pub fn read_process(pid: i32) -> Option<ProcessSample> {
-    let stat = Stat::parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let stat = Stat::parse(&read_small(format!("/proc/{pid}/stat"))?)?;
     let mut threads: Vec<ThreadSample> = threads(pid)
         .into_iter()
         .filter_map(|tid| read_thread(pid, tid))
@@ -98,8 +98,8 @@ pub fn read_process(pid: i32) -> Option<ProcessSample> {
 
 fn read_thread(pid: i32, tid: i32) -> Option<ThreadSample> {
     let base = format!("/proc/{pid}/task/{tid}");
-    let stat = Stat::parse(&fs::read_to_string(format!("{base}/stat")).ok()?)?;
-    let status = fs::read_to_string(format!("{base}/status")).unwrap_or_default();
+    let stat = Stat::parse(&read_small(format!("{base}/stat"))?)?;
+    let status = read_small(format!("{base}/status")).unwrap_or_default();
     let switches = status
         .lines()
         .filter(|l| {
@@ -111,9 +111,7 @@ fn read_thread(pid: i32, tid: i32) -> Option<ThreadSample> {
                 .and_then(|(_, v)| v.trim().parse::<u64>().ok())
         })
         .sum();
-    let syscall = fs::read_to_string(format!("{base}/syscall"))
-        .ok()
-        .and_then(|s| SyscallState::parse(&s));
+    let syscall = read_small(format!("{base}/syscall")).and_then(|s| SyscallState::parse(&s));
     Some(ThreadSample {
         tid,
         comm: stat.comm,
@@ -183,9 +181,30 @@ pub fn environ(pid: i32) -> Option<Vec<u8>> {
     }
 }
 
+/// A small kernel-made text file (`/proc/PID/stat`, a thread's `children`, `cgroup.procs`,
+/// `cgroup.events`) read whole with `read` calls alone. std's readers first `statx` the file
+/// for a size hint, which procfs and kernfs files never give (they say 0 bytes): a system call
+/// for nothing, on files wedge reads dozens of times a trial. `None` when it cannot be opened or
+/// read (the process or cgroup is gone), or is not UTF-8.
+pub fn read_small(path: impl AsRef<Path>) -> Option<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(buf).ok()
+}
+
 /// The stat of one process, `None` when it is gone.
 pub fn stat(pid: i32) -> Option<Stat> {
-    Stat::parse(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    Stat::parse(&read_small(format!("/proc/{pid}/stat"))?)
 }
 
 /// Every pid in `/proc`.
@@ -200,7 +219,7 @@ pub fn threads(pid: i32) -> Vec<i32> {
 
 /// The children of thread `tid` of process `pid`.
 pub fn thread_children(pid: i32, tid: i32) -> Vec<i32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{tid}/children"))
+    read_small(format!("/proc/{pid}/task/{tid}/children"))
         .unwrap_or_default()
         .split_ascii_whitespace()
         .filter_map(|c| c.parse().ok())

@@ -74,7 +74,11 @@ pub(crate) fn set_up(
     let dir = engine.temp_root.join(format!("wedge-trial-{marker}"));
     let tmp = dir.join("tmp");
     let work = dir.join("work");
-    if let Err(source) = fs::create_dir_all(&tmp).and_then(|()| fs::create_dir_all(&work)) {
+    // Parent first: `create_dir_all(&tmp)` would try `tmp` first and fail once per trial.
+    let made = [&dir, &tmp, &work]
+        .into_iter()
+        .try_for_each(fs::create_dir_all);
+    if let Err(source) = made {
         return Err(SetupError::Dir { dir, source });
     }
     let (tree, limits) = contain(engine, spec, marker).inspect_err(|_| {
