@@ -3,7 +3,10 @@
 //! --concurrency 64` sends them) against the same 64 container builds done by a plain program
 //! with the agent's own build code and no service (`direct-builds`). The target is the agent at
 //! ≥ 0.8× the direct builds' rate; each batch's time is kept so the summary lines give medians
-//! and the ratio of one run. Needs root (the builds clone into new namespaces).
+//! and the ratio of one run. A third arm runs two zygotes (`--zygotes 2`, 2 workers): they build
+//! two at a time, which the one-at-a-time direct builder does not, so its ratio says what the
+//! pool gains a user, not that the service costs less. Needs root (the builds clone into new
+//! namespaces).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -30,13 +33,14 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(runtime: &tokio::runtime::Runtime, workers: u32, dir: &Path) -> Agent {
+    fn start(runtime: &tokio::runtime::Runtime, workers: u32, zygotes: u32, dir: &Path) -> Agent {
         let socket = dir.join("agent.sock");
         let child = Command::new(release_binary("wedge-agent"))
             .arg("serve")
             .arg("--socket")
             .arg(&socket)
             .args(["--strategy", "zygote", "--workers", &workers.to_string()])
+            .args(["--zygotes", &zygotes.to_string()])
             .arg("--state-dir")
             .arg(dir)
             .stdin(Stdio::null())
@@ -166,10 +170,14 @@ fn agent_vs_direct(c: &mut Criterion) {
     });
     let _ = std::fs::remove_dir_all(&root);
     let mut summary = Vec::new();
-    for workers in [1, 2] {
-        let mut agent = Agent::start(&runtime, workers, &scratch("agent"));
+    for (workers, zygotes) in [(1, 1), (2, 1), (2, 2)] {
+        let mut agent = Agent::start(&runtime, workers, zygotes, &scratch("agent"));
         let mut times = Times::default();
-        group.bench_function(format!("64 execs, zygote, {workers} workers"), |b| {
+        let arm = match zygotes {
+            1 => format!("zygote, {workers} workers"),
+            n => format!("{n} zygotes, {workers} workers"),
+        };
+        group.bench_function(format!("64 execs, {arm}"), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
@@ -180,7 +188,7 @@ fn agent_vs_direct(c: &mut Criterion) {
                     .sum()
             })
         });
-        summary.push((workers, times));
+        summary.push((arm, times));
     }
     group.finish();
     println!(
@@ -188,10 +196,9 @@ fn agent_vs_direct(c: &mut Criterion) {
         direct_times.describe(),
         rate(&direct_times)
     );
-    for (workers, times) in summary {
+    for (arm, times) in summary {
         println!(
-            "agent, zygote, {workers} workers: {} per {EXECS}: {:.0} execs/s, {:.2}x the direct rate \
-             (target >= 0.8x)",
+            "agent, {arm}: {} per {EXECS}: {:.0} execs/s, {:.2}x the direct rate (target >= 0.8x)",
             times.describe(),
             rate(&times),
             rate(&times) / rate(&direct_times)

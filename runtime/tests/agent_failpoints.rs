@@ -137,6 +137,46 @@ fn zygote_keeps_answering_while_a_build_is_stalled() {
     other_strategies_keep_answering("zygote", false);
 }
 
+/// `--zygotes 2` builds two execs side by side: each zygote's first build stalls (a failpoint's
+/// count is each zygote's own), and both are stalled at once, which one zygote, building one at a
+/// time, can never show. Health counts both.
+#[test]
+fn two_zygotes_build_side_by_side() {
+    watchdog(60, async {
+        let agent = Agent::start(AgentConfig {
+            zygotes: 2,
+            ..config("zygote", "agent::build::stall=1*return")
+        })
+        .await;
+        let client = agent.client().await;
+        let execs: Vec<_> = (0..2)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    client::run(
+                        &client,
+                        with_timeout(request("true", &[]), 30_000),
+                        Vec::new(),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        wait_until(20, "two init processes stalled in pause() at once", || {
+            agent.paused_children().len() == 2
+        })
+        .await;
+        let mut health_client = client.clone();
+        let health = health_client
+            .health(HealthRequest {})
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(health.running, 2);
+        assert!(execs.iter().all(|e| !e.is_finished()));
+    });
+}
+
 /// Two builds forced into the cwd window at once (the rendezvous failpoint between `chdir` and `bind`).
 async fn two_builds_in_the_cwd_window(
     strategy: &'static str,

@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// found in $PATH, else /bin/busybox].
     #[arg(long, value_name = "PATH")]
     pub busybox: Option<PathBuf>,
+    /// With `--strategy zygote`: how many zygotes build side by side (each single-threaded, each
+    /// with its own cwd, so no more hazards than one). An exec goes to the one with the fewest
+    /// builds waiting.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub zygotes: u32,
 }
 
 /// The values of `serve --builder`.
@@ -296,10 +301,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     let builder = container.as_ref().map_or(Builder::Wedge, |c| {
         Builder::Libcontainer(c.reference().clone())
     });
-    // The zygote is forked while this process is still single-threaded.
-    let zygote = match args.strategy {
-        Strategy::Zygote => Some(Zygote::start()?),
-        _ => None,
+    // The zygotes are forked while this process is still single-threaded.
+    let zygotes = match args.strategy {
+        Strategy::Zygote => (0..args.zygotes)
+            .map(|_| Zygote::start())
+            .collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers as usize)
@@ -308,7 +315,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     let service = AgentService::new(
-        Spawner::new(args.strategy, zygote),
+        Spawner::new(args.strategy, zygotes),
         workers,
         state_root.clone(),
         builder,

@@ -91,6 +91,8 @@ pub struct AgentConfig {
     pub workers: u32,
     pub failpoints: Option<String>,
     pub env: Vec<(String, String)>,
+    /// `serve --zygotes N` (0: the agent's default).
+    pub zygotes: u32,
 }
 
 impl Agent {
@@ -111,6 +113,9 @@ impl Agent {
             .arg(builder());
         if let Some(strategy) = config.strategy {
             command.arg("--strategy").arg(strategy);
+        }
+        if config.zygotes > 0 {
+            command.arg("--zygotes").arg(config.zygotes.to_string());
         }
         command.env_remove("WEDGE_AGENT_FAILPOINTS");
         if let Some(failpoints) = &config.failpoints {

@@ -80,21 +80,21 @@ impl std::fmt::Display for Strategy {
 pub struct Spawner {
     strategy: Strategy,
     async_lock: tokio::sync::Mutex<()>,
-    zygote: Option<Zygote>,
+    zygotes: Vec<Zygote>,
 }
 
 impl Spawner {
-    /// A spawner for `strategy`; `zygote` must be given exactly for [`Strategy::Zygote`].
-    pub fn new(strategy: Strategy, zygote: Option<Zygote>) -> Self {
+    /// A spawner for `strategy`; `zygotes` must be non-empty exactly for [`Strategy::Zygote`].
+    pub fn new(strategy: Strategy, zygotes: Vec<Zygote>) -> Self {
         assert_eq!(
             strategy == Strategy::Zygote,
-            zygote.is_some(),
+            !zygotes.is_empty(),
             "the zygote strategy needs a zygote, and only it"
         );
         Self {
             strategy,
             async_lock: tokio::sync::Mutex::new(()),
-            zygote,
+            zygotes,
         }
     }
 
@@ -103,9 +103,9 @@ impl Spawner {
         self.strategy
     }
 
-    /// Whether builds can work: false once the zygote died.
+    /// Whether builds can work: false once a zygote died (the execs sent to it would fail).
     pub fn is_healthy(&self) -> bool {
-        self.zygote.as_ref().is_none_or(Zygote::is_alive)
+        self.zygotes.iter().all(Zygote::is_alive)
     }
 
     /// Builds and starts `spec`. The returned future owns everything it needs.
@@ -132,7 +132,13 @@ impl Spawner {
                     on_blocking_pool(spec, Some(&*SPAWN_LOCK), progress).await
                 }
                 Strategy::Zygote => {
-                    let zygote = this.zygote.as_ref().expect("checked in Spawner::new");
+                    // The one with the fewest builds sent and not yet answered; ties go to the
+                    // first, so one zygote sees every exec that comes alone.
+                    let zygote = this
+                        .zygotes
+                        .iter()
+                        .min_by_key(|z| z.waiting())
+                        .expect("checked in Spawner::new");
                     zygote.build(spec, progress).await
                 }
             }

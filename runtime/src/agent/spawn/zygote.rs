@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
 
@@ -56,6 +56,25 @@ pub struct Zygote {
     jobs: Mutex<mpsc::Sender<Job>>,
     pid: Pid,
     alive: Arc<AtomicBool>,
+    /// Builds sent to it and not yet answered (how a pool of zygotes picks one).
+    waiting: AtomicUsize,
+}
+
+/// Counts one build as waiting on a zygote for as long as it lives (a cancelled exec's future
+/// is dropped mid-await: the count goes down then too).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn gone(why: &str) -> BuildFailure {
@@ -105,6 +124,7 @@ impl Zygote {
                     jobs: Mutex::new(jobs),
                     pid: child,
                     alive,
+                    waiting: AtomicUsize::new(0),
                 })
             }
         }
@@ -120,12 +140,18 @@ impl Zygote {
         self.alive.load(Ordering::SeqCst)
     }
 
+    /// Builds sent to this zygote and not answered yet.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
     /// Has the zygote perform one build. Builds are performed one at a time, in order.
     pub async fn build(
         &self,
         spec: BuildSpec,
         progress: Arc<BuildProgress>,
     ) -> Result<Built, BuildFailure> {
+        let _waiting = Waiting::start(&self.waiting);
         let (reply, answer) = oneshot::channel();
         let job = Job {
             spec,
