@@ -25,8 +25,11 @@ step python3 ci/module-cycles.py harness/src runtime/src runtime/core/src sys/sr
 # The scenario cells (harness/tests/scenario_cells.rs) run the real runtime binaries; cargo test
 # does not build another package's binaries, so build them first.
 step cargo build --workspace --all-features --release --bins
-# (No second, static build: the VM backend packs these same binaries into its guests, with
-# the shared libraries they link; see harness/src/vm/strip.rs.)
+# The static keeper (target/release/wedge-init-static): every host trial below starts it, as on
+# any machine that built it (harness/src/engine/keeper.rs). The guests keep the dynamic build:
+# the VM backend packs these same binaries, with the shared libraries they link
+# (harness/src/vm/strip.rs).
+step ./ci/build-static.sh --keeper -q
 # One trial per scenario cell here: the gate below runs the default suite properly.
 step env WEDGE_TEST_TRIALS="${WEDGE_TEST_TRIALS:-1}" cargo test --workspace --all-features --release
 # The agent's end-to-end tests once more, every exec built by youki's libcontainer 0.5.7.

@@ -2,6 +2,7 @@
 # Issue 25: every figure of reports/bench.md's "Floors, and the main job in minutes", in one run.
 # Run on an idle machine, as root, from anywhere, after
 #   cargo build --release --workspace --all-features --bins
+#   ci/build-static.sh --keeper        (else the trivial trials start the dynamic keeper)
 #   cargo bench -p wedge-benches --all-features --bench agent_exec --no-run
 # usage: benches/scripts/issue25-run.sh OUT_DIR [OLD_WEDGE_AGENT]
 #   (with OLD_WEDGE_AGENT, also an A/B of that agent binary against the one built here)
@@ -30,6 +31,8 @@ perf record -F 20000 -g -o $R/perf-floor.data -- $T/floor_supervisor --read -- /
 log trial floor
 for i in 1 2 3; do $T/trial_floor --jobs 2 --trials 1000; done > $R/trial-floor.txt 2>&1
 log trivial
+# Which keeper the trials start (harness/src/engine/keeper.rs): the static one when it is of this build.
+{ $T/wedge-init --fingerprint; [ -x $T/wedge-init-static ] && $T/wedge-init-static --fingerprint; } > $R/keeper-fingerprints.txt 2>&1
 for i in 1 2 3; do rm -rf /tmp/r25-triv; /usr/bin/time -f "%e s %U user %S sys" $T/wedge run -q --backend host --trials 1000 --jobs 2 --out /tmp/r25-triv harness/tests/scenarios/trivial.toml; done > $R/trivial.txt 2>&1
 rm -rf /tmp/r25-triv
 log agent bench

@@ -4,13 +4,24 @@
 //! `wedge-init --hold-syscalls SEED PID...`: the tracer of chaos mode `syscall` (a second role
 //! of the same small program, so guest images need nothing more); see
 //! `wedge::engine::syscall_holds`.
+//!
+//! `wedge-init --fingerprint`: the fingerprint of the sources it was built from (see
+//! `wedge::engine::keeper`).
 
 use wedge::engine::syscall_holds;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(wedge::engine::keeper::FINGERPRINT_FLAG) {
+        println!("{}", wedge::engine::keeper::FINGERPRINT);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some(syscall_holds::FLAG) {
         syscall_holds::tracer_main(&args[2..])
     }
+    // The static build runs as `wedge-init-static`; the keeper and its init are `wedge-init`
+    // either way (in `ps`, and to a subject reading `/proc/1/comm`).
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"wedge-init".as_ptr()) };
     wedge::engine::pidns::keeper_main(args)
 }

@@ -6,6 +6,7 @@
 pub mod cgroupfs;
 pub mod chaos;
 pub mod isolation;
+pub mod keeper;
 pub mod leftovers;
 pub mod limits;
 pub mod marker;

@@ -261,6 +261,28 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 /// [`SHUTDOWN_TIMEOUT`]: a stable marker, so a scenario can fail such a trial.
 pub const FORCED_STOP: &str = "wedge-agent: FORCED STOP";
 
+/// A directory of this agent's own, made empty: exec ids restart at 1 in every agent, and an agent
+/// that was killed mid-build leaves its state behind. Absolute: the agent changes its cwd.
+fn fresh_state_root(args: &ServeArgs) -> Result<PathBuf> {
+    let state_root = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("wedge-agent-{}", std::process::id()));
+    let state_root = std::path::absolute(&state_root).context("the state directory")?;
+    if state_root.exists() {
+        std::fs::remove_dir_all(&state_root).with_context(|| {
+            format!(
+                "removing the stale state directory {}",
+                state_root.display()
+            )
+        })?;
+    }
+    std::fs::create_dir_all(&state_root)
+        .with_context(|| format!("creating the state directory {}", state_root.display()))?;
+    Ok(state_root)
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     if args.builder == BuilderKind::LibcontainerLatest && !second_build::IS_SECOND_BUILD {
         // Before anything of this process's own exists: the second build takes over.
@@ -272,26 +294,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    // A directory of this agent's own: exec ids restart at 1 in every agent, and an agent that was
-    // killed mid-build leaves its state behind.
-    let state_root = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!("wedge-agent-{}", std::process::id()));
-    // Both absolute: the agent changes its cwd below.
-    let state_root = std::path::absolute(&state_root).context("the state directory")?;
+    let state_root = fresh_state_root(&args)?;
+    // Absolute, as the state directory: the agent changes its cwd below.
     let socket = std::path::absolute(&args.socket).context("the socket path")?;
-    if state_root.exists() {
-        std::fs::remove_dir_all(&state_root).with_context(|| {
-            format!(
-                "removing the stale state directory {}",
-                state_root.display()
-            )
-        })?;
-    }
-    std::fs::create_dir_all(&state_root)
-        .with_context(|| format!("creating the state directory {}", state_root.display()))?;
     prepare_socket(&socket)?;
     // Relative paths are resolved in the state directory from here on: a notify socket bound by a
     // relative name in the wrong directory (the cwd race) lands in it and goes with it.

@@ -59,7 +59,7 @@ impl Engine {
             },
             tree_kind,
             bin_dir: crate::plan::commands::bin_dir(),
-            init_program: crate::plan::commands::own_dir().join(crate::engine::pidns::INIT_PROGRAM),
+            init_program: crate::engine::keeper::program(&crate::plan::commands::own_dir()),
             cancel: Arc::new(AtomicBool::new(false)),
             temp_root: std::env::temp_dir(),
         }
