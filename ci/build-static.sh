@@ -8,8 +8,9 @@
 #   ci/build-static.sh --keeper [-q]      only the keeper, installed beside the ordinary build as
 #       target/release/wedge-init-static. wedge starts it for every trial process instead of the
 #       dynamically linked wedge-init when it was built from the same sources (its --fingerprint;
-#       see harness/src/engine/keeper.rs): its start-up maps no shared library, which made trivial
-#       trials about 14 % faster (reports/bench.md, "A static keeper").
+#       see harness/src/engine/keeper.rs): its start-up maps no shared library, which took 9-14 % off
+#       the wall time of trivial trials (reports/bench.md, "Trials per second: the tree's
+#       bookkeeping, and a static keeper").
 #
 # `--target` keeps build scripts and proc macros dynamic, and puts the output there.
 set -euo pipefail

@@ -2,11 +2,12 @@
 //!
 //! The keeper is exec'd for every process a trial starts, so its own start-up is part of every
 //! trial. Linked dynamically, that start-up maps and relocates four shared libraries; a
-//! static-pie build skips it, and trivial trials ran about 14 % faster with one
-//! (`reports/bench.md`, "A static keeper"). Cargo cannot link one binary of a package statically
-//! in an ordinary build (`crt-static` is a target-wide setting, which proc macros cannot take),
-//! so the static keeper is a second build (`ci/build-static.sh --keeper`, which installs it
-//! beside wedge as `wedge-init-static`), and it may be stale. The keeper and wedge speak a
+//! static-pie build skips it: trivial trials took 9–14 % less wall time with one
+//! (`reports/bench.md`, "Trials per second: the tree's bookkeeping, and a static keeper").
+//! Cargo cannot link one binary of a package statically in an ordinary build (`crt-static` is a
+//! target-wide setting, which proc macros cannot take), so the static keeper is a second build
+//! (`ci/build-static.sh --keeper`, which installs it beside wedge as `wedge-init-static`), and
+//! it may be stale. The keeper and wedge speak a
 //! private protocol (arguments, the report line), so wedge starts the static keeper only when it
 //! reports the fingerprint of the very sources wedge was built from (`--fingerprint`, computed
 //! by the build script); otherwise the ordinary `wedge-init` beside it.
