@@ -10,7 +10,8 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -330,7 +331,7 @@ enum Input {
     /// The read end (the child's) and the write end (wedge's: the subject's stdin).
     Pipe(OwnedFd, OwnedFd),
     Null(fs::File),
-    Pty(nix::pty::OpenptyResult),
+    Pty(Pty),
 }
 
 impl Input {
@@ -341,7 +342,7 @@ impl Input {
                 Input::Pipe(read, write)
             }
             StdinMode::Null => Input::Null(fs::File::open("/dev/null")?),
-            StdinMode::Pty => Input::Pty(nix::pty::openpty(None, None).map_err(io::Error::from)?),
+            StdinMode::Pty => Input::Pty(Pty::open()?),
         })
     }
 
@@ -356,6 +357,35 @@ impl Input {
             Input::Null(null) => null.as_fd(),
             Input::Pty(p) => p.slave.as_fd(),
         }
+    }
+}
+
+/// A terminal pair, both ends close-on-exec from the start. `openpty` opens them inheritable, so
+/// a keeper another trial started meanwhile (and its subject) held this trial's terminal, and
+/// the terminal's end of file waited for that other trial.
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+impl Pty {
+    fn open() -> io::Result<Pty> {
+        use nix::fcntl::OFlag;
+        let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+        nix::pty::grantpt(&master)?;
+        nix::pty::unlockpt(&master)?;
+        let path = nix::pty::ptsname_r(&master)?;
+        let slave = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(path)?;
+        // SAFETY: the descriptor of the PtyMaster, whose ownership passes to the OwnedFd.
+        let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
+        Ok(Pty {
+            master,
+            slave: slave.into(),
+        })
     }
 }
 
@@ -420,4 +450,25 @@ fn read_report(read: OwnedFd) -> io::Result<Report> {
         return Err(io::Error::other("wedge-init ended without a report"));
     }
     Report::decode(&line).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn cloexec(fd: &OwnedFd) -> bool {
+        // SAFETY: F_GETFD on a descriptor we own.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+        flags >= 0 && flags & libc::FD_CLOEXEC != 0
+    }
+
+    #[test]
+    fn a_trials_terminal_is_never_inherited_by_another_trials_keeper() {
+        let pty = Pty::open().expect("a terminal pair");
+        assert!(cloexec(&pty.master), "the master is close-on-exec");
+        assert!(cloexec(&pty.slave), "the slave is close-on-exec");
+        // And it is a terminal, which the keeper makes its controlling one.
+        assert!(nix::unistd::isatty(&pty.slave).unwrap());
+    }
 }
