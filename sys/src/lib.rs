@@ -8,7 +8,8 @@
 //!
 //! - [`pidfd_open`], [`pidfd_send_signal`] and the owning wrapper [`PidFd`]: process handles that pid
 //!   reuse cannot confuse;
-//! - [`clone3`]: a fork that bypasses libc (no atfork handlers);
+//! - [`clone3`]: a fork that bypasses libc (no atfork handlers), and [`fork_as_sibling`] (whose child
+//!   is its caller's parent's);
 //! - [`close_fds_except`]: `close_range` around the descriptors to keep;
 //! - [`become_child_subreaper`] and [`die_with_parent`]: the two `prctl`s.
 //!
@@ -137,6 +138,28 @@ pub unsafe fn clone3(flags: libc::c_int) -> io::Result<Cloned> {
             std::mem::size_of::<CloneArgs>(),
         )
     };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Cloned::Child),
+        pid => Ok(Cloned::Parent(Pid::from_raw(pid as libc::pid_t))),
+    }
+}
+
+/// A fork whose child is the caller's *sibling*: `clone(CLONE_PARENT)` by raw syscall, so the new
+/// process is a child of the caller's parent (which waits for it and gets its `SIGCHLD`), on a
+/// private copy of the caller's stack as after fork(2). `clone3` cannot do this with an exit
+/// signal, and glibc's `fork` has no flags. As with [`clone3`], no atfork handler runs, and
+/// glibc's cached thread id in the child is still the caller's (glibc reads it for error-checking
+/// and recursive `pthread` mutexes; `raise` and `getpid` ask the kernel).
+///
+/// # Safety
+/// As for [`clone3`]: only the calling thread exists in the child, and a lock another thread held
+/// stays locked there; callers should be single-threaded.
+pub unsafe fn fork_as_sibling() -> io::Result<Cloned> {
+    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: without CLONE_VM and with a null stack the child continues on a private copy of this
+    // stack, as after fork(2); the null tid pointers are not used without the flags that read them.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
     match ret {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Cloned::Child),

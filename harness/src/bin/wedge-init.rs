@@ -5,16 +5,22 @@
 //! of the same small program, so guest images need nothing more); see
 //! `wedge::engine::syscall_holds`.
 //!
+//! `wedge-init --serve PARENT`: the keeper server, which forks keepers for wedge instead of
+//! wedge exec'ing each (a third role); see `wedge::engine::spawn_server`.
+//!
 //! `wedge-init --fingerprint`: the fingerprint of the sources it was built from (see
 //! `wedge::engine::keeper`).
 
-use wedge::engine::syscall_holds;
+use wedge::engine::{spawn_server, syscall_holds};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(wedge::engine::keeper::FINGERPRINT_FLAG) {
         println!("{}", wedge::engine::keeper::FINGERPRINT);
         return;
+    }
+    if args.get(1).map(String::as_str) == Some(spawn_server::serve::FLAG) {
+        spawn_server::serve::serve_main(&args[2..])
     }
     if args.get(1).map(String::as_str) == Some(syscall_holds::FLAG) {
         syscall_holds::tracer_main(&args[2..])

@@ -16,5 +16,6 @@ pub mod pidns;
 pub mod proc;
 pub mod reaper;
 pub mod spawn;
+pub mod spawn_server;
 pub mod syscall_holds;
 pub mod trial;

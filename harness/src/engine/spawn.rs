@@ -90,6 +90,11 @@ pub fn spawn(req: &Request<'_>) -> io::Result<Keeper> {
 }
 
 impl Keeper {
+    /// A keeper started for wedge by someone else (the keeper server): wedge's own child.
+    pub(crate) fn adopted(pid: i32) -> Keeper {
+        Keeper { pid, status: None }
+    }
+
     pub fn id(&self) -> i32 {
         self.pid
     }

@@ -25,6 +25,9 @@ pub struct Engine {
     /// The `wedge-init` every trial process runs under ([`crate::engine::pidns`]): wedge's own, found
     /// next to wedge, whatever `bin_dir` says.
     pub init_program: PathBuf,
+    /// Starts the keepers, through a resident keeper server when it can
+    /// ([`crate::engine::spawn_server`]).
+    pub keepers: crate::engine::spawn_server::Spawner,
     pub host: Host,
     /// Set on SIGINT: running trials stop and are not recorded.
     pub cancel: Arc<AtomicBool>,
@@ -60,6 +63,7 @@ impl Engine {
             tree_kind,
             bin_dir: crate::plan::commands::bin_dir(),
             init_program: crate::engine::keeper::program(&crate::plan::commands::own_dir()),
+            keepers: Default::default(),
             cancel: Arc::new(AtomicBool::new(false)),
             temp_root: std::env::temp_dir(),
         }

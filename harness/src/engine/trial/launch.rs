@@ -11,8 +11,8 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -227,7 +227,7 @@ impl Procs {
             cwd: &cwd,
             fds,
         };
-        let spawned = crate::engine::reaper::owned(|| spawn::spawn(&request), Keeper::id);
+        let spawned = cx.engine().keepers.spawn(&request);
         drop(request);
         // Only the keeper holds the child's ends now: their end of file is its own.
         drop((out_write, err_write, report_write));
