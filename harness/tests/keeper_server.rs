@@ -43,9 +43,9 @@ grep -E '^(SigBlk|SigIgn)' /proc/self/status
 echo "keeper descriptors: $(ls /proc/$k/fd | wc -l)"
 "#;
 
-/// Starts a keeper running `sh -c PORTRAIT` (no pid namespace: the keeper is the subject's
-/// parent) with `start`, and returns its report, its exit code and what the subject printed.
-fn portrait(start: impl FnOnce(&Request<'_>) -> std::io::Result<Keeper>) -> String {
+/// Starts a keeper (`program`) running `sh -c PORTRAIT` (no pid namespace: the keeper is the
+/// subject's parent) with `start`, and returns what the subject printed.
+fn portrait(program: &Path, start: impl FnOnce(&Request<'_>) -> std::io::Result<Keeper>) -> String {
     let (out_read, out_write) = cloexec_pipe();
     let (report_read, report_write) = cloexec_pipe();
     let null = std::fs::File::open("/dev/null").unwrap();
@@ -61,7 +61,7 @@ fn portrait(start: impl FnOnce(&Request<'_>) -> std::io::Result<Keeper>) -> Stri
         .collect();
     args.extend(["--".into(), "sh".into(), "-c".into(), PORTRAIT.into()]);
     let req = Request {
-        program: Path::new(KEEPER),
+        program,
         args,
         env: vec![("WEDGE_KEEPER_TEST_VAR".into(), "seven".into())],
         cwd: Path::new("/usr"),
@@ -91,16 +91,37 @@ fn portrait(start: impl FnOnce(&Request<'_>) -> std::io::Result<Keeper>) -> Stri
     text
 }
 
+/// A symbolic link to the keeper under another name, removed when dropped.
+struct Link(std::path::PathBuf);
+
+impl Link {
+    fn new(name: &str) -> Link {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(KEEPER, &path).unwrap();
+        Link(path)
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn a_served_keeper_is_the_keeper_a_direct_spawn_starts() {
     watchdog(Duration::from_secs(60), || {
+        // Under another name, as the static keeper runs: its comm must still be wedge-init.
+        let link = Link::new("wedge-init-static");
+        let program = link.0.clone();
         let spawner = Spawner::default();
-        let served = portrait(|r| spawner.spawn(r));
+        let served = portrait(&program, |r| spawner.spawn(r));
         assert!(
             spawner.server_pid().is_some(),
             "the keeper came from the server (is {ENV_VAR} set?)"
         );
-        let direct = portrait(spawn::spawn);
+        let direct = portrait(&program, spawn::spawn);
         // The last line counts every descriptor: a direct spawn also passes on those wedge
         // inherited without close-on-exec (here, the test harness's), which the server closes.
         let head = |t: &str| {
@@ -117,11 +138,15 @@ fn a_served_keeper_is_the_keeper_a_direct_spawn_starts() {
             "{served}"
         );
         assert!(
-            served.contains("wedge-init --no-pidns --parent"),
-            "{served}"
+            served.contains(&format!("-{me} --no-pidns --parent {me} -- sh -c")),
+            "the keeper's command line: {served}"
         );
         assert!(served.contains("var=seven home=set"), "{served}");
         assert!(served.contains("\n0 1 2 \n"), "{served}");
+        assert!(
+            served.contains("\nwedge-init\nkeeper parent"),
+            "comm: {served}"
+        );
         assert!(served.contains("\n/usr\n"), "{served}");
     });
 }
@@ -130,7 +155,7 @@ fn a_served_keeper_is_the_keeper_a_direct_spawn_starts() {
 fn a_start_that_fails_is_an_error_and_the_server_serves_on() {
     watchdog(Duration::from_secs(60), || {
         let spawner = Spawner::default();
-        let _ = portrait(|r| spawner.spawn(r));
+        let _ = portrait(Path::new(KEEPER), |r| spawner.spawn(r));
         let server = spawner.server_pid().expect("a server");
         let null = std::fs::File::open("/dev/null").unwrap();
         // The report goes on 3, the number the server's own socket has.
@@ -151,7 +176,7 @@ fn a_start_that_fails_is_an_error_and_the_server_serves_on() {
             .read_to_end(&mut stray)
             .unwrap();
         assert!(stray.is_empty(), "the answer went to the report: {stray:?}");
-        let _ = portrait(|r| spawner.spawn(r));
+        let _ = portrait(Path::new(KEEPER), |r| spawner.spawn(r));
         assert_eq!(spawner.server_pid(), Some(server), "the same server");
         drop(spawner);
         assert!(

@@ -19,15 +19,16 @@ fn main() {
         println!("{}", wedge::engine::keeper::FINGERPRINT);
         return;
     }
+    // The static build runs as `wedge-init-static`; the keeper server, the keepers it forks,
+    // and every init are `wedge-init` either way (in `ps`, and to a subject reading
+    // `/proc/1/comm`).
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"wedge-init".as_ptr()) };
     if args.get(1).map(String::as_str) == Some(spawn_server::serve::FLAG) {
         spawn_server::serve::serve_main(&args[2..])
     }
     if args.get(1).map(String::as_str) == Some(syscall_holds::FLAG) {
         syscall_holds::tracer_main(&args[2..])
     }
-    // The static build runs as `wedge-init-static`; the keeper and its init are `wedge-init`
-    // either way (in `ps`, and to a subject reading `/proc/1/comm`).
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"wedge-init".as_ptr()) };
     wedge::engine::pidns::keeper_main(args)
 }
