@@ -165,7 +165,12 @@ fn a_start_that_fails_is_an_error_and_the_server_serves_on() {
             args: vec!["--".into(), "true".into()],
             env: vec![],
             cwd: Path::new("/nonexistent/wedge-no-such-dir"),
-            fds: vec![(null.as_fd(), 0), (report_write.as_fd(), REPORT_FD)],
+            fds: vec![
+                (null.as_fd(), 0),
+                (null.as_fd(), 1),
+                (null.as_fd(), 2),
+                (report_write.as_fd(), REPORT_FD),
+            ],
         };
         let err = spawner.spawn(&req).expect_err("no such directory");
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");

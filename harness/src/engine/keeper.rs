@@ -1,9 +1,13 @@
 //! Which keeper program (`wedge-init`, see [`crate::engine::pidns`]) trials start.
 //!
-//! The keeper is exec'd for every process a trial starts, so its own start-up is part of every
+//! The keeper was exec'd for every process a trial starts, so its own start-up was part of every
 //! trial. Linked dynamically, that start-up maps and relocates four shared libraries; a
 //! static-pie build skips it: trivial trials took 9–14 % less wall time with one
 //! (`reports/bench.md`, "Trials per second: the tree's bookkeeping, and a static keeper").
+//! Since the keeper server ([`crate::engine::spawn_server`]) forks the keepers, the program is
+//! exec'd once an engine (and for each keeper only when the server is off or cannot serve), so
+//! the static build now saves little (`reports/bench.md`, "keepers forked by a resident
+//! server").
 //! Cargo cannot link one binary of a package statically in an ordinary build (`crt-static` is a
 //! target-wide setting, which proc macros cannot take), so the static keeper is a second build
 //! (`ci/build-static.sh --keeper`, which installs it beside wedge as `wedge-init-static`), and

@@ -230,8 +230,13 @@ fn settle(answer: io::Result<Answer>, talk: &mut Option<OwnedFd>) -> Result<Keep
 }
 
 /// The order for `req`, if the server can take it: its command line must be UTF-8, which the
-/// keeper's own parsing needs (a direct spawn then fails exactly as before).
+/// keeper's own parsing needs (a direct spawn then fails exactly as before), and it must name
+/// descriptors 0, 1 and 2 (a direct spawn passes on wedge's own where it does not; the
+/// server's are `/dev/null`).
 fn order_of(req: &Request<'_>) -> Option<Order> {
+    if !(0..3).all(|n| req.fds.iter().any(|&(_, to)| to == n)) {
+        return None;
+    }
     let mut args = vec![req.program.as_os_str().to_os_string()];
     args.extend(req.args.iter().cloned());
     if args.iter().any(|a| a.to_str().is_none()) {
@@ -281,6 +286,19 @@ fn parent_thread(
     started: &mpsc::Sender<io::Result<i32>>,
     stop: &mpsc::Receiver<()>,
 ) {
+    // Its standard streams are not wedge's: a reader of wedge's output sees its end when wedge
+    // ends, not when the server does. (A keeper gets the streams its order names.)
+    let null = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        Ok(null) => null,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
     let req = Request {
         program,
         // The last argument is room for each keeper's command line (serve::show_command_line).
@@ -291,11 +309,16 @@ fn parent_thread(
         ],
         env: vec![],
         cwd: Path::new("/"),
-        fds: vec![(theirs.as_fd(), serve::SOCKET_FD)],
+        fds: vec![
+            (null.as_fd(), 0),
+            (null.as_fd(), 1),
+            (null.as_fd(), 2),
+            (theirs.as_fd(), serve::SOCKET_FD),
+        ],
     };
     let spawned = reaper::owned(|| spawn::spawn(&req), Keeper::id);
     drop(req);
-    drop(theirs);
+    drop((theirs, null));
     let mut keeper = match spawned {
         Ok(k) => k,
         Err(e) => {

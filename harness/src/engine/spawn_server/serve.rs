@@ -1,8 +1,8 @@
 //! The server's side: `wedge-init --serve PARENT`, and each keeper it forks.
 //!
 //! The server is single-threaded and does nothing but read orders, so a fork of it is safe (no
-//! lock can be held by another thread) and cheap (a small static process, no loader, no glibc
-//! start-up). Each keeper it forks is made wedge's child by `CLONE_PARENT`
+//! lock can be held by another thread) and cheap (a small process, already past its loader and
+//! its C library's start-up). Each keeper it forks is made wedge's child by `CLONE_PARENT`
 //! ([`wedge_sys::fork_as_sibling`]), so wedge waits for it, signals it and is its parent for
 //! its parent-death signal exactly as when it spawned the keeper itself. The keeper then puts
 //! its descriptors and working directory in place, says [`Answer::Ready`] (or the errno of the
