@@ -150,7 +150,7 @@ impl Keeper {
 }
 
 /// A copy of a descriptor numbered at least `min`, close-on-exec.
-trait CloneAbove {
+pub(crate) trait CloneAbove {
     fn try_clone_to_owned_above(&self, min: RawFd) -> io::Result<OwnedFd>;
 }
 

@@ -11,12 +11,14 @@
 
 use std::ffi::OsString;
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::OnceLock;
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, send};
 
 use super::wire::{Answer, MAX_FDS, MAX_MESSAGE, Order};
+use crate::engine::spawn::CloneAbove;
 
 /// `wedge-init --serve PARENT`.
 pub const FLAG: &str = "--serve";
@@ -190,13 +192,7 @@ fn place(targets: &[RawFd], fds: Vec<OwnedFd>) -> std::io::Result<()> {
 
 /// A close-on-exec copy of `fd` numbered above `top`.
 fn lift(fd: &OwnedFd, top: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: fcntl on a descriptor we own.
-    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, top + 1) };
-    if copy < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+    fd.as_fd().try_clone_to_owned_above(top + 1)
 }
 
 /// Makes `/proc/PID/cmdline` show `args` instead of the server's own command line, as an
@@ -205,10 +201,37 @@ fn lift(fd: &OwnedFd, top: RawFd) -> std::io::Result<OwnedFd> {
 /// server's own argument area, which wedge pads to [`TITLE_ROOM`] bytes, as `setproctitle`
 /// does: the arguments then read as one string joined by spaces, cut at the room there is.
 pub fn show_command_line(args: &[OsString]) {
-    if !point_at_copy(args) {
-        write_over_arguments(args);
+    // Found out once, by the server for its own command line; its keepers inherit the answer
+    // (and the argument area's addresses, which a fork keeps).
+    let mut done = false;
+    let how = TITLE.get_or_init(|| {
+        done = point_at_copy(args);
+        match (done, argument_area()) {
+            (true, _) => Title::Copy,
+            (false, Some((start, end))) => Title::Area { start, end },
+            (false, None) => Title::Neither,
+        }
+    });
+    match *how {
+        Title::Copy if !done => {
+            point_at_copy(args);
+        }
+        Title::Area { start, end } => write_over_arguments(start, end, args),
+        _ => {}
     }
 }
+
+/// How this process shows a command line of its choosing.
+enum Title {
+    /// The kernel points at a copy (`PR_SET_MM`).
+    Copy,
+    /// Written over the argument area at these addresses.
+    Area { start: usize, end: usize },
+    /// Neither works: the server's command line stays.
+    Neither,
+}
+
+static TITLE: OnceLock<Title> = OnceLock::new();
 
 /// The room wedge gives the server's argument area (a last argument of spaces).
 pub const TITLE_ROOM: usize = 4096;
@@ -236,10 +259,7 @@ fn point_at_copy(args: &[OsString]) -> bool {
     done
 }
 
-fn write_over_arguments(args: &[OsString]) {
-    let Some((start, end)) = argument_area() else {
-        return;
-    };
+fn write_over_arguments(start: usize, end: usize, args: &[OsString]) {
     let room = end.saturating_sub(start);
     if room < 2 {
         return;
