@@ -549,12 +549,17 @@ fn parent_thread(obs: &Observations, p: &ProcObs, ns_tid: i32) -> Option<Party> 
 }
 
 /// The `__owner` of a glibc `pthread_mutex_t` whose `__data` is `words`, if it has that shape.
+/// An owner above the kernel's `PID_MAX_LIMIT` is no TID at all: the words are something else
+/// (a Rust `Mutex<u64>` has its futex word first and its value where `__owner` would be).
 fn glibc_owner(words: &[i32]) -> Option<i32> {
+    /// No TID is ever above it (`include/linux/threads.h`, 64-bit).
+    const PID_MAX_LIMIT: i32 = 1 << 22;
     let &[lock, _count, owner, nusers, kind] = words else {
         return None;
     };
     let locked = lock == 1 || lock == 2 || (lock & FUTEX_TID_MASK) == owner;
-    (locked && owner > 0 && nusers >= 1 && kind & !KNOWN_KIND_BITS == 0).then_some(owner)
+    let tid = owner > 0 && owner <= PID_MAX_LIMIT;
+    (locked && tid && nusers >= 1 && kind & !KNOWN_KIND_BITS == 0).then_some(owner)
 }
 
 /// A reader waits for the other ends' holders: every process with a write end (a writer: a read
@@ -1096,6 +1101,9 @@ mod tests {
         assert_eq!(glibc_owner(&[2, 0, 7, 0, 0]), None);
         assert_eq!(glibc_owner(&[2, 0, 7, 1, 0x4000]), None);
         assert_eq!(glibc_owner(&[2]), None);
+        // A Rust `Mutex<u64>` holding 0x1_5297_4afc: its value is where `__owner` would be, and
+        // is no TID.
+        assert_eq!(glibc_owner(&[2, 0, 0x5297_4afc, 1, 0]), None);
     }
 
     #[test]
