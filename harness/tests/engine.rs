@@ -816,6 +816,74 @@ fn syscall_chaos_forks_while_another_thread_is_inside_a_write() {
     });
 }
 
+/// The call of a pairing line ("... made a process with clone (entry 7) while ..."), after
+/// checking that the seed pairs that entry.
+fn paired_call(line: &str, seed: u64) -> &str {
+    use wedge::model::chaos::fork_paired;
+    let (_, fork) = line.split_once(" made a process with ").unwrap();
+    let (call, rest) = fork.split_once(" (entry ").unwrap();
+    let (entry, _) = rest.split_once(')').unwrap();
+    let nr = match call {
+        "clone" => libc::SYS_clone,
+        "clone3" => libc::SYS_clone3,
+        "fork" => libc::SYS_fork,
+        _ => libc::SYS_vfork,
+    } as u64;
+    assert!(fork_paired(seed, nr, entry.parse().unwrap()), "{line}");
+    call
+}
+
+#[test]
+fn syscall_chaos_forks_right_after_another_thread_takes_a_global_lock() {
+    use wedge::model::chaos::fork_paired;
+    let path = scenario_path("chaos-fork-mutex.toml");
+    watchdog(Duration::from_secs(90), move || {
+        let engine = engine();
+        let s = Scenario::load(&path).unwrap();
+        let clone = libc::SYS_clone as u64;
+        // A seed that pairs the first four forks: the first one's watch sees a locker take the
+        // lock within microseconds (they take turns without end), so no unpaired fork comes first.
+        let seed = (1u64..)
+            .find(|seed| (1..=4).all(|k| fork_paired(*seed, clone, k)))
+            .unwrap();
+        for (index, cell) in s.cells().iter().enumerate() {
+            let r = cell_trial(&engine, &s, index, seed, Chaos::Syscall);
+            // "... made a process with clone (entry 1) while thread 12 (locker) had just taken
+            // lock word 0x5581c0e88c60 in wedge-subject's data (watched: ...)"
+            let finds: Vec<&String> = r
+                .log
+                .iter()
+                .filter(|l| l.contains(" had just taken lock word 0x"))
+                .collect();
+            for line in &finds {
+                assert_eq!(paired_call(line, seed), "clone", "{line}");
+                assert!(
+                    line.contains(" in wedge-subject's data (watched: "),
+                    "{line}"
+                );
+                assert!(
+                    line.contains("(locker)") || line.contains("(contender)"),
+                    "{line}"
+                );
+            }
+            // Whatever the watch did, no trap reached the subject.
+            let trapped = r.exit.as_ref().and_then(|e| e.signal) == Some(libc::SIGTRAP);
+            assert!(!trapped, "{r:?}");
+            match cell.get("child").unwrap() {
+                // The lock the locker held is the child's forever, and the parent waits.
+                "take" => {
+                    assert!(!finds.is_empty(), "no watch pairing: {:?}", r.log);
+                    assert_eq!(r.verdict, Verdict::Hang, "{r:?}");
+                    let d = &diagnosis(&r).summary;
+                    assert!(d.contains("when it was forked"), "{d}");
+                }
+                // The same pairings, children that leave the lock alone: nothing is lost.
+                _ => assert_eq!(r.verdict, Verdict::Pass, "{r:?}"),
+            }
+        }
+    });
+}
+
 #[test]
 fn syscall_chaos_forks_while_another_thread_holds_a_malloc_arena() {
     use wedge::model::chaos::fork_paired;
@@ -836,20 +904,24 @@ fn syscall_chaos_forks_while_another_thread_holds_a_malloc_arena() {
             // "chaos +9 ms: thread 11 (wedge-subject) made a process with clone (entry 7)
             // while malloc arena 0x7f55c0e88c60 (the one it allocates from) was locked by
             // another thread (look 3); kept stopped: 12 (allocator)"
+            // A look's find, or a watch's: "... made a process with clone (entry 1) while
+            // thread 12 (allocator) had just taken malloc arena 0x7f55c0e88c60 (the
+            // forker's) (watched: ...)".
             let finds: Vec<&String> = r
                 .log
                 .iter()
-                .filter(|l| l.contains(" was locked by another thread "))
+                .filter(|l| {
+                    l.contains(" was locked by another thread ") || l.contains(" had just taken ")
+                })
                 .collect();
             for line in &finds {
-                let (_, fork) = line.split_once(" made a process with ").unwrap();
-                let (call, rest) = fork.split_once(" (entry ").unwrap();
-                assert_eq!(call, "clone", "{line}");
-                let (entry, _) = rest.split_once(')').unwrap();
-                assert!(fork_paired(seed, clone, entry.parse().unwrap()), "{line}");
-                assert!(line.contains("while malloc arena 0x"), "{line}");
+                assert_eq!(paired_call(line, seed), "clone", "{line}");
                 // The forker's own arena is found below its thread pointer.
-                assert!(line.contains("(the one it allocates from)"), "{line}");
+                let look = line.contains("while malloc arena 0x")
+                    && line.contains("(the one it allocates from)");
+                let watch = line.contains("had just taken malloc arena 0x")
+                    && line.contains(" (the forker's) (watched: ");
+                assert!(look || watch, "{line}");
             }
             match cell.get("how").unwrap() {
                 // The allocator's arena lock is the child's forever, and the parent waits.

@@ -56,6 +56,9 @@
 //! wedge-subject fork-malloc clone|fork  one malloc arena, a thread allocating without end, main
 //!                                  makes 20 children in turn with a bare clone or glibc's fork;
 //!                                  each child allocates once; "forked 20"
+//! wedge-subject fork-mutex take|leave  two threads take turns at a global Mutex without end
+//!                                  (made to contend once first); main makes 20 children in turn
+//!                                  with a bare clone; each child locks it (take) or not (leave)
 //! wedge-subject fork-locked       thread holder locks a pthread mutex and pauses; main forks, the
 //!                                  child locks the mutex (held by a thread it does not have), the
 //!                                  parent waits for the child
@@ -106,7 +109,7 @@ fn say(text: &str) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wedge-subject exit [CODE] | stamp | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | pthread-abba | pthread-cycle3 | pi-abba | flock-abba | pipe-cycle | stopped-child | itimer-tick | uring-timeout | uring-empty | fork-logging stdio|raw [--wait-stdin] | fork-malloc clone|fork [--wait-stdin] | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
+        "usage: wedge-subject exit [CODE] | stamp | deadlock | pipe-read | daemon [--stay|--exit] | busy | sleep MS | echo-stdin | signals | tty-read | seccomp-recv | timerfd-tick | timerfd-disarmed | epoll-timer | epoll-disarmed | poll-timer | poll-disarmed | alarm-pause | pause-forever | posix-timer | posix-timer-disarmed | pthread-abba | pthread-cycle3 | pi-abba | flock-abba | pipe-cycle | stopped-child | itimer-tick | uring-timeout | uring-empty | fork-logging stdio|raw [--wait-stdin] | fork-malloc clone|fork [--wait-stdin] | fork-mutex take|leave [--wait-stdin] | fork-bomb CAP | close-fds exit|hang | flood stdout|stderr|tty | detach | unshare-mount | ignore-signals | eat-memory CAP_MB | kill-parent KILL|STOP"
     );
     std::process::exit(2);
 }
@@ -803,7 +806,7 @@ fn main() {
         Some("posix-timer-disarmed") => posix_timer(false),
         Some(mode) if waits::MODES.contains(&mode) => waits::run(mode),
         Some("fork-bomb") => fork_bomb(number(args.get(1))),
-        Some(which @ ("fork-logging" | "fork-malloc")) => races::forks(which, &args[1..], usage),
+        Some(which) if races::FORK_MODES.contains(&which) => races::forks(which, &args[1..], usage),
         Some("close-fds") => match args.get(1).map(String::as_str) {
             Some("exit") => close_fds(false),
             Some("hang") => close_fds(true),

@@ -43,7 +43,9 @@
 //! fork has made its child. The child starts with whatever that thread held locked. A subject
 //! whose children only `exec` (or only make async-signal-safe calls) is unaffected; one whose
 //! children take such a lock waits forever, as it would one day by itself. A process with one
-//! thread is never paired (nobody else can hold anything), so it pays nothing.
+//! thread is never paired (nobody else can hold anything), so it pays nothing. The same wait
+//! also ends when another thread *takes* a lock word a child shares with its forker, seen by
+//! a hardware watchpoint; [`watched_words`] is which words, in what order.
 
 use serde::{Deserialize, Serialize};
 
@@ -177,6 +179,102 @@ pub fn arena_look_gap_us(seed: u64, nr: u64, occurrence: u64, look: u64) -> u64 
     let key = nr.rotate_left(40) ^ occurrence.wrapping_mul(0xd6e8_feb8_6659_fd93);
     let mut rng = SplitMix(seed ^ 0x6172_656e_616c_6f6f ^ key ^ look.rotate_left(20)); // "arenaloo"
     log_uniform(&mut rng, ARENA_LOOK_GAP_US)
+}
+
+/// A lock word a paired fork's watch looks at (`engine::syscall_holds::lock_watches`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedWord {
+    pub addr: u64,
+    pub kind: WordKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WordKind {
+    /// A word in `file`'s static data that the process waited on with `futex`.
+    Global { file: String },
+    /// The malloc arena the forker allocates from (its child allocates from it too).
+    OwnArena,
+    /// Another malloc arena (a child frees into it whatever chunk came from there).
+    Arena,
+}
+
+impl WatchedWord {
+    /// "lock word 0x… in wedge-agent's data", "malloc arena 0x… (the forker's)".
+    pub fn describe(&self) -> String {
+        let addr = self.addr;
+        match &self.kind {
+            WordKind::Global { file } => format!("lock word {addr:#x} in {file}'s data"),
+            WordKind::OwnArena => format!("malloc arena {addr:#x} (the forker's)"),
+            WordKind::Arena => format!("malloc arena {addr:#x}"),
+        }
+    }
+}
+
+/// The words of one watch, in the order of the debug registers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchSlots {
+    pub words: Vec<WatchedWord>,
+}
+
+/// Under `syscall`: which lock words the fork that is the `occurrence`-th entry into `nr`
+/// watches, in `slots` registers. Global words come first (the locks a child most surely
+/// takes again: a logger's, a registry's, stdio's), keeping one register for the forker's own
+/// arena when it is known, then the forker's arena, then the other arenas in their order. When
+/// there are more global words than registers for them, which ones is drawn from the seed (a
+/// rotation of their list), so every word is watched at some forks. A global word that is an
+/// arena (the main arena lives in libc's data) counts as the arena.
+pub fn watched_words(
+    seed: u64,
+    nr: u64,
+    occurrence: u64,
+    globals: &[(u64, String)],
+    own: Option<u64>,
+    arenas: &[u64],
+    slots: usize,
+) -> WatchSlots {
+    let globals: Vec<&(u64, String)> = globals
+        .iter()
+        .filter(|(a, _)| !arenas.contains(a) && Some(*a) != own)
+        .collect();
+    let room = slots.saturating_sub(usize::from(own.is_some()));
+    let mut words = Vec::new();
+    if !globals.is_empty() {
+        let key = nr.rotate_left(40) ^ occurrence.wrapping_mul(0xd6e8_feb8_6659_fd93);
+        let turn = SplitMix(seed ^ 0x7761_7463_6877_6f72 ^ key).next(); // "watchwor"
+        let start = if globals.len() > room {
+            (turn % globals.len() as u64) as usize
+        } else {
+            0
+        };
+        let taken = globals
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(globals.len().min(room));
+        words.extend(taken.map(|(addr, file)| WatchedWord {
+            addr: *addr,
+            kind: WordKind::Global { file: file.clone() },
+        }));
+    }
+    if let Some(addr) = own {
+        words.push(WatchedWord {
+            addr,
+            kind: WordKind::OwnArena,
+        });
+    }
+    for &addr in arenas {
+        if words.len() >= slots {
+            break;
+        }
+        if Some(addr) != own {
+            words.push(WatchedWord {
+                addr,
+                kind: WordKind::Arena,
+            });
+        }
+    }
+    words.truncate(slots);
+    WatchSlots { words }
 }
 
 /// Whether syscall `nr`, with `clone_flags` (the flags of a `clone` or `clone3`; `None` when
@@ -330,5 +428,44 @@ mod tests {
         assert!(!may_hold_lock(libc::SYS_mmap as u64));
         assert!(!may_hold_lock(libc::SYS_futex as u64));
         assert!(!may_hold_lock(libc::SYS_read as u64));
+    }
+    #[test]
+    fn watched_words_put_globals_first_and_keep_a_register_for_the_forkers_arena() {
+        let g = |a: u64| (a, "prog".to_string());
+        let w = watched_words(
+            1,
+            435,
+            3,
+            &[g(0x10), g(0x20)],
+            Some(0x300),
+            &[0x100, 0x300, 0x200],
+            4,
+        );
+        let addrs: Vec<u64> = w.words.iter().map(|w| w.addr).collect();
+        assert_eq!(addrs, [0x10, 0x20, 0x300, 0x100]);
+        assert_eq!(w.words[2].kind, WordKind::OwnArena);
+        assert_eq!(w.words[3].kind, WordKind::Arena);
+        // Five globals for three registers: a seeded rotation, and each is watched somewhere.
+        let many: Vec<_> = (1..=5).map(|i| g(i * 0x10)).collect();
+        let mut seen = std::collections::HashSet::new();
+        for k in 0..64 {
+            let w = watched_words(7, 435, k, &many, Some(0x300), &[0x300], 4);
+            assert_eq!(w.words.len(), 4);
+            assert_eq!(w.words[3].kind, WordKind::OwnArena);
+            seen.extend(w.words[..3].iter().map(|w| w.addr));
+            assert_eq!(w, watched_words(7, 435, k, &many, Some(0x300), &[0x300], 4));
+        }
+        assert_eq!(seen.len(), 5);
+        // The main arena, waited on in libc's data, is an arena, not a global; nothing known,
+        // nothing watched.
+        let w = watched_words(1, 435, 3, &[g(0x100)], None, &[0x100], 4);
+        assert_eq!(
+            w.words,
+            [WatchedWord {
+                addr: 0x100,
+                kind: WordKind::Arena
+            }]
+        );
+        assert!(watched_words(1, 435, 3, &[], None, &[], 4).words.is_empty());
     }
 }

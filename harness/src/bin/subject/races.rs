@@ -11,7 +11,10 @@ use super::{fail, say};
 /// How many children `fork-logging` makes, one after another.
 const FORKS: u32 = 20;
 
-/// `fork-logging ...` or `fork-malloc ...` (`which`), with the arguments after it (`usage` for
+/// The modes [`forks`] runs.
+pub const FORK_MODES: [&str; 3] = ["fork-logging", "fork-malloc", "fork-mutex"];
+
+/// `fork-logging ...`, `fork-malloc ...` or `fork-mutex ...` (`which`), with the arguments after it (`usage` for
 /// any the mode does not take).
 pub fn forks(which: &str, args: &[String], usage: fn() -> !) -> ! {
     let how = args.first().map(String::as_str);
@@ -22,6 +25,7 @@ pub fn forks(which: &str, args: &[String], usage: fn() -> !) -> ! {
     };
     match which {
         "fork-logging" => fork_logging(how, wait_stdin, usage),
+        "fork-mutex" => fork_mutex(how, wait_stdin, usage),
         _ => fork_malloc(how, wait_stdin, usage),
     }
 }
@@ -56,15 +60,22 @@ fn fork_logging(child: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> ! {
     // SAFETY: the child makes one write (a locked one with `stdio`: the hazard under test)
     // and _exits; it runs no destructors of the parent's state.
     let make = || unsafe { libc::fork() };
-    fork_in_turn(logger, &STOP, wait_stdin, make, |n| {
-        if stdio {
-            eprintln!("child {n}");
-        } else {
-            let text = b"child (raw)\n";
-            // SAFETY: a valid buffer of the given length.
-            unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
-        }
-    })
+    fork_in_turn(
+        logger,
+        &STOP,
+        wait_stdin,
+        || {},
+        make,
+        |n| {
+            if stdio {
+                eprintln!("child {n}");
+            } else {
+                let text = b"child (raw)\n";
+                // SAFETY: a valid buffer of the given length.
+                unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+            }
+        },
+    )
 }
 
 /// `fork-malloc clone|fork [--wait-stdin]`: the process keeps one malloc arena (`M_ARENA_MAX`
@@ -112,25 +123,133 @@ fn fork_malloc(how: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> ! {
             unsafe { libc::fork() }
         }
     };
-    fork_in_turn(allocator, &STOP, wait_stdin, make, |_| {
-        std::hint::black_box(vec![1u8; 4096]);
+    fork_in_turn(
+        allocator,
+        &STOP,
+        wait_stdin,
+        || {},
+        make,
+        |_| {
+            std::hint::black_box(vec![1u8; 4096]);
+        },
+    )
+}
+
+/// `fork-mutex take|leave [--wait-stdin]`: two threads take turns at a global `Mutex` (in the
+/// program's static data, as a logger's, a registry's or an environment lock is) without end,
+/// and the main thread makes [`FORKS`] children one at a time by a bare `clone` and waits for
+/// each. Before the first fork the two are made to contend once (one holds the lock until the
+/// other is seen asleep on it), so the lock has been waited on. A child allocates nothing; with
+/// `take` it locks the same `Mutex` once (a child made while a locker held it inherits it held
+/// by a thread the child does not have, and waits forever, and so does the parent's wait); with
+/// `leave` it does not. Prints "forked 20" and exits 0 once every child has ended.
+fn fork_mutex(how: Option<&str>, wait_stdin: bool, usage: fn() -> !) -> ! {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicI32;
+    let take = match how {
+        Some("take") => true,
+        Some("leave") => false,
+        _ => usage(),
+    };
+    static LOCK: Mutex<u64> = Mutex::new(0);
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static GO: AtomicBool = AtomicBool::new(false);
+    static CONTENDED: AtomicBool = AtomicBool::new(false);
+    static CONTENDER: AtomicI32 = AtomicI32::new(0);
+    let turns = || {
+        let mut g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        // A little work inside the lock and five hundred times as much outside, so it is held
+        // a small part of the time (a fork seldom finds it held by itself).
+        for i in 0..8u64 {
+            *g = std::hint::black_box(g.wrapping_mul(31).wrapping_add(i));
+        }
+        // Never a value whose low half could pass for a thread id in a pthread mutex's
+        // `__owner` (the word after the lock's), so a diagnosis reads the lock for what it is.
+        *g |= 0x8000_0000;
+        let seed = *g;
+        drop(g);
+        let mut x = seed;
+        for i in 0..4096u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    };
+    let lockers = std::thread::Builder::new()
+        .name("locker".to_string())
+        .spawn(move || {
+            let contender = std::thread::Builder::new()
+                .name("contender".to_string())
+                .spawn(move || {
+                    // SAFETY: gettid takes nothing.
+                    CONTENDER.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+                    while !STOP.load(Ordering::Relaxed) {
+                        turns();
+                    }
+                })
+                .unwrap_or_else(|_| fail("spawn"));
+            while !GO.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            contend_once(&LOCK, &CONTENDER);
+            CONTENDED.store(true, Ordering::SeqCst);
+            while !STOP.load(Ordering::Relaxed) {
+                turns();
+            }
+            let _ = contender.join();
+        })
+        .unwrap_or_else(|_| fail("spawn"));
+    let ready = || {
+        GO.store(true, Ordering::SeqCst);
+        while !CONTENDED.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+    };
+    // SAFETY: a fork-like clone (no shared memory, SIGCHLD at exit); the child only locks a
+    // static mutex (or nothing) and _exits, running nothing of the parent's state.
+    let make = || unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) as i32 };
+    fork_in_turn(lockers, &STOP, wait_stdin, ready, make, |_| {
+        if take {
+            std::hint::black_box(LOCK.lock().map(|g| *g).unwrap_or(0));
+        }
     })
 }
 
-/// What `fork-logging` and `fork-malloc` share once their helper thread runs: [`FORKS`] children
-/// one at a time, each made by `make` (which returns what `fork` returns) and running
+/// Holds `lock` until the thread whose tid `contender` names is asleep (it can only sleep on
+/// this lock), at most 5 s: one contended wait on the lock, seen by any tracer of the process.
+fn contend_once(lock: &std::sync::Mutex<u64>, contender: &std::sync::atomic::AtomicI32) {
+    let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let tid = contender.load(Ordering::SeqCst);
+        let stat =
+            std::fs::read_to_string(format!("/proc/thread-self/../{tid}/stat")).unwrap_or_default();
+        // The state follows the command name's closing parenthesis.
+        let asleep = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('S'));
+        if (tid != 0 && asleep) || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    drop(guard);
+}
+
+/// What the `fork-*` modes share once their helper thread runs: after `ready`, [`FORKS`]
+/// children one at a time, each made by `make` (which returns what `fork` returns) and running
 /// `child(n)`, then `_exit(0)`, each waited for; then `stop` ends the helper, which is joined,
 /// and "forked 20" is printed.
 fn fork_in_turn(
     helper: std::thread::JoinHandle<()>,
     stop: &AtomicBool,
     wait_stdin: bool,
+    ready: impl Fn(),
     make: impl Fn() -> i32,
     child: impl Fn(u32),
 ) -> ! {
     if wait_stdin {
         read_line();
     }
+    ready();
     for n in 0..FORKS {
         match make() {
             -1 => fail("fork"),

@@ -241,13 +241,13 @@ impl Tracer {
 /// The arena stopped thread `forker` of process `tgid` allocates from, read from below its
 /// thread pointer (`fs_base`; x86-64's TLS variant II puts libc's block there).
 #[cfg(target_arch = "x86_64")]
-fn forker_arena(forker: Pid, tgid: i32, arenas: &[u64]) -> Option<u64> {
+pub(super) fn forker_arena(forker: Pid, tgid: i32, arenas: &[u64]) -> Option<u64> {
     let regs = ptrace::getregs(forker).ok()?;
     glibc_arenas::of_thread(tgid, regs.fs_base, regs.rsp, arenas)
 }
 
 /// Elsewhere the thread pointer and the TLS layout differ (aarch64's TLS is above it): unknown.
 #[cfg(not(target_arch = "x86_64"))]
-fn forker_arena(_forker: Pid, _tgid: i32, _arenas: &[u64]) -> Option<u64> {
+pub(super) fn forker_arena(_forker: Pid, _tgid: i32, _arenas: &[u64]) -> Option<u64> {
     None
 }

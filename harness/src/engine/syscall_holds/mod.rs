@@ -31,7 +31,10 @@
 //! then waits for its child, which must not wait for the partner) or its call's exit, and at
 //! most after [`PARTNER_AT_MOST`]. A wait that found no partner ends after
 //! [`FORK_PAIR_WAIT_MS`]. Meanwhile the forker's process is looked at for a locked malloc arena
-//! ([`arena_looks`]): a look that finds one pairs the fork with the threads it stopped.
+//! ([`arena_looks`]): a look that finds one pairs the fork with the threads it stopped. And its
+//! other threads are watched with the debug registers ([`lock_watches`]): the first to take a
+//! watched lock word (a global lock the subject once waited on, an arena) is kept right after
+//! its write, and the fork goes on. Whichever rule finds a partner first ends the wait.
 //!
 //! Cost: every system call of a traced thread makes two ptrace stops (entry and exit), a few
 //! microseconds each: a perturbation of its own, spread evenly over all calls.
@@ -53,6 +56,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 mod arena_looks;
+mod lock_watches;
 
 use crate::model::chaos::{
     FORK_PAIR_WAIT_MS, creates_process, fork_paired, may_hold_lock, syscall_hold,
@@ -133,6 +137,8 @@ struct Tracer {
     applied: usize,
     /// The arena looks of the forker being looked for, if any ([`arena_looks`]).
     looks: Option<arena_looks::Looks>,
+    /// The lock watches of the forker being watched for ([`lock_watches`]).
+    watches: lock_watches::Watches,
 }
 
 /// A thread kept stopped at a syscall entry, until when, and why.
@@ -166,6 +172,7 @@ impl Tracer {
             log: Vec::new(),
             applied: 0,
             looks: None,
+            watches: lock_watches::Watches::default(),
         }
     }
 
@@ -194,6 +201,7 @@ impl Tracer {
             self.reap_stops()?;
             self.release_due(Instant::now());
             self.step_looks(Instant::now());
+            self.step_watches();
             let mut fds = [
                 PollFd::new(stopped.as_fd(), PollFlags::POLLIN),
                 PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
@@ -292,6 +300,15 @@ impl Tracer {
     }
 
     fn on_stop(&mut self, status: WaitStatus) {
+        // A watch's trap first: it must never reach the subject, whatever the watch's state.
+        if let WaitStatus::Stopped(pid, Signal::SIGTRAP) = status
+            && self.watch_trap(pid)
+        {
+            return;
+        }
+        if let Some(pid) = stopped_pid(&status) {
+            self.at_any_stop(pid);
+        }
         match status {
             WaitStatus::PtraceSyscall(pid) => self.on_syscall(pid),
             WaitStatus::PtraceEvent(pid, sig, libc::PTRACE_EVENT_STOP) if is_group_stop(sig) => {
@@ -315,6 +332,7 @@ impl Tracer {
                 self.release_partners_of(pid);
                 self.held.retain(|h| h.pid != pid);
                 self.forget_looked(pid);
+                self.forget_watched(pid, None);
                 self.tgids.remove(&pid.as_raw());
             }
             _ => {}
@@ -342,6 +360,9 @@ impl Tracer {
                  are wedge's: a subject that traces does not suit this mode (use rr or pct)",
                 pid.as_raw()
             ));
+        }
+        if nr == libc::SYS_futex as u64 {
+            self.note_futex(pid, &args);
         }
         let seen = self.seen.entry(nr).or_insert(0);
         *seen += 1;
@@ -396,6 +417,7 @@ impl Tracer {
         let wait = Duration::from_millis(FORK_PAIR_WAIT_MS);
         self.hold(pid, wait, Why::Forking { tgid, what });
         self.start_looks(pid, tgid, nr, occurrence);
+        self.start_watches(pid, tgid, nr, occurrence);
         true
     }
 
@@ -443,6 +465,8 @@ impl Tracer {
         self.held.retain(|h| !of_process(h.pid.as_raw()));
         let dropped = before - self.held.len();
         self.drop_looks_of(tgid);
+        self.forget_watched(pid, Some(tgid));
+        self.forget_watched(Pid::from_raw(former), None);
         self.tgids.retain(|tid, t| *t != tgid && *tid != former);
         if self.log.len() < LOGGED {
             let at = self.start.elapsed().as_millis();
@@ -492,10 +516,22 @@ impl Tracer {
     }
 
     fn release_all(&mut self) {
+        // Disarm first: handling the stops it waits for may start looks, which end next.
+        self.disarm_all();
         self.end_looks();
         for h in std::mem::take(&mut self.held) {
             resume(h.pid, None);
         }
+    }
+}
+
+/// The thread a wait status reports a stop of (not an exit).
+fn stopped_pid(status: &WaitStatus) -> Option<Pid> {
+    match *status {
+        WaitStatus::PtraceSyscall(pid)
+        | WaitStatus::PtraceEvent(pid, _, _)
+        | WaitStatus::Stopped(pid, _) => Some(pid),
+        _ => None,
     }
 }
 
