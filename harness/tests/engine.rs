@@ -816,6 +816,15 @@ fn syscall_chaos_forks_while_another_thread_is_inside_a_write() {
     });
 }
 
+/// The first seed under which the first `n` entries into process-creating call `nr` are all
+/// paired forks.
+fn seed_pairing_first_forks(nr: u64, n: u64) -> u64 {
+    use wedge::model::chaos::fork_paired;
+    (1u64..)
+        .find(|seed| (1..=n).all(|k| fork_paired(*seed, nr, k)))
+        .unwrap()
+}
+
 /// The call of a pairing line ("... made a process with clone (entry 7) while ..."), after
 /// checking that the seed pairs that entry.
 fn paired_call(line: &str, seed: u64) -> &str {
@@ -835,7 +844,6 @@ fn paired_call(line: &str, seed: u64) -> &str {
 
 #[test]
 fn syscall_chaos_forks_right_after_another_thread_takes_a_global_lock() {
-    use wedge::model::chaos::fork_paired;
     let path = scenario_path("chaos-fork-mutex.toml");
     watchdog(Duration::from_secs(90), move || {
         let engine = engine();
@@ -843,9 +851,7 @@ fn syscall_chaos_forks_right_after_another_thread_takes_a_global_lock() {
         let clone = libc::SYS_clone as u64;
         // A seed that pairs the first four forks: the first one's watch sees a locker take the
         // lock within microseconds (they take turns without end), so no unpaired fork comes first.
-        let seed = (1u64..)
-            .find(|seed| (1..=4).all(|k| fork_paired(*seed, clone, k)))
-            .unwrap();
+        let seed = seed_pairing_first_forks(clone, 4);
         for (index, cell) in s.cells().iter().enumerate() {
             let r = cell_trial(&engine, &s, index, seed, Chaos::Syscall);
             // "... made a process with clone (entry 1) while thread 12 (locker) had just taken
@@ -886,7 +892,6 @@ fn syscall_chaos_forks_right_after_another_thread_takes_a_global_lock() {
 
 #[test]
 fn syscall_chaos_forks_while_another_thread_holds_a_malloc_arena() {
-    use wedge::model::chaos::fork_paired;
     let path = scenario_path("chaos-fork-arena.toml");
     watchdog(Duration::from_secs(90), move || {
         let engine = engine();
@@ -896,9 +901,7 @@ fn syscall_chaos_forks_while_another_thread_holds_a_malloc_arena() {
         // the first paired fork whose looks catch the allocator inside malloc or free (about
         // nine in ten do), and no unpaired fork comes first (a fork that by itself lands inside
         // the allocator's lock, about one in two hundred, would hang the trial with no pairing).
-        let seed = (1u64..)
-            .find(|seed| (1..=4).all(|k| fork_paired(*seed, clone, k)))
-            .unwrap();
+        let seed = seed_pairing_first_forks(clone, 4);
         for (index, cell) in s.cells().iter().enumerate() {
             let r = cell_trial(&engine, &s, index, seed, Chaos::Syscall);
             // "chaos +9 ms: thread 11 (wedge-subject) made a process with clone (entry 7)

@@ -139,10 +139,7 @@ impl Tracer {
             return;
         };
         let forker = l.forker;
-        let waits = self
-            .held
-            .iter()
-            .any(|h| h.pid == forker && matches!(h.why, Why::Forking { .. }));
+        let waits = self.forking_at(forker).is_some();
         if !waits {
             // A write partner came, the wait ran out, or the forker is gone.
             return self.end_looks();
@@ -201,11 +198,7 @@ impl Tracer {
         let Some(l) = self.looks.take() else {
             return;
         };
-        let Some(at) = self
-            .held
-            .iter()
-            .position(|h| h.pid == l.forker && matches!(h.why, Why::Forking { .. }))
-        else {
+        let Some(at) = self.forking_at(l.forker) else {
             l.stopped.into_iter().for_each(|p| resume(p, None));
             return;
         };

@@ -243,11 +243,7 @@ impl Tracer {
         let Some(w) = self.watches.current.take() else {
             return resume(pid, None);
         };
-        let Some(at) = self
-            .held
-            .iter()
-            .position(|h| h.pid == w.forker && matches!(h.why, Why::Forking { .. }))
-        else {
+        let Some(at) = self.forking_at(w.forker) else {
             return resume(pid, None);
         };
         let Why::Forking { what, .. } = self.held.remove(at).why else {
@@ -275,10 +271,7 @@ impl Tracer {
             return;
         };
         let forker = w.forker;
-        let waits = self
-            .held
-            .iter()
-            .any(|h| h.pid == forker && matches!(h.why, Why::Forking { .. }));
+        let waits = self.forking_at(forker).is_some();
         if !waits {
             self.watches.current = None;
             self.end_watch_of(forker);

@@ -389,6 +389,13 @@ impl Tracer {
         });
     }
 
+    /// Where `forker`'s wait for a partner is among the holds, while it waits.
+    fn forking_at(&self, forker: Pid) -> Option<usize> {
+        self.held
+            .iter()
+            .position(|h| h.pid == forker && matches!(h.why, Why::Forking { .. }))
+    }
+
     fn hold(&mut self, pid: Pid, hold: Duration, why: Why) {
         let until = Instant::now() + hold;
         self.held.push(Held { pid, until, why });
