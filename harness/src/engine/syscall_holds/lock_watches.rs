@@ -18,10 +18,15 @@
 //! after it (`.bss`). Taken means the word reads `1` right after the write: the value of a
 //! mutex taken without contention by glibc's and Rust's futex locks alike (`0` is a release; a
 //! contender's `2` is left alone). The model's [`crate::model::chaos::watched_words`] picks
-//! the words; this module only arms, disarms and reads.
+//! the words and [`watch_find_pairs`] which takes pair (a lock a child surely takes again at
+//! once, another thread's arena only late in the wait); this module only arms, disarms and
+//! reads.
 //!
 //! How: each other thread of the process is interrupted once and armed at its next stop
-//! (`PTRACE_POKEUSER` of `DR0`–`DR3` and `DR7` needs a stopped tracee); a watched write then
+//! (`PTRACE_POKEUSER` of `DR0`–`DR3` and `DR7` needs a stopped tracee); one held by the tracer
+//! (a drawn hold) when the watch begins is armed when it is let go ([`Tracer::arm_on_release`]),
+//! else it would go on unwatched for the rest of the wait (on the agent, the other worker,
+//! held inside its build, was often the only thread that could take a lock); a watched write then
 //! reports as a `SIGTRAP` with `si_code` `TRAP_HWBKPT`, which is never passed on to the subject.
 //! When the wait ends (a partner found by any rule, the wait over, the forker gone) every armed
 //! thread is disarmed at its next stop. A kernel or CPU that refuses the registers (another
@@ -42,7 +47,7 @@ use nix::unistd::Pid;
 
 use super::{PARTNER_AT_MOST, Tracer, Why, resume, thread_name};
 use crate::engine::proc::{self, glibc_arenas};
-use crate::model::chaos::{WatchSlots, watched_words};
+use crate::model::chaos::{WatchSlots, watch_find_pairs, watched_words};
 
 /// The debug registers a thread can watch with on x86-64.
 pub const SLOTS: usize = 4;
@@ -83,6 +88,8 @@ struct Watch {
     pending: HashSet<Pid>,
     /// A description of each watched word, for the log.
     names: Vec<String>,
+    /// When the forker's wait, and so this watch, began.
+    began: Instant,
 }
 
 impl Tracer {
@@ -128,6 +135,7 @@ impl Tracer {
             slots,
             pending,
             names,
+            began: Instant::now(),
         });
     }
 
@@ -194,6 +202,28 @@ impl Tracer {
         }
     }
 
+    /// A held thread `pid` is about to be let go: when a watch of its process is on and it is
+    /// not armed for it (it was held when the watch began, so not interrupted then), it is armed
+    /// now, while it is still stopped, so it can be the fork's partner from its first step.
+    pub(super) fn arm_on_release(&mut self, pid: Pid) {
+        let Some(w) = &self.watches.current else {
+            return;
+        };
+        let armed_now = self.watches.armed.get(&pid) == Some(&w.number);
+        if pid == w.forker || armed_now || self.tgids.get(&pid.as_raw()) != Some(&w.tgid) {
+            return;
+        }
+        let (number, addrs): (u64, Vec<u64>) =
+            (w.number, w.slots.words.iter().map(|w| w.addr).collect());
+        match set_watchpoints(pid, &addrs) {
+            Ok(()) => {
+                self.watches.armed.insert(pid, number);
+                self.watches.ever_armed.insert(pid);
+            }
+            Err(e) => self.refuse(e),
+        }
+    }
+
     /// The registers were refused: say so once and watch no more.
     fn refuse(&mut self, e: nix::Error) {
         if !self.watches.refused {
@@ -231,6 +261,7 @@ impl Tracer {
             let now = proc::read_memory(w.tgid, word.addr, 4)?;
             (u32::from_ne_bytes(now.try_into().ok()?) == 1).then_some(slot)
         });
+        let taken = taken.filter(|&slot| watch_find_pairs(&w.slots, slot, w.began.elapsed()));
         match taken {
             Some(slot) if w.forker != pid => self.pair_on_watch(pid, slot),
             _ => resume(pid, None),

@@ -25,16 +25,20 @@
 //! already; the log names its first `ptrace` call, and such a subject wants `rr` or `pct`.
 //!
 //! Fork pairing ([`crate::model::chaos`], [`fork_paired`]): a process-creating entry the seed
-//! draws is held as a `Forking` wait; the next entry of another thread of the same process into
-//! a call that [`may_hold_lock`] turns that thread into its `Partner` (kept) and lets the forker
-//! go; the partner goes on at the forker's fork event (the child exists then; a `vfork` parent
-//! then waits for its child, which must not wait for the partner) or its call's exit, and at
+//! draws is held as a `Forking` wait (one per process at a time: a second fork of a process
+//! whose fork waits goes on, since a thread held at a fork takes no lock and two waits would
+//! only stall each other); the next entry of another thread of the same process into a call
+//! that [`may_hold_lock`], to a descriptor that [`write_may_hold_lock`] (not a waker's eventfd,
+//! not a socket), turns that thread into its `Partner` (kept) and lets the forker go; the
+//! partner goes on at the forker's fork event (the child exists then; a `vfork` parent then
+//! waits for its child, which must not wait for the partner) or its call's exit, and at
 //! most after [`PARTNER_AT_MOST`]. A wait that found no partner ends after
 //! [`FORK_PAIR_WAIT_MS`]. Meanwhile the forker's process is looked at for a locked malloc arena
 //! ([`arena_looks`]): a look that finds one pairs the fork with the threads it stopped. And its
 //! other threads are watched with the debug registers ([`lock_watches`]): the first to take a
 //! watched lock word (a global lock the subject once waited on, an arena) is kept right after
-//! its write, and the fork goes on. Whichever rule finds a partner first ends the wait.
+//! its write, and the fork goes on; a thread held by a drawn hold when the watch began is armed
+//! when that hold ends. Whichever rule finds a partner first ends the wait.
 //!
 //! Cost: every system call of a traced thread makes two ptrace stops (entry and exit), a few
 //! microseconds each: a perturbation of its own, spread evenly over all calls.
@@ -60,6 +64,7 @@ mod lock_watches;
 
 use crate::model::chaos::{
     FORK_PAIR_WAIT_MS, creates_process, fork_paired, may_hold_lock, syscall_hold,
+    write_may_hold_lock,
 };
 
 /// The flag that makes `wedge-init` this tracer.
@@ -367,7 +372,7 @@ impl Tracer {
         let seen = self.seen.entry(nr).or_insert(0);
         *seen += 1;
         let occurrence = *seen;
-        if may_hold_lock(nr) && self.pin_partner(pid, nr, occurrence) {
+        if may_hold_lock(nr) && self.pin_partner(pid, nr, occurrence, args[0]) {
             return;
         }
         if creates_process(nr, clone_flags(pid, nr, &args))
@@ -420,6 +425,15 @@ impl Tracer {
         if crate::engine::proc::threads(tgid).len() < 2 {
             return false;
         }
+        // Another fork of the process waits already: held there it takes no lock, so neither
+        // could be the other's partner, and two waits would only add up to nothing.
+        if self
+            .held
+            .iter()
+            .any(|h| matches!(&h.why, Why::Forking { tgid: t, .. } if *t == tgid))
+        {
+            return false;
+        }
         let what = format!("{} (entry {occurrence})", call_name(nr));
         let wait = Duration::from_millis(FORK_PAIR_WAIT_MS);
         self.hold(pid, wait, Why::Forking { tgid, what });
@@ -428,9 +442,10 @@ impl Tracer {
         true
     }
 
-    /// Thread `pid` entered a call that may be made under a lock: when a forker of its process
-    /// waits, `pid` is kept here and the forker goes on. Whether it was kept.
-    fn pin_partner(&mut self, pid: Pid, nr: u64, occurrence: u64) -> bool {
+    /// Thread `pid` entered a write to `fd` that may be made under a lock: when a forker of its
+    /// process waits, and the descriptor is one such writes go to, `pid` is kept here and the
+    /// forker goes on. Whether it was kept.
+    fn pin_partner(&mut self, pid: Pid, nr: u64, occurrence: u64, fd: u64) -> bool {
         let Some(tgid) = self.tgid(pid) else {
             return false;
         };
@@ -440,6 +455,12 @@ impl Tracer {
         let Some(at) = waiting else {
             return false;
         };
+        let target = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}"))
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !write_may_hold_lock(fd, &target) {
+            return false;
+        }
         let forker = self.held.remove(at);
         let Why::Forking { what, .. } = forker.why else {
             unreachable!("matched as Forking above")
@@ -517,6 +538,8 @@ impl Tracer {
                         thread_name(h.pid)
                     )
                 });
+            } else {
+                self.arm_on_release(h.pid);
             }
             resume(h.pid, None);
         }
