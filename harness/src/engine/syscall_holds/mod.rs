@@ -401,6 +401,14 @@ impl Tracer {
             .position(|h| h.pid == forker && matches!(h.why, Why::Forking { .. }))
     }
 
+    /// Where the fork of process `tgid` that waits for a partner (one at most) is among the
+    /// holds.
+    fn waiting_fork_in(&self, tgid: i32) -> Option<usize> {
+        self.held
+            .iter()
+            .position(|h| matches!(&h.why, Why::Forking { tgid: t, .. } if *t == tgid))
+    }
+
     fn hold(&mut self, pid: Pid, hold: Duration, why: Why) {
         let until = Instant::now() + hold;
         self.held.push(Held { pid, until, why });
@@ -427,11 +435,7 @@ impl Tracer {
         }
         // Another fork of the process waits already: held there it takes no lock, so neither
         // could be the other's partner, and two waits would only add up to nothing.
-        if self
-            .held
-            .iter()
-            .any(|h| matches!(&h.why, Why::Forking { tgid: t, .. } if *t == tgid))
-        {
+        if self.waiting_fork_in(tgid).is_some() {
             return false;
         }
         let what = format!("{} (entry {occurrence})", call_name(nr));
@@ -449,10 +453,8 @@ impl Tracer {
         let Some(tgid) = self.tgid(pid) else {
             return false;
         };
-        let waiting = self.held.iter().position(|h| {
-            h.pid != pid && matches!(&h.why, Why::Forking { tgid: t, .. } if *t == tgid)
-        });
-        let Some(at) = waiting else {
+        // The waiting forker is stopped, so it is never `pid`, which is entering a write.
+        let Some(at) = self.waiting_fork_in(tgid) else {
             return false;
         };
         let target = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}"))
