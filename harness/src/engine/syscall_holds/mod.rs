@@ -430,12 +430,13 @@ impl Tracer {
         let Some(tgid) = self.tgid(pid) else {
             return false;
         };
-        if crate::engine::proc::threads(tgid).len() < 2 {
+        // Another fork of the process waits already: held there it takes no lock, so neither
+        // could be the other's partner, and two waits would only add up to nothing. (Asked
+        // before the thread count, which reads `/proc`.)
+        if self.waiting_fork_in(tgid).is_some() {
             return false;
         }
-        // Another fork of the process waits already: held there it takes no lock, so neither
-        // could be the other's partner, and two waits would only add up to nothing.
-        if self.waiting_fork_in(tgid).is_some() {
+        if crate::engine::proc::threads(tgid).len() < 2 {
             return false;
         }
         let what = format!("{} (entry {occurrence})", call_name(nr));
